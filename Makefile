@@ -1,0 +1,35 @@
+# One entry point per task; each bootstraps what it needs on a fresh machine.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test lint demo bench postgres clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,dev]'
+	touch $(STAMP)
+
+# PostgreSQL server + client tools, installed with apt when missing (root only).
+postgres:
+	@bash scripts/ensure-postgres.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check preskool_dr tests bench
+	$(BIN)/ruff format --check preskool_dr tests bench
+	$(BIN)/mypy
+
+test: $(STAMP) postgres lint
+	bash scripts/run-pytest.sh $(BIN)/pytest -q $(PYTEST_ARGS)
+
+demo: $(STAMP) postgres
+	$(BIN)/preskool-dr demo $(DEMO_ARGS)
+
+bench: $(STAMP) postgres
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

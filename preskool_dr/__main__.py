@@ -1,0 +1,3 @@
+from preskool_dr.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,414 @@
+"""runbook.yaml + environment -> one immutable, typed Config.
+
+Every validation error names the file and line it comes from, because the operator who
+reads it is usually fixing the file under pressure. Secrets never enter a Config:
+PGPASSWORD and the AWS keys stay in the environment, where libpq, boto3 and the child
+processes read them directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from preskool_dr.core.errors import ConfigError
+from preskool_dr.core.paths import state_dir
+
+DEFAULT_RUNBOOK_NAME = "runbook.yaml"
+STEP_IDS = (
+    "app_offline",
+    "identify",
+    "download",
+    "verify",
+    "recreate_db",
+    "restore",
+    "migrate",
+    "app_online",
+    "health",
+)
+
+
+@dataclass(frozen=True)
+class StepText:
+    """What the operator reads about one of the nine steps."""
+
+    id: str
+    title: str
+    explain: str
+    command: str
+
+
+@dataclass(frozen=True)
+class AppCommands:
+    """Application control; every command is an argv list run without a shell."""
+
+    stop: tuple[str, ...] = ()
+    start: tuple[str, ...] = ()
+    migrate: tuple[str, ...] = ()
+    cwd: str | None = None
+    health_url: str | None = None
+    timeout_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class Retention:
+    local_days: int | None = None
+    s3_days: int | None = None
+    storage_class: str = "STANDARD"
+
+
+@dataclass(frozen=True)
+class SmokeQuery:
+    """A query that must return a single row; `min_value` checks its first column."""
+
+    name: str
+    sql: str
+    min_value: float | None = None
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    rto_minutes: float = 120.0
+    rpo_hours: float = 24.0
+    rpo_wal_hours: float = 1.0
+    backup_warn_age_hours: float = 25.0
+    backup_missing_hours: float = 26.0
+    min_backup_bytes: int = 1_048_576
+    restore_test_max_age_days: float = 8.0
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    host: str = "localhost"
+    port: int = 5432
+    name: str = "preskool_db"
+    user: str = "preskool"
+    admin_user: str = "postgres"
+    admin_db: str = "postgres"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    dir: Path = Path("/var/backups/preskool")
+    s3_bucket: str | None = None
+    s3_prefix: str = "preskool-backups/"
+    retention: dict[str, Retention] = field(default_factory=dict)
+    compress_level: int = 6
+
+
+@dataclass(frozen=True)
+class RestoreTestSettings:
+    database: str = "preskool_restore_test"
+    required_tables: tuple[str, ...] = ()
+    smoke_queries: tuple[SmokeQuery, ...] = ()
+
+
+@dataclass(frozen=True)
+class DrillSettings:
+    target_db: str = "preskool_drill"
+    app: AppCommands = AppCommands()
+    sign_key: Path | None = None
+    log: Path | None = None
+    drop_after: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything preskool-dr knows about the site; built by `load_config`."""
+
+    source: Path | None
+    database: DatabaseSettings
+    backups: BackupSettings
+    thresholds: Thresholds
+    restore_test: RestoreTestSettings
+    app: AppCommands
+    drill: DrillSettings
+    steps: tuple[StepText, ...]
+    state_dir: Path
+
+    def step(self, step_id: str) -> StepText:
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)
+
+    @property
+    def drill_log_path(self) -> Path:
+        return self.drill.log or self.state_dir / "drill-log.jsonl"
+
+
+# ---------------------------------------------------------------- YAML with line numbers
+
+
+class _Mapping(dict[str, Any]):
+    """A YAML mapping that remembers the line of each key (1-based) and of itself."""
+
+    line: int = 0
+    key_lines: dict[str, int]
+
+
+class _Sequence(list[Any]):
+    line: int = 0
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Mapping:
+    result = _Mapping()
+    result.line = node.start_mark.line + 1
+    result.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str):
+            raise ConfigError(
+                f"{loader.name}:{key_node.start_mark.line + 1}: keys must be text, got {key!r}"
+            )
+        if key in result:
+            raise ConfigError(f"{loader.name}:{key_node.start_mark.line + 1}: duplicate key {key!r}")
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.key_lines[key] = key_node.start_mark.line + 1
+    return result
+
+
+def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> _Sequence:
+    result = _Sequence(loader.construct_object(child, deep=True) for child in node.value)
+    result.line = node.start_mark.line + 1
+    return result
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+
+
+# ---------------------------------------------------------------- typed conversion
+
+
+class _Reader:
+    """Converts parsed YAML into the dataclasses above, with file:line on every error."""
+
+    def __init__(self, file: str, base_dir: Path) -> None:
+        self.file = file
+        self.base_dir = base_dir
+
+    def fail(self, line: int, message: str) -> typing.NoReturn:
+        raise ConfigError(f"{self.file}:{line}: {message}")
+
+    def build(self, cls: type[Any], data: Any, line: int, where: str) -> Any:
+        if not isinstance(data, _Mapping):
+            self.fail(line, f"{where} must be a mapping, got {_kind(data)}")
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = [key for key in data if key not in names]
+        if unknown:
+            key = unknown[0]
+            self.fail(
+                data.key_lines[key],
+                f"unknown key {where}.{key} (allowed: {', '.join(sorted(names))})",
+            )
+        kwargs = {}
+        for key, value in data.items():
+            kwargs[key] = self.convert(
+                hints[key], value, data.key_lines[key], f"{where}.{key}".lstrip(".")
+            )
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.init
+            and f.name not in kwargs
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            self.fail(data.line, f"{where or 'the file'} is missing required key {missing[0]!r}")
+        return cls(**kwargs)
+
+    def convert(self, hint: Any, value: Any, line: int, where: str) -> Any:
+        origin = typing.get_origin(hint)
+        args = typing.get_args(hint)
+        if origin in (typing.Union, types.UnionType):
+            if value is None and type(None) in args:
+                return None
+            (inner,) = [a for a in args if a is not type(None)]
+            return self.convert(inner, value, line, where)
+        if dataclasses.is_dataclass(hint):
+            return self.build(typing.cast(type, hint), value, line, where)
+        if origin is tuple:
+            if not isinstance(value, list):
+                self.fail(line, f"{where} must be a list, got {_kind(value)}")
+            item_line = getattr(value, "line", line)
+            return tuple(self.convert(args[0], item, item_line, f"{where}[]") for item in value)
+        if origin is dict:
+            if not isinstance(value, _Mapping):
+                self.fail(line, f"{where} must be a mapping, got {_kind(value)}")
+            return {
+                k: self.convert(args[1], v, value.key_lines[k], f"{where}.{k}")
+                for k, v in value.items()
+            }
+        if hint is Path:
+            if not isinstance(value, str) or not value:
+                self.fail(line, f"{where} must be a path, got {_kind(value)}")
+            return (self.base_dir / Path(value).expanduser()).resolve()
+        if hint is bool:
+            if not isinstance(value, bool):
+                self.fail(line, f"{where} must be true or false, got {_kind(value)}")
+            return value
+        if hint is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                self.fail(line, f"{where} must be a whole number, got {_kind(value)}")
+            return value
+        if hint is float:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                self.fail(line, f"{where} must be a number, got {_kind(value)}")
+            return float(value)
+        if hint is str:
+            if not isinstance(value, str) or not value.strip():
+                self.fail(line, f"{where} must be non-empty text, got {_kind(value)}")
+            return value
+        raise TypeError(f"config type {hint!r} not handled")  # a programming error
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"a boolean ({value})"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"text {value!r}" if value.strip() else "empty text"
+    return f"{type(value).__name__} {value!r}"
+
+
+@dataclass(frozen=True)
+class _File:
+    """The shape of runbook.yaml itself (defaults come from the dataclasses above)."""
+
+    version: int = 1
+    database: DatabaseSettings = DatabaseSettings()
+    backups: BackupSettings = BackupSettings()
+    thresholds: Thresholds = Thresholds()
+    restore_test: RestoreTestSettings = RestoreTestSettings()
+    app: AppCommands = AppCommands()
+    drill: DrillSettings = DrillSettings()
+    steps: tuple[StepText, ...] = ()
+
+
+# ---------------------------------------------------------------- loading
+
+
+def default_runbook_path() -> Path:
+    """`PRESKOOL_DR_RUNBOOK`, else ./runbook.yaml, else the one at the repository root."""
+    explicit = os.environ.get("PRESKOOL_DR_RUNBOOK")
+    if explicit:
+        return Path(explicit)
+    local = Path.cwd() / DEFAULT_RUNBOOK_NAME
+    if local.exists():
+        return local
+    return Path(__file__).resolve().parents[2] / DEFAULT_RUNBOOK_NAME
+
+
+def load_config(path: Path | None = None, env: typing.Mapping[str, str] | None = None) -> Config:
+    """Read runbook.yaml, validate it, and lay the environment over it (env wins)."""
+    env = os.environ if env is None else env
+    path = path or default_runbook_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: runbook file not found; pass --runbook PATH or set PRESKOOL_DR_RUNBOOK"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read runbook file: {exc}") from None
+    try:
+        data = yaml.load(text, Loader=_loader_for(str(path)))  # noqa: S506 - SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise ConfigError(f"{path}:{line}: invalid YAML: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}:1: invalid YAML: {exc}") from None
+    if data is None:
+        data = _Mapping()
+        data.line, data.key_lines = 1, {}
+    reader = _Reader(str(path), path.resolve().parent)
+    parsed: _File = reader.build(_File, data, 1, "")
+    if parsed.version != 1:
+        reader.fail(data.key_lines.get("version", 1), f"version {parsed.version} is not supported (use 1)")
+    _check_steps(reader, parsed, data)
+    _check_retention(reader, parsed, data)
+    return _apply_env(parsed, path, env)
+
+
+def _loader_for(name: str) -> type[_Loader]:
+    class Named(_Loader):
+        def __init__(self, stream: Any) -> None:
+            super().__init__(stream)
+            self.name = name
+
+    return Named
+
+
+def _check_steps(reader: _Reader, parsed: _File, data: _Mapping) -> None:
+    line = data.key_lines.get("steps", 1)
+    ids = [s.id for s in parsed.steps]
+    for step_id in ids:
+        if step_id not in STEP_IDS:
+            reader.fail(line, f"unknown step id {step_id!r} (the nine steps are: {', '.join(STEP_IDS)})")
+    if tuple(ids) != STEP_IDS:
+        reader.fail(line, f"steps must list the nine steps in order: {', '.join(STEP_IDS)}")
+
+
+def _check_retention(reader: _Reader, parsed: _File, data: _Mapping) -> None:
+    backups = data.get("backups")
+    line = backups.key_lines.get("retention", backups.line) if isinstance(backups, _Mapping) else 1
+    for kind in parsed.backups.retention:
+        if kind not in ("daily", "weekly", "pre-deploy", "base"):
+            reader.fail(line, f"backups.retention.{kind}: unknown backup kind (daily, weekly, pre-deploy, base)")
+
+
+def _apply_env(parsed: _File, path: Path, env: typing.Mapping[str, str]) -> Config:
+    db = parsed.database
+    overrides: dict[str, Any] = {}
+    for var, key in (("DB_HOST", "host"), ("DB_NAME", "name"), ("DB_USER", "user")):
+        if env.get(var):
+            overrides[key] = env[var]
+    if env.get("DB_PORT"):
+        try:
+            overrides["port"] = int(env["DB_PORT"])
+        except ValueError:
+            raise ConfigError(f"environment: DB_PORT must be a port number, got {env['DB_PORT']!r}") from None
+    if env.get("DB_ADMIN_USER"):
+        overrides["admin_user"] = env["DB_ADMIN_USER"]
+    db = dataclasses.replace(db, **overrides)
+    backups = parsed.backups
+    if env.get("BACKUP_DIR"):
+        backups = dataclasses.replace(backups, dir=Path(env["BACKUP_DIR"]).expanduser().resolve())
+    if env.get("S3_BUCKET"):
+        backups = dataclasses.replace(backups, s3_bucket=env["S3_BUCKET"])
+    explicit_state = env.get("PRESKOOL_DR_STATE_DIR")
+    return Config(
+        source=path,
+        database=db,
+        backups=backups,
+        thresholds=parsed.thresholds,
+        restore_test=parsed.restore_test,
+        app=parsed.app,
+        drill=parsed.drill,
+        steps=parsed.steps,
+        state_dir=Path(explicit_state) if explicit_state else state_dir(),
+    )
