@@ -54,7 +54,8 @@ class AppCommands:
     migrate: tuple[str, ...] = ()
     cwd: str | None = None
     health_url: str | None = None
-    timeout_seconds: float = 300.0
+    timeout_seconds: float = 300.0  # for each command
+    health_wait_seconds: float = 120.0  # how long step 9 polls the health URL for a 2xx
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,9 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Mapping:
                 f"{loader.name}:{key_node.start_mark.line + 1}: keys must be text, got {key!r}"
             )
         if key in result:
-            raise ConfigError(f"{loader.name}:{key_node.start_mark.line + 1}: duplicate key {key!r}")
+            raise ConfigError(
+                f"{loader.name}:{key_node.start_mark.line + 1}: duplicate key {key!r}"
+            )
         result[key] = loader.construct_object(value_node, deep=True)
         result.key_lines[key] = key_node.start_mark.line + 1
     return result
@@ -339,7 +342,10 @@ def load_config(path: Path | None = None, env: typing.Mapping[str, str] | None =
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        raise ConfigError(f"{path}:{line}: invalid YAML: {exc.problem or exc}") from None
+        context = ""
+        if exc.context and exc.context_mark and exc.context_mark.line + 1 != line:
+            context = f" ({exc.context} that starts on line {exc.context_mark.line + 1})"
+        raise ConfigError(f"{path}:{line}: invalid YAML: {exc.problem or exc}{context}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}:1: invalid YAML: {exc}") from None
     if data is None:
@@ -348,7 +354,9 @@ def load_config(path: Path | None = None, env: typing.Mapping[str, str] | None =
     reader = _Reader(str(path), path.resolve().parent)
     parsed: _File = reader.build(_File, data, 1, "")
     if parsed.version != 1:
-        reader.fail(data.key_lines.get("version", 1), f"version {parsed.version} is not supported (use 1)")
+        reader.fail(
+            data.key_lines.get("version", 1), f"version {parsed.version} is not supported (use 1)"
+        )
     _check_steps(reader, parsed, data)
     _check_retention(reader, parsed, data)
     return _apply_env(parsed, path, env)
@@ -368,17 +376,22 @@ def _check_steps(reader: _Reader, parsed: _File, data: _Mapping) -> None:
     ids = [s.id for s in parsed.steps]
     for step_id in ids:
         if step_id not in STEP_IDS:
-            reader.fail(line, f"unknown step id {step_id!r} (the nine steps are: {', '.join(STEP_IDS)})")
+            reader.fail(
+                line, f"unknown step id {step_id!r} (the nine steps are: {', '.join(STEP_IDS)})"
+            )
     if tuple(ids) != STEP_IDS:
         reader.fail(line, f"steps must list the nine steps in order: {', '.join(STEP_IDS)}")
 
 
 def _check_retention(reader: _Reader, parsed: _File, data: _Mapping) -> None:
     backups = data.get("backups")
-    line = backups.key_lines.get("retention", backups.line) if isinstance(backups, _Mapping) else 1
+    retention = backups.get("retention") if isinstance(backups, _Mapping) else None
     for kind in parsed.backups.retention:
         if kind not in ("daily", "weekly", "pre-deploy", "base"):
-            reader.fail(line, f"backups.retention.{kind}: unknown backup kind (daily, weekly, pre-deploy, base)")
+            line = retention.key_lines[kind] if isinstance(retention, _Mapping) else 1
+            reader.fail(
+                line, f"backups.retention.{kind}: unknown backup kind (daily, weekly, pre-deploy, base)"
+            )
 
 
 def _apply_env(parsed: _File, path: Path, env: typing.Mapping[str, str]) -> Config:
@@ -391,7 +404,9 @@ def _apply_env(parsed: _File, path: Path, env: typing.Mapping[str, str]) -> Conf
         try:
             overrides["port"] = int(env["DB_PORT"])
         except ValueError:
-            raise ConfigError(f"environment: DB_PORT must be a port number, got {env['DB_PORT']!r}") from None
+            raise ConfigError(
+                f"environment: DB_PORT must be a port number, got {env['DB_PORT']!r}"
+            ) from None
     if env.get("DB_ADMIN_USER"):
         overrides["admin_user"] = env["DB_ADMIN_USER"]
     db = dataclasses.replace(db, **overrides)

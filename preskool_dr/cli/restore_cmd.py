@@ -1,0 +1,245 @@
+"""`preskool-dr restore`: the nine-step engine, headless, one line per step transition."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+import humanize
+
+from preskool_dr.cli.main import Context
+from preskool_dr.cli.output import tagged
+from preskool_dr.core import catalog
+from preskool_dr.core.engine import Engine, RunOptions
+from preskool_dr.core.errors import UsageError
+from preskool_dr.core.events import Event, LogLine, Notice, Progress, StepChanged
+from preskool_dr.core.journal import Journal, parse_time
+
+EPILOG = """\
+examples:
+  preskool-dr restore latest --confirm preskool_db
+      restore the newest backup into DB_NAME (the old database is kept aside)
+  preskool-dr restore preskool-backup-20260220_020000.sql.gz --confirm preskool_db --mode drop
+      the runbook's plain DROP instead of keeping the old database aside
+  preskool-dr restore latest --drill --confirm preskool_drill --performed-by alice
+      quarterly drill into drill.target_db; production is never touched
+  preskool-dr restore --resume 20260220-041233-a1b2 --confirm preskool_db
+      continue a run that was interrupted (Ctrl-C, SSH dropped, kill)
+  preskool-dr restore --rollback 20260220-041233-a1b2 --confirm preskool_db
+      put the old database (kept aside by that run) back
+  preskool-dr restore --drop-aside 20260220-041233-a1b2 --confirm preskool_db_before_20260220_041233_a1b2
+      drop the old copy once the restored database is known good
+
+Order: steps 2-4 (identify, download, verify) run before step 1 (app offline), so a bad
+backup costs no downtime. Run inside tmux or screen over SSH. Exit codes: 0 done,
+1 a step failed, 2 usage / confirmation mismatch / backup not found, 130 interrupted.
+"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "restore",
+        help="run the nine-step restore headless (same engine as the TUI)",
+        description="Restore a backup into the target database through the runbook's nine steps.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "backup",
+        nargs="?",
+        metavar="BACKUP",
+        help="a path, a file name in BACKUP_DIR, s3://bucket/key, or 'latest'",
+    )
+    parser.add_argument(
+        "--confirm",
+        metavar="DBNAME",
+        help="the target database's name, typed out: nothing runs unless it matches",
+    )
+    parser.add_argument("--target-db", metavar="NAME", help="restore into NAME instead of DB_NAME")
+    parser.add_argument(
+        "--mode",
+        choices=("aside", "drop"),
+        default="aside",
+        help="aside (default): rename the old database to <name>_before_<run>; drop: the seed's DROP",
+    )
+    parser.add_argument("--drill", action="store_true", help="a rehearsal: never touches production")
+    parser.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run")
+    parser.add_argument("--rollback", metavar="RUN_ID", help="put back the database kept aside by RUN_ID")
+    parser.add_argument("--drop-aside", metavar="RUN_ID", help="drop the copy kept aside by RUN_ID")
+    parser.add_argument("--list-runs", action="store_true", help="list runs in the journal and exit")
+    parser.add_argument(
+        "--incident-at",
+        metavar="ISO8601",
+        help="when the incident was declared (UTC; default now): the RTO counts from here",
+    )
+    parser.add_argument("--performed-by", metavar="NAME", help="operator name for the journal/drill log")
+    parser.add_argument("--signer", metavar="PRINCIPAL", help="drill-log signer (default --performed-by)")
+    parser.add_argument("--sign-key", type=Path, metavar="PATH", help="SSH key that signs the drill entry")
+    parser.add_argument("--drill-log", type=Path, metavar="PATH", help="drill log file to append to")
+    parser.add_argument(
+        "--drop-after", action="store_true", help="drill: drop the drill database when done"
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    config = ctx.config
+    if args.list_runs:
+        return _list_runs(Journal(config.state_dir))
+    if args.rollback or args.drop_aside:
+        engine = Engine.reopen(config, args.rollback or args.drop_aside, on_event=print_event)
+        try:
+            if args.rollback:
+                engine.rollback(args.confirm)
+            else:
+                engine.drop_aside(args.confirm)
+        finally:
+            engine.close()
+        return 0
+    cancel = threading.Event()
+    with _signals_set(cancel):
+        if args.resume:
+            engine = Engine.resume(config, args.resume, on_event=print_event)
+        else:
+            engine = _start(args, ctx)
+        try:
+            engine.check_confirmation(args.confirm)
+            print(
+                f"run {engine.state.run_id}: {engine.state.mode} of "
+                f"{engine.state.backup.name if engine.state.backup else '?'} into "
+                f"{engine.state.target_label}",
+                flush=True,
+            )
+            ok = engine.run_all(args.confirm, cancel)
+            _summary(engine)
+        finally:
+            engine.close()
+    if engine.state.result == "interrupted":
+        return 130
+    return 0 if ok else 1
+
+
+def _start(args: argparse.Namespace, ctx: Context) -> Engine:
+    config = ctx.config
+    if not args.backup:
+        raise UsageError("name the BACKUP to restore (a path, a name, s3://..., or 'latest')")
+    target = args.target_db or (config.drill.target_db if args.drill else config.database.name)
+    if args.confirm != target:
+        raise UsageError(
+            f"--confirm {args.confirm or '(missing)'} does not match the target database "
+            f"{target!r}: nothing was changed"
+        )
+    catalog.resolve_backup(config, args.backup)  # exit 2 before any run exists
+    incident = _parse_incident(args.incident_at)
+    options = RunOptions(
+        backup_spec=args.backup,
+        target_db=target,
+        operator=args.performed_by or "",
+        incident_declared_at=incident,
+        drill=args.drill,
+        recreate_mode="drop" if args.drill else args.mode,
+    )
+    return Engine.start(config, options, on_event=print_event)
+
+
+def _parse_incident(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise UsageError(f"--incident-at {text!r} is not ISO-8601 (e.g. 2026-02-20T03:55:00Z)") from None
+
+
+@contextmanager
+def _signals_set(cancel: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM/SIGHUP only set `cancel`: the running step stops its child and
+    records the interruption, so the journal stays resumable."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        cancel.set()
+        print(f"\n{signal.Signals(signum).name}: stopping after recording the current step", flush=True)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+_last_progress: dict[str, float] = {}
+
+
+def print_event(event: Event) -> None:
+    """One line per step transition (stdout); notices as tagged lines; progress only on a TTY."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(event, StepChanged):
+        print(
+            f"{stamp}  step {event.number}/9  {event.step_id:<12} {event.status.value.upper():<8} "
+            f"{event.detail}",
+            flush=True,
+        )
+    elif isinstance(event, Notice):
+        tag = {"ok": "OK", "warn": "WARN", "error": "FAIL"}.get(event.level, "INFO")
+        tagged(tag, event.text)
+    elif isinstance(event, Progress) and sys.stderr.isatty():
+        fraction = event.fraction
+        percent = f"{fraction:5.1%}" if fraction is not None else "  ?  "
+        table = f"  {event.current}" if event.current else ""
+        sys.stderr.write(
+            f"\r  {event.phase:<8} {percent}  {humanize.naturalsize(event.done, binary=True)}"
+            f"{table:<40}"
+        )
+        sys.stderr.flush()
+    elif isinstance(event, LogLine) and event.source != "psql":
+        print(f"{'':22}{event.source}: {event.text}", flush=True)
+
+
+def _summary(engine: Engine) -> None:
+    state = engine.state
+    config = engine.config
+    target = config.thresholds.rto_minutes * 60
+    rto = state.rto_seconds
+    rto_text = f"RTO {_clock(rto)} of {_clock(target)} target ({rto / target:.0%})"
+    rpo = state.rpo_seconds
+    rpo_text = (
+        f"RPO {humanize.precisedelta(rpo, minimum_unit='minutes', format='%0.0f')} of "
+        f"{config.thresholds.rpo_hours:g} h"
+        if rpo is not None
+        else "RPO unknown (no backup chosen)"
+    )
+    print(f"RESULT {state.result.upper()}  run {state.run_id}  {rto_text}  {rpo_text}", flush=True)
+    print(f"       {engine.production_state()}", flush=True)
+    if state.result in ("failed", "interrupted"):
+        print(
+            f"       resume: preskool-dr restore --resume {state.run_id} --confirm {state.target_db}",
+            flush=True,
+        )
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _list_runs(journal: Journal) -> int:
+    runs = journal.runs()
+    if not runs:
+        print(f"no runs in {journal.dir}")
+        return 0
+    for state in runs:
+        done = sum(1 for s in state.steps if s.settled)
+        backup = state.backup.name if state.backup else "-"
+        print(
+            f"{state.run_id}  {state.mode:<7} {state.result:<11} {done}/9 steps  "
+            f"{state.target_label}  {backup}  by {state.operator}"
+        )
+    return 0

@@ -1,0 +1,195 @@
+"""Everything preskool-dr asks of PostgreSQL through psycopg.
+
+Passwords never pass through here: libpq reads PGPASSWORD (or ~/.pgpass) itself.
+Identifiers are always quoted with psycopg.sql.Identifier, so a database named
+`preskool-db` or `x; DROP DATABASE postgres` is a name, never SQL.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from preskool_dr.core.config import DatabaseSettings
+from preskool_dr.core.errors import DrError
+
+MAX_IDENTIFIER_BYTES = 63
+
+
+def check_database_name(name: str) -> str:
+    """Refuse names PostgreSQL would silently truncate or that cannot be typed back."""
+    if not name or len(name.encode()) > MAX_IDENTIFIER_BYTES or "\x00" in name:
+        raise DrError(
+            f"database name {name!r} is not usable (1-63 bytes, no NUL): check DB_NAME / --target-db",
+            exit_code=2,
+        )
+    return name
+
+
+def connect(
+    db: DatabaseSettings,
+    dbname: str | None = None,
+    *,
+    admin: bool = False,
+    connect_timeout: int = 10,
+) -> psycopg.Connection:
+    """Autocommit connection as the app role (or the admin role) to `dbname`."""
+    target = dbname or (db.admin_db if admin else db.name)
+    user = db.admin_user if admin else db.user
+    try:
+        return psycopg.connect(
+            host=db.host,
+            port=db.port,
+            dbname=target,
+            user=user,
+            autocommit=True,
+            connect_timeout=connect_timeout,
+            application_name="preskool-dr",
+        )
+    except psycopg.OperationalError as exc:
+        raise DrError(
+            f"cannot connect to PostgreSQL as {user} at {db.host}:{db.port}/{target}: "
+            f"{first_line(exc)} - check that the server is up, DB_HOST/DB_PORT, and PGPASSWORD"
+        ) from None
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def libpq_env(db: DatabaseSettings, dbname: str, *, admin: bool = False) -> dict[str, str]:
+    """Connection settings for child programs (pg_dump, psql) as environment, never argv."""
+    return {
+        "PGHOST": db.host,
+        "PGPORT": str(db.port),
+        "PGUSER": db.admin_user if admin else db.user,
+        "PGDATABASE": dbname,
+        "PGAPPNAME": "preskool-dr",
+        "PGCONNECT_TIMEOUT": "10",
+    }
+
+
+def database_exists(conn: psycopg.Connection, name: str) -> bool:
+    row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    return row is not None
+
+
+def database_size(conn: psycopg.Connection, name: str) -> int:
+    row = conn.execute("SELECT pg_database_size(%s)", (name,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def list_tables(conn: psycopg.Connection) -> list[str]:
+    """User tables in search-path schemas (public), sorted."""
+    rows = conn.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def row_counts(conn: psycopg.Connection, tables: list[str] | None = None) -> dict[str, int]:
+    """Exact row counts, table by table."""
+    result: dict[str, int] = {}
+    for table in tables if tables is not None else list_tables(conn):
+        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+        row = conn.execute(query).fetchone()
+        result[table] = int(row[0]) if row else 0
+    return result
+
+
+def row_estimates(conn: psycopg.Connection) -> dict[str, int]:
+    """Planner estimates (cheap on a huge database): what the journal records before a drop."""
+    rows = conn.execute(
+        """SELECT c.relname, greatest(c.reltuples, 0)::bigint
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+           ORDER BY c.relname"""
+    ).fetchall()
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def role_exists(conn: psycopg.Connection, role: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What is about to be destroyed, recorded in the journal before step 5 acts."""
+
+    database: str
+    exists: bool
+    size_bytes: int
+    row_estimates: dict[str, int]
+
+
+def snapshot(db: DatabaseSettings, name: str) -> Snapshot:
+    with connect(db, admin=True) as conn:
+        if not database_exists(conn, name):
+            return Snapshot(name, False, 0, {})
+        size = database_size(conn, name)
+    try:
+        with connect(db, name, admin=True) as conn:
+            estimates = row_estimates(conn)
+    except DrError:
+        estimates = {}  # the database refuses connections (e.g. ALLOW_CONNECTIONS false)
+    return Snapshot(name, True, size, estimates)
+
+
+def block_and_terminate(conn: psycopg.Connection, name: str, attempts: int = 20) -> int:
+    """Stop new connections to `name`, then end the ones there; returns how many ended.
+
+    Blocking first matters: the app's pool reconnects at once, and a DROP or RENAME
+    fails while any session remains.
+    """
+    ident = sql.Identifier(name)
+    conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(ident))
+    terminated = 0
+    for _ in range(attempts):
+        rows = conn.execute(
+            """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+               WHERE datname = %s AND pid <> pg_backend_pid()""",
+            (name,),
+        ).fetchall()
+        terminated += sum(1 for r in rows if r[0])
+        left = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        ).fetchone()
+        if left is None or left[0] == 0:
+            return terminated
+        time.sleep(0.25)
+    raise DrError(
+        f"sessions on {name} would not end after {attempts} attempts; "
+        "stop the application (step 1) and retry"
+    )
+
+
+def allow_connections(conn: psycopg.Connection, name: str) -> None:
+    conn.execute(
+        sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(name))
+    )
+
+
+def rename_database(conn: psycopg.Connection, old: str, new: str) -> None:
+    conn.execute(
+        sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new))
+    )
+
+
+def drop_database(conn: psycopg.Connection, name: str) -> None:
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def create_database(conn: psycopg.Connection, name: str, owner: str) -> None:
+    if not role_exists(conn, owner):
+        raise DrError(
+            f"the app role {owner!r} does not exist on this server: create it "
+            f"(CREATE ROLE {owner} LOGIN) or set DB_USER, then retry this step"
+        )
+    conn.execute(
+        sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(owner))
+    )

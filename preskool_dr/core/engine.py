@@ -1,0 +1,704 @@
+"""The nine-step restore as a state machine: one engine for the headless CLI and the TUI.
+
+Every step has a precondition (`blocked_reason`), an action, a check, and a status saved in
+the journal before the screen hears about it. Safety rules that never bend:
+- nothing destructive runs unless the typed confirmation equals the target database name;
+- step 5 needs steps 2-4 *done* (not skipped): a backup that failed its checksum or gzip
+  check never reaches the database;
+- by default step 5 renames the old database aside instead of dropping it, and the aside
+  copy is only dropped on the operator's word after the health check passed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import humanize
+
+from preskool_dr.core import catalog, checksum, database
+from preskool_dr.core.appctl import check_health, run_app_command
+from preskool_dr.core.config import STEP_IDS, AppCommands, Config
+from preskool_dr.core.errors import Cancelled, DrError, UsageError
+from preskool_dr.core.events import (
+    EventSink,
+    LogLine,
+    Notice,
+    StepChanged,
+    StepStatus,
+    ignore_events,
+    utcnow,
+)
+from preskool_dr.core.journal import BackupChoice, Journal, RunState, StepRecord, new_run_id
+from preskool_dr.core.lock import TargetLock, lock_path
+from preskool_dr.core.procs import redact
+from preskool_dr.core.restore_stream import stream_restore
+
+# Headless order: check the backup (2-4) before taking the app offline (1), so a bad
+# backup costs no downtime. The checklist keeps the runbook's numbering.
+HEADLESS_ORDER = (
+    "identify",
+    "download",
+    "verify",
+    "app_offline",
+    "recreate_db",
+    "restore",
+    "migrate",
+    "app_online",
+    "health",
+)
+BACKUP_CHECK_STEPS = ("identify", "download", "verify")
+DESTRUCTIVE_STEPS = frozenset({"recreate_db"})
+SKIPPABLE_STEPS = frozenset({"app_offline", "migrate", "app_online", "health"})
+OUTPUT_TAIL = 40
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the operator decides when a run starts."""
+
+    backup_spec: str | None = None  # None: chosen later (the TUI's backup browser)
+    target_db: str | None = None  # default: DB_NAME, or drill.target_db in a drill
+    operator: str = ""
+    incident_declared_at: datetime | None = None  # default: now
+    drill: bool = False
+    recreate_mode: str = "aside"  # "aside" (rename the old database) or "drop" (the seed's way)
+
+
+def default_operator() -> str:
+    try:
+        return os.environ.get("SUDO_USER") or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def aside_name(target: str, run_id: str) -> str:
+    """`<target>_before_<run id>` trimmed to PostgreSQL's 63-byte identifier limit."""
+    suffix = "_before_" + run_id.replace("-", "_")
+    room = database.MAX_IDENTIFIER_BYTES - len(suffix.encode())
+    head = target.encode()[:room].decode("utf-8", "ignore")
+    return head + suffix
+
+
+class Engine:
+    """Owns one run: its journal record, its lock, and the steps' actions."""
+
+    def __init__(
+        self,
+        config: Config,
+        state: RunState,
+        *,
+        on_event: EventSink = ignore_events,
+        journal: Journal | None = None,
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.on_event = on_event
+        self.journal = journal or Journal(config.state_dir)
+        self._lock = TargetLock(
+            lock_path(config.state_dir, state.db_host, state.db_port, state.target_db),
+            run_id=state.run_id,
+            operator=state.operator,
+        )
+        self._mutex = threading.Lock()  # one step at a time, whatever the front end does
+
+    # ------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def start(
+        cls, config: Config, options: RunOptions, *, on_event: EventSink = ignore_events
+    ) -> Engine:
+        """Create a new run, take the target's lock and write the first journal record."""
+        if options.recreate_mode not in ("aside", "drop"):
+            raise UsageError(f"recreate mode {options.recreate_mode!r}: use 'aside' or 'drop'")
+        db = config.database
+        target = options.target_db or (config.drill.target_db if options.drill else db.name)
+        database.check_database_name(target)
+        if options.drill and target == db.name:
+            raise UsageError(
+                f"a drill never restores into the production database {target!r} on "
+                f"{db.host}:{db.port}: pass --target-db or set drill.target_db"
+            )
+        now = utcnow()
+        run_id = new_run_id(now)
+        state = RunState(
+            run_id=run_id,
+            mode="drill" if options.drill else "restore",
+            operator=options.operator or default_operator(),
+            tool_host=socket.gethostname(),
+            db_host=db.host,
+            db_port=db.port,
+            target_db=target,
+            recreate_mode=options.recreate_mode,
+            incident_declared_at=options.incident_declared_at or now,
+            created_at=now,
+            steps=[
+                StepRecord(id=s.id, number=i + 1, title=s.title) for i, s in enumerate(config.steps)
+            ],
+            pid=os.getpid(),
+        )
+        engine = cls(config, state, on_event=on_event)
+        engine._lock.acquire()
+        engine.save()
+        if options.backup_spec:
+            engine.choose_backup(options.backup_spec)
+        return engine
+
+    @classmethod
+    def resume(cls, config: Config, run_id: str, *, on_event: EventSink = ignore_events) -> Engine:
+        """Reopen a run; a step that was running when its process died is redone."""
+        journal = Journal(config.state_dir)
+        state = journal.load(run_id)
+        if state.finished:
+            raise UsageError(f"run {run_id} already finished ({state.result}): nothing to resume")
+        engine = cls(config, state, on_event=on_event, journal=journal)
+        engine._lock.acquire()
+        state.pid = os.getpid()
+        for record in state.steps:
+            if record.status is StepStatus.RUNNING:
+                record.status = StepStatus.PENDING
+                record.detail = (
+                    "was running when the last process stopped; it is redone from its start"
+                )
+        state.result = "running"
+        state.notes.append(f"{utcnow().isoformat(timespec='seconds')} resumed by pid {os.getpid()}")
+        engine.save()
+        return engine
+
+    @classmethod
+    def reopen(cls, config: Config, run_id: str, *, on_event: EventSink = ignore_events) -> Engine:
+        """Open any run (also a finished one) for --rollback / --drop-aside, with its lock."""
+        journal = Journal(config.state_dir)
+        engine = cls(config, journal.load(run_id), on_event=on_event, journal=journal)
+        engine._lock.acquire()
+        return engine
+
+    def close(self) -> None:
+        self._lock.release()
+
+    def save(self) -> None:
+        self.journal.save(self.state)
+
+    # ------------------------------------------------------------ queries
+
+    @property
+    def drill(self) -> bool:
+        return self.state.mode == "drill"
+
+    @property
+    def app(self) -> AppCommands:
+        """The commands this run may use: a drill only ever uses drill.app."""
+        return self.config.drill.app if self.drill else self.config.app
+
+    def step(self, step_id: str) -> StepRecord:
+        return self.state.step(step_id)
+
+    def blocked_reason(self, step_id: str) -> str | None:
+        """Why `step_id` may not run now, or None when it may."""
+        record = self.step(step_id)
+        if record.status is StepStatus.RUNNING:
+            return "it is running"
+        if record.status is StepStatus.DONE and step_id in ("recreate_db", "restore"):
+            return "it is done; start a new run to restore again"
+        if self.state.finished:
+            return f"the run is {self.state.result}"
+        need: tuple[str, ...] = ()
+        if step_id == "download":
+            need = ("identify",)
+        elif step_id == "verify":
+            need = ("identify", "download")
+        elif step_id == "recreate_db":
+            for dep in BACKUP_CHECK_STEPS:
+                if self.step(dep).status is not StepStatus.DONE:
+                    return f"step {self.step(dep).number} ({self.step(dep).title}) must pass first"
+            need = ("app_offline",)
+        elif step_id == "restore":
+            need = ("recreate_db",)
+        elif step_id == "migrate":
+            need = ("restore",)
+        elif step_id == "app_online":
+            need = ("restore", "migrate")
+        elif step_id == "health":
+            need = ("app_online",)
+        for dep in need:
+            dep_record = self.step(dep)
+            if not dep_record.settled:
+                return f"step {dep_record.number} ({dep_record.title}) is not done yet"
+        return None
+
+    def next_step(self) -> str | None:
+        """The first unsettled step in headless order (what `r` runs by default)."""
+        for step_id in HEADLESS_ORDER:
+            if not self.step(step_id).settled:
+                return step_id
+        return None
+
+    def destruction_preview(self) -> database.Snapshot:
+        """What step 5 would replace: shown in the confirmation before anything happens."""
+        return database.snapshot(self.config.database, self.state.target_db)
+
+    def production_state(self) -> str:
+        """One honest sentence about where production is, for failures and summaries."""
+        s = self.state
+        recreate = self.step("recreate_db")
+        if recreate.status is StepStatus.PENDING and s.aside_state is None:
+            return f"production database {s.target_db} has not been touched"
+        if s.aside_state == "rolled-back":
+            return f"production database {s.target_db} was rolled back to its state before this run"
+        if s.aside_db and s.aside_state == "renamed":
+            return (
+                f"the old database is kept as {s.aside_db}; {s.target_db} holds this run's restore "
+                f"(roll back: preskool-dr restore --rollback {s.run_id} --confirm {s.target_db})"
+            )
+        if s.recreate_mode == "drop" and recreate.status is not StepStatus.PENDING:
+            return (
+                f"the old {s.target_db} was dropped (drop mode); only the backup can bring it back"
+            )
+        return f"production database {s.target_db} has not been touched"
+
+    # ------------------------------------------------------------ operator actions
+
+    def set_incident_time(self, when: datetime) -> None:
+        self.state.incident_declared_at = when
+        self.save()
+
+    def choose_backup(self, spec: str) -> BackupChoice:
+        """Step 2 with the operator's choice (the TUI's browser, or BACKUP on the CLI)."""
+        self._run("identify", lambda record, cancel: self._identify(spec))
+        record = self.step("identify")
+        if record.status is not StepStatus.DONE or self.state.backup is None:
+            raise DrError(record.detail)
+        return self.state.backup
+
+    def run_step(
+        self,
+        step_id: str,
+        *,
+        confirmation: str | None = None,
+        cancel: threading.Event | None = None,
+    ) -> StepRecord:
+        """Run one step (also a retry of a failed one). Errors are recorded, not raised,
+        except a wrong confirmation, which changes nothing and raises UsageError."""
+        if step_id not in STEP_IDS:
+            raise UsageError(f"unknown step {step_id!r} (steps: {', '.join(STEP_IDS)})")
+        if step_id in DESTRUCTIVE_STEPS:
+            self.check_confirmation(confirmation)
+        actions: dict[str, Callable[[StepRecord, threading.Event], str | StepStatus | None]] = {
+            "app_offline": lambda r, c: self._app_command("stop", r, c),
+            "identify": lambda r, c: self._identify(self._pending_spec()),
+            "download": self._download,
+            "verify": self._verify,
+            "recreate_db": self._recreate,
+            "restore": self._restore,
+            "migrate": lambda r, c: self._app_command("migrate", r, c),
+            "app_online": lambda r, c: self._app_command("start", r, c),
+            "health": self._health,
+        }
+        self._run(step_id, actions[step_id], cancel)
+        return self.step(step_id)
+
+    def check_confirmation(self, confirmation: str | None) -> None:
+        if confirmation != self.state.target_db:
+            typed = "nothing" if not confirmation else repr(confirmation)
+            raise UsageError(
+                f"confirmation {typed} does not match the target database "
+                f"{self.state.target_db!r}: nothing was changed"
+            )
+
+    def skip_step(self, step_id: str, reason: str) -> StepRecord:
+        record = self.step(step_id)
+        if step_id not in SKIPPABLE_STEPS:
+            raise UsageError(
+                f"step {record.number} ({record.title}) cannot be skipped: it protects the data"
+            )
+        if not reason.strip():
+            raise UsageError("a skip needs a reason; it goes into the journal and the drill log")
+        if record.status in (StepStatus.RUNNING, StepStatus.DONE):
+            raise UsageError(f"step {record.number} is {record.status.value}; it cannot be skipped")
+        record.skip_reason = reason.strip()
+        self._transition(record, StepStatus.SKIPPED, f"skipped: {reason.strip()}")
+        self._maybe_finish()
+        return record
+
+    def run_all(self, confirmation: str | None, cancel: threading.Event | None = None) -> bool:
+        """Headless: every unsettled step in order; stops at the first failure."""
+        self.check_confirmation(confirmation)
+        while (step_id := self.next_step()) is not None:
+            if cancel is not None and cancel.is_set():
+                self._interrupted(None)
+                return False
+            reason = self.blocked_reason(step_id)
+            if reason:
+                self.on_event(Notice("error", f"cannot run {step_id}: {reason}", step_id))
+                return False
+            record = self.run_step(step_id, confirmation=confirmation, cancel=cancel)
+            if record.status is StepStatus.FAILED:
+                return False
+        return self.state.result == "done"
+
+    def rollback(self, confirmation: str | None) -> None:
+        """Put the aside copy back as the target database (after a failed or bad restore)."""
+        self.check_confirmation(confirmation)
+        s = self.state
+        if s.aside_state != "renamed" or not s.aside_db:
+            raise UsageError(
+                f"run {s.run_id} has no aside copy to roll back to ({self.production_state()})"
+            )
+        with database.connect(self.config.database, admin=True) as conn:
+            if not database.database_exists(conn, s.aside_db):
+                raise DrError(
+                    f"the aside copy {s.aside_db} no longer exists: nothing to roll back to"
+                )
+            if database.database_exists(conn, s.target_db):
+                database.block_and_terminate(conn, s.target_db)
+                database.drop_database(conn, s.target_db)
+            database.rename_database(conn, s.aside_db, s.target_db)
+            database.allow_connections(conn, s.target_db)
+        s.aside_state = "rolled-back"
+        s.result = "rolled-back"
+        s.finished_at = utcnow()
+        s.notes.append(f"{utcnow().isoformat(timespec='seconds')} rolled back to {s.aside_db}")
+        self.save()
+        self.on_event(
+            Notice("ok", f"rolled back: {s.target_db} is the database from before run {s.run_id}")
+        )
+
+    def drop_aside(self, confirmation: str | None) -> None:
+        """Drop the aside copy once the operator is satisfied (needs its name typed)."""
+        s = self.state
+        if s.aside_state != "renamed" or not s.aside_db:
+            raise UsageError(f"run {s.run_id} has no aside copy to drop")
+        if self.step("health").status is not StepStatus.DONE:
+            raise UsageError("the aside copy is kept until the health check (step 9) has passed")
+        if confirmation != s.aside_db:
+            raise UsageError(
+                f"type the aside copy's name {s.aside_db!r} to drop it: nothing was changed"
+            )
+        with database.connect(self.config.database, admin=True) as conn:
+            database.drop_database(conn, s.aside_db)
+        s.aside_state = "dropped"
+        self.save()
+        self.on_event(Notice("ok", f"dropped the aside copy {s.aside_db}"))
+
+    # ------------------------------------------------------------ the machinery
+
+    def _run(
+        self,
+        step_id: str,
+        action: Callable[[StepRecord, threading.Event], object],
+        cancel: threading.Event | None = None,
+    ) -> None:
+        cancel = cancel or threading.Event()
+        record = self.step(step_id)
+        with self._mutex:
+            reason = None if step_id == "identify" else self.blocked_reason(step_id)
+            if step_id == "identify" and record.status is StepStatus.RUNNING:
+                reason = "it is running"
+            if step_id == "identify" and self.step("recreate_db").status is not StepStatus.PENDING:
+                reason = "the database was already recreated from the chosen backup"
+            if reason:
+                raise UsageError(f"step {record.number} ({record.title}) cannot run: {reason}")
+            record.started_at = utcnow()
+            record.finished_at = None
+            record.skip_reason = None
+            record.output = []
+            self._transition(record, StepStatus.RUNNING, "running")
+            try:
+                outcome = action(record, cancel)
+            except Cancelled as exc:
+                self._interrupted(record, str(exc))
+            except DrError as exc:
+                self._fail(record, str(exc))
+            except Exception as exc:  # a bug or an unexpected library error: still recorded
+                self._fail(record, f"unexpected error: {type(exc).__name__}: {redact(str(exc))}")
+            else:
+                if isinstance(outcome, StepStatus):  # a step that decided to skip itself
+                    self._transition(record, outcome, record.detail)
+                else:
+                    self._transition(record, StepStatus.DONE, str(outcome or "done"))
+                self._maybe_finish()
+
+    def _transition(self, record: StepRecord, status: StepStatus, detail: str) -> None:
+        record.status = status
+        record.detail = detail
+        if status is not StepStatus.RUNNING:
+            record.finished_at = utcnow()
+        self.save()  # the journal is never behind the screen
+        self.on_event(StepChanged(record.id, record.number, record.title, status, detail))
+
+    def _fail(self, record: StepRecord, message: str) -> None:
+        self.state.result = "failed"
+        self._transition(record, StepStatus.FAILED, message)
+        self.on_event(Notice("error", f"{record.title} failed: {message}", record.id))
+        self.on_event(Notice("warn", self.production_state(), record.id))
+
+    def _interrupted(self, record: StepRecord | None, message: str = "interrupted") -> None:
+        self.state.result = "interrupted"
+        if record is not None:
+            self._transition(
+                record, StepStatus.FAILED, f"{message}; resume with --resume {self.state.run_id}"
+            )
+        else:
+            self.save()
+
+    def _maybe_finish(self) -> None:
+        if all(r.settled for r in self.state.steps):
+            self.state.result = "done"
+            self.state.finished_at = utcnow()
+            if self.state.app_accessible_at is None:
+                self.state.app_accessible_at = self.state.finished_at
+            self.save()
+            if self.state.aside_state == "renamed":
+                self.on_event(
+                    Notice(
+                        "info",
+                        f"the old database is kept as {self.state.aside_db}; drop it when satisfied: "
+                        f"preskool-dr restore --drop-aside {self.state.run_id} "
+                        f"--confirm {self.state.aside_db}",
+                    )
+                )
+        elif self.state.result in ("failed", "interrupted") and not any(
+            r.status is StepStatus.FAILED for r in self.state.steps
+        ):
+            self.state.result = "running"
+            self.save()
+
+    def _log(self, record: StepRecord, source: str) -> Callable[[str], None]:
+        def emit(line: str) -> None:
+            record.output.append(line)
+            del record.output[:-OUTPUT_TAIL]
+            self.on_event(LogLine(source, line, record.id))
+
+        return emit
+
+    # ------------------------------------------------------------ step actions
+
+    def _pending_spec(self) -> str:
+        return self.state.backup.spec if self.state.backup else "latest"
+
+    def _identify(self, spec: str) -> str:
+        record = catalog.resolve_backup(self.config, spec)
+        choice = BackupChoice(
+            spec=spec,
+            name=record.name,
+            time=record.time,
+            local_path=str(record.local_path) if record.local_path else None,
+            s3_url=record.s3_url,
+            size=record.size,
+        )
+        if self.state.backup is None or self.state.backup.name != choice.name:
+            # a different backup: whatever was downloaded or verified before no longer counts
+            for step_id in ("download", "verify"):
+                dep = self.step(step_id)
+                if dep.status is not StepStatus.PENDING:
+                    dep.status, dep.detail = StepStatus.PENDING, "backup changed: redo"
+        self.state.backup = choice
+        rpo = self.state.rpo_seconds or 0.0
+        where = " + ".join(record.locations) or "?"
+        size = humanize.naturalsize(record.size, binary=True) if record.size else "size unknown"
+        return (
+            f"{record.name} ({record.kind}, {size}, {where}); RPO "
+            f"{humanize.precisedelta(rpo, minimum_unit='minutes', format='%0.0f')}"
+        )
+
+    def _backup_choice(self) -> BackupChoice:
+        if self.state.backup is None:
+            raise DrError("no backup chosen yet: run step 2 (Identify backup) first")
+        return self.state.backup
+
+    def _download(self, record: StepRecord, cancel: threading.Event) -> str:
+        choice = self._backup_choice()
+        if choice.local_path and Path(choice.local_path).is_file():
+            return f"already local: {choice.local_path}"
+        backup = catalog.resolve_backup(self.config, choice.s3_url or choice.spec)
+        path = catalog.fetch_backup(
+            self.config, backup, on_event=self.on_event, step_id=record.id, cancel=cancel
+        )
+        self.state.backup = dataclasses.replace(choice, local_path=str(path))
+        return f"downloaded to {path}"
+
+    def _verify(self, record: StepRecord, cancel: threading.Event) -> str:
+        choice = self._backup_choice()
+        if not choice.local_path:
+            raise DrError("the backup is not local yet: run step 3 (Download) first")
+        path = Path(choice.local_path)
+        sidecar = checksum.sidecar_path(path)
+        if not sidecar.exists():
+            raise DrError(
+                f"no checksum sidecar {sidecar.name}: the backup cannot be trusted; "
+                "choose another backup in step 2"
+            )
+        expected = checksum.read_sidecar(sidecar, path.name).md5
+        result = checksum.verify_file(
+            path, expected, on_event=self.on_event, step_id=record.id, cancel=cancel
+        )
+        if not result.ok:
+            raise DrError(result.describe() + "; choose another backup in step 2")
+        self.state.backup = dataclasses.replace(choice, md5=result.actual_md5)
+        return result.describe()
+
+    def _recreate(self, record: StepRecord, cancel: threading.Event) -> str:
+        s = self.state
+        db = self.config.database
+        snap = database.snapshot(db, s.target_db)
+        if s.destroyed is None:
+            s.destroyed = {
+                "database": snap.database,
+                "existed": snap.exists,
+                "size_bytes": snap.size_bytes,
+                "row_estimates": snap.row_estimates,
+                "recorded_at": utcnow().isoformat(timespec="seconds"),
+            }
+        s.confirmed_at = utcnow()
+        use_aside = s.recreate_mode == "aside"
+        if use_aside and s.aside_db is None:
+            s.aside_db = aside_name(s.target_db, s.run_id)
+            s.aside_state = "planned"
+        self.save()  # what is about to be destroyed is on disk before anything is
+        with database.connect(db, admin=True) as conn:
+            aside_exists = bool(s.aside_db) and database.database_exists(conn, s.aside_db or "")
+            target_exists = database.database_exists(conn, s.target_db)
+            if use_aside and aside_exists:
+                s.aside_state = "renamed"  # a resumed run: the rename already happened
+            if target_exists:
+                ended = database.block_and_terminate(conn, s.target_db)
+                self.on_event(
+                    Notice("info", f"ended {ended} session(s) on {s.target_db}", record.id)
+                )
+                if use_aside and not aside_exists:
+                    database.rename_database(conn, s.target_db, s.aside_db or "")
+                    # open again under its new name: rows written after the backup can be
+                    # salvaged from it; the app only ever connects to the target's name
+                    database.allow_connections(conn, s.aside_db or "")
+                    s.aside_state = "renamed"
+                    self.save()
+                else:
+                    # drop mode, or our own half-made database from an interrupted attempt
+                    database.drop_database(conn, s.target_db)
+            database.create_database(conn, s.target_db, db.user)
+        if use_aside and s.aside_state == "renamed":
+            return (
+                f"old database kept as {s.aside_db}; empty {s.target_db} created (owner {db.user})"
+            )
+        if snap.exists:
+            return f"dropped {s.target_db} ({humanize.naturalsize(snap.size_bytes, binary=True)}); created it empty"
+        return f"created {s.target_db} (owner {db.user}); there was no database to replace"
+
+    def _restore(self, record: StepRecord, cancel: threading.Event) -> str:
+        choice = self._backup_choice()
+        s = self.state
+        db = self.config.database
+        # Redo from a clean database every time: a retry or a resumed run may find a half load.
+        with database.connect(db, admin=True) as conn:
+            if database.database_exists(conn, s.target_db):
+                database.block_and_terminate(conn, s.target_db)
+                database.drop_database(conn, s.target_db)
+            database.create_database(conn, s.target_db, db.user)
+        env = database.libpq_env(db, s.target_db)
+        result = stream_restore(
+            Path(choice.local_path or ""),
+            env,
+            on_event=self.on_event,
+            step_id=record.id,
+            cancel=cancel,
+        )
+        checks = self._validate()
+        failed = [c for c in checks if not c["ok"]]
+        if failed:
+            raise DrError(
+                f"restore loaded but validation failed: {failed[0]['name']}: {failed[0]['detail']}"
+            )
+        return (
+            f"loaded {len(result.tables_loaded)} tables, "
+            f"{humanize.naturalsize(result.compressed_bytes, binary=True)} compressed in "
+            f"{result.seconds:.1f} s; {len(checks)} checks passed"
+        )
+
+    def _validate(self) -> list[dict[str, object]]:
+        """Required tables present and row counts equal to those recorded at backup time."""
+        s = self.state
+        required = list(self.config.restore_test.required_tables)
+        meta = (
+            catalog.read_meta(Path(s.backup.local_path))
+            if s.backup and s.backup.local_path
+            else None
+        )
+        checks: list[dict[str, object]] = []
+        with database.connect(self.config.database, s.target_db, admin=True) as conn:
+            tables = set(database.list_tables(conn))
+            missing = [t for t in required if t not in tables]
+            checks.append(
+                {
+                    "name": "required tables",
+                    "ok": not missing,
+                    "detail": f"missing: {', '.join(missing)}"
+                    if missing
+                    else f"all {len(required)} present",
+                }
+            )
+            if meta and meta.row_counts:
+                counts = database.row_counts(conn, [t for t in meta.row_counts if t in tables])
+                for table, expected in sorted(meta.row_counts.items()):
+                    actual = counts.get(table)
+                    checks.append(
+                        {
+                            "name": f"rows in {table}",
+                            "ok": actual == expected,
+                            "detail": f"{actual} restored, {expected} at backup time",
+                        }
+                    )
+        s.validation = checks
+        return checks
+
+    def _app_command(
+        self, which: str, record: StepRecord, cancel: threading.Event
+    ) -> str | StepStatus:
+        if self.drill and which in ("stop", "start") and not getattr(self.app, which):
+            record.detail = f"drill: app.{which} is never run against production"
+            record.skip_reason = record.detail
+            return StepStatus.SKIPPED
+        argv = getattr(self.app, which)
+        if not argv:
+            key = f"{'drill.app' if self.drill else 'app'}.{which}"
+            record.detail = f"no {key} command in runbook.yaml"
+            record.skip_reason = record.detail
+            return StepStatus.SKIPPED
+        env = {
+            "PRESKOOL_DR_TARGET_DB": self.state.target_db,
+            "PRESKOOL_DR_RUN_ID": self.state.run_id,
+        }
+        result = run_app_command(
+            argv,
+            cwd=self.app.cwd,
+            timeout=self.app.timeout_seconds,
+            env=env,
+            on_line=self._log(record, Path(argv[0]).name),
+            cancel=cancel,
+        )
+        if not result.ok:
+            raise DrError(result.describe())
+        return result.describe()
+
+    def _health(self, record: StepRecord, cancel: threading.Event) -> str | StepStatus:
+        url = self.app.health_url
+        if not url:
+            record.detail = "no health_url configured: the RTO ends when the last step settles"
+            record.skip_reason = record.detail
+            return StepStatus.SKIPPED
+        result = check_health(
+            url,
+            wait_seconds=self.app.health_wait_seconds,
+            cancel=cancel,
+            on_attempt=self._log(record, "health"),
+        )
+        if not result.ok:
+            raise DrError(result.detail)
+        self.state.app_accessible_at = utcnow()
+        return result.detail

@@ -1,0 +1,172 @@
+"""Real components for every test: one private PostgreSQL cluster per session, a fresh
+database per test, moto's S3 server over real HTTP, and an isolated environment."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import psycopg
+import pytest
+from psycopg import sql
+
+from preskool_dr.demo.cluster import Cluster, create_cluster, free_port
+from preskool_dr.demo.seed import seed_database
+
+REPO = Path(__file__).resolve().parent.parent
+APP_ROLE = "preskool"
+PASSWORD = "pw-MARKER-7f3a9c"  # a marker: tests grep written files for it
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    cluster = create_cluster(password=PASSWORD)
+    try:
+        with psycopg.connect(cluster.conninfo(), password=PASSWORD, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(APP_ROLE), sql.Literal(PASSWORD)
+                )
+            )
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+@dataclass
+class Database:
+    """A fresh database in the session cluster, owned by the app role."""
+
+    cluster: Cluster
+    name: str
+
+    def connect(self, dbname: str | None = None) -> psycopg.Connection:
+        return psycopg.connect(
+            self.cluster.conninfo(dbname or self.name), password=PASSWORD, autocommit=True
+        )
+
+    def row_counts(self, dbname: str | None = None) -> dict[str, int]:
+        with self.connect(dbname) as conn:
+            tables = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+                )
+            ]
+            return {
+                t: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t)))
+                .fetchone()[0]
+                for t in tables
+            }
+
+    def exists(self, dbname: str) -> bool:
+        with self.connect("postgres") as conn:
+            return (
+                conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+                is not None
+            )
+
+
+def make_database(cluster: Cluster, *, seeded: bool = True, scale: float = 0.05) -> Database:
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(cluster.conninfo(), password=PASSWORD, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(APP_ROLE)
+            )
+        )
+    db = Database(cluster, name)
+    if seeded:
+        seed_database(cluster.conninfo(name, user=APP_ROLE), password=PASSWORD, scale=scale)
+    return db
+
+
+@pytest.fixture
+def database(pg_cluster: Cluster) -> Iterator[Database]:
+    """A fresh, seeded PreSkool database; dropped afterwards (with any _before_ copies)."""
+    db = make_database(pg_cluster)
+    yield db
+    with psycopg.connect(pg_cluster.conninfo(), password=PASSWORD, autocommit=True) as conn:
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s", (db.name + "%",)
+            )
+        ]
+        for name in names:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture
+def dr_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pg_cluster: Cluster, database: Database
+) -> dict[str, str]:
+    """The contract's environment pointing at the test database; no S3 unless `s3` is used."""
+    for var in list(os.environ):
+        if var.startswith(("AWS_", "PG", "DB_", "PRESKOOL_DR_")) or var in ("S3_BUCKET",):
+            monkeypatch.delenv(var, raising=False)
+    backup_dir = tmp_path / "backups"
+    backup_dir.mkdir()
+    values = {
+        "DB_HOST": pg_cluster.host,
+        "DB_PORT": str(pg_cluster.port),
+        "DB_NAME": database.name,
+        "DB_USER": APP_ROLE,
+        "PGPASSWORD": PASSWORD,
+        "BACKUP_DIR": str(backup_dir),
+        "PRESKOOL_DR_STATE_DIR": str(tmp_path / "state"),
+        "PRESKOOL_DR_RUNBOOK": str(REPO / "runbook.yaml"),
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return values
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch, s3_server: str, dr_env: dict[str, str]) -> str:
+    """A fresh bucket on the moto server; S3_BUCKET and AWS_* set. Returns the bucket name."""
+    bucket = f"preskool-test-{uuid.uuid4().hex[:8]}"
+    for key, value in {
+        "AWS_ENDPOINT_URL": s3_server,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "aws-secret-MARKER-42",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "S3_BUCKET": bucket,
+    }.items():
+        monkeypatch.setenv(key, value)
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
+    return bucket
+
+
+def write_runbook(folder: Path, **sections: dict) -> Path:
+    """A copy of the repo's runbook.yaml with some top-level sections merged/replaced."""
+    import yaml
+
+    data = yaml.safe_load((REPO / "runbook.yaml").read_text())
+    for key, value in sections.items():
+        if isinstance(data.get(key), dict) and isinstance(value, dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    path = folder / "runbook.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path

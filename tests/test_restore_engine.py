@@ -1,0 +1,308 @@
+"""The nine-step restore, headless, against the real cluster, the real stand-in app and
+real child processes: the runbook's section 3.2, done safely and resumably."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from preskool_dr.core import checksum
+from preskool_dr.core.backup import run_backup
+from preskool_dr.core.config import Config, load_config
+from preskool_dr.core.engine import Engine, RunOptions, aside_name
+from preskool_dr.core.errors import LockedError, UsageError
+from preskool_dr.core.events import Event, Progress, StepStatus
+from preskool_dr.core.journal import Journal
+from preskool_dr.demo import standin_app
+from tests.conftest import PASSWORD, Database, make_database, write_runbook
+
+CHECKSUM_SQL = (
+    "SELECT md5(string_agg(s::text, '|' ORDER BY s.id)) FROM students s"
+)
+
+
+@dataclass
+class Site:
+    """A restore target: database, stand-in app, runbook and environment."""
+
+    db: Database
+    app_dir: Path
+    runbook: Path
+    env: dict[str, str]
+
+    def config(self) -> Config:
+        return load_config(self.runbook, env=self.env)
+
+    def cli(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "preskool_dr", "--runbook", str(self.runbook), *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+            check=False,
+        )
+
+    def checksum(self, dbname: str | None = None) -> str:
+        with self.db.connect(dbname) as conn:
+            return conn.execute(CHECKSUM_SQL).fetchone()[0]
+
+    def calls(self) -> list[str]:
+        return standin_app.read_calls(self.app_dir)
+
+
+@pytest.fixture
+def site(tmp_path: Path, dr_env: dict[str, str], database: Database) -> Iterator[Site]:
+    app_dir = tmp_path / "app"
+    server = standin_app.start_server(app_dir, env=dr_env)
+    try:
+        runbook = write_runbook(
+            tmp_path,
+            app={
+                "stop": standin_app.command("stop", app_dir),
+                "start": standin_app.command("start", app_dir),
+                "migrate": standin_app.command("migrate", app_dir),
+                "cwd": str(tmp_path),
+                "health_url": server.health_url,
+                "timeout_seconds": 60,
+                "health_wait_seconds": 20,
+            },
+        )
+        yield Site(database, app_dir, runbook, dict(os.environ))
+    finally:
+        server.stop()
+
+
+def take_backup(site: Site) -> Path:
+    return run_backup(site.config(), "daily", upload=False).path
+
+
+def change_data(site: Site) -> None:
+    with site.db.connect() as conn:
+        conn.execute("DELETE FROM payments WHERE id % 3 = 0")
+        conn.execute(
+            "UPDATE students SET first_name = 'CHANGED' WHERE id % 5 = 0"
+        )
+
+
+def files_under(*roots: Path) -> Iterator[Path]:
+    for root in roots:
+        if root.exists():
+            yield from (p for p in root.rglob("*") if p.is_file())
+
+
+def test_full_headless_restore_brings_back_the_backup(site: Site, tmp_path: Path) -> None:
+    backup = take_backup(site)
+    counts_at_backup, sum_at_backup = site.db.row_counts(), site.checksum()
+    change_data(site)
+    assert site.db.row_counts() != counts_at_backup
+
+    result = site.cli("restore", "latest", "--confirm", site.db.name)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    restored = site.db.row_counts()
+    assert restored.pop("alembic_version") == 1  # step 7 ran the (stand-in) migration
+    assert restored == counts_at_backup
+    assert site.checksum() == sum_at_backup
+    # the runbook's order, with the backup checked before the app goes down
+    assert site.calls() == ["stop", "migrate", "start"]
+    lines = result.stdout.splitlines()
+    order = [line.split()[3] for line in lines if " step " in line and "RUNNING" in line]
+    assert order == [
+        "identify", "download", "verify", "app_offline", "recreate_db",
+        "restore", "migrate", "app_online", "health",
+    ]
+    assert "RESULT DONE" in result.stdout
+    # the old database is kept aside, with the changed data in it
+    (state,) = Journal(site.config().state_dir).runs()
+    assert state.result == "done"
+    assert state.aside_db == aside_name(site.db.name, state.run_id)
+    assert site.db.exists(state.aside_db)
+    assert site.checksum(state.aside_db) != sum_at_backup
+    assert state.destroyed and state.destroyed["existed"]
+    assert state.backup and state.backup.md5 == checksum.read_sidecar(
+        checksum.sidecar_path(backup)
+    ).md5
+    assert f"--drop-aside {state.run_id}" in result.stdout
+    # the journal is private and no secret is written anywhere or printed
+    journal = Journal(site.config().state_dir).path(state.run_id)
+    assert stat.S_IMODE(journal.stat().st_mode) == 0o600
+    for path in files_under(site.config().state_dir, backup.parent, site.app_dir):
+        assert PASSWORD.encode() not in path.read_bytes(), path
+    assert PASSWORD not in result.stdout + result.stderr
+
+    # dropping the aside copy needs its name typed
+    wrong = site.cli("restore", "--drop-aside", state.run_id, "--confirm", site.db.name)
+    assert wrong.returncode == 2 and site.db.exists(state.aside_db)
+    dropped = site.cli("restore", "--drop-aside", state.run_id, "--confirm", state.aside_db)
+    assert dropped.returncode == 0, dropped.stderr
+    assert not site.db.exists(state.aside_db)
+
+
+def test_wrong_confirmation_changes_nothing(site: Site) -> None:
+    take_backup(site)
+    before = site.db.row_counts()
+    for confirm in ("preskool_db_typo", ""):
+        result = site.cli("restore", "latest", "--confirm", confirm)
+        assert result.returncode == 2
+        assert "nothing was changed" in result.stderr
+    assert site.db.row_counts() == before
+    assert site.calls() == []
+    assert Journal(site.config().state_dir).runs() == []
+
+
+def test_missing_backup_is_exit_2(site: Site) -> None:
+    result = site.cli("restore", "preskool-backup-20200101_000000.sql.gz", "--confirm", site.db.name)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _corrupt_bitflip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    # recompute the sidecar so only the gzip check can catch it
+    checksum.write_sidecar(path, checksum.verify_file(path, None).actual_md5)
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _md5_mismatch(path: Path) -> None:
+    checksum.sidecar_path(path).write_text(f"{'0' * 32}  {path.name}\n")
+
+
+@pytest.mark.parametrize("damage", [_corrupt_bitflip, _truncate, _md5_mismatch])
+def test_bad_backup_stops_before_anything_is_touched(site: Site, damage) -> None:  # noqa: ANN001
+    backup = take_backup(site)
+    change_data(site)
+    before, before_sum = site.db.row_counts(), site.checksum()
+    damage(backup)
+
+    result = site.cli("restore", "latest", "--confirm", site.db.name)
+
+    assert result.returncode == 1
+    assert "verify" in result.stdout and "FAILED" in result.stdout
+    assert "has not been touched" in result.stdout
+    assert site.calls() == []  # the app was never taken offline
+    assert site.db.row_counts() == before and site.checksum() == before_sum
+    (state,) = Journal(site.config().state_dir).runs()
+    assert state.step("recreate_db").status is StepStatus.PENDING
+    assert state.aside_db is None
+
+
+def test_sql_error_mid_load_fails_with_the_statement_and_rolls_back(site: Site) -> None:
+    backup = take_backup(site)
+    change_data(site)
+    before_sum = site.checksum()
+    # a backup whose SQL breaks half way: valid gzip, valid md5, bad statement
+    sql_text = gzip.decompress(backup.read_bytes()).decode()
+    cut = sql_text.index("COPY public.students")
+    broken = sql_text[:cut] + "INSERT INTO no_such_table VALUES (1);\n" + sql_text[cut:]
+    backup.write_bytes(gzip.compress(broken.encode()))
+    checksum.write_sidecar(backup, checksum.verify_file(backup, None).actual_md5)
+
+    result = site.cli("restore", backup.name, "--confirm", site.db.name)
+
+    assert result.returncode == 1
+    assert "no_such_table" in result.stdout
+    (state,) = Journal(site.config().state_dir).runs()
+    assert state.step("restore").status is StepStatus.FAILED
+    assert f"--rollback {state.run_id}" in result.stdout
+    assert site.db.exists(state.aside_db or "")
+
+    rolled = site.cli("restore", "--rollback", state.run_id, "--confirm", site.db.name)
+    assert rolled.returncode == 0, rolled.stderr
+    assert site.checksum() == before_sum
+    assert not site.db.exists(state.aside_db or "")
+    assert Journal(site.config().state_dir).load(state.run_id).result == "rolled-back"
+
+
+def test_kill_9_during_the_load_then_resume(
+    tmp_path: Path, site: Site, pg_cluster, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    big = make_database(pg_cluster, scale=0.6)  # a load long enough to kill in the middle
+    env = {**site.env, "DB_NAME": big.name}
+    site = Site(big, site.app_dir, site.runbook, env)
+    monkeypatch.setenv("DB_NAME", big.name)
+    take_backup(site)
+    counts, total = big.row_counts(), site.checksum()
+    change_data(site)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "preskool_dr", "--runbook", str(site.runbook), "restore", "latest",
+         "--confirm", big.name],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "restore" in line and "RUNNING" in line:
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    (state,) = Journal(site.config().state_dir).runs()
+    assert state.step("restore").status is StepStatus.RUNNING  # the journal says where it died
+
+    resumed = site.cli("restore", "--resume", state.run_id, "--confirm", big.name)
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    restored = big.row_counts()
+    restored.pop("alembic_version")
+    assert restored == counts
+    assert site.checksum() == total
+    assert site.calls() == ["stop", "migrate", "start"]
+
+
+def test_two_runs_on_one_target_the_second_gets_the_lock_error(site: Site) -> None:
+    take_backup(site)
+    config = site.config()
+    first = Engine.start(config, RunOptions(backup_spec="latest", operator="alice"))
+    try:
+        with pytest.raises(LockedError, match=f"run {first.state.run_id} by alice"):
+            Engine.start(config, RunOptions(backup_spec="latest", operator="bob"))
+        second = site.cli("restore", "latest", "--confirm", site.db.name)
+        assert second.returncode == 1
+        assert "another run holds the lock" in second.stderr
+    finally:
+        first.close()
+    # the lock is free again once the holder is gone
+    Engine.start(config, RunOptions(backup_spec="latest")).close()
+
+
+def test_engine_steps_for_a_front_end(site: Site) -> None:
+    """What the TUI relies on: blocked reasons, skip rules, events, a wrong confirmation."""
+    take_backup(site)
+    events: list[Event] = []
+    engine = Engine.start(site.config(), RunOptions(), on_event=events.append)
+    try:
+        assert engine.blocked_reason("recreate_db") is not None
+        with pytest.raises(UsageError, match="cannot be skipped"):
+            engine.skip_step("verify", "in a hurry")
+        engine.choose_backup("latest")
+        for step_id in ("download", "verify"):
+            assert engine.run_step(step_id).status is StepStatus.DONE
+        assert any(isinstance(e, Progress) and e.phase == "verify" for e in events)
+        engine.skip_step("app_offline", "app already down (outage)")
+        with pytest.raises(UsageError, match="nothing was changed"):
+            engine.run_step("recreate_db", confirmation="wrong")
+        assert engine.step("recreate_db").status is StepStatus.PENDING
+        preview = engine.destruction_preview()
+        assert preview.exists and preview.size_bytes > 0 and preview.row_estimates["students"] > 0
+        engine.run_step("recreate_db", confirmation=site.db.name)
+        assert engine.step("recreate_db").status is StepStatus.DONE
+        assert engine.blocked_reason("restore") is None
+    finally:
+        engine.close()
