@@ -16,7 +16,7 @@ import humanize
 
 from preskool_dr.cli.main import Context
 from preskool_dr.cli.output import tagged
-from preskool_dr.core import catalog
+from preskool_dr.core import catalog, drill, signing
 from preskool_dr.core.engine import Engine, RunOptions
 from preskool_dr.core.errors import UsageError
 from preskool_dr.core.events import Event, LogLine, Notice, Progress, StepChanged
@@ -69,20 +69,34 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="aside",
         help="aside (default): rename the old database to <name>_before_<run>; drop: the seed's DROP",
     )
-    parser.add_argument("--drill", action="store_true", help="a rehearsal: never touches production")
+    parser.add_argument(
+        "--drill", action="store_true", help="a rehearsal: never touches production"
+    )
     parser.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run")
-    parser.add_argument("--rollback", metavar="RUN_ID", help="put back the database kept aside by RUN_ID")
+    parser.add_argument(
+        "--rollback", metavar="RUN_ID", help="put back the database kept aside by RUN_ID"
+    )
     parser.add_argument("--drop-aside", metavar="RUN_ID", help="drop the copy kept aside by RUN_ID")
-    parser.add_argument("--list-runs", action="store_true", help="list runs in the journal and exit")
+    parser.add_argument(
+        "--list-runs", action="store_true", help="list runs in the journal and exit"
+    )
     parser.add_argument(
         "--incident-at",
         metavar="ISO8601",
         help="when the incident was declared (UTC; default now): the RTO counts from here",
     )
-    parser.add_argument("--performed-by", metavar="NAME", help="operator name for the journal/drill log")
-    parser.add_argument("--signer", metavar="PRINCIPAL", help="drill-log signer (default --performed-by)")
-    parser.add_argument("--sign-key", type=Path, metavar="PATH", help="SSH key that signs the drill entry")
-    parser.add_argument("--drill-log", type=Path, metavar="PATH", help="drill log file to append to")
+    parser.add_argument(
+        "--performed-by", metavar="NAME", help="operator name for the journal/drill log"
+    )
+    parser.add_argument(
+        "--signer", metavar="PRINCIPAL", help="drill-log signer (default --performed-by)"
+    )
+    parser.add_argument(
+        "--sign-key", type=Path, metavar="PATH", help="SSH key that signs the drill entry"
+    )
+    parser.add_argument(
+        "--drill-log", type=Path, metavar="PATH", help="drill log file to append to"
+    )
     parser.add_argument(
         "--drop-after", action="store_true", help="drill: drop the drill database when done"
     )
@@ -119,6 +133,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             )
             ok = engine.run_all(args.confirm, cancel)
             _summary(engine)
+            if engine.drill and engine.state.result != "interrupted":
+                ok = _sign_off(engine, args) and ok
         finally:
             engine.close()
     if engine.state.result == "interrupted":
@@ -149,13 +165,40 @@ def _start(args: argparse.Namespace, ctx: Context) -> Engine:
     return Engine.start(config, options, on_event=print_event)
 
 
+def _sign_off(engine: Engine, args: argparse.Namespace) -> bool:
+    """Drill: append the signed entry (pass or fail), then maybe drop the drill database."""
+    performed_by = args.performed_by or engine.state.operator
+    key = signing.resolve_key(args.sign_key, engine.config.drill.sign_key)
+    result = drill.record(
+        engine,
+        performed_by=performed_by,
+        signer=args.signer,
+        key=key,
+        log_path=args.drill_log,
+        interactive=sys.stdin.isatty(),
+    )
+    verdict = drill.verdict(engine)
+    tagged(
+        "OK" if verdict.result == "pass" else "FAIL",
+        f"drill {verdict.result.upper()}: {result.message}",
+    )
+    if args.drop_after or engine.config.drill.drop_after:
+        drill.drop_drill_database(engine)
+        tagged("OK", f"dropped the drill database {engine.state.target_db}")
+    else:
+        tagged("INFO", f"the drill database {engine.state.target_db} is kept for inspection")
+    return verdict.result == "pass"
+
+
 def _parse_incident(text: str | None) -> datetime | None:
     if not text:
         return None
     try:
         return parse_time(text)
     except ValueError:
-        raise UsageError(f"--incident-at {text!r} is not ISO-8601 (e.g. 2026-02-20T03:55:00Z)") from None
+        raise UsageError(
+            f"--incident-at {text!r} is not ISO-8601 (e.g. 2026-02-20T03:55:00Z)"
+        ) from None
 
 
 @contextmanager
@@ -165,9 +208,14 @@ def _signals_set(cancel: threading.Event) -> Iterator[None]:
 
     def handler(signum: int, frame: FrameType | None) -> None:
         cancel.set()
-        print(f"\n{signal.Signals(signum).name}: stopping after recording the current step", flush=True)
+        print(
+            f"\n{signal.Signals(signum).name}: stopping after recording the current step",
+            flush=True,
+        )
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    previous = {
+        s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
     try:
         yield
     finally:

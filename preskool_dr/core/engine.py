@@ -23,7 +23,7 @@ from pathlib import Path
 
 import humanize
 
-from preskool_dr.core import catalog, checksum, database
+from preskool_dr.core import catalog, checksum, database, restore_test
 from preskool_dr.core.appctl import check_health, run_app_command
 from preskool_dr.core.config import STEP_IDS, AppCommands, Config
 from preskool_dr.core.errors import Cancelled, DrError, UsageError
@@ -622,40 +622,18 @@ class Engine:
         )
 
     def _validate(self) -> list[dict[str, object]]:
-        """Required tables present and row counts equal to those recorded at backup time."""
+        """The restore-test's checks on the restored target: required tables, row counts
+        equal to those recorded at backup time, smoke queries."""
         s = self.state
-        required = list(self.config.restore_test.required_tables)
-        meta = (
-            catalog.read_meta(Path(s.backup.local_path))
-            if s.backup and s.backup.local_path
-            else None
-        )
-        checks: list[dict[str, object]] = []
+        local = Path(s.backup.local_path) if s.backup and s.backup.local_path else None
+        meta = catalog.read_meta(local) if local else None
+        rt = self.config.restore_test
         with database.connect(self.config.database, s.target_db, admin=True) as conn:
-            tables = set(database.list_tables(conn))
-            missing = [t for t in required if t not in tables]
-            checks.append(
-                {
-                    "name": "required tables",
-                    "ok": not missing,
-                    "detail": f"missing: {', '.join(missing)}"
-                    if missing
-                    else f"all {len(required)} present",
-                }
+            checks, _ = restore_test.validate_restored(
+                conn, rt.required_tables, meta.row_counts if meta else None, rt.smoke_queries
             )
-            if meta and meta.row_counts:
-                counts = database.row_counts(conn, [t for t in meta.row_counts if t in tables])
-                for table, expected in sorted(meta.row_counts.items()):
-                    actual = counts.get(table)
-                    checks.append(
-                        {
-                            "name": f"rows in {table}",
-                            "ok": actual == expected,
-                            "detail": f"{actual} restored, {expected} at backup time",
-                        }
-                    )
-        s.validation = checks
-        return checks
+        s.validation = [c.to_json() for c in checks]
+        return s.validation
 
     def _app_command(
         self, which: str, record: StepRecord, cancel: threading.Event
