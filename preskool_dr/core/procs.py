@@ -47,8 +47,12 @@ def spawn(
     stderr: int | IO[Any] | None = subprocess.PIPE,
     cwd: str | Path | None = None,
     env: Mapping[str, str] | None = None,
+    new_session: bool = True,
 ) -> subprocess.Popen[bytes]:
-    """Start `argv` the one way this project starts programs."""
+    """Start `argv` the one way this project starts programs.
+
+    new_session=False keeps the child in our session, on the operator's terminal, for a
+    program that must ask there (ssh-keygen asking for a passphrase with echo off)."""
     return subprocess.Popen(
         list(argv),
         stdin=stdin,
@@ -56,7 +60,7 @@ def spawn(
         stderr=stderr,
         cwd=cwd,
         env=child_env(env),
-        start_new_session=True,
+        start_new_session=new_session,
         close_fds=True,
     )
 
@@ -114,7 +118,9 @@ def run_command(
     try:
         proc = spawn(argv, cwd=cwd, env=env, stderr=subprocess.STDOUT)
     except OSError as exc:
-        return CommandResult(tuple(argv), 127, f"cannot start {argv[0]}: {exc.strerror}", False, 0.0)
+        return CommandResult(
+            tuple(argv), 127, f"cannot start {argv[0]}: {exc.strerror}", False, 0.0
+        )
     tail: deque[str] = deque(maxlen=keep_lines)
 
     def pump() -> None:

@@ -1,0 +1,306 @@
+"""`preskool-dr drill-log ...`: read, verify, export and sign the DR drill log."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from preskool_dr.cli.main import Context
+from preskool_dr.cli.output import print_json
+from preskool_dr.core.drill_log import (
+    ALLOWED_SIGNERS_EXAMPLE,
+    DrillSummary,
+    DrillVerdict,
+    VerifyReport,
+    countersign_entry,
+    entry_day,
+    export_markdown,
+    format_duration,
+    read_log,
+    repair_log,
+    sign_entry,
+    summarize,
+    verify_log,
+)
+from preskool_dr.core.errors import UsageError
+from preskool_dr.core.signing import NAMESPACE, resolve_key
+
+DESCRIPTION = f"""\
+The DR drill log: one signed line per quarterly drill, each chained to the one before,
+so a changed, removed or reordered line is detected. A drill
+(`preskool-dr restore BACKUP --drill ...`) appends to it; these actions read it back.
+
+  show         list the drills: date, who, backup, RTO, RPO, result, who signed
+  verify       check the chain and every SSH signature (exit 0 valid, 1 invalid)
+  export       the runbook's "DR Drill Log" Markdown table, ready to paste
+  sign         sign a drill recorded without a signature (no key at the time)
+  countersign  the ops lead's sign-off on a drill
+  repair       set aside a torn last line left by a crash during a write
+
+Signatures are plain OpenSSH (`ssh-keygen -Y`, namespace {NAMESPACE}). The key is
+--sign-key PATH, else drill.sign_key in runbook.yaml, else the first ssh-agent key.
+verify needs an allowed_signers file (default <state dir>/allowed_signers), one line
+per person allowed to sign, their principal name then their public key:
+  {ALLOWED_SIGNERS_EXAMPLE}
+"""
+
+EPILOG = """\
+examples:
+  preskool-dr drill-log show
+  preskool-dr drill-log verify --allowed-signers /etc/preskool-dr/allowed_signers
+  preskool-dr drill-log export --format markdown
+  preskool-dr drill-log sign 3 --sign-key ~/.ssh/id_ed25519
+  preskool-dr drill-log countersign 3 --signer ops-lead --sign-key ~/.ssh/id_ed25519
+  preskool-dr drill-log repair --yes
+
+ENTRY is the line number or the first 6+ hex digits of the sha256 that `show` prints.
+"""
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "drill-log",
+        help="show, verify, export and sign the DR drill log",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--drill-log",
+        type=Path,
+        metavar="PATH",
+        help="the drill log file (default: drill.log in runbook.yaml, else "
+        "<state dir>/drill-log.jsonl)",
+    )
+    key_options = argparse.ArgumentParser(add_help=False)
+    key_options.add_argument(
+        "--sign-key",
+        type=Path,
+        metavar="PATH",
+        help="private key file to sign with (default: drill.sign_key, else the ssh-agent); "
+        "asks for its passphrase when run on a terminal",
+    )
+    actions = parser.add_subparsers(dest="drill_log_action", metavar="ACTION", required=True)
+
+    def action(name: str, help_text: str, *parents: argparse.ArgumentParser) -> Any:
+        return actions.add_parser(
+            name,
+            parents=[common, *parents],
+            help=help_text,
+            description=help_text,
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    show = action("show", "list the drills and who signed and countersigned them")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+
+    verify = action("verify", "check the hash chain and every signature (exit 0 valid, 1 not)")
+    verify.add_argument(
+        "--allowed-signers",
+        type=Path,
+        metavar="FILE",
+        help=f"who may sign: lines like `{ALLOWED_SIGNERS_EXAMPLE}` "
+        "(default: <state dir>/allowed_signers)",
+    )
+    verify.add_argument("--json", action="store_true", help="machine-readable output")
+
+    export = action("export", "print the runbook's DR Drill Log table")
+    export.add_argument(
+        "--format", choices=["markdown"], default="markdown", help="output format (markdown)"
+    )
+
+    sign = action("sign", "sign a drill entry recorded without a signature", key_options)
+    sign.add_argument("entry", metavar="ENTRY", help="line number or sha256 prefix")
+    sign.add_argument(
+        "--signer",
+        metavar="NAME",
+        help="principal to sign as (default: the signer the entry names)",
+    )
+
+    countersign = action("countersign", "add the ops lead's sign-off to a drill", key_options)
+    countersign.add_argument("entry", metavar="ENTRY", help="line number or sha256 prefix")
+    countersign.add_argument(
+        "--signer",
+        metavar="NAME",
+        required=True,
+        help="your principal name, as in allowed_signers",
+    )
+
+    repair = action("repair", "set aside a torn last line (kept in <log>.torn-<time>)")
+    repair.add_argument("--yes", action="store_true", help="do it (without: only say what)")
+
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    path: Path = args.drill_log or ctx.config.drill_log_path
+    handler = {
+        "show": _show,
+        "verify": _verify,
+        "export": _export,
+        "sign": _sign,
+        "countersign": _sign,
+        "repair": _repair,
+    }[args.drill_log_action]
+    return handler(args, ctx, path)
+
+
+def _show(args: argparse.Namespace, ctx: Context, path: Path) -> int:
+    records = read_log(path)
+    drills = summarize(records)
+    if args.json:
+        print_json([_summary_json(d) for d in drills])
+        return 0
+    print(f"Drill log {path}: {len(drills)} drills in {len(records)} lines")
+    for drill in drills:
+        print(
+            f"#{drill.line}  {drill.sha256[:12]}  {entry_day(drill.entry)}  "
+            f"by {drill.get('performed_by')}  result: {drill.get('result')}"
+        )
+        print(f"    backup {drill.get('backup')}")
+        print(
+            f"    RTO {format_duration(drill.rto_seconds)}   "
+            f"RPO {format_duration(drill.rpo_seconds)}"
+        )
+        print(f"    {_signatures(drill.signed_by, drill.countersigned_by)}")
+    if records and not records[-1].complete:
+        print(
+            f"WARNING: line {records[-1].number} is torn (an interrupted write): "
+            f"run `preskool-dr drill-log repair --drill-log {path}`"
+        )
+    if drills:
+        print("Signatures are not checked here: run `preskool-dr drill-log verify`.")
+    return 0
+
+
+def _signatures(signed_by: str | None, countersigned_by: tuple[str, ...] | list[str]) -> str:
+    text = f"signed by {signed_by}" if signed_by else "UNSIGNED"
+    if countersigned_by:
+        text += f"; countersigned by {', '.join(countersigned_by)}"
+    return text
+
+
+def _summary_json(drill: DrillSummary) -> dict[str, Any]:
+    return {
+        "line": drill.line,
+        "sha256": drill.sha256,
+        "signed_by": drill.signed_by,
+        "countersigned_by": list(drill.countersigned_by),
+        "entry": drill.entry,
+    }
+
+
+def _verify(args: argparse.Namespace, ctx: Context, path: Path) -> int:
+    allowed = args.allowed_signers or ctx.config.state_dir / "allowed_signers"
+    if not allowed.is_file():
+        raise UsageError(
+            f"no allowed_signers file at {allowed}: create it with one line per signer, "
+            f"e.g. `{ALLOWED_SIGNERS_EXAMPLE}` (their public key from ~/.ssh/*.pub), "
+            "or pass --allowed-signers FILE"
+        )
+    report = verify_log(path, allowed)
+    if args.json:
+        print_json(_report_json(report))
+        return 0 if report.ok else 1
+    print(
+        f"Drill log {path}: {report.lines} lines, {len(report.drills)} drills; "
+        f"allowed signers {allowed}"
+    )
+    for verdict in report.drills:
+        print(f"  #{verdict.line}  {entry_day(verdict.entry)}  {verdict.sha256[:12]}  "
+              f"{_verdict_text(verdict)}")  # fmt: skip
+    if report.ok:
+        print("VALID: chain intact, every drill validly signed")
+        return 0
+    if len(report.problems) > 1:
+        print(f"Problems ({len(report.problems)}):")
+        for problem in report.problems:
+            print(f"  line {problem.line} [{problem.kind}] {problem.message}")
+    first = report.first_problem
+    assert first is not None
+    print(f"INVALID: first bad line {first.line} ({first.kind}): {first.message}")
+    return 1
+
+
+def _verdict_text(verdict: DrillVerdict) -> str:
+    if verdict.signed_by and verdict.signed_on_line != verdict.line:
+        signed = f"signed by {verdict.signed_by} (line {verdict.signed_on_line})"
+    elif verdict.signed_by:
+        signed = f"signed by {verdict.signed_by}"
+    elif verdict.entry.get("signature") is None:
+        signed = "UNSIGNED"
+    else:
+        signed = "signature NOT valid"
+    if verdict.countersigned_by:
+        names = ", ".join(f"{name} (line {line})" for name, line in verdict.countersigned_by)
+        signed += f"; countersigned by {names}"
+    return signed
+
+
+def _report_json(report: VerifyReport) -> dict[str, Any]:
+    first = report.first_problem
+    return {
+        "valid": report.ok,
+        "path": str(report.path),
+        "allowed_signers": str(report.allowed_signers),
+        "lines": report.lines,
+        "drills": [
+            {
+                "line": v.line,
+                "sha256": v.sha256,
+                "date": v.entry.get("date"),
+                "performed_by": v.entry.get("performed_by"),
+                "result": v.entry.get("result"),
+                "signed_by": v.signed_by,
+                "signed_on_line": v.signed_on_line,
+                "countersigned_by": [{"signer": n, "line": ln} for n, ln in v.countersigned_by],
+            }
+            for v in report.drills
+        ],
+        "problems": [dataclasses.asdict(p) for p in report.problems],
+        "first_problem": None if first is None else str(first),
+    }
+
+
+def _export(args: argparse.Namespace, ctx: Context, path: Path) -> int:
+    sys.stdout.write(export_markdown(read_log(path)))
+    return 0
+
+
+def _sign(args: argparse.Namespace, ctx: Context, path: Path) -> int:
+    key = resolve_key(args.sign_key, ctx.config.drill.sign_key)
+    # On a terminal ssh-keygen may ask for a passphrase; piped or from cron it never waits.
+    interactive = sys.stdin.isatty()
+    if args.drill_log_action == "sign":
+        result = sign_entry(path, args.entry, key=key, signer=args.signer, interactive=interactive)
+    else:
+        result = countersign_entry(
+            path, args.entry, signer=args.signer, key=key, interactive=interactive
+        )
+    print(result.message)
+    return 0
+
+
+def _repair(args: argparse.Namespace, ctx: Context, path: Path) -> int:
+    result = repair_log(path, dry_run=not args.yes)
+    if result is None:
+        print(f"{path}: nothing to repair, the last line is complete")
+        return 0
+    if args.yes:
+        print(result.describe())
+        return 0
+    plan = (
+        "add its missing newline (the line is whole)"
+        if result.moved_to is None
+        else f"move it to {result.moved_to} and cut it off the log"
+    )
+    print(
+        f"{path} ends with a torn line {result.line} ({result.fragment_bytes} bytes); "
+        f"repair would {plan}. Run again with --yes to do it."
+    )
+    return 1
