@@ -3,7 +3,10 @@ database per test, moto's S3 server over real HTTP, and an isolated environment.
 
 from __future__ import annotations
 
+import gzip
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,8 +61,9 @@ class Database:
                 )
             ]
             return {
-                t: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t)))
-                .fetchone()[0]
+                t: conn.execute(
+                    sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))
+                ).fetchone()[0]
                 for t in tables
             }
 
@@ -104,24 +108,39 @@ def database(pg_cluster: Cluster) -> Iterator[Database]:
 
 
 @pytest.fixture
-def dr_env(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pg_cluster: Cluster, database: Database
-) -> dict[str, str]:
-    """The contract's environment pointing at the test database; no S3 unless `s3` is used."""
+def base_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    """A clean environment: no inherited AWS_/PG/DB_ settings; private BACKUP_DIR and state
+    dir; the repo's runbook. No database and no S3 unless another fixture adds them."""
     for var in list(os.environ):
-        if var.startswith(("AWS_", "PG", "DB_", "PRESKOOL_DR_")) or var in ("S3_BUCKET",):
+        if var.startswith(("AWS_", "PG", "DB_", "PRESKOOL_DR_", "S3_", "BACKUP_")):
             monkeypatch.delenv(var, raising=False)
     backup_dir = tmp_path / "backups"
     backup_dir.mkdir()
     values = {
+        "BACKUP_DIR": str(backup_dir),
+        "PRESKOOL_DR_STATE_DIR": str(tmp_path / "state"),
+        "PRESKOOL_DR_RUNBOOK": str(REPO / "runbook.yaml"),
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return values
+
+
+@pytest.fixture
+def dr_env(
+    monkeypatch: pytest.MonkeyPatch,
+    base_env: dict[str, str],
+    pg_cluster: Cluster,
+    database: Database,
+) -> dict[str, str]:
+    """The contract's environment pointing at the test database; no S3 unless `s3` is used."""
+    values = {
+        **base_env,
         "DB_HOST": pg_cluster.host,
         "DB_PORT": str(pg_cluster.port),
         "DB_NAME": database.name,
         "DB_USER": APP_ROLE,
         "PGPASSWORD": PASSWORD,
-        "BACKUP_DIR": str(backup_dir),
-        "PRESKOOL_DR_STATE_DIR": str(tmp_path / "state"),
-        "PRESKOOL_DR_RUNBOOK": str(REPO / "runbook.yaml"),
     }
     for key, value in values.items():
         monkeypatch.setenv(key, value)
@@ -141,20 +160,33 @@ def s3_server() -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch, s3_server: str, dr_env: dict[str, str]) -> str:
-    """A fresh bucket on the moto server; S3_BUCKET and AWS_* set. Returns the bucket name."""
+AWS_SECRET = "aws-secret-MARKER-42"  # a marker: tests grep outputs for it
+
+
+def _use_new_bucket(monkeypatch: pytest.MonkeyPatch, server: str) -> str:
     bucket = f"preskool-test-{uuid.uuid4().hex[:8]}"
     for key, value in {
-        "AWS_ENDPOINT_URL": s3_server,
+        "AWS_ENDPOINT_URL": server,
         "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "aws-secret-MARKER-42",
+        "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
         "AWS_DEFAULT_REGION": "us-east-1",
         "S3_BUCKET": bucket,
     }.items():
         monkeypatch.setenv(key, value)
-    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
+    boto3.client("s3", endpoint_url=server).create_bucket(Bucket=bucket)
     return bucket
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch: pytest.MonkeyPatch, s3_server: str, base_env: dict[str, str]) -> str:
+    """A fresh bucket and BACKUP_DIR, without a database (catalog, S3 and verify tests)."""
+    return _use_new_bucket(monkeypatch, s3_server)
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch, s3_server: str, dr_env: dict[str, str]) -> str:
+    """The test database plus a fresh bucket; S3_BUCKET and AWS_* set. Returns the bucket."""
+    return _use_new_bucket(monkeypatch, s3_server)
 
 
 def write_runbook(folder: Path, **sections: dict) -> Path:
@@ -170,3 +202,32 @@ def write_runbook(folder: Path, **sections: dict) -> Path:
     path = folder / "runbook.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, **kwargs: object
+) -> subprocess.CompletedProcess[str]:
+    """`python -m preskool_dr ARGS` as a real child process, in the test's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "preskool_dr", *args],
+        env=env if env is not None else os.environ.copy(),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=240,
+        check=False,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def assert_no_secrets(*texts: str, folder: Path | None = None) -> None:
+    for text in texts:
+        assert PASSWORD not in text
+        assert AWS_SECRET not in text
+    for path in folder.rglob("*") if folder else ():
+        if path.is_file():
+            data = path.read_bytes()
+            if path.name.endswith(".gz"):
+                data = gzip.decompress(data)
+            assert PASSWORD.encode() not in data, path
+            assert AWS_SECRET.encode() not in data, path

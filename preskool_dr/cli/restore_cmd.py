@@ -15,7 +15,7 @@ from types import FrameType
 import humanize
 
 from preskool_dr.cli.main import Context
-from preskool_dr.cli.output import tagged
+from preskool_dr.cli.output import TtyProgress, tagged
 from preskool_dr.core import catalog, drill, signing
 from preskool_dr.core.engine import Engine, RunOptions
 from preskool_dr.core.errors import UsageError
@@ -223,7 +223,7 @@ def _signals_set(cancel: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-_last_progress: dict[str, float] = {}
+_tty_progress = TtyProgress() if sys.stderr.isatty() else None
 
 
 def print_event(event: Event) -> None:
@@ -238,15 +238,8 @@ def print_event(event: Event) -> None:
     elif isinstance(event, Notice):
         tag = {"ok": "OK", "warn": "WARN", "error": "FAIL"}.get(event.level, "INFO")
         tagged(tag, event.text)
-    elif isinstance(event, Progress) and sys.stderr.isatty():
-        fraction = event.fraction
-        percent = f"{fraction:5.1%}" if fraction is not None else "  ?  "
-        table = f"  {event.current}" if event.current else ""
-        sys.stderr.write(
-            f"\r  {event.phase:<8} {percent}  {humanize.naturalsize(event.done, binary=True)}"
-            f"{table:<40}"
-        )
-        sys.stderr.flush()
+    elif isinstance(event, Progress) and _tty_progress is not None:
+        _tty_progress(event)
     elif isinstance(event, LogLine) and event.source != "psql":
         print(f"{'':22}{event.source}: {event.text}", flush=True)
 

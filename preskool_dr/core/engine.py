@@ -108,6 +108,7 @@ class Engine:
             operator=state.operator,
         )
         self._mutex = threading.Lock()  # one step at a time, whatever the front end does
+        self.last_verify: checksum.VerifyResult | None = None  # for the checksum panel
 
     # ------------------------------------------------------------ lifecycle
 
@@ -528,20 +529,13 @@ class Engine:
         choice = self._backup_choice()
         if not choice.local_path:
             raise DrError("the backup is not local yet: run step 3 (Download) first")
-        path = Path(choice.local_path)
-        sidecar = checksum.sidecar_path(path)
-        if not sidecar.exists():
-            raise DrError(
-                f"no checksum sidecar {sidecar.name}: the backup cannot be trusted; "
-                "choose another backup in step 2"
-            )
-        expected = checksum.read_sidecar(sidecar, path.name).md5
-        result = checksum.verify_file(
-            path, expected, on_event=self.on_event, step_id=record.id, cancel=cancel
+        result = checksum.verify_with_sidecar(
+            Path(choice.local_path), on_event=self.on_event, step_id=record.id, cancel=cancel
         )
         if not result.ok:
             raise DrError(result.describe() + "; choose another backup in step 2")
         self.state.backup = dataclasses.replace(choice, md5=result.actual_md5)
+        self.last_verify = result
         return result.describe()
 
     def _recreate(self, record: StepRecord, cancel: threading.Event) -> str:

@@ -6,10 +6,14 @@ prints events as lines, the TUI posts them as messages. Nothing here knows who l
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+
+PROGRESS_INTERVAL = 0.1  # seconds: at most ~10 Progress events a second
 
 
 def utcnow() -> datetime:
@@ -86,3 +90,44 @@ EventSink = Callable[[Event], None]
 
 def ignore_events(event: Event) -> None:
     """The sink for callers that do not watch progress."""
+
+
+class ProgressMeter:
+    """Turns a stream of byte counts into Progress events, at most one per PROGRESS_INTERVAL
+    (the TUI over a slow SSH link must not drown in updates). Thread-safe: boto3's transfer
+    threads report through it concurrently."""
+
+    def __init__(
+        self, on_event: EventSink, step_id: str, phase: str, total: int | None, done: int = 0
+    ) -> None:
+        self._on_event = on_event
+        self._step_id = step_id
+        self._phase = phase
+        self._total = total
+        self._start_done = done  # resumed bytes do not count towards the rate
+        self.done = done
+        self._started = self._last = time.monotonic()
+        self._lock = threading.Lock()
+        self._emit()
+
+    def _emit(self) -> None:
+        elapsed = time.monotonic() - self._started
+        rate = (self.done - self._start_done) / elapsed if elapsed > 0 else 0.0
+        self._on_event(Progress(self._step_id, self._phase, self.done, self._total, rate))
+
+    def add(self, count: int) -> None:
+        with self._lock:
+            self.done += count
+            now = time.monotonic()
+            if now - self._last >= PROGRESS_INTERVAL:
+                self._last = now
+                self._emit()
+
+    def restart(self, done: int = 0) -> None:
+        """Count again from `done` (a resumed transfer that had to start over)."""
+        with self._lock:
+            self.done = self._start_done = done
+
+    def finish(self) -> None:
+        with self._lock:
+            self._emit()

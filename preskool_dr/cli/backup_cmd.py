@@ -1,0 +1,115 @@
+"""`preskool-dr backup`: the seed's backup.sh, with the same `[BACKUP]`/`[OK]` lines."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from datetime import datetime
+from types import FrameType
+from typing import Any
+
+from preskool_dr.cli.output import BANNER_RULE, tagged
+from preskool_dr.core.backup import LOGICAL_KINDS, human_size, run_backup
+from preskool_dr.core.errors import Cancelled, DrError
+from preskool_dr.core.events import Event, Notice, Progress, utcnow
+
+TAGS = {"info": "BACKUP", "ok": "OK", "warn": "WARN", "error": "FAIL"}
+
+EPILOG = """\
+examples:
+  preskool-dr backup                       daily backup (what cron runs at 02:00 UTC)
+  preskool-dr backup --kind pre-deploy     before a release; kept locally for 7 days
+  preskool-dr backup --kind weekly         Sunday archive; uploaded as GLACIER
+  S3_BUCKET=preskool-prod-backups preskool-dr backup
+
+cron (the seed's schedule):
+  0 2 * * *  preskool-dr backup >> /var/log/preskool-backup.log 2>&1
+  0 1 * * 0  preskool-dr backup --kind weekly >> /var/log/preskool-backup.log 2>&1
+
+The database comes from DB_HOST/DB_PORT/DB_NAME/DB_USER with PGPASSWORD in the
+environment; the file goes to BACKUP_DIR as preskool-backup-YYYYMMDD_HHMMSS.sql.gz
+(UTC) with a .md5 sidecar and a .meta.json (kind, row counts). A backup that fails
+leaves no file behind under that name. Exit 0 when every step passed, 1 otherwise.
+"""
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "backup",
+        help="dump the database now: gzip, md5 sidecar, verify, upload, retention",
+        description=(
+            "Dump the database with pg_dump (plain SQL, gzip), write the .md5 sidecar, read\n"
+            "the file back to verify it, upload it when S3_BUCKET is set, and delete backups\n"
+            "of the same kind that are past their retention."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--kind",
+        choices=LOGICAL_KINDS,
+        default="daily",
+        help="which schedule this backup belongs to; sets retention and S3 storage class "
+        "(default: daily)",
+    )
+    parser.add_argument(
+        "--no-upload",
+        action="store_true",
+        help="keep this backup local only and do not touch S3 (not even retention there)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, ctx: Any) -> int:
+    config = ctx.config
+    started = utcnow()
+    print(BANNER_RULE)
+    print(f"  PreSkool ERP — Database Backup | {banner_date(started)}")
+    print(BANNER_RULE, flush=True)
+    printer = EventPrinter()
+    previous = signal.signal(signal.SIGTERM, _cancel_on_sigterm)
+    try:
+        run_backup(config, args.kind, upload=not args.no_upload, at=started, on_event=printer)
+    except DrError as exc:
+        printer.end_progress()
+        tagged("FAIL", str(exc), sys.stderr)
+        return exc.exit_code
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+def banner_date(at: datetime) -> str:
+    """`Thu Feb 20 02:00:00 UTC 2026`, as `date` prints it in the seed."""
+    return f"{at:%a %b} {at.day:2d} {at:%H:%M:%S} UTC {at:%Y}"
+
+
+def _cancel_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Raised in the main thread, so the core's cleanup (stop pg_dump, remove the .part) runs.
+    raise Cancelled("backup stopped by SIGTERM before it finished; run it again")
+
+
+class EventPrinter:
+    """The one event -> line mapping: Notices become tagged lines on stdout; Progress is a
+    self-overwriting line on stderr, only when that is a terminal (cron logs stay clean)."""
+
+    def __init__(self) -> None:
+        self.live = sys.stderr.isatty()
+        self.progress_shown = False
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Notice):
+            self.end_progress()
+            tagged(TAGS.get(event.level, "INFO"), event.text)
+        elif isinstance(event, Progress) and self.live:
+            rate = f", {human_size(int(event.rate))}/s" if event.rate else ""
+            sys.stderr.write(f"\r\x1b[K  {event.phase}: {human_size(event.done)}{rate}")
+            sys.stderr.flush()
+            self.progress_shown = True
+
+    def end_progress(self) -> None:
+        if self.progress_shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self.progress_shown = False

@@ -1,0 +1,88 @@
+"""`preskool-dr check`: the seed's backup alerts as a Nagios plugin (exit 0/1/2/3)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from preskool_dr.cli.output import print_json
+from preskool_dr.core.errors import DrError
+from preskool_dr.core.monitor import (
+    CheckResult,
+    HealthReport,
+    Status,
+    run_checks,
+    unknown_report,
+    write_prometheus,
+)
+
+EPILOG = """\
+checks (the seed's alert table):
+  backup_age      newest backup older than 25 h: WARNING; older than 26 h or none: CRITICAL
+  backup_size     newest backup smaller than 1 MiB: WARNING
+  s3_replication  newest backup missing from s3://$S3_BUCKET/preskool-backups/: WARNING
+                  (no bucket configured: reported, not an alert)
+  restore_test    last restore-test failed or older than 8 days: WARNING
+                  (never run: reported, not an alert)
+Thresholds come from runbook.yaml `thresholds`.
+
+examples:
+  preskool-dr check                                  Nagios/Icinga: first line + exit code
+  preskool-dr check --json                           for scripts
+  preskool-dr check --prometheus /var/lib/node_exporter/textfile/preskool_dr.prom
+
+exit: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (the check itself could not run).
+"""
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "check",
+        help="backup freshness, size, S3 replication and restore-test alerts (Nagios exit codes)",
+        description=(
+            "Check backup health the way section 5 of the runbook describes it and answer as a\n"
+            "Nagios plugin: `PRESKOOL_DR OK|WARNING|CRITICAL|UNKNOWN - summary`, then one line\n"
+            "per check."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument(
+        "--prometheus",
+        type=Path,
+        metavar="FILE",
+        help="also write node-exporter textfile gauges to FILE (replaced atomically)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, ctx: Any) -> int:
+    report = _report(ctx)
+    if args.prometheus:
+        try:
+            write_prometheus(report, args.prometheus)
+        except OSError as exc:
+            report = report.with_check(
+                CheckResult(
+                    "prometheus_file",
+                    Status.UNKNOWN,
+                    f"cannot write {args.prometheus}: {exc.strerror or exc}",
+                )
+            )
+    if args.json:
+        print_json(report.to_json())
+    else:
+        print(report.nagios_text())
+    return int(report.status)
+
+
+def _report(ctx: Any) -> HealthReport:
+    try:
+        return run_checks(ctx.config)
+    except DrError as exc:  # includes ConfigError: a broken runbook.yaml is UNKNOWN, not exit 2
+        return unknown_report(str(exc))
+    except Exception as exc:
+        # A crashing plugin exits 1, which Nagios reads as WARNING: answer UNKNOWN instead.
+        return unknown_report(f"internal error: {type(exc).__name__}: {exc}")

@@ -1,0 +1,125 @@
+"""`preskool-dr verify BACKUP`: md5 sidecar + full gzip check in one read (download first
+when the backup is only in S3)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import humanize
+
+from preskool_dr.cli.output import TtyProgress, print_json, tagged
+from preskool_dr.core.catalog import BackupRecord, fetch_backup, request_restore, resolve_backup
+from preskool_dr.core.checksum import VerifyResult, verify_backup
+from preskool_dr.core.errors import ArchivedError
+from preskool_dr.core.events import EventSink, ignore_events
+
+DESCRIPTION = """\
+Check that a backup is usable before you restore it: the MD5 of the file must match
+its .md5 sidecar, and the whole gzip stream must decompress (no corruption, not
+truncated, nothing after the end). The file is read once for both checks.
+
+BACKUP is a path, a file name inside BACKUP_DIR, s3://bucket/key, or `latest`
+(the newest logical backup). A backup that is only in S3 is downloaded into
+BACKUP_DIR first (with its .md5 and .meta.json); an interrupted download resumes.
+
+Exit status: 0 ok, 1 bad (checksum mismatch, corrupt or truncated gzip, missing or
+malformed sidecar), 2 not found, 3 archived in GLACIER/DEEP_ARCHIVE and not restored
+yet (use --request-restore, wait, then run verify again).
+"""
+
+EPILOG = """\
+examples:
+  preskool-dr verify latest
+  preskool-dr verify preskool-backup-20260220_020000.sql.gz
+  preskool-dr verify s3://preskool-prod-backups/preskool-backups/preskool-backup-20260220_020000.sql.gz
+  preskool-dr verify preskool-backup-20260215_010000.sql.gz --request-restore   (weekly, Glacier)
+
+the same check by hand, inside BACKUP_DIR:
+  md5sum --check preskool-backup-20260220_020000.sql.gz.md5
+  gunzip -t preskool-backup-20260220_020000.sql.gz
+"""
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "verify",
+        help="check a backup's md5 sidecar and gzip integrity (downloads from S3 if needed)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "backup", metavar="BACKUP", help="path, name in BACKUP_DIR, s3://..., latest"
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument(
+        "--request-restore",
+        action="store_true",
+        help="for a backup archived in GLACIER/DEEP_ARCHIVE: ask S3 to restore it (exit 3); "
+        "a backup that needs no restore is verified as usual",
+    )
+    parser.set_defaults(handler=run)
+
+
+def _file_json(result: VerifyResult) -> dict[str, Any]:
+    return {
+        "path": str(result.path),
+        "size": result.size,
+        "ok": result.ok,
+        "expected_md5": result.expected_md5,
+        "actual_md5": result.actual_md5,
+        "md5_ok": result.md5_ok,
+        "sidecar_error": result.sidecar_error,
+        "gzip_checked": result.gzip_checked,
+        "gzip_ok": result.gzip_ok,
+        "gzip_error": result.gzip_error,
+    }
+
+
+def _restore_status(record: BackupRecord) -> str:
+    return "restore-in-progress" if record.restore_state == "in-progress" else "restore-requested"
+
+
+def run(args: argparse.Namespace, ctx: Any) -> int:
+    config = ctx.config
+    record = resolve_backup(config, args.backup)
+    base = {"backup": record.name, "s3_url": record.s3_url, "kind": record.kind}
+    if args.request_restore and record.needs_restore:
+        message = request_restore(record)
+        if args.json:
+            print_json({**base, "ok": False, "status": _restore_status(record), "message": message})
+        else:
+            tagged("RESTORE", message)
+        return 3
+    on_event: EventSink = TtyProgress() if sys.stderr.isatty() else ignore_events
+    try:
+        path = fetch_backup(config, record, on_event=on_event)
+    except ArchivedError as exc:
+        if not args.json:
+            raise
+        print_json({**base, "ok": False, "status": "archived", "message": str(exc)})
+        return exc.exit_code
+    if args.request_restore and not args.json:
+        tagged("RESTORE", f"{record.name} needs no restore: verifying it")
+    if not args.json:
+        where = f"downloaded from {record.s3_url}" if record.local_path is None else "local"
+        size = humanize.naturalsize(record.size, binary=True) if record.size is not None else "?"
+        tagged("VERIFY", f"{path} ({size}, {where})")
+    results = verify_backup(path, on_event=on_event)
+    ok = all(result.ok for result in results)
+    if args.json:
+        files = [_file_json(r) for r in results]
+        status = "ok" if ok else "bad"
+        print_json({**base, "ok": ok, "status": status, "path": str(path), "files": files})
+        return 0 if ok else 1
+    for result in results:
+        label = f"{result.path.name}: " if len(results) > 1 else ""
+        tagged("OK" if result.md5_ok else "FAIL", label + result.md5_text())
+        tagged("OK" if result.gzip_ok else "FAIL", label + result.gzip_text())
+    if ok:
+        tagged("OK", f"Backup verified: {path}")
+        return 0
+    tagged("FAIL", f"Backup is NOT usable: {path} (pick another with `preskool-dr list`)")
+    return 1

@@ -1,0 +1,436 @@
+"""`backup`: pg_dump -> gzip -> BACKUP_DIR, meta, md5 sidecar, verify, upload, retention.
+
+Invariant: a file carrying a final backup name in BACKUP_DIR is complete and has passed
+verification. The dump is written under a hidden `.part` name and renamed only after
+pg_dump exited 0 and the bytes are on disk; anything that fails before verification
+passes removes what it wrote, so `latest` can never pick a half or unverified file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import subprocess
+import tempfile
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO
+
+import humanize
+import psycopg
+
+from preskool_dr.core import catalog, checksum, database, procs
+from preskool_dr.core.catalog import BackupMeta, BackupRecord
+from preskool_dr.core.config import Config, DatabaseSettings, Retention
+from preskool_dr.core.errors import Cancelled, DrError, LockedError, UsageError, VerificationError
+from preskool_dr.core.events import EventSink, Notice, ProgressMeter, ignore_events, utcnow
+from preskool_dr.core.s3store import S3Store
+
+LOGICAL_KINDS = ("daily", "weekly", "pre-deploy")
+LOCK_NAME = ".preskool-backup.lock"
+STEP_ID = "backup"
+
+
+def human_size(size: int) -> str:
+    """`14.0M`: the seed's `du -h` style."""
+    return str(humanize.naturalsize(size, gnu=True))
+
+
+def kept_in_s3(config: Config, kind: str) -> bool:
+    """Whether backups of `kind` go to S3 (when a bucket is configured).
+
+    A kind listed under backups.retention without `s3_days` is local-only (the seed keeps
+    pre-deployment dumps "Local"); kinds not listed there are uploaded and kept.
+    """
+    policy = config.backups.retention.get(kind)
+    return policy is None or policy.s3_days is not None
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    path: Path
+    meta: BackupMeta
+    uploaded: tuple[str, ...]  # s3:// URLs of the backup, its sidecar and meta
+    deleted: int  # old backups removed by retention (local and S3 copies counted apart)
+
+
+def run_backup(
+    config: Config,
+    kind: str = "daily",
+    *,
+    upload: bool = True,
+    at: datetime | None = None,
+    on_event: EventSink = ignore_events,
+    cancel: threading.Event | None = None,
+) -> BackupResult:
+    """Take one logical backup of `config.database` into BACKUP_DIR, named by `at` (UTC)."""
+    if kind not in LOGICAL_KINDS:
+        raise UsageError(f"unknown backup kind {kind!r}: use one of {', '.join(LOGICAL_KINDS)}")
+    at = (at or utcnow()).astimezone(UTC).replace(microsecond=0)
+    backup_dir = config.backups.dir
+    try:
+        backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise DrError(
+            f"cannot create BACKUP_DIR {backup_dir}: {exc.strerror} - "
+            "create it (writable by this user) or set BACKUP_DIR"
+        ) from None
+    with _lock(backup_dir):
+        _remove_stale_parts(backup_dir, on_event)
+        final = backup_dir / catalog.backup_name(kind, at)
+        if final.exists():
+            raise DrError(f"{final} already exists (a backup ran this second): retry in a moment")
+        on_event(Notice("info", f"Dumping database '{config.database.name}'...", STEP_ID))
+        dump = _dump(config.database, final, config.backups.compress_level, on_event, cancel)
+        on_event(Notice("ok", f"Backup created: {final} ({human_size(dump.size)})", STEP_ID))
+        on_event(Notice("ok", f"MD5: {dump.md5}", STEP_ID))
+        meta = BackupMeta(
+            name=final.name,
+            kind=kind,
+            created_at=at,
+            database=config.database.name,
+            size=dump.size,
+            md5=dump.md5,
+            row_counts=dump.row_counts,
+            pg_dump_version=dump.pg_dump_version,
+        )
+        _finish_local(final, meta, on_event, cancel)
+        if dump.size < config.thresholds.min_backup_bytes:
+            on_event(
+                Notice(
+                    "warn",
+                    f"Backup is only {human_size(dump.size)} (alert threshold "
+                    f"{human_size(config.thresholds.min_backup_bytes)}): "
+                    f"check that {config.database.label} is the production database",
+                    STEP_ID,
+                )
+            )
+        store = _store(config, kind, upload, on_event)
+        storage_class = config.backups.retention.get(kind, Retention()).storage_class
+        uploaded = _upload(store, final, storage_class, on_event)
+        deleted = apply_retention(config, kind, keep=final.name, now=at, s3=store is not None)
+        on_event(Notice("ok", f"Deleted {deleted} old backup(s)", STEP_ID))
+        return BackupResult(final, meta, uploaded, deleted)
+
+
+# ---------------------------------------------------------------- the dump
+
+
+@dataclass(frozen=True)
+class _Dump:
+    size: int
+    md5: str
+    row_counts: dict[str, int]
+    pg_dump_version: str
+
+
+def _dump(
+    db: DatabaseSettings,
+    final: Path,
+    level: int,
+    on_event: EventSink,
+    cancel: threading.Event | None,
+) -> _Dump:
+    """pg_dump into `.NAME.part`, then fsync + rename to `final`; the part never survives."""
+    version = _pg_dump_version()
+    part = final.with_name(f".{final.name}.part")
+    try:
+        with database.connect(db) as conn:
+            # Counts taken in the snapshot pg_dump imports match the dump row for row,
+            # however busy the application is meanwhile.
+            conn.autocommit = False
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            with conn.transaction():
+                row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+                snapshot_id = str(row[0]) if row else ""
+                size, md5, counts = _stream(
+                    ["pg_dump", "--format=plain", "--no-password", f"--snapshot={snapshot_id}"],
+                    database.libpq_env(db, db.name),
+                    part,
+                    level,
+                    lambda: database.row_counts(conn),
+                    on_event,
+                    cancel,
+                )
+        os.rename(part, final)
+        checksum.fsync_dir(final.parent)
+    except psycopg.Error as exc:
+        part.unlink(missing_ok=True)
+        raise DrError(
+            f"reading {db.label} failed: {database.first_line(exc)} - "
+            "nothing was saved; check the server and run the backup again"
+        ) from None
+    except OSError as exc:
+        part.unlink(missing_ok=True)
+        raise _disk_error(part, exc) from None
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return _Dump(size, md5, counts, version)
+
+
+def _pg_dump_version() -> str:
+    result = procs.run_command(["pg_dump", "--version"], timeout=60)
+    if not result.ok:
+        raise DrError(
+            f"cannot run pg_dump ({result.describe()}): install the PostgreSQL client "
+            "tools (postgresql-client) and make sure pg_dump is on PATH"
+        )
+    return result.output.strip().splitlines()[0] if result.output.strip() else ""
+
+
+def _stream(
+    argv: list[str],
+    env: dict[str, str],
+    part: Path,
+    level: int,
+    count_rows: Callable[[], dict[str, int]],
+    on_event: EventSink,
+    cancel: threading.Event | None,
+) -> tuple[int, str, dict[str, int]]:
+    """Run pg_dump, gzip its stdout into `part` in a thread while `count_rows` runs here."""
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with tempfile.TemporaryFile() as errors:
+        try:
+            proc = procs.spawn(argv, env=env, stderr=errors)
+        except OSError as exc:
+            os.close(fd)
+            raise DrError(f"cannot start pg_dump: {exc.strerror}") from None
+        writer = _GzipWriter(proc, fd, level, on_event, cancel)
+        thread = threading.Thread(target=writer.run, name="pg_dump-gzip", daemon=True)
+        thread.start()
+        try:
+            counts = count_rows()
+            thread.join()
+            returncode = proc.wait()
+        except BaseException:  # incl. Cancelled from SIGTERM while we wait
+            procs.terminate(proc)
+            # The writer owns fd: once it is joined the part is closed and may be unlinked.
+            thread.join()
+            raise
+        if writer.error is not None:
+            raise writer.error
+        if returncode != 0:
+            errors.seek(0)
+            lines = [ln for ln in errors.read().decode("utf-8", "replace").splitlines() if ln]
+            first = procs.redact(lines[0]) if lines else "no error message"
+            raise DrError(
+                f"pg_dump failed (exit status {returncode}): {first} - "
+                "nothing was saved; fix the cause and run the backup again"
+            )
+    return writer.size, writer.md5, counts
+
+
+class _GzipWriter:
+    """Reads pg_dump's stdout in 1 MiB chunks, gzips, writes and hashes the compressed bytes:
+    the MD5 needs no second pass over the file."""
+
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        fd: int,
+        level: int,
+        on_event: EventSink,
+        cancel: threading.Event | None,
+    ) -> None:
+        self.proc = proc
+        self.fd = fd
+        self.level = level
+        self.on_event = on_event
+        self.cancel = cancel
+        self.size = 0
+        self.md5 = ""
+        self.error: BaseException | None = None
+        self._digest = checksum.md5_hasher()
+
+    def run(self) -> None:
+        try:
+            self._copy()
+        except BaseException as exc:
+            self.error = exc
+            procs.terminate(self.proc)  # or pg_dump blocks forever on a full pipe
+
+    def _copy(self) -> None:
+        assert self.proc.stdout is not None
+        compressor = zlib.compressobj(self.level, zlib.DEFLATED, 31)  # 31: gzip framing
+        meter = ProgressMeter(self.on_event, STEP_ID, "dump", None)  # counts pg_dump's bytes
+        with os.fdopen(self.fd, "wb") as out:
+            while chunk := self.proc.stdout.read(checksum.CHUNK):
+                if self.cancel is not None and self.cancel.is_set():
+                    raise Cancelled("backup cancelled: the partial file was removed")
+                self._write(out, compressor.compress(chunk))
+                meter.add(len(chunk))
+            self._write(out, compressor.flush())
+            out.flush()
+            os.fsync(out.fileno())
+        meter.finish()
+        self.md5 = self._digest.hexdigest()
+
+    def _write(self, out: IO[bytes], data: bytes) -> None:
+        if data:
+            out.write(data)
+            self._digest.update(data)
+            self.size += len(data)
+
+
+def _disk_error(path: Path, exc: OSError) -> DrError:
+    return DrError(
+        f"cannot write {path}: {exc.strerror or exc} - nothing was saved; free space in "
+        f"{path.parent} (or fix its permissions) and run the backup again"
+    )
+
+
+def _finish_local(
+    final: Path, meta: BackupMeta, on_event: EventSink, cancel: threading.Event | None
+) -> None:
+    """Meta, sidecar, then read it all back; any failure takes the backup away again."""
+    try:
+        catalog.write_meta(final, meta)
+        checksum.write_sidecar(final, meta.md5)
+        result = checksum.verify_file(
+            final, meta.md5, on_event=on_event, step_id=STEP_ID, cancel=cancel
+        )
+        if not result.md5_ok:
+            raise VerificationError(
+                f"re-reading {final} gave a different MD5 ({result.describe()}): the disk "
+                "returned other bytes than were written; check it (dmesg) and run the backup again"
+            )
+        on_event(Notice("ok", "Checksum verified ✓", STEP_ID))
+        if not result.gzip_ok:
+            raise VerificationError(
+                f"{final} fails the gzip integrity check ({result.gzip_error}); "
+                "check the disk and run the backup again"
+            )
+        on_event(Notice("ok", "Gzip integrity check passed", STEP_ID))
+    except BaseException:
+        for path in _with_attributes(final):
+            path.unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------- upload
+
+
+def _store(config: Config, kind: str, upload: bool, on_event: EventSink) -> S3Store | None:
+    bucket = config.backups.s3_bucket
+    if not bucket:
+        return None
+    if not upload:
+        on_event(Notice("info", "S3 upload skipped (--no-upload)", STEP_ID))
+        return None
+    if not kept_in_s3(config, kind):
+        on_event(
+            Notice(
+                "info",
+                f"S3 upload skipped: {kind} backups stay local "
+                f"(backups.retention.{kind} has no s3_days)",
+                STEP_ID,
+            )
+        )
+        return None
+    return S3Store(bucket, config.backups.s3_prefix)
+
+
+def _upload(
+    store: S3Store | None, final: Path, storage_class: str, on_event: EventSink
+) -> tuple[str, ...]:
+    if store is None:
+        return ()
+    on_event(Notice("info", f"Uploading to {store.url(final.name)} ({storage_class})...", STEP_ID))
+    # Sidecar and meta first, and always STANDARD: once the backup object exists in S3 its
+    # checksum and kind can be read without a Glacier restore.
+    files = [checksum.sidecar_path(final), catalog.meta_path(final)]
+    try:
+        for path in files:
+            store.upload(path, step_id=STEP_ID)
+        store.upload(final, storage_class=storage_class, on_event=on_event, step_id=STEP_ID)
+    except DrError as exc:
+        # The store's message already says what to fix; the operator also needs to know
+        # that the verified local copy survives.
+        raise DrError(f"S3 upload failed: {exc} (the local backup {final.name} is kept)") from None
+    on_event(Notice("ok", f"Uploaded to S3: {store.url(final.name)} (+ .md5, .meta.json)", STEP_ID))
+    return tuple(store.url(p.name) for p in (final, *files))
+
+
+# ---------------------------------------------------------------- retention
+
+
+def apply_retention(config: Config, kind: str, *, keep: str, now: datetime, s3: bool) -> int:
+    """Delete backups of `kind` older than its retention, locally and (with `s3`) in S3.
+
+    Only backups whose meta names `kind` go: one of unknown kind is never deleted, nor is
+    `keep`. The backup goes first and its meta last, so an interrupted deletion never leaves
+    a backup whose kind can no longer be read. Local and S3 copies count separately.
+    """
+    policy = config.backups.retention.get(kind)
+    if policy is None:
+        return 0
+    deleted = 0
+    if policy.local_days is not None:
+        for record in _expired(
+            config, "local", kind, keep, now - timedelta(days=policy.local_days)
+        ):
+            assert record.local_path is not None
+            for path in _with_attributes(record.local_path):
+                path.unlink(missing_ok=True)
+            deleted += 1
+    if s3 and policy.s3_days is not None:
+        store = S3Store(str(config.backups.s3_bucket), config.backups.s3_prefix)
+        for record in _expired(config, "s3", kind, keep, now - timedelta(days=policy.s3_days)):
+            for path in _with_attributes(Path(record.name)):
+                store.delete(path.name)  # deleting a key that is not there is not an error
+            deleted += 1
+    return deleted
+
+
+def _expired(
+    config: Config, source: str, kind: str, keep: str, cutoff: datetime
+) -> list[BackupRecord]:
+    return [
+        r
+        for r in catalog.list_backups(config, source)
+        if r.kind == kind and r.name != keep and r.time < cutoff
+    ]
+
+
+def _with_attributes(backup: Path) -> tuple[Path, Path, Path]:
+    return backup, checksum.sidecar_path(backup), catalog.meta_path(backup)
+
+
+# ---------------------------------------------------------------- one backup at a time
+
+
+@contextlib.contextmanager
+def _lock(backup_dir: Path) -> Iterator[None]:
+    path = backup_dir / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise _disk_error(path, exc) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            raise LockedError(
+                f"another backup (pid {other}) is running in {backup_dir}: "
+                "wait for it to finish, then retry"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_parts(backup_dir: Path, on_event: EventSink) -> None:
+    """Under the lock no other backup runs, so a `.part` left here is from a killed run."""
+    for part in backup_dir.glob(".preskool-*.part"):
+        part.unlink(missing_ok=True)
+        on_event(Notice("warn", f"Removed {part.name} left by an interrupted backup", STEP_ID))

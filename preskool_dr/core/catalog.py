@@ -1,0 +1,569 @@
+"""The backup catalog: local BACKUP_DIR + S3, merged by name, newest first.
+
+Names: `preskool-backup-YYYYMMDD_HHMMSS.sql.gz` (logical; the kind daily/weekly/pre-deploy
+is recorded in `<name>.meta.json`) and `preskool-base-YYYYMMDD_HHMMSS...` (kind base; a
+file or a folder of files, each with its own sidecar). Only names that parse are records:
+`.md5`, `.meta.json` and `.part` files are attributes of the record they belong to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from preskool_dr.core.checksum import (
+    SIDECAR_SUFFIX,
+    atomic_write,
+    backup_members,
+    sidecar_path,
+)
+from preskool_dr.core.config import Config
+from preskool_dr.core.errors import DrError, NotFoundError, UsageError
+from preskool_dr.core.events import EventSink, ignore_events
+from preskool_dr.core.s3store import (
+    ARCHIVED_CLASSES,
+    HEAD_THREADS,
+    S3Object,
+    S3Store,
+    store_for_url,
+)
+
+KINDS = ("daily", "weekly", "pre-deploy", "base")
+SOURCES = ("local", "s3", "all")
+META_SUFFIX = ".meta.json"
+PART_SUFFIX = ".part"
+ATTRIBUTE_SUFFIXES = (SIDECAR_SUFFIX, META_SUFFIX, PART_SUFFIX)
+LOGICAL_PREFIX = "preskool-backup-"
+BASE_PREFIX = "preskool-base-"
+_TIME_FORMAT = "%Y%m%d_%H%M%S"
+_LOGICAL_RE = re.compile(r"^preskool-backup-(\d{8}_\d{6})\.sql\.gz$")
+_BASE_RE = re.compile(r"^preskool-base-(\d{8}_\d{6})(?:\.tar|\.tar\.gz)?$")
+
+
+@dataclass(frozen=True)
+class BackupMeta:
+    """`<name>.meta.json`: written by `backup`, uploaded beside the backup."""
+
+    name: str
+    kind: str
+    created_at: datetime
+    database: str
+    size: int
+    md5: str
+    row_counts: dict[str, int] = field(default_factory=dict)
+    pg_dump_version: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "created_at": iso_utc(self.created_at),
+            "database": self.database,
+            "size": self.size,
+            "md5": self.md5,
+            "row_counts": dict(self.row_counts),
+            "pg_dump_version": self.pg_dump_version,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BackupMeta:
+        """ValueError (or KeyError/TypeError) when `data` is not a meta record."""
+        created = datetime.fromisoformat(str(data["created_at"]))
+        counts = data.get("row_counts") or {}
+        if not isinstance(counts, dict):
+            raise TypeError("row_counts must be a mapping")
+        return cls(
+            name=str(data["name"]),
+            kind=str(data["kind"]),
+            created_at=created if created.tzinfo else created.replace(tzinfo=UTC),
+            database=str(data["database"]),
+            size=int(data["size"]),
+            md5=str(data["md5"]),
+            row_counts={str(k): int(v) for k, v in counts.items()},
+            pg_dump_version=str(data.get("pg_dump_version") or ""),
+        )
+
+
+def iso_utc(at: datetime) -> str:
+    """ISO-8601 in UTC with a `Z`, the form scripts and `list --json` rely on."""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def meta_path(backup: Path) -> Path:
+    """`F.meta.json` beside `F`."""
+    return backup.with_name(backup.name + META_SUFFIX)
+
+
+def write_meta(backup: Path, meta: BackupMeta) -> Path:
+    """Atomic write; returns the path."""
+    path = meta_path(backup)
+    text = json.dumps(meta.to_json(), indent=2, sort_keys=True) + "\n"
+    try:
+        atomic_write(path, text.encode())
+    except OSError as exc:
+        raise DrError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def read_meta(backup: Path) -> BackupMeta | None:
+    """None when absent or unreadable."""
+    try:
+        return _parse_meta(meta_path(backup).read_bytes())
+    except OSError:
+        return None
+
+
+def _parse_meta(data: bytes | None) -> BackupMeta | None:
+    if data is None:
+        return None
+    try:
+        parsed = json.loads(data)
+        return BackupMeta.from_json(parsed) if isinstance(parsed, dict) else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def backup_name(kind: str, at: datetime) -> str:
+    """`preskool-backup-YYYYMMDD_HHMMSS.sql.gz` (UTC) or `preskool-base-...` for kind base."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown backup kind {kind!r} (one of {', '.join(KINDS)})")
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    stamp = at.astimezone(UTC).strftime(_TIME_FORMAT)
+    return f"{BASE_PREFIX}{stamp}" if kind == "base" else f"{LOGICAL_PREFIX}{stamp}.sql.gz"
+
+
+def parse_backup_name(name: str) -> datetime | None:
+    """The UTC time in a backup name, or None when `name` is not a backup name."""
+    match = _LOGICAL_RE.match(name) or _BASE_RE.match(name)
+    if match is None:
+        return None
+    try:
+        return datetime.strptime(match.group(1), _TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def is_logical_name(name: str) -> bool:
+    return _LOGICAL_RE.match(name) is not None and parse_backup_name(name) is not None
+
+
+@dataclass(frozen=True)
+class BackupRecord:
+    name: str
+    kind: str  # daily | weekly | pre-deploy | base | unknown
+    time: datetime  # UTC, from the name
+    size: int | None
+    local_path: Path | None
+    s3_url: str | None
+    storage_class: str | None  # of the S3 copy
+    restore_state: str | None  # of an archived S3 copy
+    has_md5: bool
+    meta: BackupMeta | None = None
+    has_part: bool = False  # an interrupted download (`.part`) sits in BACKUP_DIR
+
+    @property
+    def locations(self) -> list[str]:
+        places = []
+        if self.local_path is not None:
+            places.append("local")
+        if self.s3_url is not None:
+            places.append("s3")
+        return places
+
+    @property
+    def archived(self) -> bool:
+        return self.storage_class in ARCHIVED_CLASSES
+
+    @property
+    def needs_restore(self) -> bool:
+        """Only in S3 and archived (GLACIER/DEEP_ARCHIVE) without a completed restore."""
+        return self.local_path is None and self.archived and self.restore_state != "available"
+
+    def to_json(self) -> dict[str, Any]:
+        """The `list --json` record: name, kind, time (ISO-8601 UTC), size, locations,
+        storage_class, has_md5, restore_state, local_path, s3_url."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "time": iso_utc(self.time),
+            "size": self.size,
+            "locations": self.locations,
+            "storage_class": self.storage_class,
+            "has_md5": self.has_md5,
+            "restore_state": self.restore_state,
+            "needs_restore": self.needs_restore,
+            "local_path": str(self.local_path) if self.local_path is not None else None,
+            "s3_url": self.s3_url,
+            "md5": self.meta.md5 if self.meta is not None else None,
+            "has_part": self.has_part,
+        }
+
+
+def _kind(name: str, meta: BackupMeta | None) -> str:
+    if meta is not None and meta.kind in KINDS:
+        return meta.kind
+    return "base" if name.startswith(BASE_PREFIX) else "unknown"
+
+
+def _split_attribute(name: str) -> tuple[str, str] | None:
+    """`F.md5` -> (F, ".md5") when F is a backup name."""
+    for suffix in ATTRIBUTE_SUFFIXES:
+        if name.endswith(suffix) and parse_backup_name(name[: -len(suffix)]):
+            return name[: -len(suffix)], suffix
+    return None
+
+
+# ---------------------------------------------------------------- local
+
+
+def _local_record(path: Path) -> BackupRecord:
+    """A record for a backup file or folder that exists (any name: explicit paths count)."""
+    name = path.name
+    meta = read_meta(path)
+    members = backup_members(path)
+    try:
+        size = sum(m.stat().st_size for m in members)
+        at = parse_backup_name(name) or datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    except OSError as exc:
+        raise DrError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return BackupRecord(
+        name=name,
+        kind=_kind(name, meta),
+        time=at,
+        size=size,
+        local_path=path,
+        s3_url=None,
+        storage_class=None,
+        restore_state=None,
+        has_md5=bool(members) and all(sidecar_path(m).is_file() for m in members),
+        meta=meta,
+    )
+
+
+def _scan_local(directory: Path) -> tuple[dict[str, BackupRecord], set[str]]:
+    """Records in BACKUP_DIR, and the names that have a `.part` (interrupted download)."""
+    try:
+        entries = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        raise NotFoundError(
+            f"backup directory {directory} does not exist; set BACKUP_DIR (or backups.dir in "
+            "runbook.yaml) to where the backups are, or create it"
+        ) from None
+    except OSError as exc:
+        raise DrError(
+            f"cannot read backup directory {directory}: {exc.strerror or exc}; run as the "
+            "backup user or fix its permissions"
+        ) from None
+    records: dict[str, BackupRecord] = {}
+    parts: set[str] = set()
+    for entry in entries:
+        if parse_backup_name(entry):
+            records[entry] = _local_record(directory / entry)
+        elif (attribute := _split_attribute(entry)) and attribute[1] == PART_SUFFIX:
+            parts.add(attribute[0])
+    return records, parts
+
+
+# ---------------------------------------------------------------- S3
+
+
+@dataclass
+class _S3Group:
+    """The objects of one S3 backup: itself (or a folder's members) and its attributes."""
+
+    main: S3Object | None = None
+    members: list[S3Object] = field(default_factory=list)
+    attributes: set[str] = field(default_factory=set)
+
+    def data_objects(self) -> list[S3Object]:
+        if self.main is not None:
+            return [self.main]
+        return [m for m in self.members if not m.key.endswith((SIDECAR_SUFFIX, META_SUFFIX))]
+
+    def folder_has_md5(self) -> bool:
+        keys = {m.key for m in self.members}
+        data = self.data_objects()
+        return bool(data) and all(m.key + SIDECAR_SUFFIX in keys for m in data)
+
+
+def _group_s3(store: S3Store, objects: Iterable[S3Object]) -> dict[str, _S3Group]:
+    groups: dict[str, _S3Group] = {}
+    for obj in objects:
+        first, _, rest = store.name_of(obj.key).partition("/")
+        if rest:
+            # A folder backup's member (e.g. base.tar.gz inside preskool-base-...).
+            if parse_backup_name(first):
+                groups.setdefault(first, _S3Group()).members.append(obj)
+        elif parse_backup_name(first):
+            groups.setdefault(first, _S3Group()).main = obj
+        elif attribute := _split_attribute(first):
+            groups.setdefault(attribute[0], _S3Group()).attributes.add(attribute[1])
+    return {name: group for name, group in groups.items() if group.data_objects()}
+
+
+def _s3_record(store: S3Store, name: str, group: _S3Group, meta: BackupMeta | None) -> BackupRecord:
+    data = group.data_objects()
+    archived = [o for o in data if o.storage_class in ARCHIVED_CLASSES]
+    # A folder is only as available as its least-restored member.
+    state_source = next((o for o in archived if o.needs_restore), archived[0] if archived else None)
+    at = parse_backup_name(name) or max(o.last_modified for o in data)
+    return BackupRecord(
+        name=name,
+        kind=_kind(name, meta),
+        time=at,
+        size=sum(o.size for o in data),
+        local_path=None,
+        s3_url=store.url(name),
+        storage_class=(state_source or data[0]).storage_class,
+        restore_state=state_source.restore_state if state_source else None,
+        has_md5=SIDECAR_SUFFIX in group.attributes
+        if group.main is not None
+        else group.folder_has_md5(),
+        meta=meta,
+    )
+
+
+def _fetch_metas(store: S3Store, names: list[str]) -> dict[str, BackupMeta | None]:
+    if not names:
+        return {}
+    with ThreadPoolExecutor(max_workers=HEAD_THREADS) as pool:
+        blobs = pool.map(lambda n: store.get_bytes(n + META_SUFFIX), names)
+        return {name: _parse_meta(blob) for name, blob in zip(names, blobs, strict=True)}
+
+
+def _scan_s3(store: S3Store, skip_meta: set[str]) -> dict[str, BackupRecord]:
+    groups = _group_s3(store, store.list_objects())
+    # The kind lives in the meta object; fetch only the ones that exist and are not local.
+    wanted = sorted(
+        n for n, g in groups.items() if META_SUFFIX in g.attributes and n not in skip_meta
+    )
+    metas = _fetch_metas(store, wanted)
+    return {name: _s3_record(store, name, group, metas.get(name)) for name, group in groups.items()}
+
+
+def _store(config: Config) -> S3Store | None:
+    bucket = config.backups.s3_bucket
+    return S3Store(bucket, config.backups.s3_prefix) if bucket else None
+
+
+def _merge(local: BackupRecord | None, remote: BackupRecord | None) -> BackupRecord:
+    if local is None:
+        assert remote is not None
+        return remote
+    if remote is None:
+        return local
+    meta = local.meta or remote.meta
+    return replace(
+        local,
+        kind=_kind(local.name, meta),
+        s3_url=remote.s3_url,
+        storage_class=remote.storage_class,
+        restore_state=remote.restore_state,
+        has_md5=local.has_md5 or remote.has_md5,
+        meta=meta,
+    )
+
+
+def list_backups(
+    config: Config, source: str = "all", warnings: list[str] | None = None
+) -> list[BackupRecord]:
+    """source: local | s3 | all. Newest first. No bucket configured: S3 is skipped.
+
+    With `warnings` given and source "all", a failing side (an unreachable bucket, a missing
+    BACKUP_DIR while a bucket is configured) is reported there and the other side still listed:
+    in an outage the operator needs whatever can be found."""
+    if source not in SOURCES:
+        raise UsageError(f"unknown source {source!r}: use one of {', '.join(SOURCES)}")
+    store = _store(config)
+    if source == "s3" and store is None:
+        raise UsageError("no S3 bucket configured: set S3_BUCKET (or backups.s3_bucket)")
+    tolerant = source == "all" and warnings is not None
+    local: dict[str, BackupRecord] = {}
+    parts: set[str] = set()
+    if source in ("local", "all"):
+        try:
+            local, parts = _scan_local(config.backups.dir)
+        except NotFoundError as exc:
+            # A fresh DR host has no BACKUP_DIR yet; its backups are in the bucket.
+            if source == "local" or store is None:
+                raise
+            if warnings is not None:
+                warnings.append(str(exc))
+        except DrError as exc:
+            if not tolerant or store is None:
+                raise
+            assert warnings is not None
+            warnings.append(str(exc))
+    remote: dict[str, BackupRecord] = {}
+    if store is not None and source in ("s3", "all"):
+        try:
+            remote = _scan_s3(store, skip_meta={n for n, r in local.items() if r.meta})
+        except DrError as exc:
+            if not tolerant:
+                raise
+            assert warnings is not None
+            warnings.append(str(exc))
+    records = [
+        replace(_merge(local.get(name), remote.get(name)), has_part=name in parts)
+        for name in local.keys() | remote.keys()
+    ]
+    return sorted(records, key=lambda r: (r.time, r.name), reverse=True)
+
+
+# ---------------------------------------------------------------- resolve and fetch
+
+
+def _s3_group_for(store: S3Store, name: str) -> _S3Group:
+    """The objects behind one S3 backup name (a single object or a folder); NotFoundError."""
+    try:
+        main = store.head(name)
+    except NotFoundError as missing:
+        members = _folder(store, name).list_objects()
+        if not members:
+            raise missing from None
+        return _S3Group(members=members)
+    group = _S3Group(main=main)
+    if store.exists(name + SIDECAR_SUFFIX):
+        group.attributes.add(SIDECAR_SUFFIX)
+    return group
+
+
+def _folder(store: S3Store, name: str) -> S3Store:
+    """The store for the members of a folder backup."""
+    return S3Store(store.bucket, f"{store.prefix}{name}/")
+
+
+def _s3_lookup(config: Config, store: S3Store, name: str) -> BackupRecord:
+    group = _s3_group_for(store, name)
+    meta = _parse_meta(store.get_bytes(name + META_SUFFIX))
+    record = _s3_record(store, name, group, meta)
+    return replace(record, has_part=(config.backups.dir / (name + PART_SUFFIX)).exists())
+
+
+def resolve_backup(config: Config, spec: str) -> BackupRecord:
+    """BACKUP argument: a path, a name in BACKUP_DIR, s3://bucket/key, or `latest`.
+    NotFoundError (exit 2) when it does not exist."""
+    spec = spec.strip()
+    if not spec:
+        raise UsageError("BACKUP is empty: give a path, a name in BACKUP_DIR, s3://... or latest")
+    store = _store(config)
+    where = str(config.backups.dir) + (f" or {store.url('')}" if store else "")
+    if spec == "latest":
+        warnings: list[str] = []
+        logical = [r for r in list_backups(config, "all", warnings) if is_logical_name(r.name)]
+        if not logical:
+            reasons = f" ({'; '.join(warnings)})" if warnings else ""
+            raise NotFoundError(
+                f"no logical backup found in {where}{reasons}; run `preskool-dr backup` or "
+                "check BACKUP_DIR/S3_BUCKET"
+            )
+        return logical[0]
+    if spec.startswith("s3://"):
+        try:
+            store, name = store_for_url(spec.rstrip("/"))
+        except ValueError:
+            raise UsageError(f"{spec!r} is not an s3://bucket/key URL") from None
+        return _s3_lookup(config, store, name)
+    if "/" in spec or spec.startswith(("~", ".")):
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise NotFoundError(f"{spec}: no such backup file; run `preskool-dr list`")
+        return _local_record(path.resolve())
+    in_dir = config.backups.dir / spec
+    if in_dir.exists():
+        return _local_record(in_dir)
+    if store is not None:
+        try:
+            return _s3_lookup(config, store, spec)
+        except NotFoundError:
+            pass
+    if Path(spec).exists():
+        return _local_record(Path(spec).resolve())
+    raise NotFoundError(f"backup {spec!r} not found in {where}; run `preskool-dr list`")
+
+
+def request_restore(record: BackupRecord, days: int = 7) -> str:
+    """Ask S3 to restore an archived backup (and any archived sidecar/meta beside it);
+    returns the operator's line about the backup itself."""
+    if record.s3_url is None:
+        raise UsageError(f"{record.name} is not in S3: no restore needed")
+    store, name = store_for_url(record.s3_url)
+    group = _s3_group_for(store, name)
+    if group.main is not None:
+        message = store.request_restore(name, days)
+    else:
+        folder = _folder(store, name)
+        messages = [folder.request_restore(folder.name_of(o.key), days) for o in group.members]
+        message = messages[0]
+    for suffix in (SIDECAR_SUFFIX, META_SUFFIX):
+        try:
+            if store.head(name + suffix).storage_class in ARCHIVED_CLASSES:
+                store.request_restore(name + suffix, days)
+        except NotFoundError:
+            continue
+    return message
+
+
+def _ensure_dir(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DrError(
+            f"cannot create {directory}: {exc.strerror or exc}; set BACKUP_DIR to a writable folder"
+        ) from None
+
+
+def _save_small(store: S3Store, name: str, dest: Path) -> None:
+    data = store.get_bytes(name)
+    if data is not None:
+        try:
+            atomic_write(dest, data)
+        except OSError as exc:
+            raise DrError(f"cannot write {dest}: {exc.strerror or exc}") from None
+
+
+def fetch_backup(
+    config: Config,
+    record: BackupRecord,
+    *,
+    on_event: EventSink = ignore_events,
+    step_id: str = "download",
+    cancel: threading.Event | None = None,
+) -> Path:
+    """Make the backup, its sidecar and meta local in BACKUP_DIR (download when only in S3,
+    resumable); returns the local path. ArchivedError when a Glacier restore is needed."""
+    if record.local_path is not None:
+        return record.local_path
+    if record.s3_url is None:
+        raise NotFoundError(f"{record.name} has no local copy and no S3 copy")
+    store, name = store_for_url(record.s3_url)
+    group = _s3_group_for(store, name)
+    for obj in group.data_objects():
+        if obj.needs_restore:
+            raise store.archived_error(store.name_of(obj.key), obj)
+    directory = config.backups.dir
+    _ensure_dir(directory)
+    dest = directory / name
+    if group.main is not None:
+        _save_small(store, name + SIDECAR_SUFFIX, sidecar_path(dest))
+        _save_small(store, name + META_SUFFIX, meta_path(dest))
+        return store.download(name, dest, on_event=on_event, step_id=step_id, cancel=cancel)
+    folder = _folder(store, name)
+    for obj in group.members:
+        member = folder.name_of(obj.key)
+        target = dest / member
+        _ensure_dir(target.parent)
+        folder.download(member, target, on_event=on_event, step_id=step_id, cancel=cancel)
+    _save_small(store, name + META_SUFFIX, meta_path(dest))
+    return dest

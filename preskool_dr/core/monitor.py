@@ -1,0 +1,376 @@
+"""`check`: the seed's backup alerts (section 5) as Nagios states and Prometheus gauges.
+
+Backup age comes from the name (UTC) of the newest logical backup in BACKUP_DIR, not from
+the file's mtime, which a copy or a restore from S3 resets. A restore test never run and a
+missing bucket are reported but are not alerts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+from preskool_dr.core import catalog
+from preskool_dr.core.backup import human_size, kept_in_s3
+from preskool_dr.core.catalog import BackupRecord
+from preskool_dr.core.checksum import atomic_write
+from preskool_dr.core.config import Config
+from preskool_dr.core.errors import DrError, NotFoundError
+from preskool_dr.core.events import utcnow
+from preskool_dr.core.paths import ensure_private_dir
+from preskool_dr.core.s3store import S3Store
+
+PLUGIN = "PRESKOOL_DR"
+RESTORE_TEST_FILE = Path("restore-test") / "last.json"
+CLOCK_SKEW_SECONDS = 300  # a backup dated further in the future than this is suspicious
+
+
+class Status(IntEnum):
+    """Nagios plugin states; the value is the exit code."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    status: Status
+    summary: str
+    value: float | int | bool | str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status.name,
+            "summary": self.summary,
+            "value": self.value,
+        }
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    help: str
+    value: float
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    checks: tuple[CheckResult, ...]
+    metrics: tuple[Metric, ...] = ()
+    perfdata: str = ""  # Nagios performance data, after the `|` of the first line
+    at: datetime = field(default_factory=utcnow)
+
+    @property
+    def status(self) -> Status:
+        return max((c.status for c in self.checks), default=Status.UNKNOWN)
+
+    @property
+    def summary(self) -> str:
+        """The alerts, worst first; when all is well, what the backup check found."""
+        alerts = sorted((c for c in self.checks if c.status != Status.OK), key=lambda c: -c.status)
+        if alerts:
+            return "; ".join(c.summary for c in alerts)
+        return self.checks[0].summary if self.checks else "no checks ran"
+
+    def with_check(self, check: CheckResult) -> HealthReport:
+        return HealthReport((*self.checks, check), self.metrics, self.perfdata, self.at)
+
+    def nagios_text(self) -> str:
+        first = f"{PLUGIN} {self.status.name} - {self.summary}"
+        if self.perfdata:
+            first += f" | {self.perfdata}"
+        lines = [first] + [f"{c.status.name:<8} {c.name}: {c.summary}" for c in self.checks]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status.name,
+            "exit_code": int(self.status),
+            "summary": self.summary,
+            "checked_at": catalog.iso_utc(self.at),
+            "checks": [c.to_json() for c in self.checks],
+        }
+
+    def prometheus_text(self) -> str:
+        """node-exporter textfile format; a gauge whose value is unknown is left out."""
+        out = [
+            "# HELP preskool_dr_status Overall check status (0 OK, 1 WARNING, 2 CRITICAL, "
+            "3 UNKNOWN).",
+            "# TYPE preskool_dr_status gauge",
+            f"preskool_dr_status {int(self.status)}",
+            "# HELP preskool_dr_check_status Status of each check (0 OK, 1 WARNING, "
+            "2 CRITICAL, 3 UNKNOWN).",
+            "# TYPE preskool_dr_check_status gauge",
+        ]
+        out += [
+            f'preskool_dr_check_status{{check="{c.name}"}} {int(c.status)}' for c in self.checks
+        ]
+        metrics = (
+            *self.metrics,
+            Metric(
+                "preskool_dr_check_timestamp_seconds", "When the check ran.", self.at.timestamp()
+            ),
+        )
+        for metric in metrics:
+            out += [
+                f"# HELP {metric.name} {metric.help}",
+                f"# TYPE {metric.name} gauge",
+                f"{metric.name} {_number(metric.value)}",
+            ]
+        return "\n".join(out) + "\n"
+
+
+def unknown_report(reason: str) -> HealthReport:
+    """The report when the check itself cannot run (bad config, unreadable BACKUP_DIR)."""
+    return HealthReport((CheckResult("check", Status.UNKNOWN, reason),))
+
+
+def run_checks(config: Config, now: datetime | None = None) -> HealthReport:
+    now = now or utcnow()
+    try:
+        latest, latest_s3 = _latest_local(config)
+    except DrError as exc:  # e.g. BACKUP_DIR unreadable: the check cannot answer
+        return unknown_report(str(exc))
+    metrics: list[Metric] = []
+    perfdata = ""
+    s3_check = _s3_check(config, latest_s3)
+    restore_check, restore = _restore_test_check(config, now)
+    checks = (_age_check(config, latest, now), _size_check(config, latest), s3_check, restore_check)
+    if latest is not None:
+        age = (now - latest.time).total_seconds()
+        size = latest.size or 0
+        t = config.thresholds
+        metrics += [
+            Metric("preskool_dr_latest_backup_age_seconds", "Age of the newest backup.", age),
+            Metric(
+                "preskool_dr_latest_backup_timestamp_seconds",
+                "Time (from its name) of the newest backup.",
+                latest.time.timestamp(),
+            ),
+            Metric("preskool_dr_latest_backup_bytes", "Size of the newest backup.", size),
+        ]
+        perfdata = (
+            f"backup_age={age:.0f}s;{t.backup_warn_age_hours * 3600:.0f};"
+            f"{t.backup_missing_hours * 3600:.0f};0 backup_size={size}B;{t.min_backup_bytes}:;;0"
+        )
+    if restore is not None:
+        metrics += [
+            Metric(
+                "preskool_dr_restore_test_ok", "1 when the last restore test passed.", restore.ok
+            ),
+            Metric(
+                "preskool_dr_restore_test_timestamp_seconds",
+                "When the last restore test finished.",
+                restore.finished_at.timestamp(),
+            ),
+        ]
+    replicated = s3_check.value
+    if isinstance(replicated, bool):  # None: no bucket, or S3 could not be asked
+        metrics.append(
+            Metric(
+                "preskool_dr_s3_replicated",
+                "1 when the newest backup meant for S3 is there.",
+                replicated,
+            )
+        )
+    return HealthReport(checks, tuple(metrics), perfdata, now)
+
+
+# ---------------------------------------------------------------- the checks
+
+
+def _latest_local(config: Config) -> tuple[BackupRecord | None, BackupRecord | None]:
+    """The newest logical backup, and the newest one of a kind that is uploaded to S3."""
+    try:
+        listed = catalog.list_backups(config, "local")
+    except NotFoundError:
+        return None, None  # BACKUP_DIR never created: no backup was ever taken here
+    records = [r for r in listed if r.kind != "base"]
+    latest = records[0] if records else None
+    uploaded = next((r for r in records if kept_in_s3(config, r.kind)), None)
+    return latest, uploaded
+
+
+def _age_check(config: Config, latest: BackupRecord | None, now: datetime) -> CheckResult:
+    t = config.thresholds
+    if latest is None:
+        return CheckResult(
+            "backup_age", Status.CRITICAL, f"Backup missing: no backup in {config.backups.dir}"
+        )
+    age = (now - latest.time).total_seconds()
+    hours = age / 3600
+    kind = latest.kind if latest.kind != "unknown" else "kind unknown: no meta.json"
+    about = f"latest backup {latest.name} ({kind})"
+    if age < -CLOCK_SKEW_SECONDS:
+        return CheckResult(
+            "backup_age",
+            Status.WARNING,
+            f"Backup in the future: {about} is dated {-hours:.1f} h ahead; check the clocks",
+            age,
+        )
+    if hours > t.backup_missing_hours:
+        return CheckResult(
+            "backup_age",
+            Status.CRITICAL,
+            f"Backup missing: no new backup for {hours:.1f} h (> {t.backup_missing_hours:g} h); "
+            f"{about}",
+            age,
+        )
+    if hours > t.backup_warn_age_hours:
+        return CheckResult(
+            "backup_age",
+            Status.WARNING,
+            f"Backup late: {about} is {hours:.1f} h old (> {t.backup_warn_age_hours:g} h)",
+            age,
+        )
+    return CheckResult("backup_age", Status.OK, f"{about} is {hours:.1f} h old", age)
+
+
+def _size_check(config: Config, latest: BackupRecord | None) -> CheckResult:
+    if latest is None:
+        return CheckResult("backup_size", Status.OK, "no backup to measure")
+    size = latest.size or 0
+    limit = config.thresholds.min_backup_bytes
+    if size < limit:
+        return CheckResult(
+            "backup_size",
+            Status.WARNING,
+            f"Backup small: {latest.name} is {human_size(size)} (< {human_size(limit)})",
+            size,
+        )
+    return CheckResult("backup_size", Status.OK, f"latest backup is {human_size(size)}", size)
+
+
+def _s3_check(config: Config, latest: BackupRecord | None) -> CheckResult:
+    bucket = config.backups.s3_bucket
+    if not bucket:
+        return CheckResult("s3_replication", Status.OK, "S3 not configured")
+    store = S3Store(bucket, config.backups.s3_prefix)
+    if latest is None:
+        return CheckResult("s3_replication", Status.OK, "no local backup meant for S3 yet")
+    try:
+        obj = store.head(latest.name)
+    except NotFoundError as exc:  # the object, or the whole bucket
+        return CheckResult("s3_replication", Status.WARNING, f"S3 upload failed: {exc}", False)
+    except DrError as exc:
+        return CheckResult("s3_replication", Status.WARNING, f"S3 check failed: {exc}")
+    return CheckResult(
+        "s3_replication",
+        Status.OK,
+        f"{latest.name} is in {store.url('')} ({obj.storage_class})",
+        True,
+    )
+
+
+# ---------------------------------------------------------------- restore-test results
+
+
+@dataclass(frozen=True)
+class RestoreTestResult:
+    """`<state dir>/restore-test/last.json`, written by `record_restore_test_result`."""
+
+    ok: bool
+    finished_at: datetime
+    backup: str
+    detail: str
+
+    @classmethod
+    def from_json(cls, data: Any) -> RestoreTestResult:
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        ok, backup, detail = data.get("ok"), data.get("backup"), data.get("detail", "")
+        if not isinstance(ok, bool) or not isinstance(backup, str) or not isinstance(detail, str):
+            raise ValueError("needs ok (true/false), backup and detail (text)")
+        finished = datetime.fromisoformat(str(data.get("finished_at")))
+        if finished.tzinfo is None:
+            finished = finished.replace(tzinfo=UTC)
+        return cls(ok, finished, backup, detail)
+
+
+def restore_test_path(state_dir: Path) -> Path:
+    return state_dir / RESTORE_TEST_FILE
+
+
+def read_restore_test_result(state_dir: Path) -> RestoreTestResult | None:
+    """The last recorded restore test; None when none ever ran; DrError when unreadable."""
+    path = restore_test_path(state_dir)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return RestoreTestResult.from_json(data)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise DrError(
+            f"restore-test result {path} is unreadable ({exc}); "
+            "run `preskool-dr restore-test` to record a new one"
+        ) from None
+
+
+def record_restore_test_result(
+    state_dir: Path,
+    *,
+    ok: bool,
+    backup: str,
+    detail: str,
+    finished_at: datetime | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Replace `<state dir>/restore-test/last.json` atomically (mode 0600); returns its path.
+
+    `extra` adds fields (durations, table counts...) without overriding the four above.
+    """
+    finished = finished_at or utcnow()
+    record = {
+        **(extra or {}),
+        "ok": ok,
+        "finished_at": catalog.iso_utc(finished),
+        "backup": backup,
+        "detail": detail,
+    }
+    path = restore_test_path(state_dir)
+    ensure_private_dir(path.parent)
+    text = json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
+    atomic_write(path, text.encode(), mode=0o600)
+    return path
+
+
+def _restore_test_check(
+    config: Config, now: datetime
+) -> tuple[CheckResult, RestoreTestResult | None]:
+    try:
+        result = read_restore_test_result(config.state_dir)
+    except DrError as exc:
+        return CheckResult("restore_test", Status.WARNING, f"Restore test unknown: {exc}"), None
+    if result is None:
+        return CheckResult("restore_test", Status.OK, "restore test never run"), None
+    days = (now - result.finished_at).total_seconds() / 86400
+    when = f"{days:.1f} d ago on {result.backup}"
+    limit = config.thresholds.restore_test_max_age_days
+    if not result.ok:
+        summary = f"Restore test failed {when}: {result.detail}"
+        return CheckResult("restore_test", Status.WARNING, summary, False), result
+    if days > limit:
+        summary = f"Restore test stale: last passed {when} (> {limit:g} d)"
+        return CheckResult("restore_test", Status.WARNING, summary, True), result
+    return CheckResult("restore_test", Status.OK, f"restore test passed {when}", True), result
+
+
+# ---------------------------------------------------------------- files
+
+
+def write_prometheus(report: HealthReport, path: Path) -> None:
+    """node-exporter's textfile collector reads *.prom: the temp name never matches it."""
+    atomic_write(path, report.prometheus_text().encode(), mode=0o644)
+
+
+def _number(value: float) -> str:
+    return repr(float(value)) if isinstance(value, float) else str(int(value))

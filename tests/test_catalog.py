@@ -1,0 +1,352 @@
+"""The catalog: names, meta, local + S3 listing merged by name, resolve and fetch."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from preskool_dr.core import catalog
+from preskool_dr.core.catalog import (
+    BackupMeta,
+    backup_name,
+    fetch_backup,
+    list_backups,
+    parse_backup_name,
+    read_meta,
+    resolve_backup,
+    write_meta,
+)
+from preskool_dr.core.checksum import sidecar_path, verify_backup, write_sidecar
+from preskool_dr.core.config import Config, load_config
+from preskool_dr.core.errors import ArchivedError, DrError, NotFoundError, UsageError
+from preskool_dr.core.s3store import S3Store
+from tests.conftest import REPO
+from tests.test_checksum import sql_text
+
+T0 = datetime(2026, 2, 20, 2, 0, 0, tzinfo=UTC)
+
+
+def make_backup(
+    directory: Path,
+    at: datetime,
+    kind: str | None = "daily",
+    *,
+    sidecar: bool = True,
+    seed: int = 1,
+) -> Path:
+    """A small logical backup written with the gzip module (+ sidecar, + meta when `kind`)."""
+    name = backup_name(kind if kind in catalog.KINDS and kind != "base" else "daily", at)
+    path = directory / name
+    path.write_bytes(gzip.compress(sql_text(300, seed)))
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    if sidecar:
+        write_sidecar(path, md5)
+    if kind is not None:
+        meta = BackupMeta(name, kind, at, "preskool_db", path.stat().st_size, md5, {"students": 3})
+        write_meta(path, meta)
+    return path
+
+
+def make_base_backup(directory: Path, at: datetime) -> Path:
+    folder = directory / backup_name("base", at)
+    folder.mkdir()
+    for member in ("base.tar.gz", "pg_wal.tar.gz"):
+        path = folder / member
+        path.write_bytes(gzip.compress(sql_text(50, len(member))))
+        write_sidecar(path, hashlib.md5(path.read_bytes()).hexdigest())
+    return folder
+
+
+def local_config(backup_dir: Path) -> Config:
+    return load_config(REPO / "runbook.yaml", env={"BACKUP_DIR": str(backup_dir)})
+
+
+def s3_store(config: Config) -> S3Store:
+    assert config.backups.s3_bucket
+    return S3Store(config.backups.s3_bucket, config.backups.s3_prefix)
+
+
+def upload_backup(store: S3Store, path: Path, storage_class: str = "STANDARD") -> None:
+    """As `backup` does: sidecar and meta first, always STANDARD."""
+    for extra in (sidecar_path(path), catalog.meta_path(path)):
+        if extra.exists():
+            store.upload(extra)
+    store.upload(path, storage_class=storage_class)
+
+
+# ---------------------------------------------------------------- names and meta
+
+
+def test_backup_names_round_trip() -> None:
+    assert backup_name("daily", T0) == "preskool-backup-20260220_020000.sql.gz"
+    assert backup_name("weekly", T0) == backup_name("pre-deploy", T0)
+    assert backup_name("base", T0) == "preskool-base-20260220_020000"
+    other_zone = datetime(2026, 2, 20, 3, 0, 0, tzinfo=UTC).astimezone(ZoneInfo("Europe/Paris"))
+    assert backup_name("daily", other_zone) == "preskool-backup-20260220_030000.sql.gz"
+    for kind in catalog.KINDS:
+        assert parse_backup_name(backup_name(kind, T0)) == T0
+    assert parse_backup_name("preskool-base-20260220_020000.tar.gz") == T0
+    with pytest.raises(ValueError):
+        backup_name("hourly", T0)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "preskool-backup-20260220_020000.sql.gz.md5",
+        "preskool-backup-20260220_020000.sql.gz.part",
+        "preskool-backup-20260220_020000.sql.gz.meta.json",
+        "preskool-backup-20260220_020000.sql",
+        "preskool-backup-20261320_020000.sql.gz",  # month 13
+        "preskool-backup-2026022_020000.sql.gz",
+        "xpreskool-backup-20260220_020000.sql.gz",
+        "wal",
+        ".lock",
+    ],
+)
+def test_non_backup_names(name: str) -> None:
+    assert parse_backup_name(name) is None
+
+
+def test_meta_round_trip_and_damage(tmp_path: Path) -> None:
+    path = make_backup(tmp_path, T0, "weekly")
+    meta = read_meta(path)
+    assert meta is not None and meta.kind == "weekly" and meta.created_at == T0
+    assert meta.row_counts == {"students": 3}
+    assert BackupMeta.from_json(meta.to_json()) == meta
+    catalog.meta_path(path).write_text("{not json")
+    assert read_meta(path) is None
+    catalog.meta_path(path).write_text('{"name": "x"}')
+    assert read_meta(path) is None
+    catalog.meta_path(path).unlink()
+    assert read_meta(path) is None
+
+
+# ---------------------------------------------------------------- local listing
+
+
+def test_local_listing_newest_first_with_attributes(tmp_path: Path) -> None:
+    old = make_backup(tmp_path, T0 - timedelta(days=2), "daily")
+    weekly = make_backup(tmp_path, T0 - timedelta(days=1), "weekly", sidecar=False)
+    no_meta = make_backup(tmp_path, T0, None, seed=2)
+    base = make_base_backup(tmp_path, T0 - timedelta(hours=1))
+    # Things that are not backups, and attributes without a backup.
+    (tmp_path / ".lock").write_text("123")
+    (tmp_path / "wal").mkdir()
+    (tmp_path / "notes.txt").write_text("hi")
+    orphan = backup_name("daily", T0 - timedelta(days=9))
+    (tmp_path / (orphan + ".md5")).write_text("x")
+    (tmp_path / (orphan + ".part")).write_bytes(b"x")
+
+    records = list_backups(local_config(tmp_path), "local")
+    assert [r.name for r in records] == [no_meta.name, base.name, weekly.name, old.name]
+    by_name = {r.name: r for r in records}
+    assert by_name[no_meta.name].kind == "unknown"
+    assert by_name[weekly.name].kind == "weekly" and not by_name[weekly.name].has_md5
+    assert by_name[old.name].kind == "daily" and by_name[old.name].has_md5
+    assert by_name[old.name].size == old.stat().st_size
+    assert by_name[base.name].kind == "base" and by_name[base.name].has_md5
+    assert by_name[base.name].size == sum(p.stat().st_size for p in base.glob("*.tar.gz"))
+    record = by_name[old.name].to_json()
+    assert record["time"] == "2026-02-18T02:00:00Z"
+    assert record["locations"] == ["local"] and record["storage_class"] is None
+    assert not by_name[old.name].needs_restore
+
+
+def test_missing_or_unreadable_backup_dir(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="does not exist; set BACKUP_DIR"):
+        list_backups(local_config(tmp_path / "nope"), "local")
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    with pytest.raises(DrError, match=f"cannot read backup directory {not_a_dir}"):
+        list_backups(local_config(not_a_dir), "all")
+
+
+def test_bad_source_and_s3_without_bucket(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="unknown source"):
+        list_backups(local_config(tmp_path), "ftp")
+    with pytest.raises(UsageError, match="no S3 bucket configured"):
+        list_backups(local_config(tmp_path), "s3")
+    assert list_backups(local_config(tmp_path), "all") == []
+
+
+def test_resolve_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = local_config(tmp_path)
+    daily = make_backup(tmp_path, T0 - timedelta(days=1), "daily")
+    newest = make_backup(tmp_path, T0, "pre-deploy", seed=3)
+    make_base_backup(tmp_path, T0 + timedelta(hours=1))  # newer, but not logical
+    assert resolve_backup(config, "latest").local_path == newest
+    assert resolve_backup(config, daily.name).local_path == daily
+    assert resolve_backup(config, str(daily)).kind == "daily"
+    # A renamed copy elsewhere still verifies: explicit paths need not follow the name scheme.
+    copy = tmp_path.parent / "my-copy.sql.gz"
+    copy.write_bytes(daily.read_bytes())
+    monkeypatch.chdir(tmp_path.parent)
+    record = resolve_backup(config, "./my-copy.sql.gz")
+    assert record.local_path == copy and record.kind == "unknown" and not record.has_md5
+    for spec in ("preskool-backup-20990101_000000.sql.gz", "/nowhere/x.sql.gz"):
+        with pytest.raises(NotFoundError) as missing:
+            resolve_backup(config, spec)
+        assert missing.value.exit_code == 2
+    with pytest.raises(UsageError):
+        resolve_backup(config, "  ")
+    with pytest.raises(UsageError):
+        resolve_backup(config, "s3://bucket-only")
+
+
+def test_latest_without_backups(tmp_path: Path) -> None:
+    make_base_backup(tmp_path, T0)
+    with pytest.raises(NotFoundError, match="no logical backup found"):
+        resolve_backup(local_config(tmp_path), "latest")
+
+
+# ---------------------------------------------------------------- with S3
+
+
+@pytest.mark.usefixtures("s3_bucket")
+def test_merged_listing_local_and_s3(tmp_path: Path) -> None:
+    config = load_config()
+    backup_dir = config.backups.dir
+    store = s3_store(config)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    both = make_backup(backup_dir, T0, "daily")
+    upload_backup(store, both)
+    local_only = make_backup(backup_dir, T0 - timedelta(days=1), "pre-deploy", seed=2)
+    weekly = make_backup(staging, T0 - timedelta(days=3), "weekly", seed=3)
+    upload_backup(store, weekly, "GLACIER")
+    anonymous = make_backup(staging, T0 - timedelta(days=4), None, sidecar=False, seed=4)
+    upload_backup(store, anonymous, "DEEP_ARCHIVE")
+    base = make_base_backup(staging, T0 - timedelta(days=5))
+    for member in sorted(base.iterdir()):
+        S3Store(store.bucket, f"{store.prefix}{base.name}/").upload(member)
+    (backup_dir / (weekly.name + ".part")).write_bytes(b"partial")
+    store.upload(sidecar_path(local_only), name="preskool-backup-20250101_000000.sql.gz.md5")
+
+    records = list_backups(config, "all")
+    assert [r.name for r in records] == [
+        both.name,
+        local_only.name,
+        weekly.name,
+        anonymous.name,
+        base.name,
+    ]
+    r = {x.name: x for x in records}
+    assert r[both.name].locations == ["local", "s3"] and r[both.name].storage_class == "STANDARD"
+    assert r[local_only.name].locations == ["local"] and r[local_only.name].storage_class is None
+    assert r[weekly.name].locations == ["s3"] and r[weekly.name].kind == "weekly"
+    assert r[weekly.name].meta is not None and r[weekly.name].meta.row_counts == {"students": 3}
+    assert r[weekly.name].storage_class == "GLACIER" and r[weekly.name].needs_restore
+    assert r[weekly.name].has_md5 and r[weekly.name].has_part
+    assert r[weekly.name].s3_url == store.url(weekly.name)
+    assert r[anonymous.name].kind == "unknown" and r[anonymous.name].storage_class == "DEEP_ARCHIVE"
+    assert not r[anonymous.name].has_md5
+    assert r[base.name].kind == "base" and r[base.name].has_md5
+    assert r[base.name].size == sum(p.stat().st_size for p in base.glob("*.tar.gz"))
+
+    assert [x.name for x in list_backups(config, "s3")] == [
+        both.name,
+        weekly.name,
+        anonymous.name,
+        base.name,
+    ]
+    assert [x.name for x in list_backups(config, "local")] == [both.name, local_only.name]
+
+
+@pytest.mark.usefixtures("s3_bucket")
+def test_s3_trouble_does_not_hide_local_backups(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("S3_BUCKET", "preskool-no-such-bucket")
+    config = load_config()
+    local = make_backup(config.backups.dir, T0)
+    warnings: list[str] = []
+    assert [r.name for r in list_backups(config, "all", warnings)] == [local.name]
+    assert len(warnings) == 1 and "does not exist" in warnings[0]
+    with pytest.raises(NotFoundError):
+        list_backups(config, "all")
+    # A name found locally never needs S3.
+    assert resolve_backup(config, local.name).local_path == local
+
+
+@pytest.mark.usefixtures("s3_bucket")
+def test_fresh_dr_host_without_backup_dir_lists_s3(tmp_path: Path) -> None:
+    config = load_config()
+    store = s3_store(config)
+    staged = make_backup(tmp_path, T0)
+    upload_backup(store, staged)
+    config.backups.dir.rmdir()
+    warnings: list[str] = []
+    assert [r.name for r in list_backups(config, "all", warnings)] == [staged.name]
+    assert "does not exist" in warnings[0]
+    latest = resolve_backup(config, "latest")
+    path = fetch_backup(config, latest)
+    assert path == config.backups.dir / staged.name  # BACKUP_DIR created on the way
+    assert all(r.ok for r in verify_backup(path))
+
+
+@pytest.mark.usefixtures("s3_bucket")
+def test_fetch_s3_only_backup_with_sidecar_and_meta(tmp_path: Path) -> None:
+    config = load_config()
+    store = s3_store(config)
+    staged = make_backup(tmp_path, T0, "weekly")
+    upload_backup(store, staged)
+    for spec in (staged.name, store.url(staged.name)):
+        record = resolve_backup(config, spec)
+        assert record.locations == ["s3"] and record.kind == "weekly" and record.has_md5
+    path = fetch_backup(config, record)
+    assert path.read_bytes() == staged.read_bytes()
+    assert sidecar_path(path).read_bytes() == sidecar_path(staged).read_bytes()
+    assert read_meta(path) == read_meta(staged)
+    check = subprocess.run(
+        ["md5sum", "--check", sidecar_path(path).name], cwd=path.parent, capture_output=True
+    )
+    assert check.returncode == 0
+    assert not path.with_name(path.name + ".part").exists()
+    local = resolve_backup(config, staged.name)
+    assert local.local_path == path and fetch_backup(config, local) == path
+
+
+@pytest.mark.usefixtures("s3_bucket")
+def test_fetch_archived_backup_needs_restore(tmp_path: Path) -> None:
+    config = load_config()
+    store = s3_store(config)
+    staged = make_backup(tmp_path, T0, "weekly")
+    upload_backup(store, staged, "GLACIER")
+    record = resolve_backup(config, staged.name)
+    assert record.needs_restore and record.restore_state is None
+    with pytest.raises(ArchivedError) as archived:
+        fetch_backup(config, record)
+    assert archived.value.exit_code == 3 and "--request-restore" in str(archived.value)
+    assert not (config.backups.dir / staged.name).exists()
+    assert catalog.request_restore(record).startswith("restore requested")
+    record = resolve_backup(config, staged.name)
+    assert record.restore_state == "available" and not record.needs_restore
+    assert all(r.ok for r in verify_backup(fetch_backup(config, record)))
+
+
+@pytest.mark.usefixtures("s3_bucket")
+def test_fetch_folder_backup_from_s3(tmp_path: Path) -> None:
+    config = load_config()
+    store = s3_store(config)
+    base = make_base_backup(tmp_path, T0)
+    for member in sorted(base.iterdir()):
+        S3Store(store.bucket, f"{store.prefix}{base.name}/").upload(member)
+    record = resolve_backup(config, base.name)
+    assert record.kind == "base" and record.has_md5
+    path = fetch_backup(config, record)
+    assert sorted(p.name for p in path.iterdir()) == sorted(p.name for p in base.iterdir())
+    assert [r.ok for r in verify_backup(path)] == [True, True]
+
+
+@pytest.mark.usefixtures("s3_bucket")
+def test_s3_url_for_a_missing_object() -> None:
+    config = load_config()
+    with pytest.raises(NotFoundError, match="does not exist"):
+        resolve_backup(config, s3_store(config).url("preskool-backup-x.sql.gz"))
+    with pytest.raises(NotFoundError, match="bucket 'preskool-nope' does not exist"):
+        resolve_backup(config, "s3://preskool-nope/preskool-backups/x.sql.gz")
