@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Make sure PostgreSQL server binaries (initdb, pg_ctl) and client tools exist.
-# Installs Debian's postgresql package when they are missing and we are root.
+# Make sure the programs the product and its tests run are here: PostgreSQL server
+# (initdb, pg_ctl) and client tools, ssh-keygen (drill-log signatures), tmux (the demo's
+# end-to-end test). Installs the missing Debian packages with apt when run as root.
 set -euo pipefail
 have_server() {
   command -v initdb >/dev/null 2>&1 && return 0
@@ -8,15 +9,17 @@ have_server() {
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && return 0
   return 1
 }
-if have_server && command -v pg_dump >/dev/null && command -v psql >/dev/null; then
-  exit 0
-fi
+missing=()
+{ have_server && command -v pg_dump >/dev/null && command -v psql >/dev/null; } || missing+=(postgresql)
+command -v ssh-keygen >/dev/null || missing+=(openssh-client)
+command -v tmux >/dev/null || missing+=(tmux)
+[ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
-  echo "PostgreSQL server binaries (initdb, pg_ctl) not found and not root: install the 'postgresql' package, then retry." >&2
+  echo "missing: ${missing[*]} - install these packages (as root: apt-get install -y ${missing[*]}), then retry." >&2
   exit 1
 fi
-echo "Installing PostgreSQL with apt (initdb/pg_ctl not found)..."
+echo "Installing with apt: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq postgresql openssh-client tmux >/dev/null
+apt-get install -y -qq "${missing[@]}" >/dev/null
 have_server || { echo "apt installed postgresql but initdb is still missing" >&2; exit 1; }
