@@ -433,7 +433,7 @@ def test_markdown_export_is_the_runbook_table(keys: Keys, state: Path, log: Path
         |------|-------------|-------------|--------------|------------|--------|
         | 2025-03-14 | alice | preskool-backup-20250314_020000.sql.gz | 1 h 12 m | 14 h 22 m | pass |
         | 2025-06-12 | bob \\| night shift | preskool-backup-20250612_020000.sql.gz | 42 m | 2 h 0 m | fail |
-        """)  # noqa: E501
+        """)
     assert result.stdout.startswith(MARKDOWN_HEADER)
 
 

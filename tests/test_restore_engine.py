@@ -26,9 +26,7 @@ from preskool_dr.core.journal import Journal
 from preskool_dr.demo import standin_app
 from tests.conftest import PASSWORD, Database, make_database, write_runbook
 
-CHECKSUM_SQL = (
-    "SELECT md5(string_agg(s::text, '|' ORDER BY s.id)) FROM students s"
-)
+CHECKSUM_SQL = "SELECT md5(string_agg(s::text, '|' ORDER BY s.id)) FROM students s"
 
 
 @dataclass
@@ -90,9 +88,7 @@ def take_backup(site: Site) -> Path:
 def change_data(site: Site) -> None:
     with site.db.connect() as conn:
         conn.execute("DELETE FROM payments WHERE id % 3 = 0")
-        conn.execute(
-            "UPDATE students SET first_name = 'CHANGED' WHERE id % 5 = 0"
-        )
+        conn.execute("UPDATE students SET first_name = 'CHANGED' WHERE id % 5 = 0")
 
 
 def files_under(*roots: Path) -> Iterator[Path]:
@@ -119,8 +115,15 @@ def test_full_headless_restore_brings_back_the_backup(site: Site, tmp_path: Path
     lines = result.stdout.splitlines()
     order = [line.split()[3] for line in lines if " step " in line and "RUNNING" in line]
     assert order == [
-        "identify", "download", "verify", "app_offline", "recreate_db",
-        "restore", "migrate", "app_online", "health",
+        "identify",
+        "download",
+        "verify",
+        "app_offline",
+        "recreate_db",
+        "restore",
+        "migrate",
+        "app_online",
+        "health",
     ]
     assert "RESULT DONE" in result.stdout
     # the old database is kept aside, with the changed data in it
@@ -130,9 +133,10 @@ def test_full_headless_restore_brings_back_the_backup(site: Site, tmp_path: Path
     assert site.db.exists(state.aside_db)
     assert site.checksum(state.aside_db) != sum_at_backup
     assert state.destroyed and state.destroyed["existed"]
-    assert state.backup and state.backup.md5 == checksum.read_sidecar(
-        checksum.sidecar_path(backup)
-    ).md5
+    assert (
+        state.backup
+        and state.backup.md5 == checksum.read_sidecar(checksum.sidecar_path(backup)).md5
+    )
     assert f"--drop-aside {state.run_id}" in result.stdout
     # the journal is private and no secret is written anywhere or printed
     journal = Journal(site.config().state_dir).path(state.run_id)
@@ -162,7 +166,9 @@ def test_wrong_confirmation_changes_nothing(site: Site) -> None:
 
 
 def test_missing_backup_is_exit_2(site: Site) -> None:
-    result = site.cli("restore", "preskool-backup-20200101_000000.sql.gz", "--confirm", site.db.name)
+    result = site.cli(
+        "restore", "preskool-backup-20200101_000000.sql.gz", "--confirm", site.db.name
+    )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
 
@@ -184,7 +190,7 @@ def _md5_mismatch(path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", [_corrupt_bitflip, _truncate, _md5_mismatch])
-def test_bad_backup_stops_before_anything_is_touched(site: Site, damage) -> None:  # noqa: ANN001
+def test_bad_backup_stops_before_anything_is_touched(site: Site, damage) -> None:
     backup = take_backup(site)
     change_data(site)
     before, before_sum = site.db.row_counts(), site.checksum()
@@ -230,7 +236,10 @@ def test_sql_error_mid_load_fails_with_the_statement_and_rolls_back(site: Site) 
 
 
 def test_kill_9_during_the_load_then_resume(
-    tmp_path: Path, site: Site, pg_cluster, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    tmp_path: Path,
+    site: Site,
+    pg_cluster,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     big = make_database(pg_cluster, scale=0.6)  # a load long enough to kill in the middle
     env = {**site.env, "DB_NAME": big.name}
@@ -241,9 +250,21 @@ def test_kill_9_during_the_load_then_resume(
     change_data(site)
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "preskool_dr", "--runbook", str(site.runbook), "restore", "latest",
-         "--confirm", big.name],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "preskool_dr",
+            "--runbook",
+            str(site.runbook),
+            "restore",
+            "latest",
+            "--confirm",
+            big.name,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
     assert proc.stdout is not None
     for line in proc.stdout:
