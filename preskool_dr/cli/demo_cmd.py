@@ -1,0 +1,250 @@
+"""`preskool-dr demo`: the whole restore flow on a throwaway sandbox, then the TUI on it."""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import shlex
+import signal
+import sys
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+from preskool_dr.cli.main import Context, build_parser
+from preskool_dr.cli.output import tagged
+from preskool_dr.core.catalog import BackupRecord
+from preskool_dr.core.errors import UsageError
+from preskool_dr.core.events import Event, Notice
+from preskool_dr.demo.sandbox import (
+    APP_ROLE,
+    BUCKET,
+    DATABASE,
+    DEMO_SCALE,
+    Sandbox,
+    environment,
+    stop_sandbox,
+)
+
+EPILOG = """\
+examples:
+  preskool-dr demo
+      start the sandbox, open the TUI on it, remove everything when you quit
+  preskool-dr demo --drill
+      the same, as a quarterly drill (restores into preskool_drill, signs the drill log)
+  preskool-dr demo --keep
+      leave the sandbox running after the TUI and print how to reach it
+  preskool-dr demo --keep --no-tui
+      only build the sandbox, e.g. to try the headless commands against it
+  preskool-dr demo --stop /tmp/preskool-demo-abc123
+      stop and remove a sandbox left by --keep (or by a demo that was killed)
+
+The sandbox: a private PostgreSQL cluster with a seeded preskool_db, a local S3 endpoint
+(moto) with a bucket, a stand-in app with a health URL, a runbook.yaml pointing at them,
+and five backups made by the real backup code: two daily, a pre-deploy, and two weekly
+in S3 GLACIER (the older one past its 30 days on disk, so only in S3).
+It needs the PostgreSQL server packages; `make demo` installs them.
+In the TUI: r runs the selected step, type preskool_db when asked, q quits.
+"""
+
+SIGNALS = (signal.SIGHUP, signal.SIGTERM)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "demo",
+        help="try the restore on a throwaway sandbox (no infrastructure needed)",
+        description="Start an embedded sandbox with PreSkool data and backups, then the TUI on it.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the sandbox running on exit and print how to connect and stop it",
+    )
+    parser.add_argument(
+        "--stop",
+        type=Path,
+        metavar="DIR",
+        help="stop and remove the sandbox in DIR (printed by --keep), then exit",
+    )
+    parser.add_argument("--drill", action="store_true", help="open the TUI in drill mode")
+    parser.add_argument(
+        "--no-tui", action="store_true", help="only build the sandbox (needs --keep)"
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=DEMO_SCALE,
+        metavar="N",
+        help=f"data volume (default {DEMO_SCALE}: ~4 MB backups; 1.0 doubles it)",
+    )
+    parser.set_defaults(handler=run)
+
+
+class _SignalExit(BaseException):
+    """SIGHUP/SIGTERM as an exception, so every `finally` (the sandbox's, the TUI's) runs.
+
+    A BaseException, like KeyboardInterrupt: asyncio and Textual let it through instead of
+    reporting it as an error in whatever callback it happened to interrupt.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _Guard:
+    """Stops the sandbox however the demo ends (return, error, Ctrl-C, SIGHUP, SIGTERM,
+    interpreter exit), unless `keep` was set once the sandbox was ready."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self.keep = False
+        self.done = False
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Guard:
+        atexit.register(self.cleanup)
+        for sig in SIGNALS:
+            self.previous[sig] = signal.getsignal(sig)
+        self.arm()
+        return self
+
+    def arm(self) -> None:
+        """(Re)install the handlers: the TUI puts its own SIGHUP handler in place while it
+        runs and leaves the default (die at once) behind when it ends."""
+        for sig in SIGNALS:
+            signal.signal(sig, self._on_signal)
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            self.cleanup()
+        finally:
+            atexit.unregister(self.cleanup)
+            for sig, handler in self.previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        raise _SignalExit(signum)
+
+    def cleanup(self) -> None:
+        if self.done or self.keep:
+            return
+        self.done = True
+        # A second Ctrl-C or signal must not leave a half-stopped sandbox behind.
+        held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (*SIGNALS, signal.SIGINT)}
+        try:
+            problems = self.sandbox.stop()
+        finally:
+            for sig, handler in held.items():
+                signal.signal(sig, handler)
+        for problem in problems:
+            _say("WARN", problem)
+
+
+def _say(tag: str, text: str) -> None:
+    """A line on stderr, unless the terminal is gone (after SIGHUP writes fail with EIO)."""
+    with contextlib.suppress(OSError):
+        tagged(tag, text, sys.stderr)
+
+
+def print_event(event: Event) -> None:
+    if isinstance(event, Notice):
+        tag = {"info": "DEMO", "ok": "OK", "warn": "WARN", "error": "FAIL"}.get(event.level, "")
+        tagged(tag, event.text)
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    if args.stop:
+        problems = stop_sandbox(args.stop)
+        for problem in problems:
+            tagged("WARN", problem, sys.stderr)
+        if not problems:
+            tagged("OK", f"Sandbox {args.stop} stopped and removed")
+        return 1 if problems else 0
+    if args.no_tui and not args.keep:
+        raise UsageError("--no-tui only makes sense with --keep (the sandbox would go at once)")
+    if args.scale <= 0 or args.scale > 20:
+        raise UsageError(f"--scale must be above 0 and at most 20, got {args.scale}")
+    sandbox = Sandbox.create()
+    try:
+        with _Guard(sandbox) as guard:
+            sandbox.start(scale=args.scale, source_runbook=ctx.runbook, on_event=print_event)
+            print(intro(sandbox, drill=args.drill))
+            code = 0
+            if not args.no_tui:
+                try:
+                    code = _open_tui(sandbox, drill=args.drill)
+                finally:
+                    guard.arm()
+            guard.keep = args.keep
+    except _SignalExit as exc:
+        name = signal.Signals(exc.signum).name
+        _say("STOP", f"demo stopped by {name}; the sandbox was removed")
+        return 128 + exc.signum
+    if args.keep:
+        print(kept(sandbox))
+    return code
+
+
+def _open_tui(sandbox: Sandbox, *, drill: bool) -> int:
+    """Run the `tui` command in this process, with the sandbox as its whole environment."""
+    if sys.stdin.isatty():
+        with contextlib.suppress(EOFError):
+            input("Press Enter to open the TUI (Ctrl-C stops the demo) ")
+    argv = ["--runbook", str(sandbox.runbook), "tui", *(["--drill"] if drill else [])]
+    tui_args = build_parser().parse_args(argv)
+    with environment(sandbox.full_environ()):
+        return int(tui_args.handler(tui_args, Context(runbook=sandbox.runbook)))
+
+
+def intro(sandbox: Sandbox, *, drill: bool) -> str:
+    assert sandbox.cluster is not None
+    target = "preskool_drill (a drill never touches preskool_db)" if drill else DATABASE
+    backups = "\n".join(f"    {_describe(record)}" for record in sandbox.records)
+    return f"""
+PreSkool DR demo: everything below is a throwaway sandbox on this machine.
+  PostgreSQL     {sandbox.cluster.host}:{sandbox.cluster.port}, database {DATABASE}, \
+data in {sandbox.cluster.data_dir}
+  S3 (moto)      {sandbox.s3_url}, bucket {BUCKET}
+  Stand-in app   {sandbox.health_url}
+  Runbook        {sandbox.runbook}
+  Backups, newest first:
+{backups}
+
+In the TUI: arrow keys select a step, r runs it, s skips it, ? explains it, q quits.
+Restore target: {target}. When step 5 asks, type the database name and press Enter.
+Quitting (or Ctrl-C, or closing the terminal) stops and removes the whole sandbox.
+"""
+
+
+def _describe(record: BackupRecord) -> str:
+    where = " + ".join(record.locations)
+    if record.storage_class and record.storage_class != "STANDARD":
+        where += f" ({record.storage_class})"
+    note = ": archived, restore request first" if record.needs_restore else ""
+    return f"{record.name}  {record.kind:<10} {where}{note}"
+
+
+def kept(sandbox: Sandbox) -> str:
+    assert sandbox.cluster is not None
+    env = sandbox.env
+    program = shlex.quote(sys.argv[0]) if sys.argv[0].endswith("preskool-dr") else "preskool-dr"
+    exports = "\n".join(f"  export {k}={shlex.quote(v)}" for k, v in env.items())
+    return f"""
+The sandbox is still running (--keep). Its password and AWS keys are throwaway ones made
+for it, printed only because you asked to keep it:
+  PGPASSWORD={shlex.quote(sandbox.password)} psql -h {sandbox.cluster.host} \
+-p {sandbox.cluster.port} -U {APP_ROLE} {DATABASE}
+
+To use preskool-dr on it from another shell:
+{exports}
+  {program} list
+
+Stop and remove it:  {program} demo --stop {shlex.quote(str(sandbox.dir))}
+"""
