@@ -21,6 +21,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check preskool_dr tests bench
 	$(BIN)/ruff format --check preskool_dr tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: $(STAMP) postgres lint
 	bash scripts/run-pytest.sh $(BIN)/pytest -q $(PYTEST_ARGS)

@@ -67,6 +67,18 @@ class BackupChoice:
 
 
 @dataclass
+class VerifyRecord:
+    """Step 4's findings, kept for the checksum panel (also after a resume)."""
+
+    expected_md5: str | None  # None: no usable sidecar (see sidecar_error)
+    actual_md5: str
+    md5_ok: bool
+    gzip_ok: bool
+    gzip_error: str | None = None
+    sidecar_error: str | None = None
+
+
+@dataclass
 class RunState:
     run_id: str
     mode: str  # "restore" | "drill"
@@ -88,6 +100,7 @@ class RunState:
     finished_at: datetime | None = None
     pid: int | None = None
     app_accessible_at: datetime | None = None
+    verify: VerifyRecord | None = None
     validation: list[dict[str, Any]] = field(default_factory=list)
     drill_log_entry: str | None = None  # sha256 of the drill-log line written for this run
     notes: list[str] = field(default_factory=list)
@@ -170,6 +183,8 @@ def _from_dict(cls: type[Any], data: dict[str, Any]) -> Any:
             value = [_from_dict(StepRecord, s) for s in value]
         elif key == "backup" and value is not None:
             value = _from_dict(BackupChoice, value)
+        elif key == "verify" and value is not None:
+            value = _from_dict(VerifyRecord, value)
         kwargs[key] = value
     return cls(**kwargs)
 

@@ -1,0 +1,140 @@
+"""Download and restore progress: bar, bytes, rate, ETA, current table, psql's output, and
+(when there is room) the tables of the backup with the ones already loaded ticked."""
+
+from __future__ import annotations
+
+import humanize
+from rich.text import Text
+from textual import events
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import ProgressBar, RichLog, Rule, Static
+
+from preskool_dr.core.events import Progress
+from preskool_dr.tui.format import REDRAW_SECONDS, clock
+
+PHASE_LABELS = {"download": "downloading", "load": "restoring", "verify": "verifying"}
+WIDE_COLUMNS = 70  # from this panel width on, the per-table list is shown beside the output
+_UNITS = (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
+
+
+def _amount(value: float, scale: int) -> str:
+    shown = value / scale
+    return f"{shown:.1f}" if shown < 10 else f"{shown:.0f}"
+
+
+def done_of_total(done: int, total: int | None) -> str:
+    """`118/194 MiB`: both in the unit of the total, short enough for 80 columns."""
+    reference = total or done
+    unit, scale = next(((u, s) for u, s in _UNITS if reference >= s), ("B", 1))
+    if total:
+        return f"{_amount(done, scale)}/{_amount(total, scale)} {unit}"
+    return f"{_amount(done, scale)} {unit}"
+
+
+def table_name(qualified: str) -> str:
+    """`public.attendance` (as pg_dump writes it) -> `attendance` (as the meta counts it)."""
+    return qualified.rsplit(".", 1)[-1].strip('"')
+
+
+def progress_lines(progress: Progress, tables_total: int | None = None) -> tuple[str, str]:
+    """(`118/194 MiB · 389 KiB/s · ETA 3:20`, `restoring attendance (3 of 18 tables done)`)."""
+    if progress.unit == "bytes":
+        stats = done_of_total(progress.done, progress.total)
+        rate = f" · {done_of_total(int(progress.rate), None)}/s" if progress.rate > 0 else ""
+    else:
+        stats = f"{progress.done}/{progress.total}" if progress.total else str(progress.done)
+        rate = f" · {progress.rate:.1f}/s" if progress.rate > 0 else ""
+    eta = progress.eta_seconds
+    stats += rate + (f" · ETA {clock(eta)}" if eta is not None else "")
+    phase = PHASE_LABELS.get(progress.phase, progress.phase)
+    if progress.current:
+        of = f" of {tables_total}" if tables_total else ""
+        done = f"({progress.items_done}{of} tables done)"
+        return stats, f"{phase} {table_name(progress.current)}  {done}"
+    return stats, phase
+
+
+class RestorePanel(Vertical):
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._pending: Progress | None = None
+        self.expected_rows: dict[str, int] = {}  # from the backup's meta: what will be loaded
+        self.loaded: list[str] = []  # tables whose COPY finished, in load order
+        self.current: str | None = None
+        self.last: Progress | None = None  # what is on screen now
+
+    def compose(self) -> ComposeResult:
+        yield Static("Nothing downloading or restoring yet.", id="restore-title", markup=False)
+        yield ProgressBar(total=None, show_eta=False, id="restore-bar")
+        yield Static(id="restore-stats", markup=False)
+        yield Static(id="restore-table", markup=False)
+        yield Rule()
+        with Horizontal(id="restore-body"):
+            yield RichLog(max_lines=500, markup=False, wrap=True, min_width=1, id="restore-output")
+            yield Static(id="restore-tables", markup=False)
+
+    def on_mount(self) -> None:
+        self.query_one("#restore-bar").display = False  # no pulsing bar before there is work
+        self.set_interval(REDRAW_SECONDS, self._flush)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.set_class(event.size.width >= WIDE_COLUMNS, "-wide")
+
+    def begin(self, title: str, expected_rows: dict[str, int] | None = None) -> None:
+        self.query_one("#restore-title", Static).update(title)
+        self.expected_rows = dict(expected_rows or {})
+        self.loaded, self.current, self._pending = [], None, None
+        bar = self.query_one("#restore-bar", ProgressBar)
+        bar.update(total=None, progress=0)
+        bar.display = False
+        self.query_one("#restore-stats", Static).update("")
+        self.query_one("#restore-table", Static).update("")
+        self._draw_tables()
+
+    def show_progress(self, progress: Progress) -> None:
+        self._pending = progress  # drawn by the timer: redraws are capped, updates are not lost
+
+    def write_line(self, text: str) -> None:
+        self.query_one("#restore-output", RichLog).write(text)
+
+    def settle(self, *, loaded: bool = False) -> None:
+        """The step ended: draw its last progress now; `loaded` ticks every table."""
+        self._flush()
+        if loaded and self.expected_rows:
+            self.loaded = sorted(self.expected_rows)
+            self.current = None
+            self._draw_tables()
+
+    def _flush(self) -> None:
+        progress, self._pending = self._pending, None
+        if progress is None:
+            return
+        self.last = progress
+        bar = self.query_one("#restore-bar", ProgressBar)
+        if progress.total:
+            bar.update(total=progress.total, progress=progress.done)
+            bar.display = True
+        tables_total = len(self.expected_rows) or None
+        stats, where = progress_lines(progress, tables_total)
+        self.query_one("#restore-stats", Static).update(stats)
+        self.query_one("#restore-table", Static).update(where)
+        current = table_name(progress.current) if progress.current else None
+        if current != self.current:
+            if self.current and self.current not in self.loaded:
+                self.loaded.append(self.current)
+            self.current = current
+            self._draw_tables()
+
+    def _draw_tables(self) -> None:
+        text = Text()
+        for name in sorted(self.expected_rows):
+            if name in self.loaded:
+                icon = "✔"
+            elif name == self.current:
+                icon = "▶"
+            else:
+                icon = "·"
+            rows = humanize.intcomma(self.expected_rows[name])
+            text.append(f"{icon} {name:<18} {rows:>9}\n", style="bold" if icon == "▶" else "")
+        self.query_one("#restore-tables", Static).update(text)

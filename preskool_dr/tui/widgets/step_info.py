@@ -1,0 +1,34 @@
+"""Under the checklist: what the selected step does, its exact command, why it cannot run."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from preskool_dr.core.config import StepText
+from preskool_dr.core.events import StepStatus
+from preskool_dr.core.journal import StepRecord
+
+
+class StepInfo(Static):
+    def show(
+        self,
+        number: int,
+        step: StepText,
+        record: StepRecord | None,
+        blocked: str | None,
+    ) -> None:
+        # What stops the operator comes first: at 80x24 the last lines may be cut off.
+        text = Text()
+        text.append(f"Step {number}: {step.title}\n", style="bold")
+        running = record is not None and record.status is StepStatus.RUNNING
+        if blocked and not running:
+            text.append(f"blocked: {blocked}\n", style="bold")
+        if record is not None and record.status is not StepStatus.PENDING:
+            detail = record.detail if record.detail != record.status.value else ""
+            text.append(f"{record.status.value}: {detail}".rstrip(": ") + "\n")
+        elif record is not None and record.detail:
+            text.append(record.detail + "\n")
+        text.append(step.explain + "\n")
+        text.append("$ " + step.command, style="italic")
+        self.update(text)

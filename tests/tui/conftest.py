@@ -1,0 +1,186 @@
+"""TUI fixtures: a site with a real backup, stand-in app commands and a health URL, plus
+helpers to drive the app with Pilot and read what is on screen."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import io
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from rich.console import Console
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from preskool_dr.core.backup import run_backup
+from preskool_dr.core.config import Config, load_config
+from tests.conftest import REPO, Database
+
+# Appends its second argument (and the target database the engine passes) to a file.
+RECORD = (
+    "import os, sys; open(sys.argv[1], 'a').write("
+    "sys.argv[2] + ' ' + os.environ.get('PRESKOOL_DR_TARGET_DB', '?') + '\\n')"
+)
+# Sleeps until stopped: a step that is still running when the operator quits or hangs up.
+SLOW = "import time; time.sleep(120)"
+WAIT_SECONDS = 180.0  # an upper bound for a hung test, never a performance assertion
+
+
+@pytest.fixture(autouse=True)
+def no_cursor_blink(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stable snapshots: the Input cursor stays drawn."""
+    monkeypatch.setattr(Input, "_toggle_cursor", lambda self: None)
+
+
+class HealthServer:
+    """A tiny health URL: 200 `ok` on every GET."""
+
+    def __init__(self) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = b"ok"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}/api/v1/health"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+@pytest.fixture
+def health_server() -> Iterator[HealthServer]:
+    server = HealthServer()
+    yield server
+    server.stop()
+
+
+@dataclass
+class Site:
+    """What a TUI test drives: the config, the database, the app commands' record file."""
+
+    config: Config
+    database: Database
+    calls: Path  # one line per app command run: "<name> <target db>"
+    runbook: Path
+    tmp: Path
+
+    def calls_made(self) -> list[str]:
+        return self.calls.read_text().splitlines() if self.calls.exists() else []
+
+    def backup(
+        self, at: datetime | None = None, kind: str = "daily", *, upload: bool = False
+    ) -> Path:
+        """A real backup of the site's database: pg_dump, gzip, md5 sidecar, meta."""
+        return run_backup(self.config, kind, upload=upload, at=at).path
+
+
+def write_runbook(
+    tmp: Path, calls: Path, health_url: str, *, stop: list[str] | None = None
+) -> Path:
+    """The repository's runbook with app.* pointed at stand-in commands."""
+    data = yaml.safe_load((REPO / "runbook.yaml").read_text())
+    data["app"] = {
+        "stop": stop or [sys.executable, "-c", RECORD, str(calls), "stop"],
+        "start": [sys.executable, "-c", RECORD, str(calls), "start"],
+        "migrate": [sys.executable, "-c", RECORD, str(calls), "migrate"],
+        "cwd": str(tmp),
+        "health_url": health_url,
+        "timeout_seconds": 120,
+        "health_wait_seconds": 30,
+    }
+    path = tmp / "runbook.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def site(
+    dr_env: dict[str, str],
+    database: Database,
+    tmp_path: Path,
+    health_server: HealthServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Site:
+    calls = tmp_path / "app-calls.txt"
+    runbook = write_runbook(tmp_path, calls, health_server.url)
+    monkeypatch.setenv("PRESKOOL_DR_RUNBOOK", str(runbook))
+    return Site(load_config(runbook), database, calls, runbook, tmp_path)
+
+
+@pytest.fixture
+def slow_site(site: Site, monkeypatch: pytest.MonkeyPatch, health_server: HealthServer) -> Site:
+    """The same site, but app.stop (step 1) runs until it is stopped."""
+    runbook = write_runbook(
+        site.tmp, site.calls, health_server.url, stop=[sys.executable, "-c", SLOW]
+    )
+    monkeypatch.setenv("PRESKOOL_DR_RUNBOOK", str(runbook))
+    site.config = load_config(runbook)
+    return site
+
+
+def screen_text(pilot: Pilot[Any]) -> str:
+    """The screen as plain text, modal layers included: what the operator reads."""
+    app = pilot.app
+    width, height = app.size
+    console = Console(
+        width=width,
+        height=height,
+        file=io.StringIO(),
+        force_terminal=True,
+        color_system=None,
+        record=True,
+        legacy_windows=False,
+        safe_box=False,
+    )
+    console.print(
+        app.screen._compositor.render_update(
+            full=True, screen_stack=app._background_screens, simplify=True
+        )
+    )
+    return console.export_text(styles=False)
+
+
+async def wait_for(pilot: Pilot[Any], condition: Callable[[], bool], what: str) -> None:
+    """Let the app work until `condition` holds; fail with `what` (and the screen) if it never
+    does. The bound only catches a hung test: nothing here measures speed."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}\n{screen_text(pilot)}")
+        await pilot.pause(0.05)
+
+
+FIXED_NOW = datetime(2026, 2, 20, 4, 54, 17, tzinfo=UTC)
+
+
+async def wait_for_exit(app: Any) -> None:
+    """After a quit or a hang-up: the app stops its step, records it, then exits."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while app.return_code is None:
+        if time.monotonic() > deadline:
+            raise AssertionError("the app never exited")
+        await asyncio.sleep(0.05)

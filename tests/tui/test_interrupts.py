@@ -1,0 +1,109 @@
+"""Leaving mid-step: q (asked first), a dropped SSH session (SIGHUP), a failed step."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+from preskool_dr.core.events import StepStatus
+from preskool_dr.core.journal import Journal
+from preskool_dr.tui.app import DrApp
+from preskool_dr.tui.screens.quit_confirm import QuitScreen
+from tests.tui.conftest import Site, screen_text, wait_for, wait_for_exit
+from tests.tui.test_restore_flow import run_selected, start_run, status
+
+
+async def start_slow_step(app: DrApp) -> None:
+    """Choose the backup, then run step 1, whose app.stop never ends by itself."""
+    async with app.run_test(size=(80, 24)) as pilot:
+        await start_run(pilot)
+        await pilot.press("home", "r")
+        await wait_for(pilot, lambda: status(app, "app_offline") is StepStatus.RUNNING, "running")
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen), "quit question")
+        assert "resumable" in screen_text(pilot)
+        await pilot.press("n")  # keep running
+        await pilot.pause()
+        assert not isinstance(app.screen, QuitScreen)
+        assert status(app, "app_offline") is StepStatus.RUNNING
+        await pilot.press("4")  # the operator can look at the log while it runs
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen), "quit question")
+        await pilot.press("y")
+        await wait_for_exit(app)
+
+
+def assert_interrupted_and_resumable(site: Site, app: DrApp) -> None:
+    assert app.return_code == 130
+    (state,) = Journal(site.config.state_dir).unfinished()
+    assert state.result == "interrupted"
+    step = state.step("app_offline")
+    assert step.status is StepStatus.FAILED and "interrupted" in step.detail
+    assert state.step("identify").status is StepStatus.DONE
+    assert site.database.row_counts()["students"] > 0  # production untouched
+
+
+def test_quit_while_a_step_runs_asks_then_records_it(slow_site: Site) -> None:
+    slow_site.backup()
+    app = DrApp(slow_site.config)
+    asyncio.run(start_slow_step(app))
+    assert_interrupted_and_resumable(slow_site, app)
+    assert app.engine is not None and not app.engine._lock.held  # the lock is released
+
+
+async def hang_up_mid_step(app: DrApp) -> None:
+    async with app.run_test(size=(80, 24)) as pilot:
+        await start_run(pilot)
+        await pilot.press("home", "r")
+        await wait_for(pilot, lambda: status(app, "app_offline") is StepStatus.RUNNING, "running")
+        os.kill(os.getpid(), signal.SIGHUP)  # what a dropped SSH session delivers
+        await wait_for_exit(app)
+
+
+def test_sighup_mid_step_exits_130_with_the_journal_resumable(slow_site: Site) -> None:
+    slow_site.backup()
+    app = DrApp(slow_site.config)
+    asyncio.run(hang_up_mid_step(app))
+    assert app.hung_up
+    assert_interrupted_and_resumable(slow_site, app)
+
+
+async def verify_a_corrupt_backup(app: DrApp, site: Site) -> None:
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await start_run(pilot)
+        await run_selected(pilot, "download")
+        await pilot.press("r")  # verify: the checksum no longer matches
+        await wait_for(pilot, lambda: status(app, "verify") is StepStatus.FAILED, "verify failed")
+        await wait_for(
+            pilot,
+            lambda: any("Verify checksum failed" in n.message for n in app._notifications),
+            "an error notification",
+        )
+        app.clear_notifications()  # toasts cover the right panel at 80 columns while they last
+        await pilot.pause()
+        text = screen_text(pilot)
+        assert "✖ 4 Verify checksum" in text  # the checklist
+        assert "✖ FAIL" in text  # the checksum panel's verdict, above the notifications
+        assert "MD5 mismatch" in text
+        # step 5 stays out of reach: a bad backup never reaches the database
+        await pilot.press("end", "up", "up", "up", "up")  # step 5
+        assert app.checklist.selected_id == "recreate_db"
+        await pilot.press("r")
+        await pilot.pause()
+        assert any("cannot run" in n.message for n in app._notifications)
+        assert "must pass first" in screen_text(pilot)
+        await pilot.press("q")
+        await wait_for_exit(app)
+
+
+def test_failed_step_shows_why_and_exits_1(site: Site) -> None:
+    backup = site.backup()
+    # same length, different bytes: a bit flip the sidecar catches
+    data = bytearray(backup.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    backup.write_bytes(bytes(data))
+    app = DrApp(site.config)
+    asyncio.run(verify_a_corrupt_backup(app, site))
+    assert app.return_code == 1
+    assert site.database.row_counts()["students"] > 0

@@ -1,0 +1,214 @@
+"""Pilot drives complete restores against the real cluster: the checklist, the typed
+confirmation, progress, the RTO clock, quitting and resuming."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from textual.message import Message
+from textual.pilot import Pilot
+
+from preskool_dr.core.events import StepStatus
+from preskool_dr.core.journal import Journal
+from preskool_dr.tui.app import DrApp
+from preskool_dr.tui.messages import EngineProgress
+from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
+from preskool_dr.tui.screens.incident_time import IncidentTimeScreen
+from preskool_dr.tui.screens.resume_run import ResumeRunScreen
+from preskool_dr.tui.widgets.checksum_panel import ChecksumPanel
+from preskool_dr.tui.widgets.rto_timer import RtoTimer
+from tests.conftest import PASSWORD
+from tests.tui.conftest import Site, screen_text, wait_for
+
+SIZES = [(80, 24), (120, 40)]
+
+
+def status(app: DrApp, step_id: str) -> StepStatus:
+    assert app.engine is not None
+    return app.engine.step(step_id).status
+
+
+async def start_run(pilot: Pilot[Any]) -> DrApp:
+    """Accept the incident time (Enter = now), wait for the catalog, choose the top backup."""
+    app = pilot.app
+    assert isinstance(app, DrApp)
+    await wait_for(pilot, lambda: isinstance(app.screen, IncidentTimeScreen), "incident prompt")
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: app.browser.table.row_count > 0, "backups listed")
+    assert app.focused is app.browser.table
+    await pilot.press("enter")
+    await wait_for(
+        pilot,
+        lambda: app.engine is not None and status(app, "identify") is StepStatus.DONE,
+        "backup identified",
+    )
+    return app
+
+
+async def run_selected(pilot: Pilot[Any], step_id: str) -> None:
+    """`r` on the step the checklist moved to by itself, then wait for it to settle."""
+    app = pilot.app
+    assert isinstance(app, DrApp)
+    await wait_for(pilot, lambda: app.checklist.selected_id == step_id, f"{step_id} selected")
+    await pilot.press("r")
+    await wait_for(
+        pilot,
+        lambda: (
+            status(app, step_id) in (StepStatus.DONE, StepStatus.FAILED) and not app.engine_busy()
+        ),
+        f"{step_id} settled",
+    )
+    assert status(app, step_id) is StepStatus.DONE, app.engine and app.engine.step(step_id).detail
+
+
+async def confirm_recreate(pilot: Pilot[Any], site: Site) -> None:
+    """The typed confirmation: empty and wrong names change nothing, Esc cancels, the name runs."""
+    app = pilot.app
+    assert isinstance(app, DrApp)
+    target = site.database.name
+    rows_before = site.database.row_counts()
+    await wait_for(pilot, lambda: app.checklist.selected_id == "recreate_db", "step 5 selected")
+    await pilot.press("r")
+    await wait_for(pilot, lambda: isinstance(app.screen, ConfirmNameScreen), "confirmation")
+    text = screen_text(pilot)
+    assert target in text and "moved aside" in text and "rows" in text
+    await pilot.press("enter")  # nothing typed
+    assert isinstance(app.screen, ConfirmNameScreen)
+    assert "Nothing typed" in screen_text(pilot)
+    await pilot.press(*"preskool_db", "enter")  # a plausible but wrong name
+    await pilot.pause()
+    assert isinstance(app.screen, ConfirmNameScreen)
+    assert "nothing was changed" in screen_text(pilot)
+    await pilot.press("escape")
+    await pilot.pause()
+    assert not isinstance(app.screen, ConfirmNameScreen)
+    assert status(app, "recreate_db") is StepStatus.PENDING
+    assert site.database.row_counts() == rows_before  # nothing was dropped or renamed
+    await pilot.press("r")
+    await wait_for(pilot, lambda: isinstance(app.screen, ConfirmNameScreen), "confirmation again")
+    await pilot.press(*target, "enter")
+    await wait_for(
+        pilot,
+        lambda: status(app, "recreate_db") is StepStatus.DONE and not app.engine_busy(),
+        "database recreated",
+    )
+
+
+async def finish_run(pilot: Pilot[Any], site: Site) -> None:
+    """Steps 1 and 5-9, then the offer to drop the aside copy."""
+    app = pilot.app
+    assert isinstance(app, DrApp)
+    await run_selected(pilot, "app_offline")
+    assert site.calls_made()[-1] == f"stop {site.database.name}"
+    await confirm_recreate(pilot, site)
+    await run_selected(pilot, "restore")
+    await run_selected(pilot, "migrate")
+    await run_selected(pilot, "app_online")
+    await run_selected(pilot, "health")
+    assert app.engine is not None
+    state = app.engine.state
+    assert state.result == "done"
+    assert site.calls_made()[-3:] == [
+        f"{name} {site.database.name}" for name in ("stop", "migrate", "start")
+    ]
+    assert site.database.row_counts() == site.database.row_counts(state.aside_db)
+    # health passed with an aside copy: the app offers to drop it, by name only
+    await wait_for(pilot, lambda: isinstance(app.screen, ConfirmNameScreen), "drop-aside offer")
+    assert state.aside_db is not None
+    assert state.aside_db in screen_text(pilot)
+    await pilot.press(*site.database.name, "enter")  # the target's name is not the aside's
+    await pilot.pause()
+    assert isinstance(app.screen, ConfirmNameScreen)
+    assert site.database.exists(state.aside_db)
+    await pilot.press("ctrl+u", *state.aside_db, "enter")  # clear the line, type the aside name
+    await wait_for(pilot, lambda: state.aside_state == "dropped", "aside dropped")
+    assert not site.database.exists(state.aside_db)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_complete_restore(site: Site, size: tuple[int, int]) -> None:
+    site.backup()
+    messages: list[Message] = []
+    app = DrApp(site.config)
+    asyncio.run(drive_complete_restore(app, site, size, messages))
+    assert app.return_code == 0
+    phases = {m.progress.phase for m in messages if isinstance(m, EngineProgress)}
+    assert {"verify", "load"} <= phases
+    loads = [
+        m.progress for m in messages if isinstance(m, EngineProgress) and m.progress.phase == "load"
+    ]
+    assert loads[-1].done == loads[-1].total  # the bar reached the end
+    journal_text = next(site.config.state_dir.glob("runs/*.json")).read_text()
+    assert PASSWORD not in journal_text
+
+
+async def drive_complete_restore(
+    app: DrApp, site: Site, size: tuple[int, int], messages: list[Message]
+) -> None:
+    async with app.run_test(size=size, message_hook=messages.append) as pilot:
+        await start_run(pilot)
+        text = screen_text(pilot)
+        assert f"RESTORE {site.database.name}@" in text
+        assert f"run {app.engine.state.run_id}"[:40] in text  # type: ignore[union-attr]
+        assert "✔ 2 Identify backup" in text
+        assert "RPO " in text and "RTO 00:" in text
+        await run_selected(pilot, "download")
+        await run_selected(pilot, "verify")
+        checksum_text = screen_text(pilot)
+        assert "PASS" in checksum_text
+        assert app.query_one(ChecksumPanel).has_class("-pass")
+        await finish_run(pilot, site)
+        text = screen_text(pilot)
+        for number, title in enumerate(
+            (
+                "App offline",
+                "Identify backup",
+                "Download from S3",
+                "Verify checksum",
+                "Recreate database",
+                "Restore",
+                "Run migrations",
+                "App online",
+                "Health check",
+            ),
+            start=1,
+        ):
+            assert f"✔ {number} {title}" in text
+        assert "stopped" in str(app.query_one(RtoTimer).render())
+        await pilot.press("q")
+
+
+def test_quit_between_steps_then_resume(site: Site) -> None:
+    site.backup()
+    asyncio.run(drive_quit_then_resume(site))
+
+
+async def drive_quit_then_resume(site: Site) -> None:
+    app = DrApp(site.config)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await start_run(pilot)
+        await run_selected(pilot, "download")
+        await run_selected(pilot, "verify")
+        run_id = app.engine.state.run_id  # type: ignore[union-attr]
+        await pilot.press("q")
+    assert app.return_code == 130  # quit mid-run: resumable
+    (unfinished,) = Journal(site.config.state_dir).unfinished()
+    assert unfinished.run_id == run_id
+
+    again = DrApp(site.config)
+    async with again.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(again.screen, ResumeRunScreen), "resume offer")
+        text = screen_text(pilot)
+        assert run_id in text and "·✔✔✔·····" in text  # the run's steps, as icons
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: again.engine is not None, "resumed")
+        text = screen_text(pilot)
+        assert f"run {run_id}" in text
+        for number in (2, 3, 4):
+            assert f"✔ {number} " in text
+        await finish_run(pilot, site)
+        await pilot.press("q")
+    assert again.return_code == 0
+    assert Journal(site.config.state_dir).unfinished() == []
