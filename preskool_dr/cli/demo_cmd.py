@@ -12,9 +12,12 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
-from preskool_dr.cli.main import Context, build_parser
+from preskool_dr.cli import tui_cmd
+from preskool_dr.cli.main import Context
 from preskool_dr.cli.output import tagged
 from preskool_dr.core.catalog import BackupRecord
+from preskool_dr.core.config import load_config
+from preskool_dr.core.engine import default_operator
 from preskool_dr.core.errors import UsageError
 from preskool_dr.core.events import Event, Notice
 from preskool_dr.demo.sandbox import (
@@ -197,10 +200,13 @@ def _open_tui(sandbox: Sandbox, *, drill: bool) -> int:
     if sys.stdin.isatty():
         with contextlib.suppress(EOFError):
             input("Press Enter to open the TUI (Ctrl-C stops the demo) ")
-    argv = ["--runbook", str(sandbox.runbook), "tui", *(["--drill"] if drill else [])]
-    tui_args = build_parser().parse_args(argv)
     with environment(sandbox.full_environ()):
-        return int(tui_args.handler(tui_args, Context(runbook=sandbox.runbook)))
+        config = load_config(sandbox.runbook)
+        app = tui_cmd.run_app(config, drill=drill, operator=default_operator())
+    if app.stop_signal is not None:
+        # the TUI stopped itself cleanly on SIGHUP/SIGTERM; now end the demo the same way
+        raise _SignalExit(app.stop_signal)
+    return app.return_code or 0
 
 
 def intro(sandbox: Sandbox, *, drill: bool) -> str:

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from preskool_dr.core.config import Config
 from preskool_dr.core.engine import default_operator
+
+if TYPE_CHECKING:
+    from preskool_dr.tui.app import DrApp
 
 EPILOG = """\
 keys (inside):
   r run the selected step   s skip it (asks why)   R retry a failed step
   b backups   1-4 panels (Backups, Checksum, Restore, Log)   ? help   q quit
+  p point-in-time recovery (base backup + archived WAL into a new data directory)
   ctrl+p lists every action by name. Step 5 asks for the database name typed.
 
 examples:
@@ -58,14 +64,17 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--drill-log", type=Path, metavar="PATH", help="drill log to append to (drill sign-off)"
     )
+    parser.add_argument(
+        "--server-python",
+        metavar="PATH",
+        help="point-in-time recovery (p): Python with preskool-dr that the recovered server "
+        f"runs wal-fetch with (default: {sys.executable}; as root the postgres user must run it)",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
-    # Imported here so the headless commands never pay for (or depend on) Textual.
-    from preskool_dr.tui.app import DrApp
-
-    app = DrApp(
+    app = run_app(
         ctx.config,
         drill=args.drill,
         target_db=args.target_db,
@@ -74,5 +83,14 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         sign_key=args.sign_key,
         drill_log=args.drill_log,
     )
-    app.run()
     return app.return_code or 0
+
+
+def run_app(config: Config, **options: Any) -> DrApp:
+    """Run the TUI to its end and hand back the app (its return code, its stop signal)."""
+    # Imported here so the headless commands never pay for (or depend on) Textual.
+    from preskool_dr.tui.app import DrApp
+
+    app = DrApp(config, **options)
+    app.run()
+    return app

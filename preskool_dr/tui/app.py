@@ -31,7 +31,7 @@ from textual.notifications import SeverityLevel
 from textual.widgets import ContentSwitcher, Footer
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
-from preskool_dr.core import catalog, checksum, drill, drill_log, signing
+from preskool_dr.core import catalog, checksum, drill, drill_log, pitr, signing
 from preskool_dr.core.catalog import BackupRecord
 from preskool_dr.core.config import Config
 from preskool_dr.core.database import Snapshot
@@ -59,6 +59,7 @@ from preskool_dr.tui.format import hms, size
 from preskool_dr.tui.messages import EngineEvent, EngineProgress
 from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
 from preskool_dr.tui.screens.incident_time import IncidentTimeScreen
+from preskool_dr.tui.screens.pitr import PitrScreen
 from preskool_dr.tui.screens.quit_confirm import QuitScreen
 from preskool_dr.tui.screens.resume_run import ResumeRunScreen
 from preskool_dr.tui.screens.sign_off import SignOffScreen, entry_preview
@@ -87,8 +88,24 @@ NOTICE_SEVERITY: dict[str, SeverityLevel] = {"error": "error", "warn": "warning"
 # Actions that change the run: never from under a modal (a stray key in a dialog must not
 # start a step behind it).
 STEP_ACTIONS = frozenset(
-    {"run_step", "skip_step", "retry_step", "help", "incident_time", "drop_aside", "rollback"}
+    {
+        "run_step",
+        "skip_step",
+        "retry_step",
+        "help",
+        "incident_time",
+        "drop_aside",
+        "rollback",
+        "pitr",
+    }
 )
+# What acts on the checklist screen: nothing to do while the PITR screen hides it.
+CHECKLIST_ACTIONS = frozenset(
+    {"show_backups", "panel", "refresh_backups", "filter_backups", "request_restore"}
+)
+
+
+STOP_SIGNALS = (signal.SIGHUP, signal.SIGTERM)
 
 
 class DrApp(App[int]):
@@ -114,6 +131,15 @@ class DrApp(App[int]):
             "question_mark", "help", "Help", tooltip="Explain the selected step", id="step-help"
         ),
         Binding("q", "quit", "Quit", tooltip="Quit (asks first while a step runs)", id="quit"),
+        Binding(
+            "p",
+            "pitr",
+            "Point-in-time recovery",
+            tooltip="Recover the cluster as it was at a chosen time (base backup + archived "
+            "WAL) into a new data directory",
+            show=False,
+            id="pitr",
+        ),
         Binding("1", "panel('backups')", "Backups panel", show=False, id="panel-backups"),
         Binding("2", "panel('checksum')", "Checksum panel", show=False, id="panel-checksum"),
         Binding("3", "panel('restore')", "Restore panel", show=False, id="panel-restore"),
@@ -170,8 +196,11 @@ class DrApp(App[int]):
         sign_key: Path | None = None,
         drill_log: Path | None = None,
         now: Callable[[], datetime] = utcnow,
+        server_python: str = sys.executable,
     ) -> None:
         super().__init__()
+        self.server_python = server_python  # what a PITR's server runs wal-fetch with
+        self.pitr_run: pitr.PitrRun | None = None  # the point-in-time recovery under way
         self.sign_key = sign_key  # drill sign-off: --sign-key, else drill.sign_key, else agent
         self.drill_log = drill_log
         self.config = config
@@ -185,6 +214,7 @@ class DrApp(App[int]):
         self.cancel = threading.Event()
         self.interrupted = False  # quit or hang-up while a step ran
         self.hung_up = False
+        self.stop_signal: int | None = None  # SIGHUP/SIGTERM that ended the app, if any
         self._aside_offered = False
         self._sign_off_offered = False
         self._parent_pid = os.getppid()
@@ -243,8 +273,9 @@ class DrApp(App[int]):
             self._declare_incident()
 
     def on_unmount(self) -> None:
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        for sig in STOP_SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                asyncio.get_running_loop().remove_signal_handler(sig)
         self._close_engine()
 
     # ------------------------------------------------------------ starting and resuming
@@ -334,6 +365,24 @@ class DrApp(App[int]):
     def request_glacier_restore(self, record: BackupRecord) -> str:
         return catalog.request_restore(record)
 
+    def start_pitr(self, request: pitr.PitrRequest) -> pitr.PitrRun:
+        """A point-in-time recovery in the engine's worker group, with a fresh cancel event
+        (q and a hang-up stop it like a step); UsageError when the request is refused."""
+        self.cancel = threading.Event()
+        runner = pitr.PitrRun(
+            self.config, request, on_event=self.post_engine_event, cancel=self.cancel
+        )
+        self.pitr_run = runner
+        self.run_pitr(runner)
+        return runner
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="engine", name="pitr")
+    def run_pitr(self, runner: pitr.PitrRun) -> pitr.PitrState:
+        return runner.run()
+
+    def pitr_screen(self) -> PitrScreen | None:
+        return next((s for s in reversed(self.screen_stack) if isinstance(s, PitrScreen)), None)
+
     def post_engine_event(self, event: Event) -> None:
         """The engine's callback, called from the worker's thread: post, never touch widgets."""
         if isinstance(event, Progress):
@@ -346,6 +395,13 @@ class DrApp(App[int]):
     @on(Worker.StateChanged)
     def _worker_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
+        if worker.name == "pitr":
+            if worker.is_finished:
+                self.pitr_run = None
+                screen = self.pitr_screen()
+                if screen is not None:
+                    screen.run_ended(worker)
+            return
         if worker.state is WorkerState.ERROR:
             self._report_failure(worker)
             self.refresh_run()
@@ -419,6 +475,10 @@ class DrApp(App[int]):
 
     def on_engine_event(self, message: EngineEvent) -> None:
         event = message.event
+        if self.pitr_run is not None:
+            if screen := self.pitr_screen():
+                screen.show_event(event)
+            return
         if isinstance(event, StepChanged):
             self._step_changed(event)
         elif isinstance(event, LogLine):
@@ -435,6 +495,10 @@ class DrApp(App[int]):
 
     def on_engine_progress(self, message: EngineProgress) -> None:
         progress = message.progress
+        if self.pitr_run is not None:
+            if screen := self.pitr_screen():
+                screen.show_progress(progress)
+            return
         if progress.phase == "verify":
             self.query_one(ChecksumPanel).show_progress(progress)
         else:
@@ -561,7 +625,7 @@ class DrApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in STEP_ACTIONS and len(self.screen_stack) > 1:
             return isinstance(self.screen, CommandPalette)
-        return True
+        return not (action in CHECKLIST_ACTIONS and self.pitr_screen() is not None)
 
     def engine_busy(self) -> bool:
         return any(w.group == "engine" and w.is_running for w in self.workers)
@@ -711,6 +775,21 @@ class DrApp(App[int]):
 
     def action_panel(self, name: str) -> None:
         self._set_panel(name)
+
+    def action_pitr(self) -> None:
+        if self.pitr_screen() is not None:
+            return
+        if self.engine_busy():
+            self.notify("A step is running: wait for it before a point-in-time recovery.")
+            return
+        self.push_screen(
+            PitrScreen(
+                self.config,
+                start=self.start_pitr,
+                server_python=self.server_python,
+                operator=self.operator,
+            )
+        )
 
     def action_show_backups(self) -> None:
         self._set_panel("backups")
@@ -899,6 +978,9 @@ class DrApp(App[int]):
     async def action_quit(self) -> None:
         if isinstance(self.screen, QuitScreen):
             return
+        if self.pitr_run is not None and (screen := self.pitr_screen()):
+            screen.ask_to_stop()
+            return
         running = self.running_step()
         if running is not None and self.engine is not None:
             record = self.engine.step(running)
@@ -931,16 +1013,22 @@ class DrApp(App[int]):
             self.engine.close()
 
     def _install_hangup_handler(self) -> None:
-        # In the event loop's own thread: a dropped SSH session sends SIGHUP, which would
-        # otherwise kill the process mid-step and leave the journal saying "running".
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.hang_up)
+        # In the event loop's own thread: a dropped SSH session sends SIGHUP (and a service
+        # manager SIGTERM), which would otherwise kill the process mid-step and leave the
+        # journal saying "running". A Python-level handler that raises instead can strike
+        # inside Textual's writer-queue locks and deadlock its shutdown.
+        loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self.hang_up, sig)
 
-    def hang_up(self) -> None:
-        """The terminal is gone: stop the step, let the engine record it, exit 130."""
+    def hang_up(self, signum: int = signal.SIGHUP) -> None:
+        """The terminal is gone (or we were told to stop): stop the step, let the engine
+        record it, exit 130. `stop_signal` tells the caller which signal it was."""
         if self.hung_up:
             return
         self.hung_up = True
+        self.stop_signal = signum
         self.interrupted = True
         self.cancel.set()
         self.call_later(self.stop_and_exit)

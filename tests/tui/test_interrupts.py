@@ -6,6 +6,8 @@ import asyncio
 import os
 import signal
 
+import pytest
+
 from preskool_dr.core.events import StepStatus
 from preskool_dr.core.journal import Journal
 from preskool_dr.tui.app import DrApp
@@ -52,20 +54,21 @@ def test_quit_while_a_step_runs_asks_then_records_it(slow_site: Site) -> None:
     assert app.engine is not None and not app.engine._lock.held  # the lock is released
 
 
-async def hang_up_mid_step(app: DrApp) -> None:
+async def signal_mid_step(app: DrApp, signum: int) -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await start_run(pilot)
         await pilot.press("home", "r")
         await wait_for(pilot, lambda: status(app, "app_offline") is StepStatus.RUNNING, "running")
-        os.kill(os.getpid(), signal.SIGHUP)  # what a dropped SSH session delivers
+        os.kill(os.getpid(), signum)  # SIGHUP: a dropped SSH session; SIGTERM: a kill
         await wait_for_exit(app)
 
 
-def test_sighup_mid_step_exits_130_with_the_journal_resumable(slow_site: Site) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM])
+def test_signal_mid_step_exits_130_with_the_journal_resumable(slow_site: Site, signum: int) -> None:
     slow_site.backup()
     app = DrApp(slow_site.config)
-    asyncio.run(hang_up_mid_step(app))
-    assert app.hung_up
+    asyncio.run(signal_mid_step(app, signum))
+    assert app.hung_up and app.stop_signal == signum
     assert_interrupted_and_resumable(slow_site, app)
 
 
