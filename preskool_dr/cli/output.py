@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from types import FrameType
 from typing import Any, TextIO
 
 import humanize
 
-from preskool_dr.core.events import Event, Progress
+from preskool_dr.core.events import Event, LogLine, Notice, Progress, StepChanged
 
 BANNER_RULE = "═" * 56
 
@@ -47,3 +53,40 @@ class TtyProgress:
         sys.stderr.write(f"\r{text}\x1b[K" + ("\n" if finished else ""))
         sys.stderr.flush()
         self._open = not finished
+
+
+@contextmanager
+def cancel_on_signals(cancel: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM/SIGHUP only set `cancel`: the running step stops its child and
+    records the interruption, so the journal stays resumable."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        cancel.set()
+        print(f"\n{signal.Signals(signum).name}: stopping after recording the step", flush=True)
+
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def print_run_event(event: Event, total_steps: int, tty: TtyProgress | None) -> None:
+    """The headless runs' one way to show events: a line per step transition (stdout),
+    notices as tagged lines, child output indented, progress only on a terminal."""
+    if isinstance(event, StepChanged):
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        print(
+            f"{stamp}  step {event.number}/{total_steps}  {event.step_id:<12} "
+            f"{event.status.value.upper():<8} {event.detail}",
+            flush=True,
+        )
+    elif isinstance(event, Notice):
+        tag = {"ok": "OK", "warn": "WARN", "error": "FAIL"}.get(event.level, "INFO")
+        tagged(tag, event.text)
+    elif isinstance(event, Progress) and tty is not None:
+        tty(event)
+    elif isinstance(event, LogLine) and event.source != "psql":
+        print(f"{'':22}{event.source}: {event.text}", flush=True)

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from types import FrameType
 
 import humanize
 
 from preskool_dr.cli.main import Context
-from preskool_dr.cli.output import TtyProgress, tagged
+from preskool_dr.cli.output import TtyProgress, cancel_on_signals, print_run_event, tagged
 from preskool_dr.core import catalog, drill, signing
 from preskool_dr.core.engine import Engine, RunOptions
 from preskool_dr.core.errors import UsageError
-from preskool_dr.core.events import Event, LogLine, Notice, Progress, StepChanged
+from preskool_dr.core.events import Event
 from preskool_dr.core.journal import Journal, parse_time
 
 EPILOG = """\
@@ -118,7 +114,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             engine.close()
         return 0
     cancel = threading.Event()
-    with _signals_set(cancel):
+    with cancel_on_signals(cancel):
         if args.resume:
             engine = Engine.resume(config, args.resume, on_event=print_event)
         else:
@@ -201,47 +197,11 @@ def _parse_incident(text: str | None) -> datetime | None:
         ) from None
 
 
-@contextmanager
-def _signals_set(cancel: threading.Event) -> Iterator[None]:
-    """SIGINT/SIGTERM/SIGHUP only set `cancel`: the running step stops its child and
-    records the interruption, so the journal stays resumable."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        cancel.set()
-        print(
-            f"\n{signal.Signals(signum).name}: stopping after recording the current step",
-            flush=True,
-        )
-
-    previous = {
-        s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    }
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 _tty_progress = TtyProgress() if sys.stderr.isatty() else None
 
 
 def print_event(event: Event) -> None:
-    """One line per step transition (stdout); notices as tagged lines; progress only on a TTY."""
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    if isinstance(event, StepChanged):
-        print(
-            f"{stamp}  step {event.number}/9  {event.step_id:<12} {event.status.value.upper():<8} "
-            f"{event.detail}",
-            flush=True,
-        )
-    elif isinstance(event, Notice):
-        tag = {"ok": "OK", "warn": "WARN", "error": "FAIL"}.get(event.level, "INFO")
-        tagged(tag, event.text)
-    elif isinstance(event, Progress) and _tty_progress is not None:
-        _tty_progress(event)
-    elif isinstance(event, LogLine) and event.source != "psql":
-        print(f"{'':22}{event.source}: {event.text}", flush=True)
+    print_run_event(event, 9, _tty_progress)
 
 
 def _summary(engine: Engine) -> None:

@@ -1,0 +1,198 @@
+"""`preskool-dr pitr`: point-in-time recovery into a new data directory, headless, one
+line per step transition (the same core the TUI will drive)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from pathlib import Path
+
+import humanize
+
+from preskool_dr.cli.main import Context
+from preskool_dr.cli.output import (
+    TtyProgress,
+    cancel_on_signals,
+    print_json,
+    print_run_event,
+)
+from preskool_dr.core import pitr
+from preskool_dr.core.errors import DrError, UsageError
+from preskool_dr.core.events import Event, Progress
+
+EPILOG = """\
+examples:
+  preskool-dr pitr --ranges
+      what can be recovered: each base backup's range, up to the newest archived WAL
+  preskool-dr pitr --target-time 2026-02-20T10:45:00Z --data-dir /srv/pg/recovered \\
+        --port 5433 --confirm /srv/pg/recovered
+      recover the cluster as it was at 10:45 UTC into /srv/pg/recovered, on port 5433
+
+What happens: the newest base backup that ended before the target is verified (MD5
+sidecars), extracted into --data-dir (which must be new or empty: a live data directory is
+never touched) and checked with pg_verifybackup; recovery.signal and postgresql.auto.conf
+get restore_command (preskool-dr wal-fetch), recovery_target_time, promote, port; then the
+server replays the archived WAL up to the target, promotes, and is left running. Nothing
+starts when the target is outside the recoverable range (that range is printed).
+
+As root, the server runs as the postgres OS user, which must be able to run the Python
+given by --server-python (default: this one) with preskool-dr installed. A time without an
+offset is UTC. Exit codes: 0 reached the target, 1 failed, 2 usage (confirmation, directory
+not empty, port in use, target outside the range), 130 interrupted.
+"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "pitr",
+        help="point-in-time recovery: base backup + archived WAL into a new data directory",
+        description=(
+            "Recover the whole cluster as it was at --target-time into a new data directory,\n"
+            "from a base backup (backup --kind base) and the WAL archive (wal-push)."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--target-time", metavar="ISO8601", help="recover up to this moment")
+    parser.add_argument(
+        "--data-dir", type=Path, metavar="DIR", help="new (or empty) data directory to create"
+    )
+    parser.add_argument("--port", type=int, metavar="N", help="port for the recovered server")
+    parser.add_argument(
+        "--confirm", metavar="DIR", help="--data-dir typed again: nothing runs unless it matches"
+    )
+    parser.add_argument(
+        "--incident-time",
+        metavar="ISO8601",
+        help="when the incident happened, for the RPO (default: the target time)",
+    )
+    parser.add_argument(
+        "--server-python",
+        metavar="PATH",
+        help="Python with preskool-dr that the recovered server runs wal-fetch with "
+        f"(default: {sys.executable})",
+    )
+    parser.add_argument("--performed-by", metavar="NAME", help="operator name for the journal")
+    parser.add_argument(
+        "--ranges", action="store_true", help="show the recoverable ranges and exit"
+    )
+    parser.add_argument("--json", action="store_true", help="with --ranges: JSON records")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    config = ctx.config
+    if args.ranges:
+        return _show_ranges(pitr.recoverable_ranges(config, on_event=print_event), args.json)
+    missing = [
+        flag
+        for flag, value in (
+            ("--target-time", args.target_time),
+            ("--data-dir", args.data_dir),
+            ("--port", args.port),
+        )
+        if value is None
+    ]
+    if missing:
+        raise UsageError(f"pitr needs {', '.join(missing)} (see preskool-dr pitr --help)")
+    request = pitr.PitrRequest(
+        target=pitr.parse_target(args.target_time),
+        data_dir=args.data_dir,
+        port=args.port,
+        confirm=args.confirm or "",
+        incident=pitr.parse_target(args.incident_time) if args.incident_time else None,
+        server_python=args.server_python or sys.executable,
+        operator=args.performed_by or "",
+    )
+    cancel = threading.Event()
+    runner = pitr.PitrRun(config, request, on_event=print_event, cancel=cancel)
+    print(
+        f"point-in-time recovery to {pitr.iso(request.target)} into {runner.data_dir} "
+        f"(port {request.port})",
+        flush=True,
+    )
+    with cancel_on_signals(cancel):
+        try:
+            state = runner.run()
+        except DrError as exc:
+            _summary(runner, exc)
+            raise
+    _summary(runner, None)
+    return 0 if state.result == "done" else 1
+
+
+def _show_ranges(ranges: list[pitr.RecoverableRange], as_json: bool) -> int:
+    if as_json:
+        print_json(
+            [
+                {
+                    "base_backup": r.base.name,
+                    "start": pitr.iso(r.start),
+                    "end": pitr.iso(r.end) if r.end else None,
+                    "usable": r.usable,
+                    "last_segment": r.last_segment,
+                    "gap": r.gap,
+                    "locations": r.record.locations,
+                }
+                for r in ranges
+            ]
+        )
+        return 0
+    if not ranges:
+        print("no base backup: take one with `preskool-dr backup --kind base`")
+        return 0
+    for item in ranges:
+        print(f"{item.base.name}  {item.describe()}")
+    return 0
+
+
+def _summary(runner: pitr.PitrRun, error: DrError | None) -> None:
+    state = runner.state
+    if state is None:
+        return  # refused before anything started: the error line says why
+    if error is None:
+        end = state.recovery_end or state.range_start
+        rpo = humanize.precisedelta(state.rpo_seconds or 0, minimum_unit="seconds", format="%0.0f")
+        limit = runner.config.thresholds.rpo_wal_hours
+        print(
+            f"RESULT DONE  run {state.run_id}  recovered to {pitr.iso(end)} (target "
+            f"{pitr.iso(state.target)}; first transaction not replayed "
+            f"{pitr.iso(state.stop_point)})",
+            flush=True,
+        )
+        print(
+            f"       RPO achieved: {rpo} (incident {pitr.iso(state.incident)} - recovery end "
+            f"{pitr.iso(end)}; target <= {limit:g} h)",
+            flush=True,
+        )
+    else:
+        failed = next((s for s, status in state.steps.items() if status == "failed"), "?")
+        print(f"RESULT {state.result.upper()}  run {state.run_id}  at step {failed}", flush=True)
+    if state.server_running:
+        print(
+            f"       server running on port {state.port}, data directory {state.data_dir}"
+            f"{f', timeline {state.timeline}' if state.timeline else ''}",
+            flush=True,
+        )
+        print(f"       stop it: {pitr.stop_command(Path(state.data_dir))}", flush=True)
+        print(
+            "       WAL archiving is off on this copy: before it becomes production, set "
+            "archive_mode = on and take a base backup (docs/PITR.md)",
+            flush=True,
+        )
+    print(f"       server log: {state.server_log}", flush=True)
+    print(f"       journal: {pitr.journal_path(runner.config.state_dir, state.run_id)}", flush=True)
+
+
+_tty_progress = TtyProgress() if sys.stderr.isatty() else None
+
+
+def print_event(event: Event) -> None:
+    """As `restore`; replay progress is a time, not bytes: shown as its own line."""
+    if isinstance(event, Progress) and (event.unit != "bytes" or event.step_id == "replay"):
+        if _tty_progress is not None and event.current:
+            sys.stderr.write(f"\r{event.current}\x1b[K")
+            sys.stderr.flush()
+        return
+    print_run_event(event, len(pitr.STEPS), _tty_progress)

@@ -1,0 +1,97 @@
+"""`preskool-dr wal-push PATH` / `wal-fetch NAME DEST`: PostgreSQL's archive_command and
+restore_command. Silent when they succeed (the server log would get a line per segment);
+errors go to stderr, which PostgreSQL copies into its log."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from preskool_dr.core.errors import DrError
+from preskool_dr.core.wal import WalMissing, WalSettings, fetch, push
+
+# restore_command exit status 1 tells PostgreSQL "no such file": recovery ends there. A
+# segment that exists but cannot be trusted must stop recovery instead, and PostgreSQL
+# aborts on any status above 125. (126/127 read as "command not executable/not found".)
+EXIT_ABORT_RECOVERY = 255
+
+ENVIRONMENT = """\
+environment (the database server's, as PostgreSQL runs these as its OS user):
+  BACKUP_DIR   the archive is BACKUP_DIR/wal/ (default /var/backups/preskool)
+  S3_BUCKET    also s3://$S3_BUCKET/wal/, with AWS_* (incl. AWS_ENDPOINT_URL) for access
+runbook.yaml is not read: set these in archive_command itself (see docs/PITR.md).
+"""
+
+PUSH_EPILOG = f"""\
+postgresql.conf (one line; see docs/PITR.md):
+  archive_mode = on
+  archive_command = 'BACKUP_DIR=/var/backups/preskool /opt/preskool-dr/bin/preskool-dr wal-push %p'
+  archive_timeout = 300
+
+{ENVIRONMENT}
+Copies the segment into BACKUP_DIR/wal/<name> (temp file, fsync, read back, .md5
+sidecar, rename), then uploads it to S3 with Content-MD5 and checks what S3 stored.
+Pushing the same segment again succeeds; different content under an archived name is
+refused. Exit 0 archived, 1 not archived (PostgreSQL keeps the segment and retries).
+"""
+
+FETCH_EPILOG = f"""\
+recovery settings (preskool-dr pitr writes these itself):
+  restore_command = 'BACKUP_DIR=/var/backups/preskool /opt/preskool-dr/bin/preskool-dr wal-fetch %f %p'
+
+{ENVIRONMENT}
+Copies NAME from BACKUP_DIR/wal/ (else from S3) to DEST through a temp file, checked
+against its MD5. Exit 0 restored; 1 NAME is not in the archive (PostgreSQL reads that
+as the end of the archive); {EXIT_ABORT_RECOVERY} NAME exists but is damaged or unreadable, which
+makes PostgreSQL stop the recovery instead of ending it early at that point.
+"""
+
+
+def register(subparsers: Any) -> None:
+    push_parser = subparsers.add_parser(
+        "wal-push",
+        help="archive_command: archive one WAL segment locally and to S3, verified",
+        description="Archive one WAL segment (PostgreSQL's %p) into BACKUP_DIR/wal and S3.",
+        epilog=PUSH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    push_parser.add_argument("path", metavar="PATH", type=Path, help="the segment file (%%p)")
+    push_parser.set_defaults(handler=run)
+    fetch_parser = subparsers.add_parser(
+        "wal-fetch",
+        help="restore_command: fetch one archived WAL segment, verified",
+        description="Restore one archived WAL file (%f) to the path PostgreSQL asks for (%p).",
+        epilog=FETCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fetch_parser.add_argument("name", metavar="NAME", help="the WAL file name (%%f)")
+    fetch_parser.add_argument("dest", metavar="DEST", type=Path, help="where to write it (%%p)")
+    fetch_parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, ctx: Any) -> int:
+    settings = WalSettings.from_env()
+    if args.command == "wal-push":
+        try:
+            push(args.path, settings)
+        except DrError as exc:  # whatever the cause, PostgreSQL keeps the segment and retries
+            raise DrError(str(exc), exit_code=1) from None
+        return 0
+    try:
+        result = fetch(args.name, args.dest, settings)
+    except WalMissing as exc:
+        # Not an error in PostgreSQL's eyes: it probes for history files and the segment
+        # after the last one; the line helps only when hunting a gap.
+        print(f"preskool-dr wal-fetch: {exc} (exit 1: the end of the archive)", file=sys.stderr)
+        return exc.exit_code
+    except DrError as exc:
+        raise DrError(str(exc), exit_code=EXIT_ABORT_RECOVERY) from None
+    except Exception as exc:
+        raise DrError(
+            f"wal-fetch {args.name} failed unexpectedly: {exc!r}", exit_code=EXIT_ABORT_RECOVERY
+        ) from None
+    if result.warning:
+        print(f"preskool-dr: warning: {result.warning}", file=sys.stderr)
+    return 0

@@ -1,0 +1,563 @@
+"""Point-in-time recovery end to end on a real cluster whose archive_command is the
+product's `wal-push`: rows inserted at known times, a base backup taken with
+`backup --kind base`, more rows, a target between batches, then `pitr` into a new data
+directory and exactly the rows before the target. Plus: a WAL gap and a damaged segment
+fail clearly, targets outside the range and unsafe directories are refused before
+anything starts, and the base backup's S3 copy, retention and WAL pruning."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import boto3
+import psycopg
+import pytest
+
+from preskool_dr.cli.main import main
+from preskool_dr.core import basebackup, catalog, checksum, pitr, wal
+from preskool_dr.core.config import load_config
+from preskool_dr.core.errors import Cancelled
+from preskool_dr.core.events import Event, Progress, StepChanged, StepStatus
+from preskool_dr.core.wal import Segment, WalSettings
+from preskool_dr.demo.cluster import SUPERUSER, Cluster, create_cluster, find_pg_bin, free_port
+from tests.conftest import PASSWORD, REPO, assert_no_secrets, run_cli
+
+ROOT = os.geteuid() == 0
+ROWS = {1: 40, 2: 25, 3: 30}  # batch -> rows; each row is its own transaction
+
+
+@dataclass
+class Scenario:
+    cluster: Cluster
+    root: Path  # scratch space the postgres OS user can reach
+    backup_dir: Path
+    python: str  # what the server runs wal-push/wal-fetch with
+    base_name: str
+    base_output: str
+    target: datetime  # after batch 2, before batch 3
+    batch2_segment: str
+    batch3_segment: str
+
+
+def chown_to_server(path: Path) -> None:
+    if ROOT:
+        shutil.chown(path, SUPERUSER, SUPERUSER)
+        for child in path.rglob("*"):
+            shutil.chown(child, SUPERUSER, SUPERUSER)
+
+
+def server_python(folder: Path) -> str:
+    """A Python the server's OS user can run with preskool_dr importable. As root the test
+    venv's interpreter lives under /root (0700), so build a venv from the system Python of
+    the same version that sees this checkout and the test venv's packages."""
+    if not ROOT:
+        return sys.executable
+    probe = ["runuser", "-u", SUPERUSER, "--", sys.executable, "-c", "import preskool_dr"]
+    if subprocess.run(probe, capture_output=True, cwd="/", check=False).returncode == 0:
+        return sys.executable
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    system = shutil.which(version, path="/usr/bin:/usr/local/bin")
+    if system is None:
+        pytest.skip(f"no {version} the postgres user can run")
+    venv = folder / "server-venv"
+    subprocess.run([system, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (site,) = venv.glob("lib/python*/site-packages")
+    (site / "preskool-dr-tests.pth").write_text(f"{REPO}\n{sysconfig.get_paths()['purelib']}\n")
+    subprocess.run(["chmod", "-R", "go+rX", str(venv)], check=True)
+    return str(venv / "bin" / "python")
+
+
+def sql(cluster: Cluster, query: str, port: int | None = None) -> list[tuple]:
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=port or cluster.port,
+        user=SUPERUSER,
+        dbname="postgres",
+        password=PASSWORD,
+        autocommit=True,
+    ) as conn:
+        cursor = conn.execute(query)
+        return cursor.fetchall() if cursor.description else []
+
+
+def insert_batch(cluster: Cluster, batch: int) -> None:
+    with psycopg.connect(
+        cluster.conninfo(), password=PASSWORD, autocommit=True
+    ) as conn:  # autocommit: one transaction (one commit record) per row
+        for n in range(ROWS[batch]):
+            conn.execute("INSERT INTO pitr_events (batch, n) VALUES (%s, %s)", (batch, n))
+
+
+def switch_wal(cluster: Cluster) -> str:
+    """Close the current segment (so it is archived); returns its name."""
+    (row,) = sql(cluster, "SELECT pg_walfile_name(pg_current_wal_lsn())")
+    sql(cluster, "SELECT pg_switch_wal()")
+    return str(row[0])
+
+
+def wait_archived(cluster: Cluster, archive: Path, name: str) -> None:
+    """Wait (with a generous deadline, not a timing assertion) until `name` is archived."""
+    deadline = time.monotonic() + 180
+    while not (archive / name).exists():
+        if time.monotonic() > deadline:
+            stats = sql(cluster, "SELECT * FROM pg_stat_archiver")
+            log = (cluster.root / "server.log").read_text()[-3000:]
+            pytest.fail(f"{name} was never archived: {stats}\n{log}")
+        time.sleep(0.2)
+
+
+def cli_env(cluster: Cluster, backup_dir: Path, state: Path) -> dict[str, str]:
+    """The operator's environment for `cluster` (the shipped runbook, no S3)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "PG", "DB_", "PRESKOOL_DR_", "S3_", "BACKUP_"))
+    }
+    return {
+        **env,
+        "DB_HOST": cluster.host,
+        "DB_PORT": str(cluster.port),
+        "DB_NAME": "postgres",
+        "DB_USER": SUPERUSER,
+        "PGPASSWORD": PASSWORD,
+        "BACKUP_DIR": str(backup_dir),
+        "PRESKOOL_DR_STATE_DIR": str(state),
+        "PRESKOOL_DR_RUNBOOK": str(REPO / "runbook.yaml"),
+    }
+
+
+@pytest.fixture(scope="module")
+def scenario() -> Iterator[Scenario]:
+    root = Path(tempfile.mkdtemp(prefix="preskool-pitr-test-"))
+    root.chmod(0o755)
+    backup_dir = root / "backups"
+    (backup_dir / "wal").mkdir(parents=True)
+    backup_dir.chmod(0o755)
+    chown_to_server(backup_dir / "wal")
+    python = server_python(root)
+    cluster = create_cluster(password=PASSWORD)
+    try:
+        archive_command = (
+            f"env BACKUP_DIR={shlex.quote(str(backup_dir))} {shlex.quote(python)} "
+            "-m preskool_dr wal-push %p"
+        )
+        sql(cluster, "ALTER SYSTEM SET archive_mode = 'on'")
+        sql(cluster, f"ALTER SYSTEM SET archive_command = '{archive_command}'")
+        cluster.stop()
+        cluster.start()
+        sql(
+            cluster,
+            "CREATE TABLE pitr_events (id serial PRIMARY KEY, batch int NOT NULL, n int NOT NULL,"
+            " at timestamptz NOT NULL DEFAULT clock_timestamp())",
+        )
+        insert_batch(cluster, 1)
+        result = run_cli("backup", "--kind", "base", env=cli_env(cluster, backup_dir, root / "s"))
+        assert result.returncode == 0, result.stdout + result.stderr
+        (base_name,) = [p.name for p in backup_dir.iterdir() if p.is_dir() and p.name != "wal"]
+        switch_wal(cluster)  # batch 2 starts a segment of its own
+        insert_batch(cluster, 2)
+        (row,) = sql(cluster, "SELECT pg_sleep(0.05), clock_timestamp()")
+        target = row[1]
+        sql(cluster, "SELECT pg_sleep(0.05)")
+        batch2_segment = switch_wal(cluster)
+        insert_batch(cluster, 3)
+        batch3_segment = switch_wal(cluster)
+        wait_archived(cluster, backup_dir / "wal", batch3_segment)
+        yield Scenario(
+            cluster,
+            root,
+            backup_dir,
+            python,
+            base_name,
+            result.stdout,
+            target,
+            batch2_segment,
+            batch3_segment,
+        )
+    finally:
+        cluster.remove()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- helpers for a recovery
+
+
+def stop_server(data_dir: Path) -> None:
+    if (data_dir / "postmaster.pid").exists():
+        argv = [find_pg_bin("pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w", "stop"]
+        if ROOT:
+            argv = ["runuser", "-u", SUPERUSER, "--", *argv]
+        subprocess.run(argv, capture_output=True, check=False, cwd="/")
+
+
+@pytest.fixture
+def new_dirs(scenario: Scenario) -> Iterator[list[Path]]:
+    """Data directories a test recovers into; every server there is stopped afterwards."""
+    made: list[Path] = []
+    yield made
+    for folder in made:
+        stop_server(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def new_data_dir(scenario: Scenario, made: list[Path]) -> Path:
+    folder = scenario.root / f"recovered-{uuid.uuid4().hex[:8]}"
+    made.append(folder)
+    return folder
+
+
+def base_env(scenario: Scenario, state: Path, backup_dir: Path | None = None) -> dict[str, str]:
+    return cli_env(scenario.cluster, backup_dir or scenario.backup_dir, state)
+
+
+def run_pitr(
+    scenario: Scenario,
+    state: Path,
+    target: datetime,
+    data_dir: Path,
+    *extra: str,
+    port: int | None = None,
+    backup_dir: Path | None = None,
+    python: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    args = [
+        "pitr",
+        "--target-time",
+        target.isoformat(),
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        str(port or free_port()),
+        "--confirm",
+        str(data_dir),
+        "--server-python",
+        python or scenario.python,
+        *extra,
+    ]
+    return run_cli(*args, env=base_env(scenario, state, backup_dir))
+
+
+def copy_backups(scenario: Scenario, name: str) -> Path:
+    """A private copy of BACKUP_DIR (base backup + archive) a test may damage."""
+    copy = scenario.root / f"{name}-{uuid.uuid4().hex[:6]}"
+    shutil.copytree(scenario.backup_dir, copy)
+    chown_to_server(copy / "wal")
+    return copy
+
+
+# ---------------------------------------------------------------- the base backup
+
+
+def test_base_backup_is_listed_verified_and_describes_its_wal_range(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    output = scenario.base_output
+    assert "[OK]    Base backup created:" in output and "Checksums written and verified" in output
+    assert "WAL archiving is off" not in output
+    folder = scenario.backup_dir / scenario.base_name
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "backup_manifest",
+        "backup_manifest.md5",
+        "base.tar.gz",
+        "base.tar.gz.md5",
+        "pg_wal.tar.gz",
+        "pg_wal.tar.gz.md5",
+    ]
+    sidecars = sorted(p.name for p in folder.glob("*.md5"))
+    assert subprocess.run(["md5sum", "--check", *sidecars], cwd=folder).returncode == 0
+    meta = json.loads(catalog.meta_path(folder).read_text())
+    assert meta["kind"] == "base" and meta["md5"] == meta["base"]["members"]["base.tar.gz"]
+    info = basebackup.local_info(folder)
+    assert info is not None and info.archive_mode == "on" and info.timeline == 1
+    assert info.start_time < info.end_time < scenario.target
+    assert wal.parse_lsn(info.start_lsn) <= wal.parse_lsn(info.end_lsn)
+
+    env = base_env(scenario, tmp_path / "state")
+    listed = json.loads(run_cli("list", "--json", env=env).stdout)
+    (record,) = [r for r in listed if r["name"] == scenario.base_name]
+    assert record["kind"] == "base" and record["has_md5"] and record["locations"] == ["local"]
+    verify = run_cli("verify", scenario.base_name, env=env)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_check_reports_the_wal_archive(scenario: Scenario, tmp_path: Path) -> None:
+    result = run_cli("check", "--json", env=base_env(scenario, tmp_path / "state"))
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    archive = checks["wal_archive"]
+    assert archive["status"] == "OK", archive
+    assert "no gaps" in archive["summary"] and archive["value"] < 3600
+
+
+# ---------------------------------------------------------------- recovery
+
+
+def test_pitr_recovers_exactly_the_rows_before_the_target(
+    scenario: Scenario, tmp_path: Path, new_dirs: list[Path]
+) -> None:
+    env = base_env(scenario, tmp_path / "state")
+    ranges = json.loads(run_cli("pitr", "--ranges", "--json", env=env).stdout)
+    (shown,) = ranges
+    assert shown["base_backup"] == scenario.base_name and shown["gap"] is None
+    assert pitr.parse_target(shown["start"]) <= scenario.target < pitr.parse_target(shown["end"])
+    assert shown["last_segment"] == scenario.batch3_segment
+
+    data_dir = new_data_dir(scenario, new_dirs)
+    port = free_port()
+    result = run_pitr(scenario, tmp_path / "state", scenario.target, data_dir, port=port)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    for number, (step_id, _) in enumerate(pitr.STEPS, 1):
+        assert f"step {number}/7  {step_id:<12} DONE" in out
+    assert "RESULT DONE" in out and "RPO achieved:" in out
+    assert f"stop it: {pitr.stop_command(data_dir)}" in out
+    assert f'restored log file "{scenario.batch2_segment}" from archive' in out
+
+    rows = dict(sql(scenario.cluster, "SELECT batch, count(*) FROM pitr_events GROUP BY 1", port))
+    assert rows == {1: ROWS[1], 2: ROWS[2]}
+    ((latest, in_recovery, timeline),) = sql(
+        scenario.cluster,
+        "SELECT max(at), pg_is_in_recovery(), (SELECT timeline_id FROM pg_control_checkpoint())"
+        " FROM pitr_events",
+        port,
+    )
+    assert latest <= scenario.target and not in_recovery and timeline == 2
+    # Production is untouched and still has everything.
+    assert dict(sql(scenario.cluster, "SELECT batch, count(*) FROM pitr_events GROUP BY 1")) == ROWS
+
+    (journal,) = (tmp_path / "state" / "pitr").glob("*.json")
+    assert oct(journal.stat().st_mode & 0o777) == "0o600"
+    record = json.loads(journal.read_text())
+    assert record["result"] == "done" and record["server_running"]
+    assert record["base_backup"] == scenario.base_name
+    recovery_end = pitr.parse_target(record["recovery_end"])
+    assert recovery_end <= scenario.target < pitr.parse_target(record["stop_point"])
+    assert record["rpo_seconds"] == pytest.approx((scenario.target - recovery_end).total_seconds())
+    auto = (data_dir / "postgresql.auto.conf").read_text()
+    assert "archive_mode = 'off'" in auto and "recovery_target_action = 'promote'" in auto
+    assert f"BACKUP_DIR={scenario.backup_dir}" in auto and "wal-fetch %f %p" in auto
+    assert not (data_dir / "recovery.signal").exists()  # removed by the promotion
+    assert_no_secrets(out, result.stderr, auto, folder=tmp_path / "state")
+
+
+def test_target_outside_the_recoverable_range_is_refused_before_anything_starts(
+    scenario: Scenario, tmp_path: Path, new_dirs: list[Path]
+) -> None:
+    info = basebackup.local_info(scenario.backup_dir / scenario.base_name)
+    assert info is not None
+    data_dir = new_data_dir(scenario, new_dirs)
+    too_early = run_pitr(scenario, tmp_path / "s", info.start_time - timedelta(minutes=1), data_dir)
+    assert too_early.returncode == 2
+    assert "before the earliest recoverable time" in too_early.stderr
+    assert catalog.iso_utc(info.end_time) in too_early.stderr
+    too_late = run_pitr(scenario, tmp_path / "s", datetime.now(UTC) + timedelta(hours=1), data_dir)
+    assert too_late.returncode == 2
+    assert "is outside the recoverable range" in too_late.stderr
+    assert f"archived WAL up to {scenario.batch3_segment}" in too_late.stderr
+    assert not data_dir.exists() and not (tmp_path / "s" / "pitr").exists()
+
+
+def test_unsafe_requests_are_refused(
+    scenario: Scenario, tmp_path: Path, new_dirs: list[Path]
+) -> None:
+    data_dir = new_data_dir(scenario, new_dirs)
+    data_dir.mkdir()
+    (data_dir / "PG_VERSION").write_text("15\n")
+    busy = run_pitr(scenario, tmp_path / "s", scenario.target, data_dir)
+    assert busy.returncode == 2 and "is not an empty directory" in busy.stderr
+    assert (data_dir / "PG_VERSION").read_text() == "15\n"
+
+    fresh = new_data_dir(scenario, new_dirs)
+    env = base_env(scenario, tmp_path / "s")
+    mismatch = run_cli(
+        "pitr",
+        *("--target-time", scenario.target.isoformat(), "--data-dir", str(fresh)),
+        *("--port", str(free_port()), "--confirm", str(fresh) + "-other"),
+        env=env,
+    )
+    assert mismatch.returncode == 2 and "does not repeat --data-dir" in mismatch.stderr
+    in_use = run_pitr(scenario, tmp_path / "s", scenario.target, fresh, port=scenario.cluster.port)
+    assert in_use.returncode == 2 and f"port {scenario.cluster.port} is in use" in in_use.stderr
+    if scenario.python != sys.executable:  # root: the test venv is not the server's to run
+        unrunnable = run_pitr(
+            scenario, tmp_path / "s", scenario.target, fresh, python=sys.executable
+        )
+        assert unrunnable.returncode == 2 and "--server-python" in unrunnable.stderr
+    assert not fresh.exists()
+
+
+def test_wal_gap_is_refused_naming_the_missing_segment(
+    scenario: Scenario, tmp_path: Path, new_dirs: list[Path]
+) -> None:
+    backups = copy_backups(scenario, "gap")
+    for suffix in ("", ".md5"):
+        (backups / "wal" / (scenario.batch2_segment + suffix)).unlink()
+    data_dir = new_data_dir(scenario, new_dirs)
+    result = run_pitr(scenario, tmp_path / "s", scenario.target, data_dir, backup_dir=backups)
+    assert result.returncode == 2
+    assert f"WAL gap: segment {scenario.batch2_segment} is missing" in result.stderr
+    assert not data_dir.exists()
+
+    env = base_env(scenario, tmp_path / "s", backups)
+    report = json.loads(run_cli("check", "--json", env=env).stdout)
+    (archive,) = [c for c in report["checks"] if c["name"] == "wal_archive"]
+    assert archive["status"] == "CRITICAL" and scenario.batch2_segment in archive["summary"]
+
+
+def test_damaged_segment_stops_the_recovery_clearly(
+    scenario: Scenario, tmp_path: Path, new_dirs: list[Path]
+) -> None:
+    backups = copy_backups(scenario, "damaged")
+    with (backups / "wal" / scenario.batch2_segment).open("r+b") as handle:
+        handle.seek(8192 + 100)
+        handle.write(b"\xff\xff\xff")
+    data_dir = new_data_dir(scenario, new_dirs)
+    result = run_pitr(scenario, tmp_path / "s", scenario.target, data_dir, backup_dir=backups)
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert f"{backups}/wal/{scenario.batch2_segment} fails its checksum" in out
+    assert "the server stopped during recovery" in out and "nothing is running" in out
+    assert "step 6/7  replay       FAILED" in out
+    assert not (data_dir / "postmaster.pid").exists()
+    (journal,) = (tmp_path / "s" / "pitr").glob("*.json")
+    record = json.loads(journal.read_text())
+    assert record["result"] == "failed" and not record["server_running"]
+
+
+# ---------------------------------------------------------------- S3, retention, pruning
+
+
+def test_base_backup_in_s3_retention_and_wal_pruning(
+    s3: str, dr_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    backup_dir = Path(dr_env["BACKUP_DIR"])
+    assert main(["backup", "--kind", "base"]) == 0
+    (first,) = [p for p in backup_dir.iterdir() if p.is_dir()]
+    client = boto3.client("s3")
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=s3)["Contents"]}
+    members = ["backup_manifest", "base.tar.gz", "pg_wal.tar.gz"]
+    expected = {f"preskool-backups/{first.name}/{m}{s}" for m in members for s in ("", ".md5")}
+    assert keys == expected | {f"preskool-backups/{first.name}.meta.json"}
+    config = load_config()
+    (remote,) = [r for r in catalog.list_backups(config, "s3") if r.kind == "base"]
+    assert remote.has_md5 and remote.name == first.name
+
+    # A fresh DR host: only S3 has it; fetched, verified, and its meta understood.
+    shutil.rmtree(first)
+    catalog.meta_path(first).unlink()
+    record = catalog.resolve_backup(config, first.name)
+    assert basebackup.record_info(config, record) is not None
+    fetched = catalog.fetch_backup(config, record)
+    assert all(r.ok for r in checksum.verify_backup(fetched))
+
+    # An expired base backup (local and S3) and WAL older than every base backup left.
+    info = basebackup.local_info(first)
+    assert info is not None
+    old = backup_dir / "preskool-base-20200101_000000"
+    shutil.copytree(first, old)
+    shutil.copy(catalog.meta_path(first), catalog.meta_path(old))
+    for member in old.iterdir():
+        client.upload_file(str(member), s3, f"preskool-backups/{old.name}/{member.name}")
+    client.upload_file(str(catalog.meta_path(old)), s3, f"preskool-backups/{old.name}.meta.json")
+    settings = WalSettings.from_env()
+    start = info.start_segment.number(info.wal_segment_size)
+    older = Segment.at(info.timeline, start - 1, info.wal_segment_size).name
+    kept = Segment.at(info.timeline, start, info.wal_segment_size).name
+    for name in (older, kept, "00000001.history"):
+        source = backup_dir / "pg_wal-src" / name
+        source.parent.mkdir(exist_ok=True)
+        source.write_bytes(name.encode() * 100)
+        wal.push(source, settings)
+    capsys.readouterr()
+    time.sleep(1)  # a new name: backups are named by the second
+    assert main(["backup", "--kind", "base"]) == 0
+    out = capsys.readouterr().out
+    assert "Deleted 2 old base backup(s)" in out  # the local copy and the S3 copy
+    assert not old.exists() and not catalog.meta_path(old).exists()
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=s3)["Contents"]}
+    assert not [k for k in keys if old.name in k]
+    local = sorted(p.name for p in settings.archive_dir.iterdir())
+    assert older not in local and kept in local and "00000001.history" in local
+    assert f"wal/{older}" not in keys and f"wal/{kept}" in keys
+    assert_no_secrets(out, folder=backup_dir)
+
+
+def test_interrupted_replay_leaves_the_server_running_and_journalled(
+    scenario: Scenario, tmp_path: Path, new_dirs: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The core API the TUI drives: events out, a cancel flag in."""
+    env = base_env(scenario, tmp_path / "state")
+    for var in list(os.environ):
+        if var not in env:
+            monkeypatch.delenv(var)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    cancel = threading.Event()
+    events: list[Event] = []
+
+    def on_event(event: Event) -> None:
+        events.append(event)
+        if isinstance(event, StepChanged) and (event.step_id, event.status) == (
+            "start",
+            StepStatus.DONE,
+        ):
+            cancel.set()  # as Ctrl-C would, once the server runs
+
+    data_dir = new_data_dir(scenario, new_dirs)
+    request = pitr.PitrRequest(
+        target=scenario.target,
+        data_dir=data_dir,
+        port=free_port(),
+        confirm=str(data_dir),
+        server_python=scenario.python,
+    )
+    runner = pitr.PitrRun(load_config(), request, on_event=on_event, cancel=cancel)
+    with pytest.raises(Cancelled):
+        runner.run()
+    state = runner.state
+    assert state is not None and state.result == "interrupted"
+    assert state.steps["start"] == "done" and state.steps["replay"] == "failed"
+    assert state.server_running and (data_dir / "postmaster.pid").exists()
+    saved = json.loads(pitr.journal_path(tmp_path / "state", state.run_id).read_text())
+    assert saved["result"] == "interrupted" and saved["server_running"]
+    steps = [(e.step_id, e.status) for e in events if isinstance(e, StepChanged)]
+    assert steps[:2] == [("plan", StepStatus.RUNNING), ("plan", StepStatus.DONE)]
+    assert any(isinstance(e, Progress) and e.step_id == "extract" for e in events)
+
+
+def test_damaged_base_backup_or_meta_is_caught_before_extraction(
+    scenario: Scenario, tmp_path: Path, new_dirs: list[Path]
+) -> None:
+    backups = copy_backups(scenario, "badbase")
+    tar = backups / scenario.base_name / "base.tar.gz"
+    with tar.open("r+b") as handle:
+        handle.seek(tar.stat().st_size // 2)
+        handle.write(b"\x00\x01\x02\x03")
+    data_dir = new_data_dir(scenario, new_dirs)
+    result = run_pitr(scenario, tmp_path / "s", scenario.target, data_dir, backup_dir=backups)
+    assert result.returncode == 1
+    assert "step 2/7  fetch        FAILED" in result.stdout
+    assert "MD5 mismatch" in result.stderr and "the base backup is damaged" in result.stderr
+    assert not data_dir.exists()
+
+    meta = catalog.meta_path(backups / scenario.base_name)
+    for garbage in ("{not json", json.dumps({"kind": "base", "base": {"members": {}}})):
+        meta.write_text(garbage)
+        assert basebackup.local_info(backups / scenario.base_name) is None
+        result = run_pitr(scenario, tmp_path / "s", scenario.target, data_dir, backup_dir=backups)
+        assert result.returncode == 2
+        assert "has no readable meta.json" in result.stdout
+        assert "no usable base backup" in result.stderr
