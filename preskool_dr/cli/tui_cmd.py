@@ -82,6 +82,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         operator=args.performed_by or default_operator(),
         sign_key=args.sign_key,
         drill_log=args.drill_log,
+        server_python=args.server_python or sys.executable,
     )
     return app.return_code or 0
 

@@ -1,0 +1,349 @@
+"""Point-in-time recovery from the TUI (`p`), on a real cluster whose archive_command is the
+product's wal-push (tests/test_pitr.py's scenario): the ranges, refusals shown inline, the
+typed confirmation, the seven steps, the RPO and the stop command; exactly the rows before
+the target on the recovered server; quitting mid-run. Plus a snapshot of the form."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.binding import Binding
+from textual.pilot import Pilot
+from textual.widgets import RichLog, Static
+
+from preskool_dr.core import pitr
+from preskool_dr.core.basebackup import BaseBackupInfo
+from preskool_dr.core.catalog import BackupRecord
+from preskool_dr.core.config import Config, load_config
+from preskool_dr.core.events import Event, EventSink, StepChanged, StepStatus
+from preskool_dr.core.pitr import RecoverableRange
+from preskool_dr.demo.cluster import free_port
+from preskool_dr.tui.app import DrApp
+from preskool_dr.tui.commands import palette_actions
+from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
+from preskool_dr.tui.screens.incident_time import IncidentTimeScreen
+from preskool_dr.tui.screens.pitr import (
+    PitrScreen,
+    StopRecoveryScreen,
+    seconds,
+    span,
+    whole_seconds,
+)
+from tests import test_pitr
+from tests.conftest import assert_no_secrets
+from tests.test_pitr import (
+    ROWS,
+    Scenario,
+    base_env,
+    insert_batch,
+    new_data_dir,
+    sql,
+    stop_server,
+    switch_wal,
+    wait_archived,
+)
+from tests.tui import test_snapshots
+from tests.tui.conftest import WAIT_SECONDS, screen_text, wait_for, wait_for_exit
+
+# The module-scoped cluster with WAL archiving, a base backup and three batches of rows, and
+# the data directories recovered into (their servers are stopped afterwards).
+scenario = test_pitr.scenario
+new_dirs = test_pitr.new_dirs
+frozen = test_snapshots.frozen
+
+
+@pytest.fixture
+def operator_env(scenario: Scenario, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
+    """The operator's environment for the scenario (no S3), as the TUI loads it."""
+    env = base_env(scenario, tmp_path / "state")
+    for var in list(os.environ):
+        if var not in env:
+            monkeypatch.delenv(var)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return load_config()
+
+
+def target_between_batches(scenario: Scenario) -> datetime:
+    """A whole second after every row so far, then a batch after it, archived: a target
+    typed to the second that falls between two batches."""
+    ((now,),) = sql(scenario.cluster, "SELECT clock_timestamp()")
+    target = now.replace(microsecond=0) + timedelta(seconds=1)
+    sql(scenario.cluster, f"SELECT pg_sleep({(target - now).total_seconds() + 0.3:.3f})")
+    insert_batch(scenario.cluster, 1)  # after the target: must not be recovered
+    segment = switch_wal(scenario.cluster)
+    wait_archived(scenario.cluster, scenario.backup_dir / "wal", segment)
+    return target
+
+
+def field_text(screen: PitrScreen, selector: str) -> str:
+    """A Static's whole text, however the screen wraps it."""
+    return str(screen.query_one(selector, Static).content)
+
+
+async def open_pitr(pilot: Pilot[Any]) -> PitrScreen:
+    """Accept the incident time, press p, wait for the archive to be read."""
+    app = pilot.app
+    await wait_for(pilot, lambda: isinstance(app.screen, IncidentTimeScreen), "incident prompt")
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: not isinstance(app.screen, IncidentTimeScreen), "prompt gone")
+    await pilot.press("p")
+    await wait_for(pilot, lambda: isinstance(app.screen, PitrScreen), "the PITR screen")
+    screen = app.screen
+    assert isinstance(screen, PitrScreen)
+    await wait_for(pilot, lambda: screen.ranges is not None, "the ranges read")
+    return screen
+
+
+async def check_refused(pilot: Pilot[Any], screen: PitrScreen, expected: str) -> None:
+    await wait_for(pilot, lambda: not screen.checking, "the check done")
+    await wait_for(pilot, lambda: expected in field_text(screen, "#pitr-error"), expected)
+    assert field_text(screen, "#pitr-error").startswith("✖ ")
+    assert isinstance(pilot.app.screen, PitrScreen) and screen.runner is None
+
+
+async def start_recovery(
+    pilot: Pilot[Any], screen: PitrScreen, target: datetime, data_dir: Path, port: int
+) -> None:
+    """Fill the form (target, directory, port), then type the directory to confirm."""
+    await pilot.press("ctrl+u", *seconds(target), "tab", "ctrl+u", *str(data_dir))
+    await pilot.press("tab", "ctrl+u", *str(port), "enter")
+    await wait_for(
+        pilot, lambda: isinstance(pilot.app.screen, ConfirmNameScreen), "the confirmation"
+    )
+    text = screen_text(pilot)
+    assert "Start point-in-time recovery?" in text and f"{seconds(target)} UTC" in text
+    await pilot.press(*str(data_dir), "enter")
+    await wait_for(pilot, lambda: screen.runner is not None, "the recovery started")
+
+
+def test_pitr_from_the_tui_recovers_exactly_the_rows_before_the_target(
+    scenario: Scenario, operator_env: Config, new_dirs: list[Path]
+) -> None:
+    target = target_between_batches(scenario)
+    data_dir = new_data_dir(scenario, new_dirs)
+    port = free_port()
+    app = DrApp(operator_env, server_python=scenario.python)
+    try:
+        asyncio.run(recover_from_the_tui(app, scenario, target, data_dir, port))
+        assert app.return_code == 0
+        recovered = sql(scenario.cluster, "SELECT id FROM pitr_events ORDER BY id", port)
+        before = sql(
+            scenario.cluster,
+            f"SELECT id FROM pitr_events WHERE at <= '{target.isoformat()}' ORDER BY id",
+        )
+        assert recovered == before and len(before) == sum(ROWS.values())
+        (after,) = sql(scenario.cluster, f"SELECT count(*) FROM pitr_events WHERE at > '{target}'")
+        assert after == (ROWS[1],)  # production still has the batch after the target
+        ((in_recovery,),) = sql(scenario.cluster, "SELECT pg_is_in_recovery()", port)
+        assert not in_recovery
+    finally:
+        stop_server(data_dir)
+    assert not (data_dir / "postmaster.pid").exists()
+
+
+async def recover_from_the_tui(
+    app: DrApp, scenario: Scenario, target: datetime, data_dir: Path, port: int
+) -> None:
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_pitr(pilot)
+        assert screen.ranges is not None
+        (shown,) = screen.ranges
+        window = whole_seconds(shown)
+        assert window is not None and window[0] <= target <= window[1]
+        text = screen_text(pilot)
+        assert f"✔ {span(*window)}  {scenario.base_name}" in text
+        assert scenario.base_name in text
+        assert app.focused is screen.query_one("#pitr-target")
+
+        # Before the oldest base backup: refused inline, with the range; nothing created.
+        # Enter moves on to the next empty field, and checks once none is empty.
+        await pilot.press(*"2020-01-01 00:00", "enter")
+        assert app.focused is screen.query_one("#pitr-dir")
+        await pilot.press(*str(data_dir), "enter")
+        await check_refused(pilot, screen, "before the earliest recoverable time")
+        assert seconds(shown.start).replace(" ", "T") in field_text(screen, "#pitr-error")
+        assert "✖ target 2020-01-01T00:00:00Z" in screen_text(pilot)
+        assert app.focused is screen.query_one("#pitr-target")
+        # Not a time at all; then a directory that is not empty (the scenario's root).
+        await pilot.press("ctrl+u", *"yesterday", "enter")
+        await check_refused(pilot, screen, "'yesterday' is not an ISO-8601 time")
+        await pilot.press("ctrl+u", *seconds(target), "tab", "ctrl+u", *str(scenario.root))
+        await pilot.press("enter")
+        await check_refused(pilot, screen, "is not an empty directory")
+        assert app.focused is screen.query_one("#pitr-dir")
+        assert not data_dir.exists()
+
+        await pilot.press("shift+tab")
+        assert app.focused is screen.query_one("#pitr-target")
+        await start_recovery(pilot, screen, target, data_dir, port)
+        await wait_for(pilot, lambda: screen.state is not None, "the recovery ended")
+        await pilot.pause()
+        assert screen.error is None and screen.state is not None
+        assert screen.state.result == "done" and screen.state.recovery_end is not None
+        text = screen_text(pilot)
+        for number in range(1, len(pitr.STEPS) + 1):
+            assert f"✔ {number} " in text
+        assert "✔ Recovered to" in text and "RPO achieved:" in text
+        result = field_text(screen, "#pitr-result")
+        assert f"Stop it: {pitr.stop_command(data_dir)}" in result
+        assert f"Server running on port {port}, timeline 2 (WAL archiving off" in result
+        rpo = (target - screen.state.recovery_end).total_seconds()
+        assert screen.state.rpo_seconds == pytest.approx(rpo) and rpo < 3600
+        assert f"Recovered to {seconds(screen.state.recovery_end)} UTC" in result
+        # The log wraps at 80 columns: its lines joined again.
+        log = " ".join(line.text.rstrip() for line in screen.query_one("#pitr-log", RichLog).lines)
+        assert "recovery stopping before commit of transaction" in log  # the server's own log
+        assert_no_secrets(text, result, log)
+        await pilot.press("q")
+        await wait_for_exit(app)
+
+
+def test_quitting_mid_recovery_asks_then_stops_and_shows_the_running_server(
+    scenario: Scenario, operator_env: Config, new_dirs: list[Path]
+) -> None:
+    data_dir = new_data_dir(scenario, new_dirs)
+    app = DrApp(operator_env, server_python=scenario.python)
+    # Hold the recovery right after the server has started, as if the operator pressed q
+    # just then: the replay would otherwise be over before a key could arrive.
+    release = threading.Event()
+    post = app.post_engine_event
+
+    def held(event: Event) -> None:
+        post(event)
+        if isinstance(event, StepChanged) and (event.step_id, event.status) == (
+            "start",
+            StepStatus.DONE,
+        ):
+            release.wait(WAIT_SECONDS)
+
+    app.post_engine_event = held  # type: ignore[method-assign]
+    try:
+        asyncio.run(quit_mid_recovery(app, scenario, data_dir, release))
+    finally:
+        release.set()
+        stop_server(data_dir)
+    (journal,) = (operator_env.state_dir / "pitr").glob("*.json")
+    record = json.loads(journal.read_text())
+    assert record["result"] == "interrupted" and record["server_running"]
+    assert record["steps"]["replay"] == "failed"
+
+
+async def quit_mid_recovery(
+    app: DrApp, scenario: Scenario, data_dir: Path, release: threading.Event
+) -> None:
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_pitr(pilot)
+        assert screen.ranges is not None
+        window = whole_seconds(screen.ranges[0])
+        assert window is not None
+        await start_recovery(pilot, screen, window[1], data_dir, free_port())
+        await wait_for(
+            pilot, lambda: screen.steps["start"] is StepStatus.DONE, "the server started"
+        )
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, StopRecoveryScreen), "the question")
+        text = screen_text(pilot)
+        assert "at step 6 (Replay archived WAL" in text and "keeps running" in text
+        await pilot.press("n")  # keep it running
+        await pilot.pause()
+        assert app.screen is screen and screen.running
+        await pilot.press("escape")  # cannot leave while it runs
+        await pilot.pause()
+        assert app.screen is screen
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, StopRecoveryScreen), "asked again")
+        await pilot.press("y")
+        release.set()
+        await wait_for(pilot, lambda: screen.state is not None, "the recovery stopped")
+        await pilot.pause()
+        assert app.return_code is None  # still there, showing what is left running
+        result = field_text(screen, "#pitr-result")
+        assert result.startswith("■ Stopped at step replay: point-in-time recovery interrupted")
+        assert f"Stop it: {pitr.stop_command(data_dir)}" in result
+        assert "■ Stopped at step replay" in screen_text(pilot)
+        assert (data_dir / "postmaster.pid").exists()
+        await pilot.press("escape")  # back to the checklist, then out
+        await pilot.pause()
+        assert not isinstance(app.screen, PitrScreen)
+        await pilot.press("q")
+        await wait_for_exit(app)
+
+
+# ---------------------------------------------------------------- the form, fixed
+
+
+def test_p_is_bound_and_in_the_command_palette() -> None:
+    (binding,) = [b for b in DrApp.BINDINGS if isinstance(b, Binding) and b.id == "pitr"]
+    assert binding.key == "p" and binding.tooltip
+    assert ("Point-in-time recovery", binding.tooltip, "pitr") in list(palette_actions(DrApp))
+
+
+def fixed_range(
+    name: str, ended: datetime, end: datetime | None, last: str | None, gap: str | None = None
+) -> RecoverableRange:
+    info = BaseBackupInfo(
+        name=name,
+        server="db1:5432",
+        server_version="15.6",
+        timeline=1,
+        start_lsn="3/A0000028",
+        end_lsn="3/A0000138",
+        start_time=ended - timedelta(seconds=40),
+        end_time=ended,
+        wal_segment_size=16 << 20,
+        members={},
+        archive_mode="on",
+    )
+    record = BackupRecord(name, "base", ended, 1 << 30, None, None, None, None, True)
+    return RecoverableRange(info, record, ended, end, last, gap)
+
+
+def fixed_ranges(config: Config, on_event: EventSink) -> list[RecoverableRange]:
+    """The newest base backup with no WAL after it yet, one usable (its ends not on whole
+    seconds), and an older one whose archive has a gap."""
+    return [
+        fixed_range(
+            "preskool-base-20260220_045000",
+            datetime(2026, 2, 20, 4, 50, 31, tzinfo=UTC),
+            None,
+            None,
+        ),
+        fixed_range(
+            "preskool-base-20260220_023000",
+            datetime(2026, 2, 20, 2, 30, 41, 520_000, tzinfo=UTC),
+            datetime(2026, 2, 20, 4, 48, 2, 130, tzinfo=UTC),
+            "0000000100000003000000A7",
+        ),
+        fixed_range(
+            "preskool-base-20260219_023000",
+            datetime(2026, 2, 19, 2, 30, 12, tzinfo=UTC),
+            datetime(2026, 2, 19, 17, 2, 44, 250_000, tzinfo=UTC),
+            "0000000100000002000000FE",
+            gap="0000000100000002000000FF",
+        ),
+    ]
+
+
+def test_pitr_form_snapshot(frozen: Any, snap_compare: Any) -> None:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = pilot.app
+        assert isinstance(app, DrApp)
+        await pilot.press("enter")  # the incident time
+        screen = PitrScreen(app.config, start=app.start_pitr, ranges=fixed_ranges, port=5433)
+        await app.push_screen(screen)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        await pilot.press(*"2026-02-20 4:30", "enter", *"/var/lib/postgresql/15/pitr", "enter")
+        await pilot.pause()
+        app.clear_notifications()
+        await pilot.pause()
+
+    assert snap_compare(frozen.app(), run_before=run_before, terminal_size=(80, 24))
