@@ -11,7 +11,7 @@ from typing import Any
 
 from preskool_dr.cli.output import BANNER_RULE, tagged
 from preskool_dr.core.backup import LOGICAL_KINDS, human_size, run_backup
-from preskool_dr.core.errors import Cancelled, DrError
+from preskool_dr.core.errors import Cancelled, DrError, UsageError
 from preskool_dr.core.events import Event, Notice, Progress, utcnow
 
 TAGS = {"info": "BACKUP", "ok": "OK", "warn": "WARN", "error": "FAIL"}
@@ -21,6 +21,9 @@ examples:
   preskool-dr backup                       daily backup (what cron runs at 02:00 UTC)
   preskool-dr backup --kind pre-deploy     before a release; kept locally for 7 days
   preskool-dr backup --kind weekly         Sunday archive; uploaded as GLACIER
+  preskool-dr backup --format custom       also a pg_dump -Fc companion (.dump) that
+                                           restores faster (pg_restore -j, one per core)
+  preskool-dr backup --kind base           physical base backup for `pitr` (docs/PITR.md)
   S3_BUCKET=preskool-prod-backups preskool-dr backup
 
 cron (the seed's schedule):
@@ -48,7 +51,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--kind",
-        choices=LOGICAL_KINDS,
+        choices=(*LOGICAL_KINDS, "base"),
         default="daily",
         help="which schedule this backup belongs to; sets retention and S3 storage class "
         "(default: daily)",
@@ -58,10 +61,19 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="keep this backup local only and do not touch S3 (not even retention there)",
     )
+    parser.add_argument(
+        "--format",
+        choices=("plain", "custom"),
+        default="plain",
+        help="plain (default): the runbook's .sql.gz; custom: also a pg_dump -Fc companion "
+        "NAME.dump (own .md5, uploaded beside it) that step 6 restores with pg_restore -j",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
+    if args.format == "custom" and args.kind == "base":
+        raise UsageError("--format custom is for logical backups (daily, weekly, pre-deploy)")
     config = ctx.config
     started = utcnow()
     print(BANNER_RULE)
@@ -70,7 +82,14 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     printer = EventPrinter()
     previous = signal.signal(signal.SIGTERM, _cancel_on_sigterm)
     try:
-        run_backup(config, args.kind, upload=not args.no_upload, at=started, on_event=printer)
+        run_backup(
+            config,
+            args.kind,
+            upload=not args.no_upload,
+            at=started,
+            on_event=printer,
+            custom=args.format == "custom",
+        )
     except DrError as exc:
         printer.end_progress()
         tagged("FAIL", str(exc), sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,11 @@ COMMAND_MODULES = (
     "restore_cmd",
     "check_cmd",
     "drill_log_cmd",
+    "wal_cmd",
+    "pitr_cmd",
 )
+# PostgreSQL runs these once per WAL segment: they skip importing every other command.
+PER_SEGMENT_COMMANDS = {"wal-push": "wal_cmd", "wal-fetch": "wal_cmd"}
 
 DESCRIPTION = """\
 Backup and disaster recovery for the PreSkool ERP PostgreSQL database.
@@ -48,7 +53,7 @@ class Context:
         return self._config
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: tuple[str, ...] = COMMAND_MODULES) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="preskool-dr",
         description=DESCRIPTION,
@@ -62,14 +67,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="runbook.yaml to use (default: $PRESKOOL_DR_RUNBOOK, ./runbook.yaml, the repo's)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in modules:
         module = importlib.import_module(f"preskool_dr.cli.{name}")
         module.register(sub)
     return parser
 
 
+def _never_fail_on_output() -> None:
+    """File names that are not UTF-8 arrive as surrogate escapes; a terminal set to strict
+    UTF-8 would crash printing one. Escape it instead (`\\udce9`): the line still says
+    which file."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    _never_fail_on_output()
+    first = (sys.argv[1:] if argv is None else argv)[:1]
+    fast = PER_SEGMENT_COMMANDS.get(first[0]) if first else None
+    parser = build_parser((fast,) if fast else COMMAND_MODULES)
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args([*(argv or sys.argv[1:]), "tui"])

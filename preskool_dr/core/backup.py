@@ -24,7 +24,7 @@ from typing import IO
 import humanize
 import psycopg
 
-from preskool_dr.core import catalog, checksum, database, procs
+from preskool_dr.core import catalog, checksum, database, pg_restore, procs
 from preskool_dr.core.catalog import BackupMeta, BackupRecord
 from preskool_dr.core.config import Config, DatabaseSettings, Retention
 from preskool_dr.core.errors import Cancelled, DrError, LockedError, UsageError, VerificationError
@@ -67,14 +67,26 @@ def run_backup(
     at: datetime | None = None,
     on_event: EventSink = ignore_events,
     cancel: threading.Event | None = None,
+    custom: bool = False,
 ) -> BackupResult:
-    """Take one logical backup of `config.database` into BACKUP_DIR, named by `at` (UTC)."""
+    """Take one logical backup of `config.database` into BACKUP_DIR, named by `at` (UTC).
+    `custom` adds a pg_dump -Fc companion of the same snapshot (core/pg_restore.py).
+    Kind `base` is the physical base backup for point-in-time recovery (core/basebackup.py)."""
+    if kind == "base":
+        from preskool_dr.core.basebackup import run_base_backup  # it imports this module
+
+        return run_base_backup(config, upload=upload, at=at, on_event=on_event, cancel=cancel)
     if kind not in LOGICAL_KINDS:
         raise UsageError(f"unknown backup kind {kind!r}: use one of {', '.join(LOGICAL_KINDS)}")
     at = (at or utcnow()).astimezone(UTC).replace(microsecond=0)
     backup_dir = config.backups.dir
     try:
         backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except FileExistsError:
+        raise DrError(
+            f"BACKUP_DIR {backup_dir} is not a directory: nothing was saved; "
+            "set BACKUP_DIR (or backups.dir) to a folder"
+        ) from None
     except OSError as exc:
         raise DrError(
             f"cannot create BACKUP_DIR {backup_dir}: {exc.strerror} - "
@@ -86,7 +98,9 @@ def run_backup(
         if final.exists():
             raise DrError(f"{final} already exists (a backup ran this second): retry in a moment")
         on_event(Notice("info", f"Dumping database '{config.database.name}'...", STEP_ID))
-        dump = _dump(config.database, final, config.backups.compress_level, on_event, cancel)
+        dump = _dump(
+            config.database, final, config.backups.compress_level, on_event, cancel, custom
+        )
         on_event(Notice("ok", f"Backup created: {final} ({human_size(dump.size)})", STEP_ID))
         on_event(Notice("ok", f"MD5: {dump.md5}", STEP_ID))
         meta = BackupMeta(
@@ -135,8 +149,10 @@ def _dump(
     level: int,
     on_event: EventSink,
     cancel: threading.Event | None,
+    custom: bool = False,
 ) -> _Dump:
-    """pg_dump into `.NAME.part`, then fsync + rename to `final`; the part never survives."""
+    """pg_dump into `.NAME.part`, then fsync + rename to `final`; the part never survives.
+    With `custom`, the companion dump runs beside it in the same snapshot."""
     version = _pg_dump_version()
     part = final.with_name(f".{final.name}.part")
     try:
@@ -149,15 +165,18 @@ def _dump(
             with conn.transaction():
                 row = conn.execute("SELECT pg_export_snapshot()").fetchone()
                 snapshot_id = str(row[0]) if row else ""
-                size, md5, counts = _stream(
-                    ["pg_dump", "--format=plain", "--no-password", f"--snapshot={snapshot_id}"],
-                    database.libpq_env(db, db.name),
-                    part,
-                    level,
-                    lambda: database.row_counts(conn),
-                    on_event,
-                    cancel,
-                )
+                with pg_restore.companion_dump(
+                    db, snapshot_id, final, enabled=custom, level=level, on_event=on_event
+                ):
+                    size, md5, counts = _stream(
+                        ["pg_dump", "--format=plain", "--no-password", f"--snapshot={snapshot_id}"],
+                        database.libpq_env(db, db.name),
+                        part,
+                        level,
+                        lambda: database.row_counts(conn),
+                        on_event,
+                        cancel,
+                    )
         os.rename(part, final)
         checksum.fsync_dir(final.parent)
     except psycopg.Error as exc:
@@ -346,16 +365,21 @@ def _upload(
     # Sidecar and meta first, and always STANDARD: once the backup object exists in S3 its
     # checksum and kind can be read without a Glacier restore.
     files = [checksum.sidecar_path(final), catalog.meta_path(final)]
+    companion = catalog.companion_path(final)
+    data = [final, companion] if companion.is_file() else [final]
+    if companion.is_file():
+        files.append(checksum.sidecar_path(companion))
     try:
         for path in files:
             store.upload(path, step_id=STEP_ID)
-        store.upload(final, storage_class=storage_class, on_event=on_event, step_id=STEP_ID)
+        for path in data:
+            store.upload(path, storage_class=storage_class, on_event=on_event, step_id=STEP_ID)
     except DrError as exc:
         # The store's message already says what to fix; the operator also needs to know
         # that the verified local copy survives.
         raise DrError(f"S3 upload failed: {exc} (the local backup {final.name} is kept)") from None
     on_event(Notice("ok", f"Uploaded to S3: {store.url(final.name)} (+ .md5, .meta.json)", STEP_ID))
-    return tuple(store.url(p.name) for p in (final, *files))
+    return tuple(store.url(p.name) for p in (*data, *files))
 
 
 # ---------------------------------------------------------------- retention
@@ -399,8 +423,15 @@ def _expired(
     ]
 
 
-def _with_attributes(backup: Path) -> tuple[Path, Path, Path]:
-    return backup, checksum.sidecar_path(backup), catalog.meta_path(backup)
+def _with_attributes(backup: Path) -> tuple[Path, ...]:
+    companion = catalog.companion_path(backup)  # meta stays last (see apply_retention)
+    return (
+        backup,
+        checksum.sidecar_path(backup),
+        companion,
+        checksum.sidecar_path(companion),
+        catalog.meta_path(backup),
+    )
 
 
 # ---------------------------------------------------------------- one backup at a time

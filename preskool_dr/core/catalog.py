@@ -42,6 +42,7 @@ META_SUFFIX = ".meta.json"
 PART_SUFFIX = ".part"
 ATTRIBUTE_SUFFIXES = (SIDECAR_SUFFIX, META_SUFFIX, PART_SUFFIX)
 LOGICAL_PREFIX = "preskool-backup-"
+COMPANION_SUFFIX = ".dump"  # `backup --format custom`: pg_dump -Fc beside the .sql.gz
 BASE_PREFIX = "preskool-base-"
 _TIME_FORMAT = "%Y%m%d_%H%M%S"
 _LOGICAL_RE = re.compile(r"^preskool-backup-(\d{8}_\d{6})\.sql\.gz$")
@@ -102,6 +103,19 @@ def iso_utc(at: datetime) -> str:
 def meta_path(backup: Path) -> Path:
     """`F.meta.json` beside `F`."""
     return backup.with_name(backup.name + META_SUFFIX)
+
+
+def companion_path(backup: Path) -> Path:
+    """`preskool-backup-X.dump` (custom format, its own `.md5`) beside `...-X.sql.gz`."""
+    return backup.with_name(backup.name.removesuffix(".sql.gz") + COMPANION_SUFFIX)
+
+
+def _companion_owner(name: str) -> str | None:
+    """`preskool-backup-X.dump` -> `preskool-backup-X.sql.gz`, the backup it belongs to."""
+    if not name.endswith(COMPANION_SUFFIX):
+        return None
+    owner = name.removesuffix(COMPANION_SUFFIX) + ".sql.gz"
+    return owner if is_logical_name(owner) else None
 
 
 def write_meta(backup: Path, meta: BackupMeta) -> Path:
@@ -171,6 +185,7 @@ class BackupRecord:
     has_md5: bool
     meta: BackupMeta | None = None
     has_part: bool = False  # an interrupted download (`.part`) sits in BACKUP_DIR
+    has_custom: bool = False  # a custom-format companion (`.dump`) sits beside it
 
     @property
     def locations(self) -> list[str]:
@@ -207,6 +222,7 @@ class BackupRecord:
             "s3_url": self.s3_url,
             "md5": self.meta.md5 if self.meta is not None else None,
             "has_part": self.has_part,
+            "has_custom": self.has_custom,
         }
 
 
@@ -248,6 +264,7 @@ def _local_record(path: Path) -> BackupRecord:
         restore_state=None,
         has_md5=bool(members) and all(sidecar_path(m).is_file() for m in members),
         meta=meta,
+        has_custom=name.endswith(".sql.gz") and companion_path(path).is_file(),
     )
 
 
@@ -307,6 +324,8 @@ def _group_s3(store: S3Store, objects: Iterable[S3Object]) -> dict[str, _S3Group
                 groups.setdefault(first, _S3Group()).members.append(obj)
         elif parse_backup_name(first):
             groups.setdefault(first, _S3Group()).main = obj
+        elif owner := _companion_owner(first):
+            groups.setdefault(owner, _S3Group()).attributes.add(COMPANION_SUFFIX)
         elif attribute := _split_attribute(first):
             groups.setdefault(attribute[0], _S3Group()).attributes.add(attribute[1])
     return {name: group for name, group in groups.items() if group.data_objects()}
@@ -331,6 +350,7 @@ def _s3_record(store: S3Store, name: str, group: _S3Group, meta: BackupMeta | No
         if group.main is not None
         else group.folder_has_md5(),
         meta=meta,
+        has_custom=COMPANION_SUFFIX in group.attributes,
     )
 
 
@@ -372,6 +392,7 @@ def _merge(local: BackupRecord | None, remote: BackupRecord | None) -> BackupRec
         restore_state=remote.restore_state,
         has_md5=local.has_md5 or remote.has_md5,
         meta=meta,
+        has_custom=local.has_custom or remote.has_custom,
     )
 
 

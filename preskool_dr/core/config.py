@@ -115,6 +115,17 @@ class RestoreTestSettings:
     smoke_queries: tuple[SmokeQuery, ...] = ()
 
 
+RESTORE_METHODS = ("auto", "serial", "parallel")
+
+
+@dataclass(frozen=True)
+class RestoreSettings:
+    """How step 6 loads a backup (see core/parallel_restore.py and core/pg_restore.py)."""
+
+    method: str = "auto"  # auto | parallel | serial (runbook.yaml says what each does)
+    jobs: int = 0  # sessions for a parallel load; 0 = one per CPU core
+
+
 @dataclass(frozen=True)
 class DrillSettings:
     target_db: str = "preskool_drill"
@@ -137,6 +148,7 @@ class Config:
     drill: DrillSettings
     steps: tuple[StepText, ...]
     state_dir: Path
+    restore: RestoreSettings = RestoreSettings()
 
     def step(self, step_id: str) -> StepText:
         for step in self.steps:
@@ -211,7 +223,7 @@ class _Reader:
 
     def build(self, cls: type[Any], data: Any, line: int, where: str) -> Any:
         if not isinstance(data, _Mapping):
-            self.fail(line, f"{where} must be a mapping, got {_kind(data)}")
+            self.fail(line, f"{where or 'the file'} must be a mapping, got {_kind(data)}")
         hints = typing.get_type_hints(cls)
         names = {f.name for f in dataclasses.fields(cls) if f.init}
         unknown = [key for key in data if key not in names]
@@ -308,6 +320,7 @@ class _File:
     restore_test: RestoreTestSettings = RestoreTestSettings()
     app: AppCommands = AppCommands()
     drill: DrillSettings = DrillSettings()
+    restore: RestoreSettings = RestoreSettings()
     steps: tuple[StepText, ...] = ()
 
 
@@ -335,7 +348,13 @@ def load_config(path: Path | None = None, env: typing.Mapping[str, str] | None =
         raise ConfigError(
             f"{path}: runbook file not found; pass --runbook PATH or set PRESKOOL_DR_RUNBOOK"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}): "
+            "save the file as UTF-8"
+        ) from None
+    except OSError as exc:
         raise ConfigError(f"{path}: cannot read runbook file: {exc}") from None
     try:
         data = yaml.load(text, Loader=_loader_for(str(path)))  # noqa: S506 - SafeLoader subclass
@@ -359,6 +378,7 @@ def load_config(path: Path | None = None, env: typing.Mapping[str, str] | None =
         )
     _check_steps(reader, parsed, data)
     _check_retention(reader, parsed, data)
+    _check_restore(reader, parsed, data)
     return _apply_env(parsed, path, env)
 
 
@@ -374,13 +394,33 @@ def _loader_for(name: str) -> type[_Loader]:
 def _check_steps(reader: _Reader, parsed: _File, data: _Mapping) -> None:
     line = data.key_lines.get("steps", 1)
     ids = [s.id for s in parsed.steps]
-    for step_id in ids:
+    # each step's own `id:` line: the operator fixes that line, not the `steps:` header
+    lines = [item.key_lines.get("id", item.line) for item in data.get("steps") or ()]
+    for step_id, at in zip(ids, lines, strict=True):
         if step_id not in STEP_IDS:
             reader.fail(
-                line, f"unknown step id {step_id!r} (the nine steps are: {', '.join(STEP_IDS)})"
+                at, f"unknown step id {step_id!r} (the nine steps are: {', '.join(STEP_IDS)})"
+            )
+    for step_id, expected, at in zip(ids, STEP_IDS, lines, strict=False):
+        if step_id != expected:
+            reader.fail(
+                at,
+                f"step {expected!r} belongs here: the steps are, in order, {', '.join(STEP_IDS)}",
             )
     if tuple(ids) != STEP_IDS:
         reader.fail(line, f"steps must list the nine steps in order: {', '.join(STEP_IDS)}")
+
+
+def _check_restore(reader: _Reader, parsed: _File, data: _Mapping) -> None:
+    section = data.get("restore")
+    lines = section.key_lines if isinstance(section, _Mapping) else {}
+    if parsed.restore.method not in RESTORE_METHODS:
+        reader.fail(
+            lines.get("method", 1),
+            f"restore.method {parsed.restore.method!r}: use one of {', '.join(RESTORE_METHODS)}",
+        )
+    if parsed.restore.jobs < 0:
+        reader.fail(lines.get("jobs", 1), "restore.jobs must be 0 (one per CPU core) or more")
 
 
 def _check_retention(reader: _Reader, parsed: _File, data: _Mapping) -> None:
@@ -390,7 +430,8 @@ def _check_retention(reader: _Reader, parsed: _File, data: _Mapping) -> None:
         if kind not in ("daily", "weekly", "pre-deploy", "base"):
             line = retention.key_lines[kind] if isinstance(retention, _Mapping) else 1
             reader.fail(
-                line, f"backups.retention.{kind}: unknown backup kind (daily, weekly, pre-deploy, base)"
+                line,
+                f"backups.retention.{kind}: unknown backup kind (daily, weekly, pre-deploy, base)",
             )
 
 
@@ -424,6 +465,7 @@ def _apply_env(parsed: _File, path: Path, env: typing.Mapping[str, str]) -> Conf
         restore_test=parsed.restore_test,
         app=parsed.app,
         drill=parsed.drill,
+        restore=parsed.restore,
         steps=parsed.steps,
         state_dir=Path(explicit_state) if explicit_state else state_dir(),
     )

@@ -184,12 +184,17 @@ def drop_database(conn: psycopg.Connection, name: str) -> None:
     conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 
-def create_database(conn: psycopg.Connection, name: str, owner: str) -> None:
-    if not role_exists(conn, owner):
+def require_role(conn: psycopg.Connection, role: str) -> None:
+    """DrError when the role that is to own the restored database does not exist."""
+    if not role_exists(conn, role):
         raise DrError(
-            f"the app role {owner!r} does not exist on this server: create it "
-            f"(CREATE ROLE {owner} LOGIN) or set DB_USER, then retry this step"
+            f"the app role {role!r} does not exist on this server: create it "
+            f"(CREATE ROLE {role} LOGIN) or set DB_USER, then retry this step"
         )
+
+
+def create_database(conn: psycopg.Connection, name: str, owner: str) -> None:
+    require_role(conn, owner)
     conn.execute(
         sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(owner))
     )

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import humanize
 
-from preskool_dr.core import catalog, checksum, database, restore_test
+from preskool_dr.core import catalog, checksum, database, parallel_restore, pg_restore, restore_test
 from preskool_dr.core.appctl import check_health, run_app_command
 from preskool_dr.core.config import STEP_IDS, AppCommands, Config
 from preskool_dr.core.errors import Cancelled, DrError, UsageError
@@ -36,10 +36,17 @@ from preskool_dr.core.events import (
     ignore_events,
     utcnow,
 )
-from preskool_dr.core.journal import BackupChoice, Journal, RunState, StepRecord, new_run_id
+from preskool_dr.core.journal import (
+    BackupChoice,
+    Journal,
+    RunState,
+    StepRecord,
+    VerifyRecord,
+    new_run_id,
+)
 from preskool_dr.core.lock import TargetLock, lock_path
 from preskool_dr.core.procs import redact
-from preskool_dr.core.restore_stream import stream_restore
+from preskool_dr.core.restore_stream import StreamResult, stream_restore
 
 # Headless order: check the backup (2-4) before taking the app offline (1), so a bad
 # backup costs no downtime. The checklist keeps the runbook's numbering.
@@ -108,7 +115,6 @@ class Engine:
             operator=state.operator,
         )
         self._mutex = threading.Lock()  # one step at a time, whatever the front end does
-        self.last_verify: checksum.VerifyResult | None = None  # for the checksum panel
 
     # ------------------------------------------------------------ lifecycle
 
@@ -147,9 +153,13 @@ class Engine:
         )
         engine = cls(config, state, on_event=on_event)
         engine._lock.acquire()
-        engine.save()
-        if options.backup_spec:
-            engine.choose_backup(options.backup_spec)
+        try:
+            engine.save()
+            if options.backup_spec:
+                engine.choose_backup(options.backup_spec)
+        except BaseException:
+            engine.close()  # the caller gets no engine to close
+            raise
         return engine
 
     @classmethod
@@ -199,6 +209,8 @@ class Engine:
         return self.config.drill.app if self.drill else self.config.app
 
     def step(self, step_id: str) -> StepRecord:
+        if step_id not in STEP_IDS:  # a front end's typo is a usage error, not a KeyError
+            raise UsageError(f"unknown step {step_id!r} (steps: {', '.join(STEP_IDS)})")
         return self.state.step(step_id)
 
     def blocked_reason(self, step_id: str) -> str | None:
@@ -500,6 +512,7 @@ class Engine:
                 dep = self.step(step_id)
                 if dep.status is not StepStatus.PENDING:
                     dep.status, dep.detail = StepStatus.PENDING, "backup changed: redo"
+            self.state.verify = None
         self.state.backup = choice
         rpo = self.state.rpo_seconds or 0.0
         where = " + ".join(record.locations) or "?"
@@ -516,9 +529,15 @@ class Engine:
 
     def _download(self, record: StepRecord, cancel: threading.Event) -> str:
         choice = self._backup_choice()
-        if choice.local_path and Path(choice.local_path).is_file():
+        if choice.local_path and Path(choice.local_path).exists():
             return f"already local: {choice.local_path}"
-        backup = catalog.resolve_backup(self.config, choice.s3_url or choice.spec)
+        if choice.s3_url is None:
+            # Resolving the spec again ("latest") could pick another backup than step 2 chose.
+            raise DrError(
+                f"{choice.name}, chosen in step 2, is no longer at {choice.local_path} and has "
+                "no S3 copy: put it back, or choose another backup in step 2"
+            )
+        backup = catalog.resolve_backup(self.config, choice.s3_url)
         path = catalog.fetch_backup(
             self.config, backup, on_event=self.on_event, step_id=record.id, cancel=cancel
         )
@@ -532,10 +551,17 @@ class Engine:
         result = checksum.verify_with_sidecar(
             Path(choice.local_path), on_event=self.on_event, step_id=record.id, cancel=cancel
         )
+        self.state.verify = VerifyRecord(
+            expected_md5=result.expected_md5,
+            actual_md5=result.actual_md5,
+            md5_ok=result.md5_ok,
+            gzip_ok=result.gzip_ok,
+            gzip_error=result.gzip_error,
+            sidecar_error=result.sidecar_error,
+        )
         if not result.ok:
             raise DrError(result.describe() + "; choose another backup in step 2")
         self.state.backup = dataclasses.replace(choice, md5=result.actual_md5)
-        self.last_verify = result
         return result.describe()
 
     def _recreate(self, record: StepRecord, cancel: threading.Event) -> str:
@@ -557,6 +583,7 @@ class Engine:
             s.aside_state = "planned"
         self.save()  # what is about to be destroyed is on disk before anything is
         with database.connect(db, admin=True) as conn:
+            database.require_role(conn, db.user)  # before anything is renamed or dropped
             aside_exists = bool(s.aside_db) and database.database_exists(conn, s.aside_db or "")
             target_exists = database.database_exists(conn, s.target_db)
             if use_aside and aside_exists:
@@ -596,13 +623,7 @@ class Engine:
                 database.drop_database(conn, s.target_db)
             database.create_database(conn, s.target_db, db.user)
         env = database.libpq_env(db, s.target_db)
-        result = stream_restore(
-            Path(choice.local_path or ""),
-            env,
-            on_event=self.on_event,
-            step_id=record.id,
-            cancel=cancel,
-        )
+        result, how = self._load(Path(choice.local_path or ""), env, record, cancel)
         checks = self._validate()
         failed = [c for c in checks if not c["ok"]]
         if failed:
@@ -612,8 +633,37 @@ class Engine:
         return (
             f"loaded {len(result.tables_loaded)} tables, "
             f"{humanize.naturalsize(result.compressed_bytes, binary=True)} compressed in "
-            f"{result.seconds:.1f} s; {len(checks)} checks passed"
+            f"{result.seconds:.1f} s ({how}); {len(checks)} checks passed"
         )
+
+    def _load(
+        self, backup: Path, env: dict[str, str], record: StepRecord, cancel: threading.Event
+    ) -> tuple[StreamResult, str]:
+        """Step 6's loader (restore.method): a verified custom-format companion goes to
+        pg_restore -j unless the method is serial; without one, parallel splits the plain
+        file over `jobs` sessions and auto/serial stream it like the runbook."""
+        method = self.config.restore.method
+        jobs = parallel_restore.resolve_jobs(self.config.restore.jobs)
+        sink, step = self.on_event, record.id
+        if method != "serial":
+            companion = pg_restore.usable_companion(
+                backup, on_event=sink, step_id=step, cancel=cancel
+            )
+            if companion is not None:
+                result = pg_restore.custom_restore(
+                    companion, env, jobs=jobs, on_event=sink, step_id=step, cancel=cancel
+                )
+                return result, f"pg_restore -j {jobs} of {companion.name}"
+        if method == "parallel":
+            reason = parallel_restore.unsupported_reason(backup)
+            if reason is None:
+                result = parallel_restore.parallel_restore(
+                    backup, env, jobs=jobs, on_event=sink, step_id=step, cancel=cancel
+                )
+                return result, f"{jobs} parallel sessions"
+            sink(Notice("warn", f"{backup.name} is loaded serially: {reason}", step))
+        result = stream_restore(backup, env, on_event=sink, step_id=step, cancel=cancel)
+        return result, "serial"
 
     def _validate(self) -> list[dict[str, object]]:
         """The restore-test's checks on the restored target: required tables, row counts
@@ -642,6 +692,8 @@ class Engine:
             record.detail = f"no {key} command in runbook.yaml"
             record.skip_reason = record.detail
             return StepStatus.SKIPPED
+        if which == "stop":
+            self._check_server()
         env = {
             "PRESKOOL_DR_TARGET_DB": self.state.target_db,
             "PRESKOOL_DR_RUN_ID": self.state.run_id,
@@ -655,8 +707,24 @@ class Engine:
             cancel=cancel,
         )
         if not result.ok:
-            raise DrError(result.describe())
+            key = f"{'drill.app' if self.drill else 'app'}.{which}"
+            hint = (
+                f" (or raise {key.rsplit('.', 1)[0]}.timeout_seconds)" if result.timed_out else ""
+            )
+            raise DrError(
+                f"{key}: {result.describe()} - fix the command{hint}, then resume this run"
+            )
         return result.describe()
+
+    def _check_server(self) -> None:
+        """Before step 1 takes the app down: step 5 needs the admin connection and the app
+        role, or the downtime buys nothing (server down, wrong password, no role)."""
+        db = self.config.database
+        try:
+            with database.connect(db, admin=True) as conn:
+                database.require_role(conn, db.user)
+        except DrError as exc:
+            raise DrError(f"{exc} (the application was left running)") from None
 
     def _health(self, record: StepRecord, cancel: threading.Event) -> str | StepStatus:
         url = self.app.health_url
@@ -671,6 +739,9 @@ class Engine:
             on_attempt=self._log(record, "health"),
         )
         if not result.ok:
-            raise DrError(result.detail)
+            raise DrError(
+                f"{result.detail} - check that the application is up and healthy, then "
+                "resume this run"
+            )
         self.state.app_accessible_at = utcnow()
         return result.detail

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from preskool_dr.core.config import STEP_IDS
 from preskool_dr.core.errors import NotFoundError
 from preskool_dr.core.events import StepStatus, utcnow
 from preskool_dr.core.paths import ensure_private_dir
@@ -199,6 +200,18 @@ def state_from_json(data: dict[str, Any]) -> RunState:
     return state
 
 
+def _resumable_state(data: Any) -> RunState:
+    """ValueError when `data` is not a run of the nine steps this version runs (a damaged,
+    hand-edited or foreign file): resuming it would fail half way."""
+    try:
+        state = state_from_json(data)
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(f"{type(exc).__name__}: {exc}") from None
+    if tuple(s.id for s in state.steps) != STEP_IDS:
+        raise ValueError("its steps are not the nine this version runs")
+    return state
+
+
 # ---------------------------------------------------------------- storage
 
 
@@ -241,14 +254,15 @@ class Journal:
     def load(self, run_id: str) -> RunState:
         path = self.path(run_id)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            return _resumable_state(json.loads(path.read_text(encoding="utf-8")))
         except FileNotFoundError:
             raise NotFoundError(
                 f"no run {run_id!r} in {self.dir}: list runs with `preskool-dr restore --list-runs`"
             ) from None
         except (OSError, ValueError) as exc:
-            raise NotFoundError(f"run journal {path} is unreadable: {exc}") from None
-        return state_from_json(data)
+            raise NotFoundError(
+                f"run journal {path} is unreadable ({exc}): it cannot be resumed; start a new run"
+            ) from None
 
     def runs(self) -> list[RunState]:
         """Every readable run, newest first."""
@@ -257,8 +271,8 @@ class Journal:
         states = []
         for path in sorted(self.dir.glob("*.json"), reverse=True):
             try:
-                states.append(state_from_json(json.loads(path.read_text(encoding="utf-8"))))
-            except (OSError, ValueError, TypeError, KeyError):
+                states.append(_resumable_state(json.loads(path.read_text(encoding="utf-8"))))
+            except (OSError, ValueError):
                 continue  # a foreign or damaged file is not a run; `load` reports it by id
         return states
 

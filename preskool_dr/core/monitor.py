@@ -15,7 +15,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-from preskool_dr.core import catalog
+from preskool_dr.core import basebackup, catalog
 from preskool_dr.core.backup import human_size, kept_in_s3
 from preskool_dr.core.catalog import BackupRecord
 from preskool_dr.core.checksum import atomic_write
@@ -144,7 +144,13 @@ def run_checks(config: Config, now: datetime | None = None) -> HealthReport:
     perfdata = ""
     s3_check = _s3_check(config, latest_s3)
     restore_check, restore = _restore_test_check(config, now)
-    checks = (_age_check(config, latest, now), _size_check(config, latest), s3_check, restore_check)
+    checks = (
+        _age_check(config, latest, now),
+        _size_check(config, latest),
+        s3_check,
+        restore_check,
+        *_wal_checks(config, now),
+    )
     if latest is not None:
         age = (now - latest.time).total_seconds()
         size = latest.size or 0
@@ -186,6 +192,16 @@ def run_checks(config: Config, now: datetime | None = None) -> HealthReport:
 
 
 # ---------------------------------------------------------------- the checks
+
+
+def _wal_checks(config: Config, now: datetime) -> tuple[CheckResult, ...]:
+    """The WAL archive (age against thresholds.rpo_wal_hours, gaps), once point-in-time
+    recovery is in use: a local archive or a base backup exists."""
+    found = basebackup.pitr_health(config, now)
+    if found is None:
+        return ()
+    status, summary, age = found
+    return (CheckResult("wal_archive", Status[status], summary, age),)
 
 
 def _latest_local(config: Config) -> tuple[BackupRecord | None, BackupRecord | None]:

@@ -30,6 +30,7 @@ from preskool_dr.core.procs import redact
 ARCHIVED_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
 RESTORE_WAIT = {"GLACIER": "3-5 hours", "DEEP_ARCHIVE": "up to 12 hours"}
 HEAD_THREADS = 8
+RESUME_ATTEMPTS = 5  # a download broken half way goes on from its .part this often per call
 _ACCESS_CODES = {
     "403",
     "AccessDenied",
@@ -58,6 +59,10 @@ def parse_restore_header(value: str | None) -> str | None:
     if match is None:
         return None
     return "in-progress" if match.group(1) == "true" else "available"
+
+
+class _Interrupted(DrError):
+    """A download's body stopped half way; what arrived is in the .part (resumable)."""
 
 
 @dataclass(frozen=True)
@@ -330,7 +335,7 @@ class S3Store:
                 offset = 0
             meter = ProgressMeter(on_event, step_id, "download", obj.size, done=offset)
             if offset < obj.size:
-                self._fetch_into(name, part, offset, obj.size, meter, cancel)
+                self._fetch_resuming(name, part, offset, obj.size, meter, cancel)
             else:
                 part.touch()
             meter.finish()
@@ -350,6 +355,26 @@ class S3Store:
                 f"in {dest.parent}"
             ) from None
         return dest
+
+    def _fetch_resuming(
+        self,
+        name: str,
+        part: Path,
+        offset: int,
+        size: int,
+        meter: ProgressMeter,
+        cancel: threading.Event | None,
+    ) -> None:
+        """`_fetch_into`, going on with a Range request from what reached the .part when the
+        connection breaks half way (reset, cut short), up to RESUME_ATTEMPTS times."""
+        for attempt in range(1, RESUME_ATTEMPTS + 1):
+            try:
+                self._fetch_into(name, part, offset, size, meter, cancel)
+                return
+            except _Interrupted:
+                if attempt == RESUME_ATTEMPTS:
+                    raise
+                offset = part.stat().st_size
 
     def _fetch_into(
         self,
@@ -387,7 +412,7 @@ class S3Store:
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             error = self.error(exc, name, "download")
             if isinstance(exc, botocore.exceptions.BotoCoreError) and meter.done > offset:
-                error = DrError(
+                error = _Interrupted(
                     f"download of {self.url(name)} interrupted at {meter.done} of {size} bytes "
                     f"({redact(str(exc))}); run the command again to resume from {part.name}"
                 )

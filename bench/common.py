@@ -1,0 +1,354 @@
+"""Shared machinery of the benchmarks: a private cluster, the product's environment,
+timed child processes (wall and CPU time), alternating repeated runs, RSS sampling."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pty
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import yaml
+from psycopg import sql
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from preskool_dr.demo.cluster import Cluster, create_cluster  # noqa: E402
+
+BIN = Path(sys.executable).parent
+TOOL = str(BIN / "preskool-dr")
+APP_ROLE = "preskool"
+PASSWORD = "bench-pw-7c1d"  # a throwaway cluster's password, like the demo's
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+# ---------------------------------------------------------------- measurements
+
+
+@dataclass
+class Run:
+    """One timed run: wall seconds, CPU seconds of the child processes, and extras."""
+
+    seconds: float
+    cpu: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Series:
+    """Repeated runs of one variant."""
+
+    name: str
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def best(self) -> float:
+        return min(r.seconds for r in self.runs)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(r.seconds for r in self.runs)
+
+    @property
+    def cpu_median(self) -> float:
+        return statistics.median(r.cpu for r in self.runs)
+
+    def paired(self, baseline: Series) -> float:
+        """Median over rounds of this run / the baseline's run of the same round: the runs
+        of one round are seconds apart, so a neighbour's load drifting over minutes cancels."""
+        return statistics.median(
+            r.seconds / b.seconds for r, b in zip(self.runs, baseline.runs, strict=True)
+        )
+
+    def extra_median(self, key: str) -> float:
+        return statistics.median(float(r.extra[key]) for r in self.runs)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "min": self.best,
+            "median": self.median,
+            "cpu_median": self.cpu_median,
+            "runs": [{"seconds": r.seconds, "cpu": r.cpu, **r.extra} for r in self.runs],
+        }
+
+
+def alternate(
+    variants: dict[str, Callable[[], Run]],
+    repeats: int,
+    before: Callable[[str], None] | None = None,
+) -> dict[str, Series]:
+    """Run every variant `repeats` times, interleaved and in a rotating order, so a noisy
+    neighbour on this shared machine hits all variants alike."""
+    series = {name: Series(name) for name in variants}
+    names = list(variants)
+    for round_no in range(repeats):
+        order = names[round_no % len(names) :] + names[: round_no % len(names)]
+        for name in order:
+            if before is not None:
+                before(name)
+            run = variants[name]()
+            series[name].runs.append(run)
+            say(f"    {name:<44} {run.seconds:8.2f} s  (cpu {run.cpu:6.2f} s)")
+    return series
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(
+    argv: Sequence[str],
+    env: dict[str, str],
+    *,
+    cwd: Path | None = None,
+    check: bool = True,
+    stdout: int | None = subprocess.DEVNULL,
+) -> tuple[Run, subprocess.CompletedProcess[bytes]]:
+    """Run argv to completion; wall time and the CPU time of it and its waited children."""
+    cpu0, t0 = _children_cpu(), time.perf_counter()
+    result = subprocess.run(
+        list(argv), env=env, cwd=cwd, stdout=stdout, stderr=subprocess.PIPE, check=False
+    )
+    run = Run(time.perf_counter() - t0, _children_cpu() - cpu0)
+    if check and result.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(argv)[:200]} failed ({result.returncode}): "
+            f"{result.stderr.decode(errors='replace')[-2000:]}"
+        )
+    return run, result
+
+
+def shell(command: str, env: dict[str, str], *, cwd: Path | None = None) -> Run:
+    """A runbook command line, as the operator would type it (bash -c, pipes and all)."""
+    run, _ = timed(["bash", "-o", "pipefail", "-c", command], env, cwd=cwd)
+    return run
+
+
+@dataclass
+class TtyRun:
+    run: Run
+    stdout: str
+    tty: str  # what the tool drew on its terminal (stderr): progress lines
+    rss: RssSampler | None = None
+
+
+def on_a_tty(argv: Sequence[str], env: dict[str, str], *, sample_rss: bool = False) -> TtyRun:
+    """Run with stderr on a pseudo-terminal, as in an operator's ssh session: the CLI then
+    draws its progress line, and every redraw can be counted. `sample_rss` watches the
+    tool's own resident memory while it runs."""
+    master, slave = pty.openpty()
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    cpu0, t0 = _children_cpu(), time.perf_counter()
+    try:
+        proc = subprocess.Popen(
+            list(argv), env=env, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL
+        )
+    finally:
+        os.close(slave)
+    sampler = RssSampler(proc.pid) if sample_rss else None
+    out_bytes, _ = proc.communicate()
+    if sampler is not None:
+        sampler.stop()
+    run = Run(time.perf_counter() - t0, _children_cpu() - cpu0)
+    reader.join(timeout=10)
+    os.close(master)
+    out = out_bytes.decode(errors="replace")
+    tty = b"".join(chunks).decode(errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(argv)[:200]} failed ({proc.returncode}):\n{out[-3000:]}{tty[-2000:]}"
+        )
+    return TtyRun(run, out, tty, sampler)
+
+
+class RssSampler:
+    """Samples a process's resident set (VmRSS) every `interval` seconds; `peak` is VmHWM."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []  # (seconds since start, bytes)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._started = time.perf_counter()
+        self._thread.start()
+
+    def _read(self) -> tuple[int, int] | None:
+        try:
+            text = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return None
+        values = {}
+        for line in text.splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) * 1024
+        if "VmRSS" not in values:  # exited (a zombie has no memory left)
+            return None
+        return values["VmRSS"], values.get("VmHWM", 0)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            got = self._read()
+            if got is None:
+                return
+            rss, hwm = got
+            self.samples.append((time.perf_counter() - self._started, rss))
+            self.peak = max(self.peak, hwm, rss)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# ---------------------------------------------------------------- the lab
+
+
+@dataclass
+class Lab:
+    """A private cluster, an app role, BACKUP_DIR and state dir; removed by `close()`."""
+
+    cluster: Cluster
+    root: Path
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls) -> Iterator[Lab]:
+        root = Path(tempfile.mkdtemp(prefix="preskool-bench-"))
+        os.chmod(root, 0o755)  # the cluster's server user reaches its dirs through here
+        cluster = create_cluster(root, password=PASSWORD)
+        lab = cls(cluster, root)
+        try:
+            with lab.admin() as conn:
+                conn.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                        sql.Identifier(APP_ROLE), sql.Literal(PASSWORD)
+                    )
+                )
+            (root / "backups").mkdir()
+            yield lab
+        finally:
+            cluster.remove()
+            shutil.rmtree(root, ignore_errors=True)
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.root / "backups"
+
+    def admin(self, dbname: str = "postgres") -> psycopg.Connection:
+        return psycopg.connect(self.cluster.conninfo(dbname), password=PASSWORD, autocommit=True)
+
+    def fresh_db(self, name: str) -> None:
+        with self.admin() as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(name), sql.Identifier(APP_ROLE)
+                )
+            )
+
+    def drop_db(self, name: str) -> None:
+        with self.admin() as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+    def db_size(self, name: str) -> int:
+        with self.admin() as conn:
+            row = conn.execute("SELECT pg_database_size(%s)", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def server_version(self) -> str:
+        with self.admin() as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+        return str(row[0]) if row else "?"
+
+    def env(
+        self, dbname: str, *, runbook: Path | None = None, state: str = "state"
+    ) -> dict[str, str]:
+        """The product's environment (and libpq's, for the runbook's own commands)."""
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("PG", "DB_", "AWS_", "S3_", "PRESKOOL_DR_", "BACKUP_"))
+        }
+        env.update(
+            {
+                "DB_HOST": self.cluster.host,
+                "DB_PORT": str(self.cluster.port),
+                "DB_NAME": dbname,
+                "DB_USER": APP_ROLE,
+                "PGPASSWORD": PASSWORD,
+                "BACKUP_DIR": str(self.backup_dir),
+                "PRESKOOL_DR_STATE_DIR": str(self.root / state),
+                "PGHOST": self.cluster.host,
+                "PGPORT": str(self.cluster.port),
+                "PGUSER": APP_ROLE,
+                "PGDATABASE": dbname,
+            }
+        )
+        if runbook is not None:
+            env["PRESKOOL_DR_RUNBOOK"] = str(runbook)
+        return env
+
+    def runbook(self, name: str, **sections: Any) -> Path:
+        """The repo's runbook without app commands (steps 1, 7-9 skip themselves), with
+        top-level sections merged in."""
+        data = yaml.safe_load((REPO / "runbook.yaml").read_text())
+        data["app"] = {"stop": [], "start": [], "migrate": [], "health_url": None}
+        for key, value in sections.items():
+            if isinstance(data.get(key), dict) and isinstance(value, dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        path = self.root / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    def last_run(self, state: str = "state") -> dict[str, Any]:
+        """The newest run journal: step timings and details."""
+        runs = sorted((self.root / state / "runs").glob("*.json"), key=lambda p: p.stat().st_mtime)
+        return json.loads(runs[-1].read_text())
+
+
+def step_seconds(journal: dict[str, Any], step_id: str) -> float:
+    step = next(s for s in journal["steps"] if s["id"] == step_id)
+    start = datetime.fromisoformat(step["started_at"])
+    end = datetime.fromisoformat(step["finished_at"])
+    return (end - start).total_seconds()

@@ -1,0 +1,1225 @@
+"""Step 6 over N sessions: a plain `.sql.gz` restored in parallel, to the same end state as
+`gunzip -c F | psql -v ON_ERROR_STOP=1`.
+
+pg_dump's plain output is a list of TOC entries, each introduced by a comment block
+(`--` / `-- Name: x; Type: INDEX; Schema: public; Owner: preskool` / `--`), in three
+sections: pre-data (the schema), data (one COPY block per table, sequence values) and
+post-data (keys, indexes, triggers, foreign keys), then ACLs. The load:
+
+1. pre-data: everything before the first data entry goes, byte for byte, into one psql,
+   which must finish before any table is loaded (its error lines are the file's lines);
+2. data: a scanner inflates the file once, ahead of the loaders, and notes where every
+   COPY block starts (the compressed offset and a copy of the zlib state there); each of
+   N sessions inflates its blocks from that point into its own psql. Other data entries
+   (sequence values, large objects) go in file order into one more psql;
+3. post-data: an entry starts once the tables it names are loaded, when no running entry
+   holds a conflicting lock on the same table tree (index builds share; no lock waits, no
+   deadlocks) and the entries of earlier groups on those tables are done (keys and indexes,
+   then triggers, then foreign keys: the file's order where it matters). Entries this
+   module does not recognise run alone, in file order, after all before them.
+
+Every psql runs with ON_ERROR_STOP; the first failure stops every session and their server
+backends, as the serial load stops at its first error. Memory stays flat: the scanner holds
+at most MAX_LOOKAHEAD block starts (~40 KiB of zlib state each) plus post-data DDL text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import secrets
+import subprocess
+import threading
+import time
+import zlib
+from collections import Counter, deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import psycopg
+
+from preskool_dr.core.errors import Cancelled, DrError, NotFoundError, VerificationError
+from preskool_dr.core.events import EventSink, LogLine, Progress, ignore_events
+from preskool_dr.core.procs import spawn, terminate
+from preskool_dr.core.restore_stream import (
+    _COPY_HEADER,
+    _PSQL_ERROR,
+    GZIP_WBITS,
+    PIECE,
+    PIPE_SIZE,
+    PROGRESS_EVERY,
+    READ_CHUNK,
+    RestoreError,
+    StreamResult,
+    _one_line,
+    _PsqlOutput,
+    _short,
+)
+
+# -q -A -t: no command tags; query output is only our sync markers (and setval results).
+SESSION_ARGV = ("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", "-")
+MAX_LOOKAHEAD = 256  # COPY block starts the scanner may hold before a session takes them
+MAX_CANDIDATE = 65536  # bytes a header or COPY line may span across pieces
+PROBE_BYTES = 1 << 20  # decompressed bytes `unsupported_reason` looks at
+TERMINATOR = b"\n\\.\n"  # ends a COPY block; its first newline may be the header's own
+DATA_TYPES = frozenset({"TABLE DATA", "SEQUENCE SET", "BLOBS", "LARGE OBJECTS"})
+ATTACHED_TYPES = frozenset({"COMMENT", "SECURITY LABEL"})  # belong to the entry before
+GROUPS = {"CONSTRAINT": "build", "INDEX": "build", "TRIGGER": "trigger", "FK CONSTRAINT": "fk"}
+SERIAL = "serial"
+POLL_MIN, POLL_MAX = 0.0005, 0.02  # seconds between looks for a session's sync marker
+
+_HEADER = re.compile(
+    rb"-- (?:Data for )?Name: (?P<name>.*); Type: (?P<type>[A-Z][A-Z ]*); "
+    rb"Schema: [^;]*; Owner: [^;]*(?:; Tablespace: .*)?"
+)
+_TRAILER = b"-- PostgreSQL database dump complete"
+_SETTING = re.compile(
+    rb"SET (?P<set>SESSION AUTHORIZATION|ROLE|[a-z_.]+)(?: = | ).*;"
+    rb"|RESET (?P<reset>SESSION AUTHORIZATION|ROLE);"
+    rb"|SELECT pg_catalog\.set_config\('(?P<fn>search_path)', .*, false\);"
+)
+_IDENT = rb'(?:"(?:[^"]|"")*"|[^\s."(),;]+)'
+_QUALIFIED = rb"(" + _IDENT + rb"(?:\." + _IDENT + rb")?)"
+_TABLES = {
+    "INDEX": re.compile(rb"CREATE (?:UNIQUE )?INDEX " + _IDENT + rb" ON (?:ONLY )?" + _QUALIFIED),
+    "CONSTRAINT": re.compile(rb"ALTER TABLE (?:ONLY )?" + _QUALIFIED),
+    "FK CONSTRAINT": re.compile(rb"ALTER TABLE (?:ONLY )?" + _QUALIFIED),
+    "TRIGGER": re.compile(
+        rb"CREATE (?:CONSTRAINT )?TRIGGER " + _IDENT + rb"\s.*?\sON " + _QUALIFIED, re.S
+    ),
+}
+_ALSO = {
+    "FK CONSTRAINT": re.compile(rb"\sREFERENCES " + _QUALIFIED),
+    "TRIGGER": re.compile(rb"\sFROM " + _QUALIFIED),
+}
+_NAME_PART = re.compile(r'"((?:[^"]|"")*)"|([^".]+)')
+
+
+def resolve_jobs(configured: int) -> int:
+    """`restore.jobs`: 0 means one session per CPU core this process may use."""
+    if configured > 0:
+        return configured
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def unsupported_reason(backup: Path) -> str | None:
+    """Why `backup` cannot be split (it is not pg_dump's plain output of one database), or
+    None. Reads only the head of the file; the load itself still checks everything."""
+    try:
+        with backup.open("rb") as f:
+            inflater = zlib.decompressobj(GZIP_WBITS)
+            head = inflater.decompress(f.read(READ_CHUNK), PROBE_BYTES)
+    except (OSError, zlib.error) as exc:
+        return f"cannot read its start ({exc})"
+    if not head.startswith(b"--\n-- PostgreSQL database dump\n--\n"):
+        return "it does not start like pg_dump's plain output"
+    if re.search(rb"(?m)^\\c(?:onnect)?\s", head):
+        return "it connects to other databases (\\connect)"
+    return None
+
+
+# ---------------------------------------------------------------- gzip pieces
+
+
+@dataclass(frozen=True)
+class _Checkpoint:
+    """Where a session starts inflating a COPY block on its own."""
+
+    offset: int  # compressed byte to read from
+    inflater: zlib._Decompress  # the zlib state before that byte (a private copy)
+    skip: int  # decompressed bytes to drop before the block's `COPY` line
+
+
+@dataclass(frozen=True)
+class _Piece:
+    data: bytes
+    start: int  # compressed offset of the input this piece came from
+    end: int  # compressed offset after it
+    before: zlib._Decompress | None  # the zlib state at `start` (scanner only)
+
+
+def _inflate(
+    f: IO[bytes], inflater: zlib._Decompress, offset: int, name: str, *, snapshots: bool
+) -> Iterator[_Piece]:
+    """Decompressed pieces of at most PIECE bytes from compressed `offset` on, member after
+    member (like gunzip). VerificationError on corrupt or truncated data."""
+    in_member = False
+    while chunk := f.read(READ_CHUNK):
+        chunk_end = offset + len(chunk)
+        data = chunk
+        while data:
+            if inflater.eof:
+                inflater = zlib.decompressobj(GZIP_WBITS)
+            in_member = True
+            start = chunk_end - len(data)
+            before = inflater.copy() if snapshots else None
+            try:
+                out = inflater.decompress(data, PIECE)
+            except zlib.error as exc:
+                raise VerificationError(
+                    f"{name} is corrupt at compressed byte {start:,} ({exc}): the load was "
+                    "stopped; check it with `preskool-dr verify` and restore another backup"
+                ) from None
+            if inflater.eof:
+                in_member = False
+                data = inflater.unused_data
+            else:
+                data = inflater.unconsumed_tail
+            yield _Piece(out, start, chunk_end - len(data), before)
+        offset = chunk_end
+    if in_member:
+        raise VerificationError(
+            f"{name} ends in the middle of its gzip data (truncated at {offset:,} bytes): the "
+            "load was stopped; pick another backup (`preskool-dr list`) and run the restore again"
+        )
+
+
+class _BlockEnd:
+    """Finds the COPY terminator, also when it is split between pieces."""
+
+    def __init__(self) -> None:
+        self._tail = b""  # the last bytes searched
+
+    def find(self, data: bytes, start: int = 0) -> int:
+        """The index in `data` just after the terminator (searching from `start`), or -1."""
+        if self._tail:
+            joined = self._tail + data[start : start + len(TERMINATOR) - 1]
+            i = joined.find(TERMINATOR)
+            if i >= 0:
+                end = start + i + len(TERMINATOR) - len(self._tail)
+                self._tail = b""
+                return end
+        i = data.find(TERMINATOR, start)
+        if i >= 0:
+            self._tail = b""
+            return i + len(TERMINATOR)
+        keep = len(TERMINATOR) - 1
+        self._tail = (self._tail + data[max(start, len(data) - keep) :])[-keep:]
+        return -1
+
+
+# ---------------------------------------------------------------- psql sessions
+
+
+class _SessionGone(Exception):
+    """psql closed its input: it stopped on an error, or was stopped."""
+
+    def __init__(self, session: _Psql) -> None:
+        super().__init__(session.role)
+        self.session = session
+
+
+class _Psql:
+    """One psql (ON_ERROR_STOP) fed through a pipe; `sync` waits until it has run all
+    that was written, by asking it to echo a marker."""
+
+    def __init__(self, env: Mapping[str, str], token: str, role: str) -> None:
+        self.role = role  # what the operator reads about it: "session 2", "schema"
+        self.token = token
+        self._syncs = 0
+        try:
+            self.proc = spawn(SESSION_ARGV, stdin=subprocess.PIPE, env=env)
+        except OSError as exc:
+            raise DrError(
+                f"cannot start psql: {exc.strerror}: install the PostgreSQL client tools "
+                "(postgresql-client) so that psql is on PATH"
+            ) from None
+        assert self.proc.stdin is not None
+        self.stdin = self.proc.stdin
+        with contextlib.suppress(OSError):  # a smaller pipe only costs syscalls
+            fcntl.fcntl(self.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        self.output = _PsqlOutput(self.proc)
+        self.notes: deque[str] = deque(maxlen=200)  # warnings and notices, for the log
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.stdin.write(data)
+        except (BrokenPipeError, ConnectionResetError, ValueError):
+            raise _SessionGone(self) from None
+
+    def sync(self, stop: threading.Event) -> None:
+        """Return once psql has executed everything written so far."""
+        self._syncs += 1
+        marker = f"preskool-dr:{self.token}:{self._syncs}"
+        self.write(f"SELECT '{marker}';\n".encode())
+        try:
+            self.stdin.flush()
+        except (BrokenPipeError, ConnectionResetError, ValueError):
+            raise _SessionGone(self) from None
+        pending = self.output.pending
+        poll = POLL_MIN  # quick for small entries; an index build needs no 2 ms wake-ups
+        while True:
+            while pending:
+                line = pending.popleft()
+                if line == marker:
+                    return
+                if line.strip() and not line.startswith("preskool-dr:"):
+                    self.notes.append(line)
+            if self.proc.poll() is not None or stop.is_set():
+                # psql may have printed the marker just before exiting
+                if any(line == marker for line in list(pending)):
+                    return
+                raise _SessionGone(self)
+            time.sleep(poll)
+            poll = min(POLL_MAX, poll * 2)
+
+    def close(self) -> None:
+        """No more input: psql runs what is left and exits."""
+        with contextlib.suppress(OSError, ValueError):
+            self.stdin.close()
+
+    def wait(self, stop: threading.Event) -> int:
+        """psql's exit status once it ends; -1 when `stop` is set first."""
+        while True:
+            try:
+                code = self.proc.wait(0.1)
+            except subprocess.TimeoutExpired:
+                if stop.is_set():
+                    return -1
+                continue
+            self.output.join()
+            return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            terminate(self.proc)
+        self.close()
+        self.output.join()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+    def error(self) -> tuple[int | None, str, str]:
+        """(input line, `ERROR: message (DETAIL) (CONTEXT)`, raw last line) from stderr."""
+        lines = list(self.output.stderr_tail)
+        for k, text in enumerate(lines):
+            match = _PSQL_ERROR.match(text)
+            if match:
+                extra = [
+                    t for t in lines[k + 1 :] if t.startswith(("DETAIL:", "HINT:", "CONTEXT:"))
+                ]
+                details = "".join(f" ({_one_line(t)})" for t in extra[:2])
+                message = _one_line(f"{match['level']}: {match['msg']}") + details
+                return int(match["line"]), message, text
+        last = next((t for t in reversed(lines) if t.strip()), "")
+        return None, _one_line(last), last
+
+
+# ---------------------------------------------------------------- the plan
+
+
+@dataclass(eq=False)
+class _Job:
+    """A unit of work for one session: a COPY block, or post-data entries."""
+
+    seq: int
+    label: str  # what the operator reads: the table, or the entry's name
+    group: str  # "copy", "build", "trigger", "fk" or SERIAL
+    stage: int  # post-data: entries of a lower stage finish first
+    settings: bytes  # session settings in force where the entry starts (tablespace, ...)
+    keys: frozenset[int] = frozenset()  # table trees it touches
+    shared: bool = False  # its lock lets others of its kind run on the same tables
+    text: list[bytes] = field(default_factory=list)  # post-data SQL
+    checkpoint: _Checkpoint | None = None  # COPY: where its block starts
+    start: int = 0  # COPY: compressed offsets of the block, for progress
+    end: int | None = None
+    pos: int = 0
+    size: int = 0  # COPY: decompressed bytes of the block known so far
+    state: str = "pending"  # pending | running | done
+    seconds: float = 0.0
+
+
+@dataclass
+class _Entry:
+    """A post-data TOC entry the scanner is still reading."""
+
+    type: str
+    name: str
+    settings: bytes
+    text: list[bytes] = field(default_factory=list)
+
+
+def _name_key(raw: bytes) -> tuple[str, ...]:
+    """A qualified name as pg_dump quotes it -> its parts unquoted, as the catalog holds them:
+    public."Odd Name" -> ("public", "Odd Name"), doubled quotes undone."""
+    text = raw.decode("utf-8", "replace")
+    return tuple(q.replace('""', '"') if q else plain for q, plain in _NAME_PART.findall(text))
+
+
+def connect_env(env: Mapping[str, str], appname: str) -> psycopg.Connection:
+    """A psycopg connection to where `env` points psql (PGHOST, PGPORT, PGUSER, PGDATABASE);
+    the password comes from this process's environment, as for psql."""
+    return psycopg.connect(
+        host=env.get("PGHOST"),
+        port=env.get("PGPORT"),
+        user=env.get("PGUSER"),
+        dbname=env.get("PGDATABASE"),
+        autocommit=True,
+        connect_timeout=10,
+        application_name=appname,
+    )
+
+
+def stop_backends(env: Mapping[str, str], appname: str) -> None:
+    """End the server sessions of a stopped load: a killed psql or pg_restore does not stop
+    a CREATE INDEX its backend is running (best effort: the server may be the problem)."""
+    with contextlib.suppress(psycopg.Error), connect_env(env, f"{appname}-stop") as conn:
+        conn.execute(
+            """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+               WHERE application_name = %s AND pid <> pg_backend_pid()""",
+            (appname,),
+        )
+
+
+def _table_trees(env: Mapping[str, str], appname: str) -> dict[tuple[str, ...], int]:
+    """(schema, relation) -> one id per inheritance/partition tree: entries on the same
+    tree never run at once, since DDL on a partition can lock its parent and siblings."""
+    try:
+        with connect_env(env, appname) as conn:
+            relations = conn.execute(
+                """SELECT c.oid, n.nspname, c.relname FROM pg_class c
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE c.relkind IN ('r', 'p', 'm', 'f', 'v')"""
+            ).fetchall()
+            edges = conn.execute("SELECT inhrelid, inhparent FROM pg_inherits").fetchall()
+    except psycopg.Error as exc:
+        raise DrError(
+            f"cannot read the restored schema's tables: {_one_line(str(exc))} - check the "
+            "server, DB_HOST/DB_PORT and PGPASSWORD, then run the restore again"
+        ) from None
+    parent: dict[int, int] = {}
+
+    def root(oid: int) -> int:
+        while parent.get(oid, oid) != oid:
+            oid = parent[oid]
+        return oid
+
+    for child, above in edges:
+        a, b = root(int(child)), root(int(above))
+        if a != b:
+            parent[a] = b
+    return {(str(nsp), str(rel)): root(int(oid)) for oid, nsp, rel in relations}
+
+
+# ---------------------------------------------------------------- the scanner
+
+
+class _Stopped(Exception):
+    """Another thread failed or the operator cancelled: stop quietly."""
+
+
+@dataclass(frozen=True)
+class _Snap:
+    sql_pos: int  # decompressed offset where the piece starts
+    offset: int  # compressed offset of its input
+    state: zlib._Decompress
+
+
+class _Scanner:
+    """Reads the file once, in the scanner thread: pre-data into the schema session, the
+    start of every COPY block into the plan, other data into the data session, post-data
+    entries into the plan."""
+
+    def __init__(self, restore: _Restore) -> None:
+        self.r = restore
+        self.section = "pre"  # pre | data | post
+        self.target = "pre"  # where text goes: pre | serial | copy | post
+        self.buf = b""  # bytes not routed yet; buf[0] starts a line unless mid_line
+        self.buf_pos = 0  # decompressed offset of buf[0]
+        self.mid_line = False
+        self.snaps: deque[_Snap] = deque()
+        self.block: _Job | None = None  # the parallel COPY block being skipped
+        self.block_start = 0
+        self.block_end = _BlockEnd()
+        self.serial_copy = False  # inside a COPY block that goes to the current target
+        self.expect_copy = False  # a TABLE DATA entry whose COPY line has not come yet
+        self.entry: _Entry | None = None  # the post-data entry being read
+        self.held: _Job | None = None  # the last post-data job, until the next is known
+        self.tail = bytearray()  # the end of the current entry's text: settings live there
+        self.settings: dict[bytes, bytes] = {}
+        self.preamble: bytearray | None = bytearray()  # text before the first entry
+        self.stage = 0
+        self.last_group = ""
+
+    def run(self) -> None:
+        r = self.r
+        r.schema = _Psql(r.env, r.token, "schema")
+        with r.backup.open("rb") as f:
+            pieces = _inflate(f, zlib.decompressobj(GZIP_WBITS), 0, r.name, snapshots=True)
+            for piece in pieces:
+                if r.stop.is_set():
+                    raise _Stopped
+                assert piece.before is not None
+                self.snaps.append(_Snap(self.buf_pos + len(self.buf), piece.start, piece.before))
+                while len(self.snaps) > 1 and self.snaps[1].sql_pos <= self.buf_pos:
+                    self.snaps.popleft()
+                self.buf += piece.data
+                self._route(final=False)
+                r.scan_offset = piece.end
+                r.sql_bytes += len(piece.data)
+        if r.sql_bytes == 0:
+            raise VerificationError(f"{r.name} is empty: pick another backup (`preskool-dr list`)")
+        self._route(final=True)
+        if self.block is not None or self.serial_copy:
+            table = self.block.label if self.block else "a table"
+            raise DrError(
+                f"{r.name} ends inside the data of {table}: the backup is incomplete; "
+                "pick another backup (`preskool-dr list`)"
+            )
+        self._finish_entry()
+        if self.held is not None:
+            self._register(self.held)
+        if self.section == "pre":  # a schema-only dump: all of it went to one session
+            self._end_pre_data(data_follows=False)
+        elif self.section == "data":
+            self._end_data()
+        r.scan_finished()
+
+    # ------------------------------------------------------------ routing bytes
+
+    def _route(self, *, final: bool) -> None:
+        buf, pos, n = self.buf, 0, len(self.buf)
+        next_dash = next_copy = -2  # cached search results (-2: not searched yet)
+        while pos < n:
+            if self.block is not None or self.serial_copy:
+                end = self.block_end.find(buf, pos)
+                if end < 0:
+                    if self.serial_copy:
+                        self._emit(buf[pos:])
+                    else:
+                        self._grow_block(self.buf_pos + n)
+                    pos = n
+                    break
+                if self.serial_copy:
+                    self._emit(buf[pos:end])
+                    self.serial_copy = False
+                else:
+                    self._end_block(self.buf_pos + end)
+                pos = end
+                self.mid_line = False
+                continue
+            # Text: find the next line that may be an entry header or a COPY line.
+            if not self.mid_line and buf.startswith((b"--\n", b"COPY "), pos):
+                i = pos
+            else:
+                if next_dash != -1 and next_dash < pos:
+                    next_dash = buf.find(b"\n--\n", pos)
+                if next_copy != -1 and next_copy < pos:
+                    next_copy = buf.find(b"\nCOPY ", pos)
+                found = [k + 1 for k in (next_dash, next_copy) if k >= 0]
+                i = min(found) if found else -1
+            if i < 0:
+                cut = buf.rfind(b"\n", pos) + 1
+                if cut <= pos and (final or n - pos > MAX_CANDIDATE):
+                    cut = n  # a very long line (or the last one): route it whole
+                if cut > pos:
+                    self._emit(buf[pos:cut])
+                    self.mid_line = buf[cut - 1 : cut] != b"\n"
+                    pos = cut
+                break
+            if i > pos:
+                self._emit(buf[pos:i])
+                pos = i
+            self.mid_line = False
+            if buf.startswith(b"--\n", i):
+                j = buf.find(b"\n", i + 3)
+                k = buf.find(b"\n", j + 1) if j >= 0 else -1
+                if k < 0 and not final and n - i < MAX_CANDIDATE:
+                    break  # maybe a header: wait for the rest of it
+                line = buf[i + 3 : j] if j >= 0 else b""
+                header = _HEADER.fullmatch(line) if k >= 0 else None
+                if k >= 0 and buf[j + 1 : k] == b"--" and (header or line == _TRAILER):
+                    self._header(header, buf[i : k + 1])
+                    pos = k + 1
+                else:
+                    self._emit(buf[i : i + 3])
+                    pos = i + 3
+                continue
+            j = buf.find(b"\n", i)
+            if j < 0 and not final and n - i < MAX_CANDIDATE:
+                break  # maybe a COPY line: wait for its end
+            line = buf[i:j] if j >= 0 else buf[i:]
+            match = _COPY_HEADER.match(line)
+            if j >= 0 and match and line.endswith(b" FROM stdin;"):
+                self._copy(match.group(1), i, j)
+                pos = j  # the terminator search starts at the COPY line's newline
+            else:
+                end = j + 1 if j >= 0 else n
+                self._emit(buf[i:end])
+                pos = end
+        self.buf_pos += pos
+        self.buf = buf[pos:]
+
+    def _emit(self, data: bytes) -> None:
+        if not data:
+            return
+        self.tail += data
+        del self.tail[:-4096]
+        if self.target == "pre":
+            if self.preamble is not None:
+                self.preamble += data
+            self._write(self.r.schema, data)
+        elif self.target == "serial":
+            self._write(self.r.serial_session(), data)
+        elif self.target == "post":
+            assert self.entry is not None
+            self.entry.text.append(data)
+        elif any(line.strip() and not _SETTING.fullmatch(line) for line in data.split(b"\n")):
+            # "copy": only blank lines and session settings may surround a parallel COPY
+            if not self.expect_copy:
+                raise DrError(
+                    f"{self.r.name}: unexpected SQL after the data of {self._last_label()}: "
+                    "restore it with restore.method: serial in runbook.yaml"
+                )
+            self.target = "serial"  # e.g. `ALTER TABLE ... DISABLE TRIGGER ALL` first
+            self.expect_copy = False
+            self._write(self.r.serial_session(), data)
+
+    def _last_label(self) -> str:
+        return self.r.copies[-1].label if self.r.copies else "a table"
+
+    def _write(self, session: _Psql | None, data: bytes) -> None:
+        assert session is not None
+        session.write(data)
+
+    # ------------------------------------------------------------ entries
+
+    def _header(self, header: re.Match[bytes] | None, raw: bytes) -> None:
+        kind = header["type"].decode() if header else "END"
+        name = header["name"].decode("utf-8", "replace") if header else "end of dump"
+        self._finish_entry()
+        if self.preamble is not None:
+            self.r.preamble = bytes(self.preamble)
+            self.preamble = None
+            self.r.start_sessions()
+        if kind in DATA_TYPES and self.section == "pre":
+            self._end_pre_data(data_follows=True)
+            self.section = "data"
+        elif kind not in DATA_TYPES and self.section == "data":
+            self._end_data()
+            self.section = "post"
+        if self.section == "pre":
+            self.target = "pre"
+            self._emit(raw)
+        elif self.section == "data" and kind == "TABLE DATA":
+            self.target = "copy"
+            self.expect_copy = True
+        elif self.section == "data":
+            self.target = "serial"
+            self._write(self.r.serial_session(), self._settings())
+            self._emit(raw)
+        else:
+            self.target = "post"
+            self.entry = _Entry(kind, name, self._settings())
+            self._emit(raw)
+
+    def _settings(self) -> bytes:
+        return b"".join(line + b"\n" for line in self.settings.values())
+
+    def _finish_entry(self) -> None:
+        """Session settings at the end of an entry belong to the entries after it."""
+        lines = bytes(self.tail).split(b"\n")
+        self.tail.clear()
+        found: list[bytes] = []
+        for line in reversed(lines):
+            if not line.strip():
+                continue
+            match = _SETTING.fullmatch(line)
+            if match is None:
+                break
+            found.append(line)
+            key = match["set"] or match["reset"] or match["fn"]
+            self.settings.setdefault(key, b"")  # keep first-seen order
+        for line in reversed(found):
+            match = _SETTING.fullmatch(line)
+            assert match is not None
+            self.settings[match["set"] or match["reset"] or match["fn"]] = line
+        entry, self.entry = self.entry, None
+        self.expect_copy = False
+        if entry is None:
+            return
+        text = b"".join(entry.text)
+        if found:
+            text = text[: text.rfind(found[-1])]
+        self._hold(entry, text)
+
+    def _hold(self, entry: _Entry, text: bytes) -> None:
+        """Keep the newest post-data job back until the next entry shows whether it belongs
+        to it (a COMMENT on the index just made) or runs in file order with it."""
+        keys = self._keys(entry.type, text)
+        group = GROUPS.get(entry.type, SERIAL) if keys is not None else SERIAL
+        held = self.held
+        if held is not None and (
+            entry.type in ATTACHED_TYPES or (group == SERIAL and held.group == SERIAL)
+        ):
+            held.text.append(entry.settings + text)
+            return
+        if held is not None:
+            self._register(held)
+        if group != self.last_group or group == SERIAL:
+            self.stage += 1
+            self.last_group = group
+        self.held = _Job(
+            seq=self.r.next_seq(),
+            label=f"{entry.type} {entry.name}",
+            group=group,
+            stage=self.stage,
+            settings=entry.settings,
+            keys=keys or frozenset(),
+            text=[text],
+            # not when it also alters the table (CLUSTER ON, REPLICA IDENTITY)
+            shared=group == "build" and entry.type == "INDEX" and b"ALTER " not in text,
+        )
+
+    def _register(self, job: _Job) -> None:
+        self.held = None
+        self.r.add_post(job)
+
+    def _keys(self, kind: str, text: bytes) -> frozenset[int] | None:
+        """The table trees a post-data entry touches; None when not sure (it runs alone)."""
+        pattern = _TABLES.get(kind)
+        match = pattern.search(text) if pattern else None
+        if match is None:
+            return None
+        names = [match.group(1)]
+        also = _ALSO.get(kind)
+        if also is not None:
+            names += [m.group(1) for m in also.finditer(text, match.end())]
+        keys = set()
+        for raw in names:
+            key = self.r.roots.get(_name_key(raw))
+            if key is None:
+                return None
+            keys.add(key)
+        return frozenset(keys)
+
+    # ------------------------------------------------------------ COPY blocks
+
+    def _copy(self, table: bytes, i: int, j: int) -> None:
+        if self.target == "copy" and self.expect_copy:
+            self.expect_copy = False
+            at = self.buf_pos + i
+            snap = next(s for s in reversed(self.snaps) if s.sql_pos <= at)
+            key = self.r.roots.get(_name_key(table))
+            seq = self.r.next_seq()
+            job = _Job(
+                seq=seq,
+                label=table.decode("utf-8", "replace"),
+                group="copy",
+                stage=0,
+                settings=self._settings(),
+                keys=frozenset({key if key is not None else -seq}),
+                checkpoint=_Checkpoint(snap.offset, snap.state.copy(), at - snap.sql_pos),
+                start=snap.offset,
+                pos=snap.offset,
+            )
+            self.block = job
+            self.block_start = at
+            self.r.add_copy(job)
+        else:
+            self._emit(self.buf[i:j])
+            self.serial_copy = True
+
+    def _grow_block(self, sql_pos: int) -> None:
+        assert self.block is not None
+        self.block.size = sql_pos - self.block_start
+
+    def _end_block(self, sql_pos: int) -> None:
+        assert self.block is not None
+        self._grow_block(sql_pos)
+        self.r.block_scanned(self.block, self.r.scan_offset)
+        self.block = None
+
+    # ------------------------------------------------------------ sections
+
+    def _end_pre_data(self, *, data_follows: bool) -> None:
+        r = self.r
+        assert r.schema is not None
+        r.schema.close()
+        code = r.schema.wait(r.stop)
+        if code == -1:
+            raise _Stopped
+        if code != 0:
+            raise r.session_error(r.schema, None)
+        if data_follows:
+            r.set_roots(_table_trees(r.env, r.appname))
+
+    def _end_data(self) -> None:
+        self.r.data_scanned_to_end()
+
+
+# ---------------------------------------------------------------- the coordinator
+
+
+class _Restore:
+    """Shared state of one parallel load. The calling thread schedules jobs and is the only
+    one that calls `on_event`; the scanner and one thread per session do the work."""
+
+    def __init__(
+        self,
+        backup: Path,
+        env: Mapping[str, str],
+        jobs: int,
+        on_event: EventSink,
+        step_id: str,
+        cancel: threading.Event,
+    ) -> None:
+        self.backup = backup
+        self.name = backup.name
+        try:
+            self.total = backup.stat().st_size
+        except FileNotFoundError:
+            raise NotFoundError(f"backup {backup} does not exist: check the path") from None
+        self.token = secrets.token_hex(6)
+        self.appname = f"preskool-dr-restore-{self.token}"
+        self.env = {**env, "PGAPPNAME": self.appname}
+        self.jobs = max(1, jobs)
+        self.on_event = on_event
+        self.step_id = step_id
+        self.cancel = cancel
+        self.cond = threading.Condition()  # an RLock inside: helpers may nest
+        self.stop = threading.Event()
+        self.failure: BaseException | None = None
+        self.preamble = b""
+        self.roots: dict[tuple[str, ...], int] = {}
+        self.schema: _Psql | None = None  # pre-data
+        self.serial: _Psql | None = None  # data entries that are not COPY blocks
+        self.serial_closed = False
+        self.serial_done = False
+        self.sessions: list[_Psql] = []
+        self.assigned: dict[_Psql, _Job | None] = {}
+        self.threads: list[threading.Thread] = []
+        self.copies: list[_Job] = []  # every COPY job, in file order
+        self.waiting: list[_Job] = []  # COPY jobs not started
+        self.posts: list[_Job] = []  # post-data jobs not started, in file order
+        self.running: set[_Job] = set()
+        self.copy_left: Counter[int] = Counter()  # unfinished COPY jobs per table tree
+        self.stage_left: Counter[int] = Counter()  # unfinished post-data jobs per stage
+        self.serial_stages: Counter[int] = Counter()  # unfinished SERIAL jobs per stage
+        self.key_stages: dict[int, Counter[int]] = {}  # per tree: unfinished jobs per stage
+        self.bytes_by_key: Counter[int] = Counter()  # data loaded per tree: bigger first
+        self.post_total = self.post_done = self.copies_done = 0
+        self.data_scanned = False
+        self.scan_done = False
+        self.scan_offset = 0
+        self.sql_bytes = 0
+        self.log: deque[str] = deque(maxlen=2000)
+        self._seq = 0
+        self._last_at = 0.0
+        self._last_done = 0
+        self.rate = 0.0
+
+    # ------------------------------------------------------------ called by the scanner
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def serial_session(self) -> _Psql:
+        if self.serial is None:
+            self.serial = _Psql(self.env, self.token, "data")
+            self.serial.write(self.preamble)
+        return self.serial
+
+    def start_sessions(self) -> None:
+        """Connect the sessions while the schema loads; they get work once it has."""
+        with self.cond:
+            for number in range(1, self.jobs + 1):
+                session = _Psql(self.env, self.token, f"session {number}")
+                session.write(self.preamble)
+                self.sessions.append(session)
+                self.assigned[session] = None
+                thread = threading.Thread(
+                    target=self._work, args=(session,), name=f"restore-{number}", daemon=True
+                )
+                self.threads.append(thread)
+                thread.start()
+
+    def set_roots(self, roots: dict[tuple[str, ...], int]) -> None:
+        with self.cond:
+            self.roots = roots
+
+    def add_copy(self, job: _Job) -> None:
+        with self.cond:
+            while len(self.waiting) >= MAX_LOOKAHEAD and not self.stop.is_set():
+                self.cond.wait(0.5)
+            if self.stop.is_set():
+                raise _Stopped
+            self.copies.append(job)
+            self.waiting.append(job)
+            for key in job.keys:
+                self.copy_left[key] += 1
+            self.cond.notify_all()
+
+    def block_scanned(self, job: _Job, offset: int) -> None:
+        with self.cond:
+            job.end = offset
+            self.cond.notify_all()
+
+    def add_post(self, job: _Job) -> None:
+        with self.cond:
+            self.posts.append(job)
+            self.stage_left[job.stage] += 1
+            self._count(job, 1)
+            self.post_total += 1
+            self.cond.notify_all()
+
+    def data_scanned_to_end(self) -> None:
+        with self.cond:
+            self.data_scanned = True
+            if self.serial is None:
+                self.serial_done = True
+            else:
+                self.serial.close()
+                self.serial_closed = True
+            self.cond.notify_all()
+
+    def scan_finished(self) -> None:
+        with self.cond:
+            self.scan_done = True
+            self.data_scanned = True
+            if self.serial is None:
+                self.serial_done = True
+            self.cond.notify_all()
+
+    # ------------------------------------------------------------ the sessions' threads
+
+    def _work(self, session: _Psql) -> None:
+        while True:
+            with self.cond:
+                while self.assigned[session] is None and not self.stop.is_set():
+                    self.cond.wait()
+                job = self.assigned[session]
+                if self.stop.is_set() or job is None:
+                    return
+            started = time.monotonic()
+            try:
+                if job.group == "copy":
+                    self._load_block(session, job)
+                else:
+                    session.write(job.settings + b"".join(job.text))
+                session.sync(self.stop)
+            except _SessionGone:
+                self.fail(self.session_error(session, job))
+                return
+            except BaseException as exc:
+                self.fail(exc)
+                return
+            with self.cond:
+                job.seconds = time.monotonic() - started
+                self._finished_job(job)
+                self.assigned[session] = None
+                self.cond.notify_all()
+
+    def _load_block(self, session: _Psql, job: _Job) -> None:
+        checkpoint, job.checkpoint = job.checkpoint, None  # its zlib state is ours now
+        assert checkpoint is not None
+        session.write(job.settings)
+        finder = _BlockEnd()
+        skip = checkpoint.skip
+        with self.backup.open("rb") as f:
+            f.seek(checkpoint.offset)
+            pieces = _inflate(f, checkpoint.inflater, checkpoint.offset, self.name, snapshots=False)
+            for piece in pieces:
+                if self.stop.is_set():
+                    raise _SessionGone(session)
+                job.pos = piece.end
+                data = piece.data
+                if skip:
+                    if len(data) <= skip:
+                        skip -= len(data)
+                        continue
+                    data, skip = data[skip:], 0
+                end = finder.find(data)
+                if end >= 0:
+                    data = data[:end]
+                session.write(data)
+                if end >= 0:
+                    return
+        raise DrError(
+            f"{self.name} ends inside the data of {job.label}: the backup is incomplete; "
+            "pick another backup (`preskool-dr list`)"
+        )
+
+    def _finished_job(self, job: _Job) -> None:
+        job.state = "done"
+        self.running.discard(job)
+        if job.group == "copy":
+            self.copies_done += 1
+            for key in job.keys:
+                self.copy_left[key] -= 1
+                self.bytes_by_key[key] += job.size
+            self.log.append(
+                f"COPY {job.label}: {job.size / 2**20:,.1f} MiB loaded in {job.seconds:.1f} s"
+            )
+        else:
+            self.post_done += 1
+            self.stage_left[job.stage] -= 1
+            self._count(job, -1)
+            self.log.append(f"{job.label} done in {job.seconds:.1f} s")
+
+    def fail(self, exc: BaseException) -> None:
+        """The first failure stops everything; later ones are its echoes."""
+        with self.cond:
+            if self.stop.is_set():
+                return
+            self.failure = exc
+            self.stop.set()
+            self.cond.notify_all()
+
+    def session_error(self, session: _Psql, job: _Job | None) -> RestoreError:
+        code = session.proc.poll()
+        if code is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = session.proc.wait(5)
+        session.output.join()
+        line, message, raw = session.error()
+        if raw.startswith("psql: error:"):
+            return RestoreError(
+                f"psql could not connect: {_one_line(raw.removeprefix('psql: error:'))} - "
+                "check that the server is up, DB_HOST/DB_PORT, DB_USER and PGPASSWORD"
+            )
+        if not message:
+            message = f"psql exited with status {code}"
+        if session is self.schema and line is not None:
+            where = f"at input line {line:,} of {self.name} (schema)"
+        elif job is not None:
+            where = f"in {job.label} of {self.name}"
+        else:
+            where = f"in the {session.role} session of {self.name}"
+        statement = _short(job.label) if job is not None else ""
+        return RestoreError(
+            f"restore stopped {where}: {message} - the database holds a partial load; fix the "
+            "cause or choose another backup, then run the restore again",
+            statement=statement,
+            line=line if session is self.schema else None,
+            error=message,
+        )
+
+    # ------------------------------------------------------------ scheduling
+
+    def _count(self, job: _Job, change: int) -> None:
+        if job.group == SERIAL:
+            self.serial_stages[job.stage] += change
+        for key in job.keys if job.group != SERIAL else ():
+            self.key_stages.setdefault(key, Counter())[job.stage] += change
+
+    def _after_earlier(self, job: _Job) -> bool:
+        """Every job of an earlier group on the same tables is done: the file's order where
+        it matters (a foreign key needs the referenced table's key; a trigger must not see
+        a later load), without waiting for the other tables' index builds."""
+        for key in job.keys:
+            stages = self.key_stages.get(key)
+            if stages and any(left > 0 and stage < job.stage for stage, left in stages.items()):
+                return False
+        return True
+
+    def _pick(self) -> _Job | None:
+        """The biggest job that may start now (under the lock)."""
+        best: _Job | None = None
+        best_weight = -1
+        for job in self.waiting:
+            if job.size > best_weight:
+                best, best_weight = job, job.size
+        if not (self.data_scanned and self.serial_done and self.posts):
+            return best
+        first_stage = min(stage for stage, left in self.stage_left.items() if left > 0)
+        first_serial = min(
+            (st for st, left in self.serial_stages.items() if left > 0), default=None
+        )
+        # CREATE INDEX takes a SHARE lock: index builds on one table may run together;
+        # everything else here (ADD CONSTRAINT, CREATE TRIGGER, ...) excludes the others.
+        exclusive: set[int] = set()
+        shared: set[int] = set()
+        for job in self.running:
+            if job.group != "copy":
+                (shared if job.shared else exclusive).update(job.keys)
+        for job in self.posts:
+            if first_serial is not None and job.stage > first_serial:
+                break  # nothing passes an entry that runs alone
+            if job.group == SERIAL:
+                alone = not self.running and not self.waiting and not +self.copy_left
+                return job if alone and job.stage == first_stage else best
+            if not self._after_earlier(job):
+                continue
+            if job.keys & exclusive or (not job.shared and job.keys & shared):
+                continue
+            if any(self.copy_left[key] for key in job.keys):
+                continue
+            weight = sum(self.bytes_by_key[key] for key in job.keys)
+            if weight > best_weight:
+                best, best_weight = job, weight
+        return best
+
+    def _assign(self) -> None:
+        for session in self.sessions:
+            if self.assigned[session] is not None:
+                continue
+            job = self._pick()
+            if job is None:
+                return
+            (self.waiting if job.group == "copy" else self.posts).remove(job)
+            job.state = "running"
+            self.running.add(job)
+            self.assigned[session] = job
+            self.cond.notify_all()
+
+    def _check_serial(self) -> None:
+        serial = self.serial
+        if serial is None or not self.serial_closed or self.serial_done:
+            return
+        if serial.proc.poll() is None:
+            return
+        serial.output.join()
+        if serial.proc.returncode != 0:
+            self.fail(self.session_error(serial, None))
+        else:
+            self.serial_done = True
+
+    def _all_done(self) -> bool:
+        return (
+            self.scan_done
+            and self.serial_done
+            and not self.waiting
+            and not self.posts
+            and not self.running
+        )
+
+    # ------------------------------------------------------------ the calling thread
+
+    def run(self) -> StreamResult:
+        started = time.monotonic()
+        scanner = threading.Thread(target=self._scan, name="restore-scan", daemon=True)
+        scanner.start()
+        try:
+            self._progress(force=True)
+            while True:
+                with self.cond:
+                    if self.failure is not None or self.cancel.is_set():
+                        break
+                    self._check_serial()
+                    self._assign()
+                    if self._all_done():
+                        break
+                    self.cond.wait(0.05)
+                self._progress()
+            if self.failure is None and not self.cancel.is_set():
+                self._close_sessions()
+        finally:
+            self.stop.set()
+            with self.cond:
+                self.cond.notify_all()
+            for session in self._all_sessions():
+                session.kill()
+            scanner.join()
+            for thread in self.threads:
+                thread.join()
+            self._drain_log()
+        if self.cancel.is_set():
+            stop_backends(self.env, self.appname)
+            raise Cancelled(
+                f"restore of {self.name} cancelled: every psql was stopped and the database "
+                "holds a partial load; run the restore again to start it over"
+            )
+        if self.failure is not None:
+            stop_backends(self.env, self.appname)
+            raise self.failure
+        self._progress(force=True, final=True)
+        return StreamResult(
+            compressed_bytes=self.total,
+            sql_bytes=self.sql_bytes,
+            tables_loaded=tuple(job.label for job in self.copies),
+            seconds=time.monotonic() - started,
+        )
+
+    def _scan(self) -> None:
+        try:
+            _Scanner(self).run()
+        except _Stopped:
+            pass
+        except _SessionGone as gone:
+            self.fail(self.session_error(gone.session, None))
+        except BaseException as exc:
+            self.fail(exc)
+
+    def _close_sessions(self) -> None:
+        for session in self.sessions:
+            session.close()
+        for session in self.sessions:
+            code = session.wait(self.cancel)
+            if code not in (0, -1):
+                self.fail(self.session_error(session, None))
+
+    def _all_sessions(self) -> list[_Psql]:
+        return [s for s in (self.schema, self.serial, *self.sessions) if s is not None]
+
+    def _drain_log(self) -> None:
+        while self.log:
+            self.on_event(LogLine("psql", self.log.popleft(), self.step_id))
+        for session in self._all_sessions():
+            while session.notes:
+                self.on_event(LogLine("psql", session.notes.popleft(), self.step_id))
+
+    def _progress(self, *, force: bool = False, final: bool = False) -> None:
+        """Throttled Progress in compressed bytes; 100% only once every session is done."""
+        now = time.monotonic()
+        if not force and now - self._last_at < PROGRESS_EVERY:
+            return
+        with self.cond:
+            scanned = self.scan_offset
+            behind = sum(
+                max(0, (job.end if job.end is not None else scanned) - max(job.pos, job.start))
+                for job in self.copies
+                if job.state != "done"
+            )
+            running = sorted(self.running, key=lambda j: j.seq)
+            loading = [j.label for j in running if j.group == "copy"]
+            building = [j.label.split(" ")[-1] for j in running if j.group != "copy"]
+            in_post = self.data_scanned and not self.waiting and not loading
+            current = ", ".join(loading) or ("schema" if not self.sessions else "tables")
+            if in_post:
+                current = f"indexes and constraints ({self.post_done} of {self.post_total})"
+                if building:
+                    current += ": " + ", ".join(building)
+            items = self.copies_done
+        done = max(0, scanned - behind)
+        if self._last_at and now > self._last_at:
+            instant = (done - self._last_done) / (now - self._last_at)
+            self.rate = instant if not self.rate else 0.7 * self.rate + 0.3 * instant
+        self._last_at, self._last_done = now, done
+        self._drain_log()
+        self.on_event(
+            Progress(
+                self.step_id,
+                "load",
+                self.total if final else min(done, max(0, self.total - 1)),
+                self.total,
+                rate=max(0.0, self.rate),
+                current=current,
+                items_done=items,
+            )
+        )
+
+
+def parallel_restore(
+    backup: Path,
+    env: Mapping[str, str],
+    *,
+    jobs: int,
+    on_event: EventSink = ignore_events,
+    step_id: str = "restore",
+    cancel: threading.Event | None = None,
+) -> StreamResult:
+    """Load `backup` (pg_dump plain SQL, gzip) into the database `env` names (PGHOST, PGPORT,
+    PGUSER, PGDATABASE; PGPASSWORD comes from this process's environment) over `jobs`
+    sessions. Same errors as `stream_restore`: RestoreError on the first psql error (every
+    session is then stopped), VerificationError on corrupt or truncated gzip data, Cancelled
+    when `cancel` is set. No psql is left running."""
+    return _Restore(backup, env, jobs, on_event, step_id, cancel or threading.Event()).run()

@@ -1,0 +1,384 @@
+"""The custom-format companion: `pg_dump -Fc` beside the plain backup, `pg_restore -j N` in
+step 6.
+
+The plain `preskool-backup-<stamp>.sql.gz` stays the backup of record (the runbook's
+`gunzip | psql` restores it). `backup --format custom` also writes
+`preskool-backup-<stamp>.dump` from the same snapshot, with its own `.md5`; pg_restore can
+load its tables and build its indexes in parallel, which plain SQL cannot offer psql.
+The companion is only used after its MD5 matched and pg_restore could read its table of
+contents; otherwise step 6 falls back to the plain file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from preskool_dr.core import catalog, checksum, procs
+from preskool_dr.core.config import DatabaseSettings
+from preskool_dr.core.database import libpq_env
+from preskool_dr.core.errors import Cancelled, DrError, NotFoundError
+from preskool_dr.core.events import EventSink, LogLine, Notice, Progress, ignore_events
+from preskool_dr.core.parallel_restore import stop_backends
+from preskool_dr.core.restore_stream import PROGRESS_EVERY, RestoreError, StreamResult
+
+TOC_TIMEOUT = 300  # seconds for `pg_restore -l` (it reads only the table of contents)
+_TOC_LINE = re.compile(r"^(\d+); \d+ \d+ (.+)$")
+_ITEM = re.compile(r"^pg_restore: (?:processing|finished) item (\d+) ")
+_LAUNCH = re.compile(r"^pg_restore: launching item (\d+) (.+)$")
+_ACTION = re.compile(r"^pg_restore: (?:creating|executing|processing data for table) (?P<what>.+)$")
+_DATA_TABLE = re.compile(r'^pg_restore: processing data for table "(?P<table>.+)"$')
+_ERROR = re.compile(r"^pg_restore: error: (?P<msg>.*)$")
+_FROM_ENTRY = re.compile(r"^pg_restore: from TOC entry (?P<entry>.*)$")
+
+
+def _conninfo_value(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+# ---------------------------------------------------------------- the table of contents
+
+
+@dataclass(frozen=True)
+class TocEntry:
+    dump_id: int
+    description: str  # `TABLE DATA public attendance preskool`
+
+    @property
+    def table(self) -> str | None:
+        """`public.attendance` for a TABLE DATA entry."""
+        if not self.description.startswith("TABLE DATA "):
+            return None
+        parts = self.description.removeprefix("TABLE DATA ").split(" ")
+        return ".".join(parts[:2]) if len(parts) >= 2 else None
+
+
+def read_toc(dump: Path, *, timeout: float = TOC_TIMEOUT) -> list[TocEntry]:
+    """`pg_restore -l`: the entries pg_restore will process; DrError when it cannot read
+    the file as a custom-format archive."""
+    result = procs.run_command(["pg_restore", "--list", str(dump)], timeout=timeout)
+    if not result.ok:
+        last = result.output.strip().splitlines()[-1:] or [result.describe()]
+        raise DrError(
+            f"pg_restore cannot read {dump.name} ({last[0]}): it is not a usable "
+            "custom-format backup; restore the plain .sql.gz instead"
+        )
+    entries = []
+    for line in result.output.splitlines():
+        match = _TOC_LINE.match(line)
+        if match:
+            entries.append(TocEntry(int(match[1]), match[2]))
+    return entries
+
+
+def usable_companion(
+    backup: Path,
+    *,
+    on_event: EventSink = ignore_events,
+    step_id: str = "restore",
+    cancel: threading.Event | None = None,
+) -> Path | None:
+    """The custom-format companion of `backup` when it is there, its MD5 matches its sidecar
+    and pg_restore can read it; None otherwise (with a Notice saying why it is not used)."""
+    path = catalog.companion_path(backup)
+    if not path.is_file():
+        return None
+    result = checksum.verify_with_sidecar(
+        path, on_event=on_event, step_id=step_id, cancel=cancel, check_gzip=False
+    )
+    problem = None if result.md5_ok else result.md5_text()
+    if problem is None:
+        try:
+            read_toc(path)
+        except DrError as exc:
+            problem = str(exc)
+    if problem is not None:
+        on_event(
+            Notice(
+                "warn",
+                f"custom-format companion {path.name} not used ({problem}); "
+                "restoring the plain backup",
+                step_id,
+            )
+        )
+        return None
+    on_event(Notice("info", f"using the custom-format companion {path.name}", step_id))
+    return path
+
+
+# ---------------------------------------------------------------- restore
+
+
+class _Verbose:
+    """Reads pg_restore's --verbose lines (stderr) in a thread; the calling thread turns
+    them into progress: items done of the TOC's total, the table being loaded."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], parallel: bool) -> None:
+        self.parallel = parallel
+        self.done_ids: set[int] = set()
+        self.actions = 0  # serial mode: one `creating`/`processing data` line per item
+        self.running: dict[int, str] = {}
+        self.current: str | None = None
+        self.tables: list[str] = []
+        self.lines: deque[str] = deque(maxlen=2000)  # for the log panel
+        self.tail: deque[str] = deque(maxlen=200)  # for the error message
+        self._lock = threading.Lock()
+        assert proc.stderr is not None
+        self._thread = threading.Thread(target=self._pump, args=(proc.stderr,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream: Iterator[bytes]) -> None:
+        for raw in stream:
+            line = procs.redact(raw.decode("utf-8", "replace").rstrip("\r\n"))
+            with self._lock:
+                self._take(line)
+
+    def _take(self, line: str) -> None:
+        self.tail.append(line)
+        self.lines.append(line)
+        if match := _ITEM.match(line):
+            self.done_ids.add(int(match[1]))
+            self.running.pop(int(match[1]), None)
+        elif match := _LAUNCH.match(line):
+            self.running[int(match[1])] = match[2]
+        elif match := _ACTION.match(line):
+            self.actions += 1
+            self.current = match["what"].strip('"')
+        if match := _DATA_TABLE.match(line):
+            self.tables.append(match["table"])
+
+    def snapshot(self) -> tuple[int, str | None, int]:
+        with self._lock:
+            done = len(self.done_ids) if self.parallel else self.actions
+            current = self.current
+            if self.parallel and self.running:
+                current = ", ".join(desc.split(" ")[-1] for _, desc in sorted(self.running.items()))
+            return done, current, len(self.tables)
+
+    def join(self) -> None:
+        self._thread.join(timeout=5)
+
+    def failure(self, code: int, dump: Path) -> RestoreError:
+        lines = list(self.tail)
+        errors = [m["msg"] for t in lines if (m := _ERROR.match(t))]
+        entry = next((m["entry"] for t in lines if (m := _FROM_ENTRY.match(t))), None)
+        command = next(
+            (t.removeprefix("Command was: ") for t in lines if t.startswith("Command was: ")),
+            "",
+        )
+        first = errors[0] if errors else (lines[-1] if lines else f"exit status {code}")
+        if "connection to server" in first and not entry:
+            return RestoreError(
+                f"pg_restore could not connect: {first} - check that the server is up, "
+                "DB_HOST/DB_PORT, DB_USER and PGPASSWORD"
+            )
+        where = f" at TOC entry {entry}" if entry else ""
+        return RestoreError(
+            f"pg_restore stopped{where} of {dump.name}: {' '.join(first.split())} - the "
+            "database holds a partial load; fix the cause or restore the plain .sql.gz "
+            "(restore.method: parallel or serial), then run the restore again",
+            statement=" ".join(command.split())[:240],
+            error=" ".join(first.split()),
+        )
+
+
+def custom_restore(
+    dump: Path,
+    env: Mapping[str, str],
+    *,
+    jobs: int,
+    on_event: EventSink = ignore_events,
+    step_id: str = "restore",
+    cancel: threading.Event | None = None,
+) -> StreamResult:
+    """`pg_restore -j jobs --exit-on-error` of `dump` into the database `env` names, with
+    Progress in TOC items (done of total) several times a second. RestoreError on the first
+    error, Cancelled when `cancel` is set; pg_restore and its workers never outlive this."""
+    try:
+        size = dump.stat().st_size
+    except FileNotFoundError:
+        raise NotFoundError(f"backup {dump} does not exist: check the path") from None
+    cancel = cancel or threading.Event()
+    total = len(read_toc(dump))
+    jobs = max(1, jobs)
+    appname = f"preskool-dr-pg_restore-{os.getpid()}"
+    argv = [
+        "pg_restore",
+        "--verbose",
+        "--exit-on-error",
+        "--no-password",
+        f"--jobs={jobs}",
+        # a conninfo, so a database named like `host=...` stays a name
+        f"--dbname=dbname={_conninfo_value(env.get('PGDATABASE', ''))}",
+        str(dump),
+    ]
+    started = time.monotonic()
+    try:
+        proc = procs.spawn(argv, env={**env, "PGAPPNAME": appname}, stdout=subprocess.DEVNULL)
+    except OSError as exc:
+        raise DrError(
+            f"cannot start pg_restore: {exc.strerror}: install the PostgreSQL client tools "
+            "(postgresql-client) so that pg_restore is on PATH"
+        ) from None
+    verbose = _Verbose(proc, parallel=jobs > 1)
+    rate = 0.0
+    last_at, last_done = started, 0
+    try:
+        while True:
+            done, current, tables = verbose.snapshot()
+            now = time.monotonic()
+            instant = (done - last_done) / (now - last_at) if now > last_at else 0.0
+            rate = instant if not rate else 0.7 * rate + 0.3 * instant
+            last_at, last_done = now, done
+            _log(verbose, on_event, step_id)
+            on_event(
+                Progress(
+                    step_id,
+                    "load",
+                    min(done, max(0, total - 1)),
+                    total,
+                    rate=rate,
+                    current=current,
+                    items_done=tables,
+                    unit="items",
+                )
+            )
+            if cancel.is_set():
+                procs.terminate(proc)
+                stop_backends(env, appname)
+                raise Cancelled(
+                    f"restore of {dump.name} cancelled: pg_restore was stopped and the "
+                    "database holds a partial load; run the restore again to start it over"
+                )
+            try:
+                code = proc.wait(PROGRESS_EVERY)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    finally:
+        if proc.poll() is None:
+            procs.terminate(proc)
+        verbose.join()
+    _log(verbose, on_event, step_id)
+    if code != 0:
+        stop_backends(env, appname)
+        raise verbose.failure(code, dump)
+    _, _, tables = verbose.snapshot()
+    on_event(Progress(step_id, "load", total, total, rate=rate, items_done=tables, unit="items"))
+    return StreamResult(
+        compressed_bytes=size,
+        sql_bytes=0,
+        tables_loaded=tuple(verbose.tables),
+        seconds=time.monotonic() - started,
+    )
+
+
+def _log(verbose: _Verbose, on_event: EventSink, step_id: str) -> None:
+    """Forward pg_restore's lines not shown yet (the CLI skips them, the TUI logs them)."""
+    while verbose.lines:
+        on_event(LogLine("pg_restore", verbose.lines.popleft(), step_id))
+
+
+# ---------------------------------------------------------------- the companion dump
+
+
+class _CompanionDump:
+    """`pg_dump -Fc` of the same snapshot into `.<name>.dump.part`, run beside the plain
+    dump. It writes a file, not a pipe: pg_restore -j needs the data offsets pg_dump can
+    only record in a seekable file."""
+
+    def __init__(self, db: DatabaseSettings, snapshot_id: str, backup: Path, level: int) -> None:
+        self.final = catalog.companion_path(backup)
+        self.part = self.final.with_name(f".{self.final.name}.part")
+        self.errors: list[str] = []
+        argv = [
+            "pg_dump",
+            "--format=custom",
+            f"--compress={level}",
+            "--no-password",
+            f"--snapshot={snapshot_id}",
+            f"--file={self.part}",
+        ]
+        try:
+            self.proc = procs.spawn(argv, env=libpq_env(db, db.name), stdout=subprocess.DEVNULL)
+        except OSError as exc:
+            raise DrError(f"cannot start pg_dump: {exc.strerror}") from None
+        self._reader = threading.Thread(target=self._read_errors, daemon=True)
+        self._reader.start()
+
+    def _read_errors(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            self.errors.append(procs.redact(raw.decode("utf-8", "replace").strip()))
+
+    def finish(self, on_event: EventSink, step_id: str) -> Path:
+        """Wait for pg_dump, then checksum, sidecar and a TOC read; returns the final path."""
+        code = self.proc.wait()
+        self._reader.join(timeout=5)
+        if code != 0:
+            first = next((e for e in self.errors if e), "no error message")
+            raise DrError(
+                f"pg_dump --format=custom failed (exit status {code}): {first} - "
+                "nothing was saved; fix the cause and run the backup again"
+            )
+        fd = os.open(self.part, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(self.part, self.final)
+        checksum.fsync_dir(self.final.parent)
+        result = checksum.verify_file(
+            self.final, None, on_event=on_event, step_id=step_id, check_gzip=False
+        )
+        checksum.write_sidecar(self.final, result.actual_md5)
+        entries = read_toc(self.final)
+        on_event(
+            Notice(
+                "ok",
+                f"Custom-format companion: {self.final.name} "
+                f"({len(entries)} TOC entries, MD5 {result.actual_md5})",
+                step_id,
+            )
+        )
+        return self.final
+
+    def discard(self) -> None:
+        procs.terminate(self.proc)
+        self._reader.join(timeout=5)
+        for path in (self.part, self.final, checksum.sidecar_path(self.final)):
+            path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def companion_dump(
+    db: DatabaseSettings,
+    snapshot_id: str,
+    backup: Path,
+    *,
+    enabled: bool,
+    level: int,
+    on_event: EventSink = ignore_events,
+    step_id: str = "backup",
+) -> Iterator[None]:
+    """Around the plain dump: with `enabled`, a custom-format dump of the same snapshot runs
+    beside it and is finished (renamed, checksummed, sidecar written) when the block ends
+    without an error; on any error it is stopped and removed."""
+    if not enabled:
+        yield
+        return
+    dump = _CompanionDump(db, snapshot_id, backup, level)
+    try:
+        yield
+        dump.finish(on_event, step_id)
+    except BaseException:
+        dump.discard()
+        raise

@@ -1,0 +1,228 @@
+"""S3: wrong credentials, a missing bucket or object, throttling and 5xx, a connection reset
+half way, archived objects, an unreachable endpoint.
+
+Guarantee: every S3 failure is one line naming the bucket/key, what S3 said and what to do
+(exit 1; a missing bucket or object is exit 2 like any missing backup; an object in GLACIER
+or DEEP_ARCHIVE is exit 3 from `verify`, with the restore request to make). Throttling and
+5xx answers are retried; a connection that breaks half way through a download is resumed
+with an HTTP Range request in the same run. A restore whose backup cannot be fetched fails
+before the application is taken offline; with S3 down, local backups still restore.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import boto3
+import pytest
+
+from preskool_dr.core import catalog, checksum
+from preskool_dr.core.s3store import S3Store
+from preskool_dr.demo.cluster import free_port
+from tests.faults.conftest import (
+    Fault,
+    FaultProxy,
+    Site,
+    assert_no_partial_backups,
+    assert_says,
+    s3_only_backup,
+    the_error,
+    wait_for_size,
+)
+from tests.test_s3store import moto_checks_credentials
+
+GZ = ".sql.gz"  # the faults hit the backup object, not its sidecar or meta
+
+
+def s3_url(site: Site, name: str) -> str:
+    config = site.config()
+    return f"s3://{config.backups.s3_bucket}/{config.backups.s3_prefix}{name}"
+
+
+def untouched(site: Site, before: str, result: subprocess.CompletedProcess[str]) -> None:
+    assert site.calls() == []
+    assert site.checksum() == before
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_wrong_credentials_are_one_line(site: Site, s3: str) -> None:
+    """403 (wrong keys): list, verify and restore each print one line naming the bucket and
+    AWS_ACCESS_KEY_ID; exit 1; nothing is restored."""
+    backup = s3_only_backup(site)
+    before = site.checksum()
+    with moto_checks_credentials():
+        listed = site.cli("list", "--source", "s3")
+        verified = site.cli("verify", backup.name)
+        restored = site.restore(backup.name)
+    for result in (listed, verified, restored):
+        assert result.returncode == 1, result.stdout + result.stderr
+        line = the_error(result)
+        assert_says(
+            line, "preskool-dr: error:", "S3 denied access", f"s3://{s3}", "AWS_ACCESS_KEY_ID"
+        )
+    untouched(site, before, restored)
+    site.assert_no_leak(listed, verified, restored)
+
+
+def test_missing_bucket_is_exit_2(site: Site, s3: str) -> None:
+    """A bucket that does not exist: exit 2, naming the bucket and S3_BUCKET."""
+    backup = s3_only_backup(site)
+    env = site.env(S3_BUCKET="preskool-no-such-bucket")
+    listed = site.cli("list", "--source", "s3", env=env)
+    url = f"s3://preskool-no-such-bucket/preskool-backups/{backup.name}"
+    verified = site.cli("verify", url, env=env)
+    for result in (listed, verified):
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert_says(
+            the_error(result), "bucket 'preskool-no-such-bucket' does not exist", "S3_BUCKET"
+        )
+    site.assert_no_leak(listed, verified)
+
+
+def test_missing_object_is_exit_2(site: Site, s3: str) -> None:
+    """An object that does not exist: verify and restore exit 2 and point at `list`; no run
+    is created."""
+    before = site.checksum()
+    url = s3_url(site, "preskool-backup-20200101_000000.sql.gz")
+    verified = site.cli("verify", url)
+    restored = site.cli("restore", url, "--confirm", site.db.name)
+    for result in (verified, restored):
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert_says(the_error(result), f"{url} does not exist", "preskool-dr list --source s3")
+    untouched(site, before, restored)
+    assert not (site.state_dir / "runs").exists()
+    site.assert_no_leak(verified, restored)
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        [Fault("error", GZ, method="HEAD", code="SlowDown"), Fault("error", GZ, times=2)],
+        [Fault("error", GZ, status=500, code="InternalError", times=2)],
+        [Fault("delay", GZ, method="HEAD", seconds=2), Fault("delay", GZ, seconds=3)],
+    ],
+    ids=["slowdown-503", "internal-error-500", "slow-answers"],
+)
+def test_throttling_and_5xx_are_retried(
+    site: Site, s3_proxy: FaultProxy, faults: list[Fault]
+) -> None:
+    """Throttling (503 SlowDown), a passing 500 and slow answers: retried, the restore
+    completes."""
+    backup = s3_only_backup(site)
+    for fault in faults:
+        s3_proxy.add(fault)
+    result = site.restore(backup.name)
+    assert result.returncode == 0, result.stdout + result.stderr
+    statuses = [seen.status for seen in s3_proxy.seen if seen.key.endswith(backup.name)]
+    injected = [f.status for f in faults if f.action == "error"]
+    assert all(status in statuses for status in injected)
+    assert_no_partial_backups(site.backup_dir)
+    site.assert_no_leak(result)
+
+
+def test_persistent_5xx_fails_before_downtime(site: Site, s3_proxy: FaultProxy) -> None:
+    """S3 answering 500 to every download: step 3 fails after the retries with one line
+    (code, wait and retry); no .part, the app still up, production untouched."""
+    backup = s3_only_backup(site)
+    before = site.checksum()
+    s3_proxy.add(Fault("error", backup.name, status=500, code="InternalError", times=-1))
+    result = site.restore(backup.name)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert_says(
+        the_error(result),
+        "[FAIL]  Download from S3 failed:",
+        "S3 kept failing after retries (InternalError",
+        "run the command again",
+    )
+    assert len(s3_proxy.gets(backup.name)) > 1  # it did retry
+    assert "has not been touched" in result.stdout
+    untouched(site, before, result)
+    assert not list(site.backup_dir.glob("*.part"))
+    site.assert_no_leak(result)
+
+
+@pytest.mark.parametrize("how", ["reset", "cut"])
+def test_connection_broken_half_way_is_resumed_with_range(
+    site: Site, s3_proxy: FaultProxy, how: str
+) -> None:
+    """The connection is reset (RST) or closed half way through the download: the same run
+    resumes with an HTTP Range request from what it has, verifies and restores."""
+    backup = s3_only_backup(site)
+    half = (1 << 20) + 4096
+    if how == "reset":
+        s3_proxy.add(Fault("stall", backup.name, after_bytes=half))
+        child = site.start("restore", backup.name, "--confirm", site.db.name)
+        wait_for_size(site.backup_dir / (backup.name + ".part"), 1 << 20)
+        s3_proxy.release(reset=True)
+        result = child.finish()
+    else:
+        s3_proxy.add(Fault("cut", backup.name, after_bytes=half))
+        result = site.restore(backup.name)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ranges = [seen.range for seen in s3_proxy.gets(backup.name)]
+    assert ranges[0] is None and ranges[-1] is not None and ranges[-1].startswith("bytes=")
+    assert int(ranges[-1].removeprefix("bytes=").rstrip("-")) >= 1 << 20
+    assert_no_partial_backups(site.backup_dir)
+    site.assert_no_leak(result)
+
+
+@pytest.mark.parametrize("storage_class", ["GLACIER", "DEEP_ARCHIVE"])
+def test_archived_backup_says_how_to_get_it(site: Site, s3: str, storage_class: str) -> None:
+    """An object in GLACIER/DEEP_ARCHIVE: verify exits 3 with the restore request to make,
+    restore fails at step 3 before downtime; after the request the backup verifies."""
+    path = site.backup()
+    config = site.config()
+    store = S3Store(s3, config.backups.s3_prefix)
+    store.upload(checksum.sidecar_path(path))
+    store.upload(catalog.meta_path(path))
+    store.upload(path, storage_class=storage_class)
+    for member in (checksum.sidecar_path(path), catalog.meta_path(path), path):
+        member.unlink()
+    before = site.checksum()
+
+    verified = site.cli("verify", path.name)
+    restored = site.restore(path.name)
+
+    assert verified.returncode == 3, verified.stdout + verified.stderr
+    assert_says(the_error(verified), storage_class, "--request-restore", "not restored yet")
+    assert restored.returncode == 1, restored.stdout + restored.stderr
+    assert_says(the_error(restored), "[FAIL]  Download from S3 failed:", "--request-restore")
+    untouched(site, before, restored)
+    requested = site.cli("verify", path.name, "--request-restore")
+    assert requested.returncode == 3 and "restore requested" in requested.stdout
+    again = site.cli("verify", path.name)  # moto completes restores at once
+    assert again.returncode == 0, again.stdout + again.stderr
+    site.assert_no_leak(verified, restored, requested, again)
+
+
+@pytest.mark.parametrize("command", ["list-s3", "verify-s3", "restore-local"])
+def test_unreachable_endpoint(site: Site, s3: str, command: str) -> None:
+    """The S3 endpoint is unreachable (a closed port): S3 commands fail with one line naming
+    AWS_ENDPOINT_URL; a local backup still restores."""
+    local = site.backup()
+    env = site.env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")
+    runs: dict[str, Callable[[], subprocess.CompletedProcess[str]]] = {
+        "list-s3": lambda: site.cli("list", "--source", "s3", env=env),
+        "verify-s3": lambda: site.cli("verify", s3_url(site, local.name), env=env),
+        "restore-local": lambda: site.cli("restore", "latest", "--confirm", site.db.name, env=env),
+    }
+    result = runs[command]()
+    if command == "restore-local":
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert local.name in result.stdout
+    else:
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert_says(the_error(result), "cannot reach the S3 endpoint", "AWS_ENDPOINT_URL")
+    site.assert_no_leak(result)
+
+
+def test_proxy_passes_a_clean_download(site: Site, s3_proxy: FaultProxy) -> None:
+    """Control case: through the proxy without faults, one GET without Range."""
+    backup = s3_only_backup(site)
+    result = site.cli("verify", backup.name)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [seen.range for seen in s3_proxy.gets(backup.name)] == [None]
+    assert boto3.client("s3").head_bucket(Bucket=site.config().backups.s3_bucket)
+    assert Path(site.backup_dir / backup.name).is_file()

@@ -1,0 +1,323 @@
+"""The custom-format companion: written beside the plain backup from the same snapshot,
+listed as an attribute of it, uploaded and expired with it, restored with pg_restore -j to
+the same end state as the plain file, and only used after it verified. Also how step 6
+chooses its loader (restore.method)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import boto3
+import pytest
+
+from preskool_dr.core import catalog, checksum
+from preskool_dr.core.backup import apply_retention, run_backup
+from preskool_dr.core.config import Config, load_config
+from preskool_dr.core.engine import Engine, RunOptions
+from preskool_dr.core.errors import Cancelled, ConfigError
+from preskool_dr.core.events import Event, Notice, Progress, StepStatus, utcnow
+from preskool_dr.core.pg_restore import custom_restore, read_toc, usable_companion
+from preskool_dr.core.restore_stream import RestoreError, stream_restore
+from preskool_dr.demo.cluster import Cluster
+from tests import test_parallel_restore as shared
+from tests.conftest import Database, assert_no_secrets, run_cli, write_runbook
+from tests.test_parallel_restore import (
+    AWKWARD_SCHEMA,
+    as_app,
+    assert_same,
+    fingerprint,
+    libpq,
+    new_database,
+    psql_children,
+)
+
+# the same fixtures: made databases dropped afterwards, PGPASSWORD set for the loaders
+scratch = shared.scratch
+password_in_env = shared.password_in_env
+
+
+def config_for(tmp_path: Path, **restore: object) -> Config:
+    """The repo's runbook without app commands (steps 1, 7-9 skip), restore.* as given."""
+    runbook = write_runbook(
+        tmp_path,
+        app={"stop": [], "start": [], "migrate": [], "health_url": None},
+        restore=restore or {"method": "auto", "jobs": 2},
+    )
+    return load_config(runbook)
+
+
+def custom_backup(config: Config) -> Path:
+    return run_backup(config, "daily", upload=False, custom=True).path
+
+
+def pg_restore_children() -> list[str]:
+    out = subprocess.run(["pgrep", "-x", "pg_restore"], capture_output=True, text=True)
+    return out.stdout.split()
+
+
+# ---------------------------------------------------------------- the companion backup
+
+
+def test_backup_writes_a_verified_companion(dr_env: dict[str, str], tmp_path: Path) -> None:
+    config = config_for(tmp_path)
+    events: list[Event] = []
+    result = run_backup(config, "daily", upload=False, custom=True, on_event=events.append)
+    plain = result.path
+    companion = catalog.companion_path(plain)
+    assert companion.name == plain.name.replace(".sql.gz", ".dump")
+    assert companion.is_file() and checksum.sidecar_path(companion).is_file()
+    # md5sum --check works on both sidecars inside BACKUP_DIR, as the runbook does it
+    for sidecar in (checksum.sidecar_path(plain), checksum.sidecar_path(companion)):
+        check = subprocess.run(
+            ["md5sum", "--check", sidecar.name], cwd=plain.parent, capture_output=True, text=True
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+    assert len(read_toc(companion)) > 50
+    assert not list(plain.parent.glob(".*.part"))
+    texts = [e.text for e in events if isinstance(e, Notice)]
+    assert any(t.startswith("Custom-format companion: ") for t in texts)
+    # one record with the companion as an attribute, not a backup of its own
+    records = catalog.list_backups(config, "local")
+    assert [r.name for r in records] == [plain.name]
+    assert records[0].has_custom and records[0].to_json()["has_custom"] is True
+    assert_no_secrets(*texts, folder=plain.parent)
+
+
+def test_plain_backup_has_no_companion(dr_env: dict[str, str], tmp_path: Path) -> None:
+    config = config_for(tmp_path)
+    plain = run_backup(config, "daily", upload=False).path
+    assert not catalog.companion_path(plain).exists()
+    assert catalog.list_backups(config, "local")[0].has_custom is False
+
+
+def test_companion_comes_from_the_same_snapshot(
+    dr_env: dict[str, str],
+    database: Database,
+    pg_cluster: Cluster,
+    scratch: list[Database],
+    tmp_path: Path,
+) -> None:
+    config = config_for(tmp_path)
+    plain = custom_backup(config)
+    from_plain, from_custom = new_database(pg_cluster), new_database(pg_cluster)
+    scratch += [from_plain, from_custom]
+    stream_restore(plain, libpq(from_plain))
+    custom_restore(catalog.companion_path(plain), libpq(from_custom), jobs=2)
+    assert_same(from_plain, from_custom)
+    assert fingerprint(from_custom) == fingerprint(database)
+
+
+def test_companion_is_uploaded_listed_and_expired_with_the_backup(s3: str, tmp_path: Path) -> None:
+    config = config_for(tmp_path)
+    old = run_backup(config, "daily", custom=True, at=utcnow().replace(year=2020)).path
+    keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=s3).get("Contents", [])}
+    prefix = config.backups.s3_prefix
+    dump = catalog.companion_path(old).name
+    assert {prefix + dump, prefix + dump + ".md5", prefix + old.name} <= keys
+    remote = catalog.list_backups(config, "s3")
+    assert [r.name for r in remote] == [old.name]
+    assert remote[0].has_custom
+    # retention takes the companion with the backup, locally and in S3
+    deleted = apply_retention(config, "daily", keep="none", now=utcnow(), s3=True)
+    assert deleted == 2
+    assert not list(old.parent.glob("preskool-backup-*"))
+    left = boto3.client("s3").list_objects_v2(Bucket=s3).get("Contents", [])
+    assert left == []
+
+
+def test_format_custom_is_refused_for_base_backups(dr_env: dict[str, str]) -> None:
+    result = run_cli("backup", "--kind", "base", "--format", "custom")
+    assert result.returncode == 2
+    assert "--format custom is for logical backups" in result.stderr
+
+
+# ---------------------------------------------------------------- pg_restore -j
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_custom_restore_equals_plain_on_awkward_schema(
+    jobs: int,
+    pg_cluster: Cluster,
+    scratch: list[Database],
+    tmp_path: Path,
+) -> None:
+    source = new_database(pg_cluster)
+    scratch.append(source)
+    with as_app(source) as conn:
+        conn.execute(AWKWARD_SCHEMA)
+    env = {**libpq(source)}
+    dump = tmp_path / "awkward.dump"
+    subprocess.run(
+        ["pg_dump", "--format=custom", "--no-password", f"--file={dump}"],
+        env={**os.environ, **env},
+        check=True,
+    )
+    plain = tmp_path / "awkward.sql.gz"
+    out = subprocess.run(
+        ["pg_dump", "--format=plain", "--no-password"],
+        env={**os.environ, **env},
+        capture_output=True,
+        check=True,
+    ).stdout
+    plain.write_bytes(gzip.compress(out))
+    serial, custom = new_database(pg_cluster), new_database(pg_cluster)
+    scratch += [serial, custom]
+    stream_restore(plain, libpq(serial))
+    events: list[Event] = []
+    result = custom_restore(dump, libpq(custom), jobs=jobs, on_event=events.append)
+    assert_same(serial, custom)
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert progress and all(e.unit == "items" for e in progress)
+    assert progress[-1].done == progress[-1].total == len(read_toc(dump))
+    assert "public.orders_2026" in result.tables_loaded
+
+
+def test_custom_restore_failure_names_the_entry(
+    dr_env: dict[str, str], database: Database, tmp_path: Path
+) -> None:
+    plain = custom_backup(config_for(tmp_path))
+    # restoring over the live database: the first CREATE TABLE already exists
+    with pytest.raises(RestoreError) as caught:
+        custom_restore(catalog.companion_path(plain), libpq(database), jobs=2)
+    message = str(caught.value)
+    assert "pg_restore stopped at TOC entry" in message
+    assert "already exists" in message
+    assert pg_restore_children() == []
+    assert_no_secrets(message)
+
+
+def test_custom_restore_wrong_password(
+    dr_env: dict[str, str], database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = custom_backup(config_for(tmp_path))
+    monkeypatch.setenv("PGPASSWORD", "wrong")
+    with pytest.raises(RestoreError, match="pg_restore could not connect"):
+        custom_restore(catalog.companion_path(plain), libpq(database), jobs=2)
+
+
+def test_custom_restore_cancel(
+    dr_env: dict[str, str],
+    pg_cluster: Cluster,
+    scratch: list[Database],
+    tmp_path: Path,
+) -> None:
+    plain = custom_backup(config_for(tmp_path))
+    target = new_database(pg_cluster)
+    scratch.append(target)
+    cancel = threading.Event()
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, Progress):
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        custom_restore(
+            catalog.companion_path(plain), libpq(target), jobs=2, on_event=on_event, cancel=cancel
+        )
+    assert pg_restore_children() == []
+    with target.connect("postgres") as conn:
+        left = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'preskool-dr-pg_restore-%'"
+        ).fetchone()
+    assert left == (0,)
+
+
+# ---------------------------------------------------------------- only a verified companion
+
+
+def test_companion_not_used_unless_it_verifies(dr_env: dict[str, str], tmp_path: Path) -> None:
+    plain = custom_backup(config_for(tmp_path))
+    companion = catalog.companion_path(plain)
+    notices: list[Event] = []
+    assert usable_companion(plain, on_event=notices.append) == companion
+
+    data = bytearray(companion.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    companion.write_bytes(bytes(data))
+    notices.clear()
+    assert usable_companion(plain, on_event=notices.append) is None
+    warn = [e.text for e in notices if isinstance(e, Notice) and e.level == "warn"]
+    assert warn and "MD5 mismatch" in warn[0] and "restoring the plain backup" in warn[0]
+
+    companion.write_bytes(b"not a pg_dump archive\n")  # with a matching sidecar
+    checksum.write_sidecar(companion, checksum.verify_file(companion, None).actual_md5)
+    notices.clear()
+    assert usable_companion(plain, on_event=notices.append) is None
+    assert any("pg_restore cannot read" in e.text for e in notices if isinstance(e, Notice))
+
+    checksum.sidecar_path(companion).unlink()
+    assert usable_companion(plain) is None
+    companion.unlink()
+    assert usable_companion(plain) is None
+
+
+# ---------------------------------------------------------------- step 6 chooses its loader
+
+
+def restore_detail(config: Config, backup: Path, target: str) -> tuple[str, list[Event]]:
+    events: list[Event] = []
+    engine = Engine.start(
+        config,
+        RunOptions(backup_spec=str(backup), target_db=target, recreate_mode="drop"),
+        on_event=events.append,
+    )
+    try:
+        assert engine.run_all(target), [e for e in events if isinstance(e, Notice)]
+        record = engine.step("restore")
+        assert record.status is StepStatus.DONE
+        return record.detail, events
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "companion", "expected"),
+    [
+        ("auto", True, "pg_restore -j 2 of "),
+        ("auto", False, "(serial)"),
+        ("parallel", False, "(2 parallel sessions)"),
+        ("parallel", True, "pg_restore -j 2 of "),
+        ("serial", True, "(serial)"),
+    ],
+)
+def test_step_6_loader_choice(
+    method: str,
+    companion: bool,
+    expected: str,
+    dr_env: dict[str, str],
+    database: Database,
+    tmp_path: Path,
+) -> None:
+    config = config_for(tmp_path, method=method, jobs=2)
+    backup = run_backup(config, "daily", upload=False, custom=companion).path
+    counts = database.row_counts()
+    detail, _ = restore_detail(config, backup, database.name)
+    assert expected in detail
+    assert database.row_counts() == counts  # and validation passed (row counts vs meta)
+    assert psql_children() == [] and pg_restore_children() == []
+
+
+def test_bad_companion_falls_back_to_the_plain_file(
+    dr_env: dict[str, str], database: Database, tmp_path: Path
+) -> None:
+    config = config_for(tmp_path, method="parallel", jobs=2)
+    backup = custom_backup(config)
+    catalog.companion_path(backup).write_bytes(b"damaged")
+    detail, events = restore_detail(config, backup, database.name)
+    assert "(2 parallel sessions)" in detail
+    assert any(isinstance(e, Notice) and e.level == "warn" and "not used" in e.text for e in events)
+
+
+def test_restore_settings_are_validated(tmp_path: Path) -> None:
+    for restore, words in (
+        ({"method": "fast"}, "restore.method 'fast': use one of auto, serial, parallel"),
+        ({"jobs": -1}, "restore.jobs must be 0"),
+        ({"jobs": "many"}, "restore.jobs must be a whole number"),
+    ):
+        runbook = write_runbook(tmp_path, restore=restore)
+        with pytest.raises(ConfigError, match=words):
+            load_config(runbook)
