@@ -40,12 +40,17 @@ class TtyProgress:
     def __call__(self, event: Event) -> None:
         if not isinstance(event, Progress):
             return
-        done = humanize.naturalsize(event.done, binary=True)
-        text = f"{event.phase}: {done}"
+
+        def amount(n: float) -> str:
+            if event.unit == "bytes":
+                return str(humanize.naturalsize(n, binary=True))
+            return f"{int(n):,} {event.unit}"  # e.g. pg_restore's TOC items
+
+        text = f"{event.phase}: {amount(event.done)}"
         if event.total:
-            text += f" of {humanize.naturalsize(event.total, binary=True)}"
+            text += f" of {amount(event.total)}"
             text += f" ({int(100 * (event.fraction or 0))}%)"  # 100% only when done
-        if event.rate > 0:
+        if event.rate > 0 and event.unit == "bytes":
             text += f", {humanize.naturalsize(event.rate, binary=True)}/s"
         finished = event.total is not None and event.done >= event.total
         if finished and not self._open:

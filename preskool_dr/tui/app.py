@@ -557,6 +557,8 @@ class DrApp(App[int]):
     # ------------------------------------------------------------ drawing
 
     def refresh_run(self) -> None:
+        if not self.is_running or not self.query(RunHeader):
+            return  # shutting down, or a worker finished after the screen went away
         state = self.engine.state if self.engine else None
         self.query_one(RunHeader).show(
             drill=state.mode == "drill" if state else self.drill,
