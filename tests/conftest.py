@@ -231,3 +231,44 @@ def assert_no_secrets(*texts: str, folder: Path | None = None) -> None:
                 data = gzip.decompress(data)
             assert PASSWORD.encode() not in data, path
             assert AWS_SECRET.encode() not in data, path
+
+
+def make_signing_key(folder: Path, principal: str) -> tuple[Path, Path]:
+    """A fresh ed25519 key (no passphrase) and an allowed_signers file naming `principal`."""
+    key = folder / f"{principal}_ed25519"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", principal, "-f", str(key)],
+        check=True,
+    )
+    kind, blob = (folder / f"{principal}_ed25519.pub").read_text().split()[:2]
+    allowed = folder / "allowed_signers"
+    allowed.write_text(f'{principal} namespaces="preskool-dr-drill" {kind} {blob}\n')
+    return key, allowed
+
+
+def assert_openssh_verifies(entry: dict, allowed: Path, principal: str, folder: Path) -> None:
+    """The entry's signature checks with stock `ssh-keygen -Y verify`, not only our code."""
+    from preskool_dr.core.drill_log import canonical_bytes
+
+    unsigned = {k: v for k, v in entry.items() if k != "signature"}
+    signature = folder / "entry.sig"
+    signature.write_text(entry["signature"])
+    check = subprocess.run(
+        [
+            "ssh-keygen",
+            "-Y",
+            "verify",
+            "-f",
+            str(allowed),
+            "-I",
+            principal,
+            "-n",
+            "preskool-dr-drill",
+            "-s",
+            str(signature),
+        ],
+        input=canonical_bytes(unsigned),
+        capture_output=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr

@@ -15,9 +15,8 @@ import pytest
 
 from preskool_dr.core.backup import run_backup
 from preskool_dr.core.config import load_config
-from preskool_dr.core.drill_log import canonical_bytes
 from preskool_dr.demo import standin_app
-from tests.conftest import Database, write_runbook
+from tests.conftest import Database, assert_openssh_verifies, make_signing_key, write_runbook
 from tests.test_restore_engine import Site
 
 
@@ -49,22 +48,12 @@ def drill_site(tmp_path: Path, dr_env: dict[str, str], database: Database) -> It
         server.stop()
 
 
-def make_key(folder: Path, name: str) -> tuple[Path, str]:
-    key = folder / f"{name}_ed25519"
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)], check=True
-    )
-    public = (folder / f"{name}_ed25519.pub").read_text().split()
-    return key, f'{name} namespaces="preskool-dr-drill" {public[0]} {public[1]}'
-
-
 def test_drill_restores_elsewhere_and_signs_an_entry(drill_site: Site, tmp_path: Path) -> None:
     site = drill_site
     config = load_config(site.runbook, env=site.env)
     run_backup(config, "daily", upload=False)
     production_before = site.db.row_counts()
-    key, allowed = make_key(tmp_path, "alice")
-    (tmp_path / "allowed_signers").write_text(allowed + "\n")
+    key, allowed = make_signing_key(tmp_path, "alice")
     log = tmp_path / "drill-log.jsonl"
     drill_db = config.drill.target_db
 
@@ -113,34 +102,14 @@ def test_drill_restores_elsewhere_and_signs_an_entry(drill_site: Site, tmp_path:
     assert entry["type"] == "drill" and entry["result"] == "pass"
     assert entry["prev_sha256"] == "0" * 64 and entry["signer"] == "alice"
     assert entry["backup_md5"] and len(entry["steps"]) == 9
-    unsigned = {k: v for k, v in entry.items() if k != "signature"}
-    (tmp_path / "entry.sig").write_text(entry["signature"])
-    check = subprocess.run(
-        [
-            "ssh-keygen",
-            "-Y",
-            "verify",
-            "-f",
-            str(tmp_path / "allowed_signers"),
-            "-I",
-            "alice",
-            "-n",
-            "preskool-dr-drill",
-            "-s",
-            str(tmp_path / "entry.sig"),
-        ],
-        input=canonical_bytes(unsigned),
-        capture_output=True,
-        check=False,
-    )
-    assert check.returncode == 0, check.stderr
+    assert_openssh_verifies(entry, allowed, "alice", tmp_path)
     verify = site.cli(
         "drill-log",
         "verify",
         "--drill-log",
         str(log),
         "--allowed-signers",
-        str(tmp_path / "allowed_signers"),
+        str(allowed),
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
     export = site.cli("drill-log", "export", "--format", "markdown", "--drill-log", str(log))

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 from preskool_dr.core.config import load_config
-from preskool_dr.core.drill_log import canonical_bytes
 from preskool_dr.core.events import StepStatus
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
 from preskool_dr.tui.screens.sign_off import SignOffScreen
+from tests.conftest import assert_openssh_verifies, make_signing_key
 from tests.tui.conftest import Site, screen_text, wait_for
 from tests.tui.test_restore_flow import run_selected, start_run, status
 
@@ -35,15 +34,6 @@ def drill_site(site: Site, monkeypatch: pytest.MonkeyPatch) -> tuple[Site, str]:
     return site, drill_db
 
 
-def make_key(folder: Path) -> tuple[Path, Path]:
-    key = folder / "lead_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    kind, blob = (folder / "lead_ed25519.pub").read_text().split()[:2]
-    allowed = folder / "allowed_signers"
-    allowed.write_text(f'ops-lead namespaces="preskool-dr-drill" {kind} {blob}\n')
-    return key, allowed
-
-
 def test_drill_end_to_end_with_sign_off(
     site: Site, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -54,7 +44,7 @@ async def drive_drill(site: Site, monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     site, drill_db = drill_site(site, monkeypatch)
     site.backup()
     production = site.database.row_counts()
-    key, allowed = make_key(tmp_path)
+    key, allowed = make_signing_key(tmp_path, "ops-lead")
     log = tmp_path / "drill-log.jsonl"
     app = DrApp(site.config, drill=True, operator="oncall", sign_key=key, drill_log=log)
 
@@ -101,24 +91,4 @@ async def drive_drill(site: Site, monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     entry = json.loads(log.read_text())
     assert entry["performed_by"] == "ops-lead" and entry["result"] == "pass"
     assert entry["target"].startswith(drill_db)
-    unsigned = {k: v for k, v in entry.items() if k != "signature"}
-    (tmp_path / "sig").write_text(entry["signature"])
-    verified = subprocess.run(
-        [
-            "ssh-keygen",
-            "-Y",
-            "verify",
-            "-f",
-            str(allowed),
-            "-I",
-            "ops-lead",
-            "-n",
-            "preskool-dr-drill",
-            "-s",
-            str(tmp_path / "sig"),
-        ],
-        input=canonical_bytes(unsigned),
-        capture_output=True,
-        check=False,
-    )
-    assert verified.returncode == 0, verified.stderr
+    assert_openssh_verifies(entry, allowed, "ops-lead", tmp_path)
