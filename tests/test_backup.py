@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -204,7 +205,8 @@ def test_daily_uploads_standard_and_no_upload_touches_nothing(s3: str, database:
     assert skipped.returncode == 0, skipped.stderr
     assert "[BACKUP] S3 upload skipped (--no-upload)" in skipped.stdout
     assert client.list_objects_v2(Bucket=s3).get("KeyCount") == 0
-    # A second backup in the same second would collide on its name.
+    # A second backup in the same second would collide on its name: start it in the next one.
+    time.sleep(1.05 - time.time() % 1)
     uploaded = run_cli("backup")
     assert uploaded.returncode == 0, uploaded.stderr
     name = re.findall(NAME_RE, uploaded.stdout)[0]
