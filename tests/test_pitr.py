@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -28,13 +29,22 @@ import psycopg
 import pytest
 
 from preskool_dr.cli.main import main
-from preskool_dr.core import basebackup, catalog, checksum, pitr, wal
+from preskool_dr.core import basebackup, catalog, checksum, drill_log, pitr, wal
 from preskool_dr.core.config import load_config
 from preskool_dr.core.errors import Cancelled
 from preskool_dr.core.events import Event, Progress, StepChanged, StepStatus
+from preskool_dr.core.pgbin import find_pg_bin
 from preskool_dr.core.wal import Segment, WalSettings
-from preskool_dr.demo.cluster import SUPERUSER, Cluster, create_cluster, find_pg_bin, free_port
-from tests.conftest import PASSWORD, REPO, assert_no_secrets, run_cli
+from preskool_dr.demo.cluster import SUPERUSER, Cluster, create_cluster, free_port
+from tests.conftest import (
+    PASSWORD,
+    REPO,
+    assert_no_secrets,
+    assert_openssh_verifies,
+    make_signing_key,
+    run_cli,
+    write_runbook,
+)
 
 ROOT = os.geteuid() == 0
 ROWS = {1: 40, 2: 25, 3: 30}  # batch -> rows; each row is its own transaction
@@ -224,17 +234,10 @@ def base_env(scenario: Scenario, state: Path, backup_dir: Path | None = None) ->
     return cli_env(scenario.cluster, backup_dir or scenario.backup_dir, state)
 
 
-def run_pitr(
-    scenario: Scenario,
-    state: Path,
-    target: datetime,
-    data_dir: Path,
-    *extra: str,
-    port: int | None = None,
-    backup_dir: Path | None = None,
-    python: str | None = None,
-) -> subprocess.CompletedProcess[str]:
-    args = [
+def pitr_args(
+    scenario: Scenario, target: datetime, data_dir: Path, port: int | None, python: str | None
+) -> list[str]:
+    return [
         "pitr",
         "--target-time",
         target.isoformat(),
@@ -246,9 +249,25 @@ def run_pitr(
         str(data_dir),
         "--server-python",
         python or scenario.python,
-        *extra,
     ]
-    return run_cli(*args, env=base_env(scenario, state, backup_dir))
+
+
+def run_pitr(
+    scenario: Scenario,
+    state: Path,
+    target: datetime,
+    data_dir: Path,
+    *extra: str,
+    port: int | None = None,
+    backup_dir: Path | None = None,
+    python: str | None = None,
+    runbook: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    env = base_env(scenario, state, backup_dir)
+    if runbook is not None:
+        env["PRESKOOL_DR_RUNBOOK"] = str(runbook)
+    args = pitr_args(scenario, target, data_dir, port, python)
+    return run_cli(*args, *extra, env=env)
 
 
 def copy_backups(scenario: Scenario, name: str) -> Path:
@@ -561,3 +580,227 @@ def test_damaged_base_backup_or_meta_is_caught_before_extraction(
         assert result.returncode == 2
         assert "has no readable meta.json" in result.stdout
         assert "no usable base backup" in result.stderr
+
+
+# ---------------------------------------------------------------- the PITR drill
+
+
+def drill_runbook(folder: Path) -> Path:
+    """The shipped runbook, with the scenario's table as the one a recovered copy must have."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_runbook(
+        folder,
+        restore_test={
+            "required_tables": ["pitr_events"],
+            "smoke_queries": [
+                {
+                    "name": "events present",
+                    "sql": "SELECT count(*) FROM pitr_events",
+                    "min_value": 1,
+                }
+            ],
+        },
+    )
+
+
+def test_pitr_drill_reports_an_rpo_under_an_hour_in_a_signed_entry(
+    scenario: Scenario, tmp_path: Path, new_dirs: list[Path]
+) -> None:
+    key, allowed = make_signing_key(tmp_path, "alice")
+    log = tmp_path / "drill-log.jsonl"
+    data_dir = new_data_dir(scenario, new_dirs)
+    state = tmp_path / "state"
+    result = run_pitr(
+        scenario,
+        state,
+        scenario.target,
+        data_dir,
+        *("--drill", "--performed-by", "alice", "--sign-key", str(key), "--drill-log", str(log)),
+        runbook=drill_runbook(tmp_path / "site"),
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "validation checks passed" in out and "drill PASS: drill recorded at line 1" in out
+
+    (line,) = log.read_text().splitlines()
+    entry = json.loads(line)
+    assert all(entry[name] is not None for name in drill_log.DRILL_FIELDS)
+    assert entry["type"] == "drill" and entry["signer"] == "alice"
+    assert entry["method"] == "pitr" and entry["result"] == "pass" and entry["run_result"] == "done"
+    journal = json.loads(next((state / "pitr").glob("*.json")).read_text())
+    assert journal["drill_log_entry"] == drill_log.sha256_hex(line.encode())
+    # RPO: the incident (the target) minus the last transaction the server replayed.
+    recovered_to = pitr.parse_target(entry["recovered_to"])
+    assert recovered_to == pitr.parse_target(journal["recovery_end"]) <= scenario.target
+    assert entry["rpo_seconds"] == round((scenario.target - recovered_to).total_seconds())
+    assert entry["rpo_seconds"] < 3600 and entry["rpo_target_seconds"] == 3600
+    assert entry["rpo_ok"] and pitr.parse_target(entry["target_time"]) == scenario.target
+    assert pitr.parse_target(entry["first_not_replayed"]) > scenario.target
+    # RTO: the run's start until the recovered server took read-write connections.
+    declared = pitr.parse_target(entry["incident_declared_at"])
+    accessible = pitr.parse_target(entry["app_accessible_at"])
+    # (the entry's times are to the second, its RTO computed from the exact ones)
+    assert abs(entry["rto_seconds"] - (accessible - declared).total_seconds()) <= 1
+    meta = json.loads(catalog.meta_path(scenario.backup_dir / scenario.base_name).read_text())
+    assert entry["backup"] == scenario.base_name and entry["backup_md5"] == meta["md5"]
+    assert [s["id"] for s in entry["steps"]] == [sid for sid, _ in pitr.STEPS]
+    assert all(s["status"] == "done" for s in entry["steps"])
+    checks = {c["name"]: c for c in entry["validation"]}
+    assert checks["required tables"]["ok"] and checks["smoke: events present"]["ok"]
+    assert entry["target"] == f"postgres@localhost:{journal['port']} ({data_dir})"
+
+    assert_openssh_verifies(entry, allowed, "alice", tmp_path)
+    env = base_env(scenario, state)
+    verify = run_cli(
+        "drill-log", "verify", "--drill-log", str(log), "--allowed-signers", str(allowed), env=env
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    export = run_cli("drill-log", "export", "--drill-log", str(log), env=env)
+    assert export.returncode == 0 and f"| alice | {scenario.base_name} |" in export.stdout
+    assert_no_secrets(out, line, folder=state)
+
+
+def test_pitr_drill_whose_copy_fails_validation_is_recorded_as_failed(
+    scenario: Scenario, tmp_path: Path, new_dirs: list[Path]
+) -> None:
+    """The shipped runbook's PreSkool tables are not in the scenario's database."""
+    key, allowed = make_signing_key(tmp_path, "bob")
+    log = tmp_path / "drill-log.jsonl"
+    data_dir = new_data_dir(scenario, new_dirs)
+    result = run_pitr(
+        scenario,
+        tmp_path / "state",
+        scenario.target,
+        data_dir,
+        *("--drill", "--performed-by", "bob", "--sign-key", str(key), "--drill-log", str(log)),
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "step 7/7  verify       FAILED" in out and "fails validation: required tables" in out
+    assert "drill FAIL: drill recorded at line 1" in out
+    assert f"stop it: {pitr.stop_command(data_dir)}" in out  # the copy stays for inspection
+    entry = json.loads(log.read_text())
+    assert entry["result"] == "fail" and entry["run_result"] == "failed"
+    assert entry["rpo_seconds"] < 3600  # reached the target: only the validation failed
+    assert not next(c for c in entry["validation"] if c["name"] == "required tables")["ok"]
+    assert_openssh_verifies(entry, allowed, "bob", tmp_path)
+
+
+# ---------------------------------------------------------------- killed, then resumed
+
+
+def start_pitr_process(
+    scenario: Scenario, state: Path, data_dir: Path, port: int
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "preskool_dr",
+            *pitr_args(scenario, scenario.target, data_dir, port, None),
+        ],
+        env=base_env(scenario, state),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def read_until(proc: subprocess.Popen[str], marker: str) -> str:
+    """The run's output up to the line holding `marker` (the run goes on meanwhile)."""
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line:
+            return "".join(seen)
+    pytest.fail(f"the run ended without {marker!r}:\n{''.join(seen)}")
+
+
+def finish(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    rest = proc.stdout.read()
+    proc.stdout.close()
+    proc.wait()
+    return rest
+
+
+def only_the_rows_before_the_target(scenario: Scenario, port: int) -> None:
+    rows = dict(sql(scenario.cluster, "SELECT batch, count(*) FROM pitr_events GROUP BY 1", port))
+    assert rows == {1: ROWS[1], 2: ROWS[2]}
+
+
+def test_pitr_stopped_by_sigterm_while_extracting_resumes_and_reaches_the_target(
+    scenario: Scenario, tmp_path: Path, new_dirs: list[Path]
+) -> None:
+    data_dir = new_data_dir(scenario, new_dirs)
+    port = free_port()
+    state = tmp_path / "state"
+    proc = start_pitr_process(scenario, state, data_dir, port)
+    read_until(proc, "extract      RUNNING")
+    proc.send_signal(signal.SIGTERM)
+    out = finish(proc)
+    (journal,) = (state / "pitr").glob("*.json")
+    record = json.loads(journal.read_text())
+    if proc.returncode == 0:
+        pytest.skip("the recovery was over before SIGTERM arrived (a very fast machine)")
+    assert proc.returncode == 130, out
+    assert record["result"] == "interrupted"
+    resume = f"preskool-dr pitr --resume {record['run_id']} --confirm {data_dir}"
+    assert f"resume: {resume}" in out
+    env = base_env(scenario, state)
+
+    wrong = run_cli("pitr", "--resume", record["run_id"], "--confirm", "/elsewhere", env=env)
+    assert wrong.returncode == 2 and "does not repeat run" in wrong.stderr
+    mixed = run_cli(
+        "pitr", "--resume", record["run_id"], "--confirm", str(data_dir), "--port", "1", env=env
+    )
+    assert mixed.returncode == 2 and "drop --port" in mixed.stderr
+
+    result = run_cli("pitr", "--resume", record["run_id"], "--confirm", str(data_dir), env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"resuming run {record['run_id']}" in result.stdout
+    if record["steps"]["configure"] != "done":  # stopped before its server existed
+        assert f"emptied {data_dir}" in result.stdout and "starting again from the fetch" in (
+            result.stdout
+        )
+    assert "step 7/7  verify       DONE" in result.stdout and "RESULT DONE" in result.stdout
+    only_the_rows_before_the_target(scenario, port)
+    (again,) = (state / "pitr").glob("*.json")
+    final = json.loads(again.read_text())
+    assert final["result"] == "done" and final["run_id"] == record["run_id"]
+    assert any(note.startswith("resumed at") for note in final["notes"])
+
+    done = run_cli("pitr", "--resume", record["run_id"], "--confirm", str(data_dir), env=env)
+    assert done.returncode == 2 and f"run {record['run_id']} is done" in done.stderr
+    unknown = run_cli("pitr", "--resume", "20200101-000000-abcd", "--confirm", "/x", env=env)
+    assert unknown.returncode == 2 and "no pitr run '20200101-000000-abcd'" in unknown.stderr
+
+
+def test_pitr_killed_after_its_server_started_is_reattached_by_resume(
+    scenario: Scenario, tmp_path: Path, new_dirs: list[Path]
+) -> None:
+    data_dir = new_data_dir(scenario, new_dirs)
+    port = free_port()
+    state = tmp_path / "state"
+    proc = start_pitr_process(scenario, state, data_dir, port)
+    read_until(proc, "start        DONE")
+    proc.kill()  # SIGKILL: nothing is recorded; the server, in its own session, goes on
+    finish(proc)
+    record = json.loads(next((state / "pitr").glob("*.json")).read_text())
+    if record["result"] == "done":
+        pytest.skip("the recovery was over before SIGKILL arrived (a very fast machine)")
+    assert record["result"] == "running" and record["steps"]["start"] == "done"
+    assert (data_dir / "postmaster.pid").exists()
+
+    env = base_env(scenario, state)
+    result = run_cli("pitr", "--resume", record["run_id"], "--confirm", str(data_dir), env=env)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "is running: following its recovery" in out
+    assert "step 6/7  replay       DONE" in out and "step 7/7  verify       DONE" in out
+    assert "step 3/7  extract      RUNNING" not in out  # nothing redone
+    only_the_rows_before_the_target(scenario, port)
+    final = json.loads(next((state / "pitr").glob("*.json")).read_text())
+    assert final["result"] == "done" and final["rpo_seconds"] < 3600

@@ -187,6 +187,10 @@ def test_fetch_of_a_damaged_segment_stops_recovery_instead_of_ending_it(
     result = run_cli("wal-fetch", SEG1, str(dest))
     assert result.returncode == EXIT_ABORT_RECOVERY > 125  # PostgreSQL aborts on > 125
     assert "fails its checksum" in result.stderr
+    # One line: what happened, why it stops the recovery, what to do.
+    (line,) = [ln for ln in result.stderr.splitlines() if "fails its checksum" in ln]
+    assert f"so PostgreSQL stops the recovery at {SEG1} instead of ending it early" in line
+    assert f"put an intact copy of {SEG1} (with its .md5) into the archive" in line
     assert not dest.exists() and not list(tmp_path.glob(".RECOVERYXLOG.*"))
 
     archived.with_name(SEG1 + ".md5").unlink()

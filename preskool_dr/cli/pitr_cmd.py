@@ -17,8 +17,9 @@ from preskool_dr.cli.output import (
     print_json,
     print_run_event,
 )
+from preskool_dr.cli.restore_cmd import add_sign_off_options, sign_off
 from preskool_dr.core import pitr
-from preskool_dr.core.errors import DrError, UsageError
+from preskool_dr.core.errors import Cancelled, DrError, UsageError
 from preskool_dr.core.events import Event, Progress
 
 EPILOG = """\
@@ -28,6 +29,10 @@ examples:
   preskool-dr pitr --target-time 2026-02-20T10:45:00Z --data-dir /srv/pg/recovered \\
         --port 5433 --confirm /srv/pg/recovered
       recover the cluster as it was at 10:45 UTC into /srv/pg/recovered, on port 5433
+  preskool-dr pitr --resume 20260220-104700-a1b2 --confirm /srv/pg/recovered
+      go on with a run that was killed or interrupted (Ctrl-C, SSH dropped, kill)
+  preskool-dr pitr --drill --performed-by alice --target-time ... --data-dir ... --port ...
+      a PITR drill: validation on the recovered copy, RTO/RPO in the signed drill log
 
 What happens: the newest base backup that ended before the target is verified (MD5
 sidecars), extracted into --data-dir (which must be new or empty: a live data directory is
@@ -36,10 +41,16 @@ get restore_command (preskool-dr wal-fetch), recovery_target_time, promote, port
 server replays the archived WAL up to the target, promotes, and is left running. Nothing
 starts when the target is outside the recoverable range (that range is printed).
 
+--drill also checks the recovered database (restore_test: required tables, smoke queries)
+and appends a signed entry to the drill log: RPO = incident (default the target) minus the
+last transaction replayed, judged against thresholds.rpo_wal_hours; RTO = the run's start
+until the recovered server accepted read-write connections.
+
 As root, the server runs as the postgres OS user, which must be able to run the Python
 given by --server-python (default: this one) with preskool-dr installed. A time without an
-offset is UTC. Exit codes: 0 reached the target, 1 failed, 2 usage (confirmation, directory
-not empty, port in use, target outside the range), 130 interrupted.
+offset is UTC. Exit codes: 0 reached the target (and, with --drill, the drill passed),
+1 failed, 2 usage (confirmation, directory not empty, port in use, target outside the range,
+a run that cannot be resumed), 130 interrupted (resumable with --resume).
 """
 
 
@@ -73,7 +84,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="Python with preskool-dr that the recovered server runs wal-fetch with "
         f"(default: {sys.executable})",
     )
-    parser.add_argument("--performed-by", metavar="NAME", help="operator name for the journal")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_ID",
+        help="go on with an interrupted run (--confirm repeats its data directory)",
+    )
+    parser.add_argument(
+        "--drill",
+        action="store_true",
+        help="a PITR drill: validate the recovered copy, append a signed drill-log entry",
+    )
+    add_sign_off_options(parser)
     parser.add_argument(
         "--ranges", action="store_true", help="show the recoverable ranges and exit"
     )
@@ -85,6 +106,34 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     config = ctx.config
     if args.ranges:
         return _show_ranges(pitr.recoverable_ranges(config, on_event=print_event), args.json)
+    cancel = threading.Event()
+    runner = _resumed(args, ctx, cancel) if args.resume else _new(args, ctx, cancel)
+    request = runner.request
+    print(
+        f"point-in-time recovery to {pitr.iso(request.target)} into {runner.data_dir} "
+        f"(port {request.port}){f', resuming run {args.resume}' if args.resume else ''}"
+        f"{', a drill' if request.drill else ''}",
+        flush=True,
+    )
+    error: DrError | None = None
+    with cancel_on_signals(cancel):
+        try:
+            runner.run()
+        except Cancelled as exc:
+            _summary(runner, exc)
+            raise
+        except DrError as exc:
+            error = exc
+        _summary(runner, error)
+        passed = True
+        if request.drill and runner.state is not None:
+            passed = sign_off(runner, args, runner.state.operator)
+    if error is not None:
+        raise error
+    return 0 if passed else 1
+
+
+def _new(args: argparse.Namespace, ctx: Context, cancel: threading.Event) -> pitr.PitrRun:
     missing = [
         flag
         for flag, value in (
@@ -104,22 +153,32 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         incident=pitr.parse_target(args.incident_time) if args.incident_time else None,
         server_python=args.server_python or sys.executable,
         operator=args.performed_by or "",
+        drill=args.drill,
     )
-    cancel = threading.Event()
-    runner = pitr.PitrRun(config, request, on_event=print_event, cancel=cancel)
-    print(
-        f"point-in-time recovery to {pitr.iso(request.target)} into {runner.data_dir} "
-        f"(port {request.port})",
-        flush=True,
+    return pitr.PitrRun(ctx.config, request, on_event=print_event, cancel=cancel)
+
+
+def _resumed(args: argparse.Namespace, ctx: Context, cancel: threading.Event) -> pitr.PitrRun:
+    """The journal holds what was asked: options that would change it are refused."""
+    given = [
+        flag
+        for flag, value in (
+            ("--target-time", args.target_time),
+            ("--data-dir", args.data_dir),
+            ("--port", args.port),
+            ("--incident-time", args.incident_time),
+            ("--server-python", args.server_python),
+            ("--drill", args.drill),
+        )
+        if value
+    ]
+    if given:
+        raise UsageError(
+            f"--resume takes its settings from the run's journal: drop {', '.join(given)}"
+        )
+    return pitr.PitrRun.resume(
+        ctx.config, args.resume, args.confirm or "", on_event=print_event, cancel=cancel
     )
-    with cancel_on_signals(cancel):
-        try:
-            state = runner.run()
-        except DrError as exc:
-            _summary(runner, exc)
-            raise
-    _summary(runner, None)
-    return 0 if state.result == "done" else 1
 
 
 def _show_ranges(ranges: list[pitr.RecoverableRange], as_json: bool) -> int:
@@ -167,8 +226,13 @@ def _summary(runner: pitr.PitrRun, error: DrError | None) -> None:
             flush=True,
         )
     else:
-        failed = next((s for s, status in state.steps.items() if status == "failed"), "?")
-        print(f"RESULT {state.result.upper()}  run {state.run_id}  at step {failed}", flush=True)
+        print(
+            f"RESULT {state.result.upper()}  run {state.run_id}  at step "
+            f"{state.failed_step() or '?'}",
+            flush=True,
+        )
+        if isinstance(error, Cancelled):
+            print(f"       resume: {pitr.resume_command(state)}", flush=True)
     if state.server_running:
         print(
             f"       server running on port {state.port}, data directory {state.data_dir}"

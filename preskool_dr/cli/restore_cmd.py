@@ -81,6 +81,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="ISO8601",
         help="when the incident was declared (UTC; default now): the RTO counts from here",
     )
+    add_sign_off_options(parser)
+    parser.add_argument(
+        "--drop-after", action="store_true", help="drill: drop the drill database when done"
+    )
+    parser.set_defaults(handler=run)
+
+
+def add_sign_off_options(parser: argparse.ArgumentParser) -> None:
+    """A drill's entry in the drill log: who, signed how, where (restore and pitr)."""
     parser.add_argument(
         "--performed-by", metavar="NAME", help="operator name for the journal/drill log"
     )
@@ -93,10 +102,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--drill-log", type=Path, metavar="PATH", help="drill log file to append to"
     )
-    parser.add_argument(
-        "--drop-after", action="store_true", help="drill: drop the drill database when done"
-    )
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
@@ -163,26 +168,31 @@ def _start(args: argparse.Namespace, ctx: Context) -> Engine:
 
 def _sign_off(engine: Engine, args: argparse.Namespace) -> bool:
     """Drill: append the signed entry (pass or fail), then maybe drop the drill database."""
-    performed_by = args.performed_by or engine.state.operator
-    key = signing.resolve_key(args.sign_key, engine.config.drill.sign_key)
-    result = drill.record(
-        engine,
-        performed_by=performed_by,
-        signer=args.signer,
-        key=key,
-        log_path=args.drill_log,
-        interactive=sys.stdin.isatty(),
-    )
-    verdict = drill.verdict(engine)
-    tagged(
-        "OK" if verdict.result == "pass" else "FAIL",
-        f"drill {verdict.result.upper()}: {result.message}",
-    )
+    passed = sign_off(engine, args, engine.state.operator)
     if args.drop_after or engine.config.drill.drop_after:
         drill.drop_drill_database(engine)
         tagged("OK", f"dropped the drill database {engine.state.target_db}")
     else:
         tagged("INFO", f"the drill database {engine.state.target_db} is kept for inspection")
+    return passed
+
+
+def sign_off(run: drill.DrillRun, args: argparse.Namespace, operator: str) -> bool:
+    """Append the drill's entry (signed when a key is found) and say pass or fail."""
+    key = signing.resolve_key(args.sign_key, run.config.drill.sign_key)
+    result = drill.record(
+        run,
+        performed_by=args.performed_by or operator,
+        signer=args.signer,
+        key=key,
+        log_path=args.drill_log,
+        interactive=sys.stdin.isatty(),
+    )
+    verdict = drill.verdict(run)
+    tagged(
+        "OK" if verdict.result == "pass" else "FAIL",
+        f"drill {verdict.result.upper()}: {result.message}",
+    )
     return verdict.result == "pass"
 
 

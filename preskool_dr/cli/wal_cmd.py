@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from preskool_dr.core.errors import DrError
+from preskool_dr.core.errors import DrError, UsageError
 from preskool_dr.core.wal import WalMissing, WalSettings, fetch, push
 
 # restore_command exit status 1 tells PostgreSQL "no such file": recovery ends there. A
@@ -86,12 +86,25 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         # after the last one; the line helps only when hunting a gap.
         print(f"preskool-dr wal-fetch: {exc} (exit 1: the end of the archive)", file=sys.stderr)
         return exc.exit_code
-    except DrError as exc:
+    except UsageError as exc:  # a broken restore_command: stop too, and say only that
         raise DrError(str(exc), exit_code=EXIT_ABORT_RECOVERY) from None
+    except DrError as exc:
+        raise _abort_recovery(args.name, str(exc)) from None
     except Exception as exc:
-        raise DrError(
-            f"wal-fetch {args.name} failed unexpectedly: {exc!r}", exit_code=EXIT_ABORT_RECOVERY
-        ) from None
+        raise _abort_recovery(args.name, f"wal-fetch failed unexpectedly: {exc!r}") from None
     if result.warning:
         print(f"preskool-dr: warning: {result.warning}", file=sys.stderr)
     return 0
+
+
+def _abort_recovery(name: str, why: str) -> DrError:
+    """NAME exists but cannot be delivered intact: exit 1 would let PostgreSQL end the
+    recovery early, before NAME, and (with no recovery target) promote a copy missing
+    everything after it. The exit status above 125 makes it stop instead, with this line
+    in its log."""
+    return DrError(
+        f"{why} - wal-fetch exits {EXIT_ABORT_RECOVERY} so PostgreSQL stops the recovery at "
+        f"{name} instead of ending it early there: put an intact copy of {name} (with its "
+        ".md5) into the archive, or choose a target before it, and run pitr again",
+        exit_code=EXIT_ABORT_RECOVERY,
+    )

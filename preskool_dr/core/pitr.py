@@ -11,7 +11,8 @@ directory, that directory is new or empty (a live one is never touched, so there
 nothing to roll back: delete the new directory), the target lies inside the range the
 backups can reach (checked from the archive before anything is written), and every file
 is verified (MD5 sidecars, then pg_verifybackup against the SHA-256 manifest). Each step
-transition is saved to `<state dir>/pitr/<run_id>.json` (0600, atomic).
+transition is saved to `<state dir>/pitr/<run_id>.json` (0600, atomic), from which a killed
+or interrupted run resumes (`PitrRun.resume`, `pitr --resume RUN_ID`).
 
 The recovered copy gets `archive_mode = off`: its new timeline must not land in the
 production archive, where a later recovery following timeline 'latest' would take it.
@@ -26,6 +27,7 @@ import os
 import pwd
 import re
 import shlex
+import shutil
 import socket
 import sys
 import tarfile
@@ -40,12 +42,19 @@ from typing import IO, Any, cast
 
 import psycopg
 
-from preskool_dr.core import basebackup, catalog, checksum, database, procs, wal
+from preskool_dr.core import basebackup, catalog, checksum, database, procs, restore_test, wal
 from preskool_dr.core.basebackup import BASE_TAR, MANIFEST, WAL_TAR, BaseBackupInfo
 from preskool_dr.core.catalog import BackupRecord
 from preskool_dr.core.checksum import ProgressMeter
 from preskool_dr.core.config import Config
-from preskool_dr.core.errors import Cancelled, DrError, UsageError, VerificationError
+from preskool_dr.core.engine import default_operator
+from preskool_dr.core.errors import (
+    Cancelled,
+    DrError,
+    NotFoundError,
+    UsageError,
+    VerificationError,
+)
 from preskool_dr.core.events import (
     EventSink,
     LogLine,
@@ -56,10 +65,10 @@ from preskool_dr.core.events import (
     ignore_events,
     utcnow,
 )
-from preskool_dr.core.journal import new_run_id
+from preskool_dr.core.journal import new_run_id, parse_time
 from preskool_dr.core.paths import ensure_private_dir
+from preskool_dr.core.pgbin import find_pg_bin
 from preskool_dr.core.wal import Segment, WalSettings
-from preskool_dr.demo.cluster import find_pg_bin
 
 SERVER_OS_USER = "postgres"  # who runs the server when pitr runs as root
 LOG_NAME = "pitr-recovery.log"
@@ -275,6 +284,7 @@ class PitrRequest:
     incident: datetime | None = None  # for the RPO; default: the target
     server_python: str = sys.executable  # what the recovered server runs wal-fetch with
     operator: str = ""
+    drill: bool = False  # a rehearsal: validate the recovered database for the drill log
 
 
 def check_request(request: PitrRequest) -> Path:
@@ -379,14 +389,85 @@ class PitrState:
     notes: list[str] = field(default_factory=list)
     mode: str = "pitr"
     version: int = 1
+    backup_md5: str | None = None  # of the base backup's base.tar.gz (its meta.json's md5)
+    tool_host: str = ""
+    declared_at: datetime | None = None  # the run started (incident declared): RTO from here
+    accepting_at: datetime | None = None  # the recovered server took read-write connections
+    step_seconds: dict[str, float] = field(default_factory=dict)
+    drill: bool = False
+    validation: list[dict[str, Any]] = field(default_factory=list)  # drill: restore-test checks
+    drill_log_entry: str | None = None  # sha256 of the drill-log line written for this run
+    server_python: str = ""  # what restore_command runs wal-fetch with
+    pid: int | None = None  # the preskool-dr process running it, to refuse a second resume
+
+    @property
+    def rto_seconds(self) -> float:
+        start = self.declared_at or self.created_at
+        end = self.accepting_at or self.finished_at or utcnow()
+        return max(0.0, (end - start).total_seconds())
+
+    def failed_step(self) -> str | None:
+        return next((s for s, status in self.steps.items() if status == "failed"), None)
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         return {k: catalog.iso_utc(v) if isinstance(v, datetime) else v for k, v in data.items()}
 
+    @classmethod
+    def from_json(cls, data: Any) -> PitrState:
+        """TypeError/ValueError when `data` is not a journal this version wrote."""
+        if not isinstance(data, dict) or data.get("mode") != "pitr":
+            raise ValueError("not a pitr journal")
+        names = {f.name for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {
+            key: parse_time(value) if key in _STATE_TIMES and isinstance(value, str) else value
+            for key, value in data.items()
+            if key in names  # a newer version's extra fields: ignored, as for restore journals
+        }
+        state = cls(**values)
+        if set(state.steps) != {sid for sid, _ in STEPS}:
+            raise ValueError("its steps are not the seven this version runs")
+        return state
+
+
+_STATE_TIMES = {
+    "created_at",
+    "target",
+    "incident",
+    "range_start",
+    "range_end",
+    "stop_point",
+    "recovery_end",
+    "finished_at",
+    "declared_at",
+    "accepting_at",
+}
+_RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{4}$")
+
 
 def journal_path(state_dir: Path, run_id: str) -> Path:
     return state_dir / "pitr" / f"{run_id}.json"
+
+
+def load_state(state_dir: Path, run_id: str) -> PitrState:
+    """A pitr run's journal; NotFoundError (exit 2) naming the folder when there is none."""
+    folder = state_dir / "pitr"
+    if not _RUN_ID.match(run_id):
+        raise NotFoundError(f"{run_id!r} is not a pitr run id (the journals are in {folder})")
+    path = journal_path(state_dir, run_id)
+    try:
+        return PitrState.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise NotFoundError(f"no pitr run {run_id!r} in {folder}") from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise NotFoundError(
+            f"pitr journal {path} is unreadable ({exc}): it cannot be resumed; empty its data "
+            "directory and start a new pitr"
+        ) from None
+
+
+def resume_command(state: PitrState) -> str:
+    return f"preskool-dr pitr --resume {state.run_id} --confirm {shlex.quote(state.data_dir)}"
 
 
 # ---------------------------------------------------------------- the run
@@ -400,6 +481,7 @@ class _ServerLog:
         self._offset = 0
         self._partial = b""
         self.lines: list[str] = []
+        self._fatal_from = 0  # lines before it are an earlier attempt's (see skip_history)
 
     def read_new(self) -> list[str]:
         try:
@@ -414,10 +496,16 @@ class _ServerLog:
         self.lines += new
         return new
 
+    def skip_history(self) -> None:
+        """A resumed run: what the log already holds (e.g. clients' FATALs when the server
+        was stopped) is no reason to think the server we start or follow now has died."""
+        self.read_new()
+        self._fatal_from = len(self.lines)
+
     def fatal(self) -> list[str]:
         return [
             m.group(1)
-            for line in self.lines
+            for line in self.lines[self._fatal_from :]
             if (m := _FATAL.search(line)) and not _CLIENT_FATAL.search(m.group(1))
         ]
 
@@ -429,13 +517,28 @@ class _ServerLog:
         return done is not None and any(_READY in ln for ln in self.lines[done:])
 
 
+def _is_preskool_process(pid: int) -> bool:
+    """Alive and a preskool-dr process (a recycled pid is not the old run)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, someone else's
+    try:
+        return b"preskool" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc: assume the worst, the message says how to check
+
+
 def _log_time(text: str) -> datetime:
     parsed = datetime.fromisoformat(text.strip())
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 class PitrRun:
-    """One recovery; `run()` goes through STEPS and returns the final state."""
+    """One recovery; `run()` goes through STEPS and returns the final state. `resume()`
+    picks up a run whose process was killed or interrupted, from its journal."""
 
     def __init__(
         self,
@@ -444,28 +547,85 @@ class PitrRun:
         *,
         on_event: EventSink = ignore_events,
         cancel: threading.Event | None = None,
+        journal: PitrState | None = None,
     ) -> None:
         self.config = config
         self.request = request
         self.on_event = on_event
         self.cancel = cancel or threading.Event()
         self.settings = WalSettings.from_config(config)
-        self.data_dir = check_request(request)
-        self.state: PitrState | None = None
+        # A resumed run's directory holds its own partial work: only a new one must be empty.
+        self.data_dir = check_request(request) if journal is None else Path(journal.data_dir)
+        self.state: PitrState | None = journal
         self.plan: RecoverableRange | None = None
         self.backup_path: Path | None = None  # the verified local copy, once fetched
         self.log = _ServerLog(self.data_dir / LOG_NAME)
         self._conn: psycopg.Connection | None = None
+        self._declared = utcnow()
+        self._step_started: dict[str, float] = {}
+
+    @classmethod
+    def resume(
+        cls,
+        config: Config,
+        run_id: str,
+        confirm: str,
+        *,
+        on_event: EventSink = ignore_events,
+        cancel: threading.Event | None = None,
+    ) -> PitrRun:
+        """Re-attach to run `run_id` (killed, or stopped with Ctrl-C/SIGTERM); UsageError
+        saying what to do instead when it is done, failed, or still running elsewhere."""
+        state = load_state(config.state_dir, run_id)
+        data_dir = Path(state.data_dir)
+        typed = Path(os.path.abspath(Path(confirm).expanduser())) if confirm else None
+        if typed != data_dir:
+            raise UsageError(
+                f"--confirm {confirm or '(missing)'} does not repeat run {run_id}'s data "
+                f"directory {data_dir}: nothing was done"
+            )
+        if state.result == "done":
+            raise UsageError(
+                f"run {run_id} is done (recovered to {iso(state.recovery_end)}): nothing to "
+                f"resume; its server: `{stop_command(data_dir)}` stops it"
+            )
+        if state.result == "failed":
+            raise UsageError(
+                f"run {run_id} failed at step {state.failed_step() or '?'} and is not resumed "
+                f"(a failure repeats): read {state.server_log}, stop its server if one runs "
+                f"(`{stop_command(data_dir)}`), remove {data_dir}, then start a new pitr"
+            )
+        if state.result == "running" and state.pid and _is_preskool_process(state.pid):
+            raise UsageError(
+                f"run {run_id} is still running (preskool-dr pid {state.pid}): wait for it, "
+                f"or stop it (kill {state.pid}) and resume then"
+            )
+        request = PitrRequest(
+            target=state.target,
+            data_dir=data_dir,
+            port=state.port,
+            confirm=str(data_dir),
+            incident=state.incident,
+            server_python=state.server_python or sys.executable,
+            operator=state.operator,
+            drill=state.drill,
+        )
+        return cls(config, request, on_event=on_event, cancel=cancel, journal=state)
 
     # ------------------------------------------------------------ bookkeeping
 
     def _step(self, step_id: str, status: StepStatus, detail: str = "") -> None:
         number = next(i for i, (sid, _) in enumerate(STEPS, 1) if sid == step_id)
         title = STEPS[number - 1][1]
+        if status is StepStatus.RUNNING:
+            self._step_started[step_id] = time.monotonic()
         if self.state is not None:
             self.state.steps[step_id] = status.value
             if detail:
                 self.state.details[step_id] = detail
+            started = self._step_started.get(step_id)
+            if status is not StepStatus.RUNNING and started is not None:
+                self.state.step_seconds[step_id] = time.monotonic() - started
             self._save()
         self.on_event(StepChanged(step_id, number, title, status, detail))
 
@@ -475,6 +635,12 @@ class PitrRun:
         ensure_private_dir(path.parent)
         text = json.dumps(self.state.to_json(), indent=2, sort_keys=True) + "\n"
         checksum.atomic_write(path, text.encode(), mode=0o600)
+
+    def remember_drill_entry(self, sha256: str) -> None:
+        """The drill log's line for this run (drill.record): kept in the journal."""
+        assert self.state is not None
+        self.state.drill_log_entry = sha256
+        self._save()
 
     def _notice(self, level: str, text: str, step_id: str) -> None:
         self.on_event(Notice(level, text, step_id))
@@ -488,41 +654,20 @@ class PitrRun:
     # ------------------------------------------------------------ the steps
 
     def run(self) -> PitrState:
-        request = self.request
-        self._step("plan", StepStatus.RUNNING, f"target {iso(request.target)}")
-        try:
-            plan = plan_recovery(self.config, request.target, on_event=self.on_event)
-            _check_server_python(request.server_python)
-        except DrError as exc:
-            self._step("plan", StepStatus.FAILED, str(exc))
-            raise
-        self.plan = plan
-        now = utcnow()
-        self.state = PitrState(
-            run_id=new_run_id(now),
-            created_at=now,
-            operator=request.operator,
-            target=request.target,
-            incident=request.incident or request.target,
-            data_dir=str(self.data_dir),
-            port=request.port,
-            base_backup=plan.base.name,
-            range_start=plan.start,
-            range_end=plan.end,
-            server_log=str(self.data_dir / LOG_NAME),
-            steps={sid: StepStatus.PENDING.value for sid, _ in STEPS},
+        first = self._plan_new() if self.state is None else self._plan_resume()
+        assert self.state is not None
+        actions = (
+            ("fetch", self._fetch),
+            ("extract", self._extract),
+            ("configure", self._configure),
+            ("start", self._start),
+            ("replay", self._replay),
+            ("verify", self._verify),
         )
-        self._step("plan", StepStatus.DONE, f"{plan.base.name}; recoverable {plan.describe()}")
-        current = "fetch"
+        ids = [step_id for step_id, _ in actions]
+        current = first
         try:
-            for current, action in (
-                ("fetch", self._fetch),
-                ("extract", self._extract),
-                ("configure", self._configure),
-                ("start", self._start),
-                ("replay", self._replay),
-                ("verify", self._verify),
-            ):
+            for current, action in actions[ids.index(first) :]:
                 self._check_cancel()
                 self._step(current, StepStatus.RUNNING)
                 detail = action()
@@ -548,6 +693,98 @@ class PitrRun:
             self.state.finished_at = utcnow()
             self._save()
         return self.state
+
+    def _choose(self, detail: str) -> RecoverableRange:
+        """Step 1 (also on resume: the archive is read again): the plan, or the step fails."""
+        self._step("plan", StepStatus.RUNNING, detail)
+        try:
+            plan = plan_recovery(self.config, self.request.target, on_event=self.on_event)
+            if self.state is not None and plan.base.name != self.state.base_backup:
+                raise DrError(
+                    f"the archive now points to base backup {plan.base.name}, not this run's "
+                    f"{self.state.base_backup}: remove {self.data_dir} and start a new pitr"
+                )
+            _check_server_python(self.request.server_python)
+        except DrError as exc:
+            self._step("plan", StepStatus.FAILED, str(exc))
+            raise
+        self.plan = plan
+        return plan
+
+    def _plan_new(self) -> str:
+        request = self.request
+        plan = self._choose(f"target {iso(request.target)}")
+        now = utcnow()
+        self.state = PitrState(
+            run_id=new_run_id(now),
+            created_at=now,
+            operator=request.operator or default_operator(),
+            target=request.target,
+            incident=request.incident or request.target,
+            data_dir=str(self.data_dir),
+            port=request.port,
+            base_backup=plan.base.name,
+            range_start=plan.start,
+            range_end=plan.end,
+            server_log=str(self.data_dir / LOG_NAME),
+            steps={sid: StepStatus.PENDING.value for sid, _ in STEPS},
+            backup_md5=plan.base.members.get(BASE_TAR),
+            tool_host=socket.gethostname(),
+            declared_at=self._declared,
+            drill=request.drill,
+            server_python=request.server_python,
+            pid=os.getpid(),
+        )
+        self._step("plan", StepStatus.DONE, f"{plan.base.name}; recoverable {plan.describe()}")
+        self._notice(
+            "info",
+            f"run {self.state.run_id}; if it is interrupted: {resume_command(self.state)}",
+            "plan",
+        )
+        return "fetch"
+
+    def _plan_resume(self) -> str:
+        """Where a killed or interrupted run goes on: a running server is followed (its
+        recovery never stopped), a stopped one started again (recovery goes on from its last
+        restartpoint), and a run stopped before its server started begins again from the
+        fetch, in the emptied directory (all in it is this run's partial work)."""
+        state = self.state
+        assert state is not None
+        interrupted_at = next(
+            (sid for sid, _ in STEPS if state.steps[sid] in ("running", "failed")), "?"
+        )
+        state.result, state.pid, state.finished_at = "running", os.getpid(), None
+        plan = self._choose(f"resuming run {state.run_id}, stopped in step {interrupted_at}")
+        pid = self._server_pid()
+        if pid is not None:
+            first = "replay"
+            how = f"its server (pid {pid}) is running: following its recovery"
+            self.log.skip_history()
+        elif state.steps["configure"] == "done" and (self.data_dir / "PG_VERSION").exists():
+            first = "start"
+            how = "its server is stopped: starting it again; recovery goes on where it was"
+            self.log.skip_history()
+        else:
+            first = "fetch"
+            self._empty_data_dir()
+            how = (
+                f"emptied {self.data_dir} (the partial work of step {interrupted_at}) and "
+                "starting again from the fetch"
+            )
+        order = [sid for sid, _ in STEPS]
+        for sid in order[1:]:
+            before = order.index(sid) < order.index(first)
+            state.steps[sid] = StepStatus.DONE.value if before else StepStatus.PENDING.value
+        state.notes.append(f"resumed at {iso(utcnow())}: {how}")
+        self._step("plan", StepStatus.DONE, f"{plan.base.name}; resumed: {how}")
+        return first
+
+    def _empty_data_dir(self) -> None:
+        for child in self.data_dir.iterdir() if self.data_dir.is_dir() else ():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
 
     def _fetch(self) -> str:
         assert self.plan is not None
@@ -712,6 +949,9 @@ class PitrRun:
             self._fail_if_dead(started=True)
             self._check_cancel()
             time.sleep(POLL_SECONDS)
+        assert self.state is not None
+        # Seen within a poll of the promotion: the end of the RTO (read-write connections).
+        self.state.accepting_at = self.state.accepting_at or utcnow()
         self._forward_log()
         stop = self.log.find(_STOP_BEFORE)
         return (
@@ -763,10 +1003,34 @@ class PitrRun:
             )
         recovered_to = end or self.plan.start
         self.state.rpo_seconds = max(0.0, (self.state.incident - recovered_to).total_seconds())
-        return (
+        reached = (
             f"promoted on timeline {self.state.timeline or '?'}: last transaction {iso(end)}, "
             f"first one not replayed {iso(self.state.stop_point)}"
         )
+        if not self.request.drill:
+            return reached
+        checks = self._validate()
+        failed = [c for c in checks if not c["ok"]]
+        if failed:
+            raise VerificationError(
+                f"{reached}; but the recovered {self.config.database.name} fails validation: "
+                f"{failed[0]['name']}: {failed[0]['detail']}"
+            )
+        return f"{reached}; {len(checks)} validation checks passed"
+
+    def _validate(self) -> list[dict[str, Any]]:
+        """A drill's restore-test checks (runbook.yaml restore_test: required tables, smoke
+        queries) on the recovered copy of the production database. No row counts to compare:
+        a base backup records none, and the copy is of another moment anyway."""
+        assert self.state is not None
+        rt = self.config.restore_test
+        db = dataclasses.replace(self.config.database, host="localhost", port=self.request.port)
+        with database.connect(db, db.name, admin=True) as conn:
+            checks, _ = restore_test.validate_restored(
+                conn, rt.required_tables, None, rt.smoke_queries
+            )
+        self.state.validation = [c.to_json() for c in checks]
+        return self.state.validation
 
     # ------------------------------------------------------------ the server
 

@@ -8,7 +8,6 @@ private to the cluster.
 
 from __future__ import annotations
 
-import glob
 import os
 import pwd
 import shutil
@@ -19,33 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from preskool_dr.core.errors import DrError
+from preskool_dr.core.pgbin import find_pg_bin
 
 SUPERUSER = "postgres"
-
-
-def find_pg_bin(name: str) -> str:
-    """Locate a PostgreSQL server binary: PATH, `pg_config --bindir`, /usr/lib/postgresql/*/bin."""
-    found = shutil.which(name)
-    if found:
-        return found
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        bindir = subprocess.run(
-            [pg_config, "--bindir"], capture_output=True, text=True, check=False
-        ).stdout.strip()
-        candidate = Path(bindir) / name
-        if candidate.exists():
-            return str(candidate)
-    versions = sorted(
-        glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
-        key=lambda p: int(Path(p).parts[4]) if Path(p).parts[4].isdigit() else 0,
-    )
-    if versions:
-        return versions[-1]
-    raise DrError(
-        f"PostgreSQL program {name!r} not found: install the 'postgresql' package "
-        "(make test / make demo do this when run as root)"
-    )
 
 
 def free_port() -> int:

@@ -16,8 +16,7 @@ from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
 from preskool_dr.tui.screens.sign_off import SignOffScreen
 from tests.conftest import assert_openssh_verifies, make_signing_key
-from tests.tui.conftest import Site, screen_text, wait_for
-from tests.tui.test_restore_flow import run_selected, start_run, status
+from tests.tui.conftest import Site, run_selected, screen_text, start_run, status, wait_for
 
 
 def drill_site(site: Site, monkeypatch: pytest.MonkeyPatch) -> tuple[Site, str]:

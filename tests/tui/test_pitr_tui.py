@@ -37,11 +37,13 @@ from preskool_dr.tui.screens.pitr import (
     whole_seconds,
 )
 from tests import test_pitr
-from tests.conftest import assert_no_secrets
+from tests.conftest import assert_no_secrets, assert_openssh_verifies, make_signing_key
 from tests.test_pitr import (
     ROWS,
     Scenario,
     base_env,
+    copy_backups,
+    drill_runbook,
     insert_batch,
     new_data_dir,
     sql,
@@ -118,8 +120,9 @@ async def start_recovery(
     await wait_for(
         pilot, lambda: isinstance(pilot.app.screen, ConfirmNameScreen), "the confirmation"
     )
-    text = screen_text(pilot)
-    assert "Start point-in-time recovery?" in text and f"{seconds(target)} UTC" in text
+    # Pushed is not yet drawn (a loaded machine shows it a few frames later).
+    await wait_for(pilot, lambda: "Start point-in-time recovery?" in screen_text(pilot), "it drawn")
+    assert f"{seconds(target)} UTC" in screen_text(pilot)
     await pilot.press(*str(data_dir), "enter")
     await wait_for(pilot, lambda: screen.runner is not None, "the recovery started")
 
@@ -234,6 +237,7 @@ def test_quitting_mid_recovery_asks_then_stops_and_shows_the_running_server(
     record = json.loads(journal.read_text())
     assert record["result"] == "interrupted" and record["server_running"]
     assert record["steps"]["replay"] == "failed"
+    assert app.return_code == 130  # the recovery was stopped mid-run
 
 
 async def quit_mid_recovery(
@@ -273,6 +277,96 @@ async def quit_mid_recovery(
         await pilot.press("escape")  # back to the checklist, then out
         await pilot.pause()
         assert not isinstance(app.screen, PitrScreen)
+        await pilot.press("q")
+        await wait_for_exit(app)
+
+
+def test_a_failed_recovery_makes_the_tui_exit_1(
+    scenario: Scenario,
+    operator_env: Config,
+    new_dirs: list[Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Contract: the TUI exits 1 when a step failed, a PITR step too."""
+    backups = copy_backups(scenario, "tui-badbase")
+    tar = backups / scenario.base_name / "base.tar.gz"
+    with tar.open("r+b") as handle:
+        handle.seek(tar.stat().st_size // 2)
+        handle.write(b"\x00\x01\x02\x03")
+    monkeypatch.setenv("BACKUP_DIR", str(backups))
+    data_dir = new_data_dir(scenario, new_dirs)
+    app = DrApp(load_config(), server_python=scenario.python)
+    asyncio.run(fail_from_the_tui(app, data_dir))
+    assert app.return_code == 1
+    assert not data_dir.exists()
+
+
+async def fail_from_the_tui(app: DrApp, data_dir: Path) -> None:
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_pitr(pilot)
+        assert screen.ranges is not None
+        window = whole_seconds(screen.ranges[0])
+        assert window is not None
+        await start_recovery(pilot, screen, window[1], data_dir, free_port())
+        await wait_for(pilot, lambda: screen.state is not None, "the recovery ended")
+        await pilot.pause()
+        assert screen.state is not None and screen.state.result == "failed"
+        result = field_text(screen, "#pitr-result")
+        assert (
+            result.startswith("✖ Failed at step fetch") and "the base backup is damaged" in result
+        )
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("q")
+        await wait_for_exit(app)
+
+
+def test_pitr_drill_from_the_tui_signs_an_entry_with_its_rpo(
+    scenario: Scenario,
+    operator_env: Config,
+    new_dirs: list[Path],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("PRESKOOL_DR_RUNBOOK", str(drill_runbook(tmp_path / "site")))
+    key, allowed = make_signing_key(tmp_path, "oncall")
+    log = tmp_path / "drill-log.jsonl"
+    data_dir = new_data_dir(scenario, new_dirs)
+    app = DrApp(
+        load_config(),
+        drill=True,
+        operator="oncall",
+        sign_key=key,
+        drill_log=log,
+        server_python=scenario.python,
+    )
+    asyncio.run(drill_from_the_tui(app, data_dir))
+    assert app.return_code == 0
+    entry = json.loads(log.read_text())
+    assert entry["method"] == "pitr" and entry["performed_by"] == "oncall"
+    assert entry["result"] == "pass" and entry["backup"] == scenario.base_name
+    assert entry["rpo_seconds"] < 3600 and entry["rpo_ok"]
+    assert all(c["ok"] for c in entry["validation"])
+    assert_openssh_verifies(entry, allowed, "oncall", tmp_path)
+
+
+async def drill_from_the_tui(app: DrApp, data_dir: Path) -> None:
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_pitr(pilot)
+        assert screen.ranges is not None
+        window = whole_seconds(screen.ranges[0])
+        assert window is not None
+        await pilot.press("ctrl+u", *seconds(window[1]), "tab", "ctrl+u", *str(data_dir))
+        await pilot.press("tab", "ctrl+u", *str(free_port()), "enter")
+        await wait_for(pilot, lambda: "· a drill:" in screen_text(pilot), "the drill confirmation")
+        assert isinstance(app.screen, ConfirmNameScreen)
+        await pilot.press(*str(data_dir), "enter")
+        await wait_for(pilot, lambda: screen.drill_result is not None, "the drill recorded")
+        assert screen.state is not None and screen.state.result == "done"
+        assert screen.drill_result is not None
+        assert screen.drill_result.startswith("Drill PASS: drill recorded at line 1")
+        await pilot.press("escape")
+        await pilot.pause()
         await pilot.press("q")
         await wait_for_exit(app)
 

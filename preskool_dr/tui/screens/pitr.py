@@ -29,7 +29,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import ContentSwitcher, Footer, Input, Label, ProgressBar, RichLog, Static
 from textual.worker import Worker, WorkerState
 
-from preskool_dr.core import pitr
+from preskool_dr.core import drill, pitr, signing
 from preskool_dr.core.config import Config
 from preskool_dr.core.errors import Cancelled, DrError, UsageError
 from preskool_dr.core.events import (
@@ -60,6 +60,15 @@ HINT = (
 )
 RESULT_ICONS = {"done": "✔", "failed": "✖", "interrupted": "■"}
 NOTICE_SEVERITY: dict[str, SeverityLevel] = {"error": "error", "warn": "warning"}
+
+
+def exit_code_after(state: PitrState | None, previous: int) -> int:
+    """The TUI's exit code once a recovery has ended (0 done, 1 a step failed, 130 stopped
+    mid-run, as for the restore); a request refused before anything started changes
+    nothing (the form comes back)."""
+    if state is None:
+        return previous
+    return {"done": 0, "interrupted": 130}.get(state.result, 1)
 
 
 def archive_ranges(config: Config, on_event: EventSink) -> list[RecoverableRange]:
@@ -160,8 +169,8 @@ class StopRecoveryScreen(ModalScreen[bool]):
             dialog.border_title = "Stop the point-in-time recovery?"
             yield Static(
                 f"The recovery is at {self.step_title}. Stopping records the run as "
-                f"interrupted in its journal; a recovery does not resume: start again into a "
-                f"new or emptied directory. {server}",
+                f"interrupted in its journal; `preskool-dr pitr --resume RUN_ID` goes on with "
+                f"it later (this screen shows the command). {server}",
                 markup=False,
             )
             yield Static("y stops it · n or Esc keeps it running", classes="dialog-keys")
@@ -194,9 +203,15 @@ class PitrScreen(Screen[None]):
         operator: str = "",
         ranges: RangesProvider = archive_ranges,
         port: int | None = None,
+        drill: bool = False,
+        sign_key: Path | None = None,
+        drill_log: Path | None = None,
     ) -> None:
         super().__init__()
         self.config = config
+        self.drill = drill  # validate the recovered copy and sign a drill-log entry
+        self.sign_key = sign_key
+        self.drill_log = drill_log
         self.start = start
         self.server_python = server_python
         self.operator = operator
@@ -213,6 +228,7 @@ class PitrScreen(Screen[None]):
         self.finished_at: dict[str, datetime] = {}
         self._pending: Progress | None = None
         self._replay: Progress | None = None
+        self.drill_result: str | None = None  # the drill-log line's summary, once written
 
     # ------------------------------------------------------------ layout
 
@@ -333,6 +349,7 @@ class PitrScreen(Screen[None]):
             confirm=folder,  # the typed confirmation comes after these checks
             server_python=self.server_python,
             operator=self.operator,
+            drill=self.drill,
         )
         try:
             data_dir = pitr.check_request(request)
@@ -378,6 +395,10 @@ class PitrScreen(Screen[None]):
         body.append(str(request.data_dir), style="bold")
         body.append(" (nothing else is touched)\n")
         body.append(f"· a server on port {request.port}, left running; WAL archiving off on it")
+        if request.drill:
+            body.append(
+                "\n· a drill: the copy is validated and the RTO/RPO signed into the drill log"
+            )
         if pitr.running_as_root():
             body.append(f"\n· run by the {pitr.SERVER_OS_USER} OS user")
         return body
@@ -393,7 +414,8 @@ class PitrScreen(Screen[None]):
             return
         self.runner = runner
         self.query_one("#pitr-header", Static).update(
-            f"PITR to {seconds(request.target)} UTC · port {request.port} · {request.data_dir}"
+            f"PITR{' drill' if request.drill else ''} to {seconds(request.target)} UTC · "
+            f"port {request.port} · {request.data_dir}"
         )
         self.query_one(ContentSwitcher).current = "pitr-run"
         self._draw_steps()
@@ -503,10 +525,51 @@ class PitrScreen(Screen[None]):
         log.write(Text(f"server log: {self.state.server_log}", style="bold"))
         journal = pitr.journal_path(self.config.state_dir, self.state.run_id)
         log.write(Text(f"journal: {journal}", style="bold"))
+        if self.state.result == "interrupted":
+            log.write(Text(f"resume: {pitr.resume_command(self.state)}", style="bold"))
         if self.error is None:
             self.app.notify(
                 f"Recovered: RPO {self._rpo(self.state)}", title="Point-in-time recovery"
             )
+        if self.drill and self.state.result in ("done", "failed"):
+            self._sign_off(self.runner)
+
+    def _sign_off(self, runner: PitrRun) -> None:
+        """A drill's entry, pass or fail, as `pitr --drill` appends it (drill.record)."""
+        assert runner.state is not None
+        key = signing.resolve_key(self.sign_key, self.config.drill.sign_key)
+        operator = runner.state.operator
+        log = self.query_one("#pitr-log", RichLog)
+        try:
+            if self.app.is_headless:
+                result = drill.record(
+                    runner, performed_by=operator, signer=None, key=key, log_path=self.drill_log
+                )
+            else:
+                # ssh-keygen asks for a passphrase on the terminal itself: give it the screen
+                with self.app.suspend():
+                    print(f"Signing the PITR drill entry as {operator}...", flush=True)
+                    result = drill.record(
+                        runner,
+                        performed_by=operator,
+                        signer=None,
+                        key=key,
+                        log_path=self.drill_log,
+                        interactive=True,
+                    )
+        except DrError as exc:
+            log.write(Text(f"drill log: {exc}", style="bold"))
+            self.app.notify(str(exc), title="Drill log", severity="error", timeout=20)
+            return
+        verdict = drill.verdict(runner)
+        self.drill_result = f"Drill {verdict.result.upper()}: {result.message}"
+        log.write(Text(self.drill_result, style="bold"))
+        self.app.notify(
+            self.drill_result,
+            title="Drill log",
+            severity="information" if result.signed and verdict.result == "pass" else "warning",
+            timeout=20,
+        )
 
     def _rpo(self, state: PitrState) -> str:
         return humanize.precisedelta(state.rpo_seconds or 0, minimum_unit="seconds", format="%0.0f")
