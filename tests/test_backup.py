@@ -23,10 +23,10 @@ from psycopg import sql
 
 from preskool_dr.cli.output import BANNER_RULE
 from preskool_dr.core import catalog
-from preskool_dr.core.backup import run_backup
+from preskool_dr.core.backup import _ReadBack, run_backup
 from preskool_dr.core.config import load_config
 from preskool_dr.core.errors import Cancelled
-from preskool_dr.core.events import Event, Notice, Progress, utcnow
+from preskool_dr.core.events import Event, Notice, Progress, ignore_events, utcnow
 from preskool_dr.demo.cluster import Cluster
 from tests.conftest import APP_ROLE, Database, assert_no_secrets, run_cli
 
@@ -419,3 +419,52 @@ def test_core_reports_through_events_and_cancel_removes_the_part(
         run_backup(config, "daily", at=utcnow() + timedelta(seconds=5), cancel=cancel)
     assert backups_in(config.backups.dir) == [result.path.name]
     assert not list(config.backups.dir.glob(".*.part"))
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        ("none", None),
+        ("truncated", "ends without its end marker"),
+        ("trailing bytes", "bytes after the end of the gzip data"),
+        ("flipped bytes", "corrupt gzip data"),
+        ("shorter than written", "the file ends at byte"),
+        ("other text", "pg_dump wrote"),
+    ],
+)
+def test_read_back_finds_what_differs_from_what_was_written(
+    damage: str, problem: str | None, tmp_path: Path
+) -> None:
+    """The check that runs beside the dump, on files damaged the ways a disk or a bug could:
+    the backup gets its name only when it is None."""
+    text = b"".join(b"%d\tsome row text\n" % i for i in range(50_000))
+    good = gzip.compress(text)
+    data, written, sql_bytes = good, len(good), len(text)
+    if damage == "truncated":
+        data = good[:-12]
+        written = len(data)
+    elif damage == "trailing bytes":
+        data += b"\x00junk"
+        written = len(data)
+    elif damage == "flipped bytes":
+        middle = len(good) // 2
+        data = (
+            good[:middle]
+            + bytes(b ^ 0x5A for b in good[middle : middle + 32])
+            + good[middle + 32 :]
+        )
+    elif damage == "shorter than written":
+        data = good[: len(good) // 2]
+    elif damage == "other text":
+        sql_bytes += 1
+    path = tmp_path / "part"
+    path.write_bytes(data)
+    check = _ReadBack(path, ignore_events)
+    check.written(written)
+    check.end(complete=True)
+    found = check.problem(sql_bytes)
+    if problem is None:
+        assert found is None
+        assert check.md5 == hashlib.md5(good).hexdigest()
+    else:
+        assert found is not None and problem in found

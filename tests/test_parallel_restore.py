@@ -270,11 +270,22 @@ def fingerprint(db: Database) -> dict[str, object]:
     return result
 
 
-def restore_both(backup: Path, serial: Database, parallel: Database, jobs: int) -> list[Event]:
+def restore_both(
+    backup: Path, serial: Database, parallel: Database, jobs: int, **options: int
+) -> list[Event]:
     stream_restore(backup, libpq(serial))
     events: list[Event] = []
-    parallel_restore(backup, libpq(parallel), jobs=jobs, on_event=events.append)
+    parallel_restore(backup, libpq(parallel), jobs=jobs, on_event=events.append, **options)
     return events
+
+
+def parts_logged(events: list[Event], table: str) -> list[str]:
+    """The log lines of a table's COPY parts ("COPY t: part 2, ...")."""
+    return [
+        e.text
+        for e in events
+        if isinstance(e, LogLine) and e.text.startswith(f"COPY {table}: part ")
+    ]
 
 
 def assert_same(serial: Database, parallel: Database) -> None:
@@ -327,7 +338,79 @@ def test_preskool_schema_parallel_equals_serial(
     assert dones == sorted(dones)  # never backwards
     logged = [e.text for e in events if isinstance(e, LogLine)]
     assert any(line.startswith("COPY public.attendance: ") for line in logged)
+    assert not parts_logged(events, "public.attendance")  # smaller than a part
     assert_no_secrets(*logged, *(str(e) for e in progress))
+
+
+def test_tables_split_into_parts_equal_serial(
+    database: Database, pg_cluster: Cluster, scratch: list[Database], tmp_path: Path
+) -> None:
+    """Every table bigger than 16 KiB loads in parts over three sessions: the same end state,
+    every table counted once, progress never going back."""
+    backup = dump_gz(database, tmp_path / "preskool.sql.gz")
+    serial, parallel = new_database(pg_cluster), new_database(pg_cluster)
+    scratch += [serial, parallel]
+    events = restore_both(backup, serial, parallel, jobs=3, split_bytes=16384)
+    assert_same(serial, parallel)
+    assert len(parts_logged(events, "public.attendance")) > 3
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert progress[-1].items_done == 18
+    dones = [e.done for e in progress]
+    assert dones == sorted(dones)
+
+
+def test_awkward_schema_in_parts_equals_serial(
+    pg_cluster: Cluster, scratch: list[Database], tmp_path: Path
+) -> None:
+    """Partitions, inheritance and the rows that look like dump syntax, cut into parts."""
+    source = new_database(pg_cluster)
+    scratch.append(source)
+    with as_app(source) as conn:
+        conn.execute(AWKWARD_SCHEMA)
+    backup = dump_gz(source, tmp_path / "awkward.sql.gz")
+    serial, parallel = new_database(pg_cluster), new_database(pg_cluster)
+    scratch += [serial, parallel]
+    events = restore_both(backup, serial, parallel, jobs=2, split_bytes=4096)
+    assert_same(serial, parallel)
+    assert fingerprint(parallel) == fingerprint(source)
+    assert parts_logged(events, "public.orders_2026")
+
+
+@pytest.mark.parametrize(
+    ("split", "parts"),
+    [
+        (10, 1000),  # every row its own part
+        (4999, 2),  # the row end at byte 4,999 ends part 1
+        (5000, 2),
+        (5001, 2),  # the next row end, at 5,009
+        (9999, 1),  # the cut falls on the terminator: no empty second part
+        (10000, 1),
+        (10001, 1),
+    ],
+)
+def test_part_boundaries(
+    split: int, parts: int, pg_cluster: Cluster, scratch: list[Database], tmp_path: Path
+) -> None:
+    """1,000 rows of 10 bytes (9 characters and the newline): 10,000 bytes of COPY data. A
+    part ends at the first row end at or after `split` bytes; the session loading it and the
+    scanner cutting the next one must agree on it, also where it meets the block's end."""
+    source = new_database(pg_cluster)
+    scratch.append(source)
+    with as_app(source) as conn:
+        conn.execute("CREATE TABLE fixed (v text NOT NULL)")
+        conn.execute(
+            "INSERT INTO fixed SELECT lpad(i::text, 9, '0') FROM generate_series(1, 1000) i"
+        )
+    backup = dump_gz(source, tmp_path / "fixed.sql.gz")
+    target = new_database(pg_cluster)
+    scratch.append(target)
+    events: list[Event] = []
+    result = parallel_restore(
+        backup, libpq(target), jobs=2, on_event=events.append, split_bytes=split
+    )
+    assert result.tables_loaded == ("public.fixed",)
+    assert len(parts_logged(events, "public.fixed")) == (parts if parts > 1 else 0)
+    assert fingerprint(target) == fingerprint(source)
 
 
 def test_pgbench_parallel_equals_serial(
@@ -430,6 +513,26 @@ def test_bad_row_stops_every_session(
     assert_no_secrets(message)
 
 
+def test_bad_row_in_a_later_part_stops_every_session(
+    database: Database, pg_cluster: Cluster, scratch: list[Database], tmp_path: Path
+) -> None:
+    good = dump_gz(database, tmp_path / "good.sql.gz")
+    text = gzip.decompress(good.read_bytes())
+    start = text.index(b"COPY public.attendance ")
+    end = text.index(b"\n\\.\n", start)
+    row = text.rindex(b"\n", start, end - 1) + 1  # the last row: far beyond the first part
+    bad = tmp_path / "bad.sql.gz"
+    bad.write_bytes(gzip.compress(text[:row] + b"xx" + text[text.index(b"\t", row) :]))
+    target = new_database(pg_cluster)
+    scratch.append(target)
+    with pytest.raises(RestoreError) as caught:
+        parallel_restore(bad, libpq(target), jobs=2, split_bytes=16384)
+    assert "public.attendance" in str(caught.value)
+    assert "invalid input syntax" in str(caught.value)
+    assert psql_children() == []
+    assert server_sessions(target) == 0
+
+
 def test_duplicate_key_fails_in_post_data(
     database: Database, pg_cluster: Cluster, scratch: list[Database], tmp_path: Path
 ) -> None:
@@ -486,11 +589,12 @@ def test_corrupt_and_truncated_gzip(
     empty = tmp_path / "empty.sql.gz"
     empty.write_bytes(b"")
     for path, words in ((truncated, "truncated"), (corrupt, "corrupt"), (empty, "empty")):
-        target = new_database(pg_cluster)
-        scratch.append(target)
-        with pytest.raises(VerificationError, match=words):
-            parallel_restore(path, libpq(target), jobs=2)
-        assert psql_children() == []
+        for split in (0, 16384):  # whole blocks, and parts starting past the damage
+            target = new_database(pg_cluster)
+            scratch.append(target)
+            with pytest.raises(VerificationError, match=words):
+                parallel_restore(path, libpq(target), jobs=2, split_bytes=split)
+            assert psql_children() == []
 
 
 def test_wrong_password(

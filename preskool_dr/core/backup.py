@@ -2,8 +2,10 @@
 
 Invariant: a file carrying a final backup name in BACKUP_DIR is complete and has passed
 verification. The dump is written under a hidden `.part` name and renamed only after
-pg_dump exited 0 and the bytes are on disk; anything that fails before verification
-passes removes what it wrote, so `latest` can never pick a half or unverified file.
+pg_dump exited 0, the bytes are on disk and they were read back from the file (MD5 and a
+full decompression, while the dump still runs: no second pass after it); anything that
+fails before then removes what it wrote, so `latest` can never pick a half or unverified
+file.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO
 
 import humanize
 import psycopg
@@ -92,7 +93,7 @@ def run_backup(
             f"cannot create BACKUP_DIR {backup_dir}: {exc.strerror} - "
             "create it (writable by this user) or set BACKUP_DIR"
         ) from None
-    with _lock(backup_dir):
+    with backup_dir_lock(backup_dir):
         _remove_stale_parts(backup_dir, on_event)
         final = backup_dir / catalog.backup_name(kind, at)
         if final.exists():
@@ -113,7 +114,7 @@ def run_backup(
             row_counts=dump.row_counts,
             pg_dump_version=dump.pg_dump_version,
         )
-        _finish_local(final, meta, on_event, cancel)
+        _finish_local(final, meta, on_event)
         if dump.size < config.thresholds.min_backup_bytes:
             on_event(
                 Notice(
@@ -221,7 +222,7 @@ def _stream(
         except OSError as exc:
             os.close(fd)
             raise DrError(f"cannot start pg_dump: {exc.strerror}") from None
-        writer = _GzipWriter(proc, fd, level, on_event, cancel)
+        writer = _GzipWriter(proc, fd, part, level, on_event, cancel)
         thread = threading.Thread(target=writer.run, name="pg_dump-gzip", daemon=True)
         thread.start()
         try:
@@ -247,19 +248,22 @@ def _stream(
 
 
 class _GzipWriter:
-    """Reads pg_dump's stdout in 1 MiB chunks, gzips, writes and hashes the compressed bytes:
-    the MD5 needs no second pass over the file."""
+    """Reads pg_dump's stdout in 1 MiB chunks, gzips, writes and hashes the compressed bytes,
+    while a _ReadBack checks what reached the file; it raises VerificationError when that is
+    not what was written."""
 
     def __init__(
         self,
         proc: subprocess.Popen[bytes],
         fd: int,
+        part: Path,
         level: int,
         on_event: EventSink,
         cancel: threading.Event | None,
     ) -> None:
         self.proc = proc
         self.fd = fd
+        self.part = part
         self.level = level
         self.on_event = on_event
         self.cancel = cancel
@@ -274,28 +278,136 @@ class _GzipWriter:
         except BaseException as exc:
             self.error = exc
             procs.terminate(self.proc)  # or pg_dump blocks forever on a full pipe
+        finally:
+            os.close(self.fd)
 
     def _copy(self) -> None:
         assert self.proc.stdout is not None
         compressor = zlib.compressobj(self.level, zlib.DEFLATED, 31)  # 31: gzip framing
         meter = ProgressMeter(self.on_event, STEP_ID, "dump", None)  # counts pg_dump's bytes
-        with os.fdopen(self.fd, "wb") as out:
+        check = _ReadBack(self.part, self.on_event)
+        complete = False
+        try:
             while chunk := self.proc.stdout.read(checksum.CHUNK):
                 if self.cancel is not None and self.cancel.is_set():
                     raise Cancelled("backup cancelled: the partial file was removed")
-                self._write(out, compressor.compress(chunk))
+                self._write(compressor.compress(chunk), check)
                 meter.add(len(chunk))
-            self._write(out, compressor.flush())
-            out.flush()
-            os.fsync(out.fileno())
-        meter.finish()
+            self._write(compressor.flush(), check)
+            os.fsync(self.fd)
+            meter.finish()
+            complete = True
+        finally:
+            check.end(complete)
         self.md5 = self._digest.hexdigest()
+        problem = check.problem(meter.done)
+        if problem is not None:
+            raise VerificationError(
+                f"reading {self.part.name} back failed the gzip check ({problem}); "
+                "check the disk and run the backup again"
+            )
+        if check.md5 != self.md5:
+            raise VerificationError(
+                f"reading {self.part.name} back gave a different MD5 ({check.md5}, written "
+                f"{self.md5}): the disk returned other bytes than were written; check it "
+                "(dmesg) and run the backup again"
+            )
 
-    def _write(self, out: IO[bytes], data: bytes) -> None:
+    def _write(self, data: bytes, check: _ReadBack) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
         if data:
-            out.write(data)
             self._digest.update(data)
             self.size += len(data)
+            check.written(self.size)
+
+
+class _ReadBack:
+    """Reads a file back through its own descriptor while it is written, up to what the
+    writer has handed to the kernel: MD5 of the bytes and a full decompression (CRC and
+    length checked by zlib), so that the check costs no second pass after the dump. Once the
+    writer is done it reports `verify` progress for what is left."""
+
+    def __init__(self, path: Path, on_event: EventSink) -> None:
+        self._fd = os.open(path, os.O_RDONLY)
+        self._on_event = on_event
+        self._cond = threading.Condition()
+        self._written = 0
+        self._read = 0  # bytes read back (only this thread writes it)
+        self._complete: bool | None = None  # the writer's end: True all written, False failed
+        self._digest = checksum.md5_hasher()
+        self._inflater = zlib.decompressobj(31)
+        self._sql_bytes = 0
+        self._error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="backup-read-back", daemon=True)
+        self._thread.start()
+
+    @property
+    def md5(self) -> str:
+        return self._digest.hexdigest()
+
+    def written(self, size: int) -> None:
+        with self._cond:
+            self._written = size
+            if size - self._read >= checksum.CHUNK:
+                self._cond.notify()
+
+    def end(self, complete: bool) -> None:
+        """The writer is done (or failed): read the rest, or stop at once."""
+        with self._cond:
+            self._complete = complete
+            self._cond.notify()
+        self._thread.join()
+        os.close(self._fd)
+
+    def problem(self, sql_bytes: int) -> str | None:
+        """Why the bytes read back are not one whole gzip member of `sql_bytes` bytes."""
+        if self._error is not None:
+            return self._error
+        if not self._inflater.eof:
+            return "the gzip data ends without its end marker"
+        if self._inflater.unused_data:
+            return "bytes after the end of the gzip data"
+        if self._sql_bytes != sql_bytes:
+            return f"it holds {self._sql_bytes:,} bytes of SQL, pg_dump wrote {sql_bytes:,}"
+        return None
+
+    def _run(self) -> None:
+        meter: ProgressMeter | None = None
+        try:
+            while True:
+                with self._cond:
+                    # whole chunks: a wake-up per compressed write would cost the writer
+                    while self._written - self._read < checksum.CHUNK and self._complete is None:
+                        self._cond.wait()
+                    if self._complete is False:
+                        return
+                    limit, complete = self._written, self._complete
+                if complete and meter is None:
+                    meter = ProgressMeter(self._on_event, STEP_ID, "verify", limit, self._read)
+                if self._read >= limit:  # only once complete: else a whole chunk waits
+                    break
+                data = os.pread(self._fd, min(checksum.CHUNK, limit - self._read), self._read)
+                if not data:
+                    self._error = f"the file ends at byte {self._read:,}, {limit:,} were written"
+                    return
+                self._read += len(data)
+                self._digest.update(data)
+                self._inflate(data)
+                if meter is not None:
+                    meter.add(len(data))
+            assert meter is not None
+            meter.finish()
+        except OSError as exc:
+            self._error = f"cannot read it: {exc.strerror or exc}"
+        except zlib.error as exc:
+            self._error = f"corrupt gzip data before byte {self._read:,}: {exc}"
+
+    def _inflate(self, data: bytes) -> None:
+        while data and not self._inflater.eof:
+            self._sql_bytes += len(self._inflater.decompress(data, 8 * checksum.CHUNK))
+            data = self._inflater.unconsumed_tail
 
 
 def _disk_error(path: Path, exc: OSError) -> DrError:
@@ -305,32 +417,18 @@ def _disk_error(path: Path, exc: OSError) -> DrError:
     )
 
 
-def _finish_local(
-    final: Path, meta: BackupMeta, on_event: EventSink, cancel: threading.Event | None
-) -> None:
-    """Meta, sidecar, then read it all back; any failure takes the backup away again."""
+def _finish_local(final: Path, meta: BackupMeta, on_event: EventSink) -> None:
+    """Meta and sidecar beside the backup, which was read back before it got its name; any
+    failure takes the backup away again."""
     try:
         catalog.write_meta(final, meta)
         checksum.write_sidecar(final, meta.md5)
-        result = checksum.verify_file(
-            final, meta.md5, on_event=on_event, step_id=STEP_ID, cancel=cancel
-        )
-        if not result.md5_ok:
-            raise VerificationError(
-                f"re-reading {final} gave a different MD5 ({result.describe()}): the disk "
-                "returned other bytes than were written; check it (dmesg) and run the backup again"
-            )
-        on_event(Notice("ok", "Checksum verified ✓", STEP_ID))
-        if not result.gzip_ok:
-            raise VerificationError(
-                f"{final} fails the gzip integrity check ({result.gzip_error}); "
-                "check the disk and run the backup again"
-            )
-        on_event(Notice("ok", "Gzip integrity check passed", STEP_ID))
     except BaseException:
         for path in _with_attributes(final):
             path.unlink(missing_ok=True)
         raise
+    on_event(Notice("ok", "Checksum verified ✓", STEP_ID))
+    on_event(Notice("ok", "Gzip integrity check passed", STEP_ID))
 
 
 # ---------------------------------------------------------------- upload
@@ -438,7 +536,8 @@ def _with_attributes(backup: Path) -> tuple[Path, ...]:
 
 
 @contextlib.contextmanager
-def _lock(backup_dir: Path) -> Iterator[None]:
+def backup_dir_lock(backup_dir: Path) -> Iterator[None]:
+    """Held for a whole backup run (logical or base): LockedError when another one holds it."""
     path = backup_dir / LOCK_NAME
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)

@@ -163,8 +163,8 @@ def run_base_backup(
     """pg_basebackup of the whole cluster into BACKUP_DIR/preskool-base-<UTC time>/."""
     at = (at or utcnow()).astimezone(UTC).replace(microsecond=0)
     backup_dir = config.backups.dir
-    catalog._ensure_dir(backup_dir)
-    with backup._lock(backup_dir):
+    catalog.ensure_dir(backup_dir)
+    with backup.backup_dir_lock(backup_dir):
         for stale in backup_dir.glob(f".{catalog.BASE_PREFIX}*{_TEMP_SUFFIX}"):
             shutil.rmtree(stale, ignore_errors=True)
             on_event(Notice("warn", f"Removed {stale.name} left by an interrupted backup", STEP_ID))

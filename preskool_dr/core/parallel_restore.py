@@ -10,16 +10,23 @@ post-data (keys, indexes, triggers, foreign keys), then ACLs. The load:
    which must finish before any table is loaded (its error lines are the file's lines);
 2. data: a scanner inflates the file once, ahead of the loaders, and notes where every
    COPY block starts (the compressed offset and a copy of the zlib state there); each of
-   N sessions inflates its blocks from that point into its own psql. Other data entries
-   (sequence values, large objects) go in file order into one more psql;
+   N sessions inflates its blocks from that point and hands the rows to the server over
+   its own connection (psycopg's COPY: no psql reading them from a pipe). A block longer
+   than `split_bytes` is cut at row ends into parts, each its own COPY of the same table,
+   so that sessions left idle can help with a table that would hold up the load alone (its
+   rows then sit in the table's pages in another order than the serial load leaves them:
+   the same rows, as `SELECT` without ORDER BY promises nothing about order). Other data
+   entries (sequence values, large objects) go in file order into one more psql;
 3. post-data: an entry starts once the tables it names are loaded, when no running entry
    holds a conflicting lock on the same table tree (index builds share; no lock waits, no
    deadlocks) and the entries of earlier groups on those tables are done (keys and indexes,
    then triggers, then foreign keys: the file's order where it matters). Entries this
    module does not recognise run alone, in file order, after all before them.
+   The biggest tables load first, each on its own session (as pg_restore -j orders them),
+   and a table's index builds start as soon as its rows are in, beside the other loads.
 
-Every psql runs with ON_ERROR_STOP; the first failure stops every session and their server
-backends, as the serial load stops at its first error. Memory stays flat: the scanner holds
+Every psql runs with ON_ERROR_STOP and a failed COPY raises; the first failure stops every
+session and their server backends, as the serial load stops at its first error. Memory stays flat: the scanner holds
 at most MAX_LOOKAHEAD block starts (~40 KiB of zlib state each) plus post-data DDL text.
 """
 
@@ -46,18 +53,19 @@ from preskool_dr.core.errors import Cancelled, DrError, NotFoundError, Verificat
 from preskool_dr.core.events import EventSink, LogLine, Progress, ignore_events
 from preskool_dr.core.procs import spawn, terminate
 from preskool_dr.core.restore_stream import (
-    _COPY_HEADER,
-    _PSQL_ERROR,
+    COPY_HEADER,
     GZIP_WBITS,
     PIECE,
     PIPE_SIZE,
     PROGRESS_EVERY,
+    PSQL_ERROR,
     READ_CHUNK,
+    PsqlOutput,
     RestoreError,
     StreamResult,
-    _one_line,
-    _PsqlOutput,
-    _short,
+    one_line,
+    server_gone,
+    short,
 )
 
 # -q -A -t: no command tags; query output is only our sync markers (and setval results).
@@ -70,7 +78,11 @@ DATA_TYPES = frozenset({"TABLE DATA", "SEQUENCE SET", "BLOBS", "LARGE OBJECTS"})
 ATTACHED_TYPES = frozenset({"COMMENT", "SECURITY LABEL"})  # belong to the entry before
 GROUPS = {"CONSTRAINT": "build", "INDEX": "build", "TRIGGER": "trigger", "FK CONSTRAINT": "fk"}
 SERIAL = "serial"
-POLL_MIN, POLL_MAX = 0.0005, 0.02  # seconds between looks for a session's sync marker
+# SQL bytes of one COPY part. Parts cost little each, but two sessions on one table load it
+# no faster than one session on each of two tables: only a table that would hold up the load
+# alone is worth cutting (measured in docs/PERFORMANCE.md's data: 8 MiB parts were slower).
+SPLIT_BYTES = 128 << 20
+WAKE_EVERY = 0.1  # seconds: how often a waiting session looks at psql's and the run's state
 
 _HEADER = re.compile(
     rb"-- (?:Data for )?Name: (?P<name>.*); Type: (?P<type>[A-Z][A-Z ]*); "
@@ -130,11 +142,11 @@ def unsupported_reason(backup: Path) -> str | None:
 
 @dataclass(frozen=True)
 class _Checkpoint:
-    """Where a session starts inflating a COPY block on its own."""
+    """Where a session starts inflating a COPY part on its own."""
 
     offset: int  # compressed byte to read from
     inflater: zlib._Decompress  # the zlib state before that byte (a private copy)
-    skip: int  # decompressed bytes to drop before the block's `COPY` line
+    skip: int  # decompressed bytes to drop before the part's first row
 
 
 @dataclass(frozen=True)
@@ -182,10 +194,11 @@ def _inflate(
 
 
 class _BlockEnd:
-    """Finds the COPY terminator, also when it is split between pieces."""
+    """Finds the COPY terminator, also when it is split between pieces. `after_newline`:
+    the first byte searched starts a line (a part's first row), so `\\.` there ends it."""
 
-    def __init__(self) -> None:
-        self._tail = b""  # the last bytes searched
+    def __init__(self, *, after_newline: bool = False) -> None:
+        self._tail = b"\n" if after_newline else b""  # the last bytes searched
 
     def find(self, data: bytes, start: int = 0) -> int:
         """The index in `data` just after the terminator (searching from `start`), or -1."""
@@ -235,7 +248,7 @@ class _Psql:
         self.stdin = self.proc.stdin
         with contextlib.suppress(OSError):  # a smaller pipe only costs syscalls
             fcntl.fcntl(self.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-        self.output = _PsqlOutput(self.proc)
+        self.output = PsqlOutput(self.proc)
         self.notes: deque[str] = deque(maxlen=200)  # warnings and notices, for the log
 
     def write(self, data: bytes) -> None:
@@ -253,9 +266,9 @@ class _Psql:
             self.stdin.flush()
         except (BrokenPipeError, ConnectionResetError, ValueError):
             raise _SessionGone(self) from None
-        pending = self.output.pending
-        poll = POLL_MIN  # quick for small entries; an index build needs no 2 ms wake-ups
+        pending, arrived = self.output.pending, self.output.arrived
         while True:
+            arrived.clear()  # before looking: a line that comes after this wakes the wait
             while pending:
                 line = pending.popleft()
                 if line == marker:
@@ -267,8 +280,7 @@ class _Psql:
                 if any(line == marker for line in list(pending)):
                     return
                 raise _SessionGone(self)
-            time.sleep(poll)
-            poll = min(POLL_MAX, poll * 2)
+            arrived.wait(WAKE_EVERY)
 
     def close(self) -> None:
         """No more input: psql runs what is left and exits."""
@@ -300,16 +312,32 @@ class _Psql:
         """(input line, `ERROR: message (DETAIL) (CONTEXT)`, raw last line) from stderr."""
         lines = list(self.output.stderr_tail)
         for k, text in enumerate(lines):
-            match = _PSQL_ERROR.match(text)
+            match = PSQL_ERROR.match(text)
             if match:
                 extra = [
                     t for t in lines[k + 1 :] if t.startswith(("DETAIL:", "HINT:", "CONTEXT:"))
                 ]
-                details = "".join(f" ({_one_line(t)})" for t in extra[:2])
-                message = _one_line(f"{match['level']}: {match['msg']}") + details
+                details = "".join(f" ({one_line(t)})" for t in extra[:2])
+                message = one_line(f"{match['level']}: {match['msg']}") + details
                 return int(match["line"]), message, text
         last = next((t for t in reversed(lines) if t.strip()), "")
-        return None, _one_line(last), last
+        return None, one_line(last), last
+
+
+class _Copier:
+    """A session's connection for COPY parts: psycopg hands the rows to libpq as they are,
+    where psql would first read them from a pipe line by line (a quarter of the client's CPU
+    in a parallel load, on a machine whose cores the server needs)."""
+
+    def __init__(self, env: Mapping[str, str], appname: str, preamble: bytes) -> None:
+        self.conn = connect_env(env, appname)
+        # the dump's session settings, without psql's own commands (`\restrict KEY`)
+        lines = preamble.split(b"\n")
+        self.conn.execute(b"\n".join(line for line in lines if not line.startswith(b"\\")))
+
+    def close(self) -> None:
+        with contextlib.suppress(psycopg.Error):
+            self.conn.close()
 
 
 # ---------------------------------------------------------------- the plan
@@ -317,7 +345,7 @@ class _Psql:
 
 @dataclass(eq=False)
 class _Job:
-    """A unit of work for one session: a COPY block, or post-data entries."""
+    """A unit of work for one session: a COPY part, or post-data entries."""
 
     seq: int
     label: str  # what the operator reads: the table, or the entry's name
@@ -327,11 +355,15 @@ class _Job:
     keys: frozenset[int] = frozenset()  # table trees it touches
     shared: bool = False  # its lock lets others of its kind run on the same tables
     text: list[bytes] = field(default_factory=list)  # post-data SQL
-    checkpoint: _Checkpoint | None = None  # COPY: where its block starts
-    start: int = 0  # COPY: compressed offsets of the block, for progress
+    header: bytes = b""  # COPY: the block's `COPY ... FROM stdin;` line
+    block: int = 0  # COPY: the seq of the block's first part
+    part: int = 1  # COPY: which part of the block, from 1
+    cut: bool = False  # COPY: it ends where the next part starts, not at the block's end
+    checkpoint: _Checkpoint | None = None  # COPY: where its rows start
+    start: int = 0  # COPY: compressed offsets of the part, for progress
     end: int | None = None
     pos: int = 0
-    size: int = 0  # COPY: decompressed bytes of the block known so far
+    size: int = 0  # COPY: decompressed bytes of the part known so far
     state: str = "pending"  # pending | running | done
     seconds: float = 0.0
 
@@ -391,7 +423,7 @@ def _table_trees(env: Mapping[str, str], appname: str) -> dict[tuple[str, ...], 
             edges = conn.execute("SELECT inhrelid, inhparent FROM pg_inherits").fetchall()
     except psycopg.Error as exc:
         raise DrError(
-            f"cannot read the restored schema's tables: {_one_line(str(exc))} - check the "
+            f"cannot read the restored schema's tables: {one_line(str(exc))} - check the "
             "server, DB_HOST/DB_PORT and PGPASSWORD, then run the restore again"
         ) from None
     parent: dict[int, int] = {}
@@ -435,8 +467,13 @@ class _Scanner:
         self.buf_pos = 0  # decompressed offset of buf[0]
         self.mid_line = False
         self.snaps: deque[_Snap] = deque()
-        self.block: _Job | None = None  # the parallel COPY block being skipped
-        self.block_start = 0
+        self.in_block = False  # inside a parallel COPY block (the scanner skips its rows)
+        self.block: _Job | None = None  # the part of it being skipped; None: none follows
+        self.label = ""  # the block's table
+        self.block_seq = 0  # the seq of its first part
+        self.block_at = 0  # decompressed offset of its first row
+        self.part_at = 0  # decompressed offset of that part's first row
+        self.pending = False  # the part is cut off but its first bytes may be the terminator
         self.block_end = _BlockEnd()
         self.serial_copy = False  # inside a COPY block that goes to the current target
         self.expect_copy = False  # a TABLE DATA entry whose COPY line has not come yet
@@ -467,8 +504,8 @@ class _Scanner:
         if r.sql_bytes == 0:
             raise VerificationError(f"{r.name} is empty: pick another backup (`preskool-dr list`)")
         self._route(final=True)
-        if self.block is not None or self.serial_copy:
-            table = self.block.label if self.block else "a table"
+        if self.in_block or self.serial_copy:
+            table = self.label if self.in_block else "a table"
             raise DrError(
                 f"{r.name} ends inside the data of {table}: the backup is incomplete; "
                 "pick another backup (`preskool-dr list`)"
@@ -488,20 +525,20 @@ class _Scanner:
         buf, pos, n = self.buf, 0, len(self.buf)
         next_dash = next_copy = -2  # cached search results (-2: not searched yet)
         while pos < n:
-            if self.block is not None or self.serial_copy:
+            if self.in_block or self.serial_copy:
                 end = self.block_end.find(buf, pos)
                 if end < 0:
                     if self.serial_copy:
                         self._emit(buf[pos:])
                     else:
-                        self._grow_block(self.buf_pos + n)
+                        self._skip_rows(buf, pos, n, None)
                     pos = n
                     break
                 if self.serial_copy:
                     self._emit(buf[pos:end])
                     self.serial_copy = False
                 else:
-                    self._end_block(self.buf_pos + end)
+                    self._skip_rows(buf, pos, end, end)
                 pos = end
                 self.mid_line = False
                 continue
@@ -546,7 +583,7 @@ class _Scanner:
             if j < 0 and not final and n - i < MAX_CANDIDATE:
                 break  # maybe a COPY line: wait for its end
             line = buf[i:j] if j >= 0 else buf[i:]
-            match = _COPY_HEADER.match(line)
+            match = COPY_HEADER.match(line)
             if j >= 0 and match and line.endswith(b" FROM stdin;"):
                 self._copy(match.group(1), i, j)
                 pos = j  # the terminator search starts at the COPY line's newline
@@ -705,37 +742,83 @@ class _Scanner:
     def _copy(self, table: bytes, i: int, j: int) -> None:
         if self.target == "copy" and self.expect_copy:
             self.expect_copy = False
-            at = self.buf_pos + i
-            snap = next(s for s in reversed(self.snaps) if s.sql_pos <= at)
             key = self.r.roots.get(_name_key(table))
             seq = self.r.next_seq()
-            job = _Job(
-                seq=seq,
-                label=table.decode("utf-8", "replace"),
-                group="copy",
-                stage=0,
-                settings=self._settings(),
-                keys=frozenset({key if key is not None else -seq}),
-                checkpoint=_Checkpoint(snap.offset, snap.state.copy(), at - snap.sql_pos),
-                start=snap.offset,
-                pos=snap.offset,
-            )
-            self.block = job
-            self.block_start = at
-            self.r.add_copy(job)
+            self.in_block = True
+            self.block_seq = seq
+            self.label = table.decode("utf-8", "replace")
+            self.part_at = self.block_at = self.buf_pos + j + 1
+            self.block = self._part(seq, 1, seq, self.buf[i : j + 1])
+            self.block.keys = frozenset({key if key is not None else -seq})
+            self.block.settings = self._settings()
+            self.r.add_copy(self.block)
         else:
             self._emit(self.buf[i:j])
             self.serial_copy = True
 
-    def _grow_block(self, sql_pos: int) -> None:
-        assert self.block is not None
-        self.block.size = sql_pos - self.block_start
+    def _part(self, seq: int, part: int, block: int, header: bytes) -> _Job:
+        """A COPY part whose rows start at `part_at`."""
+        at = self.part_at
+        snap = next(s for s in reversed(self.snaps) if s.sql_pos <= at)
+        start = max(snap.offset, self.r.scan_offset)  # the part before ends at scan_offset
+        return _Job(
+            seq=seq,
+            label=self.label,
+            group="copy",
+            stage=0,
+            settings=b"",
+            header=header,
+            block=block,
+            part=part,
+            checkpoint=_Checkpoint(snap.offset, snap.state.copy(), at - snap.sql_pos),
+            start=start,
+            pos=start,
+        )
 
-    def _end_block(self, sql_pos: int) -> None:
-        assert self.block is not None
-        self._grow_block(sql_pos)
-        self.r.block_scanned(self.block, self.r.scan_offset)
-        self.block = None
+    def _skip_rows(self, buf: bytes, pos: int, stop: int, end: int | None) -> None:
+        """The scanner passed the rows buf[pos:stop] of a parallel block (and its terminator,
+        which ends at `end`, when that is not None). With `split_bytes`, a part ends at the
+        first row end after that many bytes; the session loading it finds the same row end
+        on its own. The next part starts only once the bytes after that row end show that
+        they are not the terminator."""
+        base = self.buf_pos
+        split = self.r.split_bytes
+        while True:
+            if self.pending:
+                if end is not None and base + end - 3 == self.part_at:
+                    self.block = None  # the rows ended exactly at the cut: no part follows
+                    self.pending = False
+                    break
+                if base + stop - self.part_at < 3:
+                    break  # which it is shows in the next piece
+                assert self.block is not None
+                self.pending = False
+                self.r.add_copy(self.block)
+            if not split:
+                break
+            limit = self.part_at + split - 1 - base  # the row end is at or after this
+            cut = buf.find(b"\n", max(pos, limit), stop) if limit < stop else -1
+            if cut < 0 or (end is not None and cut >= end - 4):  # no cut, or the terminator's
+                break
+            part = self.block
+            assert part is not None
+            part.size = base + cut + 1 - self.part_at
+            self.r.block_scanned(part, self.r.scan_offset)
+            self.part_at = base + cut + 1
+            self.block = self._part(self.r.next_seq(), part.part + 1, part.block, part.header)
+            self.block.keys, self.block.settings = part.keys, part.settings
+            self.pending = True
+            pos = cut + 1
+        self.r.block_bytes[self.block_seq] = base + stop - self.block_at
+        part = self.block
+        if part is not None and not self.pending:
+            part.size = base + (end if end is not None else stop) - self.part_at
+            if end is not None:
+                self.r.block_scanned(part, self.r.scan_offset)
+        if end is not None:
+            self.r.block_closed(self.block_seq)
+            self.in_block = False
+            self.block = None
 
     # ------------------------------------------------------------ sections
 
@@ -770,6 +853,7 @@ class _Restore:
         on_event: EventSink,
         step_id: str,
         cancel: threading.Event,
+        split_bytes: int,
     ) -> None:
         self.backup = backup
         self.name = backup.name
@@ -781,6 +865,7 @@ class _Restore:
         self.appname = f"preskool-dr-restore-{self.token}"
         self.env = {**env, "PGAPPNAME": self.appname}
         self.jobs = max(1, jobs)
+        self.split_bytes = split_bytes if self.jobs > 1 else 0  # one session gains nothing
         self.on_event = on_event
         self.step_id = step_id
         self.cancel = cancel
@@ -795,8 +880,14 @@ class _Restore:
         self.serial_done = False
         self.sessions: list[_Psql] = []
         self.assigned: dict[_Psql, _Job | None] = {}
+        self.copiers: dict[_Psql, _Copier] = {}  # each session's COPY connection
+        self.last_block: dict[_Psql, int] = {}  # the block of each session's last COPY part
         self.threads: list[threading.Thread] = []
-        self.copies: list[_Job] = []  # every COPY job, in file order
+        self.copies: list[_Job] = []  # every COPY part, in file order
+        self.parts_left: Counter[int] = Counter()  # unfinished parts per block
+        self.block_bytes: Counter[int] = Counter()  # SQL bytes of each block scanned so far
+        self.block_running: Counter[int] = Counter()  # its parts being loaded now
+        self.open_blocks: set[int] = set()  # blocks the scanner may still cut parts from
         self.waiting: list[_Job] = []  # COPY jobs not started
         self.posts: list[_Job] = []  # post-data jobs not started, in file order
         self.running: set[_Job] = set()
@@ -856,11 +947,23 @@ class _Restore:
             self.waiting.append(job)
             for key in job.keys:
                 self.copy_left[key] += 1
+            self.parts_left[job.block] += 1
+            if job.part == 1:
+                self.open_blocks.add(job.block)
             self.cond.notify_all()
 
     def block_scanned(self, job: _Job, offset: int) -> None:
+        """The scanner passed the end of this part."""
         with self.cond:
             job.end = offset
+            self.cond.notify_all()
+
+    def block_closed(self, block: int) -> None:
+        """The scanner passed the end of the block: it has all its parts."""
+        with self.cond:
+            self.open_blocks.discard(block)
+            if not self.parts_left[block]:
+                self.copies_done += 1
             self.cond.notify_all()
 
     def add_post(self, job: _Job) -> None:
@@ -902,12 +1005,17 @@ class _Restore:
             started = time.monotonic()
             try:
                 if job.group == "copy":
-                    self._load_block(session, job)
+                    self._load_block(self._copier(session), job)
                 else:
                     session.write(job.settings + b"".join(job.text))
-                session.sync(self.stop)
+                    session.sync(self.stop)
+            except _Stopped:
+                return
             except _SessionGone:
                 self.fail(self.session_error(session, job))
+                return
+            except psycopg.Error as exc:
+                self.fail(self.copy_error(job, exc))
                 return
             except BaseException as exc:
                 self.fail(exc)
@@ -915,21 +1023,42 @@ class _Restore:
             with self.cond:
                 job.seconds = time.monotonic() - started
                 self._finished_job(job)
+                if job.group == "copy":
+                    self.block_running[job.block] -= 1
+                    self.last_block[session] = job.block
                 self.assigned[session] = None
                 self.cond.notify_all()
 
-    def _load_block(self, session: _Psql, job: _Job) -> None:
+    def _copier(self, session: _Psql) -> _Copier:
+        copier = self.copiers.get(session)
+        if copier is None:
+            copier = _Copier(self.env, self.appname, self.preamble)
+            with self.cond:
+                self.copiers[session] = copier
+        return copier
+
+    def _load_block(self, copier: _Copier, job: _Job) -> None:
+        """One COPY part, inflated from its checkpoint; psycopg ends the COPY itself, so the
+        terminator (`\\.`) is never sent."""
         checkpoint, job.checkpoint = job.checkpoint, None  # its zlib state is ours now
         assert checkpoint is not None
-        session.write(job.settings)
-        finder = _BlockEnd()
-        skip = checkpoint.skip
+        if job.settings:
+            copier.conn.execute(job.settings)
+        with copier.conn.cursor() as cursor, cursor.copy(job.header.rstrip()) as copy:
+            self._copy_rows(copy, job, checkpoint)
+
+    def _copy_rows(self, copy: psycopg.Copy, job: _Job, checkpoint: _Checkpoint) -> None:
+        """The part's rows up to its cut or the block's terminator. The last bytes of each
+        piece wait for the next one: they may begin the terminator, which COPY must not get."""
+        finder = _BlockEnd(after_newline=True)
+        skip, split, seen = checkpoint.skip, self.split_bytes, 0  # seen: rows before `data`
+        held = b""
         with self.backup.open("rb") as f:
             f.seek(checkpoint.offset)
             pieces = _inflate(f, checkpoint.inflater, checkpoint.offset, self.name, snapshots=False)
             for piece in pieces:
                 if self.stop.is_set():
-                    raise _SessionGone(session)
+                    raise _Stopped
                 job.pos = piece.end
                 data = piece.data
                 if skip:
@@ -938,11 +1067,21 @@ class _Restore:
                         continue
                     data, skip = data[skip:], 0
                 end = finder.find(data)
-                if end >= 0:
-                    data = data[:end]
-                session.write(data)
-                if end >= 0:
+                # the scanner's cut: the first row end at or after `split` bytes
+                limit = max(0, split - 1 - seen) if split else len(data)
+                cut = data.find(b"\n", limit) if limit < len(data) else -1
+                buf, n = held + data, len(held)
+                if end >= 0 and (cut < 0 or end - 4 <= cut):  # the terminator comes first
+                    copy.write(memoryview(buf)[: n + end - 3])  # up to its `\\.`
                     return
+                if cut >= 0:
+                    copy.write(memoryview(buf)[: n + cut + 1])
+                    job.cut = True
+                    return
+                keep = len(TERMINATOR) - 1
+                copy.write(memoryview(buf)[: max(0, len(buf) - keep)])
+                held = buf[-keep:]
+                seen += len(data)
         raise DrError(
             f"{self.name} ends inside the data of {job.label}: the backup is incomplete; "
             "pick another backup (`preskool-dr list`)"
@@ -952,12 +1091,15 @@ class _Restore:
         job.state = "done"
         self.running.discard(job)
         if job.group == "copy":
-            self.copies_done += 1
+            self.parts_left[job.block] -= 1
+            if not self.parts_left[job.block] and job.block not in self.open_blocks:
+                self.copies_done += 1
             for key in job.keys:
                 self.copy_left[key] -= 1
                 self.bytes_by_key[key] += job.size
+            part = f"part {job.part}, " if job.cut or job.part > 1 else ""
             self.log.append(
-                f"COPY {job.label}: {job.size / 2**20:,.1f} MiB loaded in {job.seconds:.1f} s"
+                f"COPY {job.label}: {part}{job.size / 2**20:,.1f} MiB loaded in {job.seconds:.1f} s"
             )
         else:
             self.post_done += 1
@@ -974,16 +1116,41 @@ class _Restore:
             self.stop.set()
             self.cond.notify_all()
 
+    def copy_error(self, job: _Job, exc: psycopg.Error) -> RestoreError:
+        """A COPY part's failure, worded as a psql session's (`ERROR: message (DETAIL)`)."""
+        if gone := server_gone([str(exc)]):
+            return gone
+        diag = exc.diag
+        if diag.sqlstate is None:  # not the server's error: the connection failed
+            return RestoreError(
+                f"restore stopped in {job.label} of {self.name}: cannot load it over a new "
+                f"connection ({one_line(str(exc))}) - check that the server is up, "
+                "DB_HOST/DB_PORT, DB_USER and PGPASSWORD, then run the restore again"
+            )
+        message = f"{diag.severity or 'ERROR'}: {one_line(diag.message_primary or str(exc))}"
+        extra = [("DETAIL", diag.message_detail), ("HINT", diag.message_hint)]
+        extra.append(("CONTEXT", diag.context))
+        details = "".join(f" ({name}: {one_line(text)})" for name, text in extra if text)
+        return RestoreError(
+            f"restore stopped in {job.label} of {self.name}: {message}{details} - the "
+            "database holds a partial load; fix the cause or choose another backup, then run "
+            "the restore again",
+            statement=short(job.label),
+            error=message + details,
+        )
+
     def session_error(self, session: _Psql, job: _Job | None) -> RestoreError:
         code = session.proc.poll()
         if code is None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 code = session.proc.wait(5)
         session.output.join()
+        if gone := server_gone(list(session.output.stderr_tail)):
+            return gone
         line, message, raw = session.error()
         if raw.startswith("psql: error:"):
             return RestoreError(
-                f"psql could not connect: {_one_line(raw.removeprefix('psql: error:'))} - "
+                f"psql could not connect: {one_line(raw.removeprefix('psql: error:'))} - "
                 "check that the server is up, DB_HOST/DB_PORT, DB_USER and PGPASSWORD"
             )
         if not message:
@@ -994,7 +1161,7 @@ class _Restore:
             where = f"in {job.label} of {self.name}"
         else:
             where = f"in the {session.role} session of {self.name}"
-        statement = _short(job.label) if job is not None else ""
+        statement = short(job.label) if job is not None else ""
         return RestoreError(
             f"restore stopped {where}: {message} - the database holds a partial load; fix the "
             "cause or choose another backup, then run the restore again",
@@ -1021,13 +1188,21 @@ class _Restore:
                 return False
         return True
 
-    def _pick(self) -> _Job | None:
-        """The biggest job that may start now (under the lock)."""
+    def _pick(self, session: _Psql) -> _Job | None:
+        """The heaviest job `session` may start now (under the lock). The next part of a
+        table weighs the table's data: the biggest tables load first, each on its own
+        session, as pg_restore -j does; post-data weighs the data of its tables (an index on
+        a big table is a long build). A table another session is loading weighs nothing: a
+        session only helps with it when nothing else is left, so a table's own index builds
+        still overlap the other tables' loads."""
         best: _Job | None = None
         best_weight = -1
-        for job in self.waiting:
-            if job.size > best_weight:
-                best, best_weight = job, job.size
+        for job in self.waiting:  # in file order: a table's first waiting part comes first
+            mine = self.last_block.get(session) == job.block
+            busy = self.block_running[job.block] and not mine
+            weight = 0 if busy else self.block_bytes[job.block]
+            if weight > best_weight:
+                best, best_weight = job, weight
         if not (self.data_scanned and self.serial_done and self.posts):
             return best
         first_stage = min(stage for stage, left in self.stage_left.items() if left > 0)
@@ -1062,10 +1237,12 @@ class _Restore:
         for session in self.sessions:
             if self.assigned[session] is not None:
                 continue
-            job = self._pick()
+            job = self._pick(session)
             if job is None:
                 return
             (self.waiting if job.group == "copy" else self.posts).remove(job)
+            if job.group == "copy":
+                self.block_running[job.block] += 1
             job.state = "running"
             self.running.add(job)
             self.assigned[session] = job
@@ -1118,9 +1295,17 @@ class _Restore:
                 self.cond.notify_all()
             for session in self._all_sessions():
                 session.kill()
+            if self.failure is not None or self.cancel.is_set():
+                with self.cond:
+                    copiers = list(self.copiers.values())
+                for copier in copiers:  # a COPY waiting on the server ends: its thread stops
+                    with contextlib.suppress(psycopg.Error):
+                        copier.conn.cancel_safe(timeout=5)
             scanner.join()
             for thread in self.threads:
                 thread.join()
+            for copier in self.copiers.values():
+                copier.close()
             self._drain_log()
         if self.cancel.is_set():
             stop_backends(self.env, self.appname)
@@ -1135,7 +1320,7 @@ class _Restore:
         return StreamResult(
             compressed_bytes=self.total,
             sql_bytes=self.sql_bytes,
-            tables_loaded=tuple(job.label for job in self.copies),
+            tables_loaded=tuple(job.label for job in self.copies if job.part == 1),
             seconds=time.monotonic() - started,
         )
 
@@ -1216,10 +1401,13 @@ def parallel_restore(
     on_event: EventSink = ignore_events,
     step_id: str = "restore",
     cancel: threading.Event | None = None,
+    split_bytes: int = SPLIT_BYTES,
 ) -> StreamResult:
     """Load `backup` (pg_dump plain SQL, gzip) into the database `env` names (PGHOST, PGPORT,
     PGUSER, PGDATABASE; PGPASSWORD comes from this process's environment) over `jobs`
-    sessions. Same errors as `stream_restore`: RestoreError on the first psql error (every
-    session is then stopped), VerificationError on corrupt or truncated gzip data, Cancelled
-    when `cancel` is set. No psql is left running."""
-    return _Restore(backup, env, jobs, on_event, step_id, cancel or threading.Event()).run()
+    sessions; with more than one, a table's rows beyond `split_bytes` (0: never) load in
+    parts over several sessions. Same errors as `stream_restore`: RestoreError on the first
+    psql error (every session is then stopped), VerificationError on corrupt or truncated
+    gzip data, Cancelled when `cancel` is set. No psql is left running."""
+    cancel = cancel or threading.Event()
+    return _Restore(backup, env, jobs, on_event, step_id, cancel, split_bytes).run()

@@ -28,7 +28,7 @@ from preskool_dr.core.database import libpq_env
 from preskool_dr.core.errors import Cancelled, DrError, NotFoundError
 from preskool_dr.core.events import EventSink, LogLine, Notice, Progress, ignore_events
 from preskool_dr.core.parallel_restore import stop_backends
-from preskool_dr.core.restore_stream import PROGRESS_EVERY, RestoreError, StreamResult
+from preskool_dr.core.restore_stream import PROGRESS_EVERY, RestoreError, StreamResult, server_gone
 
 TOC_TIMEOUT = 300  # seconds for `pg_restore -l` (it reads only the table of contents)
 _TOC_LINE = re.compile(r"^(\d+); \d+ \d+ (.+)$")
@@ -180,6 +180,8 @@ class _Verbose:
                 f"pg_restore could not connect: {first} - check that the server is up, "
                 "DB_HOST/DB_PORT, DB_USER and PGPASSWORD"
             )
+        if gone := server_gone(lines):
+            return gone
         where = f" at TOC entry {entry}" if entry else ""
         return RestoreError(
             f"pg_restore stopped{where} of {dump.name}: {' '.join(first.split())} - the "

@@ -41,11 +41,21 @@ MAX_STATEMENT_CHARS = 240
 GZIP_WBITS = 16 + zlib.MAX_WBITS  # gzip header and trailer, no zlib/raw guessing
 
 _NAME = rb'(?:"(?:[^"]|"")*"|[^\s."(]+)'  # an identifier as pg_dump writes it
-_COPY_HEADER = re.compile(rb"COPY (" + _NAME + rb"(?:\." + _NAME + rb")?)")
-_PSQL_ERROR = re.compile(
+COPY_HEADER = re.compile(rb"COPY (" + _NAME + rb"(?:\." + _NAME + rb")?)")
+PSQL_ERROR = re.compile(
     r"^psql:(?P<src>.*?):(?P<line>\d+): (?P<level>ERROR|FATAL|PANIC|error):\s*(?P<msg>.*)$"
 )
 _COPY_CONTEXT = re.compile(r"^CONTEXT:\s+COPY .*?, line (\d+)")
+# What psql says when the server ended its session (a crash, an immediate shutdown,
+# pg_terminate_backend): the backup is not at fault, so "choose another backup" would mislead.
+_SERVER_GONE = (
+    "server closed the connection unexpectedly",
+    "connection to server was lost",
+    "terminating connection",
+    "could not receive data from server",
+    "no connection to the server",
+)
+_PSQL_PREFIX = re.compile(r"^psql:.*?:\d+: ")
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,21 @@ class RestoreError(DrError):
         self.statement = statement
         self.line = line
         self.error = error
+
+
+def server_gone(psql_stderr: list[str]) -> RestoreError | None:
+    """The load stopped because the server went away (psql's stderr says so): the error
+    says that, and that the way on is to resume the run once the server is back."""
+    said = next((t for t in psql_stderr if any(m in t for m in _SERVER_GONE)), None)
+    if said is None:
+        return None
+    reason = one_line(_PSQL_PREFIX.sub("", said))
+    return RestoreError(
+        f"the database server went away during the load ({reason}); the backup is not at "
+        "fault: once the server is back, resume the run (`preskool-dr restore --resume "
+        "RUN_ID`; in the TUI, R on step 6 or its resume offer) to load it again",
+        error=reason,
+    )
 
 
 @dataclass
@@ -124,7 +149,7 @@ class _CopyTracker:
                 pos = i + 1
                 continue
             header = buf[i + 1 : j]
-            match = _COPY_HEADER.match(header)
+            match = COPY_HEADER.match(header)
             if match and header.endswith(b" FROM stdin;"):
                 line = base + buf.count(b"\n", 0, i + 1) + 1
                 self._open = _Copy(_text(match.group(1)), _text(header), line)
@@ -180,16 +205,18 @@ class _RecentSql:
                 break
             collected.append(held[k])
             k -= 1
-        return _one_line(" ".join(reversed(collected)))
+        return one_line(" ".join(reversed(collected)))
 
 
-class _PsqlOutput:
+class PsqlOutput:
     """Reads psql's stdout and stderr in threads; the loading thread drains the lines, so
-    the event sink is only ever called from one thread."""
+    the event sink is only ever called from one thread. `arrived` is set after every line
+    and at the end of either stream, so a reader waiting for one line need not poll."""
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.pending: deque[str] = deque(maxlen=MAX_PENDING_LINES)
         self.stderr_tail: deque[str] = deque(maxlen=200)
+        self.arrived = threading.Event()
         assert proc.stdout is not None and proc.stderr is not None
         self._threads = [
             threading.Thread(target=self._pump, args=(proc.stdout, False), daemon=True),
@@ -204,6 +231,8 @@ class _PsqlOutput:
             self.pending.append(text)
             if is_stderr:
                 self.stderr_tail.append(text)
+            self.arrived.set()
+        self.arrived.set()
 
     def drain(self, on_event: EventSink, step_id: str) -> None:
         while self.pending:
@@ -236,7 +265,7 @@ class _Load:
         self.cancel = cancel
         self.tracker = _CopyTracker()
         self.recent = _RecentSql()
-        self.output = _PsqlOutput(proc)
+        self.output = PsqlOutput(proc)
         self.sql_bytes = 0
         self.done = 0
         self.rate = 0.0
@@ -344,8 +373,10 @@ class _Load:
 
     def failure(self, code: int) -> RestoreError:
         lines = list(self.output.stderr_tail)
+        if gone := server_gone(lines):
+            return gone
         for k, text in enumerate(lines):
-            match = _PSQL_ERROR.match(text)
+            match = PSQL_ERROR.match(text)
             if match:
                 return self._error_at(
                     int(match["line"]), match["level"], match["msg"], lines[k + 1 :]
@@ -353,12 +384,12 @@ class _Load:
         last = next((t for t in reversed(lines) if t.strip()), f"psql exited with status {code}")
         if last.startswith("psql: error:"):  # it never got to read the backup
             return RestoreError(
-                f"psql could not connect: {_one_line(last.removeprefix('psql: error:'))} - "
+                f"psql could not connect: {one_line(last.removeprefix('psql: error:'))} - "
                 "check that the server is up, DB_HOST/DB_PORT, DB_USER and PGPASSWORD"
             )
         return RestoreError(
             f"psql stopped with status {code} before the end of {self.backup.name}: "
-            f"{_one_line(last)} - the database holds a partial load; run the restore again"
+            f"{one_line(last)} - the database holds a partial load; run the restore again"
         )
 
     def _error_at(self, line: int, level: str, message: str, after: list[str]) -> RestoreError:
@@ -372,17 +403,17 @@ class _Load:
                 row_line = copy.start_line + int(context.group(1))
                 held = self.recent.lines(row_line, row_line).get(row_line)
                 row = f"; data row at input line {row_line}" + (
-                    f": {_one_line(held)}" if held else ""
+                    f": {one_line(held)}" if held else ""
                 )
         else:
             statement = self.recent.statement_ending_at(line)
-        error = _one_line(f"{level}: {message}")
-        details = "".join(f" ({_one_line(t)})" for t in extra)
+        error = one_line(f"{level}: {message}")
+        details = "".join(f" ({one_line(t)})" for t in extra)
         return RestoreError(
             f"restore stopped at input line {line:,} of {self.backup.name}: {error}{details} in "
-            f"statement: {_short(statement) or '(not held)'}{row} - the database holds a partial "
+            f"statement: {short(statement) or '(not held)'}{row} - the database holds a partial "
             "load; fix the cause or choose another backup, then run the restore again",
-            statement=_short(statement),
+            statement=short(statement),
             line=line,
             error=error,
         )
@@ -475,10 +506,10 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _short(text: str) -> str:
-    text = _one_line(text)
+def short(text: str) -> str:
+    text = one_line(text)
     return text if len(text) <= MAX_STATEMENT_CHARS else text[: MAX_STATEMENT_CHARS - 1] + "…"
