@@ -220,6 +220,16 @@ def run_cli(
     )
 
 
+def pg_dump_shaped(body: bytes) -> bytes:
+    """`body` between the banners pg_dump's plain output starts and ends with: a hand-made
+    backup must look like a whole dump to pass verify's content check."""
+    return (
+        b"--\n-- PostgreSQL database dump\n--\n\n"
+        + body
+        + b"\n--\n-- PostgreSQL database dump complete\n--\n\n"
+    )
+
+
 def assert_no_secrets(*texts: str, folder: Path | None = None) -> None:
     for text in texts:
         assert PASSWORD not in text

@@ -25,6 +25,7 @@ from preskool_dr.core.catalog import (
 from preskool_dr.core.checksum import sidecar_path, verify_backup, write_sidecar
 from preskool_dr.core.config import Config, load_config
 from preskool_dr.core.errors import ArchivedError, DrError, NotFoundError, UsageError
+from preskool_dr.core.events import Notice
 from preskool_dr.core.s3store import S3Store
 from tests.conftest import REPO
 from tests.test_checksum import sql_text
@@ -309,6 +310,44 @@ def test_fetch_s3_only_backup_with_sidecar_and_meta(tmp_path: Path) -> None:
     assert not path.with_name(path.name + ".part").exists()
     local = resolve_backup(config, staged.name)
     assert local.local_path == path and fetch_backup(config, local) == path
+
+
+@pytest.mark.usefixtures("s3_bucket")
+def test_fetch_with_companion_and_discard_download(tmp_path: Path) -> None:
+    config = load_config()
+    store = s3_store(config)
+    staged = make_backup(tmp_path, T0, "daily")
+    companion = catalog.companion_path(staged)
+    companion.write_bytes(b"PGDMP stand-in: the catalog copies it, pg_restore is not asked")
+    write_sidecar(companion, hashlib.md5(companion.read_bytes()).hexdigest())
+    upload_backup(store, staged)
+    for path in (companion, sidecar_path(companion)):
+        store.upload(path)
+    record = resolve_backup(config, staged.name)
+    plain_only = fetch_backup(config, record)  # e.g. `verify`: the companion is not needed
+    assert not catalog.companion_path(plain_only).exists()
+    catalog.discard_download(plain_only)
+    assert list(config.backups.dir.iterdir()) == []
+    events: list[object] = []
+    path = fetch_backup(config, record, with_companion=True, on_event=events.append)
+    assert catalog.companion_path(path).read_bytes() == companion.read_bytes()
+    assert sidecar_path(catalog.companion_path(path)).read_bytes() == (
+        sidecar_path(companion).read_bytes()
+    )
+    assert resolve_backup(config, staged.name).has_custom
+    # discard takes everything the fetch put there, and only that; S3 keeps its copies
+    (config.backups.dir / "other.txt").write_text("not ours")
+    catalog.discard_download(path)
+    assert [p.name for p in config.backups.dir.iterdir()] == ["other.txt"]
+    assert store.exists(staged.name) and store.exists(companion.name)
+    # a companion that cannot be fetched is reported, not fatal, and leaves nothing behind
+    store.upload(companion, storage_class="GLACIER")
+    path = fetch_backup(config, record, with_companion=True, on_event=events.append)
+    assert path.read_bytes() == staged.read_bytes()
+    assert not catalog.companion_path(path).exists()
+    assert not sidecar_path(catalog.companion_path(path)).exists()
+    notices = [e for e in events if isinstance(e, Notice)]
+    assert len(notices) == 1 and "the plain backup will be restored" in notices[0].text
 
 
 @pytest.mark.usefixtures("s3_bucket")

@@ -23,6 +23,7 @@ from preskool_dr.core.checksum import (
 )
 from preskool_dr.core.errors import Cancelled, NotFoundError, VerificationError
 from preskool_dr.core.events import Event, Progress
+from tests.conftest import pg_dump_shaped
 
 NAME = "preskool-backup-20260220_020000.sql.gz"
 
@@ -34,7 +35,7 @@ def sql_text(lines: int = 2000, seed: int = 1) -> bytes:
         f"INSERT INTO students VALUES ({i}, 'name-{rng.randrange(10**9)}', '{rng.random():.12f}');"
         for i in range(lines)
     )
-    return ("\n".join(rows) + "\n").encode()
+    return pg_dump_shaped(("\n".join(rows) + "\n").encode())
 
 
 def md5_of(path: Path) -> str:
@@ -119,8 +120,9 @@ def test_write_sidecar_refuses_a_non_digest(tmp_path: Path) -> None:
 
 def test_good_backup_verifies(tmp_path: Path) -> None:
     backup = gzip_file(tmp_path / NAME, sql_text())
-    result = verify_with_sidecar(backup)
-    assert result.ok and result.md5_ok and result.gzip_ok
+    result = verify_with_sidecar(backup, check_dump=True)
+    assert result.ok and result.md5_ok and result.gzip_ok and result.dump_ok
+    assert result.dump_checked and "Content is complete pg_dump output" in result.describe()
     assert result.size == backup.stat().st_size
     assert result.actual_md5 == md5_of(backup) == result.expected_md5
     assert result.describe().startswith("OK ")
@@ -262,3 +264,60 @@ def test_directory_backup_checks_every_member(tmp_path: Path) -> None:
     assert not results[0].gzip_checked and results[1].gzip_checked
     (folder / "base.tar.gz.md5").unlink()
     assert [r.ok for r in verify_backup(folder)] == [True, False]
+
+
+def real_dump_shape(body: bytes, key: str = "k3yFromPgDump17") -> bytes:
+    """The banners as pg_dump 15.14+/17.6+ writes them, with its `\\restrict` lines."""
+    return (
+        f"--\n-- PostgreSQL database dump\n--\n\n\\restrict {key}\n\n".encode()
+        + body
+        + f"\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict {key}\n\n".encode()
+    )
+
+
+def test_valid_gzip_of_something_else_is_not_a_backup(tmp_path: Path) -> None:
+    for text in (b"", b"hello\n", b"SELECT 1;\n", b"-- PostgreSQL database dump\n" * 50):
+        backup = gzip_file(tmp_path / NAME, text)
+        assert gunzip_ok(backup)
+        result = verify_backup(backup)[0]
+        assert result.md5_ok and result.gzip_ok and result.dump_checked
+        assert not result.dump_ok and not result.ok, text
+        assert "not a pg_dump backup" in (result.dump_error or "")
+        assert "Content check failed" in result.describe()
+
+
+def test_dump_cut_short_at_a_line_and_compressed_again_is_caught(tmp_path: Path) -> None:
+    whole = real_dump_shape(sql_text(20000))
+    cut = whole[: whole.index(b"\n", len(whole) // 2) + 1]  # a clean line boundary
+    backup = gzip_file(tmp_path / NAME, cut)  # gzip closed, sidecar matching
+    assert gunzip_ok(backup)
+    result = verify_with_sidecar(backup, check_dump=True)
+    assert result.md5_ok and result.gzip_ok and not result.ok
+    assert "cut short" in (result.dump_error or "")
+    # Text after the closing banner is not what pg_dump wrote either.
+    extra = gzip_file(tmp_path / NAME, whole + b"DROP TABLE students;\n")
+    assert "cut short" in (verify_with_sidecar(extra, check_dump=True).dump_error or "")
+
+
+def test_dump_banners_are_found_across_members_and_chunks(tmp_path: Path) -> None:
+    # pg_dump 15.14+ closes with `\\unrestrict KEY`; the closing banner split over two gzip
+    # members and the text spanning many 1 MiB input chunks must still be recognised.
+    whole = real_dump_shape(random.randbytes(3 << 20).hex().encode())
+    split = whole.rindex(b"dump complete") + 4
+    backup = tmp_path / NAME
+    backup.write_bytes(gzip.compress(whole[:split], 1) + gzip.compress(whole[split:]))
+    assert gunzip_ok(backup)
+    result = verify_file(backup, md5_of(backup), check_dump=True)
+    assert result.ok and result.dump_checked, result.dump_error
+
+
+def test_content_is_checked_only_when_asked_and_only_for_an_intact_gzip(tmp_path: Path) -> None:
+    other = gzip_file(tmp_path / "other.gz", b"not a dump\n")
+    unchecked = verify_with_sidecar(other)
+    assert unchecked.ok and not unchecked.dump_checked  # e.g. a base backup member
+    assert "Content" not in unchecked.describe()
+    broken = gzip_file(tmp_path / NAME, sql_text(), with_sidecar=False)
+    broken.write_bytes(broken.read_bytes()[:-100])
+    result = verify_file(broken, None, check_dump=True)
+    assert not result.gzip_ok and result.dump_error is None  # the gzip error says it all
+    assert "Content" not in result.describe()

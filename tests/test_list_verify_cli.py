@@ -17,7 +17,7 @@ from preskool_dr.core.catalog import backup_name
 from preskool_dr.core.checksum import sidecar_path, write_sidecar
 from preskool_dr.core.config import load_config
 from tests.conftest import AWS_SECRET as SECRET
-from tests.conftest import REPO
+from tests.conftest import REPO, pg_dump_shaped
 from tests.test_catalog import make_backup, s3_store, upload_backup
 
 pytestmark = pytest.mark.usefixtures("s3_bucket")
@@ -137,6 +137,25 @@ def test_verify_truncated_is_exit_1() -> None:
     assert report["status"] == "bad" and "truncated" in report["files"][0]["gzip_error"]
 
 
+def test_verify_gzip_that_is_not_a_whole_dump_is_exit_1() -> None:
+    path = make_backup(backup_dir(), NOW - timedelta(hours=1))
+    text = gzip.decompress(path.read_bytes())
+    for content, why in (
+        (b"name,grade\nAda,A\n", "not a pg_dump backup"),  # a valid gzip of something else
+        (text[: text.index(b"\n", len(text) // 2) + 1], "cut short"),  # cut at a line, re-gzipped
+    ):
+        path.write_bytes(gzip.compress(content))
+        write_sidecar(path, hashlib.md5(path.read_bytes()).hexdigest())
+        result = cli("verify", path.name)
+        assert result.returncode == 1, result.stdout
+        assert "[OK]    Gzip integrity check passed" in result.stdout
+        assert "[FAIL]  Content check failed: " in result.stdout and why in result.stdout
+        assert "[FAIL]  Backup is NOT usable" in result.stdout
+        report = json.loads(cli("verify", path.name, "--json").stdout)
+        assert report["status"] == "bad" and report["files"][0]["md5_ok"] is True
+        assert report["files"][0]["dump_ok"] is False and why in report["files"][0]["dump_error"]
+
+
 def test_verify_md5_mismatch_names_both_digests() -> None:
     path = make_backup(backup_dir(), NOW - timedelta(hours=1))
     actual = hashlib.md5(path.read_bytes()).hexdigest()
@@ -228,6 +247,6 @@ def test_verify_archived_backup_exit_3_and_restore_request() -> None:
 def test_verify_gzip_with_wrong_name_still_verifies_content() -> None:
     # An operator's renamed copy: resolved as a path, checked the same way.
     copy = backup_dir().parent / "copy-of-backup.sql.gz"
-    copy.write_bytes(gzip.compress(b"SELECT 1;\n"))
+    copy.write_bytes(gzip.compress(pg_dump_shaped(b"SELECT 1;\n")))
     write_sidecar(copy, hashlib.md5(copy.read_bytes()).hexdigest())
     assert cli("verify", str(copy)).returncode == 0

@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
 import pytest
 
-from preskool_dr.core import checksum
+from preskool_dr.core import catalog, checksum
 from preskool_dr.core.backup import run_backup
 from preskool_dr.core.config import Config, load_config
 from preskool_dr.core.engine import Engine, RunOptions, aside_name
@@ -189,14 +190,33 @@ def _md5_mismatch(path: Path) -> None:
     checksum.sidecar_path(path).write_text(f"{'0' * 32}  {path.name}\n")
 
 
-@pytest.mark.parametrize("damage", [_corrupt_bitflip, _truncate, _md5_mismatch])
+def _rewrite_with_md5(path: Path, text: bytes) -> None:
+    path.write_bytes(gzip.compress(text))
+    checksum.write_sidecar(path, checksum.verify_file(path, None).actual_md5)
+
+
+def _not_a_dump(path: Path) -> None:
+    # a valid gzip with a matching sidecar, holding something that is not pg_dump output
+    _rewrite_with_md5(path, b"id,first_name\n1,Ada\n")
+
+
+def _cut_at_a_line(path: Path) -> None:
+    # the real dump cut short at a line boundary, closed as gzip again, sidecar matching
+    text = gzip.decompress(path.read_bytes())
+    _rewrite_with_md5(path, text[: text.index(b"\n", text.index(b"COPY public.students")) + 1])
+
+
+@pytest.mark.parametrize(
+    "damage", [_corrupt_bitflip, _truncate, _md5_mismatch, _not_a_dump, _cut_at_a_line]
+)
 def test_bad_backup_stops_before_anything_is_touched(site: Site, damage) -> None:
     backup = take_backup(site)
     change_data(site)
     before, before_sum = site.db.row_counts(), site.checksum()
     damage(backup)
 
-    result = site.cli("restore", "latest", "--confirm", site.db.name)
+    # --mode drop: a backup that passed step 4 would replace production with no copy kept
+    result = site.cli("restore", "latest", "--confirm", site.db.name, "--mode", "drop")
 
     assert result.returncode == 1
     assert "verify" in result.stdout and "FAILED" in result.stdout
@@ -325,5 +345,116 @@ def test_engine_steps_for_a_front_end(site: Site) -> None:
         engine.run_step("recreate_db", confirmation=site.db.name)
         assert engine.step("recreate_db").status is StepStatus.DONE
         assert engine.blocked_reason("restore") is None
+    finally:
+        engine.close()
+
+
+# ---------------------------------------------------------------- from S3
+
+
+def s3_only(site: Site, *, custom: bool) -> Path:
+    """A backup (with its companion when `custom`) uploaded to S3, then gone from BACKUP_DIR."""
+    backup = run_backup(site.config(), "daily", custom=custom).path
+    for path in backup.parent.iterdir():
+        path.unlink()
+    return backup
+
+
+def s3_key(site: Site, name: str) -> str:
+    return site.config().backups.s3_prefix + name
+
+
+def test_s3_restore_downloads_and_uses_the_custom_companion(s3: str, site: Site) -> None:
+    backup = s3_only(site, custom=True)
+    sum_at_backup = site.checksum()
+    change_data(site)
+
+    result = site.cli("restore", backup.name, "--confirm", site.db.name)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    companion = catalog.companion_path(backup)
+    assert companion.is_file() and checksum.sidecar_path(companion).is_file()
+    assert "using the custom-format companion" in result.stdout
+    assert f" of {companion.name})" in result.stdout  # step 6: pg_restore -j N of the .dump
+    assert site.checksum() == sum_at_backup
+
+
+def _corrupt_in_s3(site: Site, s3: str, name: str) -> None:
+    boto3.client("s3").put_object(Bucket=s3, Key=s3_key(site, name), Body=b"PGDMP garbage")
+
+
+def _sidecar_gone(site: Site, s3: str, name: str) -> None:
+    boto3.client("s3").delete_object(Bucket=s3, Key=s3_key(site, name + ".md5"))
+
+
+def _archived(site: Site, s3: str, name: str) -> None:
+    client = boto3.client("s3")
+    key = s3_key(site, name)
+    body = client.get_object(Bucket=s3, Key=key)["Body"].read()
+    client.put_object(Bucket=s3, Key=key, Body=body, StorageClass="GLACIER")
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (_corrupt_in_s3, "not used (MD5 mismatch"),
+        (_sidecar_gone, "not used (MD5"),
+        (_archived, "not downloaded"),
+    ],
+)
+def test_s3_companion_missing_or_bad_falls_back_to_the_plain_file(
+    s3: str, site: Site, damage, says: str
+) -> None:
+    backup = s3_only(site, custom=True)
+    sum_at_backup = site.checksum()
+    change_data(site)
+    damage(site, s3, catalog.companion_path(backup).name)
+
+    result = site.cli("restore", backup.name, "--confirm", site.db.name)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert says in result.stdout and "plain backup" in result.stdout
+    assert "pg_restore -j" not in result.stdout and "(serial)" in result.stdout
+    assert not catalog.companion_path(backup).exists()  # nothing bad left under its name
+    assert site.checksum() == sum_at_backup
+
+
+def test_downloaded_copy_that_fails_verify_is_removed_and_fetched_afresh(
+    s3: str, site: Site
+) -> None:
+    """A resumed download spliced onto damaged bytes fails step 4: the copy must not stay
+    under the final name (the retry would verify the same bad bytes forever); step 3 is due
+    again and downloads the S3 original from byte 0."""
+    backup = s3_only(site, custom=False)
+    original = boto3.client("s3").get_object(Bucket=s3, Key=s3_key(site, backup.name))
+    data = bytearray(original["Body"].read())
+    part = backup.with_name(backup.name + ".part")
+    half = data[: len(data) // 2]
+    half[100] ^= 0x01  # what an earlier, interrupted download left, damaged on disk
+    part.write_bytes(bytes(half))
+    engine = Engine.start(site.config(), RunOptions(backup_spec=backup.name, operator="ops"))
+    try:
+        assert engine.run_step("download").status is StepStatus.DONE
+        record = engine.run_step("verify")
+        assert record.status is StepStatus.FAILED
+        assert "MD5 mismatch" in record.detail and "run step 3" in record.detail
+        assert not backup.exists() and not part.exists()
+        assert not checksum.sidecar_path(backup).exists()
+        assert engine.step("download").status is StepStatus.PENDING
+        assert engine.blocked_reason("verify") is not None
+        assert engine.state.backup and engine.state.backup.local_path is None
+        assert engine.run_step("download").status is StepStatus.DONE
+        assert engine.run_step("verify").status is StepStatus.DONE
+        assert backup.read_bytes() == bytes(data)
+    finally:
+        engine.close()
+    # a local backup the operator put there is never removed, however bad
+    local = take_backup(site)
+    _md5_mismatch(local)
+    engine = Engine.start(site.config(), RunOptions(backup_spec=local.name, operator="ops"))
+    try:
+        engine.run_step("download")
+        assert engine.run_step("verify").status is StepStatus.FAILED
+        assert local.exists()
     finally:
         engine.close()

@@ -10,22 +10,30 @@ from typing import Any
 import humanize
 
 from preskool_dr.cli.output import TtyProgress, print_json, tagged
-from preskool_dr.core.catalog import BackupRecord, fetch_backup, request_restore, resolve_backup
+from preskool_dr.core.catalog import (
+    BackupRecord,
+    discard_download,
+    fetch_backup,
+    request_restore,
+    resolve_backup,
+)
 from preskool_dr.core.checksum import VerifyResult, verify_backup
 from preskool_dr.core.errors import ArchivedError
 from preskool_dr.core.events import EventSink, ignore_events
 
 DESCRIPTION = """\
 Check that a backup is usable before you restore it: the MD5 of the file must match
-its .md5 sidecar, and the whole gzip stream must decompress (no corruption, not
-truncated, nothing after the end). The file is read once for both checks.
+its .md5 sidecar, the whole gzip stream must decompress (no corruption, not
+truncated, nothing after the end), and the text must be whole pg_dump output (its
+opening banner and its closing `-- PostgreSQL database dump complete` line). The file
+is read once for all checks.
 
 BACKUP is a path, a file name inside BACKUP_DIR, s3://bucket/key, or `latest`
 (the newest logical backup). A backup that is only in S3 is downloaded into
 BACKUP_DIR first (with its .md5 and .meta.json); an interrupted download resumes.
 
 Exit status: 0 ok, 1 bad (checksum mismatch, corrupt or truncated gzip, missing or
-malformed sidecar), 2 not found, 3 archived in GLACIER/DEEP_ARCHIVE and not restored
+malformed sidecar, not a pg_dump backup or one cut short), 2 not found, 3 archived in GLACIER/DEEP_ARCHIVE and not restored
 yet (use --request-restore, wait, then run verify again).
 """
 
@@ -75,6 +83,9 @@ def _file_json(result: VerifyResult) -> dict[str, Any]:
         "gzip_checked": result.gzip_checked,
         "gzip_ok": result.gzip_ok,
         "gzip_error": result.gzip_error,
+        "dump_checked": result.dump_checked,
+        "dump_ok": result.dump_ok,
+        "dump_error": result.dump_error,
     }
 
 
@@ -109,17 +120,25 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         tagged("VERIFY", f"{path} ({size}, {where})")
     results = verify_backup(path, on_event=on_event)
     ok = all(result.ok for result in results)
+    discarded = not ok and record.local_path is None
+    if discarded:  # a bad download kept under its final name would be reused by the next run
+        discard_download(path)
     if args.json:
         files = [_file_json(r) for r in results]
         status = "ok" if ok else "bad"
-        print_json({**base, "ok": ok, "status": status, "path": str(path), "files": files})
+        report = {**base, "ok": ok, "status": status, "path": str(path), "files": files}
+        print_json({**report, "download_removed": discarded})
         return 0 if ok else 1
     for result in results:
         label = f"{result.path.name}: " if len(results) > 1 else ""
         tagged("OK" if result.md5_ok else "FAIL", label + result.md5_text())
         tagged("OK" if result.gzip_ok else "FAIL", label + result.gzip_text())
+        if result.dump_checked and result.gzip_ok:
+            tagged("OK" if result.dump_ok else "FAIL", label + result.dump_text())
     if ok:
         tagged("OK", f"Backup verified: {path}")
         return 0
+    if discarded:
+        tagged("WARN", f"Removed the downloaded copy {path}: the next verify downloads it afresh")
     tagged("FAIL", f"Backup is NOT usable: {path} (pick another with `preskool-dr list`)")
     return 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,8 +27,8 @@ from preskool_dr.core.checksum import (
     sidecar_path,
 )
 from preskool_dr.core.config import Config
-from preskool_dr.core.errors import DrError, NotFoundError, UsageError
-from preskool_dr.core.events import EventSink, ignore_events
+from preskool_dr.core.errors import Cancelled, DrError, NotFoundError, UsageError
+from preskool_dr.core.events import EventSink, Notice, ignore_events
 from preskool_dr.core.s3store import (
     ARCHIVED_CLASSES,
     HEAD_THREADS,
@@ -107,7 +108,11 @@ def meta_path(backup: Path) -> Path:
 
 def companion_path(backup: Path) -> Path:
     """`preskool-backup-X.dump` (custom format, its own `.md5`) beside `...-X.sql.gz`."""
-    return backup.with_name(backup.name.removesuffix(".sql.gz") + COMPANION_SUFFIX)
+    return backup.with_name(_companion_name(backup.name))
+
+
+def _companion_name(name: str) -> str:
+    return name.removesuffix(".sql.gz") + COMPANION_SUFFIX
 
 
 def _companion_owner(name: str) -> str | None:
@@ -457,6 +462,8 @@ def _s3_group_for(store: S3Store, name: str) -> _S3Group:
     group = _S3Group(main=main)
     if store.exists(name + SIDECAR_SUFFIX):
         group.attributes.add(SIDECAR_SUFFIX)
+    if is_logical_name(name) and store.exists(_companion_name(name)):
+        group.attributes.add(COMPANION_SUFFIX)
     return group
 
 
@@ -536,7 +543,8 @@ def request_restore(record: BackupRecord, days: int = 7) -> str:
     return message
 
 
-def _ensure_dir(directory: Path) -> None:
+def ensure_dir(directory: Path) -> None:
+    """mkdir -p, with the fix in the error when BACKUP_DIR cannot be created."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -561,9 +569,13 @@ def fetch_backup(
     on_event: EventSink = ignore_events,
     step_id: str = "download",
     cancel: threading.Event | None = None,
+    with_companion: bool = False,
 ) -> Path:
     """Make the backup, its sidecar and meta local in BACKUP_DIR (download when only in S3,
-    resumable); returns the local path. ArchivedError when a Glacier restore is needed."""
+    resumable); returns the local path. ArchivedError when a Glacier restore is needed.
+    `with_companion` also fetches a logical backup's custom-format companion (`.dump` and
+    its `.md5`) when S3 has one; a companion that cannot be fetched is reported and left
+    out (the plain backup restores without it), never a failure of the fetch."""
     if record.local_path is not None:
         return record.local_path
     if record.s3_url is None:
@@ -574,17 +586,62 @@ def fetch_backup(
         if obj.needs_restore:
             raise store.archived_error(store.name_of(obj.key), obj)
     directory = config.backups.dir
-    _ensure_dir(directory)
+    ensure_dir(directory)
     dest = directory / name
     if group.main is not None:
         _save_small(store, name + SIDECAR_SUFFIX, sidecar_path(dest))
         _save_small(store, name + META_SUFFIX, meta_path(dest))
-        return store.download(name, dest, on_event=on_event, step_id=step_id, cancel=cancel)
+        store.download(name, dest, on_event=on_event, step_id=step_id, cancel=cancel)
+        if with_companion and COMPANION_SUFFIX in group.attributes:
+            _fetch_companion(store, dest, on_event, step_id, cancel)
+        return dest
     folder = _folder(store, name)
     for obj in group.members:
         member = folder.name_of(obj.key)
         target = dest / member
-        _ensure_dir(target.parent)
+        ensure_dir(target.parent)
         folder.download(member, target, on_event=on_event, step_id=step_id, cancel=cancel)
     _save_small(store, name + META_SUFFIX, meta_path(dest))
     return dest
+
+
+def _fetch_companion(
+    store: S3Store,
+    dest: Path,
+    on_event: EventSink,
+    step_id: str,
+    cancel: threading.Event | None,
+) -> None:
+    """Download the companion of `dest` beside it (resumable like the backup); on failure say
+    so and leave no companion under its final name."""
+    companion = companion_path(dest)
+    try:
+        _save_small(store, companion.name + SIDECAR_SUFFIX, sidecar_path(companion))
+        store.download(companion.name, companion, on_event=on_event, step_id=step_id, cancel=cancel)
+    except Cancelled:
+        raise
+    except DrError as exc:  # archived, gone, a broken transfer: the plain backup still restores
+        for path in (companion, sidecar_path(companion)):
+            path.unlink(missing_ok=True)
+        on_event(
+            Notice(
+                "warn",
+                f"custom-format companion {companion.name} not downloaded ({exc}); "
+                "the plain backup will be restored",
+                step_id,
+            )
+        )
+
+
+def discard_download(dest: Path) -> None:
+    """Remove what `fetch_backup` put in BACKUP_DIR for `dest`: the file (or folder), its
+    sidecar, meta and companion. For a downloaded copy that failed verification: under its
+    final name the next run would take it for a good local backup and never fetch the S3
+    original again; moved back to `.part` it would be resumed as complete and renamed
+    straight back. Removed, the next fetch starts from byte 0. The S3 objects stay."""
+    companion = companion_path(dest)
+    if dest.is_dir():
+        shutil.rmtree(dest, ignore_errors=True)
+    for path in (dest, sidecar_path(dest), meta_path(dest), companion, sidecar_path(companion)):
+        if not path.is_dir():
+            path.unlink(missing_ok=True)

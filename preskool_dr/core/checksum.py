@@ -4,6 +4,9 @@ A sidecar is exactly what `md5sum F > F.md5` writes (`<32 hex>  <basename>\\n`),
 operator without this tool can still run `md5sum --check F.md5` inside the folder.
 The verify pass reads the backup once: every chunk feeds both the MD5 and a gzip
 decompressor, because a 20 GB dump read twice doubles the slowest part of an outage.
+For a logical backup the same pass also checks that the decompressed text starts and ends
+like pg_dump's plain output: a valid gzip of something else (or of a dump cut short at a
+line boundary) restored with `--mode drop` would lose the database it replaces.
 """
 
 from __future__ import annotations
@@ -31,6 +34,12 @@ _MD5_RE = re.compile(r"^[0-9a-fA-F]{32}$")
 # GNU text/binary form `<hex>  <name>` / `<hex> *<name>`, and the BSD `--tag` form.
 _GNU_LINE = re.compile(r"^(?P<md5>[0-9a-fA-F]{32}) [ *](?P<name>.+)$")
 _BSD_LINE = re.compile(r"^MD5 \((?P<name>.+)\) = (?P<md5>[0-9a-fA-F]{32})$")
+# pg_dump's plain format opens with this banner and closes with the "complete" one, which it
+# writes only after the last object; since PostgreSQL 17.6/16.10/15.14 a `\unrestrict KEY`
+# line may follow it. Only the head and a small tail of the text are kept while streaming.
+DUMP_HEAD = b"--\n-- PostgreSQL database dump\n--\n"
+DUMP_COMPLETE = b"\n-- PostgreSQL database dump complete\n"
+_DUMP_TAIL_KEEP = 1024
 
 
 @dataclass(frozen=True)
@@ -134,14 +143,20 @@ class VerifyResult:
     gzip_error: str | None
     sidecar_error: str | None = None  # why there is no usable expected digest
     gzip_checked: bool = True  # False for members that are not gzip (e.g. a plain .tar)
+    dump_checked: bool = False  # True when the text was checked to be whole pg_dump output
+    dump_error: str | None = None  # why it is not (None when unchecked or fine)
 
     @property
     def md5_ok(self) -> bool:
         return self.expected_md5 is not None and self.expected_md5 == self.actual_md5
 
     @property
+    def dump_ok(self) -> bool:
+        return self.dump_error is None
+
+    @property
     def ok(self) -> bool:
-        return self.md5_ok and self.gzip_ok
+        return self.md5_ok and self.gzip_ok and self.dump_ok
 
     def md5_text(self) -> str:
         """What the operator reads about the digest."""
@@ -159,10 +174,22 @@ class VerifyResult:
             return "Gzip integrity check passed"
         return f"Gzip integrity check failed: {self.gzip_error}"
 
+    def dump_text(self) -> str:
+        if not self.dump_checked:
+            return "Content not checked (not a pg_dump backup)"
+        if self.dump_ok:
+            return "Content is complete pg_dump output"
+        return f"Content check failed: {self.dump_error}"
+
+    def findings(self) -> str:
+        """Expected vs actual digest, gzip state, and the content's when it was checked and
+        the gzip was intact (a broken stream says nothing of its text)."""
+        line = f"{self.md5_text()}; {self.gzip_text()}"
+        return f"{line}; {self.dump_text()}" if self.dump_checked and self.gzip_ok else line
+
     def describe(self) -> str:
-        """One line: verdict, expected vs actual digest, gzip state."""
-        verdict = "OK" if self.ok else "BAD"
-        return f"{verdict} {self.path.name}: {self.md5_text()}; {self.gzip_text()}"
+        """One line: the verdict, the file and its findings."""
+        return f"{'OK' if self.ok else 'BAD'} {self.path.name}: {self.findings()}"
 
 
 class _GzipChecker:
@@ -176,6 +203,17 @@ class _GzipChecker:
         self._member_bytes = 0  # compressed bytes fed to the current member
         self._offset = 0  # compressed bytes consumed so far
         self.error: str | None = None
+        self.head = b""  # the first bytes of the decompressed text
+        self.tail = b""  # its last bytes
+
+    def _keep(self, text: bytes) -> None:
+        if len(self.head) < len(DUMP_HEAD):
+            self.head += text[: len(DUMP_HEAD) - len(self.head)]
+        # slice before joining: an 8 MiB output must not be copied to keep 1 KiB of it
+        if len(text) >= _DUMP_TAIL_KEEP:
+            self.tail = text[-_DUMP_TAIL_KEEP:]
+        else:
+            self.tail = (self.tail + text)[-_DUMP_TAIL_KEEP:]
 
     @property
     def _member_start(self) -> int:
@@ -198,7 +236,7 @@ class _GzipChecker:
                     )
                     return
             try:
-                self._inflater.decompress(data, _MAX_INFLATE)
+                self._keep(self._inflater.decompress(data, _MAX_INFLATE))
             except zlib.error as exc:
                 self.error = f"corrupt gzip data after byte {self._offset}: {exc}"
                 return
@@ -225,6 +263,27 @@ class _GzipChecker:
         )
 
 
+def dump_shape_error(head: bytes, tail: bytes) -> str | None:
+    """Why a text whose first and last bytes are `head` and `tail` is not whole pg_dump plain
+    output, or None when it is."""
+    if not head.startswith(DUMP_HEAD):
+        return (
+            "the text does not start with pg_dump's `-- PostgreSQL database dump` banner: "
+            "this is not a pg_dump backup"
+        )
+    at = tail.rfind(DUMP_COMPLETE)
+    after = tail[at + len(DUMP_COMPLETE) :].splitlines() if at >= 0 else None
+    if after is None or not all(
+        line.strip() in (b"", b"--") or line.startswith(b"\\unrestrict ") for line in after
+    ):
+        return (
+            "the text does not end with pg_dump's `-- PostgreSQL database dump complete` "
+            "line: the dump was cut short (pg_dump stopped early, or the text was cut and "
+            "compressed again)"
+        )
+    return None
+
+
 def verify_file(
     path: Path,
     expected_md5: str | None,
@@ -233,10 +292,13 @@ def verify_file(
     step_id: str = "verify",
     cancel: threading.Event | None = None,
     check_gzip: bool = True,
+    check_dump: bool = False,
     sidecar_error: str | None = None,
 ) -> VerifyResult:
     """Read `path` once: MD5 of the bytes and a full gzip decompression, with Progress events
-    (phase "verify", at most ~10 a second). Raises Cancelled when `cancel` is set."""
+    (phase "verify", at most ~10 a second). Raises Cancelled when `cancel` is set.
+    `check_dump` (a logical backup: gzip of pg_dump plain output) also checks that the text
+    starts and ends like pg_dump's, from the same decompression."""
     try:
         handle = path.open("rb")
     except FileNotFoundError:
@@ -256,6 +318,10 @@ def verify_file(
             meter.add(len(chunk))
         meter.finish()
     gzip_error = checker.finish() if checker is not None else None
+    dump_checked = check_dump and checker is not None
+    dump_error = None
+    if dump_checked and checker is not None and gzip_error is None:
+        dump_error = dump_shape_error(checker.head, checker.tail)
     return VerifyResult(
         path=path,
         size=meter.done,
@@ -265,6 +331,8 @@ def verify_file(
         gzip_error=gzip_error,
         sidecar_error=sidecar_error,
         gzip_checked=check_gzip,
+        dump_checked=dump_checked,
+        dump_error=dump_error,
     )
 
 
@@ -275,6 +343,7 @@ def verify_with_sidecar(
     step_id: str = "verify",
     cancel: threading.Event | None = None,
     check_gzip: bool = True,
+    check_dump: bool = False,
 ) -> VerifyResult:
     """Verify `path` against `path.md5`. A missing, malformed or foreign sidecar does not stop
     the gzip check: the operator learns both facts from one read."""
@@ -290,6 +359,7 @@ def verify_with_sidecar(
         step_id=step_id,
         cancel=cancel,
         check_gzip=check_gzip,
+        check_dump=check_dump,
         sidecar_error=problem,
     )
 
@@ -313,10 +383,14 @@ def verify_backup(
     step_id: str = "verify",
     cancel: threading.Event | None = None,
 ) -> list[VerifyResult]:
-    """`verify_with_sidecar` for a backup file (always gzip) or every member of a directory
-    backup (gzip checked for `.gz` members)."""
+    """`verify_with_sidecar` for a logical backup file (gzip of pg_dump output, content checked
+    too) or every member of a directory backup (gzip checked for `.gz` members)."""
     if not path.is_dir():
-        return [verify_with_sidecar(path, on_event=on_event, step_id=step_id, cancel=cancel)]
+        return [
+            verify_with_sidecar(
+                path, on_event=on_event, step_id=step_id, cancel=cancel, check_dump=True
+            )
+        ]
     members = backup_members(path)
     if not members:
         raise VerificationError(f"backup directory {path} holds no files: the backup is empty")

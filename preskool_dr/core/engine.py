@@ -513,6 +513,8 @@ class Engine:
                 if dep.status is not StepStatus.PENDING:
                     dep.status, dep.detail = StepStatus.PENDING, "backup changed: redo"
             self.state.verify = None
+        elif self.state.backup.downloaded and self.state.backup.local_path == choice.local_path:
+            choice = dataclasses.replace(choice, downloaded=True)  # still our S3 download
         self.state.backup = choice
         rpo = self.state.rpo_seconds or 0.0
         where = " + ".join(record.locations) or "?"
@@ -539,9 +541,14 @@ class Engine:
             )
         backup = catalog.resolve_backup(self.config, choice.s3_url)
         path = catalog.fetch_backup(
-            self.config, backup, on_event=self.on_event, step_id=record.id, cancel=cancel
+            self.config,
+            backup,
+            on_event=self.on_event,
+            step_id=record.id,
+            cancel=cancel,
+            with_companion=self.config.restore.method != "serial",
         )
-        self.state.backup = dataclasses.replace(choice, local_path=str(path))
+        self.state.backup = dataclasses.replace(choice, local_path=str(path), downloaded=True)
         return f"downloaded to {path}"
 
     def _verify(self, record: StepRecord, cancel: threading.Event) -> str:
@@ -549,20 +556,66 @@ class Engine:
         if not choice.local_path:
             raise DrError("the backup is not local yet: run step 3 (Download) first")
         result = checksum.verify_with_sidecar(
-            Path(choice.local_path), on_event=self.on_event, step_id=record.id, cancel=cancel
+            Path(choice.local_path),
+            on_event=self.on_event,
+            step_id=record.id,
+            cancel=cancel,
+            check_dump=True,
         )
         self.state.verify = VerifyRecord(
             expected_md5=result.expected_md5,
             actual_md5=result.actual_md5,
             md5_ok=result.md5_ok,
-            gzip_ok=result.gzip_ok,
-            gzip_error=result.gzip_error,
+            # the journal has one "decompressed content" verdict: intact gzip of whole pg_dump
+            # output; the text's error says which of the two failed
+            gzip_ok=result.gzip_ok and result.dump_ok,
+            gzip_error=result.gzip_error or result.dump_error,
             sidecar_error=result.sidecar_error,
         )
+        downloaded = choice.downloaded
         if not result.ok:
+            if downloaded:
+                raise DrError(f"{result.describe()}; {self._discard_download(record)}")
             raise DrError(result.describe() + "; choose another backup in step 2")
         self.state.backup = dataclasses.replace(choice, md5=result.actual_md5)
+        if self.config.restore.method != "serial":
+            self._check_companion(Path(choice.local_path), downloaded, record, cancel)
         return result.describe()
+
+    def _discard_download(self, record: StepRecord) -> str:
+        """A downloaded copy that failed step 4 is removed (catalog.discard_download says why)
+        and step 3 is due again, so a retry fetches the S3 original afresh."""
+        choice = self._backup_choice()
+        catalog.discard_download(Path(choice.local_path or ""))
+        self.state.backup = dataclasses.replace(choice, local_path=None, downloaded=False)
+        download = self.step("download")
+        download.status = StepStatus.PENDING
+        download.detail = "the downloaded copy failed step 4 and was removed: download it again"
+        self.on_event(
+            StepChanged(
+                download.id, download.number, download.title, download.status, download.detail
+            )
+        )
+        self.on_event(Notice("warn", f"removed the downloaded copy of {choice.name}", record.id))
+        return (
+            "the downloaded copy was removed: run step 3 to download it again from S3, "
+            "or choose another backup in step 2"
+        )
+
+    def _check_companion(
+        self, backup: Path, downloaded: bool, record: StepRecord, cancel: threading.Event
+    ) -> None:
+        """Verify a custom-format companion before any downtime; a bad one is reported and,
+        when step 3 downloaded it, removed, so step 6 restores the plain file."""
+        companion = catalog.companion_path(backup)
+        if not companion.is_file():
+            return
+        usable = pg_restore.usable_companion(
+            backup, on_event=self.on_event, step_id=record.id, cancel=cancel
+        )
+        if usable is None and downloaded:
+            for path in (companion, checksum.sidecar_path(companion)):
+                path.unlink(missing_ok=True)
 
     def _recreate(self, record: StepRecord, cancel: threading.Event) -> str:
         s = self.state

@@ -65,6 +65,7 @@ class BackupChoice:
     s3_url: str | None = None
     size: int | None = None
     md5: str | None = None  # the verified digest, once step 4 passed
+    downloaded: bool = False  # step 3 fetched local_path from S3: removed if step 4 fails it
 
 
 @dataclass

@@ -191,12 +191,12 @@ class _Run:
     def test(self, backup: Path) -> None:
         """Verify, then restore into the scratch database and check it; drops it always."""
         verify = checksum.verify_with_sidecar(
-            backup, on_event=self.on_event, step_id=STEP_ID, cancel=self.cancel
+            backup, on_event=self.on_event, step_id=STEP_ID, cancel=self.cancel, check_dump=True
         )
         self.add(
-            _passed("checksum", f"{verify.md5_text()}; {verify.gzip_text()}")
+            _passed("checksum", verify.findings())
             if verify.ok
-            else _failed("checksum", f"{verify.md5_text()}; {verify.gzip_text()} - not restored")
+            else _failed("checksum", f"{verify.findings()} - not restored")
         )
         if not verify.ok:
             return
