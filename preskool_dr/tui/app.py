@@ -59,12 +59,11 @@ from preskool_dr.tui.format import hms, size
 from preskool_dr.tui.messages import EngineEvent, EngineProgress
 from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
 from preskool_dr.tui.screens.incident_time import IncidentTimeScreen
-from preskool_dr.tui.screens.pitr import PitrScreen
+from preskool_dr.tui.screens.pitr import PitrScreen, exit_code_after
 from preskool_dr.tui.screens.quit_confirm import QuitScreen
 from preskool_dr.tui.screens.resume_run import ResumeRunScreen
 from preskool_dr.tui.screens.sign_off import SignOffScreen, entry_preview
 from preskool_dr.tui.screens.skip_reason import SkipReasonScreen
-from preskool_dr.tui.screens.step_help import StepHelpScreen
 from preskool_dr.tui.widgets.backup_browser import BackupBrowser
 from preskool_dr.tui.widgets.checklist import Checklist
 from preskool_dr.tui.widgets.checksum_panel import ChecksumPanel
@@ -72,6 +71,7 @@ from preskool_dr.tui.widgets.log_panel import LogPanel
 from preskool_dr.tui.widgets.restore_panel import RestorePanel
 from preskool_dr.tui.widgets.rto_timer import RtoTimer
 from preskool_dr.tui.widgets.run_header import RunHeader
+from preskool_dr.tui.widgets.step_help import HELP_LAYER, StepHelp
 from preskool_dr.tui.widgets.step_info import StepInfo
 
 EXIT_DONE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
@@ -130,6 +130,8 @@ class DrApp(App[int]):
         Binding(
             "question_mark", "help", "Help", tooltip="Explain the selected step", id="step-help"
         ),
+        # priority: Esc must close the help before a focused widget's own Esc acts behind it
+        Binding("escape", "close_help", "Close help", show=False, priority=True, id="close-help"),
         Binding("q", "quit", "Quit", tooltip="Quit (asks first while a step runs)", id="quit"),
         Binding(
             "p",
@@ -201,6 +203,7 @@ class DrApp(App[int]):
         super().__init__()
         self.server_python = server_python  # what a PITR's server runs wal-fetch with
         self.pitr_run: pitr.PitrRun | None = None  # the point-in-time recovery under way
+        self.pitr_exit_code = EXIT_DONE  # what the last recovery's end means for exit_code
         self.sign_key = sign_key  # drill sign-off: --sign-key, else drill.sign_key, else agent
         self.drill_log = drill_log
         self.config = config
@@ -236,6 +239,7 @@ class DrApp(App[int]):
                     yield RestorePanel(id="restore")
                     yield LogPanel(self.now, id="log")
         yield Footer()
+        yield StepHelp()
 
     @property
     def checklist(self) -> Checklist:
@@ -250,6 +254,10 @@ class DrApp(App[int]):
         return self.query_one(LogPanel)
 
     @property
+    def help(self) -> StepHelp:
+        return self.query_one(StepHelp)
+
+    @property
     def target_db(self) -> str:
         if self.engine is not None:
             return self.engine.state.target_db
@@ -258,6 +266,10 @@ class DrApp(App[int]):
         return self.config.drill.target_db if self.drill else self.config.database.name
 
     def on_mount(self) -> None:
+        # The help dialog sits on its own layer, centred over the panels (which fill the
+        # screen, so the alignment moves nothing else).
+        self.screen.styles.layers = f"default {HELP_LAYER}"
+        self.screen.styles.align = ("center", "middle")
         self._set_panel("backups")
         self.refresh_run()
         self.set_interval(1.0, self._tick)
@@ -397,6 +409,8 @@ class DrApp(App[int]):
         worker = event.worker
         if worker.name == "pitr":
             if worker.is_finished:
+                if self.pitr_run is not None:
+                    self.pitr_exit_code = exit_code_after(self.pitr_run.state, self.pitr_exit_code)
                 self.pitr_run = None
                 screen = self.pitr_screen()
                 if screen is not None:
@@ -607,6 +621,8 @@ class DrApp(App[int]):
     @on(Checklist.Selected)
     def _step_selected(self) -> None:
         self._show_step_info()
+        if self.help.is_open:
+            self._open_help()  # arrows page through the steps' help
 
     def _tick(self) -> None:
         state = self.engine.state if self.engine else None
@@ -627,6 +643,10 @@ class DrApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in STEP_ACTIONS and len(self.screen_stack) > 1:
             return isinstance(self.screen, CommandPalette)
+        if action in STEP_ACTIONS and action != "help" and self.help.is_open:
+            return False  # as under a modal: a stray key must not start a step behind it
+        if action == "close_help":
+            return self.help.is_open and len(self.screen_stack) == 1
         return not (action in CHECKLIST_ACTIONS and self.pitr_screen() is not None)
 
     def engine_busy(self) -> bool:
@@ -766,13 +786,20 @@ class DrApp(App[int]):
         self.push_screen(SkipReasonScreen(record.number, record.title), skip)
 
     def action_help(self) -> None:
+        if self.help.is_open:
+            self.help.close()
+        else:
+            self._open_help()
+
+    def action_close_help(self) -> None:
+        self.help.close()
+
+    def _open_help(self) -> None:
         checklist = self.checklist
         step_id = checklist.selected_id
         record = self.engine.step(step_id) if self.engine else None
-        self.push_screen(
-            StepHelpScreen(
-                checklist.selected + 1, self.config.step(step_id), record, self._blocked(step_id)
-            )
+        self.help.open(
+            checklist.selected + 1, self.config.step(step_id), record, self._blocked(step_id)
         )
 
     def action_panel(self, name: str) -> None:
@@ -790,6 +817,9 @@ class DrApp(App[int]):
                 start=self.start_pitr,
                 server_python=self.server_python,
                 operator=self.operator,
+                drill=self.drill,
+                sign_key=self.sign_key,
+                drill_log=self.drill_log,
             )
         )
 
@@ -969,16 +999,19 @@ class DrApp(App[int]):
 
     def exit_code(self) -> int:
         if self.engine is None:
-            return EXIT_INTERRUPTED if self.interrupted else EXIT_DONE
+            return EXIT_INTERRUPTED if self.interrupted else self.pitr_exit_code
         state = self.engine.state
         if state.finished:
-            return EXIT_DONE
+            return self.pitr_exit_code
         if not self.interrupted and any(r.status is StepStatus.FAILED for r in state.steps):
             return EXIT_FAILED
         return EXIT_INTERRUPTED
 
     async def action_quit(self) -> None:
         if isinstance(self.screen, QuitScreen):
+            return
+        if self.help.is_open and len(self.screen_stack) == 1:
+            self.help.close()  # q closes the help, as Esc does; a second q quits
             return
         if self.pitr_run is not None and (screen := self.pitr_screen()):
             screen.ask_to_stop()

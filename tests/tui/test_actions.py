@@ -18,10 +18,17 @@ from preskool_dr.tui.commands import palette_actions
 from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
 from preskool_dr.tui.screens.incident_time import IncidentTimeScreen, parse_incident_time
 from preskool_dr.tui.screens.skip_reason import SkipReasonScreen
-from preskool_dr.tui.screens.step_help import StepHelpScreen
 from preskool_dr.tui.widgets.step_info import StepInfo
-from tests.tui.conftest import Site, screen_text, wait_for, wait_for_exit
-from tests.tui.test_restore_flow import confirm_recreate, run_selected, start_run, status
+from tests.tui.conftest import (
+    Site,
+    confirm_recreate,
+    run_selected,
+    screen_text,
+    start_run,
+    status,
+    wait_for,
+    wait_for_exit,
+)
 
 
 def messages(app: DrApp) -> list[str]:
@@ -36,13 +43,21 @@ async def keys_on_a_run(app: DrApp, site: Site) -> None:
 
         # ? explains the selected step, with its runbook command; Esc closes
         await pilot.press("question_mark")
-        assert isinstance(app.screen, StepHelpScreen)
+        assert app.help.is_open and app.focused is app.checklist  # the focus stays put
         text = screen_text(pilot)
         assert "Step 3: Download from S3" in text and "aws s3 cp" in text
         await pilot.press("r")  # app keys do nothing under a dialog
         assert status(app, "download") is StepStatus.PENDING
-        await pilot.press("escape")
-        assert not isinstance(app.screen, StepHelpScreen)
+        await pilot.press("down")  # the help follows the selection
+        assert "Step 4: Verify checksum" in screen_text(pilot)
+        await pilot.press("up", "escape")
+        assert not app.help.is_open and app.focused is app.checklist
+        assert "Esc closes" not in screen_text(pilot)
+        for close in ("question_mark", "q"):  # ? and q close it too; q does not quit
+            await pilot.press("question_mark")
+            assert app.help.is_open
+            await pilot.press(close)
+            assert not app.help.is_open and app.is_running
 
         # s on a step that protects the data: refused, with the reason
         await pilot.press("s")
@@ -191,7 +206,7 @@ async def recreate_then_roll_back(app: DrApp, site: Site) -> None:
         await start_run(pilot)
         for step_id in ("download", "verify", "app_offline"):
             await run_selected(pilot, step_id)
-        await confirm_recreate(pilot, site)
+        await confirm_recreate(pilot, site.database)
         assert app.engine is not None and app.engine.state.aside_state == "renamed"
         assert site.database.row_counts() == {}  # the target is the new, empty database
         await pilot.press("ctrl+p")

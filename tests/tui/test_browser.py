@@ -14,8 +14,7 @@ from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.messages import EngineProgress
 from preskool_dr.tui.widgets.backup_browser import COLUMNS
 from preskool_dr.tui.widgets.restore_panel import RestorePanel
-from tests.tui.conftest import Site, screen_text, wait_for
-from tests.tui.test_restore_flow import run_selected, status
+from tests.tui.conftest import Site, run_selected, screen_text, status, wait_for
 
 DAYS = [
     (datetime(2026, 2, 18, 2, 0, tzinfo=UTC), "daily"),

@@ -10,90 +10,24 @@ import pytest
 from textual.message import Message
 from textual.pilot import Pilot
 
-from preskool_dr.core.events import StepStatus
 from preskool_dr.core.journal import Journal
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.messages import EngineProgress
 from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
-from preskool_dr.tui.screens.incident_time import IncidentTimeScreen
 from preskool_dr.tui.screens.resume_run import ResumeRunScreen
 from preskool_dr.tui.widgets.checksum_panel import ChecksumPanel
 from preskool_dr.tui.widgets.rto_timer import RtoTimer
 from tests.conftest import PASSWORD
-from tests.tui.conftest import Site, screen_text, wait_for
+from tests.tui.conftest import (
+    Site,
+    confirm_recreate,
+    run_selected,
+    screen_text,
+    start_run,
+    wait_for,
+)
 
 SIZES = [(80, 24), (120, 40)]
-
-
-def status(app: DrApp, step_id: str) -> StepStatus:
-    assert app.engine is not None
-    return app.engine.step(step_id).status
-
-
-async def start_run(pilot: Pilot[Any]) -> DrApp:
-    """Accept the incident time (Enter = now), wait for the catalog, choose the top backup."""
-    app = pilot.app
-    assert isinstance(app, DrApp)
-    await wait_for(pilot, lambda: isinstance(app.screen, IncidentTimeScreen), "incident prompt")
-    await pilot.press("enter")
-    await wait_for(pilot, lambda: app.browser.table.row_count > 0, "backups listed")
-    assert app.focused is app.browser.table
-    await pilot.press("enter")
-    await wait_for(
-        pilot,
-        lambda: app.engine is not None and status(app, "identify") is StepStatus.DONE,
-        "backup identified",
-    )
-    return app
-
-
-async def run_selected(pilot: Pilot[Any], step_id: str) -> None:
-    """`r` on the step the checklist moved to by itself, then wait for it to settle."""
-    app = pilot.app
-    assert isinstance(app, DrApp)
-    await wait_for(pilot, lambda: app.checklist.selected_id == step_id, f"{step_id} selected")
-    await pilot.press("r")
-    await wait_for(
-        pilot,
-        lambda: (
-            status(app, step_id) in (StepStatus.DONE, StepStatus.FAILED) and not app.engine_busy()
-        ),
-        f"{step_id} settled",
-    )
-    assert status(app, step_id) is StepStatus.DONE, app.engine and app.engine.step(step_id).detail
-
-
-async def confirm_recreate(pilot: Pilot[Any], site: Site) -> None:
-    """The typed confirmation: empty and wrong names change nothing, Esc cancels, the name runs."""
-    app = pilot.app
-    assert isinstance(app, DrApp)
-    target = site.database.name
-    rows_before = site.database.row_counts()
-    await wait_for(pilot, lambda: app.checklist.selected_id == "recreate_db", "step 5 selected")
-    await pilot.press("r")
-    await wait_for(pilot, lambda: isinstance(app.screen, ConfirmNameScreen), "confirmation")
-    text = screen_text(pilot)
-    assert target in text and "moved aside" in text and "rows" in text
-    await pilot.press("enter")  # nothing typed
-    assert isinstance(app.screen, ConfirmNameScreen)
-    assert "Nothing typed" in screen_text(pilot)
-    await pilot.press(*"preskool_db", "enter")  # a plausible but wrong name
-    await pilot.pause()
-    assert isinstance(app.screen, ConfirmNameScreen)
-    assert "nothing was changed" in screen_text(pilot)
-    await pilot.press("escape")
-    await pilot.pause()
-    assert not isinstance(app.screen, ConfirmNameScreen)
-    assert status(app, "recreate_db") is StepStatus.PENDING
-    assert site.database.row_counts() == rows_before  # nothing was dropped or renamed
-    await pilot.press("r")
-    await wait_for(pilot, lambda: isinstance(app.screen, ConfirmNameScreen), "confirmation again")
-    await pilot.press(*target, "enter")
-    await wait_for(
-        pilot,
-        lambda: status(app, "recreate_db") is StepStatus.DONE and not app.engine_busy(),
-        "database recreated",
-    )
 
 
 async def finish_run(pilot: Pilot[Any], site: Site) -> None:
@@ -102,7 +36,7 @@ async def finish_run(pilot: Pilot[Any], site: Site) -> None:
     assert isinstance(app, DrApp)
     await run_selected(pilot, "app_offline")
     assert site.calls_made()[-1] == f"stop {site.database.name}"
-    await confirm_recreate(pilot, site)
+    await confirm_recreate(pilot, site.database)
     await run_selected(pilot, "restore")
     await run_selected(pilot, "migrate")
     await run_selected(pilot, "app_online")

@@ -8,12 +8,14 @@ from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import ProgressBar, RichLog, Rule, Static
+from textual.widgets import ProgressBar, Rule, Static
 
 from preskool_dr.core.events import Progress
 from preskool_dr.tui.format import REDRAW_SECONDS, clock
+from preskool_dr.tui.widgets.log_panel import BufferedLog
 
 PHASE_LABELS = {"download": "downloading", "load": "restoring", "verify": "verifying"}
+OUTPUT_LINES = 500  # psql's output kept on screen; the log panel keeps more
 WIDE_COLUMNS = 70  # from this panel width on, the per-table list is shown beside the output
 _UNITS = (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
 
@@ -71,7 +73,7 @@ class RestorePanel(Vertical):
         yield Static(id="restore-table", markup=False)
         yield Rule()
         with Horizontal(id="restore-body"):
-            yield RichLog(max_lines=500, markup=False, wrap=True, min_width=1, id="restore-output")
+            yield BufferedLog(max_lines=OUTPUT_LINES, id="restore-output")
             yield Static(id="restore-tables", markup=False)
 
     def on_mount(self) -> None:
@@ -96,7 +98,7 @@ class RestorePanel(Vertical):
         self._pending = progress  # drawn by the timer: redraws are capped, updates are not lost
 
     def write_line(self, text: str) -> None:
-        self.query_one("#restore-output", RichLog).write(text)
+        self.query_one("#restore-output", BufferedLog).push(Text(text))
 
     def settle(self, *, loaded: bool = False) -> None:
         """The step ended: draw its last progress now; `loaded` ticks every table."""
