@@ -9,6 +9,7 @@ processes read them directly.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -36,6 +37,36 @@ STEP_IDS = (
 
 
 @dataclass(frozen=True)
+class Range:
+    """The numbers a runbook key accepts. A timeout of 0 or -5 seconds, port 70000 or a
+    negative retention is a typo: refused at its line, never acted on (a 0-second timeout
+    would fail every app command; a negative retention would delete every backup)."""
+
+    low: float
+    high: float = math.inf
+    low_open: bool = False  # `low` itself is refused: "more than 0"
+    note: str = ""  # what a value means, when that is not obvious
+
+    def admits(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        return above and value <= self.high
+
+    def describe(self) -> str:
+        if self.high != math.inf:
+            text = f"from {self.low:g} to {self.high:g}"
+        else:
+            text = f"more than {self.low:g}" if self.low_open else f"{self.low:g} or more"
+        return f"{text} ({self.note})" if self.note else text
+
+
+def _within(
+    default: Any, low: float, high: float = math.inf, *, low_open: bool = False, note: str = ""
+) -> Any:
+    """A dataclass field whose runbook value must lie in a Range (checked by `_Reader`)."""
+    return field(default=default, metadata={"range": Range(low, high, low_open, note)})
+
+
+@dataclass(frozen=True)
 class StepText:
     """What the operator reads about one of the nine steps."""
 
@@ -54,14 +85,15 @@ class AppCommands:
     migrate: tuple[str, ...] = ()
     cwd: str | None = None
     health_url: str | None = None
-    timeout_seconds: float = 300.0  # for each command
-    health_wait_seconds: float = 120.0  # how long step 9 polls the health URL for a 2xx
+    timeout_seconds: float = _within(300.0, 0, low_open=True)  # for each command
+    # how long step 9 polls the health URL for a 2xx
+    health_wait_seconds: float = _within(120.0, 0, low_open=True)
 
 
 @dataclass(frozen=True)
 class Retention:
-    local_days: int | None = None
-    s3_days: int | None = None
+    local_days: int | None = _within(None, 1)
+    s3_days: int | None = _within(None, 1)
     storage_class: str = "STANDARD"
 
 
@@ -76,19 +108,19 @@ class SmokeQuery:
 
 @dataclass(frozen=True)
 class Thresholds:
-    rto_minutes: float = 120.0
-    rpo_hours: float = 24.0
-    rpo_wal_hours: float = 1.0
-    backup_warn_age_hours: float = 25.0
-    backup_missing_hours: float = 26.0
-    min_backup_bytes: int = 1_048_576
-    restore_test_max_age_days: float = 8.0
+    rto_minutes: float = _within(120.0, 0, low_open=True)
+    rpo_hours: float = _within(24.0, 0, low_open=True)
+    rpo_wal_hours: float = _within(1.0, 0, low_open=True)
+    backup_warn_age_hours: float = _within(25.0, 0, low_open=True)
+    backup_missing_hours: float = _within(26.0, 0, low_open=True)
+    min_backup_bytes: int = _within(1_048_576, 0)
+    restore_test_max_age_days: float = _within(8.0, 0, low_open=True)
 
 
 @dataclass(frozen=True)
 class DatabaseSettings:
     host: str = "localhost"
-    port: int = 5432
+    port: int = _within(5432, 1, 65535)
     name: str = "preskool_db"
     user: str = "preskool"
     admin_user: str = "postgres"
@@ -105,7 +137,7 @@ class BackupSettings:
     s3_bucket: str | None = None
     s3_prefix: str = "preskool-backups/"
     retention: dict[str, Retention] = field(default_factory=dict)
-    compress_level: int = 6
+    compress_level: int = _within(6, 0, 9, note="gzip levels")
 
 
 @dataclass(frozen=True)
@@ -123,7 +155,7 @@ class RestoreSettings:
     """How step 6 loads a backup (see core/parallel_restore.py and core/pg_restore.py)."""
 
     method: str = "auto"  # auto | parallel | serial (runbook.yaml says what each does)
-    jobs: int = 0  # sessions for a parallel load; 0 = one per CPU core
+    jobs: int = _within(0, 0, note="0 = one per CPU core")  # sessions for a parallel load
 
 
 @dataclass(frozen=True)
@@ -225,7 +257,8 @@ class _Reader:
         if not isinstance(data, _Mapping):
             self.fail(line, f"{where or 'the file'} must be a mapping, got {_kind(data)}")
         hints = typing.get_type_hints(cls)
-        names = {f.name for f in dataclasses.fields(cls) if f.init}
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        names = set(fields)
         unknown = [key for key in data if key not in names]
         if unknown:
             key = unknown[0]
@@ -235,9 +268,11 @@ class _Reader:
             )
         kwargs = {}
         for key, value in data.items():
-            kwargs[key] = self.convert(
-                hints[key], value, data.key_lines[key], f"{where}.{key}".lstrip(".")
-            )
+            name = f"{where}.{key}".lstrip(".")
+            kwargs[key] = self.convert(hints[key], value, data.key_lines[key], name)
+            bounds = fields[key].metadata.get("range")
+            if bounds is not None and kwargs[key] is not None and not bounds.admits(kwargs[key]):
+                self.fail(data.key_lines[key], f"{name} must be {bounds.describe()}, got {value}")
         missing = [
             f.name
             for f in dataclasses.fields(cls)
@@ -287,6 +322,8 @@ class _Reader:
         if hint is float:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 self.fail(line, f"{where} must be a number, got {_kind(value)}")
+            if not math.isfinite(value):  # YAML's .inf and .nan
+                self.fail(line, f"{where} must be a finite number, got {value}")
             return float(value)
         if hint is str:
             if not isinstance(value, str) or not value.strip():
@@ -379,6 +416,7 @@ def load_config(path: Path | None = None, env: typing.Mapping[str, str] | None =
     _check_steps(reader, parsed, data)
     _check_retention(reader, parsed, data)
     _check_restore(reader, parsed, data)
+    _check_thresholds(reader, parsed, data)
     return _apply_env(parsed, path, env)
 
 
@@ -419,8 +457,18 @@ def _check_restore(reader: _Reader, parsed: _File, data: _Mapping) -> None:
             lines.get("method", 1),
             f"restore.method {parsed.restore.method!r}: use one of {', '.join(RESTORE_METHODS)}",
         )
-    if parsed.restore.jobs < 0:
-        reader.fail(lines.get("jobs", 1), "restore.jobs must be 0 (one per CPU core) or more")
+
+
+def _check_thresholds(reader: _Reader, parsed: _File, data: _Mapping) -> None:
+    t = parsed.thresholds
+    if t.backup_missing_hours < t.backup_warn_age_hours:  # CRITICAL would come before WARNING
+        section = data.get("thresholds")
+        lines = section.key_lines if isinstance(section, _Mapping) else {}
+        reader.fail(
+            lines.get("backup_missing_hours", lines.get("backup_warn_age_hours", 1)),
+            f"thresholds.backup_missing_hours ({t.backup_missing_hours:g}) must be at least "
+            f"thresholds.backup_warn_age_hours ({t.backup_warn_age_hours:g})",
+        )
 
 
 def _check_retention(reader: _Reader, parsed: _File, data: _Mapping) -> None:
@@ -445,9 +493,12 @@ def _apply_env(parsed: _File, path: Path, env: typing.Mapping[str, str]) -> Conf
         try:
             overrides["port"] = int(env["DB_PORT"])
         except ValueError:
+            overrides["port"] = 0
+        if not 1 <= overrides["port"] <= 65535:
             raise ConfigError(
-                f"environment: DB_PORT must be a port number, got {env['DB_PORT']!r}"
-            ) from None
+                f"environment: DB_PORT must be a port number, got {env['DB_PORT']!r} "
+                "(ports run from 1 to 65535)"
+            )
     if env.get("DB_ADMIN_USER"):
         overrides["admin_user"] = env["DB_ADMIN_USER"]
     db = dataclasses.replace(db, **overrides)

@@ -428,8 +428,8 @@ class S3Store:
             )
         return ArchivedError(
             f"{where} is in {obj.storage_class} and not restored yet; request a restore with "
-            f"`preskool-dr verify {where} --request-restore` (or `R` in the TUI), then retry "
-            f"in {wait}"
+            f"`preskool-dr verify {where} --request-restore` (or `g` on it in the TUI's "
+            f"backup list), then retry in {wait}"
         )
 
     def request_restore(self, name: str, days: int = 7, tier: str = "Standard") -> str:

@@ -395,8 +395,10 @@ def padding(nbytes: int, seed: int = 7) -> bytes:
 
 
 def padded(path: Path, nbytes: int = 4 << 20) -> None:
-    """Make the backup big enough to span several 1 MiB reads (compressed)."""
-    rewrite_backup(path, backup_sql(path) + padding(nbytes))
+    """Make the backup big enough to span several 1 MiB reads (compressed); the padding goes
+    before pg_dump's closing banner, which verify expects at the very end."""
+    end = b"\n--\n-- PostgreSQL database dump complete\n"
+    rewrite_backup(path, insert_before(backup_sql(path), end, padding(nbytes)))
 
 
 def blocker(release_db: str) -> bytes:

@@ -2,7 +2,9 @@
 run journal, bytes that are not UTF-8 in file names and in psql's output.
 
 Guarantee: every runbook.yaml error is one line `<file>:<line>: <what is wrong>` pointing at
-the offending line, exit 2, before anything runs. Missing or wrong environment is named by
+the offending line, exit 2, before anything runs; numbers that make no sense (a timeout of 0
+or less, a port outside 1-65535, a negative retention, NaN, a "missing" alert before the
+"late" one) are errors too, with the range that fits. Missing or wrong environment is named by
 its variable. A run journal that is damaged or written for other steps is refused with its
 path (exit 2), never half-resumed. File names and program output that are not UTF-8 are
 shown as they are (undecodable bytes escaped or replaced), never a crash.
@@ -52,6 +54,28 @@ def changed(old: str, new: str) -> tuple[str, int]:
     return RUNBOOK.replace(old, new, 1), line_of(RUNBOOK, old.splitlines()[0])
 
 
+# Numbers of the right type that make no sense: each must be refused at its own line.
+NONSENSE_NUMBERS = [
+    ("timeout-zero", "  timeout_seconds: 300", "  timeout_seconds: 0",
+     "app.timeout_seconds must be more than 0, got 0"),
+    ("timeout-negative", "  timeout_seconds: 300", "  timeout_seconds: -5",
+     "app.timeout_seconds must be more than 0, got -5"),
+    ("health-wait-negative", "  timeout_seconds: 300\n",
+     "  timeout_seconds: 300\n  health_wait_seconds: -1.5\n",
+     "app.health_wait_seconds must be more than 0, got -1.5"),
+    ("retention-negative", "    daily:      {local_days: 30", "    daily:      {local_days: -30",
+     "backups.retention.daily.local_days must be 1 or more, got -30"),
+    ("port-out-of-range", "  port: 5432\n", "  port: 70000\n",
+     "database.port must be from 1 to 65535, got 70000"),
+    ("compress-level", "  compress_level: 6", "  compress_level: 12",
+     "backups.compress_level must be from 0 to 9 (gzip levels), got 12"),
+    ("rto-not-a-number", "  rto_minutes: 120 ", "  rto_minutes: .nan ",
+     "thresholds.rto_minutes must be a finite number, got nan"),
+    ("missing-before-late", "  backup_missing_hours: 26 ", "  backup_missing_hours: 2 ",
+     "thresholds.backup_missing_hours (2) must be at least thresholds.backup_warn_age_hours"),
+]  # fmt: skip
+
+
 def bad_runbooks() -> list[tuple[str, bytes, int, str]]:
     """(id, file bytes, expected line, expected text) for each way to break runbook.yaml."""
     cases: list[tuple[str, bytes, int, str]] = []
@@ -88,6 +112,9 @@ def bad_runbooks() -> list[tuple[str, bytes, int, str]]:
     add("key-not-text", text, line + 1, "keys must be text")
     add("top-level-list", "- one\n- two\n", 1, "must be a mapping, got a list")
     add("empty-file", "", 1, "steps must list the nine steps")
+    for case, old, new, expected in NONSENSE_NUMBERS:
+        text, line = changed(old, new)
+        add(case, text, line + new.count("\n") - old.count("\n"), expected)
     latin1 = RUNBOOK.replace("  admin_db: postgres", "  admin_db: caf\xe9", 1)
     cases.append(
         ("not-utf8", latin1.encode("latin-1"), line_of(RUNBOOK, "  admin_db:"), "not UTF-8")

@@ -3,8 +3,9 @@ sessions that reconnect while step 5 works, names that need quoting or are hosti
 
 Guarantee: before step 1 stops the application, the server must accept the admin connection
 and have the app role; otherwise the run fails with the reason and the application keeps
-running. A server that dies in the middle of the load fails step 6 with psql's message; the
-old database is aside and `--resume` (once the server is back) reloads from a clean database.
+running. A server that dies in the middle of the load fails step 6 saying the server went
+away (with psql's words) and to resume once it is back, not to blame the backup; the old
+database is aside and `--resume` (once the server is back) reloads from a clean database.
 `ALLOW_CONNECTIONS false` is set before sessions are terminated, so an application that
 reconnects in a loop cannot keep step 5 from renaming the database. Every database name is
 passed as an identifier (psycopg `sql.Identifier`, libpq settings in the environment), so
@@ -28,7 +29,7 @@ from preskool_dr.core.events import StepStatus
 from preskool_dr.core.journal import Journal
 from preskool_dr.demo import standin_app
 from preskool_dr.demo.cluster import Cluster
-from tests.conftest import PASSWORD, Database
+from tests.conftest import PASSWORD, Database, write_runbook
 from tests.faults.conftest import (
     Site,
     assert_says,
@@ -83,9 +84,14 @@ def test_server_down_at_start_leaves_the_app_running(site: Site, pg_cluster: Clu
     site.assert_no_leak(result, backup, resumed)
 
 
-def test_server_crash_mid_load_fails_clearly_and_resumes(site: Site, pg_cluster: Cluster) -> None:
-    """`pg_ctl stop -m immediate` while psql loads: step 6 fails with psql's message, the old
-    database is aside; after the server is back, --resume reloads from a clean database."""
+@pytest.mark.parametrize("method", ["serial", "parallel"])
+def test_server_crash_mid_load_fails_clearly_and_resumes(
+    site: Site, pg_cluster: Cluster, method: str
+) -> None:
+    """`pg_ctl stop -m immediate` while psql loads: step 6 fails saying the server went away
+    and to resume (not to pick another backup), the old database is aside; after the server
+    is back, --resume reloads from a clean database."""
+    write_runbook(site.root, app=site.app, restore={"method": method, "jobs": 2})
     backup = site.backup()
     at_backup = site.checksum()
     site.change_data()
@@ -103,7 +109,8 @@ def test_server_crash_mid_load_fails_clearly_and_resumes(site: Site, pg_cluster:
 
     assert result.returncode == 1, result.stdout + result.stderr
     line = the_error(result)
-    assert_says(line, "[FAIL]  Restore failed:", "run the restore again")
+    assert_says(line, "[FAIL]  Restore failed:", "server went away", "--resume", "not at fault")
+    assert "another backup" not in line
     state = site.the_run()
     assert state.step("restore").status is StepStatus.FAILED
     assert state.aside_db and site.checksum(state.aside_db) == before

@@ -3,10 +3,12 @@ half way, archived objects, an unreachable endpoint.
 
 Guarantee: every S3 failure is one line naming the bucket/key, what S3 said and what to do
 (exit 1; a missing bucket or object is exit 2 like any missing backup; an object in GLACIER
-or DEEP_ARCHIVE is exit 3 from `verify`, with the restore request to make). Throttling and
-5xx answers are retried; a connection that breaks half way through a download is resumed
-with an HTTP Range request in the same run. A restore whose backup cannot be fetched fails
-before the application is taken offline; with S3 down, local backups still restore.
+or DEEP_ARCHIVE is exit 3 from `verify` and exit 1 from `restore`, before any downtime, both
+saying it is archived and giving the restore request to make: `verify --request-restore` or
+`g` in the TUI's backup list). Throttling and 5xx answers are retried; a connection that
+breaks half way through a download is resumed with an HTTP Range request in the same run. A
+restore whose backup cannot be fetched fails before the application is taken offline; with
+S3 down, local backups still restore.
 """
 
 from __future__ import annotations
@@ -188,7 +190,13 @@ def test_archived_backup_says_how_to_get_it(site: Site, s3: str, storage_class: 
     assert verified.returncode == 3, verified.stdout + verified.stderr
     assert_says(the_error(verified), storage_class, "--request-restore", "not restored yet")
     assert restored.returncode == 1, restored.stdout + restored.stderr
-    assert_says(the_error(restored), "[FAIL]  Download from S3 failed:", "--request-restore")
+    assert_says(
+        the_error(restored),
+        "[FAIL]  Download from S3 failed:",
+        f"is in {storage_class} and not restored yet",
+        f"preskool-dr verify {s3_url(site, path.name)} --request-restore",
+        "`g` on it in the TUI",
+    )
     untouched(site, before, restored)
     requested = site.cli("verify", path.name, "--request-restore")
     assert requested.returncode == 3 and "restore requested" in requested.stdout

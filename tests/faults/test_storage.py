@@ -275,3 +275,27 @@ def test_damaged_part_is_not_trusted(site: Site, s3_proxy: FaultProxy) -> None:
     assert "has not been touched" in result.stdout and site.calls() == []
     assert site.checksum() == before
     site.assert_no_leak(result)
+
+
+def test_damaged_part_that_failed_verify_is_downloaded_afresh(
+    site: Site, s3_proxy: FaultProxy
+) -> None:
+    """A resumed download that fails verification does not stay under the final name (a
+    retry would verify the same bad bytes forever): it is removed, and the next verify
+    downloads the S3 original from byte 0 and passes."""
+    backup = s3_only_backup(site)
+    part = kill_download_half_way(site, s3_proxy, backup)
+    data = bytearray(part.read_bytes())
+    data[1000] ^= 0x01
+    part.write_bytes(bytes(data))
+
+    bad = site.cli("verify", backup.name)
+
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert_says(bad.stdout, "MD5 mismatch", "[WARN]  Removed the downloaded copy", "afresh")
+    assert not (site.backup_dir / backup.name).exists() and not part.exists()
+    again = site.cli("verify", backup.name)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert proxy_ranges(s3_proxy, backup.name)[-1] is None  # whole object, no Range
+    assert_no_partial_backups(site.backup_dir)
+    site.assert_no_leak(bad, again)
