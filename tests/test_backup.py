@@ -425,8 +425,8 @@ def test_core_reports_through_events_and_cancel_removes_the_part(
     ("damage", "problem"),
     [
         ("none", None),
-        ("truncated", "ends without its end marker"),
-        ("trailing bytes", "bytes after the end of the gzip data"),
+        ("truncated", "without its end marker"),
+        ("trailing bytes", "trailing garbage after the gzip data"),
         ("flipped bytes", "corrupt gzip data"),
         ("shorter than written", "the file ends at byte"),
         ("other text", "pg_dump wrote"),

@@ -17,7 +17,9 @@ import subprocess
 import tempfile
 import threading
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +37,8 @@ from preskool_dr.core.s3store import S3Store
 LOGICAL_KINDS = ("daily", "weekly", "pre-deploy")
 LOCK_NAME = ".preskool-backup.lock"
 STEP_ID = "backup"
+# gzip threads: compression is the slow part; more threads than cores only queue
+COMPRESS_THREADS = max(1, min(8, os.cpu_count() or 1))
 
 
 def human_size(size: int) -> str:
@@ -282,18 +286,29 @@ class _GzipWriter:
             os.close(self.fd)
 
     def _copy(self) -> None:
+        """Each chunk of pg_dump's output becomes one gzip member, compressed on a pool of
+        threads (zlib lets go of the GIL) and written in order: gzip is the slow part of a
+        backup, and `gunzip` reads concatenated members as one stream."""
         assert self.proc.stdout is not None
-        compressor = zlib.compressobj(self.level, zlib.DEFLATED, 31)  # 31: gzip framing
         meter = ProgressMeter(self.on_event, STEP_ID, "dump", None)  # counts pg_dump's bytes
         check = _ReadBack(self.part, self.on_event)
         complete = False
+        pending: deque[Future[bytes]] = deque()
         try:
-            while chunk := self.proc.stdout.read(checksum.CHUNK):
-                if self.cancel is not None and self.cancel.is_set():
-                    raise Cancelled("backup cancelled: the partial file was removed")
-                self._write(compressor.compress(chunk), check)
-                meter.add(len(chunk))
-            self._write(compressor.flush(), check)
+            with ThreadPoolExecutor(COMPRESS_THREADS, "backup-gzip") as pool:
+                while chunk := self.proc.stdout.read(checksum.CHUNK):
+                    if self.cancel is not None and self.cancel.is_set():
+                        raise Cancelled("backup cancelled: the partial file was removed")
+                    pending.append(
+                        pool.submit(zlib.compress, chunk, self.level, checksum.GZIP_WBITS)
+                    )
+                    meter.add(len(chunk))
+                    if len(pending) > 2 * COMPRESS_THREADS:  # bounded memory
+                        self._write(pending.popleft().result(), check)
+                while pending:
+                    self._write(pending.popleft().result(), check)
+            if self.size == 0:  # no output at all: still one (empty) gzip member
+                self._write(zlib.compress(b"", self.level, checksum.GZIP_WBITS), check)
             os.fsync(self.fd)
             meter.finish()
             complete = True
@@ -337,8 +352,7 @@ class _ReadBack:
         self._read = 0  # bytes read back (only this thread writes it)
         self._complete: bool | None = None  # the writer's end: True all written, False failed
         self._digest = checksum.md5_hasher()
-        self._inflater = zlib.decompressobj(31)
-        self._sql_bytes = 0
+        self._gzip = checksum.GzipChecker()
         self._error: str | None = None
         self._thread = threading.Thread(target=self._run, name="backup-read-back", daemon=True)
         self._thread.start()
@@ -362,15 +376,13 @@ class _ReadBack:
         os.close(self._fd)
 
     def problem(self, sql_bytes: int) -> str | None:
-        """Why the bytes read back are not one whole gzip member of `sql_bytes` bytes."""
+        """Why the bytes read back are not whole gzip data of `sql_bytes` bytes of SQL."""
         if self._error is not None:
             return self._error
-        if not self._inflater.eof:
-            return "the gzip data ends without its end marker"
-        if self._inflater.unused_data:
-            return "bytes after the end of the gzip data"
-        if self._sql_bytes != sql_bytes:
-            return f"it holds {self._sql_bytes:,} bytes of SQL, pg_dump wrote {sql_bytes:,}"
+        if (error := self._gzip.finish()) is not None:
+            return error
+        if self._gzip.text_bytes != sql_bytes:
+            return f"it holds {self._gzip.text_bytes:,} bytes of SQL, pg_dump wrote {sql_bytes:,}"
         return None
 
     def _run(self) -> None:
@@ -394,20 +406,13 @@ class _ReadBack:
                     return
                 self._read += len(data)
                 self._digest.update(data)
-                self._inflate(data)
+                self._gzip.feed(data)
                 if meter is not None:
                     meter.add(len(data))
             assert meter is not None
             meter.finish()
         except OSError as exc:
             self._error = f"cannot read it: {exc.strerror or exc}"
-        except zlib.error as exc:
-            self._error = f"corrupt gzip data before byte {self._read:,}: {exc}"
-
-    def _inflate(self, data: bytes) -> None:
-        while data and not self._inflater.eof:
-            self._sql_bytes += len(self._inflater.decompress(data, 8 * checksum.CHUNK))
-            data = self._inflater.unconsumed_tail
 
 
 def _disk_error(path: Path, exc: OSError) -> DrError:

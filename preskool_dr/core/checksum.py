@@ -27,7 +27,7 @@ CHUNK = 1024 * 1024
 SIDECAR_SUFFIX = ".md5"
 # Decompressed output is thrown away; capping it keeps memory flat on highly compressible dumps.
 _MAX_INFLATE = 8 * CHUNK
-_GZIP_WBITS = 16 + zlib.MAX_WBITS
+GZIP_WBITS = 16 + zlib.MAX_WBITS  # gzip header and trailer, no zlib/raw guessing
 _GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_HEADER_MIN = 10  # a member shorter than its fixed header is not a gzip member at all
 _MD5_RE = re.compile(r"^[0-9a-fA-F]{32}$")
@@ -192,12 +192,12 @@ class VerifyResult:
         return f"{'OK' if self.ok else 'BAD'} {self.path.name}: {self.findings()}"
 
 
-class _GzipChecker:
+class GzipChecker:
     """Incremental `gunzip -t`: every member decompressed (CRC and length checked by zlib),
     several concatenated members accepted, anything after the last member rejected."""
 
     def __init__(self) -> None:
-        self._inflater = zlib.decompressobj(_GZIP_WBITS)
+        self._inflater = zlib.decompressobj(GZIP_WBITS)
         self._members = 1
         self._member_head = b""  # the first bytes of the current member, for the magic check
         self._member_bytes = 0  # compressed bytes fed to the current member
@@ -205,8 +205,10 @@ class _GzipChecker:
         self.error: str | None = None
         self.head = b""  # the first bytes of the decompressed text
         self.tail = b""  # its last bytes
+        self.text_bytes = 0  # decompressed bytes so far
 
     def _keep(self, text: bytes) -> None:
+        self.text_bytes += len(text)
         if len(self.head) < len(DUMP_HEAD):
             self.head += text[: len(DUMP_HEAD) - len(self.head)]
         # slice before joining: an 8 MiB output must not be copied to keep 1 KiB of it
@@ -222,7 +224,7 @@ class _GzipChecker:
     def feed(self, data: bytes) -> None:
         while data and self.error is None:
             if self._inflater.eof:
-                self._inflater = zlib.decompressobj(_GZIP_WBITS)
+                self._inflater = zlib.decompressobj(GZIP_WBITS)
                 self._members += 1
                 self._member_head = b""
                 self._member_bytes = 0
@@ -306,7 +308,7 @@ def verify_file(
     except OSError as exc:
         raise DrError(f"cannot read {path}: {exc.strerror or exc}") from None
     digest = md5_hasher()
-    checker = _GzipChecker() if check_gzip else None
+    checker = GzipChecker() if check_gzip else None
     with handle:
         meter = ProgressMeter(on_event, step_id, "verify", os.fstat(handle.fileno()).st_size)
         while chunk := handle.read(CHUNK):

@@ -49,12 +49,12 @@ from typing import IO
 
 import psycopg
 
+from preskool_dr.core.checksum import GZIP_WBITS
 from preskool_dr.core.errors import Cancelled, DrError, NotFoundError, VerificationError
 from preskool_dr.core.events import EventSink, LogLine, Progress, ignore_events
 from preskool_dr.core.procs import spawn, terminate
 from preskool_dr.core.restore_stream import (
     COPY_HEADER,
-    GZIP_WBITS,
     PIECE,
     PIPE_SIZE,
     PROGRESS_EVERY,

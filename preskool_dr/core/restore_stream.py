@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from preskool_dr.core.checksum import GZIP_WBITS
 from preskool_dr.core.errors import Cancelled, DrError, NotFoundError, VerificationError
 from preskool_dr.core.events import EventSink, LogLine, Progress, ignore_events
 from preskool_dr.core.procs import redact, spawn, terminate
@@ -38,7 +39,6 @@ PROGRESS_EVERY = 0.2  # seconds: >= 4 updates a second while data flows
 MAX_LOG_LINE = 4096  # bytes of one psql output line kept
 MAX_PENDING_LINES = 2000  # psql output lines waiting for the loading thread
 MAX_STATEMENT_CHARS = 240
-GZIP_WBITS = 16 + zlib.MAX_WBITS  # gzip header and trailer, no zlib/raw guessing
 
 _NAME = rb'(?:"(?:[^"]|"")*"|[^\s."(]+)'  # an identifier as pg_dump writes it
 COPY_HEADER = re.compile(rb"COPY (" + _NAME + rb"(?:\." + _NAME + rb")?)")

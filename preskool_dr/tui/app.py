@@ -625,8 +625,11 @@ class DrApp(App[int]):
             self._open_help()  # arrows page through the steps' help
 
     def _tick(self) -> None:
+        timer = self.query(RtoTimer)
+        if not timer:
+            return  # the app is closing: its widgets went before this last tick
         state = self.engine.state if self.engine else None
-        self.query_one(RtoTimer).show(state, self.incident_at, self.config.thresholds, self.now())
+        timer.first().show(state, self.incident_at, self.config.thresholds, self.now())
         if self.running_step() is not None:
             self.checklist.refresh()  # the running step's elapsed time
 
