@@ -62,7 +62,7 @@ from preskool_dr.tui.screens.incident_time import IncidentTimeScreen
 from preskool_dr.tui.screens.pitr import PitrScreen, exit_code_after
 from preskool_dr.tui.screens.quit_confirm import QuitScreen
 from preskool_dr.tui.screens.resume_run import ResumeRunScreen
-from preskool_dr.tui.screens.sign_off import SignOffScreen, entry_preview
+from preskool_dr.tui.screens.sign_off import SignOffScreen, entry_preview, sign_entry
 from preskool_dr.tui.screens.skip_reason import SkipReasonScreen
 from preskool_dr.tui.widgets.backup_browser import BackupBrowser
 from preskool_dr.tui.widgets.checklist import Checklist
@@ -905,22 +905,15 @@ class DrApp(App[int]):
             return
         key = signing.resolve_key(self.sign_key, self.config.drill.sign_key)
         try:
-            if self.is_headless:
-                result = drill.record(
-                    self.engine, performed_by=name, signer=name, key=key, log_path=self.drill_log
-                )
-            else:
-                # ssh-keygen asks for a passphrase on the terminal itself: give it the screen
-                with self.suspend():
-                    print(f"Signing the drill entry as {name}...", flush=True)
-                    result = drill.record(
-                        self.engine,
-                        performed_by=name,
-                        signer=name,
-                        key=key,
-                        log_path=self.drill_log,
-                        interactive=True,
-                    )
+            result = sign_entry(
+                self,
+                self.engine,
+                what="drill entry",
+                performed_by=name,
+                signer=name,
+                key=key,
+                log_path=self.drill_log,
+            )
         except DrError as exc:
             self.log_panel.add("drill", str(exc), style="bold")
             self.notify(str(exc), title="Drill log", severity="error", timeout=20)

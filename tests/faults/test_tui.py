@@ -40,6 +40,7 @@ from tests.faults.conftest import (
     wait_until_blocked,
 )
 from tests.tui.conftest import (
+    STEP_TITLES,
     confirm_recreate,
     run_selected,
     screen_text,
@@ -49,17 +50,6 @@ from tests.tui.conftest import (
     wait_for_exit,
 )
 
-TITLES = (
-    "App offline",
-    "Identify backup",
-    "Download from S3",
-    "Verify checksum",
-    "Recreate database",
-    "Restore",
-    "Run migrations",
-    "App online",
-    "Health check",
-)
 # Prints `lines` lines, waits for a file, prints as many again: a deploy tool gone chatty,
 # held half way so the test can press a key while the step is certainly still running.
 FLOOD = """\
@@ -107,7 +97,7 @@ def checklist_matches_journal(app: DrApp, site: Site) -> list[StepStatus]:
     """The checklist widget shows the journal on disk, step by step; returns the statuses."""
     assert app.engine is not None
     on_disk = Journal(site.state_dir).load(app.engine.state.run_id)
-    shown = [app.checklist.status(i) for i in range(len(TITLES))]
+    shown = [app.checklist.status(i) for i in range(len(STEP_TITLES))]
     assert shown == [record.status for record in on_disk.steps]
     return shown
 
@@ -117,7 +107,7 @@ def checklist_lines(statuses: list[StepStatus]) -> list[str]:
     icons = {StepStatus.DONE: "✔", StepStatus.RUNNING: "▶", StepStatus.PENDING: "·"}
     return [
         f"{icons[s]} {n} {title}"
-        for n, (s, title) in enumerate(zip(statuses, TITLES, strict=True), 1)
+        for n, (s, title) in enumerate(zip(statuses, STEP_TITLES, strict=True), 1)
     ]
 
 

@@ -179,6 +179,18 @@ async def wait_for(pilot: Pilot[Any], condition: Callable[[], bool], what: str) 
 
 
 FIXED_NOW = datetime(2026, 2, 20, 4, 54, 17, tzinfo=UTC)
+# the checklist's titles in runbook.yaml, in the runbook's order
+STEP_TITLES = (
+    "App offline",
+    "Identify backup",
+    "Download from S3",
+    "Verify checksum",
+    "Recreate database",
+    "Restore",
+    "Run migrations",
+    "App online",
+    "Health check",
+)
 
 
 async def wait_for_exit(app: Any) -> None:

@@ -116,7 +116,11 @@ async def keys_on_a_run(app: DrApp, site: Site) -> None:
             lambda: app.query_one("#switcher").current == "log",  # type: ignore[attr-defined]
             "log panel from the palette",
         )
-        assert "skipped: stopped by the host team" in screen_text(pilot)
+        await wait_for(  # the log draws what waited once it is shown
+            pilot,
+            lambda: "skipped: stopped by the host team" in screen_text(pilot),
+            "the skip in the log",
+        )
         await pilot.press("q")
     state = Journal(site.config.state_dir).load(app.engine.state.run_id)  # type: ignore[union-attr]
     assert state.step("app_offline").skip_reason == "stopped by the host team"

@@ -19,6 +19,7 @@ from preskool_dr.tui.widgets.checksum_panel import ChecksumPanel
 from preskool_dr.tui.widgets.rto_timer import RtoTimer
 from tests.conftest import PASSWORD
 from tests.tui.conftest import (
+    STEP_TITLES,
     Site,
     confirm_recreate,
     run_selected,
@@ -96,17 +97,7 @@ async def drive_complete_restore(
         await finish_run(pilot, site)
         text = screen_text(pilot)
         for number, title in enumerate(
-            (
-                "App offline",
-                "Identify backup",
-                "Download from S3",
-                "Verify checksum",
-                "Recreate database",
-                "Restore",
-                "Run migrations",
-                "App online",
-                "Health check",
-            ),
+            STEP_TITLES,
             start=1,
         ):
             assert f"✔ {number} {title}" in text

@@ -22,22 +22,11 @@ from preskool_dr.core.journal import BackupChoice, Journal, RunState, StepRecord
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.widgets.restore_panel import RestorePanel
 from tests.conftest import REPO
-from tests.tui.conftest import FIXED_NOW
+from tests.tui.conftest import FIXED_NOW, STEP_TITLES
 
 RUN_ID = "20260220-041233-a1b2"
 MIB = 1024 * 1024
 TABLES = {"attendance": 48211, "grades": 20400, "students": 1200, "invoices": 3600, "users": 90}
-STEP_TITLES = (
-    "App offline",
-    "Identify backup",
-    "Download from S3",
-    "Verify checksum",
-    "Recreate database",
-    "Restore",
-    "Run migrations",
-    "App online",
-    "Health check",
-)
 
 
 NAME = "preskool-backup-20260220_020000.sql.gz"

@@ -46,6 +46,7 @@ from preskool_dr.core.pitr import PitrRequest, PitrRun, PitrState, RecoverableRa
 from preskool_dr.demo.cluster import free_port
 from preskool_dr.tui.format import REDRAW_SECONDS, STATUS_ICONS, clock
 from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
+from preskool_dr.tui.screens.sign_off import sign_entry
 from preskool_dr.tui.widgets.restore_panel import done_of_total, progress_lines
 
 RangesProvider = Callable[[Config, EventSink], list[RecoverableRange]]
@@ -541,22 +542,15 @@ class PitrScreen(Screen[None]):
         operator = runner.state.operator
         log = self.query_one("#pitr-log", RichLog)
         try:
-            if self.app.is_headless:
-                result = drill.record(
-                    runner, performed_by=operator, signer=None, key=key, log_path=self.drill_log
-                )
-            else:
-                # ssh-keygen asks for a passphrase on the terminal itself: give it the screen
-                with self.app.suspend():
-                    print(f"Signing the PITR drill entry as {operator}...", flush=True)
-                    result = drill.record(
-                        runner,
-                        performed_by=operator,
-                        signer=None,
-                        key=key,
-                        log_path=self.drill_log,
-                        interactive=True,
-                    )
+            result = sign_entry(
+                self.app,
+                runner,
+                what="PITR drill entry",
+                performed_by=operator,
+                signer=None,
+                key=key,
+                log_path=self.drill_log,
+            )
         except DrError as exc:
             log.write(Text(f"drill log: {exc}", style="bold"))
             self.app.notify(str(exc), title="Drill log", severity="error", timeout=20)

@@ -2,16 +2,47 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 from textual import on
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
+from preskool_dr.core import drill, drill_log
+from preskool_dr.core.signing import SigningKey
 from preskool_dr.tui.format import hms
+
+
+def sign_entry(
+    app: App[Any],
+    run: drill.DrillRun,
+    *,
+    what: str,
+    performed_by: str,
+    signer: str | None,
+    key: SigningKey | None,
+    log_path: Path | None,
+) -> drill_log.AppendResult:
+    """Append the drill's signed entry. ssh-keygen may ask for the key's passphrase on the
+    terminal itself, so the app gives it the screen while it runs."""
+    if app.is_headless:
+        return drill.record(
+            run, performed_by=performed_by, signer=signer, key=key, log_path=log_path
+        )
+    with app.suspend():
+        print(f"Signing the {what} as {performed_by}...", flush=True)
+        return drill.record(
+            run,
+            performed_by=performed_by,
+            signer=signer,
+            key=key,
+            log_path=log_path,
+            interactive=True,
+        )
 
 
 def entry_preview(fields: dict[str, Any]) -> str:

@@ -36,6 +36,10 @@ class BufferedLog(RichLog):
     def on_mount(self) -> None:
         self.set_interval(REDRAW_SECONDS, self.flush)
 
+    def on_show(self) -> None:
+        # what waited while the panel was hidden is drawn as soon as it has its size
+        self.call_after_refresh(self.flush)
+
     def push(self, line: Text) -> None:
         if len(self.waiting) == self.waiting.maxlen:
             self.dropped += 1
