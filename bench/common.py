@@ -283,6 +283,12 @@ class Lab:
                 )
             )
 
+    def checkpoint(self) -> None:
+        """Write out every dirty buffer now, so that the next timed run neither inherits the
+        last run's writes nor has a checkpoint fall at a different point of its work."""
+        with self.admin() as conn:
+            conn.execute("CHECKPOINT")
+
     def drop_db(self, name: str) -> None:
         with self.admin() as conn:
             conn.execute(

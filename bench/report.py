@@ -137,6 +137,10 @@ def render(r: dict[str, Any]) -> str:
         "",
         "Each run loads the realistic backup into a freshly created database. The baseline is "
         "the runbook's step 6, `gunzip -c F | psql -v ON_ERROR_STOP=1` (output to /dev/null). "
+        "Before every run, of any variant, the target database is created afresh and the "
+        "server takes a CHECKPOINT: a load writes hundreds of MiB of WAL, and without it the "
+        "previous run's pending checkpoint would land in the middle of the next one, at a "
+        "different point each time. "
         "`preskool-dr restore` runs the real CLI with its stderr on a pseudo-terminal, so it "
         "draws its progress line; the time compared is the load the step reports (the same "
         "work as the baseline). The step as a whole also drops and recreates the database and "

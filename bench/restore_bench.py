@@ -72,7 +72,12 @@ def run(lab: Lab, plain: Path, custom: Path, repeats: int) -> dict[str, Series]:
         ),
     }
     say(f"  restore: {len(variants)} variants x {repeats}, alternating")
-    series = alternate(variants, repeats, before=lambda name: lab.fresh_db(TARGET))
+
+    def before(name: str) -> None:
+        lab.fresh_db(TARGET)
+        lab.checkpoint()
+
+    series = alternate(variants, repeats, before=before)
     lab.drop_db(TARGET)
     return series
 

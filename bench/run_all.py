@@ -29,6 +29,7 @@ from common import REPO, TOOL, Lab, Series, say, timed
 from datasets import build_realistic, generate_big_backup
 
 import preskool_dr
+from preskool_dr.core.checksum import GzipChecker
 from preskool_dr.core.events import Event, LogLine, Progress
 from preskool_dr.core.parallel_restore import SPLIT_BYTES, parallel_restore
 
@@ -78,14 +79,12 @@ def take_backups(lab: Lab) -> tuple[Path, Path]:
 
 
 def sql_size(path: Path) -> int:
-    inflater, total = zlib.decompressobj(31), 0
+    """Bytes of SQL in a backup: every gzip member, as `gunzip -c` reads them."""
+    checker = GzipChecker()
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
-            data = chunk
-            while data:
-                total += len(inflater.decompress(data, 1 << 24))
-                data = inflater.unconsumed_tail
-    return total
+            checker.feed(chunk)
+    return checker.text_bytes
 
 
 def job_times(lab: Lab, backup: Path) -> dict[str, Any]:
@@ -296,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--repeats", type=int, default=3, help="runs per variant (default 3)")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per variant (default 5)")
     parser.add_argument("--scale", type=float, default=2.0, help="PreSkool seed scale (default 2)")
     parser.add_argument("--pgbench-scale", type=int, default=20, help="pgbench -s (default 20)")
     parser.add_argument(
