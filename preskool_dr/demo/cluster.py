@@ -17,6 +17,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from psycopg.conninfo import make_conninfo
+
 from preskool_dr.core.errors import DrError
 from preskool_dr.core.pgbin import find_pg_bin
 
@@ -54,7 +56,8 @@ class Cluster:
         }
 
     def conninfo(self, dbname: str = "postgres", user: str = SUPERUSER) -> str:
-        return f"host={self.host} port={self.port} dbname={dbname} user={user}"
+        # make_conninfo quotes: a database name with a space or a quote still connects
+        return make_conninfo(host=self.host, port=self.port, dbname=dbname, user=user)
 
     def pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return _run_as(
