@@ -78,9 +78,15 @@ def cancel_on_signals(cancel: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+# The loaders' own chatter (psql's command tags, pg_restore --verbose: a few lines per item of
+# the dump) is the TUI's log panel's; here it would bury the step lines. Their errors reach
+# the step's detail either way.
+LOADER_SOURCES = frozenset({"psql", "pg_restore"})
+
+
 def print_run_event(event: Event, total_steps: int, tty: TtyProgress | None) -> None:
     """The headless runs' one way to show events: a line per step transition (stdout),
-    notices as tagged lines, child output indented, progress only on a terminal."""
+    notices as tagged lines, app commands' output indented, progress only on a terminal."""
     if isinstance(event, StepChanged):
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         print(
@@ -93,5 +99,5 @@ def print_run_event(event: Event, total_steps: int, tty: TtyProgress | None) -> 
         tagged(tag, event.text)
     elif isinstance(event, Progress) and tty is not None:
         tty(event)
-    elif isinstance(event, LogLine) and event.source != "psql":
+    elif isinstance(event, LogLine) and event.source not in LOADER_SOURCES:
         print(f"{'':22}{event.source}: {event.text}", flush=True)

@@ -284,9 +284,11 @@ def custom_restore(
 
 
 def _log(verbose: _Verbose, on_event: EventSink, step_id: str) -> None:
-    """Forward pg_restore's lines not shown yet (the CLI skips them, the TUI logs them)."""
+    """Forward pg_restore's lines not shown yet (the CLI skips them, the TUI logs them),
+    without the `pg_restore: ` each begins with: the event names its source."""
     while verbose.lines:
-        on_event(LogLine("pg_restore", verbose.lines.popleft(), step_id))
+        line = verbose.lines.popleft().removeprefix("pg_restore: ")
+        on_event(LogLine("pg_restore", line, step_id))
 
 
 # ---------------------------------------------------------------- the companion dump

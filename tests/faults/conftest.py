@@ -412,12 +412,13 @@ def blocker(release_db: str) -> bytes:
 
 
 def wait_until_blocked(db: Database, target: str) -> None:
-    """Until psql sits in the blocker inside `target`."""
+    """Until a session of the load sits in a blocker's pg_sleep inside `target`."""
     deadline = time.monotonic() + HANG_GUARD
     while time.monotonic() < deadline:
         with db.connect("postgres") as conn:
             row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND query LIKE 'DO $$%%'",
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                "AND wait_event = 'PgSleep'",
                 (target,),
             ).fetchone()
         if row and row[0]:

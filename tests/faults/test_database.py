@@ -24,12 +24,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from preskool_dr.core.backup import run_backup
 from preskool_dr.core.engine import Engine, RunOptions
 from preskool_dr.core.events import StepStatus
 from preskool_dr.core.journal import Journal
 from preskool_dr.demo import standin_app
 from preskool_dr.demo.cluster import Cluster
-from tests.conftest import PASSWORD, Database, write_runbook
+from tests.conftest import APP_ROLE, PASSWORD, Database, write_runbook
 from tests.faults.conftest import (
     Site,
     assert_says,
@@ -120,6 +121,60 @@ def test_server_crash_mid_load_fails_clearly_and_resumes(
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert site.checksum() == at_backup
     assert site.calls() == ["stop", "migrate", "start"]
+    site.assert_no_leak(result, resumed)
+
+
+def test_server_crash_mid_pg_restore_fails_clearly_and_resumes(
+    site: Site, pg_cluster: Cluster
+) -> None:
+    """The same crash while `pg_restore -j 2` loads the custom-format companion: pg_restore's
+    words for it are recognised, step 6 says the server went away and to resume; --resume
+    loads the companion again into a clean database."""
+    write_runbook(site.root, app=site.app, restore={"method": "auto", "jobs": 2})
+    release = f"{site.db.name}_go"
+    gate_function = (
+        "CREATE FUNCTION released() RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN "
+        + blocker(release).decode().removeprefix("DO $$ BEGIN ").removesuffix(" END $$;\n")
+        + " RETURN true; END $$"
+    )
+    # pg_dump writes the CHECK into the table's CREATE: pg_restore's COPY of its one row
+    # waits in released() until the case creates the release database
+    create_db(site.db, release)
+    owner = site.db.cluster.conninfo(site.db.name, user=APP_ROLE)
+    with psycopg.connect(owner, password=PASSWORD, autocommit=True) as conn:
+        conn.execute(gate_function)
+        conn.execute("CREATE TABLE zz_gate (ok boolean CHECK (released()))")
+        conn.execute("INSERT INTO zz_gate VALUES (true)")
+    with site.db.connect("postgres") as conn:
+        conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(release)))
+    backup = run_backup(site.config(), "daily", upload=False, custom=True).path
+    assert backup.with_name(backup.name.replace(".sql.gz", ".dump")).exists()
+    at_backup = site.checksum()
+    site.change_data()
+    before = site.checksum()
+    child = site.start("restore", backup.name, "--confirm", site.db.name)
+    child.wait_for_step("restore")
+    wait_until_blocked(site.db, site.db.name)
+
+    pg_cluster.stop("immediate")
+    result = child.finish()
+    pg_cluster.start()
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "using the custom-format companion" in result.stdout, result.stdout
+    assert "launching item" not in result.stdout  # pg_restore --verbose is the TUI log's
+    line = the_error(result)
+    assert_says(line, "[FAIL]  Restore failed:", "server went away", "--resume", "not at fault")
+    assert "another backup" not in line
+    state = site.the_run()
+    assert state.step("restore").status is StepStatus.FAILED
+    assert state.aside_db and site.checksum(state.aside_db) == before
+    create_db(site.db, release)
+    resumed = site.resume(state.run_id)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert site.checksum() == at_backup
+    with site.db.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM zz_gate").fetchone() == (1,)
     site.assert_no_leak(result, resumed)
 
 
