@@ -207,9 +207,18 @@ def _cut_at_a_line(path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "damage", [_corrupt_bitflip, _truncate, _md5_mismatch, _not_a_dump, _cut_at_a_line]
+    ("damage", "md5_ok", "gzip_ok", "dump_bad"),
+    [
+        (_corrupt_bitflip, True, False, False),
+        (_truncate, False, False, False),
+        (_md5_mismatch, False, True, False),
+        (_not_a_dump, True, True, True),
+        (_cut_at_a_line, True, True, True),
+    ],
 )
-def test_bad_backup_stops_before_anything_is_touched(site: Site, damage) -> None:
+def test_bad_backup_stops_before_anything_is_touched(
+    site: Site, damage, md5_ok: bool, gzip_ok: bool, dump_bad: bool
+) -> None:
     backup = take_backup(site)
     change_data(site)
     before, before_sum = site.db.row_counts(), site.checksum()
@@ -226,6 +235,10 @@ def test_bad_backup_stops_before_anything_is_touched(site: Site, damage) -> None
     (state,) = Journal(site.config().state_dir).runs()
     assert state.step("recreate_db").status is StepStatus.PENDING
     assert state.aside_db is None
+    # the journal (and the checksum panel drawn from it) says which check failed
+    assert state.verify is not None
+    assert (state.verify.md5_ok, state.verify.gzip_ok) == (md5_ok, gzip_ok)
+    assert bool(state.verify.dump_error) is dump_bad
 
 
 def test_sql_error_mid_load_fails_with_the_statement_and_rolls_back(site: Site) -> None:

@@ -566,11 +566,10 @@ class Engine:
             expected_md5=result.expected_md5,
             actual_md5=result.actual_md5,
             md5_ok=result.md5_ok,
-            # the journal has one "decompressed content" verdict: intact gzip of whole pg_dump
-            # output; the text's error says which of the two failed
-            gzip_ok=result.gzip_ok and result.dump_ok,
-            gzip_error=result.gzip_error or result.dump_error,
+            gzip_ok=result.gzip_ok,
+            gzip_error=result.gzip_error,
             sidecar_error=result.sidecar_error,
+            dump_error=result.dump_error if result.gzip_ok else None,
         )
         downloaded = choice.downloaded
         if not result.ok:

@@ -78,6 +78,8 @@ class VerifyRecord:
     gzip_ok: bool
     gzip_error: str | None = None
     sidecar_error: str | None = None
+    # the text is not whole pg_dump output; None: it is, or the gzip was too damaged to tell
+    dump_error: str | None = None
 
 
 @dataclass

@@ -4,9 +4,11 @@ mid-load and then resumed, is a case of the fault suite: tests/faults/test_tui.p
 from __future__ import annotations
 
 import asyncio
+import gzip
 import os
 import signal
 
+from preskool_dr.core import checksum
 from preskool_dr.core.events import StepStatus
 from preskool_dr.core.journal import Journal
 from preskool_dr.tui.app import DrApp
@@ -115,3 +117,30 @@ def test_failed_step_shows_why_and_exits_1(site: Site) -> None:
     asyncio.run(verify_a_corrupt_backup(app, site))
     assert app.return_code == 1
     assert site.database.row_counts()["students"] > 0
+
+
+def test_checksum_panel_names_the_check_that_failed(site: Site) -> None:
+    """Valid gzip with a matching sidecar that is not pg_dump output: MD5 and gzip pass, the
+    content line is the one that fails (not a gzip failure)."""
+    backup = site.backup()
+    backup.write_bytes(gzip.compress(b"id,first_name\n1,Ada\n"))
+    checksum.write_sidecar(backup, checksum.verify_file(backup, None).actual_md5)
+    app = DrApp(site.config)
+
+    async def drive() -> None:
+        async with app.run_test(size=(80, 24), notifications=True) as pilot:
+            await start_run(pilot)
+            await run_selected(pilot, "download")
+            await pilot.press("r")
+            await wait_for(pilot, lambda: status(app, "verify") is StepStatus.FAILED, "failed")
+            app.clear_notifications()
+            await pilot.pause()
+            text = screen_text(pilot)
+            assert "MD5       ✔ matches the sidecar" in text
+            assert "gzip      ✔ decompresses cleanly" in text
+            assert "content   ✖" in text
+            await pilot.press("q")
+            await wait_for_exit(app)
+
+    asyncio.run(drive())
+    assert app.return_code == 1

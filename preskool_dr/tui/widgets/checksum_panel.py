@@ -1,4 +1,5 @@
-"""Step 4 at a glance: expected vs computed MD5, gzip integrity, progress, verdict."""
+"""Step 4 at a glance: expected vs computed MD5, gzip integrity, whether the text is whole
+pg_dump output, progress, verdict."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class ChecksumPanel(Vertical):
         yield Static("computed  -", id="checksum-computed", markup=False)
         yield Static("", id="checksum-md5", markup=False)
         yield Static("gzip      not checked yet", id="checksum-gzip", markup=False)
+        yield Static("content   not checked yet", id="checksum-dump", markup=False)
         yield ProgressBar(total=None, show_eta=False, id="checksum-bar")
 
     def on_mount(self) -> None:
@@ -56,7 +58,7 @@ class ChecksumPanel(Vertical):
         self.set_class(record.status is StepStatus.DONE, "-pass")
         self.set_class(record.status is StepStatus.FAILED, "-fail")
         if record.status is StepStatus.RUNNING:
-            verdict.update("checking… (MD5 and gzip in one pass)")
+            verdict.update("checking… (MD5, gzip and content in one read)")
             self.query_one("#checksum-bar", ProgressBar).display = False
             return
         self._pending = None  # a late progress update must not overwrite the result
@@ -77,8 +79,15 @@ class ChecksumPanel(Vertical):
                 else f"gzip      ✖ {verify.gzip_error or 'damaged'}"
             )
             self.query_one("#checksum-gzip", Static).update(gzip)
+            if not verify.gzip_ok:
+                dump = "content   not checked: the gzip data is damaged"
+            elif verify.dump_error:
+                dump = f"content   ✖ {verify.dump_error}"
+            else:
+                dump = "content   ✔ whole pg_dump output"
+            self.query_one("#checksum-dump", Static).update(dump)
         if record.status is StepStatus.DONE:
-            verdict.update("✔ PASS: checksum matches, gzip intact")
+            verdict.update("✔ PASS: checksum, gzip and content OK")
         elif record.status is StepStatus.FAILED:
             verdict.update("✖ FAIL: this backup cannot be trusted; choose another (step 2)")
             if verify is None:
