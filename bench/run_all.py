@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=2.0, help="PreSkool seed scale (default 2)")
     parser.add_argument("--pgbench-scale", type=int, default=20, help="pgbench -s (default 20)")
     parser.add_argument(
-        "--big-gib", type=float, default=1.5, help="GiB of SQL in the large backup (default 1.5)"
+        "--big-gib", type=float, default=3.0, help="GiB of SQL in the large backup (default 3)"
     )
     parser.add_argument("--quick", action="store_true", help="tiny data, one run each")
     parser.add_argument("--doc", type=Path, default=DOC, help="where to write the report")

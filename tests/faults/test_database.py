@@ -85,21 +85,45 @@ def test_server_down_at_start_leaves_the_app_running(site: Site, pg_cluster: Clu
     site.assert_no_leak(result, backup, resumed)
 
 
-@pytest.mark.parametrize("method", ["serial", "parallel"])
+def hold_pg_restore_at_a_row(site: Site, release: str) -> None:
+    """A table whose CHECK waits until a database named `release` exists: pg_dump writes the
+    CHECK into the table's CREATE, so pg_restore's COPY of its one row waits there."""
+    body = blocker(release).decode().removeprefix("DO $$ BEGIN ").removesuffix(" END $$;\n")
+    create_db(site.db, release)  # the row is inserted here, so it must pass now
+    owner = site.db.cluster.conninfo(site.db.name, user=APP_ROLE)
+    with psycopg.connect(owner, password=PASSWORD, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION released() RETURNS boolean LANGUAGE plpgsql AS "
+            f"$$ BEGIN {body} RETURN true; END $$"
+        )
+        conn.execute("CREATE TABLE zz_gate (ok boolean CHECK (released()))")
+        conn.execute("INSERT INTO zz_gate VALUES (true)")
+    with site.db.connect("postgres") as conn:
+        conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(release)))
+
+
+@pytest.mark.parametrize("method", ["serial", "parallel", "custom"])
 def test_server_crash_mid_load_fails_clearly_and_resumes(
     site: Site, pg_cluster: Cluster, method: str
 ) -> None:
-    """`pg_ctl stop -m immediate` while psql loads: step 6 fails saying the server went away
-    and to resume (not to pick another backup), the old database is aside; after the server
-    is back, --resume reloads from a clean database."""
-    write_runbook(site.root, app=site.app, restore={"method": method, "jobs": 2})
-    backup = site.backup()
+    """`pg_ctl stop -m immediate` while the load runs (psql for the plain loaders, `pg_restore
+    -j 2` for the custom-format companion): step 6 fails saying the server went away and to
+    resume (not to pick another backup), the old database is aside; after the server is
+    back, --resume reloads from a clean database."""
+    release = f"{site.db.name}_go"
+    if method == "custom":
+        write_runbook(site.root, app=site.app, restore={"method": "auto", "jobs": 2})
+        hold_pg_restore_at_a_row(site, release)
+        backup = run_backup(site.config(), "daily", upload=False, custom=True).path
+    else:
+        write_runbook(site.root, app=site.app, restore={"method": method, "jobs": 2})
+        backup = site.backup()
     at_backup = site.checksum()
     site.change_data()
     before = site.checksum()
-    release = f"{site.db.name}_go"
-    sql_bytes = insert_before(backup_sql(backup), b"COPY public.students", blocker(release))
-    rewrite_backup(backup, sql_bytes)
+    if method != "custom":
+        sql_bytes = insert_before(backup_sql(backup), b"COPY public.students", blocker(release))
+        rewrite_backup(backup, sql_bytes)
     child = site.start("restore", backup.name, "--confirm", site.db.name)
     child.wait_for_step("restore")
     wait_until_blocked(site.db, site.db.name)
@@ -109,6 +133,9 @@ def test_server_crash_mid_load_fails_clearly_and_resumes(
     pg_cluster.start()
 
     assert result.returncode == 1, result.stdout + result.stderr
+    if method == "custom":
+        assert "using the custom-format companion" in result.stdout, result.stdout
+        assert "launching item" not in result.stdout  # pg_restore --verbose is the TUI log's
     line = the_error(result)
     assert_says(line, "[FAIL]  Restore failed:", "server went away", "--resume", "not at fault")
     assert "another backup" not in line
@@ -121,60 +148,6 @@ def test_server_crash_mid_load_fails_clearly_and_resumes(
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert site.checksum() == at_backup
     assert site.calls() == ["stop", "migrate", "start"]
-    site.assert_no_leak(result, resumed)
-
-
-def test_server_crash_mid_pg_restore_fails_clearly_and_resumes(
-    site: Site, pg_cluster: Cluster
-) -> None:
-    """The same crash while `pg_restore -j 2` loads the custom-format companion: pg_restore's
-    words for it are recognised, step 6 says the server went away and to resume; --resume
-    loads the companion again into a clean database."""
-    write_runbook(site.root, app=site.app, restore={"method": "auto", "jobs": 2})
-    release = f"{site.db.name}_go"
-    gate_function = (
-        "CREATE FUNCTION released() RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN "
-        + blocker(release).decode().removeprefix("DO $$ BEGIN ").removesuffix(" END $$;\n")
-        + " RETURN true; END $$"
-    )
-    # pg_dump writes the CHECK into the table's CREATE: pg_restore's COPY of its one row
-    # waits in released() until the case creates the release database
-    create_db(site.db, release)
-    owner = site.db.cluster.conninfo(site.db.name, user=APP_ROLE)
-    with psycopg.connect(owner, password=PASSWORD, autocommit=True) as conn:
-        conn.execute(gate_function)
-        conn.execute("CREATE TABLE zz_gate (ok boolean CHECK (released()))")
-        conn.execute("INSERT INTO zz_gate VALUES (true)")
-    with site.db.connect("postgres") as conn:
-        conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(release)))
-    backup = run_backup(site.config(), "daily", upload=False, custom=True).path
-    assert backup.with_name(backup.name.replace(".sql.gz", ".dump")).exists()
-    at_backup = site.checksum()
-    site.change_data()
-    before = site.checksum()
-    child = site.start("restore", backup.name, "--confirm", site.db.name)
-    child.wait_for_step("restore")
-    wait_until_blocked(site.db, site.db.name)
-
-    pg_cluster.stop("immediate")
-    result = child.finish()
-    pg_cluster.start()
-
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "using the custom-format companion" in result.stdout, result.stdout
-    assert "launching item" not in result.stdout  # pg_restore --verbose is the TUI log's
-    line = the_error(result)
-    assert_says(line, "[FAIL]  Restore failed:", "server went away", "--resume", "not at fault")
-    assert "another backup" not in line
-    state = site.the_run()
-    assert state.step("restore").status is StepStatus.FAILED
-    assert state.aside_db and site.checksum(state.aside_db) == before
-    create_db(site.db, release)
-    resumed = site.resume(state.run_id)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert site.checksum() == at_backup
-    with site.db.connect() as conn:
-        assert conn.execute("SELECT count(*) FROM zz_gate").fetchone() == (1,)
     site.assert_no_leak(result, resumed)
 
 
