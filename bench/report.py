@@ -72,7 +72,9 @@ def render(r: dict[str, Any]) -> str:
         )
     out += [
         "",
-        f"Every variant ran {r['repeats']} times, interleaved in rounds (each round runs every "
+        f"Every variant ran {r['repeats']} times (the restores {r['restore_repeats']} times: "
+        "the serial target is within 3 %, and two runs of one load differ by up to 10 % "
+        "here), interleaved in rounds (each round runs every "
         "variant once, in a rotating order). A ratio is wall-clock time divided by the "
         "baseline's. Targets are judged on the **paired median**: the median over rounds of "
         "(variant's run / baseline's run in the same round). This machine is shared and other "
@@ -115,7 +117,8 @@ def render(r: dict[str, Any]) -> str:
         "gzip; shaped like pg_dump output, built from one 8 MiB block of rows repeated as gzip "
         f"members so that writing it takes seconds ({r['big']['seconds']:.0f} s here).",
         "- Sizes are chosen so that the whole `make bench` fits a ~15 minute budget on 2 "
-        f"cores: {r['repeats']} runs per variant, a realistic restore of "
+        f"cores: {r['repeats']} runs per variant ({r['restore_repeats']} for the restores), "
+        "a realistic restore of "
         f"{r['restore'][r['restore_baseline']].median:.0f} s (the baseline's median here), "
         "one large restore per loader. `bench/run_all.py --scale/--pgbench-scale/--big-gib/"
         "--repeats` run bigger sizes when there is time.",

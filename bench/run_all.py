@@ -35,6 +35,9 @@ from preskool_dr.core.parallel_restore import SPLIT_BYTES, parallel_restore
 
 SOURCE_DB = "preskool_src"
 DOC = REPO / "docs" / "PERFORMANCE.md"
+# The serial restore's target is within 3 % of the runbook's command, while two runs of the
+# same load seconds apart differ by up to 10 % here: more rounds narrow the paired median.
+RESTORE_ROUNDS = 7
 
 
 def machine(lab: Lab) -> dict[str, Any]:
@@ -295,7 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--repeats", type=int, default=5, help="runs per variant (default 5)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help=f"runs per variant (default 5; the restores run at least {RESTORE_ROUNDS} times)",
+    )
     parser.add_argument("--scale", type=float, default=2.0, help="PreSkool seed scale (default 2)")
     parser.add_argument("--pgbench-scale", type=int, default=20, help="pgbench -s (default 20)")
     parser.add_argument(
@@ -307,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.repeats, args.scale, args.pgbench_scale, args.big_gib = 1, 0.05, 1, 0.1
     started = time.perf_counter()
-    r: dict[str, Any] = {"repeats": args.repeats}
+    restore_rounds = args.repeats if args.quick else max(args.repeats, RESTORE_ROUNDS)
+    r: dict[str, Any] = {"repeats": args.repeats, "restore_repeats": restore_rounds}
     with Lab.open() as lab:
         r["machine"] = machine(lab)
         say(f"data: PreSkool scale {args.scale} + pgbench -s {args.pgbench_scale} ...")
@@ -325,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         r["big"] = generate_big_backup(
             lab.backup_dir / "preskool-backup-20200101_000000.sql.gz", args.big_gib
         )
-        r["restore"] = restore_bench.run(lab, plain, custom, args.repeats)
+        r["restore"] = restore_bench.run(lab, plain, custom, restore_rounds)
         r["restore_baseline"] = restore_bench.BASELINE
         r["restore_summary"] = restore_bench.summary(r["restore"])
         say("  projection: job times at N=1 ...")

@@ -116,8 +116,8 @@ def freeze_heap() -> None:
     holding the interpreter: 80-110 ms on the benchmark machine during a restore, in which no
     key is answered (bench/tui_bench.py: `?` p95 went from 100-180 ms to 75-80 ms with this).
     Called once the screen is up and when a step or a PITR starts, so a run freezes a handful
-    of times. Objects are still freed by reference counting; only reference cycles made
-    before a freeze are never collected, and the few freezes of a run leave few of those.
+    of times. Objects are still freed by reference counting; reference cycles made before a
+    freeze wait until the app unmounts, which unfreezes them all.
     """
     gc.freeze()
 
@@ -304,6 +304,7 @@ class DrApp(App[int]):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 asyncio.get_running_loop().remove_signal_handler(sig)
         self._close_engine()
+        gc.unfreeze()  # what the app froze is collectable again (a process that goes on)
 
     # ------------------------------------------------------------ starting and resuming
 
