@@ -71,12 +71,14 @@ class Series:
     def cpu_median(self) -> float:
         return statistics.median(r.cpu for r in self.runs)
 
+    def ratios(self, baseline: Series) -> list[float]:
+        """Round by round: this run / the baseline's run of the same round."""
+        return [r.seconds / b.seconds for r, b in zip(self.runs, baseline.runs, strict=True)]
+
     def paired(self, baseline: Series) -> float:
         """Median over rounds of this run / the baseline's run of the same round: the runs
         of one round are seconds apart, so a neighbour's load drifting over minutes cancels."""
-        return statistics.median(
-            r.seconds / b.seconds for r, b in zip(self.runs, baseline.runs, strict=True)
-        )
+        return statistics.median(self.ratios(baseline))
 
     def extra_median(self, key: str) -> float:
         return statistics.median(float(r.extra[key]) for r in self.runs)

@@ -139,7 +139,9 @@ def render(r: dict[str, Any]) -> str:
         "## Restore (step 6)",
         "",
         "Each run loads the realistic backup into a freshly created database. The baseline is "
-        "the runbook's step 6, `gunzip -c F | psql -v ON_ERROR_STOP=1` (output to /dev/null). "
+        "the runbook's step 6, `gunzip -c F | psql -v ON_ERROR_STOP=1` (output to /dev/null); "
+        "it runs a second time in every round (the noise-floor row), which shows how far two "
+        "runs of the very same command land apart in this pairing. "
         "Before every run, of any variant, the target database is created afresh and the "
         "server takes a CHECKPOINT: a load writes hundreds of MiB of WAL, and without it the "
         "previous run's pending checkpoint would land in the middle of the next one, at a "

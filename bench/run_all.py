@@ -213,6 +213,14 @@ def summarize(r: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
         ratio(restore, "preskool-dr restore, custom -j 2", base),
         0.72,
     )
+    noise = ratio(restore, restore_bench.NOISE, base)
+    runs = restore[restore_bench.NOISE].ratios(restore[base])
+    notes.append(
+        f"Noise floor: the runbook's command run twice in every round measured {noise[0]:.2f}x "
+        f"(paired median; single rounds from {min(runs):.2f}x to {max(runs):.2f}x) against "
+        "itself. The serial restore does the same work as that command (Python's zlib in "
+        "place of gunzip, the same psql), so its ratio is read against this spread."
+    )
     reference = ratio(restore, "pg_restore -j 2 (reference)", base)[0]
     notes.append(
         f"For comparison, `pg_restore -j 2` run bare (no preskool-dr around it) measured "
