@@ -73,7 +73,7 @@ def render(r: dict[str, Any]) -> str:
     out += [
         "",
         f"Every variant ran {r['repeats']} times (the restores {r['restore_repeats']} times: "
-        "the serial target is within 3 %, and two runs of one load differ by up to 10 % "
+        "the serial target is within 3 %, and two runs of one load can differ by 20 % "
         "here), interleaved in rounds (each round runs every "
         "variant once, in a rotating order). A ratio is wall-clock time divided by the "
         "baseline's. Targets are judged on the **paired median**: the median over rounds of "
