@@ -10,7 +10,7 @@ import gzip
 import os
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -174,10 +174,6 @@ SELECT lo_from_bytea(0, convert_to('a large object', 'UTF8'));
 """
 
 
-def new_database(cluster: Cluster) -> Database:
-    return make_database(cluster, seeded=False)
-
-
 def as_app(db: Database) -> psycopg.Connection:
     """The app role owns what it creates, as in production (pg_dump runs as that role)."""
     return psycopg.connect(
@@ -193,10 +189,15 @@ def drop_database(db: Database) -> None:
 
 
 @pytest.fixture
-def scratch(pg_cluster: Cluster) -> Iterator[list[Database]]:
-    """Databases a test makes with `new_database`; all dropped afterwards."""
+def scratch(pg_cluster: Cluster) -> Iterator[Callable[[], Database]]:
+    """`scratch()`: a new empty database in the session cluster, dropped after the test."""
     made: list[Database] = []
-    yield made
+
+    def make() -> Database:
+        made.append(make_database(pg_cluster, seeded=False))
+        return made[-1]
+
+    yield make
     for db in made:
         drop_database(db)
 
@@ -322,11 +323,10 @@ def server_sessions(db: Database) -> int:
 
 
 def test_preskool_schema_parallel_equals_serial(
-    database: Database, pg_cluster: Cluster, scratch: list[Database], tmp_path: Path
+    database: Database, scratch: Callable[[], Database], tmp_path: Path
 ) -> None:
     backup = dump_gz(database, tmp_path / "preskool.sql.gz")
-    serial, parallel = new_database(pg_cluster), new_database(pg_cluster)
-    scratch += [serial, parallel]
+    serial, parallel = scratch(), scratch()
     events = restore_both(backup, serial, parallel, jobs=2)
     assert_same(serial, parallel)
     assert fingerprint(parallel) == fingerprint(database)
@@ -343,13 +343,12 @@ def test_preskool_schema_parallel_equals_serial(
 
 
 def test_tables_split_into_parts_equal_serial(
-    database: Database, pg_cluster: Cluster, scratch: list[Database], tmp_path: Path
+    database: Database, scratch: Callable[[], Database], tmp_path: Path
 ) -> None:
     """Every table bigger than 16 KiB loads in parts over three sessions: the same end state,
     every table counted once, progress never going back."""
     backup = dump_gz(database, tmp_path / "preskool.sql.gz")
-    serial, parallel = new_database(pg_cluster), new_database(pg_cluster)
-    scratch += [serial, parallel]
+    serial, parallel = scratch(), scratch()
     events = restore_both(backup, serial, parallel, jobs=3, split_bytes=16384)
     assert_same(serial, parallel)
     assert len(parts_logged(events, "public.attendance")) > 3
@@ -360,16 +359,14 @@ def test_tables_split_into_parts_equal_serial(
 
 
 def test_awkward_schema_in_parts_equals_serial(
-    pg_cluster: Cluster, scratch: list[Database], tmp_path: Path
+    scratch: Callable[[], Database], tmp_path: Path
 ) -> None:
     """Partitions, inheritance and the rows that look like dump syntax, cut into parts."""
-    source = new_database(pg_cluster)
-    scratch.append(source)
+    source = scratch()
     with as_app(source) as conn:
         conn.execute(AWKWARD_SCHEMA)
     backup = dump_gz(source, tmp_path / "awkward.sql.gz")
-    serial, parallel = new_database(pg_cluster), new_database(pg_cluster)
-    scratch += [serial, parallel]
+    serial, parallel = scratch(), scratch()
     events = restore_both(backup, serial, parallel, jobs=2, split_bytes=4096)
     assert_same(serial, parallel)
     assert fingerprint(parallel) == fingerprint(source)
@@ -389,21 +386,19 @@ def test_awkward_schema_in_parts_equals_serial(
     ],
 )
 def test_part_boundaries(
-    split: int, parts: int, pg_cluster: Cluster, scratch: list[Database], tmp_path: Path
+    split: int, parts: int, scratch: Callable[[], Database], tmp_path: Path
 ) -> None:
     """1,000 rows of 10 bytes (9 characters and the newline): 10,000 bytes of COPY data. A
     part ends at the first row end at or after `split` bytes; the session loading it and the
     scanner cutting the next one must agree on it, also where it meets the block's end."""
-    source = new_database(pg_cluster)
-    scratch.append(source)
+    source = scratch()
     with as_app(source) as conn:
         conn.execute("CREATE TABLE fixed (v text NOT NULL)")
         conn.execute(
             "INSERT INTO fixed SELECT lpad(i::text, 9, '0') FROM generate_series(1, 1000) i"
         )
     backup = dump_gz(source, tmp_path / "fixed.sql.gz")
-    target = new_database(pg_cluster)
-    scratch.append(target)
+    target = scratch()
     events: list[Event] = []
     result = parallel_restore(
         backup, libpq(target), jobs=2, on_event=events.append, split_bytes=split
@@ -413,11 +408,8 @@ def test_part_boundaries(
     assert fingerprint(target) == fingerprint(source)
 
 
-def test_pgbench_parallel_equals_serial(
-    pg_cluster: Cluster, scratch: list[Database], tmp_path: Path
-) -> None:
-    source = new_database(pg_cluster)
-    scratch.append(source)
+def test_pgbench_parallel_equals_serial(scratch: Callable[[], Database], tmp_path: Path) -> None:
+    source = scratch()
     subprocess.run(
         ["pgbench", "-i", "-q", "-s", "1", "--foreign-keys"],
         env={**os.environ, **libpq(source)},
@@ -425,8 +417,7 @@ def test_pgbench_parallel_equals_serial(
         check=True,
     )
     backup = dump_gz(source, tmp_path / "pgbench.sql.gz")
-    serial, parallel = new_database(pg_cluster), new_database(pg_cluster)
-    scratch += [serial, parallel]
+    serial, parallel = scratch(), scratch()
     restore_both(backup, serial, parallel, jobs=3)
     assert_same(serial, parallel)
     assert fingerprint(parallel)["public.pgbench_accounts"][0] == 100_000  # type: ignore[index]
@@ -434,15 +425,13 @@ def test_pgbench_parallel_equals_serial(
 
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_awkward_schema_parallel_equals_serial(
-    jobs: int, pg_cluster: Cluster, scratch: list[Database], tmp_path: Path
+    jobs: int, scratch: Callable[[], Database], tmp_path: Path
 ) -> None:
-    source = new_database(pg_cluster)
-    scratch.append(source)
+    source = scratch()
     with as_app(source) as conn:
         conn.execute(AWKWARD_SCHEMA)
     backup = dump_gz(source, tmp_path / "awkward.sql.gz")
-    serial, parallel = new_database(pg_cluster), new_database(pg_cluster)
-    scratch += [serial, parallel]
+    serial, parallel = scratch(), scratch()
     restore_both(backup, serial, parallel, jobs=jobs)
     assert_same(serial, parallel)
     assert fingerprint(parallel) == fingerprint(source)
@@ -459,11 +448,8 @@ def test_awkward_schema_parallel_equals_serial(
         ]
 
 
-def test_schema_only_dump_loads(
-    pg_cluster: Cluster, scratch: list[Database], tmp_path: Path
-) -> None:
-    source = new_database(pg_cluster)
-    scratch.append(source)
+def test_schema_only_dump_loads(scratch: Callable[[], Database], tmp_path: Path) -> None:
+    source = scratch()
     with as_app(source) as conn:
         conn.execute("CREATE TABLE t (id int PRIMARY KEY); CREATE INDEX t_idx ON t (id)")
     out = subprocess.run(
@@ -474,8 +460,7 @@ def test_schema_only_dump_loads(
     ).stdout
     backup = tmp_path / "schema.sql.gz"
     backup.write_bytes(gzip.compress(out))
-    target = new_database(pg_cluster)
-    scratch.append(target)
+    target = scratch()
     result = parallel_restore(backup, libpq(target), jobs=2)
     assert result.tables_loaded == ()
     assert schema_dump(target) == schema_dump(source)
@@ -492,7 +477,7 @@ def tampered(backup: Path, old: bytes, new: bytes, dest: Path) -> Path:
 
 
 def test_bad_row_stops_every_session(
-    database: Database, pg_cluster: Cluster, scratch: list[Database], tmp_path: Path
+    database: Database, scratch: Callable[[], Database], tmp_path: Path
 ) -> None:
     good = dump_gz(database, tmp_path / "good.sql.gz")
     text = gzip.decompress(good.read_bytes())
@@ -500,8 +485,7 @@ def test_bad_row_stops_every_session(
     row = text.index(b"\n", start) + 1  # the first data row: its id becomes "xx"
     bad = tmp_path / "bad.sql.gz"
     bad.write_bytes(gzip.compress(text[:row] + b"xx" + text[text.index(b"\t", row) :]))
-    target = new_database(pg_cluster)
-    scratch.append(target)
+    target = scratch()
     with pytest.raises(RestoreError) as caught:
         parallel_restore(bad, libpq(target), jobs=2)
     message = str(caught.value)
@@ -514,7 +498,7 @@ def test_bad_row_stops_every_session(
 
 
 def test_bad_row_in_a_later_part_stops_every_session(
-    database: Database, pg_cluster: Cluster, scratch: list[Database], tmp_path: Path
+    database: Database, scratch: Callable[[], Database], tmp_path: Path
 ) -> None:
     good = dump_gz(database, tmp_path / "good.sql.gz")
     text = gzip.decompress(good.read_bytes())
@@ -523,8 +507,7 @@ def test_bad_row_in_a_later_part_stops_every_session(
     row = text.rindex(b"\n", start, end - 1) + 1  # the last row: far beyond the first part
     bad = tmp_path / "bad.sql.gz"
     bad.write_bytes(gzip.compress(text[:row] + b"xx" + text[text.index(b"\t", row) :]))
-    target = new_database(pg_cluster)
-    scratch.append(target)
+    target = scratch()
     with pytest.raises(RestoreError) as caught:
         parallel_restore(bad, libpq(target), jobs=2, split_bytes=16384)
     assert "public.attendance" in str(caught.value)
@@ -534,7 +517,7 @@ def test_bad_row_in_a_later_part_stops_every_session(
 
 
 def test_duplicate_key_fails_in_post_data(
-    database: Database, pg_cluster: Cluster, scratch: list[Database], tmp_path: Path
+    database: Database, scratch: Callable[[], Database], tmp_path: Path
 ) -> None:
     good = dump_gz(database, tmp_path / "good.sql.gz")
     text = gzip.decompress(good.read_bytes())
@@ -542,8 +525,7 @@ def test_duplicate_key_fails_in_post_data(
     first = text.index(b"\n", start) + 1
     line = text[first : text.index(b"\n", first) + 1]
     bad = tampered(good, line, line + line, tmp_path / "dup.sql.gz")  # the row twice
-    target = new_database(pg_cluster)
-    scratch.append(target)
+    target = scratch()
     with pytest.raises(RestoreError) as caught:
         parallel_restore(bad, libpq(target), jobs=2)
     assert "roles_pkey" in str(caught.value) or "roles_name_key" in str(caught.value)
@@ -552,7 +534,7 @@ def test_duplicate_key_fails_in_post_data(
 
 
 def test_schema_error_names_the_file_line(
-    database: Database, pg_cluster: Cluster, scratch: list[Database], tmp_path: Path
+    database: Database, scratch: Callable[[], Database], tmp_path: Path
 ) -> None:
     good = dump_gz(database, tmp_path / "good.sql.gz")
     bad = tampered(
@@ -561,8 +543,7 @@ def test_schema_error_names_the_file_line(
         b"CREATE TABLE public.students (nickname no_such_type,",
         tmp_path / "syntax.sql.gz",
     )
-    serial, target = new_database(pg_cluster), new_database(pg_cluster)
-    scratch += [serial, target]
+    serial, target = scratch(), scratch()
     with pytest.raises(RestoreError) as serial_error:
         stream_restore(bad, libpq(serial))
     with pytest.raises(RestoreError) as caught:
@@ -576,7 +557,7 @@ def test_schema_error_names_the_file_line(
 
 
 def test_corrupt_and_truncated_gzip(
-    database: Database, pg_cluster: Cluster, scratch: list[Database], tmp_path: Path
+    database: Database, scratch: Callable[[], Database], tmp_path: Path
 ) -> None:
     good = dump_gz(database, tmp_path / "good.sql.gz").read_bytes()
     truncated = tmp_path / "truncated.sql.gz"
@@ -590,15 +571,14 @@ def test_corrupt_and_truncated_gzip(
     empty.write_bytes(b"")
     for path, words in ((truncated, "truncated"), (corrupt, "corrupt"), (empty, "empty")):
         for split in (0, 16384):  # whole blocks, and parts starting past the damage
-            target = new_database(pg_cluster)
-            scratch.append(target)
+            target = scratch()
             with pytest.raises(VerificationError, match=words):
                 parallel_restore(path, libpq(target), jobs=2, split_bytes=split)
             assert psql_children() == []
 
 
 def test_wrong_password(
-    database: Database, pg_cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backup = dump_gz(database, tmp_path / "b.sql.gz")
     monkeypatch.setenv("PGPASSWORD", "not-the-password")
@@ -610,11 +590,10 @@ def test_wrong_password(
 
 
 def test_cancel_stops_everything(
-    database: Database, pg_cluster: Cluster, scratch: list[Database], tmp_path: Path
+    database: Database, scratch: Callable[[], Database], tmp_path: Path
 ) -> None:
     backup = dump_gz(database, tmp_path / "b.sql.gz")
-    target = new_database(pg_cluster)
-    scratch.append(target)
+    target = scratch()
     cancel = threading.Event()
 
     def on_event(event: Event) -> None:

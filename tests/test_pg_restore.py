@@ -9,6 +9,7 @@ import gzip
 import os
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import boto3
@@ -22,7 +23,6 @@ from preskool_dr.core.errors import Cancelled, ConfigError
 from preskool_dr.core.events import Event, Notice, Progress, StepStatus, utcnow
 from preskool_dr.core.pg_restore import custom_restore, read_toc, usable_companion
 from preskool_dr.core.restore_stream import RestoreError, stream_restore
-from preskool_dr.demo.cluster import Cluster
 from tests import test_parallel_restore as shared
 from tests.conftest import Database, assert_no_secrets, run_cli, write_runbook
 from tests.test_parallel_restore import (
@@ -31,7 +31,6 @@ from tests.test_parallel_restore import (
     assert_same,
     fingerprint,
     libpq,
-    new_database,
     psql_children,
 )
 
@@ -97,14 +96,12 @@ def test_plain_backup_has_no_companion(dr_env: dict[str, str], tmp_path: Path) -
 def test_companion_comes_from_the_same_snapshot(
     dr_env: dict[str, str],
     database: Database,
-    pg_cluster: Cluster,
-    scratch: list[Database],
+    scratch: Callable[[], Database],
     tmp_path: Path,
 ) -> None:
     config = config_for(tmp_path)
     plain = custom_backup(config)
-    from_plain, from_custom = new_database(pg_cluster), new_database(pg_cluster)
-    scratch += [from_plain, from_custom]
+    from_plain, from_custom = scratch(), scratch()
     stream_restore(plain, libpq(from_plain))
     custom_restore(catalog.companion_path(plain), libpq(from_custom), jobs=2)
     assert_same(from_plain, from_custom)
@@ -141,12 +138,10 @@ def test_format_custom_is_refused_for_base_backups(dr_env: dict[str, str]) -> No
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_custom_restore_equals_plain_on_awkward_schema(
     jobs: int,
-    pg_cluster: Cluster,
-    scratch: list[Database],
+    scratch: Callable[[], Database],
     tmp_path: Path,
 ) -> None:
-    source = new_database(pg_cluster)
-    scratch.append(source)
+    source = scratch()
     with as_app(source) as conn:
         conn.execute(AWKWARD_SCHEMA)
     env = {**libpq(source)}
@@ -164,8 +159,7 @@ def test_custom_restore_equals_plain_on_awkward_schema(
         check=True,
     ).stdout
     plain.write_bytes(gzip.compress(out))
-    serial, custom = new_database(pg_cluster), new_database(pg_cluster)
-    scratch += [serial, custom]
+    serial, custom = scratch(), scratch()
     stream_restore(plain, libpq(serial))
     events: list[Event] = []
     result = custom_restore(dump, libpq(custom), jobs=jobs, on_event=events.append)
@@ -201,13 +195,11 @@ def test_custom_restore_wrong_password(
 
 def test_custom_restore_cancel(
     dr_env: dict[str, str],
-    pg_cluster: Cluster,
-    scratch: list[Database],
+    scratch: Callable[[], Database],
     tmp_path: Path,
 ) -> None:
     plain = custom_backup(config_for(tmp_path))
-    target = new_database(pg_cluster)
-    scratch.append(target)
+    target = scratch()
     cancel = threading.Event()
 
     def on_event(event: Event) -> None:
