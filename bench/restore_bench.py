@@ -78,7 +78,7 @@ def run(lab: Lab, plain: Path, custom: Path, repeats: int) -> dict[str, Series]:
 
     def before(name: str) -> None:
         lab.fresh_db(TARGET)
-        lab.checkpoint()
+        lab.settle()
 
     before(BASELINE)
     variants[BASELINE]()  # untimed: the first load of a session warms caches for all alike

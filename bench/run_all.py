@@ -2,7 +2,7 @@
 (alternating and repeating variants), print the ratios against the runbook's own commands,
 and write docs/PERFORMANCE.md from the results.
 
-    .venv/bin/python bench/run_all.py            # the full run (~15 minutes on 2 cores)
+    .venv/bin/python bench/run_all.py            # the full run (~18 minutes on 2 cores)
     .venv/bin/python bench/run_all.py --quick    # small data, one run each: a smoke test
 """
 
@@ -37,7 +37,7 @@ SOURCE_DB = "preskool_src"
 DOC = REPO / "docs" / "PERFORMANCE.md"
 # The serial restore's target is within 3 % of the runbook's command, while two runs of the
 # same load seconds apart can differ by 20 % here: more rounds narrow the paired median.
-RESTORE_ROUNDS = 7
+RESTORE_ROUNDS = 11
 
 
 def machine(lab: Lab) -> dict[str, Any]:

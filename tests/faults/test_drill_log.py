@@ -11,6 +11,7 @@ after which the chain is valid again: the log is never silently broken.
 
 from __future__ import annotations
 
+import os
 import resource
 import signal
 import subprocess
@@ -85,10 +86,13 @@ def verify_cli(log: Path, keys: dict[str, SigningKey]) -> subprocess.CompletedPr
 
 
 def appender(log: Path, who: str, key: SigningKey, count: int, go: Path) -> subprocess.Popen[bytes]:
+    # TMPDIR: a SIGKILL mid-signature leaves ssh-keygen's scratch folder behind; let it be
+    # the test's, not the machine's /tmp.
     return subprocess.Popen(
         [sys.executable, "-c", APPENDER, str(log), who, str(key.path), str(count), str(go)],
         cwd=REPO,
         stdin=subprocess.DEVNULL,
+        env={**os.environ, "TMPDIR": str(log.parent.parent)},
     )
 
 
