@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import os
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ from preskool_dr.core.config import Config, load_config
 from preskool_dr.core.engine import Engine, RunOptions
 from preskool_dr.core.errors import Cancelled, ConfigError
 from preskool_dr.core.events import Event, Notice, Progress, StepStatus, utcnow
-from preskool_dr.core.pg_restore import custom_restore, read_toc, usable_companion
+from preskool_dr.core.pg_restore import _Verbose, custom_restore, read_toc, usable_companion
 from preskool_dr.core.restore_stream import RestoreError, stream_restore
 from tests import test_parallel_restore as shared
 from tests.conftest import Database, assert_no_secrets, run_cli, write_runbook
@@ -168,6 +169,29 @@ def test_custom_restore_equals_plain_on_awkward_schema(
     assert progress and all(e.unit == "items" for e in progress)
     assert progress[-1].done == progress[-1].total == len(read_toc(dump))
     assert "public.orders_2026" in result.tables_loaded
+
+
+def test_interleaved_worker_lines_are_all_counted() -> None:
+    """pg_restore -j's workers write `pg_restore: ` and the message in two writes, so two
+    lines can come out as one with a doubled prefix and one with none (seen in CI: a table
+    missing from the loaded tables). Every item and table still counts."""
+    text = (
+        'pg_restore: pg_restore: processing data for table "public.a"\n'
+        'processing data for table "public.b"\n'
+        "pg_restore: pg_restore: finished item 7 TABLE DATA public a preskool\n"
+        "finished item 8 TABLE DATA public b preskool\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", f"import sys; sys.stderr.write({text!r})"],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    verbose = _Verbose(proc, parallel=True)
+    assert proc.wait(timeout=30) == 0
+    verbose.join()
+    assert verbose.tables == ["public.a", "public.b"]
+    assert verbose.snapshot() == (2, "public.b", 2)
+    assert all(not line.startswith("pg_restore:") for line in verbose.lines)
 
 
 def test_custom_restore_failure_names_the_entry(

@@ -32,12 +32,16 @@ from preskool_dr.core.restore_stream import PROGRESS_EVERY, RestoreError, Stream
 
 TOC_TIMEOUT = 300  # seconds for `pg_restore -l` (it reads only the table of contents)
 _TOC_LINE = re.compile(r"^(\d+); \d+ \d+ (.+)$")
-_ITEM = re.compile(r"^pg_restore: (?:processing|finished) item (\d+) ")
-_LAUNCH = re.compile(r"^pg_restore: launching item (\d+) (.+)$")
-_ACTION = re.compile(r"^pg_restore: (?:creating|executing|processing data for table) (?P<what>.+)$")
-_DATA_TABLE = re.compile(r'^pg_restore: processing data for table "(?P<table>.+)"$')
-_ERROR = re.compile(r"^pg_restore: error: (?P<msg>.*)$")
-_FROM_ENTRY = re.compile(r"^pg_restore: from TOC entry (?P<entry>.*)$")
+# pg_restore writes `pg_restore: ` and its message in two writes to unbuffered stderr, so
+# the -j workers' lines interleave: `pg_restore: pg_restore: processing data for table "a"`
+# then `processing data for table "b"`. Every line is read without any number of prefixes.
+_PREFIXES = re.compile(r"^(?:pg_restore: )+")
+_ITEM = re.compile(r"^(?:processing|finished) item (\d+) ")
+_LAUNCH = re.compile(r"^launching item (\d+) (.+)$")
+_ACTION = re.compile(r"^(?:creating|executing|processing data for table) (?P<what>.+)$")
+_DATA_TABLE = re.compile(r'^processing data for table "(?P<table>.+)"$')
+_ERROR = re.compile(r"^error: (?P<msg>.*)$")
+_FROM_ENTRY = re.compile(r"^from TOC entry (?P<entry>.*)$")
 
 
 def _conninfo_value(value: str) -> str:
@@ -137,7 +141,7 @@ class _Verbose:
 
     def _pump(self, stream: Iterator[bytes]) -> None:
         for raw in stream:
-            line = procs.redact(raw.decode("utf-8", "replace").rstrip("\r\n"))
+            line = _PREFIXES.sub("", procs.redact(raw.decode("utf-8", "replace").rstrip("\r\n")))
             with self._lock:
                 self._take(line)
 
@@ -284,11 +288,10 @@ def custom_restore(
 
 
 def _log(verbose: _Verbose, on_event: EventSink, step_id: str) -> None:
-    """Forward pg_restore's lines not shown yet (the CLI skips them, the TUI logs them),
-    without the `pg_restore: ` each begins with: the event names its source."""
+    """Forward pg_restore's lines not shown yet (the CLI skips them, the TUI logs them);
+    the event names its source, so the lines come without their `pg_restore: `."""
     while verbose.lines:
-        line = verbose.lines.popleft().removeprefix("pg_restore: ")
-        on_event(LogLine("pg_restore", line, step_id))
+        on_event(LogLine("pg_restore", verbose.lines.popleft(), step_id))
 
 
 # ---------------------------------------------------------------- the companion dump
