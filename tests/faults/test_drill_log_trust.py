@@ -1,5 +1,4 @@
-"""Drill log trust: a cut tail, an emptied or replaced log, a planted or loose trust root,
-terminal escape sequences in its fields.
+"""Drill log trust: a cut or replaced log is caught, the trust root is explicit, escapes shown.
 
 Guarantee: every drill records its drill-log entry (sha256, line, log) in its run journal,
 so `drill-log verify` reports the log INVALID (exit 1) when an entry a journal recorded is
