@@ -277,7 +277,7 @@ def _verify_exit(report: VerifyReport, ctx: Context) -> int:
     if report.ok:
         return 0
     hint = (
-        "drill-log verify: signatures not checked: no trust root. Name the allowed_signers "
+        "preskool-dr: error: signatures not checked: no trust root. Name the allowed_signers "
         "file, one line per signer, e.g. "
         f"`{ALLOWED_SIGNERS_EXAMPLE}` (their public key from ~/.ssh/*.pub): pass "
         "--allowed-signers FILE or set drill.allowed_signers in runbook.yaml; keep it "
