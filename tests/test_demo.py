@@ -24,6 +24,7 @@ import pytest
 from preskool_dr.cli.main import main
 from preskool_dr.core.config import load_config
 from preskool_dr.core.procs import run_command
+from preskool_dr.core.signing import trust_root
 from preskool_dr.demo.sandbox import BUCKET, DATABASE, Sandbox, backup_plan, environment
 
 REPO = Path(__file__).resolve().parent.parent
@@ -178,6 +179,9 @@ def test_sandbox_runbook_drives_the_stand_in_app(sandbox: Sandbox) -> None:
     assert config.backups.s3_bucket == BUCKET
     assert config.app.health_url == sandbox.health_url
     assert config.drill.target_db == "preskool_drill"
+    # The drill log's trust root is named (drill.allowed_signers): its drill verifies.
+    assert config.drill.allowed_signers == sandbox.allowed_signers.resolve()
+    assert trust_root(config.drill.allowed_signers, "the demo").path == config.drill.allowed_signers
     with urllib.request.urlopen(sandbox.health_url, timeout=30) as response:
         assert response.status == 200
     with environment(sandbox.full_environ()):

@@ -244,9 +244,16 @@ def test_cli_verify_show_and_json_on_a_valid_log(keys: Keys, state: Path, log: P
     assert "VALID" in result.stdout
     assert "signed by alice; countersigned by bob (line 4)" in result.stdout
 
-    # The default allowed_signers lives in the state dir.
+    # A file next to the log is no trust root: signatures unchecked, not valid (exit 2).
     (state / "allowed_signers").write_text(keys.allowed.read_text())
-    result = cli(state, "drill-log", "verify", "--json")
+    unchecked = cli(state, "drill-log", "verify", "--json")
+    assert unchecked.returncode == 2
+    data = json.loads(unchecked.stdout)
+    assert data["valid"] is False and data["chain_ok"] is True
+    assert data["signatures_checked"] is False and data["allowed_signers"] is None
+    assert "no longer used on its own" in unchecked.stderr
+
+    result = cli(state, "drill-log", "verify", "--json", "--allowed-signers", str(keys.allowed))
     assert result.returncode == 0
     data = json.loads(result.stdout)
     assert data["valid"] is True and data["first_problem"] is None

@@ -19,14 +19,15 @@ from preskool_dr.core.drill_log import (
     entry_day,
     export_markdown,
     format_duration,
+    journal_entries,
     read_log,
     repair_log,
     sign_entry,
     summarize,
     verify_log,
 )
-from preskool_dr.core.errors import UsageError
-from preskool_dr.core.signing import NAMESPACE, resolve_key
+from preskool_dr.core.safe_text import escape_control
+from preskool_dr.core.signing import NAMESPACE, TrustRoot, resolve_key, trust_root
 
 DESCRIPTION = f"""\
 The DR drill log: one signed line per quarterly drill, each chained to the one before,
@@ -34,7 +35,8 @@ so a changed, removed or reordered line is detected. A drill
 (`preskool-dr restore BACKUP --drill ...`) appends to it; these actions read it back.
 
   show         list the drills: date, who, backup, RTO, RPO, result, who signed
-  verify       check the chain and every SSH signature (exit 0 valid, 1 invalid)
+  verify       check the chain, every SSH signature and that no drill a run journal
+               recorded is missing (exit 0 valid, 1 invalid, 2 no trust root given)
   export       the runbook's "DR Drill Log" Markdown table, ready to paste
   sign         sign a drill recorded without a signature (no key at the time)
   countersign  the ops lead's sign-off on a drill
@@ -42,15 +44,21 @@ so a changed, removed or reordered line is detected. A drill
 
 Signatures are plain OpenSSH (`ssh-keygen -Y`, namespace {NAMESPACE}). The key is
 --sign-key PATH, else drill.sign_key in runbook.yaml, else the first ssh-agent key.
-verify needs an allowed_signers file (default <state dir>/allowed_signers), one line
-per person allowed to sign, their principal name then their public key:
+verify checks signatures against an allowed_signers file named explicitly (the trust
+root): --allowed-signers FILE, else drill.allowed_signers in runbook.yaml; one line per
+person allowed to sign, their principal name then their public key:
   {ALLOWED_SIGNERS_EXAMPLE}
+A file writable by group/others or owned by another user is refused. Without a trust
+root verify still checks the chain, but says the signatures were not checked (exit 2).
+--expect-head SHA (the head verify printed last time, kept elsewhere) also catches a
+log cut back to an earlier line.
 """
 
 EPILOG = """\
 examples:
   preskool-dr drill-log show
   preskool-dr drill-log verify --allowed-signers /etc/preskool-dr/allowed_signers
+  preskool-dr drill-log verify --expect-head 3f5a9c0e12b4...
   preskool-dr drill-log export --format markdown
   preskool-dr drill-log sign 3 --sign-key ~/.ssh/id_ed25519
   preskool-dr drill-log countersign 3 --signer ops-lead --sign-key ~/.ssh/id_ed25519
@@ -105,7 +113,12 @@ def register(sub: Any) -> None:
         type=Path,
         metavar="FILE",
         help=f"who may sign: lines like `{ALLOWED_SIGNERS_EXAMPLE}` "
-        "(default: <state dir>/allowed_signers)",
+        "(default: drill.allowed_signers in runbook.yaml; none: signatures not checked)",
+    )
+    verify.add_argument(
+        "--expect-head",
+        metavar="SHA",
+        help="fail unless the log's last line has this sha256 (12+ hex digits)",
     )
     verify.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -156,26 +169,31 @@ def _show(args: argparse.Namespace, ctx: Context, path: Path) -> int:
     if args.json:
         print_json([_summary_json(d) for d in drills])
         return 0
-    print(f"Drill log {path}: {len(drills)} drills in {len(records)} lines")
+    say(f"Drill log {path}: {len(drills)} drills in {len(records)} lines")
     for drill in drills:
-        print(
+        say(
             f"#{drill.line}  {drill.sha256[:12]}  {entry_day(drill.entry)}  "
             f"by {drill.get('performed_by')}  result: {drill.get('result')}"
         )
-        print(f"    backup {drill.get('backup')}")
-        print(
+        say(f"    backup {drill.get('backup')}")
+        say(
             f"    RTO {format_duration(drill.rto_seconds)}   "
             f"RPO {format_duration(drill.rpo_seconds)}"
         )
-        print(f"    {_signatures(drill.signed_by, drill.countersigned_by)}")
+        say(f"    {_signatures(drill.signed_by, drill.countersigned_by)}")
     if records and not records[-1].complete:
-        print(
+        say(
             f"WARNING: line {records[-1].number} is torn (an interrupted write): "
             f"run `preskool-dr drill-log repair --drill-log {path}`"
         )
     if drills:
-        print("Signatures are not checked here: run `preskool-dr drill-log verify`.")
+        say("Signatures are not checked here: run `preskool-dr drill-log verify`.")
     return 0
+
+
+def say(text: str) -> None:
+    """One line of output holding the log's (untrusted) text, control characters escaped."""
+    print(escape_control(text))
 
 
 def _signatures(signed_by: str | None, countersigned_by: tuple[str, ...] | list[str]) -> str:
@@ -196,35 +214,83 @@ def _summary_json(drill: DrillSummary) -> dict[str, Any]:
 
 
 def _verify(args: argparse.Namespace, ctx: Context, path: Path) -> int:
-    allowed = args.allowed_signers or ctx.config.state_dir / "allowed_signers"
-    if not allowed.is_file():
-        raise UsageError(
-            f"no allowed_signers file at {allowed}: create it with one line per signer, "
-            f"e.g. `{ALLOWED_SIGNERS_EXAMPLE}` (their public key from ~/.ssh/*.pub), "
-            "or pass --allowed-signers FILE"
-        )
-    report = verify_log(path, allowed)
+    trust = _trust_root(args, ctx)
+    recorded = journal_entries(ctx.config.state_dir, path, ctx.config.drill_log_path)
+    report = verify_log(path, trust, recorded=recorded, expect_head=args.expect_head)
     if args.json:
         print_json(_report_json(report))
-        return 0 if report.ok else 1
-    print(
+        return _verify_exit(report, ctx)
+    say(
         f"Drill log {path}: {report.lines} lines, {len(report.drills)} drills; "
-        f"allowed signers {allowed}"
+        f"head {report.head or 'none (empty)'}"
+    )
+    if trust is not None:
+        say(f"Allowed signers: {trust.describe()}")
+    else:
+        say("Signatures not checked: no trust root (see below)")
+    say(
+        f"Run journals in {ctx.config.state_dir} recorded {len(recorded)} entries "
+        "in this log; each is checked to be here"
     )
     for verdict in report.drills:
-        print(f"  #{verdict.line}  {entry_day(verdict.entry)}  {verdict.sha256[:12]}  "
-              f"{_verdict_text(verdict)}")  # fmt: skip
+        say(
+            f"  #{verdict.line}  {entry_day(verdict.entry)}  {verdict.sha256[:12]}  "
+            f"{_verdict_text(verdict)}"
+        )
+    if report.signers:
+        say("Signing keys seen (principal as the lines name it, key fingerprint):")
+        for signer in report.signers:
+            trusted = {True: "trusted", False: "NOT trusted", None: "not checked"}[signer.trusted]
+            numbers = ", ".join(str(n) for n in signer.lines)
+            say(f"  {signer.principal}  {signer.fingerprint}  {trusted}  (lines {numbers})")
+    if report.problems:
+        if len(report.problems) > 1:
+            say(f"Problems ({len(report.problems)}):")
+            for problem in report.problems:
+                say(f"  line {problem.line} [{problem.kind}] {problem.message}")
+        first = report.first_problem
+        assert first is not None
+        say(f"INVALID: first bad line {first.line} ({first.kind}): {first.message}")
+        return 1
     if report.ok:
-        print("VALID: chain intact, every drill validly signed")
+        say("VALID: chain intact, every drill validly signed")
         return 0
-    if len(report.problems) > 1:
-        print(f"Problems ({len(report.problems)}):")
-        for problem in report.problems:
-            print(f"  line {problem.line} [{problem.kind}] {problem.message}")
-    first = report.first_problem
-    assert first is not None
-    print(f"INVALID: first bad line {first.line} ({first.kind}): {first.message}")
-    return 1
+    say("CHAIN INTACT; signatures NOT CHECKED: no trust root")
+    return _verify_exit(report, ctx)
+
+
+def _trust_root(args: argparse.Namespace, ctx: Context) -> TrustRoot | None:
+    """--allowed-signers, else the runbook's drill.allowed_signers, else none: never a file
+    found next to the log, which whoever can rewrite the log could rewrite too."""
+    if args.allowed_signers is not None:
+        return trust_root(args.allowed_signers, "--allowed-signers")
+    configured = ctx.config.drill.allowed_signers
+    if configured is not None:
+        return trust_root(configured, f"drill.allowed_signers in {ctx.config.source}")
+    return None
+
+
+def _verify_exit(report: VerifyReport, ctx: Context) -> int:
+    """0 valid, 1 invalid; 2 (with how to name a trust root) when signers went unchecked."""
+    if report.problems:
+        return 1
+    if report.ok:
+        return 0
+    hint = (
+        "preskool-dr: error: signatures not checked: no trust root. Name the allowed_signers "
+        "file, one line per signer, e.g. "
+        f"`{ALLOWED_SIGNERS_EXAMPLE}` (their public key from ~/.ssh/*.pub): pass "
+        "--allowed-signers FILE or set drill.allowed_signers in runbook.yaml; keep it "
+        "writable only by you or root."
+    )
+    old_default = ctx.config.state_dir / "allowed_signers"
+    if old_default.exists():
+        hint += (
+            f" {old_default} is no longer used on its own: it sits next to the log it vouches "
+            "for; name it if you trust it."
+        )
+    print(hint, file=sys.stderr)
+    return 2
 
 
 def _verdict_text(verdict: DrillVerdict) -> str:
@@ -232,6 +298,12 @@ def _verdict_text(verdict: DrillVerdict) -> str:
         signed = f"signed by {verdict.signed_by} (line {verdict.signed_on_line})"
     elif verdict.signed_by:
         signed = f"signed by {verdict.signed_by}"
+    elif verdict.claimed_by and verdict.claimed_on_line != verdict.line:
+        signed = (
+            f"signature NOT CHECKED, names {verdict.claimed_by} (line {verdict.claimed_on_line})"
+        )
+    elif verdict.claimed_by:
+        signed = f"signature NOT CHECKED, names {verdict.claimed_by}"
     elif verdict.entry.get("signature") is None:
         signed = "UNSIGNED"
     else:
@@ -239,6 +311,9 @@ def _verdict_text(verdict: DrillVerdict) -> str:
     if verdict.countersigned_by:
         names = ", ".join(f"{name} (line {line})" for name, line in verdict.countersigned_by)
         signed += f"; countersigned by {names}"
+    if verdict.claimed_countersigners:
+        names = ", ".join(f"{n} (line {ln})" for n, ln in verdict.claimed_countersigners)
+        signed += f"; countersignatures NOT CHECKED, name {names}"
     return signed
 
 
@@ -246,9 +321,17 @@ def _report_json(report: VerifyReport) -> dict[str, Any]:
     first = report.first_problem
     return {
         "valid": report.ok,
+        "chain_ok": report.chain_ok,
+        "signatures_checked": report.signatures_checked,
         "path": str(report.path),
-        "allowed_signers": str(report.allowed_signers),
+        "allowed_signers": None if report.trust is None else str(report.trust.path),
+        "trust_root_source": None if report.trust is None else report.trust.source,
         "lines": report.lines,
+        "head_sha256": report.head,
+        "signers": [dataclasses.asdict(s) for s in report.signers],
+        "journal_entries": [
+            {"run_id": e.run_id, "sha256": e.sha256, "line": e.line} for e in report.journal_entries
+        ],
         "drills": [
             {
                 "line": v.line,
@@ -258,6 +341,7 @@ def _report_json(report: VerifyReport) -> dict[str, Any]:
                 "result": v.entry.get("result"),
                 "signed_by": v.signed_by,
                 "signed_on_line": v.signed_on_line,
+                "unchecked_signer": v.claimed_by,
                 "countersigned_by": [{"signer": n, "line": ln} for n, ln in v.countersigned_by],
             }
             for v in report.drills

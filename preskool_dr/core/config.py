@@ -165,6 +165,7 @@ class DrillSettings:
     sign_key: Path | None = None
     log: Path | None = None
     drop_after: bool = False
+    allowed_signers: Path | None = None  # the drill log's trust root (drill-log verify)
 
 
 @dataclass(frozen=True)

@@ -216,10 +216,15 @@ def record(
         key=key,
         interactive=interactive,
     )
+    # The journal keeps which line of which log holds this drill: `drill-log verify` and
+    # `check` then notice when the log's tail is cut or the file replaced.
+    log = path.absolute()
     if isinstance(run, PitrRun):
-        run.remember_drill_entry(result.sha256)
+        run.remember_drill_entry(result.sha256, result.line, log)
     else:
         run.state.drill_log_entry = result.sha256
+        run.state.drill_log_line = result.line
+        run.state.drill_log_path = str(log)
         run.save()
     return result
 

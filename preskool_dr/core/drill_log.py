@@ -29,11 +29,16 @@ from preskool_dr import __version__
 from preskool_dr.core.errors import DrError, NotFoundError, UsageError
 from preskool_dr.core.events import utcnow
 from preskool_dr.core.paths import ensure_private_dir
+from preskool_dr.core.safe_text import escape_control
 from preskool_dr.core.signing import (
     NAMESPACE,
+    SignatureCheck,
     SigningError,
     SigningKey,
+    TrustRoot,
+    check_content,
     sign,
+    trust_root,
     verify,
 )
 
@@ -258,13 +263,15 @@ def sign_entry(
         target = find_entry(path, records, ref)
         if target.get("signature") is not None:
             raise UsageError(
-                f"line {target.number} is already signed by {target.get('signer')}; "
+                f"line {target.number} is already signed by "
+                f"{escape_control(target.get('signer'))}; "
                 "a sign-off by someone else is `preskool-dr drill-log countersign`"
             )
         late = _signature_lines(records, target, SIGN)
         if late:
             raise UsageError(
-                f"line {target.number} was already signed by {late[0].get('signer')} "
+                f"line {target.number} was already signed by "
+                f"{escape_control(late[0].get('signer'))} "
                 f"on line {late[0].number}"
             )
         return _signature_line(SIGN, target, signer or str(target.get("signer")))
@@ -558,7 +565,7 @@ def export_markdown(records: list[LogRecord]) -> str:
     rows = [MARKDOWN_HEADER, MARKDOWN_SEPARATOR]
     for drill in summarize(records):
         cells = (
-            entry_day(drill.entry),
+            _cell(entry_day(drill.entry)),
             _cell(drill.get("performed_by")),
             _cell(drill.get("backup")),
             format_duration(drill.rto_seconds),
@@ -570,8 +577,10 @@ def export_markdown(records: list[LogRecord]) -> str:
 
 
 def _cell(value: Any) -> str:
+    # The log's fields are untrusted text: one line, no `|` breaking the table, and no
+    # control characters (an escape sequence would repaint the terminal showing it).
     text = "" if value is None else str(value)
-    return " ".join(text.split()).replace("|", "\\|")
+    return escape_control(" ".join(text.split()).replace("|", "\\|"))
 
 
 def _seconds(value: Any) -> float | None:
@@ -584,7 +593,8 @@ def _seconds(value: Any) -> float | None:
 @dataclass(frozen=True)
 class Problem:
     line: int
-    kind: str  # torn, corrupt, malformed, chain, tampered, untrusted, unsigned, orphan
+    kind: str  # torn, corrupt, malformed, chain, tampered, untrusted, unsigned, orphan,
+    # missing (a journal's entry is not in the log), head (not the expected last line)
     message: str
 
     def __str__(self) -> str:
@@ -601,33 +611,206 @@ class DrillVerdict:
     signed_by: str | None = None  # a valid signature by this principal (own or `sign` line)
     signed_on_line: int | None = None
     countersigned_by: list[tuple[str, int]] = field(default_factory=list)  # (principal, line)
+    # Without a trust root: signatures that match the content, by the principal the line
+    # names; nobody checked that the key is that person's.
+    claimed_by: str | None = None
+    claimed_on_line: int | None = None
+    claimed_countersigners: list[tuple[str, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SignerSeen:
+    """A key that signed lines of the log, as the lines name it (`signer`)."""
+
+    principal: str
+    fingerprint: str  # SHA256:... of the signing key, as `ssh-keygen -l` prints it
+    lines: tuple[int, ...]
+    trusted: bool | None  # None: no trust root, not checked
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """A drill entry a run journal says it appended to a drill log."""
+
+    run_id: str
+    journal: Path
+    sha256: str
+    line: int | None  # None: written before journals recorded it
+    log: Path | None  # None: written before journals recorded it (then: the default log)
 
 
 @dataclass(frozen=True)
 class VerifyReport:
     path: Path
-    allowed_signers: Path
+    trust: TrustRoot | None  # None: signatures not checked against anyone
     lines: int
     drills: tuple[DrillVerdict, ...]
     problems: tuple[Problem, ...]
+    head: str | None = None  # sha256 of the last complete line; None for an empty log
+    signers: tuple[SignerSeen, ...] = ()
+    journal_entries: tuple[JournalEntry, ...] = ()  # those naming this log, all checked
+
+    @property
+    def allowed_signers(self) -> Path | None:
+        return self.trust.path if self.trust else None
+
+    @property
+    def signatures_checked(self) -> bool:
+        return self.trust is not None
+
+    @property
+    def chain_ok(self) -> bool:
+        """Nothing found wrong; with no trust root this says nothing about who signed."""
+        return not self.problems
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        """Valid: the chain and journals agree and every signature is trusted."""
+        return self.chain_ok and self.signatures_checked
 
     @property
     def first_problem(self) -> Problem | None:
         return self.problems[0] if self.problems else None
 
 
-def verify_log(path: Path, allowed_signers: Path) -> VerifyReport:
-    """Check the chain and every signature; list every problem, the first one first."""
-    if not allowed_signers.is_file():
-        raise UsageError(f"allowed signers file {allowed_signers} does not exist")
+# Where run journals live under the state dir: the nine-step runs (core/journal.py) and the
+# point-in-time recoveries (core/pitr.py). Read as plain JSON here: a journal too damaged
+# or too new to resume still names the entry its run appended.
+JOURNAL_FOLDERS = ("runs", "pitr")
+
+
+def journal_entries(state_dir: Path, log: Path, default_log: Path) -> list[JournalEntry]:
+    """The drill entries that run journals under `state_dir` recorded in `log`.
+
+    A journal that names no log (written before journals did) counts for `default_log`.
+    """
+    target = log.resolve()
+    found = []
+    for folder in JOURNAL_FOLDERS:
+        for path in sorted((state_dir / folder).glob("*.json")):
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue  # not a journal (or unreadable): `restore --list-runs` reports it
+            if not isinstance(data, dict):
+                continue
+            sha = data.get("drill_log_entry")
+            if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+                continue
+            named = data.get("drill_log_path")
+            written_to = Path(named) if isinstance(named, str) and named else None
+            if (written_to or default_log).resolve() != target:
+                continue
+            line = data.get("drill_log_line")
+            run_id = data.get("run_id")
+            found.append(
+                JournalEntry(
+                    run_id if isinstance(run_id, str) else path.stem,
+                    path,
+                    sha,
+                    line if isinstance(line, int) and not isinstance(line, bool) else None,
+                    written_to,
+                )
+            )
+    return found
+
+
+def lost_entries(records: list[LogRecord], recorded: list[JournalEntry]) -> list[JournalEntry]:
+    """The journal-recorded entries that are no (complete) line of the log."""
+    present = {r.sha256 for r in records if r.complete}
+    return [entry for entry in recorded if entry.sha256 not in present]
+
+
+def missing_entries(records: list[LogRecord], recorded: list[JournalEntry]) -> list[Problem]:
+    """A problem for every journal-recorded entry that is no (complete) line of the log."""
+    problems = []
+    for entry in lost_entries(records, recorded):
+        where = f"line {entry.line}" if entry.line else "a line"
+        problems.append(
+            Problem(
+                entry.line or len(records) + 1,
+                "missing",
+                f"run {entry.run_id} appended its drill entry {entry.sha256[:12]} as {where} "
+                f"(journal {entry.journal}), and it is not in the log: the log was cut or "
+                "replaced; restore it from a copy",
+            )
+        )
+    return problems
+
+
+def log_head(records: list[LogRecord]) -> str | None:
+    """The sha256 of the last complete line (what `--expect-head` is compared with)."""
+    complete = [r for r in records if r.complete]
+    return complete[-1].sha256 if complete else None
+
+
+def _head_problem(records: list[LogRecord], expected: str) -> Problem | None:
+    complete = [r for r in records if r.complete]
+    if complete and complete[-1].sha256.startswith(expected):
+        return None
+    at = next((r for r in complete if r.sha256.startswith(expected)), None)
+    if at is not None:
+        following = len(complete) - at.number
+        return Problem(
+            at.number + 1,
+            "head",
+            f"the expected head {expected[:12]} is line {at.number}, but {following} more "
+            f"line(s) follow it (head now {complete[-1].sha256[:12]}): if these were "
+            "appended since you noted the head, check them and note the new head",
+        )
+    if not complete:
+        return Problem(
+            1, "head", f"the log is empty, but its head was expected to be {expected[:12]}"
+        )
+    return Problem(
+        len(complete),
+        "head",
+        f"the expected head {expected[:12]} is not in the log at all (its {len(complete)} "
+        f"line(s) end with {complete[-1].sha256[:12]}): the log was cut or replaced",
+    )
+
+
+def verify_log(
+    path: Path,
+    trust: TrustRoot | Path | None,
+    *,
+    recorded: list[JournalEntry] | None = None,
+    expect_head: str | None = None,
+) -> VerifyReport:
+    """Check the chain, every signature, that every `recorded` entry is present and (when
+    given) that the last line is `expect_head`; list every problem, the first one first.
+
+    `trust` None checks no signer: signatures are only matched against their line's
+    content, and the report is never `ok`. A Path is checked as `trust_root` does.
+    """
+    if isinstance(trust, Path):
+        trust = trust_root(trust, "the caller")
+    if expect_head is not None:
+        expect_head = expect_head.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{12,64}", expect_head):
+            raise UsageError(
+                f"--expect-head {expect_head!r} is not a sha256 (12 to 64 hex digits, as "
+                "`preskool-dr drill-log verify` prints the head)"
+            )
     records = read_log(path)
     problems: list[Problem] = []
     drills: dict[str, DrillVerdict] = {}
+    seen: dict[tuple[str, str], list[int]] = {}
+    checked: dict[tuple[str, str], bool] = {}
     expected_prev = ZERO_SHA256
+
+    def check_signature(record: LogRecord) -> bool:
+        """Content matches (and, with a trust root, the signer is trusted)."""
+        assert record.data is not None
+        check = _check_signature(record, trust)
+        signer = str(record.data["signer"])
+        if check.fingerprint:
+            seen.setdefault((signer, check.fingerprint), []).append(record.number)
+            checked[(signer, check.fingerprint)] = check.ok
+        if not check.ok:
+            problems.append(Problem(record.number, check.kind, check.reason))
+        return check.ok
+
     for record in records:
         prev, expected_prev = expected_prev, record.sha256
         problem = _check_shape(record)
@@ -641,10 +824,11 @@ def verify_log(path: Path, allowed_signers: Path) -> VerifyReport:
         if record.type == DRILL:
             verdict = DrillVerdict(record.number, record.sha256, data)
             drills[record.sha256] = verdict
-            if data["signature"] is None:
+            if data["signature"] is None or not check_signature(record):
                 continue
-            signer_ok = _check_signature(record, allowed_signers, problems)
-            if signer_ok:
+            if trust is None:
+                verdict.claimed_by, verdict.claimed_on_line = data["signer"], record.number
+            else:
                 verdict.signed_by, verdict.signed_on_line = data["signer"], record.number
             continue
         target = drills.get(str(data["entry_sha256"]))
@@ -658,14 +842,20 @@ def verify_log(path: Path, allowed_signers: Path) -> VerifyReport:
                 )
             )
             continue
-        if not _check_signature(record, allowed_signers, problems):
+        if not check_signature(record):
             continue
-        if record.type == SIGN and target.signed_by is None:
+        if trust is None:
+            if record.type == SIGN and target.claimed_by is None:
+                target.claimed_by, target.claimed_on_line = data["signer"], record.number
+            elif record.type == COUNTERSIGN:
+                target.claimed_countersigners.append((data["signer"], record.number))
+        elif record.type == SIGN and target.signed_by is None:
             target.signed_by, target.signed_on_line = data["signer"], record.number
         elif record.type == COUNTERSIGN:
             target.countersigned_by.append((data["signer"], record.number))
     for verdict in drills.values():
-        if verdict.signed_by is None and verdict.entry["signature"] is None:
+        signed = verdict.signed_by or verdict.claimed_by
+        if signed is None and verdict.entry["signature"] is None:
             problems.append(
                 Problem(
                     verdict.line,
@@ -674,9 +864,25 @@ def verify_log(path: Path, allowed_signers: Path) -> VerifyReport:
                     f"with `preskool-dr drill-log sign {verdict.line} --drill-log {path}`",
                 )
             )
+    problems += missing_entries(records, recorded or [])
+    if expect_head is not None:
+        head_problem = _head_problem(records, expect_head)
+        if head_problem is not None:
+            problems.append(head_problem)
     problems.sort(key=lambda p: p.line)
+    signers = tuple(
+        SignerSeen(*key, tuple(numbers), checked[key] if trust else None)
+        for key, numbers in seen.items()
+    )
     return VerifyReport(
-        path, allowed_signers, len(records), tuple(drills.values()), tuple(problems)
+        path,
+        trust,
+        len(records),
+        tuple(drills.values()),
+        tuple(problems),
+        log_head(records),
+        signers,
+        tuple(recorded or ()),
     )
 
 
@@ -715,14 +921,10 @@ def _chain_problem(record: LogRecord) -> Problem:
     return Problem(record.number, "chain", message)
 
 
-def _check_signature(record: LogRecord, allowed_signers: Path, problems: list[Problem]) -> bool:
+def _check_signature(record: LogRecord, trust: TrustRoot | None) -> SignatureCheck:
     assert record.data is not None
-    check = verify(
-        canonical_bytes(record.data),
-        str(record.data["signature"]),
-        signer=str(record.data["signer"]),
-        allowed_signers=allowed_signers,
-    )
-    if not check.ok:
-        problems.append(Problem(record.number, check.kind, check.reason))
-    return check.ok
+    data = canonical_bytes(record.data)
+    signature = str(record.data["signature"])
+    if trust is None:
+        return check_content(data, signature)
+    return verify(data, signature, signer=str(record.data["signer"]), allowed_signers=trust.path)

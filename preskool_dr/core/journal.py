@@ -107,6 +107,8 @@ class RunState:
     verify: VerifyRecord | None = None
     validation: list[dict[str, Any]] = field(default_factory=list)
     drill_log_entry: str | None = None  # sha256 of the drill-log line written for this run
+    drill_log_line: int | None = None  # its line number, and the log it went to: so a log
+    drill_log_path: str | None = None  # cut after it is caught (drill-log verify, check)
     notes: list[str] = field(default_factory=list)
     version: int = JOURNAL_VERSION
 

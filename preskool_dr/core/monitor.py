@@ -15,7 +15,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-from preskool_dr.core import basebackup, catalog
+from preskool_dr.core import basebackup, catalog, drill_log
 from preskool_dr.core.backup import human_size, kept_in_s3
 from preskool_dr.core.catalog import BackupRecord
 from preskool_dr.core.checksum import atomic_write
@@ -27,6 +27,7 @@ from preskool_dr.core.s3store import S3Store
 
 PLUGIN = "PRESKOOL_DR"
 RESTORE_TEST_FILE = Path("restore-test") / "last.json"
+DRILL_LOG_SEEN_FILE = "drill-log-seen.json"  # what `check` last saw of each drill log
 CLOCK_SKEW_SECONDS = 300  # a backup dated further in the future than this is suspicious
 
 
@@ -45,14 +46,18 @@ class CheckResult:
     status: Status
     summary: str
     value: float | int | bool | str | None = None
+    details: Mapping[str, Any] | None = None  # more than one value (in --json only)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "name": self.name,
             "status": self.status.name,
             "summary": self.summary,
             "value": self.value,
         }
+        if self.details is not None:
+            data["details"] = dict(self.details)
+        return data
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class Metric:
     name: str
     help: str
     value: float
+    labels: tuple[tuple[str, str], ...] = ()  # values from a safe alphabet (hex, names)
 
 
 @dataclass(frozen=True)
@@ -124,7 +130,7 @@ class HealthReport:
             out += [
                 f"# HELP {metric.name} {metric.help}",
                 f"# TYPE {metric.name} gauge",
-                f"{metric.name} {_number(metric.value)}",
+                f"{metric.name}{_labels(metric.labels)} {_number(metric.value)}",
             ]
         return "\n".join(out) + "\n"
 
@@ -144,12 +150,15 @@ def run_checks(config: Config, now: datetime | None = None) -> HealthReport:
     perfdata = ""
     s3_check = _s3_check(config, latest_s3)
     restore_check, restore = _restore_test_check(config, now)
+    drill_checks, drill_metrics = _drill_log_checks(config)
+    metrics += drill_metrics
     checks = (
         _age_check(config, latest, now),
         _size_check(config, latest),
         s3_check,
         restore_check,
         *_wal_checks(config, now),
+        *drill_checks,
     )
     if latest is not None:
         age = (now - latest.time).total_seconds()
@@ -202,6 +211,94 @@ def _wal_checks(config: Config, now: datetime) -> tuple[CheckResult, ...]:
         return ()
     status, summary, age = found
     return (CheckResult("wal_archive", Status[status], summary, age),)
+
+
+def _drill_log_checks(config: Config) -> tuple[tuple[CheckResult, ...], list[Metric]]:
+    """The drill log, once one is in use (it exists, a journal recorded an entry in it, or
+    check saw it before): its entry count and head, CRITICAL when it went backwards since
+    the last check or lost an entry a run journal recorded (a cut tail, an emptied or
+    replaced file)."""
+    path = config.drill_log_path
+    seen_path = config.state_dir / DRILL_LOG_SEEN_FILE
+    seen = _read_seen(seen_path)
+    key = str(path.absolute())
+    last = seen.get(key)
+    recorded = drill_log.journal_entries(config.state_dir, path, config.drill_log_path)
+    try:
+        records = drill_log.read_log(path)
+    except NotFoundError:
+        if last is None and not recorded:
+            return (), []  # no drill here yet
+        records = []
+    except DrError as exc:
+        return (CheckResult("drill_log", Status.UNKNOWN, str(exc)),), []
+    complete = [r for r in records if r.complete]
+    entries, head = len(complete), drill_log.log_head(records)
+    now = {"entries": entries, "head_sha256": head}
+    metrics = [Metric("preskool_dr_drill_log_entries", "Complete lines in the drill log.", entries)]
+    if head is not None:
+        metrics.append(
+            Metric(
+                "preskool_dr_drill_log_head_info",
+                "The drill log's last line: its sha256 is the head_sha256 label.",
+                1,
+                (("head_sha256", head),),
+            )
+        )
+    about = f"drill log {path}: {entries} entries, head {head[:12] if head else 'none'}"
+    alerts = []
+    if last is not None and _went_back(complete, last):
+        alerts.append(
+            f"Drill log cut or rewritten: {about}, but check saw {last['entries']} entries "
+            f"(head {str(last['head_sha256'])[:12]}) before; restore it from a copy (if "
+            f"the change was intended, remove {seen_path} to accept it)"
+        )
+    lost = drill_log.lost_entries(records, recorded)
+    if lost:
+        runs = ", ".join(sorted({entry.run_id for entry in lost}))
+        alerts.append(
+            f"Drill log lost entries: {len(lost)} drill entries recorded by run journals "
+            f"(runs {runs}) are not in {about}; restore it from a copy "
+            "(`preskool-dr drill-log verify` names them)"
+        )
+    if alerts:  # what was seen before stays the mark until the log is whole again
+        return (
+            CheckResult("drill_log", Status.CRITICAL, "; ".join(alerts), entries, now),
+        ), metrics
+    if last != now:
+        try:
+            ensure_private_dir(seen_path.parent)
+            seen[key] = now
+            text = json.dumps(seen, indent=2, sort_keys=True) + "\n"
+            atomic_write(seen_path, text.encode(), mode=0o600)
+        except OSError as exc:
+            summary = f"{about}; cannot remember it in {seen_path} ({exc.strerror}): a cut "
+            summary += "would go unnoticed"
+            return (CheckResult("drill_log", Status.WARNING, summary, entries, now),), metrics
+    if records and not records[-1].complete:
+        summary = (
+            f"Drill log torn: {about}, then an incomplete line {records[-1].number}; run "
+            f"`preskool-dr drill-log repair --drill-log {path}`"
+        )
+        return (CheckResult("drill_log", Status.WARNING, summary, entries, now),), metrics
+    return (CheckResult("drill_log", Status.OK, about, entries, now),), metrics
+
+
+def _went_back(complete: list[drill_log.LogRecord], last: Mapping[str, Any]) -> bool:
+    """Fewer lines than last time, or the line that was last is not there any more."""
+    count, head = last.get("entries"), last.get("head_sha256")
+    if not isinstance(count, int) or count <= 0:
+        return False
+    return len(complete) < count or complete[count - 1].sha256 != head
+
+
+def _read_seen(path: Path) -> dict[str, Any]:
+    """`<state dir>/drill-log-seen.json`: {log path: {entries, head_sha256}}; {} if none."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # first check, or a damaged file: start again from what is there now
+    return {k: v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
 
 
 def _latest_local(config: Config) -> tuple[BackupRecord | None, BackupRecord | None]:
@@ -386,6 +483,10 @@ def _restore_test_check(
 def write_prometheus(report: HealthReport, path: Path) -> None:
     """node-exporter's textfile collector reads *.prom: the temp name never matches it."""
     atomic_write(path, report.prometheus_text().encode(), mode=0o644)
+
+
+def _labels(labels: tuple[tuple[str, str], ...]) -> str:
+    return "{" + ",".join(f'{k}="{v}"' for k, v in labels) + "}" if labels else ""
 
 
 def _number(value: float) -> str:

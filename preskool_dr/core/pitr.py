@@ -397,6 +397,8 @@ class PitrState:
     drill: bool = False
     validation: list[dict[str, Any]] = field(default_factory=list)  # drill: restore-test checks
     drill_log_entry: str | None = None  # sha256 of the drill-log line written for this run
+    drill_log_line: int | None = None  # its line number, and the log it went to: so a log
+    drill_log_path: str | None = None  # cut after it is caught (drill-log verify, check)
     server_python: str = ""  # what restore_command runs wal-fetch with
     pid: int | None = None  # the preskool-dr process running it, to refuse a second resume
 
@@ -636,10 +638,12 @@ class PitrRun:
         text = json.dumps(self.state.to_json(), indent=2, sort_keys=True) + "\n"
         checksum.atomic_write(path, text.encode(), mode=0o600)
 
-    def remember_drill_entry(self, sha256: str) -> None:
+    def remember_drill_entry(self, sha256: str, line: int, log: Path) -> None:
         """The drill log's line for this run (drill.record): kept in the journal."""
         assert self.state is not None
         self.state.drill_log_entry = sha256
+        self.state.drill_log_line = line
+        self.state.drill_log_path = str(log)
         self._save()
 
     def _notice(self, level: str, text: str, step_id: str) -> None:

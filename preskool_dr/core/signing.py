@@ -10,7 +10,9 @@ the ssh-agent. A passphrase-protected key file needs the operator's terminal: ca
 from __future__ import annotations
 
 import os
+import pwd
 import re
+import stat
 import subprocess
 import sys
 import tempfile
@@ -56,6 +58,58 @@ class SignatureCheck:
     reason: str = ""  # why not, in words; empty when ok
     kind: str = ""  # "tampered" or "untrusted" when not ok
     fingerprint: str | None = None  # the signing key, when ssh-keygen named it
+
+
+@dataclass(frozen=True)
+class TrustRoot:
+    """The allowed_signers file that decides whose signature counts, and who named it."""
+
+    path: Path
+    source: str  # "--allowed-signers" or "drill.allowed_signers in <runbook>"
+
+    def describe(self) -> str:
+        return f"{self.path} (from {self.source})"
+
+
+def trust_root(path: Path, source: str) -> TrustRoot:
+    """An allowed_signers file verification may trust, or UsageError saying why not.
+
+    Whoever can write the file decides whose signatures are valid, so it must be writable
+    only by its owner, and that owner must be the user running preskool-dr or root.
+    """
+    path = path.expanduser()
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise UsageError(
+            f"allowed signers file {path} (from {source}) does not exist: create it with one "
+            f'line per signer, e.g. `alice namespaces="{NAMESPACE}" ssh-ed25519 AAAA...`'
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"cannot read allowed signers file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise UsageError(f"allowed signers file {path} (from {source}) is not a regular file")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o022:
+        raise UsageError(
+            f"refusing allowed signers file {path} (from {source}): it is writable by "
+            f"group or others (mode {mode:04o}), so anyone who can write it decides whose "
+            f"signatures count; run `chmod go-w {path}` if its content is right"
+        )
+    if info.st_uid not in (0, os.geteuid()):
+        raise UsageError(
+            f"refusing allowed signers file {path} (from {source}): it belongs to "
+            f"{_user_name(info.st_uid)}, neither you nor root, who could change whose "
+            "signatures count; keep it in a file owned by you or root"
+        )
+    return TrustRoot(path, source)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 @dataclass(frozen=True)
@@ -155,18 +209,10 @@ def verify(data: bytes, signature: str, *, signer: str, allowed_signers: Path) -
         if checked.returncode == 0:
             return SignatureCheck(ok=True, fingerprint=_fingerprint(checked.text))
         # Not good for this signer: is the signature itself broken, or just not trusted?
-        genuine = _run(
-            [SSH_KEYGEN, "-Y", "check-novalidate", "-n", NAMESPACE, "-s", str(sig)],
-            stdin_path=message,
-        )
-        if genuine.returncode != 0:
-            return SignatureCheck(
-                ok=False,
-                kind="tampered",
-                reason="the signature does not match the line's content: "
-                "the line was changed after it was signed (or the signature is damaged)",
-            )
-        fingerprint = _fingerprint(genuine.text)
+        genuine = _check_novalidate(message, sig)
+        if not genuine.ok:
+            return genuine
+        fingerprint = genuine.fingerprint
         found = _run(
             [SSH_KEYGEN, "-Y", "find-principals", "-f", str(allowed_signers), "-s", str(sig)]
         )
@@ -187,6 +233,36 @@ def verify(data: bytes, signature: str, *, signer: str, allowed_signers: Path) -
                 f"{NAMESPACE} or has expired"
             )
         return SignatureCheck(ok=False, kind="untrusted", reason=reason, fingerprint=fingerprint)
+
+
+def check_content(data: bytes, signature: str) -> SignatureCheck:
+    """Without a trust root: does `signature` match `data`, and by which key?
+
+    This proves the line was not changed after that key signed it, not that the key is
+    anyone's in particular (anyone can make a key and re-sign an edited line), so callers
+    report the key's fingerprint and never call the result "valid".
+    """
+    with tempfile.TemporaryDirectory(prefix="preskool-dr-verify-") as tmp:
+        message = Path(tmp) / "entry.json"
+        message.write_bytes(data)
+        sig = Path(tmp) / "entry.json.sig"
+        sig.write_text(signature, encoding="utf-8")
+        return _check_novalidate(message, sig)
+
+
+def _check_novalidate(message: Path, sig: Path) -> SignatureCheck:
+    checked = _run(
+        [SSH_KEYGEN, "-Y", "check-novalidate", "-n", NAMESPACE, "-s", str(sig)],
+        stdin_path=message,
+    )
+    if checked.returncode != 0:
+        return SignatureCheck(
+            ok=False,
+            kind="tampered",
+            reason="the signature does not match the line's content: "
+            "the line was changed after it was signed (or the signature is damaged)",
+        )
+    return SignatureCheck(ok=True, fingerprint=_fingerprint(checked.text))
 
 
 def _run(

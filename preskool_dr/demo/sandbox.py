@@ -34,7 +34,7 @@ import psycopg
 import yaml
 from psycopg import sql
 
-from preskool_dr.core import catalog, checksum, procs
+from preskool_dr.core import catalog, checksum, procs, signing
 from preskool_dr.core.appctl import check_health
 from preskool_dr.core.backup import run_backup
 from preskool_dr.core.config import default_runbook_path, load_config
@@ -139,6 +139,10 @@ class Sandbox:
     @property
     def drill_key(self) -> Path:
         return self.dir / "drill-signing-key"
+
+    @property
+    def allowed_signers(self) -> Path:
+        return self.dir / "allowed_signers"
 
     @property
     def s3_url(self) -> str:
@@ -272,6 +276,11 @@ class Sandbox:
         result = procs.run_command([*keygen, "-f", str(self.drill_key)], timeout=60)
         if not result.ok:
             raise DrError(f"cannot make the demo's drill signing key: {result.describe()}")
+        # The drill log's trust root, named in the runbook (drill.allowed_signers): the demo
+        # key may sign as any name the operator types at the sign-off.
+        kind, blob = Path(f"{self.drill_key}.pub").read_text(encoding="utf-8").split()[:2]
+        line = f'* namespaces="{signing.NAMESPACE}" {kind} {blob}\n'
+        checksum.atomic_write(self.allowed_signers, line.encode(), mode=0o600)
 
     def _write_runbook(self, source: Path) -> None:
         """The shipped runbook with the database, backups and app pointed at the sandbox."""
@@ -308,6 +317,7 @@ class Sandbox:
         }
         if self.drill_key.exists():
             drill["sign_key"] = str(self.drill_key)
+            drill["allowed_signers"] = str(self.allowed_signers)
         # The step texts show what really runs here, not docker-compose and alembic.
         shown = {
             "app_offline": _shown(app_cmd["stop"]),
