@@ -34,8 +34,26 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SUITE = REPO / "tests" / "faults"
 DEFAULT_OUTPUT = REPO / "docs" / "RELIABILITY.md"
-# The issue's order; categories not listed here follow alphabetically.
-ORDER = ("storage", "backups", "s3", "database", "process", "config", "drill_log", "tui")
+# The issues' order, each hostile-input category beside the fault category it hardens;
+# categories not listed here follow alphabetically.
+ORDER = (
+    "storage",
+    "backups",
+    "hostile_backups",
+    "hostile_sql",
+    "verify_gate",
+    "s3",
+    "hostile_bucket",
+    "database",
+    "restored_db",
+    "locks",
+    "process",
+    "config",
+    "runbook_trust",
+    "drill_log",
+    "drill_log_trust",
+    "tui",
+)
 HOW_TESTED = """\
 Every case runs against real components, never mocks: a private PostgreSQL cluster
 (`initdb` + `pg_ctl`, scram passwords over TCP), moto's S3 server over HTTP, the
@@ -168,7 +186,8 @@ def _tool_version(argv: list[str]) -> str:
 
 
 def _label(name: str) -> str:
-    return {"s3": "S3", "drill_log": "Drill log", "tui": "TUI"}.get(name, name.capitalize())
+    special = {"s3": "S3", "tui": "TUI", "hostile_sql": "Hostile SQL"}
+    return special.get(name, name.replace("_", " ").capitalize())
 
 
 def _cell(text: str) -> str:
