@@ -422,10 +422,11 @@ def _read_trusted(path: Path) -> str:
         info = os.fstat(handle.fileno())
         me = os.geteuid()
         if info.st_uid not in (0, me):
+            trusted = "root" if me == 0 else f"{_user_name(me)} or root"
             raise ConfigError(
                 f"{path}: runbook refused: it is owned by {_user_name(info.st_uid)}, not by "
-                f"{_user_name(me)} or root, and its app commands would run with this user's "
-                f"secrets; check its content, then `chown {_user_name(me)} {path}`"
+                f"{trusted}, and its app commands would run with this user's secrets; "
+                f"check its content, then `chown {_user_name(me)} {path}`"
             )
         if info.st_mode & 0o022:
             who = (
