@@ -64,7 +64,10 @@ def build_parser(modules: tuple[str, ...] = COMMAND_MODULES) -> argparse.Argumen
         "--runbook",
         type=Path,
         metavar="PATH",
-        help="runbook.yaml to use (default: $PRESKOOL_DR_RUNBOOK, ./runbook.yaml, the repo's)",
+        help="runbook.yaml to use (default: $PRESKOOL_DR_RUNBOOK, then "
+        "$XDG_CONFIG_HOME/preskool-dr/runbook.yaml (~/.config), then "
+        "/etc/preskool-dr/runbook.yaml; never the current directory). Refused when "
+        "writable by group/others or owned by another user than you or root",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in modules:

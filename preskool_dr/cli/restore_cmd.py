@@ -12,7 +12,7 @@ import humanize
 
 from preskool_dr.cli.main import Context
 from preskool_dr.cli.output import TtyProgress, cancel_on_signals, print_run_event, tagged
-from preskool_dr.core import catalog, drill, signing
+from preskool_dr.core import catalog, database, drill, signing
 from preskool_dr.core.engine import Engine, RunOptions
 from preskool_dr.core.errors import UsageError
 from preskool_dr.core.events import Event
@@ -148,6 +148,7 @@ def _start(args: argparse.Namespace, ctx: Context) -> Engine:
     if not args.backup:
         raise UsageError("name the BACKUP to restore (a path, a name, s3://..., or 'latest')")
     target = args.target_db or (config.drill.target_db if args.drill else config.database.name)
+    database.check_database_name(target)  # before --confirm is compared: say why, not "mismatch"
     if args.confirm != target:
         raise UsageError(
             f"--confirm {args.confirm or '(missing)'} does not match the target database "

@@ -9,8 +9,11 @@ processes read them directly.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
+import pwd
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -365,23 +368,95 @@ class _File:
 # ---------------------------------------------------------------- loading
 
 
-def default_runbook_path() -> Path:
-    """`PRESKOOL_DR_RUNBOOK`, else ./runbook.yaml, else the one at the repository root."""
-    explicit = os.environ.get("PRESKOOL_DR_RUNBOOK")
-    if explicit:
-        return Path(explicit)
-    local = Path.cwd() / DEFAULT_RUNBOOK_NAME
-    if local.exists():
-        return local
+def shipped_runbook_path() -> Path:
+    """The commented template that ships with preskool-dr (what the demo starts from and what
+    a site copies to one of the places `find_runbook` looks). Never read implicitly."""
     return Path(__file__).resolve().parents[2] / DEFAULT_RUNBOOK_NAME
+
+
+def runbook_search_path(env: typing.Mapping[str, str] | None = None) -> list[Path]:
+    """The files looked at when neither --runbook nor PRESKOOL_DR_RUNBOOK names one, in order.
+
+    Never the current directory: a runbook.yaml planted in /tmp (or any folder an operator
+    happens to `cd` into) would have its app.stop argv run with every secret in the
+    environment."""
+    env = os.environ if env is None else env
+    xdg = env.get("XDG_CONFIG_HOME", "")
+    # the XDG spec: an unset, empty or relative XDG_CONFIG_HOME means ~/.config
+    config_home = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".config"
+    return [
+        config_home / "preskool-dr" / DEFAULT_RUNBOOK_NAME,
+        Path("/etc/preskool-dr") / DEFAULT_RUNBOOK_NAME,
+    ]
+
+
+def find_runbook(explicit: Path | None = None, env: typing.Mapping[str, str] | None = None) -> Path:
+    """--runbook, else PRESKOOL_DR_RUNBOOK, else the first of `runbook_search_path` that
+    exists. A path named explicitly is used even when missing (load_config then says so)."""
+    env = os.environ if env is None else env
+    if explicit is not None:
+        return explicit
+    named = env.get("PRESKOOL_DR_RUNBOOK")
+    if named:
+        return Path(named)
+    candidates = runbook_search_path(env)
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    looked = ", ".join(str(c) for c in candidates)
+    raise ConfigError(
+        f"no runbook.yaml found: --runbook not given, PRESKOOL_DR_RUNBOOK not set, and none at "
+        f"{looked} (the current directory is never searched); pass --runbook PATH, set "
+        f"PRESKOOL_DR_RUNBOOK, or copy the template {shipped_runbook_path()} to "
+        f"{candidates[0]} and edit it"
+    )
+
+
+def _read_trusted(path: Path) -> str:
+    """The runbook's text, read only when no one but its owner could have written it.
+
+    Its app commands run with PGPASSWORD and the AWS keys in the environment, so a file that
+    another local user can change is someone else's code. Refused: a file writable by group
+    or others, and a file owned by a user other than root or the one running preskool-dr.
+    The checks use the open file (fstat), so a swap after the check cannot slip through."""
+    with path.open("rb") as handle:
+        info = os.fstat(handle.fileno())
+        me = os.geteuid()
+        if info.st_uid not in (0, me):
+            trusted = "root" if me == 0 else f"{_user_name(me)} or root"
+            raise ConfigError(
+                f"{path}: runbook refused: it is owned by {_user_name(info.st_uid)}, not by "
+                f"{trusted}, and its app commands would run with this user's secrets; "
+                f"check its content, then `chown {_user_name(me)} {path}`"
+            )
+        if info.st_mode & 0o022:
+            who = (
+                "group and others"
+                if info.st_mode & 0o022 == 0o022
+                else ("its group" if info.st_mode & 0o020 else "others")
+            )
+            raise ConfigError(
+                f"{path}: runbook refused: it is writable by {who} (mode "
+                f"{info.st_mode & 0o777:03o}), so another user could change the commands it "
+                f"runs; check its content, then `chmod go-w {path}`"
+            )
+        data = handle.read()
+    return data.decode("utf-8")
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def load_config(path: Path | None = None, env: typing.Mapping[str, str] | None = None) -> Config:
     """Read runbook.yaml, validate it, and lay the environment over it (env wins)."""
     env = os.environ if env is None else env
-    path = path or default_runbook_path()
+    path = find_runbook(path, env)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_trusted(path)
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: runbook file not found; pass --runbook PATH or set PRESKOOL_DR_RUNBOOK"
@@ -418,6 +493,7 @@ def load_config(path: Path | None = None, env: typing.Mapping[str, str] | None =
     _check_retention(reader, parsed, data)
     _check_restore(reader, parsed, data)
     _check_thresholds(reader, parsed, data)
+    _check_host(reader, parsed, data)
     return _apply_env(parsed, path, env)
 
 
@@ -472,6 +548,45 @@ def _check_thresholds(reader: _Reader, parsed: _File, data: _Mapping) -> None:
         )
 
 
+# One DNS label: letters, digits, hyphens (underscores too: compose service names use them).
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?", re.ASCII)
+# A socket folder: an absolute path of plain characters (no spaces, `=`, `@`, quotes).
+_SOCKET_DIR = re.compile(r"/[A-Za-z0-9._/+-]*", re.ASCII)
+
+
+def host_problem(host: str) -> str | None:
+    """Why `host` is not a plain host name, IP address or absolute socket folder, or None.
+
+    The host goes into lock names, the run journal and the drill log, and to libpq as a
+    separate keyword: a URI or key=value text (`postgresql://u:p@h/db`, `h password=x`) would
+    carry a password into those files or point libpq somewhere the operator did not read."""
+    if host.startswith("/"):
+        return None if _SOCKET_DIR.fullmatch(host) else "a socket folder of plain characters"
+    address, _, zone = host.partition("%")  # an IPv6 zone: fe80::1%eth0
+    try:
+        version = ipaddress.ip_address(address).version
+        if not zone or (version == 6 and _HOST_LABEL.fullmatch(zone)):
+            return None
+    except ValueError:
+        pass
+    labels = host.split(".")
+    if len(host) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels):
+        return None
+    return "a host name, an IP address or an absolute socket folder"
+
+
+def _check_host(reader: _Reader, parsed: _File, data: _Mapping) -> None:
+    problem = host_problem(parsed.database.host)
+    if problem:
+        section = data.get("database")
+        lines = section.key_lines if isinstance(section, _Mapping) else {}
+        reader.fail(
+            lines.get("host", 1),
+            f"database.host must be {problem} (no URI, user@, spaces or key=value settings; "
+            "the password belongs in PGPASSWORD or ~/.pgpass)",
+        )
+
+
 def _check_retention(reader: _Reader, parsed: _File, data: _Mapping) -> None:
     backups = data.get("backups")
     retention = backups.get("retention") if isinstance(backups, _Mapping) else None
@@ -500,6 +615,13 @@ def _apply_env(parsed: _File, path: Path, env: typing.Mapping[str, str]) -> Conf
                 f"environment: DB_PORT must be a port number, got {env['DB_PORT']!r} "
                 "(ports run from 1 to 65535)"
             )
+    if "host" in overrides and (problem := host_problem(overrides["host"])):
+        # the value itself is not repeated: it may hold a password
+        raise ConfigError(
+            f"environment: DB_HOST must be {problem}; it holds something else (a URI, user@, "
+            "spaces or key=value settings?). Set DB_HOST to the server's name or address only, "
+            "DB_PORT/DB_USER/DB_NAME separately, and the password in PGPASSWORD or ~/.pgpass"
+        )
     if env.get("DB_ADMIN_USER"):
         overrides["admin_user"] = env["DB_ADMIN_USER"]
     db = dataclasses.replace(db, **overrides)

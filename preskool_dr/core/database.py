@@ -14,19 +14,44 @@ import psycopg
 from psycopg import sql
 
 from preskool_dr.core.config import DatabaseSettings
-from preskool_dr.core.errors import DrError
+from preskool_dr.core.errors import DrError, UsageError
 
 MAX_IDENTIFIER_BYTES = 63
 
 
+# PostgreSQL's own databases: the admin connection lives in `postgres`, CREATE DATABASE
+# copies `template1`, and `template0` is the pristine copy. A restore, drill or restore test
+# drops its target: never one of these, whatever DB_NAME, --target-db or the runbook says.
+SYSTEM_DATABASES = frozenset({"postgres", "template0", "template1"})
+
+
 def check_database_name(name: str) -> str:
-    """Refuse names PostgreSQL would silently truncate or that cannot be typed back."""
+    """A restore target's name (restore, drill, restore-test): refuse names PostgreSQL would
+    silently truncate or that cannot be typed back, and PostgreSQL's own databases."""
     if not name or len(name.encode()) > MAX_IDENTIFIER_BYTES or "\x00" in name:
         raise DrError(
             f"database name {name!r} is not usable (1-63 bytes, no NUL): check DB_NAME / --target-db",
             exit_code=2,
         )
+    if name in SYSTEM_DATABASES:
+        raise UsageError(
+            f"refused: {name!r} is one of PostgreSQL's own databases "
+            f"({', '.join(sorted(SYSTEM_DATABASES))}), which a restore must never drop or "
+            "replace; restore into the application's database (DB_NAME, --target-db, "
+            "drill.target_db or restore_test.database name it)"
+        )
     return name
+
+
+# Name lookup is pinned to pg_catalog on every connection the tool opens. A database that a
+# backup made can hold `ALTER DATABASE/ROLE ... SET search_path = evil, pg_catalog` and an
+# `evil.count(*)`: unpinned, the tool's own `count(*)` would run the backup's function. The
+# setting travels in the startup packet (libpq `options`), and PostgreSQL applies startup
+# options after the per-database and per-role defaults, so the dump cannot override it.
+# With pg_catalog alone on the path, an unqualified function, operator or type resolves only
+# to the built-in one (pg_temp is never searched for functions or operators); tables are
+# always written schema-qualified.
+PINNED_SEARCH_PATH = "pg_catalog"
 
 
 def connect(
@@ -36,7 +61,8 @@ def connect(
     admin: bool = False,
     connect_timeout: int = 10,
 ) -> psycopg.Connection:
-    """Autocommit connection as the app role (or the admin role) to `dbname`."""
+    """Autocommit connection as the app role (or the admin role) to `dbname`, with
+    search_path pinned to pg_catalog (PINNED_SEARCH_PATH)."""
     target = dbname or (db.admin_db if admin else db.name)
     user = db.admin_user if admin else db.user
     try:
@@ -48,6 +74,7 @@ def connect(
             autocommit=True,
             connect_timeout=connect_timeout,
             application_name="preskool-dr",
+            options=f"-c search_path={PINNED_SEARCH_PATH}",
         )
     except psycopg.OperationalError as exc:
         raise DrError(
@@ -74,28 +101,32 @@ def libpq_env(db: DatabaseSettings, dbname: str, *, admin: bool = False) -> dict
 
 
 def database_exists(conn: psycopg.Connection, name: str) -> bool:
-    row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    row = conn.execute(
+        "SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s", (name,)
+    ).fetchone()
     return row is not None
 
 
 def database_size(conn: psycopg.Connection, name: str) -> int:
-    row = conn.execute("SELECT pg_database_size(%s)", (name,)).fetchone()
+    row = conn.execute("SELECT pg_catalog.pg_database_size(%s)", (name,)).fetchone()
     return int(row[0]) if row else 0
 
 
 def list_tables(conn: psycopg.Connection) -> list[str]:
-    """User tables in search-path schemas (public), sorted."""
+    """User tables in schema public, sorted."""
     rows = conn.execute(
-        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+        "SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = 'public' ORDER BY tablename"
     ).fetchall()
     return [r[0] for r in rows]
 
 
 def row_counts(conn: psycopg.Connection, tables: list[str] | None = None) -> dict[str, int]:
-    """Exact row counts, table by table."""
+    """Exact row counts, table by table (tables of schema public)."""
     result: dict[str, int] = {}
     for table in tables if tables is not None else list_tables(conn):
-        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+        query = sql.SQL("SELECT pg_catalog.count(*) FROM {}").format(
+            sql.Identifier("public", table)
+        )
         row = conn.execute(query).fetchone()
         result[table] = int(row[0]) if row else 0
     return result
@@ -104,8 +135,8 @@ def row_counts(conn: psycopg.Connection, tables: list[str] | None = None) -> dic
 def row_estimates(conn: psycopg.Connection) -> dict[str, int]:
     """Planner estimates (cheap on a huge database): what the journal records before a drop."""
     rows = conn.execute(
-        """SELECT c.relname, greatest(c.reltuples, 0)::bigint
-           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        """SELECT c.relname, greatest(c.reltuples, 0)::pg_catalog.int8
+           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
            WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
            ORDER BY c.relname"""
     ).fetchall()
@@ -113,7 +144,10 @@ def row_estimates(conn: psycopg.Connection) -> dict[str, int]:
 
 
 def role_exists(conn: psycopg.Connection, role: str) -> bool:
-    return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
+    return (
+        conn.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (role,)).fetchone()
+        is not None
+    )
 
 
 @dataclass(frozen=True)
@@ -150,13 +184,14 @@ def block_and_terminate(conn: psycopg.Connection, name: str, attempts: int = 20)
     terminated = 0
     for _ in range(attempts):
         rows = conn.execute(
-            """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-               WHERE datname = %s AND pid <> pg_backend_pid()""",
+            """SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
+               WHERE datname = %s AND pid <> pg_catalog.pg_backend_pid()""",
             (name,),
         ).fetchall()
         terminated += sum(1 for r in rows if r[0])
         left = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            "SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_catalog.pg_backend_pid()",
             (name,),
         ).fetchone()
         if left is None or left[0] == 0:

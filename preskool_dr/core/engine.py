@@ -724,7 +724,8 @@ class Engine:
         local = Path(s.backup.local_path) if s.backup and s.backup.local_path else None
         meta = catalog.read_meta(local) if local else None
         rt = self.config.restore_test
-        with database.connect(self.config.database, s.target_db, admin=True) as conn:
+        # as the app role, never the admin: the checks run inside what the backup made
+        with database.connect(self.config.database, s.target_db) as conn:
             checks, _ = restore_test.validate_restored(
                 conn, rt.required_tables, meta.row_counts if meta else None, rt.smoke_queries
             )

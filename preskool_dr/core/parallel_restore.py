@@ -50,6 +50,7 @@ from typing import IO
 import psycopg
 
 from preskool_dr.core.checksum import GZIP_WBITS
+from preskool_dr.core.database import PINNED_SEARCH_PATH
 from preskool_dr.core.errors import Cancelled, DrError, NotFoundError, VerificationError
 from preskool_dr.core.events import EventSink, LogLine, Progress, ignore_events
 from preskool_dr.core.procs import spawn, terminate
@@ -385,10 +386,15 @@ def _name_key(raw: bytes) -> tuple[str, ...]:
     return tuple(q.replace('""', '"') if q else plain for q, plain in _NAME_PART.findall(text))
 
 
-def connect_env(env: Mapping[str, str], appname: str) -> psycopg.Connection:
+def connect_env(
+    env: Mapping[str, str], appname: str, *, pinned: bool = False
+) -> psycopg.Connection:
     """A psycopg connection to where `env` points psql (PGHOST, PGPORT, PGUSER, PGDATABASE);
-    the password comes from this process's environment, as for psql."""
+    the password comes from this process's environment, as for psql. `pinned`: for the
+    tool's own queries, search_path is pg_catalog only (see database.PINNED_SEARCH_PATH);
+    the loading sessions keep the server's default, as psql does."""
     return psycopg.connect(
+        options=f"-c search_path={PINNED_SEARCH_PATH}" if pinned else None,
         host=env.get("PGHOST"),
         port=env.get("PGPORT"),
         user=env.get("PGUSER"),
@@ -402,10 +408,13 @@ def connect_env(env: Mapping[str, str], appname: str) -> psycopg.Connection:
 def stop_backends(env: Mapping[str, str], appname: str) -> None:
     """End the server sessions of a stopped load: a killed psql or pg_restore does not stop
     a CREATE INDEX its backend is running (best effort: the server may be the problem)."""
-    with contextlib.suppress(psycopg.Error), connect_env(env, f"{appname}-stop") as conn:
+    with (
+        contextlib.suppress(psycopg.Error),
+        connect_env(env, f"{appname}-stop", pinned=True) as conn,
+    ):
         conn.execute(
-            """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-               WHERE application_name = %s AND pid <> pg_backend_pid()""",
+            """SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
+               WHERE application_name = %s AND pid <> pg_catalog.pg_backend_pid()""",
             (appname,),
         )
 
@@ -414,13 +423,15 @@ def _table_trees(env: Mapping[str, str], appname: str) -> dict[tuple[str, ...], 
     """(schema, relation) -> one id per inheritance/partition tree: entries on the same
     tree never run at once, since DDL on a partition can lock its parent and siblings."""
     try:
-        with connect_env(env, appname) as conn:
+        with connect_env(env, appname, pinned=True) as conn:
             relations = conn.execute(
-                """SELECT c.oid, n.nspname, c.relname FROM pg_class c
-                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                """SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                    WHERE c.relkind IN ('r', 'p', 'm', 'f', 'v')"""
             ).fetchall()
-            edges = conn.execute("SELECT inhrelid, inhparent FROM pg_inherits").fetchall()
+            edges = conn.execute(
+                "SELECT inhrelid, inhparent FROM pg_catalog.pg_inherits"
+            ).fetchall()
     except psycopg.Error as exc:
         raise DrError(
             f"cannot read the restored schema's tables: {one_line(str(exc))} - check the "

@@ -1029,7 +1029,8 @@ class PitrRun:
         assert self.state is not None
         rt = self.config.restore_test
         db = dataclasses.replace(self.config.database, host="localhost", port=self.request.port)
-        with database.connect(db, db.name, admin=True) as conn:
+        # as the app role, never the admin: the checks run inside what the backup made
+        with database.connect(db, db.name) as conn:
             checks, _ = restore_test.validate_restored(
                 conn, rt.required_tables, None, rt.smoke_queries
             )

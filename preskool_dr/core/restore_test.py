@@ -135,10 +135,23 @@ def _row_count_check(counts: dict[str, int], recorded: Mapping[str, int] | None)
     )
 
 
+# Smoke queries are the site's own SQL from runbook.yaml and name their tables unqualified
+# (`SELECT count(*) FROM students`), so they run with public on the path - after pg_catalog,
+# named first so no function or operator of the backup's can take a built-in's exact name.
+# A backup's function can still be picked for a closer type match (public.lower(varchar)
+# over pg_catalog.lower(text)), and a view runs whatever it likes: what bounds that code is
+# the role. Every query inside a restored database runs as the app role (DB_USER), the
+# non-superuser that owns the database and already ran the whole dump while loading it, so
+# nothing a check runs has rights the backup's text did not have anyway.
+SMOKE_SEARCH_PATH = "pg_catalog, public"
+
+
 def _smoke_check(conn: psycopg.Connection, query: SmokeQuery) -> Check:
     name = f"smoke: {query.name}"
     try:
-        rows = conn.execute(query.sql).fetchall()  # the site's own SQL from runbook.yaml
+        with conn.transaction():  # SET LOCAL: the pinned path is back for the next query
+            conn.execute(f"SET LOCAL search_path = {SMOKE_SEARCH_PATH}")
+            rows = conn.execute(query.sql).fetchall()  # the site's own SQL from runbook.yaml
     except psycopg.Error as exc:
         return _failed(name, f"query failed: {database.first_line(exc)}")
     if len(rows) != 1 or not rows[0]:

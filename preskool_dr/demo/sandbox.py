@@ -37,7 +37,7 @@ from psycopg import sql
 from preskool_dr.core import catalog, checksum, procs, signing
 from preskool_dr.core.appctl import check_health
 from preskool_dr.core.backup import run_backup
-from preskool_dr.core.config import default_runbook_path, load_config
+from preskool_dr.core.config import load_config, shipped_runbook_path
 from preskool_dr.core.errors import DrError, NotFoundError
 from preskool_dr.core.events import EventSink, Notice, ignore_events, utcnow
 from preskool_dr.demo import standin_app
@@ -227,7 +227,7 @@ class Sandbox:
             raise DrError(f"the stand-in app is not healthy: {health.detail}")
         on_event(Notice("ok", f"Stand-in app: {self.app.health_url} answers 200"))
         self._make_drill_key()
-        self._write_runbook(source_runbook or default_runbook_path())
+        self._write_runbook(source_runbook or shipped_runbook_path())
         self._take_backups(on_event)
 
     def _create_database(self) -> None:
