@@ -44,7 +44,11 @@ def test_plain_statements_and_comments() -> None:
 def test_string_with_doubled_quotes_and_toc_lines() -> None:
     """A multi-line string holding pg_dump TOC headers and `''` is one token: no boundary
     inside it, one after it."""
-    text = b"COMMENT ON TABLE t IS 'it''s line1\n" + TOC + b"DROP TABLE public.victim;\n';\nSELECT 2;\n"
+    text = (
+        b"COMMENT ON TABLE t IS 'it''s line1\n"
+        + TOC
+        + b"DROP TABLE public.victim;\n';\nSELECT 2;\n"
+    )
     assert boundaries(text) == [1, 7]
     assert lexed(text).doubt is None
 
@@ -87,9 +91,7 @@ def test_dollar_quotes() -> None:
     """$$...$$ and $tag$...$tag$ with $ signs, other tags and quotes inside."""
     text = (
         b"CREATE FUNCTION f() RETURNS text LANGUAGE sql AS $fn$\n"
-        b"SELECT '$$' || $1 || $x$ inner $x$ || 'it''s';\n"
-        + TOC
-        + b"$fn$;\n"
+        b"SELECT '$$' || $1 || $x$ inner $x$ || 'it''s';\n" + TOC + b"$fn$;\n"
         b"SELECT $$a;\nb$$, a$b, $1;\n"
         b"SELECT 1;\n"
     )
@@ -98,7 +100,7 @@ def test_dollar_quotes() -> None:
 
 
 def test_quoted_identifiers() -> None:
-    """"..." with "" and newlines is one name; a quote inside it opens no string."""
+    """ "..." with "" and newlines is one name; a quote inside it opens no string."""
     text = b'CREATE TABLE "we""ird\n' + TOC + b"name ' x\" (a int);\nSELECT 1;\n"
     assert boundaries(text) == [1, 6]
 

@@ -337,7 +337,9 @@ class SqlLexer:
         semicolons do not end the statement (psqlscan.l, {identifier})."""
         low = word.lower()
         if self._word_count < 4:
-            letter = low[:1] if low in (b"create", b"function", b"procedure", b"or", b"replace") else b""
+            letter = (
+                low[:1] if low in (b"create", b"function", b"procedure", b"or", b"replace") else b""
+            )
             self._words.append(letter)
             w = self._words + [b""] * (4 - len(self._words))
             self._func = w[0] == b"c" and (
@@ -345,9 +347,7 @@ class SqlLexer:
             )
         self._word_count += 1
         if self._func and self._parens == 0:
-            if low == b"begin":
-                self._begin += 1
-            elif low == b"case" and self._begin >= 1:
+            if low == b"begin" or (low == b"case" and self._begin >= 1):
                 self._begin += 1
             elif low == b"end" and self._begin > 0:
                 self._begin -= 1
@@ -355,8 +355,10 @@ class SqlLexer:
     def _end_statement(self, buf: bytes, pos: int) -> None:
         if self._first == b"copy":  # its data would follow: the loader must handle it
             self._doubt("a COPY statement the loader did not recognise", pos)
-        if self._start >= 0 and _SCS_SET.match(buf, self._start) and pos == buf.find(
-            b";", self._start
+        if (
+            self._start >= 0
+            and _SCS_SET.match(buf, self._start)
+            and pos == buf.find(b";", self._start)
         ):
             self.standard_strings = buf[self._start + 34 : pos] == b"on"
         self._in_statement = False
