@@ -524,6 +524,7 @@ class _Scanner:
         # when in doubt, nothing has been loaded and the whole file can go serially
         self.pre_held: list[bytes] | None = []
         self.pre_held_bytes = 0
+        self.unlexed = 0  # bytes of COPY headers and rows, which the lexer never sees
 
     def run(self) -> None:
         r = self.r
@@ -575,6 +576,7 @@ class _Scanner:
                         self._emit(buf[pos:])
                     else:
                         self._skip_rows(buf, pos, n, None)
+                    self.unlexed += n - pos
                     pos = n
                     break
                 if self.serial_copy:
@@ -582,6 +584,7 @@ class _Scanner:
                     self.serial_copy = False
                 else:
                     self._skip_rows(buf, pos, end, end)
+                self.unlexed += end - pos
                 pos = end
                 self.mid_line = False
                 continue
@@ -636,6 +639,7 @@ class _Scanner:
                 break  # maybe a COPY header: wait for its end
             if isinstance(header_end, tuple):  # pg_dump's `COPY name (cols) FROM stdin;`
                 j, table = header_end
+                self.unlexed += j - i
                 self._copy(table, i, j)
                 pos = j  # the terminator search starts at the COPY line's newline
             else:  # SQL that starts with COPY: a COPY the lexer does not know is a doubt
@@ -653,8 +657,24 @@ class _Scanner:
         self._emit(data)
 
     def _check_lexer(self) -> None:
-        if self.lexer.doubt is not None:
-            raise _Unsure(self.lexer.doubt, self.lexer.doubt_line, loaded=self.pre_held is None)
+        lexer = self.lexer
+        if lexer.doubt is not None:
+            line = lexer.doubt_line
+            if self.unlexed:  # the lexer counted only the lines it saw
+                line = self._line_at(lexer.doubt_offset + self.unlexed)
+            raise _Unsure(lexer.doubt, line, loaded=self.pre_held is None)
+
+    def _line_at(self, offset: int) -> int:
+        """The line of the decompressed byte `offset` (read again: only for a message)."""
+        lines = 1
+        with self.r.backup.open("rb") as f:
+            inflater = zlib.decompressobj(GZIP_WBITS)
+            for piece in _inflate(f, inflater, 0, self.r.name, snapshots=False):
+                if offset <= len(piece.data):
+                    return lines + piece.data.count(b"\n", 0, offset)
+                lines += piece.data.count(b"\n")
+                offset -= len(piece.data)
+        return lines
 
     def _release_pre_data(self) -> None:
         """The pre-data held so far goes to the schema session: from now on the load has

@@ -56,6 +56,8 @@ class SqlLexer:
     line: int = 1  # the line the lexer is at (1-based, over all text fed)
     doubt: str | None = None  # the first thing it could not classify with certainty
     doubt_line: int = 0
+    doubt_offset: int = 0  # ... and its byte offset in all the text fed
+    lexed: int = 0  # bytes lexed so far
     meta: list[tuple[int, bytes]] = field(default_factory=list)  # psql commands (\x) seen
     _tag: bytes = b""  # the dollar quote's delimiter
     _depth: int = 0  # block comment nesting
@@ -117,6 +119,7 @@ class SqlLexer:
         if self.doubt is None:
             self.doubt = reason
             self.doubt_line = self._line0 + self._buf.count(b"\n", 0, pos)
+            self.doubt_offset = self.lexed + pos
 
     def _lex(self, buf: bytes) -> None:
         """Lex whole lines (`buf` ends with a newline, except at the very end)."""
@@ -145,6 +148,7 @@ class SqlLexer:
             else:
                 pos = self._block(buf, pos)
         self.line = line0 + buf.count(b"\n")
+        self.lexed += n
 
     def _top(self, buf: bytes, pos: int, line0: int) -> int:
         """One step at top level from `pos`; returns the next position."""
