@@ -25,9 +25,21 @@ post-data (keys, indexes, triggers, foreign keys), then ACLs. The load:
    The biggest tables load first, each on its own session (as pg_restore -j orders them),
    and a table's index builds start as soon as its rows are in, beside the other loads.
 
+Cuts are made only where psql itself stands between two statements: core/sql_lexer.py
+follows the SQL between COPY blocks (strings, E-strings, dollar quotes, quoted names, nested
+comments) as psql does, so TOC-shaped lines inside a string are the string's; COPY headers
+are parsed exactly (a quoted table name may hold a newline) and COPY rows are never lexed,
+only their terminator line found. Text the lexer cannot classify with certainty sends the whole
+file through the serial stream when it shows in the pre-data (which is held back until the
+lexer has seen it all, so nothing is loaded yet), and stops the load with a message later.
+
 Every psql runs with ON_ERROR_STOP and a failed COPY raises; the first failure stops every
-session and their server backends, as the serial load stops at its first error. Memory stays flat: the scanner holds
-at most MAX_LOOKAHEAD block starts (~40 KiB of zlib state each) plus post-data DDL text.
+session and their server backends, as the serial load stops at its first error. A watchdog
+fails the load when nothing moves for WATCHDOG_SECONDS (no bytes scanned or loaded, no job
+done, no server session of the load working), naming what it waited for, instead of
+waiting forever on a lock nobody releases or a sync marker that never comes back.
+Memory stays flat: the scanner holds at most MAX_LOOKAHEAD block starts (~40 KiB of zlib
+state each), post-data DDL text, and up to PRE_DATA_HOLD bytes of pre-data.
 """
 
 from __future__ import annotations
@@ -1474,7 +1486,7 @@ class _Restore:
                         "every table is loaded; check the server, then run the restore again"
                     )
                 )
-                raise self.failure  # type: ignore[misc]
+                return
             if code not in (0, -1):
                 self.fail(self.session_error(session, None))
 
