@@ -31,6 +31,11 @@ _DOLLAR_TAG = re.compile(rb"\$(?:[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*)?\$")
 _PLAIN = re.compile(rb"[^'\"$\-/\\;():\n A-Za-z_\x80-\xff\t\r\f\v]+")
 _PLAIN_NO_WORDS = re.compile(rb"[^'\"$\-/\\;():\n \t\r\f\v]+")
 _SPACE = re.compile(rb"[ \t\r\f\v\n]+")
+_GAP = re.compile(rb"(?:[ \t\r\f\v\n]+|--[^\n]*)+")  # white space and -- comments
+_WORD_GAP = re.compile(rb"([A-Za-z_\x80-\xff][A-Za-z0-9_$\x80-\xff]*)[ \t\r\f\v\n]*")
+# inside a statement, once its first words are known: everything up to the next byte that
+# may open a string, quote, comment or dollar quote, or end or nest the statement
+_IN_STATEMENT = re.compile(rb"[^'\"$\-/\\;():]+")
 _E_BODY = re.compile(rb"[^'\\]+")  # E'...' between escapes and quotes
 _COMMENT_MARK = re.compile(rb"/\*|\*/")
 _SCS = b"standard_conforming_strings"
@@ -152,7 +157,15 @@ class SqlLexer:
 
     def _top(self, buf: bytes, pos: int, line0: int) -> int:
         """One step at top level from `pos`; returns the next position."""
+        if self._in_statement and self._cont is None and self._word_count >= 4 and not self._func:
+            m = _IN_STATEMENT.match(buf, pos)
+            if m is not None:
+                return m.end()
         c = buf[pos]
+        if self._cont is None and (c in b" \t\r\f\v\n" or buf.startswith(b"--", pos)):
+            m = _GAP.match(buf, pos)
+            assert m is not None
+            return m.end()
         if c in b" \t\r\f\v\n":
             m = _SPACE.match(buf, pos)
             assert m is not None
@@ -208,9 +221,9 @@ class SqlLexer:
                 self._doubt("a psql variable (:name) outside quotes", pos)
             return pos + 1
         if self._word_count < 4 or self._func:
-            m = _WORD.match(buf, pos)
+            m = _WORD_GAP.match(buf, pos)
             if m is not None:
-                self._word(m.group())
+                self._word(m.group(1))
                 return m.end()
             m = _PLAIN.match(buf, pos)
         else:
