@@ -77,6 +77,9 @@ def test_unknown_standard_conforming_strings_is_a_doubt() -> None:
     other = lexed(b"SELECT set_config('standard_conforming_strings', 'off', false);\n")
     assert other.doubt is not None and "standard_conforming_strings" in other.doubt
     assert lexed(b"SET client_encoding = 'SJIS';\n").doubt is not None
+    # pg_dump's own line, but inside a body that would run later: not applied, so a doubt
+    body = b"DO $$ BEGIN\nSET standard_conforming_strings = off;\nEND $$;\n"
+    assert lexed(body).doubt is not None
 
 
 def test_quote_continuation_keeps_escape_rules() -> None:
@@ -136,6 +139,7 @@ def test_psql_commands_and_variables() -> None:
     assert lexer.meta == [(3, b"\\restrict abc")] and lexer.doubt is None
     assert lexed(b"SELECT 1 \\gexec\n").doubt is not None
     assert lexed(b"SELECT :'DBNAME';\n").doubt is not None
+    assert lexed(b"SELECT :{?DBNAME};\n").doubt is not None
     assert lexed(b"SELECT 'a'::text, (ARRAY[1,2])[1:2];\n").doubt is None
     assert lexed(b"SELECT 1; \\! ls\n").doubt is not None
 

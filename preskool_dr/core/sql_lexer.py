@@ -43,7 +43,6 @@ _SCS_SET = re.compile(rb"SET standard_conforming_strings = (on|off);\n")
 _ENCODING = b"client_encoding"
 _ENCODING_SET = re.compile(rb"SET client_encoding = '([A-Za-z0-9_]+)';\n")
 _UNSAFE = frozenset({b"SJIS", b"SHIFT_JIS_2004", b"BIG5", b"GBK", b"UHC", b"GB18030", b"JOHAB"})
-_LONGEST = len(_SCS)
 
 TOP, QUOTE, EQUOTE, IDENT, DOLLAR, BLOCK = range(6)
 _STANDARD, _ESCAPE = QUOTE, EQUOTE  # how a string treats backslashes
@@ -77,7 +76,7 @@ class SqlLexer:
     _cont: int | None = None  # the string mode a quote continuation would resume
     _cont_newline: bool = False
     _carry: list[bytes] = field(default_factory=list)  # an unfinished line
-    _tail: bytes = b""  # the end of the last text, for settings named across two feeds
+    _settings_set: int = 0  # pg_dump SET statements of those settings in the current text
     _buf: bytes = b""  # the text being lexed, and the line it starts on
     _line0: int = 1
 
@@ -129,8 +128,8 @@ class SqlLexer:
     def _lex(self, buf: bytes) -> None:
         """Lex whole lines (`buf` ends with a newline, except at the very end)."""
         self._buf, self._line0 = buf, self.line
-        self._check_settings(buf)
         self._start = -1
+        self._settings_set = 0
         pos, n = 0, len(buf)
         line0 = self.line
         while pos < n:
@@ -152,6 +151,7 @@ class SqlLexer:
                     self.state = TOP
             else:
                 pos = self._block(buf, pos)
+        self._check_settings(buf)
         self.line = line0 + buf.count(b"\n")
         self.lexed += n
 
@@ -217,7 +217,7 @@ class SqlLexer:
             if buf.startswith(b"::", pos):
                 return pos + 2
             nxt = buf[pos + 1 : pos + 2]
-            if nxt and (nxt in b"'\"_" or nxt.isalpha() or nxt[0] >= 0x80):
+            if nxt and (nxt in b"'\"_{" or nxt.isalpha() or nxt[0] >= 0x80):
                 self._doubt("a psql variable (:name) outside quotes", pos)
             return pos + 1
         if self._word_count < 4 or self._func:
@@ -372,12 +372,15 @@ class SqlLexer:
     def _end_statement(self, buf: bytes, pos: int) -> None:
         if self._first == b"copy":  # its data would follow: the loader must handle it
             self._doubt("a COPY statement the loader did not recognise", pos)
-        if (
-            self._start >= 0
-            and _SCS_SET.match(buf, self._start)
-            and pos == buf.find(b";", self._start)
-        ):
-            self.standard_strings = buf[self._start + 34 : pos] == b"on"
+        start = self._start
+        if start >= 0 and buf.startswith(b"SET ", start) and pos == buf.find(b";", start):
+            if m := _SCS_SET.match(buf, start):  # the rest lexes under the new setting
+                self.standard_strings = m.group(1) == b"on"
+                self._settings_set += 1
+            elif m := _ENCODING_SET.match(buf, start):
+                if m.group(1).upper() in _UNSAFE:
+                    self._doubt("client_encoding is set to an encoding psql lexes otherwise", pos)
+                self._settings_set += 1
         self._in_statement = False
         self._words.clear()
         self._word_count = 0
@@ -385,21 +388,15 @@ class SqlLexer:
         self._first = b""
 
     def _check_settings(self, buf: bytes) -> None:
-        """Only pg_dump's own `SET standard_conforming_strings = on|off;` and `SET
-        client_encoding = '...';` lines may name those settings: any other way of changing
-        them changes how psql splits the text (and an encoding whose characters can hold
-        the bytes of a quote or a backslash, like SJIS, cannot be lexed byte by byte)."""
+        """standard_conforming_strings and client_encoding change how psql splits text: they
+        may only be named in pg_dump's own top-level `SET standard_conforming_strings =
+        on|off;` and `SET client_encoding = '...';` statements (not in a function body that
+        would set them later, nor in any other statement)."""
         low = buf.lower()
-        probe = self._tail + low
-        self._tail = low[-(_LONGEST - 1) :]
-        if _SCS in probe and probe.count(_SCS) != len(_SCS_SET.findall(buf)):
-            pos = max(0, low.find(_SCS))
-            self._doubt("standard_conforming_strings is changed another way than pg_dump's", pos)
-        if _ENCODING in probe:
-            found = _ENCODING_SET.findall(buf)
-            if probe.count(_ENCODING) != len(found) or any(e in _UNSAFE for e in found):
-                pos = max(0, low.find(_ENCODING))
-                self._doubt("client_encoding is set to an encoding psql lexes differently", pos)
+        mentions = low.count(_SCS) + low.count(_ENCODING)
+        if mentions != self._settings_set:
+            pos = max(0, low.find(_SCS), low.find(_ENCODING))
+            self._doubt("standard_conforming_strings or client_encoding named elsewhere", pos)
 
 
 # ---------------------------------------------------------------- COPY headers
