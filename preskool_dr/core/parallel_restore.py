@@ -1545,16 +1545,18 @@ class _Restore:
 
     def _watch_server(self) -> None:
         """Ask the server, every few seconds, whether a session of the load is working:
-        an index build that runs for an hour is progress, a lock wait is not."""
+        an index build that runs for an hour is progress, and so is a stream of short
+        statements (a session's state changed since the last look); a lock wait is not."""
         every = max(0.2, min(10.0, self.watchdog / 5))
         conn: psycopg.Connection | None = None
+        changes: set[tuple[int, object]] = set()
         while not self.stop.wait(every):
             try:
                 if conn is None:
                     conn = connect_env(self.env, f"{self.appname}-watch")
-                rows = conn.execute(
+                found = conn.execute(
                     """SELECT pid, state, coalesce(wait_event_type, ''),
-                              coalesce(wait_event, ''), pg_blocking_pids(pid)
+                              coalesce(wait_event, ''), pg_blocking_pids(pid), state_change
                        FROM pg_stat_activity WHERE application_name = %s ORDER BY pid""",
                     (self.appname,),
                 ).fetchall()
@@ -1565,8 +1567,14 @@ class _Restore:
                         conn.close()
                 conn = None
                 continue
-            if any(st == "active" and kind not in _STALLED_WAITS for _, st, kind, _e, _b in rows):
+            rows = [(pid, st, kind, event, blockers) for pid, st, kind, event, blockers, _ in found]
+            seen = {(row[0], row[5]) for row in found}
+            working = any(
+                st == "active" and kind not in _STALLED_WAITS for _, st, kind, _, _ in rows
+            )
+            if working or seen - changes:
                 self.server_working_at = time.monotonic()
+            changes = seen
             self.server_note = _describe_sessions(rows)
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
