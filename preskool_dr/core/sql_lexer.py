@@ -346,7 +346,8 @@ class SqlLexer:
         line = line0 + buf.count(b"\n", 0, pos)
         if b"\\" in text[1:]:
             self._doubt("a line with more than one psql backslash command", pos)
-        self.meta.append((line, text))
+        if len(self.meta) < 100:  # what a caller may want to name; a flood is not kept
+            self.meta.append((line, text))
         return end
 
     def _word(self, word: bytes) -> None:
