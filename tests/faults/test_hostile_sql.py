@@ -10,7 +10,9 @@ equals the serial load and the victim table survives. Text the lexer cannot clas
 certainty (a COPY it did not recognise, a psql variable, a backslash command inside a
 statement) sends the whole file through the serial stream when it shows before anything is
 loaded, and stops the load with a message naming the line and `restore.method: serial`
-when it shows later. Every wait has a watchdog: a session whose sync marker never comes
+when it shows later. SQL planted among pg_dump's opening settings, which every session
+replays, is not replayed: such a file loads serially and the statement runs once. Every
+wait has a watchdog: a session whose sync marker never comes
 back (its server session waits for a lock nobody releases) fails step 6 after a bound,
 naming what it waited for and what the server session waits for, instead of hanging.
 """
@@ -242,3 +244,25 @@ def test_stuck_session_fails_on_the_watchdog(fresh: Callable[[], Database], tmp_
     assert "waits for a lock (advisory) held by pid" in message
     assert psql_children() == []
     assert server_sessions(target) == 0
+
+
+def test_sql_in_the_preamble_runs_once(fresh: Callable[[], Database], tmp_path: Path) -> None:
+    """A statement planted among pg_dump's opening settings, which every session replays:
+    the loader does not replay it (it loads the file serially), so it runs once, as in the
+    serial load."""
+    source = fresh()
+    plant(source)
+    backup = dump_gz(source, tmp_path / "b.sql.gz")
+    planted = (
+        b"SET row_security = off;\nSELECT pg_catalog.set_config('application_name', 'x', false);\n"
+    )
+    planted += b"CREATE TABLE public.zz_once (n integer);\nINSERT INTO public.zz_once VALUES (1);\n"
+    rewrite_backup(backup, insert_before(backup_sql(backup), b"SET row_security = off;\n", planted))
+    target = fresh()
+    events: list[Event] = []
+    parallel_restore(backup, libpq(target), jobs=2, on_event=events.append, watchdog=60)
+    said = [e.text for e in events if isinstance(e, Notice)]
+    assert any("loaded serially" in text and "session settings" in text for text in said), said
+    with target.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM zz_once").fetchone() == (1,)
+    assert victim_rows(target) == 2
