@@ -25,9 +25,21 @@ post-data (keys, indexes, triggers, foreign keys), then ACLs. The load:
    The biggest tables load first, each on its own session (as pg_restore -j orders them),
    and a table's index builds start as soon as its rows are in, beside the other loads.
 
+Cuts are made only where psql itself stands between two statements: core/sql_lexer.py
+follows the SQL between COPY blocks (strings, E-strings, dollar quotes, quoted names, nested
+comments) as psql does, so TOC-shaped lines inside a string are the string's; COPY headers
+are parsed exactly (a quoted table name may hold a newline) and COPY rows are never lexed,
+only their terminator line found. Text the lexer cannot classify with certainty sends the whole
+file through the serial stream when it shows in the pre-data (which is held back until the
+lexer has seen it all, so nothing is loaded yet), and stops the load with a message later.
+
 Every psql runs with ON_ERROR_STOP and a failed COPY raises; the first failure stops every
-session and their server backends, as the serial load stops at its first error. Memory stays flat: the scanner holds
-at most MAX_LOOKAHEAD block starts (~40 KiB of zlib state each) plus post-data DDL text.
+session and their server backends, as the serial load stops at its first error. A watchdog
+fails the load when nothing moves for WATCHDOG_SECONDS (no bytes scanned or loaded, no job
+done, no server session of the load working), naming what it waited for, instead of
+waiting forever on a lock nobody releases or a sync marker that never comes back.
+Memory stays flat: the scanner holds at most MAX_LOOKAHEAD block starts (~40 KiB of zlib
+state each), post-data DDL text, and up to PRE_DATA_HOLD bytes of pre-data.
 """
 
 from __future__ import annotations
@@ -52,10 +64,9 @@ import psycopg
 from preskool_dr.core.checksum import GZIP_WBITS
 from preskool_dr.core.database import PINNED_SEARCH_PATH
 from preskool_dr.core.errors import Cancelled, DrError, NotFoundError, VerificationError
-from preskool_dr.core.events import EventSink, LogLine, Progress, ignore_events
+from preskool_dr.core.events import EventSink, LogLine, Notice, Progress, ignore_events
 from preskool_dr.core.procs import spawn, terminate
 from preskool_dr.core.restore_stream import (
-    COPY_HEADER,
     PIECE,
     PIPE_SIZE,
     PROGRESS_EVERY,
@@ -67,12 +78,16 @@ from preskool_dr.core.restore_stream import (
     one_line,
     server_gone,
     short,
+    stream_restore,
 )
+from preskool_dr.core.sql_lexer import NEED_MORE, SqlLexer, copy_statement
 
 # -q -A -t: no command tags; query output is only our sync markers (and setval results).
 SESSION_ARGV = ("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", "-")
 MAX_LOOKAHEAD = 256  # COPY block starts the scanner may hold before a session takes them
-MAX_CANDIDATE = 65536  # bytes a header or COPY line may span across pieces
+MAX_CANDIDATE = 65536  # bytes a header may span across pieces
+MAX_COPY_HEADER = 1 << 20  # bytes a COPY header may span (1,600 quoted column names fit)
+PRE_DATA_HOLD = 64 << 20  # pre-data bytes held back until the lexer has seen them all
 PROBE_BYTES = 1 << 20  # decompressed bytes `unsupported_reason` looks at
 TERMINATOR = b"\n\\.\n"  # ends a COPY block; its first newline may be the header's own
 DATA_TYPES = frozenset({"TABLE DATA", "SEQUENCE SET", "BLOBS", "LARGE OBJECTS"})
@@ -84,16 +99,31 @@ SERIAL = "serial"
 # alone is worth cutting (measured in docs/PERFORMANCE.md's data: 8 MiB parts were slower).
 SPLIT_BYTES = 128 << 20
 WAKE_EVERY = 0.1  # seconds: how often a waiting session looks at psql's and the run's state
+# Seconds without progress (no bytes scanned or loaded, no job finished, no server session
+# of the load running) after which a wait is given up: a CREATE INDEX that runs for an hour
+# is progress (its server session is active); one that waits for a lock nobody releases,
+# or a psql that never answers its sync marker, is not.
+WATCHDOG_SECONDS = 300.0
+JOIN_GRACE = 30.0  # seconds a thread may take to stop once everything was told to stop
+# what a server session of the load waits for when it is not working
+_STALLED_WAITS = frozenset({"Lock", "Client", "Timeout", "BufferPin", "Extension"})
 
 _HEADER = re.compile(
     rb"-- (?:Data for )?Name: (?P<name>.*); Type: (?P<type>[A-Z][A-Z ]*); "
     rb"Schema: [^;]*; Owner: [^;]*(?:; Tablespace: .*)?"
 )
 _TRAILER = b"-- PostgreSQL database dump complete"
+# one statement each: a value holds no `;` outside quotes (settings are replayed per job)
+_VALUE = rb"""(?:[^;'"\\]|'(?:[^'\\]|'')*'|"(?:[^"]|"")*")*"""
 _SETTING = re.compile(
-    rb"SET (?P<set>SESSION AUTHORIZATION|ROLE|[a-z_.]+)(?: = | ).*;"
+    rb"SET (?P<set>SESSION AUTHORIZATION|ROLE|[a-z_.]+)(?: = | )" + _VALUE + rb";"
     rb"|RESET (?P<reset>SESSION AUTHORIZATION|ROLE);"
-    rb"|SELECT pg_catalog\.set_config\('(?P<fn>search_path)', .*, false\);"
+    rb"|SELECT pg_catalog\.set_config\('(?P<fn>search_path)', '(?:[^'\\]|'')*', false\);"
+)
+# what pg_dump writes before its first entry: settings every session replays
+_PREAMBLE_LINE = re.compile(
+    rb"SET [a-z_]+ = (?:[A-Za-z0-9_]+|'[A-Za-z0-9_ -]*');"
+    rb"|SELECT pg_catalog\.set_config\('search_path', '', false\);"
 )
 _IDENT = rb'(?:"(?:[^"]|"")*"|[^\s."(),;]+)'
 _QUALIFIED = rb"(" + _IDENT + rb"(?:\." + _IDENT + rb")?)"
@@ -288,14 +318,18 @@ class _Psql:
         with contextlib.suppress(OSError, ValueError):
             self.stdin.close()
 
-    def wait(self, stop: threading.Event) -> int:
-        """psql's exit status once it ends; -1 when `stop` is set first."""
+    def wait(self, stop: threading.Event, timeout: float | None = None) -> int:
+        """psql's exit status once it ends; -1 when `stop` is set first, -2 when it has
+        not ended after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
                 code = self.proc.wait(0.1)
             except subprocess.TimeoutExpired:
                 if stop.is_set():
                     return -1
+                if deadline is not None and time.monotonic() > deadline:
+                    return -2
                 continue
             self.output.join()
             return code
@@ -458,6 +492,17 @@ class _Stopped(Exception):
     """Another thread failed or the operator cancelled: stop quietly."""
 
 
+class _Unsure(Exception):
+    """The scanner met text it cannot split with certainty (sql_lexer's doubt). `loaded`:
+    some of the file already went to the server (else the whole load can go serially)."""
+
+    def __init__(self, reason: str, line: int, *, loaded: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.line = line
+        self.loaded = loaded
+
+
 @dataclass(frozen=True)
 class _Snap:
     sql_pos: int  # decompressed offset where the piece starts
@@ -495,6 +540,14 @@ class _Scanner:
         self.preamble: bytearray | None = bytearray()  # text before the first entry
         self.stage = 0
         self.last_group = ""
+        # psql's view of the SQL between COPY blocks: a cut is made only where it stands
+        # between statements, never inside a string, dollar quote, quoted name or comment
+        self.lexer = SqlLexer()
+        # pre-data waits here until the lexer has seen it all (or PRE_DATA_HOLD bytes):
+        # when in doubt, nothing has been loaded and the whole file can go serially
+        self.pre_held: list[bytes] | None = []
+        self.pre_held_bytes = 0
+        self.unlexed = 0  # bytes of COPY headers and rows, which the lexer never sees
 
     def run(self) -> None:
         r = self.r
@@ -515,6 +568,9 @@ class _Scanner:
         if r.sql_bytes == 0:
             raise VerificationError(f"{r.name} is empty: pick another backup (`preskool-dr list`)")
         self._route(final=True)
+        if not self.in_block and not self.serial_copy:
+            self.lexer.finish()
+            self._check_lexer()
         if self.in_block or self.serial_copy:
             table = self.label if self.in_block else "a table"
             raise DrError(
@@ -543,6 +599,7 @@ class _Scanner:
                         self._emit(buf[pos:])
                     else:
                         self._skip_rows(buf, pos, n, None)
+                    self.unlexed += n - pos
                     pos = n
                     break
                 if self.serial_copy:
@@ -550,6 +607,7 @@ class _Scanner:
                     self.serial_copy = False
                 else:
                     self._skip_rows(buf, pos, end, end)
+                self.unlexed += end - pos
                 pos = end
                 self.mid_line = False
                 continue
@@ -568,14 +626,21 @@ class _Scanner:
                 if cut <= pos and (final or n - pos > MAX_CANDIDATE):
                     cut = n  # a very long line (or the last one): route it whole
                 if cut > pos:
-                    self._emit(buf[pos:cut])
+                    self._sql(buf[pos:cut])
                     self.mid_line = buf[cut - 1 : cut] != b"\n"
                     pos = cut
                 break
             if i > pos:
-                self._emit(buf[pos:i])
+                self._sql(buf[pos:i])
                 pos = i
             self.mid_line = False
+            if not self.lexer.at_boundary:
+                # inside a string, a dollar quote, a quoted name, a comment or a statement:
+                # psql reads this line as part of it, and so does the load
+                self._sql(buf[i : i + 1])
+                pos = i + 1
+                self.mid_line = True
+                continue
             if buf.startswith(b"--\n", i):
                 j = buf.find(b"\n", i + 3)
                 k = buf.find(b"\n", j + 1) if j >= 0 else -1
@@ -584,26 +649,65 @@ class _Scanner:
                 line = buf[i + 3 : j] if j >= 0 else b""
                 header = _HEADER.fullmatch(line) if k >= 0 else None
                 if k >= 0 and buf[j + 1 : k] == b"--" and (header or line == _TRAILER):
+                    self.lexer.feed(buf[i : k + 1])
+                    self._check_lexer()
                     self._header(header, buf[i : k + 1])
                     pos = k + 1
                 else:
-                    self._emit(buf[i : i + 3])
+                    self._sql(buf[i : i + 3])
                     pos = i + 3
                 continue
-            j = buf.find(b"\n", i)
-            if j < 0 and not final and n - i < MAX_CANDIDATE:
-                break  # maybe a COPY line: wait for its end
-            line = buf[i:j] if j >= 0 else buf[i:]
-            match = COPY_HEADER.match(line)
-            if j >= 0 and match and line.endswith(b" FROM stdin;"):
-                self._copy(match.group(1), i, j)
+            header_end = copy_statement(buf, i)
+            if header_end == NEED_MORE and not final and n - i < MAX_COPY_HEADER:
+                break  # maybe a COPY header: wait for its end
+            if isinstance(header_end, tuple):  # pg_dump's `COPY name (cols) FROM stdin;`
+                j, table = header_end
+                self.unlexed += j - i
+                self._copy(table, i, j)
                 pos = j  # the terminator search starts at the COPY line's newline
-            else:
+            else:  # SQL that starts with COPY: a COPY the lexer does not know is a doubt
+                j = buf.find(b"\n", i)
                 end = j + 1 if j >= 0 else n
-                self._emit(buf[i:end])
+                self._sql(buf[i:end])
                 pos = end
         self.buf_pos += pos
         self.buf = buf[pos:]
+
+    def _sql(self, data: bytes) -> None:
+        """SQL text (not COPY rows): the lexer sees it before any session does."""
+        self.lexer.feed(data)
+        self._check_lexer()
+        self._emit(data)
+
+    def _check_lexer(self) -> None:
+        lexer = self.lexer
+        if lexer.doubt is not None:
+            line = lexer.doubt_line
+            if self.unlexed:  # the lexer counted only the lines it saw
+                line = self._line_at(lexer.doubt_offset + self.unlexed)
+            raise _Unsure(lexer.doubt, line, loaded=self.pre_held is None)
+
+    def _line_at(self, offset: int) -> int:
+        """The line of the decompressed byte `offset` (read again: only for a message)."""
+        lines = 1
+        with self.r.backup.open("rb") as f:
+            inflater = zlib.decompressobj(GZIP_WBITS)
+            for piece in _inflate(f, inflater, 0, self.r.name, snapshots=False):
+                if offset <= len(piece.data):
+                    return lines + piece.data.count(b"\n", 0, offset)
+                lines += piece.data.count(b"\n")
+                offset -= len(piece.data)
+        return lines
+
+    def _release_pre_data(self) -> None:
+        """The pre-data held so far goes to the schema session: from now on the load has
+        begun, and a doubt can only stop it."""
+        if self.pre_held is None:
+            return
+        self._check_lexer()
+        held, self.pre_held = self.pre_held, None
+        for data in held:
+            self._write(self.r.schema, data)
 
     def _emit(self, data: bytes) -> None:
         if not data:
@@ -613,7 +717,13 @@ class _Scanner:
         if self.target == "pre":
             if self.preamble is not None:
                 self.preamble += data
-            self._write(self.r.schema, data)
+            if self.pre_held is None:
+                self._write(self.r.schema, data)
+            else:
+                self.pre_held.append(data)
+                self.pre_held_bytes += len(data)
+                if self.pre_held_bytes > PRE_DATA_HOLD:
+                    self._release_pre_data()
         elif self.target == "serial":
             self._write(self.r.serial_session(), data)
         elif self.target == "post":
@@ -644,6 +754,7 @@ class _Scanner:
         name = header["name"].decode("utf-8", "replace") if header else "end of dump"
         self._finish_entry()
         if self.preamble is not None:
+            self._check_preamble(bytes(self.preamble))
             self.r.preamble = bytes(self.preamble)
             self.preamble = None
             self.r.start_sessions()
@@ -670,6 +781,19 @@ class _Scanner:
 
     def _settings(self) -> bytes:
         return b"".join(line + b"\n" for line in self.settings.values())
+
+    def _check_preamble(self, text: bytes) -> None:
+        """Every session replays the text before the first entry: it may only hold the
+        session settings pg_dump writes there (anything else would run once per session,
+        where the serial load runs it once)."""
+        for number, line in enumerate(text.split(b"\n"), 1):
+            meta_or_comment = line.startswith((b"--", b"\\"))
+            if line.strip() and not meta_or_comment and not _PREAMBLE_LINE.fullmatch(line):
+                raise _Unsure(
+                    "SQL other than pg_dump's session settings before its first entry",
+                    number,
+                    loaded=self.pre_held is None,
+                )
 
     def _finish_entry(self) -> None:
         """Session settings at the end of an entry belong to the entries after it."""
@@ -836,8 +960,11 @@ class _Scanner:
     def _end_pre_data(self, *, data_follows: bool) -> None:
         r = self.r
         assert r.schema is not None
+        self._release_pre_data()
         r.schema.close()
+        r.pre_data_running = True
         code = r.schema.wait(r.stop)
+        r.pre_data_running = False
         if code == -1:
             raise _Stopped
         if code != 0:
@@ -865,6 +992,7 @@ class _Restore:
         step_id: str,
         cancel: threading.Event,
         split_bytes: int,
+        watchdog: float = WATCHDOG_SECONDS,
     ) -> None:
         self.backup = backup
         self.name = backup.name
@@ -917,6 +1045,13 @@ class _Restore:
         self._last_at = 0.0
         self._last_done = 0
         self.rate = 0.0
+        # the watchdog: what moved last, and when (monotonic seconds)
+        self.watchdog = watchdog
+        self.pre_data_running = False  # the scanner waits for the schema session
+        self._mark: tuple[object, ...] = ()
+        self._moved_at = time.monotonic()
+        self.server_working_at = 0.0  # the last time a server session of the load worked
+        self.server_note = "the server was not asked yet"
 
     # ------------------------------------------------------------ called by the scanner
 
@@ -1286,6 +1421,8 @@ class _Restore:
         started = time.monotonic()
         scanner = threading.Thread(target=self._scan, name="restore-scan", daemon=True)
         scanner.start()
+        watcher = threading.Thread(target=self._watch_server, name="restore-watch", daemon=True)
+        watcher.start()
         try:
             self._progress(force=True)
             while True:
@@ -1297,6 +1434,7 @@ class _Restore:
                     if self._all_done():
                         break
                     self.cond.wait(0.05)
+                    self._check_watchdog()
                 self._progress()
             if self.failure is None and not self.cancel.is_set():
                 self._close_sessions()
@@ -1312,9 +1450,10 @@ class _Restore:
                 for copier in copiers:  # a COPY waiting on the server ends: its thread stops
                     with contextlib.suppress(psycopg.Error):
                         copier.conn.cancel_safe(timeout=5)
-            scanner.join()
-            for thread in self.threads:
-                thread.join()
+            for thread in (scanner, watcher, *self.threads):
+                thread.join(JOIN_GRACE)
+                if thread.is_alive():  # a daemon: it cannot keep the process alive
+                    self.log.append(f"thread {thread.name} did not stop in {JOIN_GRACE:.0f} s")
             for copier in self.copiers.values():
                 copier.close()
             self._drain_log()
@@ -1349,9 +1488,108 @@ class _Restore:
         for session in self.sessions:
             session.close()
         for session in self.sessions:
-            code = session.wait(self.cancel)
+            code = session.wait(self.cancel, timeout=self.watchdog)
+            if code == -2:
+                self.fail(
+                    RestoreError(
+                        f"restore of {self.name} stopped: psql {session.role} did not exit for "
+                        f"{self.watchdog:.0f} s after its last input ({self.server_note}) - "
+                        "every table is loaded; check the server, then run the restore again"
+                    )
+                )
+                return
             if code not in (0, -1):
                 self.fail(self.session_error(session, None))
+
+    # ------------------------------------------------------------ the watchdog
+
+    def _check_watchdog(self) -> None:
+        """Under the lock: fail the load when nothing has moved for `watchdog` seconds -
+        no bytes scanned or loaded, no job finished, no server session of the load working
+        (a psql that never answers its sync marker, a COPY or an index build waiting for a
+        lock nobody releases). The failure stops every session, as any failure does."""
+        running = sorted(self.running, key=lambda j: j.seq)
+        mark = (
+            self.scan_offset,
+            self.copies_done,
+            self.post_done,
+            self.serial_done,
+            self.pre_data_running,
+            tuple((job.seq, job.pos) for job in running),
+        )
+        now = time.monotonic()
+        if mark != self._mark:
+            self._mark, self._moved_at = mark, now
+        moved = max(self._moved_at, self.server_working_at)
+        if now - moved < self.watchdog or self.stop.is_set():
+            return
+        waits = self._waits(running)
+        what = waits[0] if waits else "the load made no progress"
+        others = f" (also: {'; '.join(waits[1:3])})" if len(waits) > 1 else ""
+        self.fail(
+            RestoreError(
+                f"restore of {self.name} stopped: {what} for {self.watchdog:.0f} s: "
+                f"{self.server_note}{others} - the database holds a partial load; end what "
+                "blocks it (see pg_stat_activity and pg_locks on the server), then run the "
+                "restore again",
+                error=f"{what} for {self.watchdog:.0f} s",
+            )
+        )
+
+    def _waits(self, running: list[_Job]) -> list[str]:
+        """What the load is waiting for, in the words of the watchdog's message."""
+        waits = []
+        if self.pre_data_running:
+            waits.append("psql schema session did not finish the schema (pre-data)")
+        for session, job in self.assigned.items():
+            if job is None:
+                continue
+            if job.group == "copy":
+                waits.append(f"{session.role} did not finish loading COPY {job.label}")
+            else:
+                waits.append(f"psql {session.role} did not answer its sync marker ({job.label})")
+        if self.serial_closed and not self.serial_done:
+            waits.append("psql data session did not finish the sequence values and data entries")
+        if not waits and not self.scan_done:
+            waits.append("the scanner did not read further into the file")
+        return waits
+
+    def _watch_server(self) -> None:
+        """Ask the server, every few seconds, whether a session of the load is working:
+        an index build that runs for an hour is progress, and so is a stream of short
+        statements (a session's state changed since the last look); a lock wait is not."""
+        every = max(0.2, min(10.0, self.watchdog / 5))
+        conn: psycopg.Connection | None = None
+        changes: set[tuple[int, object]] = set()
+        while not self.stop.wait(every):
+            try:
+                if conn is None:
+                    conn = connect_env(self.env, f"{self.appname}-watch")
+                found = conn.execute(
+                    """SELECT pid, state, coalesce(wait_event_type, ''),
+                              coalesce(wait_event, ''), pg_blocking_pids(pid), state_change
+                       FROM pg_stat_activity WHERE application_name = %s ORDER BY pid""",
+                    (self.appname,),
+                ).fetchall()
+            except psycopg.Error as exc:
+                self.server_note = f"the server did not answer ({one_line(str(exc))})"
+                if conn is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.close()
+                conn = None
+                continue
+            rows = [(pid, st, kind, event, blockers) for pid, st, kind, event, blockers, _ in found]
+            seen = {(row[0], row[5]) for row in found}
+            working = any(
+                st == "active" and kind not in _STALLED_WAITS for _, st, kind, _, _ in rows
+            )
+            if working or seen - changes:
+                self.server_working_at = time.monotonic()
+            changes = seen
+            self.server_note = _describe_sessions(rows)
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
 
     def _all_sessions(self) -> list[_Psql]:
         return [s for s in (self.schema, self.serial, *self.sessions) if s is not None]
@@ -1404,6 +1642,24 @@ class _Restore:
         )
 
 
+def _describe_sessions(rows: list[tuple[int, str, str, str, list[int]]]) -> str:
+    """What the load's server sessions do, for the watchdog's message."""
+    if not rows:
+        return "the load has no session on the server"
+    said = []
+    for pid, state, kind, event, blockers in rows[:4]:
+        if blockers:
+            said.append(
+                f"server session {pid} waits for a lock ({event or kind}) held by "
+                + ", ".join(f"pid {b}" for b in blockers)
+            )
+        elif state != "active":
+            said.append(f"server session {pid} is {state} (waiting for psql)")
+        else:
+            said.append(f"server session {pid} is active ({kind}: {event})" if kind else "")
+    return "; ".join(s for s in said if s) or "its server sessions are idle"
+
+
 def parallel_restore(
     backup: Path,
     env: Mapping[str, str],
@@ -1413,12 +1669,41 @@ def parallel_restore(
     step_id: str = "restore",
     cancel: threading.Event | None = None,
     split_bytes: int = SPLIT_BYTES,
+    watchdog: float = WATCHDOG_SECONDS,
 ) -> StreamResult:
     """Load `backup` (pg_dump plain SQL, gzip) into the database `env` names (PGHOST, PGPORT,
     PGUSER, PGDATABASE; PGPASSWORD comes from this process's environment) over `jobs`
     sessions; with more than one, a table's rows beyond `split_bytes` (0: never) load in
     parts over several sessions. Same errors as `stream_restore`: RestoreError on the first
     psql error (every session is then stopped), VerificationError on corrupt or truncated
-    gzip data, Cancelled when `cancel` is set. No psql is left running."""
+    gzip data, Cancelled when `cancel` is set. No psql is left running.
+
+    Text the scanner cannot split with certainty (see core/sql_lexer.py) sends the whole
+    file through `stream_restore` instead when it shows before anything was loaded (in the
+    pre-data, where it mostly would); later it stops the load with a RestoreError. A load in
+    which nothing moves for `watchdog` seconds fails with a message naming what it waited
+    for, instead of waiting forever."""
     cancel = cancel or threading.Event()
-    return _Restore(backup, env, jobs, on_event, step_id, cancel, split_bytes).run()
+    restore = _Restore(backup, env, jobs, on_event, step_id, cancel, split_bytes, watchdog)
+    try:
+        return restore.run()
+    except _Unsure as exc:
+        unsure = exc
+    where = f"line {unsure.line:,} of {backup.name}"
+    if unsure.loaded:
+        raise RestoreError(
+            f"restore stopped at {where}: the parallel loader cannot split it with "
+            f"certainty ({unsure.reason}) and part of it is already loaded - the database "
+            "holds a partial load; restore it with restore.method: serial in runbook.yaml",
+            line=unsure.line,
+            error=unsure.reason,
+        ) from None
+    on_event(
+        Notice(
+            "warn",
+            f"{backup.name} is loaded serially: at {where} the parallel loader cannot split "
+            f"it with certainty ({unsure.reason}); nothing had been loaded",
+            step_id,
+        )
+    )
+    return stream_restore(backup, env, on_event=on_event, step_id=step_id, cancel=cancel)
