@@ -5,6 +5,7 @@ chooses its loader (restore.method)."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import subprocess
@@ -267,6 +268,17 @@ def test_companion_not_used_unless_it_verifies(dr_env: dict[str, str], tmp_path:
     # its own sidecar matching is not enough: the meta's MD5 decides
     checksum.write_sidecar(companion, checksum.verify_file(companion, None).actual_md5)
     assert usable_companion(plain, plain_md5) is None
+
+    # recorded, but not an archive pg_restore can read
+    companion.write_bytes(b"not a pg_dump archive\n")
+    bogus = checksum.verify_file(companion, None).actual_md5
+    catalog.write_meta(plain, dataclasses.replace(meta, companion_md5=bogus))
+    notices.clear()
+    assert usable_companion(plain, plain_md5, on_event=notices.append) is None
+    assert any("pg_restore cannot read" in e.text for e in notices if isinstance(e, Notice))
+    # a meta that describes another plain file vouches for no companion
+    assert usable_companion(plain, "0" * 32, on_event=notices.append) is None
+    assert any("describes another file" in e.text for e in notices if isinstance(e, Notice))
 
     companion.unlink()
     assert usable_companion(plain, plain_md5) is None

@@ -6,7 +6,9 @@ the journal before the screen hears about it. Safety rules that never bend:
 - step 5 needs steps 2-4 *done* (not skipped): a backup that failed its checksum or gzip
   check never reaches the database;
 - by default step 5 renames the old database aside instead of dropping it, and the aside
-  copy is only dropped on the operator's word after the health check passed.
+  copy is only dropped on the operator's word after the health check passed;
+- steps 5 and 6 use only the bytes step 4 verified, and a run is only resumed, rolled back
+  or cleaned up on the server it ran against (the verify gate: core/pinned.py).
 """
 
 from __future__ import annotations
@@ -559,7 +561,7 @@ class Engine:
             size=record.size,
             # its identity: the full location, never the base name (another folder's file of
             # the same name is another backup)
-            location=local_path or record.s3_url,
+            location=os.path.abspath(local_path) if local_path else record.s3_url,
         )
         before = self.state.backup
         if before is None or before.location != choice.location or local_path is None:
