@@ -5,7 +5,8 @@ the same name (or the same s3:// backup again) makes steps 3 and 4 run again. St
 the backup's MD5 and file identity in the journal; step 5 reads the file again before
 anything is destroyed and step 6 loads the file it opened and checked, so a backup swapped
 after step 4 (other valid content with its own correct sidecar), also across a resume, is
-refused and its content never reaches the database. A custom-format companion is loaded
+refused and its content never reaches the database; a write into the file during the load
+fails step 6. A custom-format companion is loaded
 only with the MD5 the plain backup's .meta.json recorded when both were written: a
 substituted companion (a valid archive with a correct sidecar of its own), or one a backup
 from an older version recorded no MD5 for, is never loaded, and the plain backup is
@@ -27,7 +28,7 @@ import pytest
 from preskool_dr.core import catalog, checksum
 from preskool_dr.core.backup import run_backup
 from preskool_dr.core.engine import Engine, RunOptions
-from preskool_dr.core.events import Event, Notice, StepStatus, utcnow
+from preskool_dr.core.events import Event, Notice, Progress, StepStatus, utcnow
 from preskool_dr.core.s3store import S3Store
 from tests.conftest import write_runbook
 from tests.faults.conftest import Site, assert_says, the_error
@@ -125,6 +126,37 @@ def test_backup_swapped_after_step_5_is_never_loaded(site: Site) -> None:
     finally:
         engine.close()
     assert table_count(site) == 0  # the empty database step 5 made: nothing was loaded
+    assert aside and site.checksum(aside) == sum_before
+
+
+def test_backup_written_during_the_load_fails_step_6(site: Site) -> None:
+    """A write into the backup file while step 6 loads it (its owner rewrites a byte with
+    the same value: same size, same content, only the write is seen) fails step 6: what was
+    loaded is not vouched for, and the run stops there with the old database aside."""
+    backup = site.backup()
+    sum_before = site.checksum()
+    written: list[bool] = []
+
+    def write_once(event: Event) -> None:
+        if isinstance(event, Progress) and event.phase == "load" and not written:
+            written.append(True)
+            with backup.open("r+b") as f:
+                first = f.read(1)
+                f.seek(0)
+                f.write(first)
+
+    engine = verified_engine(site, backup)
+    try:
+        assert engine.run_step("recreate_db", confirmation=site.db.name).status is (StepStatus.DONE)
+        engine.on_event = write_once
+        record = engine.run_step("restore")
+        assert written
+        assert record.status is StepStatus.FAILED
+        assert_says(record.detail, "was written while it was in use")
+        assert engine.blocked_reason("migrate") is not None
+        aside = engine.state.aside_db
+    finally:
+        engine.close()
     assert aside and site.checksum(aside) == sum_before
 
 
