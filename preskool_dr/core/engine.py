@@ -829,7 +829,11 @@ class Engine:
                     )
                 except pinned.GateError as exc:
                     self.on_event(
-                        Notice("warn", f"custom-format companion not used: {exc}", record.id)
+                        Notice(
+                            "warn",
+                            f"custom-format companion not used ({exc}); restoring the plain backup",
+                            record.id,
+                        )
                     )
                     self.state.backup = choice = dataclasses.replace(
                         choice, companion_md5=None, companion_identity=None

@@ -53,8 +53,7 @@ class Pinned:
 
     path: Path  # the file's own path (what step 4 verified)
     load_path: Path  # what the loaders open: resolves to the open file
-    identity: FileIdentity  # of the open file, now
-    rehashed: bool  # its MD5 was read again by this check
+    identity: FileIdentity  # of the open file, as checked
 
 
 @contextlib.contextmanager
@@ -85,8 +84,7 @@ def open_verified(
     try:
         link = _link_to_fd(folder, path, fd)
         now = FileIdentity.of(os.fstat(fd))
-        rehashed = rehash or now != identity
-        if rehashed:
+        if rehash or now != identity:
             # Read the open file through the link (the same open file, and the messages keep
             # the backup's name), never through `path`, which may name another file by now.
             result = checksum.verify_file(
@@ -99,11 +97,12 @@ def open_verified(
                     "since); nothing was loaded from it - put the verified file back, or "
                     "start a new run to verify and restore it"
                 )
-            if result.identity != FileIdentity.of(os.fstat(fd)):
+            if result.identity is None or result.identity != FileIdentity.of(os.fstat(fd)):
                 raise GateError(
                     f"{path} changed while it was checked: stop whatever writes to it, then "
                     "run the step again"
                 )
+            now = result.identity  # the state whose bytes were just hashed
             if identity is not None and now != identity:
                 on_event(
                     Notice(
@@ -113,8 +112,7 @@ def open_verified(
                         step_id,
                     )
                 )
-        pinned = Pinned(path, link, now, rehashed)
-        yield pinned
+        yield Pinned(path, link, now)
         if FileIdentity.of(os.fstat(fd)) != now:
             raise GateError(
                 f"{path} was written while it was in use: the loaded content may not be what "
