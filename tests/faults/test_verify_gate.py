@@ -16,22 +16,30 @@ point at another server than the run's, naming both, and change nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from textual.screen import Screen
 
 from preskool_dr.core import catalog, checksum
 from preskool_dr.core.backup import run_backup
+from preskool_dr.core.config import Config, load_config
 from preskool_dr.core.engine import Engine, RunOptions
 from preskool_dr.core.events import Event, Notice, Progress, StepStatus, utcnow
 from preskool_dr.core.s3store import S3Store
+from preskool_dr.tui.app import DrApp
+from preskool_dr.tui.screens.incident_time import IncidentTimeScreen
+from preskool_dr.tui.screens.resume_run import ResumeRunScreen
 from tests.conftest import write_runbook
 from tests.faults.conftest import Site, assert_says, the_error
+from tests.tui.conftest import wait_for
 
 TABLES_SQL = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
 
@@ -358,3 +366,30 @@ def test_resume_refuses_another_server(site: Site, which: str) -> None:
     after = site.the_run()
     assert [s.status for s in after.steps] == [s.status for s in before.steps]
     assert after.notes == before.notes  # not even marked as resumed
+
+
+def test_tui_offers_no_resume_of_another_servers_run(site: Site) -> None:
+    """The TUI's resume offer lists only runs of the server DB_HOST/DB_PORT point at: with
+    DB_PORT changed, the unfinished run is not offered (the incident time is asked instead);
+    with the run's server, it is."""
+    backup = site.backup()
+    engine = Engine.start(site.config(), RunOptions(backup_spec=str(backup), operator="ops"))
+    engine.close()  # an unfinished run
+    elsewhere = load_config(site.runbook, env=other_server(site, "DB_PORT"))
+    assert isinstance(asyncio.run(first_screen(elsewhere)), IncidentTimeScreen)
+    assert isinstance(asyncio.run(first_screen(site.config())), ResumeRunScreen)
+
+
+async def first_screen(config: Config) -> Screen[Any]:
+    """The screen the TUI opens with."""
+    app = DrApp(config)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(
+            pilot,
+            lambda: isinstance(app.screen, IncidentTimeScreen | ResumeRunScreen),
+            "the first screen",
+        )
+        screen = app.screen
+        await pilot.press("escape")
+        app.exit()
+    return screen
