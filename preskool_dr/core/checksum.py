@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import tempfile
 import threading
 import zlib
@@ -163,7 +164,8 @@ class VerifyResult:
     dump_checked: bool = False  # True when the text was checked to be whole pg_dump output
     dump_error: str | None = None  # why it is not (None when unchecked or fine)
     # the file that was read, as it was when the read ended; None when it changed while it
-    # was read (the digest then vouches for no state the file was ever in)
+    # was read (the digest then vouches for no state the file was ever in) or is not a
+    # regular file (a pipe gives its next reader other bytes)
     identity: FileIdentity | None = None
 
     @property
@@ -330,7 +332,8 @@ def verify_file(
     digest = md5_hasher()
     checker = GzipChecker() if check_gzip else None
     with handle:
-        before = FileIdentity.of(os.fstat(handle.fileno()))
+        opened = os.fstat(handle.fileno())
+        before = FileIdentity.of(opened)
         meter = ProgressMeter(on_event, step_id, "verify", before.size)
         while chunk := handle.read(CHUNK):
             if cancel is not None and cancel.is_set():
@@ -357,7 +360,7 @@ def verify_file(
         gzip_checked=check_gzip,
         dump_checked=dump_checked,
         dump_error=dump_error,
-        identity=after if after == before else None,
+        identity=after if after == before and stat.S_ISREG(opened.st_mode) else None,
     )
 
 

@@ -636,6 +636,12 @@ class Engine:
                 raise DrError(f"{result.describe()}; {self._discard_download(record)}")
             raise DrError(result.describe() + "; choose another backup in step 2")
         if result.identity is None:
+            if not Path(choice.local_path).is_file():
+                raise DrError(
+                    f"{choice.local_path} is not a regular file (a pipe or device gives step 6 "
+                    "other bytes than step 4 read): copy it into BACKUP_DIR and choose the "
+                    "copy in step 2"
+                )
             raise DrError(
                 f"{choice.name} changed while step 4 read it: stop whatever writes to it, "
                 "then run step 4 again"

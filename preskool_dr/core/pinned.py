@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -82,8 +83,14 @@ def open_verified(
         raise GateError(f"cannot open {path}: {exc.strerror or exc}") from None
     link: Path | None = None
     try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            raise GateError(
+                f"{path} is not a regular file any more (step 4 verified one): put the "
+                "verified file back, or start a new run to verify and restore it"
+            )
         link = _link_to_fd(folder, path, fd)
-        now = FileIdentity.of(os.fstat(fd))
+        now = FileIdentity.of(opened)
         if rehash or now != identity:
             # Read the open file through the link (the same open file, and the messages keep
             # the backup's name), never through `path`, which may name another file by now.

@@ -2,16 +2,17 @@
 
 Guarantee: a backup is identified by its full location, so choosing another folder's file of
 the same name (or the same s3:// backup again) makes steps 3 and 4 run again. Step 4 records
-the backup's MD5 and file identity in the journal; step 5 reads the file again before
-anything is destroyed and step 6 loads the file it opened and checked, so a backup swapped
-after step 4 (other valid content with its own correct sidecar), also across a resume, is
-refused and its content never reaches the database; a write into the file during the load
-fails step 6. A custom-format companion is loaded
-only with the MD5 the plain backup's .meta.json recorded when both were written: a
-substituted companion (a valid archive with a correct sidecar of its own), or one a backup
-from an older version recorded no MD5 for, is never loaded, and the plain backup is
-restored. `--resume`, `--rollback` and `--drop-aside` refuse (exit 2) when DB_HOST/DB_PORT
-point at another server than the run's, naming both, and change nothing.
+the backup's MD5 and file identity in the journal (a named pipe never passes it); step 5
+reads the file again before anything is destroyed and step 6 loads the file it opened and
+checked, so a backup swapped after step 4 (other valid content with its own correct
+sidecar), also across a resume, is refused and its content never reaches the database; a
+write into the file during the load fails step 6. A custom-format companion is loaded only
+with the MD5 the plain backup's .meta.json recorded when both were written: a substituted
+companion (a valid archive with a correct sidecar of its own), or one a backup from an older
+version recorded no MD5 for, is never loaded, and the plain backup is restored.
+`--resume`, `--rollback` and `--drop-aside` refuse (exit 2) when DB_HOST/DB_PORT point at
+another server than the run's, naming both, and change nothing; the TUI offers no resume of
+such a run.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.screens.incident_time import IncidentTimeScreen
 from preskool_dr.tui.screens.resume_run import ResumeRunScreen
 from tests.conftest import write_runbook
-from tests.faults.conftest import Site, assert_says, the_error
+from tests.faults.conftest import FifoBackup, Site, assert_says, the_error
 from tests.tui.conftest import wait_for
 
 TABLES_SQL = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
@@ -212,6 +213,25 @@ def test_same_name_in_another_folder_runs_steps_3_and_4_again(site: Site, tmp_pa
             assert engine.run_step(step_id).status is StepStatus.DONE
         assert engine.state.backup is not None
         assert engine.state.backup.md5 == checksum.verify_file(elsewhere, None).actual_md5
+    finally:
+        engine.close()
+
+
+def test_a_pipe_never_passes_step_4(site: Site, tmp_path: Path) -> None:
+    """A named pipe in place of a backup file (each reader may get other bytes): step 4 reads
+    it, then refuses it, since step 6 could not load the bytes step 4 read."""
+    backup = site.backup()
+    folder = tmp_path / "pipes"
+    folder.mkdir()
+    fifo = FifoBackup(backup, folder)
+    site.cleanups.append(fifo.stop)
+    engine = Engine.start(site.config(), RunOptions(backup_spec=str(fifo.path), operator="ops"))
+    try:
+        assert engine.run_step("download").status is StepStatus.DONE
+        record = engine.run_step("verify")
+        assert record.status is StepStatus.FAILED
+        assert_says(record.detail, "is not a regular file", "copy it into BACKUP_DIR")
+        assert engine.blocked_reason("recreate_db") is not None
     finally:
         engine.close()
 
