@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import subprocess
@@ -319,7 +320,11 @@ def test_fetch_with_companion_and_discard_download(tmp_path: Path) -> None:
     staged = make_backup(tmp_path, T0, "daily")
     companion = catalog.companion_path(staged)
     companion.write_bytes(b"PGDMP stand-in: the catalog copies it, pg_restore is not asked")
-    write_sidecar(companion, hashlib.md5(companion.read_bytes()).hexdigest())
+    companion_md5 = hashlib.md5(companion.read_bytes()).hexdigest()
+    write_sidecar(companion, companion_md5)
+    meta = catalog.read_meta(staged)
+    assert meta is not None
+    catalog.write_meta(staged, dataclasses.replace(meta, companion_md5=companion_md5))
     upload_backup(store, staged)
     for path in (companion, sidecar_path(companion)):
         store.upload(path)
@@ -348,6 +353,26 @@ def test_fetch_with_companion_and_discard_download(tmp_path: Path) -> None:
     assert not sidecar_path(catalog.companion_path(path)).exists()
     notices = [e for e in events if isinstance(e, Notice)]
     assert len(notices) == 1 and "the plain backup will be restored" in notices[0].text
+    catalog.discard_download(path)
+    # another archive (with a matching sidecar of its own) than the meta records: not kept
+    companion.write_bytes(b"PGDMP another archive")
+    write_sidecar(companion, hashlib.md5(companion.read_bytes()).hexdigest())
+    for path in (companion, sidecar_path(companion)):
+        store.upload(path)
+    events.clear()
+    path = fetch_backup(config, record, with_companion=True, on_event=events.append)
+    assert not catalog.companion_path(path).exists()
+    (notice,) = [e for e in events if isinstance(e, Notice)]
+    assert f"is not the {companion_md5} recorded" in notice.text
+    catalog.discard_download(path)
+    # a meta without the companion's MD5 (an older backup): the companion is not fetched
+    catalog.write_meta(staged, meta)
+    store.upload(catalog.meta_path(staged))
+    events.clear()
+    path = fetch_backup(config, record, with_companion=True, on_event=events.append)
+    assert not catalog.companion_path(path).exists()
+    (notice,) = [e for e in events if isinstance(e, Notice)]
+    assert "records no MD5 for it" in notice.text
 
 
 @pytest.mark.usefixtures("s3_bucket")

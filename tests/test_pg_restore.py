@@ -5,6 +5,7 @@ chooses its loader (restore.method)."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import subprocess
@@ -247,28 +248,40 @@ def test_custom_restore_cancel(
 
 def test_companion_not_used_unless_it_verifies(dr_env: dict[str, str], tmp_path: Path) -> None:
     plain = custom_backup(config_for(tmp_path))
+    plain_md5 = checksum.verify_file(plain, None).actual_md5
     companion = catalog.companion_path(plain)
+    meta = catalog.read_meta(plain)
+    assert meta is not None and meta.companion_md5 is not None  # `backup` recorded it
     notices: list[Event] = []
-    assert usable_companion(plain, on_event=notices.append) == companion
+    usable = usable_companion(plain, plain_md5, on_event=notices.append)
+    assert usable is not None and usable.path == companion
+    assert usable.actual_md5 == meta.companion_md5
 
     data = bytearray(companion.read_bytes())
     data[len(data) // 2] ^= 0xFF
     companion.write_bytes(bytes(data))
     notices.clear()
-    assert usable_companion(plain, on_event=notices.append) is None
+    assert usable_companion(plain, plain_md5, on_event=notices.append) is None
     warn = [e.text for e in notices if isinstance(e, Notice) and e.level == "warn"]
-    assert warn and "MD5 mismatch" in warn[0] and "restoring the plain backup" in warn[0]
+    assert warn and "is not the" in warn[0] and "restoring the plain backup" in warn[0]
 
-    companion.write_bytes(b"not a pg_dump archive\n")  # with a matching sidecar
+    # its own sidecar matching is not enough: the meta's MD5 decides
     checksum.write_sidecar(companion, checksum.verify_file(companion, None).actual_md5)
-    notices.clear()
-    assert usable_companion(plain, on_event=notices.append) is None
-    assert any("pg_restore cannot read" in e.text for e in notices if isinstance(e, Notice))
+    assert usable_companion(plain, plain_md5) is None
 
-    checksum.sidecar_path(companion).unlink()
-    assert usable_companion(plain) is None
+    # recorded, but not an archive pg_restore can read
+    companion.write_bytes(b"not a pg_dump archive\n")
+    bogus = checksum.verify_file(companion, None).actual_md5
+    catalog.write_meta(plain, dataclasses.replace(meta, companion_md5=bogus))
+    notices.clear()
+    assert usable_companion(plain, plain_md5, on_event=notices.append) is None
+    assert any("pg_restore cannot read" in e.text for e in notices if isinstance(e, Notice))
+    # a meta that describes another plain file vouches for no companion
+    assert usable_companion(plain, "0" * 32, on_event=notices.append) is None
+    assert any("describes another file" in e.text for e in notices if isinstance(e, Notice))
+
     companion.unlink()
-    assert usable_companion(plain) is None
+    assert usable_companion(plain, plain_md5) is None
 
 
 # ---------------------------------------------------------------- step 6 chooses its loader

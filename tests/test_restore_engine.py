@@ -4,6 +4,7 @@ real child processes: the runbook's section 3.2, done safely and resumably."""
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import signal
 import stat
@@ -396,8 +397,13 @@ def _corrupt_in_s3(site: Site, s3: str, name: str) -> None:
     boto3.client("s3").put_object(Bucket=s3, Key=s3_key(site, name), Body=b"PGDMP garbage")
 
 
-def _sidecar_gone(site: Site, s3: str, name: str) -> None:
-    boto3.client("s3").delete_object(Bucket=s3, Key=s3_key(site, name + ".md5"))
+def _meta_without_companion_md5(site: Site, s3: str, name: str) -> None:
+    # a backup from a version that did not record the companion's MD5 in its meta
+    client = boto3.client("s3")
+    key = s3_key(site, name.replace(".dump", ".sql.gz.meta.json"))
+    meta = json.loads(client.get_object(Bucket=s3, Key=key)["Body"].read())
+    del meta["companion_md5"]
+    client.put_object(Bucket=s3, Key=key, Body=json.dumps(meta).encode())
 
 
 def _archived(site: Site, s3: str, name: str) -> None:
@@ -410,8 +416,8 @@ def _archived(site: Site, s3: str, name: str) -> None:
 @pytest.mark.parametrize(
     ("damage", "says"),
     [
-        (_corrupt_in_s3, "not used (MD5 mismatch"),
-        (_sidecar_gone, "not used (MD5"),
+        (_corrupt_in_s3, "not downloaded (its MD5"),
+        (_meta_without_companion_md5, "records no MD5 for it"),
         (_archived, "not downloaded"),
     ],
 )

@@ -109,7 +109,12 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if args.list_runs:
         return _list_runs(Journal(config.state_dir))
     if args.rollback or args.drop_aside:
-        engine = Engine.reopen(config, args.rollback or args.drop_aside, on_event=print_event)
+        engine = Engine.reopen(
+            config,
+            args.rollback or args.drop_aside,
+            on_event=print_event,
+            action="roll back" if args.rollback else "drop the aside copy of",
+        )
         try:
             if args.rollback:
                 engine.rollback(args.confirm)

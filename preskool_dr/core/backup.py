@@ -117,6 +117,7 @@ def run_backup(
             md5=dump.md5,
             row_counts=dump.row_counts,
             pg_dump_version=dump.pg_dump_version,
+            companion_md5=dump.companion_md5,
         )
         _finish_local(final, meta, on_event)
         if dump.size < config.thresholds.min_backup_bytes:
@@ -146,6 +147,7 @@ class _Dump:
     md5: str
     row_counts: dict[str, int]
     pg_dump_version: str
+    companion_md5: str | None = None
 
 
 def _dump(
@@ -172,7 +174,7 @@ def _dump(
                 snapshot_id = str(row[0]) if row else ""
                 with pg_restore.companion_dump(
                     db, snapshot_id, final, enabled=custom, level=level, on_event=on_event
-                ):
+                ) as companion:
                     size, md5, counts = _stream(
                         ["pg_dump", "--format=plain", "--no-password", f"--snapshot={snapshot_id}"],
                         database.libpq_env(db, db.name),
@@ -196,7 +198,7 @@ def _dump(
     except BaseException:
         part.unlink(missing_ok=True)
         raise
-    return _Dump(size, md5, counts, version)
+    return _Dump(size, md5, counts, version, companion.md5)
 
 
 def _pg_dump_version() -> str:

@@ -25,6 +25,7 @@ from preskool_dr.core.checksum import (
     atomic_write,
     backup_members,
     sidecar_path,
+    verify_file,
 )
 from preskool_dr.core.config import Config
 from preskool_dr.core.errors import Cancelled, DrError, NotFoundError, UsageError
@@ -62,9 +63,15 @@ class BackupMeta:
     md5: str
     row_counts: dict[str, int] = field(default_factory=dict)
     pg_dump_version: str = ""
+    # MD5 of the custom-format companion written with it (`backup --format custom`): the
+    # only digest a companion is loaded against (its own sidecar can be replaced with it).
+    # None: no companion, or a backup from a version that did not record it.
+    companion_md5: str | None = None
 
     def to_json(self) -> dict[str, Any]:
+        extra = {"companion_md5": self.companion_md5} if self.companion_md5 else {}
         return {
+            **extra,
             "name": self.name,
             "kind": self.kind,
             "created_at": iso_utc(self.created_at),
@@ -91,7 +98,15 @@ class BackupMeta:
             md5=str(data["md5"]),
             row_counts={str(k): int(v) for k, v in counts.items()},
             pg_dump_version=str(data.get("pg_dump_version") or ""),
+            companion_md5=_md5_or_none(data.get("companion_md5")),
         )
+
+
+def _md5_or_none(value: Any) -> str | None:
+    """A recorded digest, or None when there is none or it is not one (never trusted)."""
+    if isinstance(value, str) and re.fullmatch(r"[0-9a-fA-F]{32}", value):
+        return value.lower()
+    return None
 
 
 def iso_utc(at: datetime) -> str:
@@ -612,12 +627,30 @@ def _fetch_companion(
     step_id: str,
     cancel: threading.Event | None,
 ) -> None:
-    """Download the companion of `dest` beside it (resumable like the backup); on failure say
-    so and leave no companion under its final name."""
+    """Download the companion of `dest` beside it (resumable like the backup) when the
+    backup's meta records its MD5, and keep it only when it has that MD5 (its own sidecar
+    comes from the same bucket and proves nothing); otherwise say so and leave no
+    companion under its final name."""
     companion = companion_path(dest)
+    meta = read_meta(dest)
+    expected = meta.companion_md5 if meta is not None else None
+    if expected is None:
+        on_event(
+            Notice(
+                "warn",
+                f"custom-format companion {companion.name} not downloaded: {dest.name} "
+                "records no MD5 for it in its .meta.json (a backup from an older version); "
+                "the plain backup will be restored",
+                step_id,
+            )
+        )
+        return
     try:
         _save_small(store, companion.name + SIDECAR_SUFFIX, sidecar_path(companion))
         store.download(companion.name, companion, on_event=on_event, step_id=step_id, cancel=cancel)
+        actual = verify_file(companion, expected, check_gzip=False, cancel=cancel).actual_md5
+        if actual != expected:
+            raise DrError(f"its MD5 {actual} is not the {expected} recorded in {dest.name}'s meta")
     except Cancelled:
         raise
     except DrError as exc:  # archived, gone, a broken transfer: the plain backup still restores

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import tempfile
 import threading
 import zlib
@@ -134,6 +135,23 @@ def read_sidecar(path: Path, expected_name: str | None = None) -> Sidecar:
 
 
 @dataclass(frozen=True)
+class FileIdentity:
+    """Which file, in which state: what the verify gate compares (core/pinned.py). Any
+    write changes ctime, which no unprivileged process can set back; a file renamed into
+    place has another inode."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileIdentity:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@dataclass(frozen=True)
 class VerifyResult:
     path: Path
     size: int
@@ -145,6 +163,10 @@ class VerifyResult:
     gzip_checked: bool = True  # False for members that are not gzip (e.g. a plain .tar)
     dump_checked: bool = False  # True when the text was checked to be whole pg_dump output
     dump_error: str | None = None  # why it is not (None when unchecked or fine)
+    # the file that was read, as it was when the read ended; None when it changed while it
+    # was read (the digest then vouches for no state the file was ever in) or is not a
+    # regular file (a pipe gives its next reader other bytes)
+    identity: FileIdentity | None = None
 
     @property
     def md5_ok(self) -> bool:
@@ -310,7 +332,9 @@ def verify_file(
     digest = md5_hasher()
     checker = GzipChecker() if check_gzip else None
     with handle:
-        meter = ProgressMeter(on_event, step_id, "verify", os.fstat(handle.fileno()).st_size)
+        opened = os.fstat(handle.fileno())
+        before = FileIdentity.of(opened)
+        meter = ProgressMeter(on_event, step_id, "verify", before.size)
         while chunk := handle.read(CHUNK):
             if cancel is not None and cancel.is_set():
                 raise Cancelled(f"verification of {path.name} cancelled; run it again to verify")
@@ -319,6 +343,7 @@ def verify_file(
                 checker.feed(chunk)
             meter.add(len(chunk))
         meter.finish()
+        after = FileIdentity.of(os.fstat(handle.fileno()))
     gzip_error = checker.finish() if checker is not None else None
     dump_checked = check_dump and checker is not None
     dump_error = None
@@ -335,6 +360,7 @@ def verify_file(
         gzip_checked=check_gzip,
         dump_checked=dump_checked,
         dump_error=dump_error,
+        identity=after if after == before and stat.S_ISREG(opened.st_mode) else None,
     )
 
 

@@ -6,26 +6,37 @@ the journal before the screen hears about it. Safety rules that never bend:
 - step 5 needs steps 2-4 *done* (not skipped): a backup that failed its checksum or gzip
   check never reaches the database;
 - by default step 5 renames the old database aside instead of dropping it, and the aside
-  copy is only dropped on the operator's word after the health check passed.
+  copy is only dropped on the operator's word after the health check passed;
+- steps 5 and 6 use only the bytes step 4 verified, and a run is only resumed, rolled back
+  or cleaned up on the server it ran against (the verify gate: core/pinned.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import getpass
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import humanize
 
-from preskool_dr.core import catalog, checksum, database, parallel_restore, pg_restore, restore_test
+from preskool_dr.core import (
+    catalog,
+    checksum,
+    database,
+    parallel_restore,
+    pg_restore,
+    pinned,
+    restore_test,
+)
 from preskool_dr.core.appctl import check_health, run_app_command
-from preskool_dr.core.config import STEP_IDS, AppCommands, Config
+from preskool_dr.core.config import STEP_IDS, AppCommands, Config, DatabaseSettings
 from preskool_dr.core.errors import Cancelled, DrError, UsageError
 from preskool_dr.core.events import (
     EventSink,
@@ -84,6 +95,38 @@ def default_operator() -> str:
         return os.environ.get("SUDO_USER") or getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+
+
+def server_key(host: str, port: int) -> tuple[str, int]:
+    """A server as --resume/--rollback/--drop-aside compare it. Only spellings that are
+    clearly the same server compare equal: a host name's case and trailing dot, a socket
+    folder's redundant slashes. `localhost`, `127.0.0.1` and `::1` stay different: they can
+    reach different servers (localhost may resolve to ::1 where another cluster listens, a
+    socket folder is yet another), and acting on the wrong one is worse than asking."""
+    host = host.strip()
+    if host.startswith("/"):
+        return os.path.normpath(host), port
+    return host.lower().rstrip("."), port
+
+
+def same_server(db: DatabaseSettings, state: RunState) -> bool:
+    """Whether DB_HOST/DB_PORT (or the runbook) point at the server `state`'s run ran on."""
+    return server_key(db.host, db.port) == server_key(state.db_host, state.db_port)
+
+
+def check_same_server(config: Config, state: RunState, action: str) -> None:
+    """UsageError (exit 2) when today's DB_HOST/DB_PORT name another server than the run's:
+    resuming, rolling back or dropping the aside copy there would act on a database this
+    run never touched, maybe of the same name."""
+    db = config.database
+    if same_server(db, state):
+        return
+    raise UsageError(
+        f"this run ({state.run_id}) restored {state.target_db} on "
+        f"{state.db_host}:{state.db_port}; DB_HOST/DB_PORT now point at {db.host}:{db.port}: "
+        f"set them back (DB_HOST={state.db_host} DB_PORT={state.db_port}, or the runbook's "
+        f"database.host/port) to {action} this run; nothing was changed"
+    )
 
 
 def aside_name(target: str, run_id: str) -> str:
@@ -169,6 +212,7 @@ class Engine:
         state = journal.load(run_id)
         if state.finished:
             raise UsageError(f"run {run_id} already finished ({state.result}): nothing to resume")
+        check_same_server(config, state, "resume")
         engine = cls(config, state, on_event=on_event, journal=journal)
         engine._lock.acquire()
         state.pid = os.getpid()
@@ -184,10 +228,20 @@ class Engine:
         return engine
 
     @classmethod
-    def reopen(cls, config: Config, run_id: str, *, on_event: EventSink = ignore_events) -> Engine:
-        """Open any run (also a finished one) for --rollback / --drop-aside, with its lock."""
+    def reopen(
+        cls,
+        config: Config,
+        run_id: str,
+        *,
+        on_event: EventSink = ignore_events,
+        action: str = "act on",
+    ) -> Engine:
+        """Open any run (also a finished one) for --rollback / --drop-aside, with its lock;
+        `action` names what is done with it in a refusal (another server than the run's)."""
         journal = Journal(config.state_dir)
-        engine = cls(config, journal.load(run_id), on_event=on_event, journal=journal)
+        state = journal.load(run_id)
+        check_same_server(config, state, action)
+        engine = cls(config, state, on_event=on_event, journal=journal)
         engine._lock.acquire()
         return engine
 
@@ -227,13 +281,12 @@ class Engine:
             need = ("identify",)
         elif step_id == "verify":
             need = ("identify", "download")
-        elif step_id == "recreate_db":
+        elif step_id in ("recreate_db", "restore"):
+            # step 6 too: a step 4 run again after step 5 that failed stops the load
             for dep in BACKUP_CHECK_STEPS:
                 if self.step(dep).status is not StepStatus.DONE:
                     return f"step {self.step(dep).number} ({self.step(dep).title}) must pass first"
-            need = ("app_offline",)
-        elif step_id == "restore":
-            need = ("recreate_db",)
+            need = ("app_offline",) if step_id == "recreate_db" else ("recreate_db",)
         elif step_id == "migrate":
             need = ("restore",)
         elif step_id == "app_online":
@@ -498,22 +551,28 @@ class Engine:
 
     def _identify(self, spec: str) -> str:
         record = catalog.resolve_backup(self.config, spec)
+        local_path = str(record.local_path) if record.local_path else None
         choice = BackupChoice(
             spec=spec,
             name=record.name,
             time=record.time,
-            local_path=str(record.local_path) if record.local_path else None,
+            local_path=local_path,
             s3_url=record.s3_url,
             size=record.size,
+            # its identity: the full location, never the base name (another folder's file of
+            # the same name is another backup)
+            location=os.path.abspath(local_path) if local_path else record.s3_url,
         )
-        if self.state.backup is None or self.state.backup.name != choice.name:
-            # a different backup: whatever was downloaded or verified before no longer counts
+        before = self.state.backup
+        if before is None or before.location != choice.location or local_path is None:
+            # Another backup, or one only in S3 (chosen again, the bucket may hold other
+            # bytes by now): whatever was downloaded or verified before no longer counts.
             for step_id in ("download", "verify"):
                 dep = self.step(step_id)
                 if dep.status is not StepStatus.PENDING:
                     dep.status, dep.detail = StepStatus.PENDING, "backup changed: redo"
             self.state.verify = None
-        elif self.state.backup.downloaded and self.state.backup.local_path == choice.local_path:
+        if before is not None and before.downloaded and before.local_path == choice.local_path:
             choice = dataclasses.replace(choice, downloaded=True)  # still our S3 download
         self.state.backup = choice
         rpo = self.state.rpo_seconds or 0.0
@@ -576,7 +635,36 @@ class Engine:
             if downloaded:
                 raise DrError(f"{result.describe()}; {self._discard_download(record)}")
             raise DrError(result.describe() + "; choose another backup in step 2")
-        self.state.backup = dataclasses.replace(choice, md5=result.actual_md5)
+        if result.identity is None:
+            if not Path(choice.local_path).is_file():
+                raise DrError(
+                    f"{choice.local_path} is not a regular file (a pipe or device gives step 6 "
+                    "other bytes than step 4 read): copy it into BACKUP_DIR and choose the "
+                    "copy in step 2"
+                )
+            raise DrError(
+                f"{choice.name} changed while step 4 read it: stop whatever writes to it, "
+                "then run step 4 again"
+            )
+        if self.step("recreate_db").status is not StepStatus.PENDING and choice.md5 not in (
+            None,
+            result.actual_md5,
+        ):
+            # Step 5 replaced the database on the word of the backup verified before: step 6
+            # loads that backup or nothing.
+            raise DrError(
+                f"{choice.local_path} now has MD5 {result.actual_md5}, but step 5 replaced "
+                f"the database on the strength of the backup with MD5 {choice.md5}: put that "
+                f"file back and run step 4 again ({self.production_state()})"
+            )
+        # What the verify gate holds steps 5 and 6 to: this MD5, in this file (core/pinned.py).
+        self.state.backup = dataclasses.replace(
+            choice,
+            md5=result.actual_md5,
+            identity=result.identity,
+            companion_md5=None,
+            companion_identity=None,
+        )
         if self.config.restore.method != "serial":
             self._check_companion(Path(choice.local_path), downloaded, record, cancel)
         return result.describe()
@@ -604,21 +692,33 @@ class Engine:
     def _check_companion(
         self, backup: Path, downloaded: bool, record: StepRecord, cancel: threading.Event
     ) -> None:
-        """Verify a custom-format companion before any downtime; a bad one is reported and,
-        when step 3 downloaded it, removed, so step 6 restores the plain file."""
+        """Verify a custom-format companion before any downtime against the MD5 the backup's
+        .meta.json recorded (pg_restore.usable_companion); an accepted one is recorded for
+        the verify gate, a bad one is reported and, when step 3 downloaded it, removed, so
+        step 6 restores the plain file."""
+        choice = self._backup_choice()
         companion = catalog.companion_path(backup)
-        if not companion.is_file():
+        if not companion.is_file() or choice.md5 is None:
             return
         usable = pg_restore.usable_companion(
-            backup, on_event=self.on_event, step_id=record.id, cancel=cancel
+            backup, choice.md5, on_event=self.on_event, step_id=record.id, cancel=cancel
         )
-        if usable is None and downloaded:
-            for path in (companion, checksum.sidecar_path(companion)):
-                path.unlink(missing_ok=True)
+        if usable is None:
+            if downloaded:
+                for path in (companion, checksum.sidecar_path(companion)):
+                    path.unlink(missing_ok=True)
+            return
+        self.state.backup = dataclasses.replace(
+            choice, companion_md5=usable.actual_md5, companion_identity=usable.identity
+        )
 
     def _recreate(self, record: StepRecord, cancel: threading.Event) -> str:
         s = self.state
         db = self.config.database
+        # The verify gate, before anything is destroyed: the backup (and the companion step 6
+        # would load) is read again in full and must have the MD5 step 4 recorded.
+        with self._verified_files(record, cancel, rehash=True):
+            pass
         snap = database.snapshot(db, s.target_db)
         if s.destroyed is None:
             s.destroyed = {
@@ -665,17 +765,20 @@ class Engine:
         return f"created {s.target_db} (owner {db.user}); there was no database to replace"
 
     def _restore(self, record: StepRecord, cancel: threading.Event) -> str:
-        choice = self._backup_choice()
         s = self.state
         db = self.config.database
-        # Redo from a clean database every time: a retry or a resumed run may find a half load.
-        with database.connect(db, admin=True) as conn:
-            if database.database_exists(conn, s.target_db):
-                database.block_and_terminate(conn, s.target_db)
-                database.drop_database(conn, s.target_db)
-            database.create_database(conn, s.target_db, db.user)
-        env = database.libpq_env(db, s.target_db)
-        result, how = self._load(Path(choice.local_path or ""), env, record, cancel)
+        # The verify gate: the files are opened (and checked against step 4's record) before
+        # the target is touched, and the loaders read those open files (core/pinned.py).
+        with self._verified_files(record, cancel, rehash=False) as (backup, companion):
+            # Redo from a clean database every time: a retry or a resumed run may find a half
+            # load.
+            with database.connect(db, admin=True) as conn:
+                if database.database_exists(conn, s.target_db):
+                    database.block_and_terminate(conn, s.target_db)
+                    database.drop_database(conn, s.target_db)
+                database.create_database(conn, s.target_db, db.user)
+            env = database.libpq_env(db, s.target_db)
+            result, how = self._load(backup, companion, env, record, cancel)
         checks = self._validate()
         failed = [c for c in checks if not c["ok"]]
         if failed:
@@ -688,24 +791,87 @@ class Engine:
             f"{result.seconds:.1f} s ({how}); {len(checks)} checks passed"
         )
 
+    @contextlib.contextmanager
+    def _verified_files(
+        self, record: StepRecord, cancel: threading.Event, *, rehash: bool
+    ) -> Iterator[tuple[Path, Path | None]]:
+        """The backup, and the companion step 4 accepted (unless the method is serial), each
+        opened once and checked against what step 4 recorded; yields the paths the loaders
+        open (they resolve to those open files). GateError when the backup is not the one
+        step 4 verified; a companion that is not is dropped with a warning (the plain file
+        is then loaded)."""
+        choice = self._backup_choice()
+        if not choice.local_path or choice.md5 is None:
+            raise DrError("step 4 has not verified the chosen backup: run step 4 (Verify) first")
+        folder = self.config.state_dir / "load" / self.state.run_id
+
+        def pin(
+            path: Path, md5: str, identity: checksum.FileIdentity | None
+        ) -> contextlib.AbstractContextManager[pinned.Pinned]:
+            return pinned.open_verified(
+                path,
+                md5,
+                identity,
+                folder,
+                rehash=rehash,
+                on_event=self.on_event,
+                step_id=record.id,
+                cancel=cancel,
+            )
+
+        backup = Path(choice.local_path)
+        with contextlib.ExitStack() as stack:
+            plain = stack.enter_context(pin(backup, choice.md5, choice.identity))
+            self.state.backup = choice = dataclasses.replace(choice, identity=plain.identity)
+            companion = None
+            if choice.companion_md5 is not None and self.config.restore.method != "serial":
+                try:
+                    companion = stack.enter_context(
+                        pin(
+                            catalog.companion_path(backup),
+                            choice.companion_md5,
+                            choice.companion_identity,
+                        )
+                    )
+                except pinned.GateError as exc:
+                    self.on_event(
+                        Notice(
+                            "warn",
+                            f"custom-format companion not used ({exc}); restoring the plain backup",
+                            record.id,
+                        )
+                    )
+                    self.state.backup = choice = dataclasses.replace(
+                        choice, companion_md5=None, companion_identity=None
+                    )
+                else:
+                    self.state.backup = dataclasses.replace(
+                        choice, companion_identity=companion.identity
+                    )
+            self.save()
+            yield plain.load_path, companion.load_path if companion else None
+
     def _load(
-        self, backup: Path, env: dict[str, str], record: StepRecord, cancel: threading.Event
+        self,
+        backup: Path,
+        companion: Path | None,
+        env: dict[str, str],
+        record: StepRecord,
+        cancel: threading.Event,
     ) -> tuple[StreamResult, str]:
-        """Step 6's loader (restore.method): a verified custom-format companion goes to
-        pg_restore -j unless the method is serial; without one, parallel splits the plain
-        file over `jobs` sessions and auto/serial stream it like the runbook."""
+        """Step 6's loader (restore.method): the custom-format companion step 4 accepted
+        goes to pg_restore -j (never with method serial: `_verified_files` offers none);
+        without one, parallel splits the plain file over `jobs` sessions and auto/serial
+        stream it like the runbook."""
         method = self.config.restore.method
         jobs = parallel_restore.resolve_jobs(self.config.restore.jobs)
         sink, step = self.on_event, record.id
-        if method != "serial":
-            companion = pg_restore.usable_companion(
-                backup, on_event=sink, step_id=step, cancel=cancel
+        if companion is not None:
+            sink(Notice("info", f"using the custom-format companion {companion.name}", step))
+            result = pg_restore.custom_restore(
+                companion, env, jobs=jobs, on_event=sink, step_id=step, cancel=cancel
             )
-            if companion is not None:
-                result = pg_restore.custom_restore(
-                    companion, env, jobs=jobs, on_event=sink, step_id=step, cancel=cancel
-                )
-                return result, f"pg_restore -j {jobs} of {companion.name}"
+            return result, f"pg_restore -j {jobs} of {companion.name}"
         if method == "parallel":
             reason = parallel_restore.unsupported_reason(backup)
             if reason is None:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from preskool_dr.core.checksum import FileIdentity
 from preskool_dr.core.config import STEP_IDS
 from preskool_dr.core.errors import NotFoundError
 from preskool_dr.core.events import StepStatus, utcnow
@@ -66,6 +67,13 @@ class BackupChoice:
     size: int | None = None
     md5: str | None = None  # the verified digest, once step 4 passed
     downloaded: bool = False  # step 3 fetched local_path from S3: removed if step 4 fails it
+    # The backup's identity: its full location when step 2 chose it (absolute local path, or
+    # s3://bucket/key when it was only in S3), never its base name. None in older journals.
+    location: str | None = None
+    identity: FileIdentity | None = None  # the file step 4 hashed (the verify gate)
+    # the custom-format companion step 4 accepted (MD5 as recorded in the backup's meta)
+    companion_md5: str | None = None
+    companion_identity: FileIdentity | None = None
 
 
 @dataclass
@@ -191,6 +199,8 @@ def _from_dict(cls: type[Any], data: dict[str, Any]) -> Any:
             value = _from_dict(BackupChoice, value)
         elif key == "verify" and value is not None:
             value = _from_dict(VerifyRecord, value)
+        elif key in ("identity", "companion_identity") and value is not None:
+            value = _from_dict(FileIdentity, value)
         kwargs[key] = value
     return cls(**kwargs)
 

@@ -5,8 +5,9 @@ The plain `preskool-backup-<stamp>.sql.gz` stays the backup of record (the runbo
 `gunzip | psql` restores it). `backup --format custom` also writes
 `preskool-backup-<stamp>.dump` from the same snapshot, with its own `.md5`; pg_restore can
 load its tables and build its indexes in parallel, which plain SQL cannot offer psql.
-The companion is only used after its MD5 matched and pg_restore could read its table of
-contents; otherwise step 6 falls back to the plain file.
+The companion is only used after its MD5 matched the one the plain backup's .meta.json
+recorded and pg_restore could read its table of contents; otherwise step 6 falls back to
+the plain file.
 """
 
 from __future__ import annotations
@@ -85,26 +86,60 @@ def read_toc(dump: Path, *, timeout: float = TOC_TIMEOUT) -> list[TocEntry]:
 
 def usable_companion(
     backup: Path,
+    backup_md5: str,
     *,
     on_event: EventSink = ignore_events,
     step_id: str = "restore",
     cancel: threading.Event | None = None,
-) -> Path | None:
-    """The custom-format companion of `backup` when it is there, its MD5 matches its sidecar
-    and pg_restore can read it; None otherwise (with a Notice saying why it is not used)."""
+) -> checksum.VerifyResult | None:
+    """The check of the custom-format companion of `backup` (whose verified MD5 is
+    `backup_md5`) when it may be loaded; None otherwise, with a Notice saying why not.
+
+    It may be loaded when its MD5 is the one `backup`'s .meta.json recorded when both were
+    written (the meta must describe `backup`: record `backup_md5`) and pg_restore can read
+    it. Its own `.md5` sidecar is not enough: whoever can replace the companion can replace
+    its sidecar. A backup whose meta records no companion MD5 (older versions) restores
+    from the plain file."""
     path = catalog.companion_path(backup)
     if not path.is_file():
         return None
-    result = checksum.verify_with_sidecar(
-        path, on_event=on_event, step_id=step_id, cancel=cancel, check_gzip=False
-    )
-    problem = None if result.md5_ok else result.md5_text()
+    meta = catalog.read_meta(backup)
+    result = None
+    if meta is None:
+        problem = f"{backup.name} has no readable .meta.json that records its MD5"
+    elif meta.md5 != backup_md5:
+        problem = (
+            f"the .meta.json beside {backup.name} describes another file (MD5 {meta.md5}, "
+            f"the backup's is {backup_md5})"
+        )
+    elif meta.companion_md5 is None:
+        problem = (
+            f"{backup.name}'s .meta.json records no MD5 for it (a backup from an older "
+            "version), and its own .md5 sidecar alone is not trusted"
+        )
+    else:
+        result = checksum.verify_file(
+            path,
+            meta.companion_md5,
+            on_event=on_event,
+            step_id=step_id,
+            cancel=cancel,
+            check_gzip=False,
+        )
+        problem = None
+        if not result.md5_ok:
+            problem = (
+                f"its MD5 {result.actual_md5} is not the {meta.companion_md5} recorded in "
+                f"{catalog.meta_path(backup).name}"
+            )
+        elif result.identity is None:
+            problem = "it changed while it was read"
     if problem is None:
         try:
             read_toc(path)
         except DrError as exc:
             problem = str(exc)
-    if problem is not None:
+    if problem is not None or result is None:
         on_event(
             Notice(
                 "warn",
@@ -115,7 +150,7 @@ def usable_companion(
         )
         return None
     on_event(Notice("info", f"using the custom-format companion {path.name}", step_id))
-    return path
+    return result
 
 
 # ---------------------------------------------------------------- restore
@@ -326,8 +361,8 @@ class _CompanionDump:
         for raw in self.proc.stderr:
             self.errors.append(procs.redact(raw.decode("utf-8", "replace").strip()))
 
-    def finish(self, on_event: EventSink, step_id: str) -> Path:
-        """Wait for pg_dump, then checksum, sidecar and a TOC read; returns the final path."""
+    def finish(self, on_event: EventSink, step_id: str) -> str:
+        """Wait for pg_dump, then checksum, sidecar and a TOC read; returns its MD5."""
         code = self.proc.wait()
         self._reader.join(timeout=5)
         if code != 0:
@@ -356,13 +391,21 @@ class _CompanionDump:
                 step_id,
             )
         )
-        return self.final
+        return result.actual_md5
 
     def discard(self) -> None:
         procs.terminate(self.proc)
         self._reader.join(timeout=5)
         for path in (self.part, self.final, checksum.sidecar_path(self.final)):
             path.unlink(missing_ok=True)
+
+
+@dataclass
+class CompanionDigest:
+    """What `companion_dump` yields: the companion's MD5 once the block has ended (None
+    when no companion was made), for the plain backup's .meta.json."""
+
+    md5: str | None = None
 
 
 @contextlib.contextmanager
@@ -375,17 +418,19 @@ def companion_dump(
     level: int,
     on_event: EventSink = ignore_events,
     step_id: str = "backup",
-) -> Iterator[None]:
+) -> Iterator[CompanionDigest]:
     """Around the plain dump: with `enabled`, a custom-format dump of the same snapshot runs
     beside it and is finished (renamed, checksummed, sidecar written) when the block ends
-    without an error; on any error it is stopped and removed."""
+    without an error; on any error it is stopped and removed. The yielded record holds
+    the companion's MD5 after the block."""
+    digest = CompanionDigest()
     if not enabled:
-        yield
+        yield digest
         return
     dump = _CompanionDump(db, snapshot_id, backup, level)
     try:
-        yield
-        dump.finish(on_event, step_id)
+        yield digest
+        digest.md5 = dump.finish(on_event, step_id)
     except BaseException:
         dump.discard()
         raise

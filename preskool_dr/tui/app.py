@@ -42,6 +42,7 @@ from preskool_dr.core.engine import (
     Engine,
     RunOptions,
     aside_name,
+    same_server,
 )
 from preskool_dr.core.errors import DrError
 from preskool_dr.core.events import (
@@ -293,7 +294,12 @@ class DrApp(App[int]):
         self.load_backups()
         self.checklist.focus()
         self.call_after_refresh(freeze_heap)
-        runs = Journal(self.config.state_dir).unfinished()
+        # only runs of the server DB_HOST/DB_PORT name: resuming another's would act here
+        runs = [
+            r
+            for r in Journal(self.config.state_dir).unfinished()
+            if same_server(self.config.database, r)
+        ]
         if runs:
             self.push_screen(ResumeRunScreen(runs), self._resume_chosen)
         else:

@@ -15,6 +15,7 @@ health URL, fail the step with the command or URL, the reason and the way on.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -103,7 +104,15 @@ def verify_scene(site: Site, request: pytest.FixtureRequest) -> Scene:
         child.wait_for_step("verify")
         assert fifo.held.wait(120), "step 4 never read the backup"
 
-    return Scene(str(fifo.path), reached, fifo.let_go, fifo.reopen)
+    def heal() -> None:
+        # The mount is back: an ordinary file again. (A pipe cannot pass step 4: step 6 must
+        # load the very bytes step 4 read, and a pipe gives its next reader others.)
+        fifo.reopen()
+        fifo.stop()
+        fifo.path.unlink(missing_ok=True)
+        shutil.copyfile(backup, fifo.path)
+
+    return Scene(str(fifo.path), reached, fifo.let_go, heal)
 
 
 def restore_scene(site: Site, request: pytest.FixtureRequest) -> Scene:
