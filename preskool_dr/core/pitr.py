@@ -442,7 +442,7 @@ _STATE_TIMES = {
     "declared_at",
     "accepting_at",
 }
-_RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{4}$")
+_RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")  # fullmatch: `$` allows a trailing newline
 
 
 def journal_path(state_dir: Path, run_id: str) -> Path:
@@ -452,7 +452,7 @@ def journal_path(state_dir: Path, run_id: str) -> Path:
 def load_state(state_dir: Path, run_id: str) -> PitrState:
     """A pitr run's journal; NotFoundError (exit 2) naming the folder when there is none."""
     folder = state_dir / "pitr"
-    if not _RUN_ID.match(run_id):
+    if not _RUN_ID.fullmatch(run_id):
         raise NotFoundError(f"{run_id!r} is not a pitr run id (the journals are in {folder})")
     path = journal_path(state_dir, run_id)
     try:
