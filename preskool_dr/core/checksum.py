@@ -11,6 +11,7 @@ line boundary) restored with `--mode drop` would lose the database it replaces.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -78,17 +79,33 @@ def atomic_write(
         tmp.chmod(mode)
         if overwrite:
             tmp.replace(path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                return False
-            finally:
-                tmp.unlink(missing_ok=True)
-    except BaseException:
+        elif not install_new(tmp, path):
+            return False
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
     fsync_dir(path.parent)
+    return True
+
+
+# errno of link(2) on a file system without hard links (vfat, some SMB and FUSE mounts)
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
+
+
+def install_new(tmp: Path, path: Path) -> bool:
+    """Give the finished temp file `tmp` the name `path` unless that name exists: os.link
+    fails when it does, where a rename would replace it; False then, `path` untouched.
+    `tmp` may remain: the caller removes it. On a file system without hard links: a check
+    and a rename (a small race window), rather than no install at all."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        if path.exists():
+            return False
+        tmp.replace(path)
     return True
 
 

@@ -263,9 +263,8 @@ def _archive_locally(source: Path, final: Path) -> tuple[str, str]:
             )
         tmp.chmod(FILE_MODE)
         wrote_sidecar = _claim_sidecar(final, md5)
-        try:
-            os.link(tmp, final)
-        except FileExistsError:  # another push got there first: same bytes, or refused
+        if not checksum.install_new(tmp, final):
+            # Another push got there first: the same bytes, or refused.
             try:
                 return md5, _already_archived(md5, final)
             except DrError:
