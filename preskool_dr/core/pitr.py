@@ -181,6 +181,9 @@ def recoverable_ranges(
     probed: dict[str, datetime | None] = {}
     ranges = []
     for record in records:
+        if record.bad is not None:  # e.g. a member key with `..`: never downloaded
+            on_event(Notice("warn", f"{record.name} is refused: {record.bad}; not used", "plan"))
+            continue
         info = basebackup.record_info(config, record)
         if info is None:
             on_event(
