@@ -115,7 +115,7 @@ def base_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
         if var.startswith(("AWS_", "PG", "DB_", "PRESKOOL_DR_", "S3_", "BACKUP_")):
             monkeypatch.delenv(var, raising=False)
     backup_dir = tmp_path / "backups"
-    backup_dir.mkdir()
+    backup_dir.mkdir(mode=0o700)  # as `backup` makes it; `check` warns about a 0755 one
     values = {
         "BACKUP_DIR": str(backup_dir),
         "PRESKOOL_DR_STATE_DIR": str(tmp_path / "state"),

@@ -30,7 +30,7 @@ def check_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
         if var.startswith(("AWS_", "PG", "DB_", "PRESKOOL_DR_")) or var == "S3_BUCKET":
             monkeypatch.delenv(var, raising=False)
     backup_dir = tmp_path / "backups"
-    backup_dir.mkdir()
+    backup_dir.mkdir(mode=0o700)  # a world-readable BACKUP_DIR is a WARNING of its own
     monkeypatch.setenv("BACKUP_DIR", str(backup_dir))
     monkeypatch.setenv("PRESKOOL_DR_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("PRESKOOL_DR_RUNBOOK", str(REPO / "runbook.yaml"))

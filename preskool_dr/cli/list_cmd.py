@@ -19,7 +19,10 @@ s3://$S3_BUCKET/preskool-backups/, merged by name, newest first.
 Columns: NAME, KIND (daily/weekly/pre-deploy/base, "unknown" without a .meta.json),
 TIME (UTC, from the name), AGE, SIZE, WHERE (local, s3), CLASS (S3 storage class),
 MD5 (a checksum sidecar exists), RESTORE (for GLACIER/DEEP_ARCHIVE copies:
-needs restore / in progress / available).
+needs restore / in progress / available). WHERE says BAD for a backup whose S3
+objects are refused (a key that would be saved outside BACKUP_DIR): it is never
+downloaded, and `latest` skips it. A .meta.json that cannot be read is reported
+as bad metadata; the backup is still listed (kind unknown).
 """
 
 EPILOG = """\
@@ -69,7 +72,9 @@ def row(record: BackupRecord, now: datetime) -> tuple[str, ...]:
         record.time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
         humanize.naturaltime(now - record.time),
         humanize.naturalsize(record.size, binary=True) if record.size is not None else "?",
-        "+".join(record.locations) + (" (.part)" if record.has_part else ""),
+        "+".join(record.locations)
+        + (" (.part)" if record.has_part else "")
+        + (" BAD" if record.bad else ""),
         record.storage_class or "-",
         "yes" if record.has_md5 else "no",
         restore,
@@ -90,6 +95,14 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     records = list_backups(config, args.source, warnings)
     for warning in warnings:
         print(f"preskool-dr: warning: {warning}", file=sys.stderr)
+    for record in records:
+        if record.meta_error:
+            print(
+                f"preskool-dr: warning: {record.name}: bad metadata in its .meta.json "
+                f"({record.meta_error}); kind and row counts unknown, the backup itself is "
+                "checked by its .md5 as always",
+                file=sys.stderr,
+            )
     if args.json:
         print_json([record.to_json() for record in records])
         return 0
@@ -105,6 +118,11 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     now = datetime.now(UTC)
     for line in format_table([row(record, now) for record in records]):
         print(line)
+    bad = [r for r in records if r.bad]
+    if bad:
+        print()
+    for record in bad:
+        print(f"BAD {record.name}: {record.bad}; it is never downloaded")
     waiting = [r for r in records if r.needs_restore and r.restore_state is None]
     if waiting:
         print(

@@ -32,6 +32,7 @@ from preskool_dr.core.catalog import BackupMeta, BackupRecord
 from preskool_dr.core.config import Config, DatabaseSettings, Retention
 from preskool_dr.core.errors import Cancelled, DrError, LockedError, UsageError, VerificationError
 from preskool_dr.core.events import EventSink, Notice, ProgressMeter, ignore_events, utcnow
+from preskool_dr.core.paths import ensure_private_dir
 from preskool_dr.core.s3store import S3Store
 
 LOGICAL_KINDS = ("daily", "weekly", "pre-deploy")
@@ -86,7 +87,7 @@ def run_backup(
     at = (at or utcnow()).astimezone(UTC).replace(microsecond=0)
     backup_dir = config.backups.dir
     try:
-        backup_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_private_dir(backup_dir)  # 0700, and so is every missing folder above it
     except FileExistsError:
         raise DrError(
             f"BACKUP_DIR {backup_dir} is not a directory: nothing was saved; "

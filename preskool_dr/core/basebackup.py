@@ -124,9 +124,9 @@ def parse_info(data: bytes | None) -> BaseBackupInfo | None:
     if data is None:
         return None
     try:
-        parsed = json.loads(data)
+        parsed = catalog.load_untrusted_json(data)  # Infinity, 1e400, deep nesting: ValueError
         return BaseBackupInfo.from_json(parsed["base"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, IndexError, OverflowError, RecursionError):
         return None
 
 

@@ -9,6 +9,7 @@ file or a folder of files, each with its own sidecar). Only names that parse are
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -30,6 +31,7 @@ from preskool_dr.core.checksum import (
 from preskool_dr.core.config import Config
 from preskool_dr.core.errors import Cancelled, DrError, NotFoundError, UsageError
 from preskool_dr.core.events import EventSink, Notice, ignore_events
+from preskool_dr.core.paths import UnsafeNameError, ensure_private_dir, inside, name_problem
 from preskool_dr.core.s3store import (
     ARCHIVED_CLASSES,
     HEAD_THREADS,
@@ -47,8 +49,10 @@ LOGICAL_PREFIX = "preskool-backup-"
 COMPANION_SUFFIX = ".dump"  # `backup --format custom`: pg_dump -Fc beside the .sql.gz
 BASE_PREFIX = "preskool-base-"
 _TIME_FORMAT = "%Y%m%d_%H%M%S"
-_LOGICAL_RE = re.compile(r"^preskool-backup-(\d{8}_\d{6})\.sql\.gz$")
-_BASE_RE = re.compile(r"^preskool-base-(\d{8}_\d{6})(?:\.tar|\.tar\.gz)?$")
+# Used with fullmatch only: `$` would also match before a trailing newline.
+_LOGICAL_RE = re.compile(r"preskool-backup-(\d{8}_\d{6})\.sql\.gz")
+_BASE_RE = re.compile(r"preskool-base-(\d{8}_\d{6})(?:\.tar|\.tar\.gz)?")
+META_MAX_BYTES = 1 << 20  # a .meta.json is a few KiB; a bigger one is not ours
 
 
 @dataclass(frozen=True)
@@ -150,21 +154,66 @@ def write_meta(backup: Path, meta: BackupMeta) -> Path:
 
 
 def read_meta(backup: Path) -> BackupMeta | None:
-    """None when absent or unreadable."""
+    """None when absent, unreadable or not a meta record."""
+    return read_meta_checked(backup)[0]
+
+
+def read_meta_checked(backup: Path) -> tuple[BackupMeta | None, str | None]:
+    """(meta, None); (None, None) when there is no meta file; (None, why) when it is bad."""
     try:
-        return _parse_meta(meta_path(backup).read_bytes())
-    except OSError:
-        return None
+        data = meta_path(backup).read_bytes()
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"cannot read {meta_path(backup).name}: {exc.strerror or exc}"
+    return _check_meta(data)
 
 
 def _parse_meta(data: bytes | None) -> BackupMeta | None:
-    if data is None:
-        return None
+    return _check_meta(data)[0]
+
+
+def load_untrusted_json(data: bytes) -> Any:
+    """`json.loads` for a file a bucket or a folder handed us: ValueError (never
+    RecursionError, OverflowError or a non-finite float) when it is not plain, sized JSON."""
+    if len(data) > META_MAX_BYTES:
+        raise ValueError(f"it is {len(data)} bytes, more than {META_MAX_BYTES} a meta file holds")
     try:
-        parsed = json.loads(data)
-        return BackupMeta.from_json(parsed) if isinstance(parsed, dict) else None
-    except (ValueError, KeyError, TypeError):
-        return None
+        return json.loads(data, parse_constant=_no_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"it holds {name}, which is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"it holds the number {text[:40]}, out of range")
+    return value
+
+
+def _check_meta(data: bytes | None) -> tuple[BackupMeta | None, str | None]:
+    """Parse meta bytes: (meta, None), (None, None) for none, (None, why) for a bad one."""
+    if data is None:
+        return None, None
+    try:
+        parsed = load_untrusted_json(data)
+        if not isinstance(parsed, dict):
+            raise TypeError(f"it holds a JSON {type(parsed).__name__}, not an object")
+        return BackupMeta.from_json(parsed), None
+    except KeyError as exc:
+        return None, f"field {_printable(str(exc))} is missing"
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        return None, _printable(str(exc) or type(exc).__name__)
+
+
+def _printable(text: str, limit: int = 160) -> str:
+    """Untrusted text for one terminal line: control characters escaped, length capped."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def backup_name(kind: str, at: datetime) -> str:
@@ -179,7 +228,7 @@ def backup_name(kind: str, at: datetime) -> str:
 
 def parse_backup_name(name: str) -> datetime | None:
     """The UTC time in a backup name, or None when `name` is not a backup name."""
-    match = _LOGICAL_RE.match(name) or _BASE_RE.match(name)
+    match = _LOGICAL_RE.fullmatch(name) or _BASE_RE.fullmatch(name)
     if match is None:
         return None
     try:
@@ -189,7 +238,7 @@ def parse_backup_name(name: str) -> datetime | None:
 
 
 def is_logical_name(name: str) -> bool:
-    return _LOGICAL_RE.match(name) is not None and parse_backup_name(name) is not None
+    return _LOGICAL_RE.fullmatch(name) is not None and parse_backup_name(name) is not None
 
 
 @dataclass(frozen=True)
@@ -206,6 +255,8 @@ class BackupRecord:
     meta: BackupMeta | None = None
     has_part: bool = False  # an interrupted download (`.part`) sits in BACKUP_DIR
     has_custom: bool = False  # a custom-format companion (`.dump`) sits beside it
+    bad: str | None = None  # why its S3 objects are refused (never downloaded)
+    meta_error: str | None = None  # why its .meta.json could not be used
 
     @property
     def locations(self) -> list[str]:
@@ -243,6 +294,8 @@ class BackupRecord:
             "md5": self.meta.md5 if self.meta is not None else None,
             "has_part": self.has_part,
             "has_custom": self.has_custom,
+            "bad": self.bad,
+            "meta_error": self.meta_error,
         }
 
 
@@ -266,7 +319,7 @@ def _split_attribute(name: str) -> tuple[str, str] | None:
 def _local_record(path: Path) -> BackupRecord:
     """A record for a backup file or folder that exists (any name: explicit paths count)."""
     name = path.name
-    meta = read_meta(path)
+    meta, meta_error = read_meta_checked(path)
     members = backup_members(path)
     try:
         size = sum(m.stat().st_size for m in members)
@@ -285,6 +338,7 @@ def _local_record(path: Path) -> BackupRecord:
         has_md5=bool(members) and all(sidecar_path(m).is_file() for m in members),
         meta=meta,
         has_custom=name.endswith(".sql.gz") and companion_path(path).is_file(),
+        meta_error=meta_error,
     )
 
 
@@ -322,6 +376,17 @@ class _S3Group:
     main: S3Object | None = None
     members: list[S3Object] = field(default_factory=list)
     attributes: set[str] = field(default_factory=set)
+    bad: str | None = None  # a member whose key is not a safe path below the folder
+
+    def add_member(self, obj: S3Object, relative: str) -> None:
+        """A folder backup's member, `relative` to the folder; one whose name could land
+        outside the folder once downloaded makes the whole backup bad."""
+        self.members.append(obj)
+        problem = name_problem(relative)
+        if problem is not None and self.bad is None:
+            self.bad = (
+                f"its S3 object {obj.key!r} cannot be saved inside the backup's folder: {problem}"
+            )
 
     def data_objects(self) -> list[S3Object]:
         if self.main is not None:
@@ -341,7 +406,7 @@ def _group_s3(store: S3Store, objects: Iterable[S3Object]) -> dict[str, _S3Group
         if rest:
             # A folder backup's member (e.g. base.tar.gz inside preskool-base-...).
             if parse_backup_name(first):
-                groups.setdefault(first, _S3Group()).members.append(obj)
+                groups.setdefault(first, _S3Group()).add_member(obj, rest)
         elif parse_backup_name(first):
             groups.setdefault(first, _S3Group()).main = obj
         elif owner := _companion_owner(first):
@@ -351,7 +416,13 @@ def _group_s3(store: S3Store, objects: Iterable[S3Object]) -> dict[str, _S3Group
     return {name: group for name, group in groups.items() if group.data_objects()}
 
 
-def _s3_record(store: S3Store, name: str, group: _S3Group, meta: BackupMeta | None) -> BackupRecord:
+def _s3_record(
+    store: S3Store,
+    name: str,
+    group: _S3Group,
+    meta: BackupMeta | None,
+    meta_error: str | None = None,
+) -> BackupRecord:
     data = group.data_objects()
     archived = [o for o in data if o.storage_class in ARCHIVED_CLASSES]
     # A folder is only as available as its least-restored member.
@@ -371,15 +442,20 @@ def _s3_record(store: S3Store, name: str, group: _S3Group, meta: BackupMeta | No
         else group.folder_has_md5(),
         meta=meta,
         has_custom=COMPANION_SUFFIX in group.attributes,
+        # A folder's members are what gets downloaded; beside a single object they are not.
+        bad=group.bad if group.main is None else None,
+        meta_error=meta_error,
     )
 
 
-def _fetch_metas(store: S3Store, names: list[str]) -> dict[str, BackupMeta | None]:
+def _fetch_metas(
+    store: S3Store, names: list[str]
+) -> dict[str, tuple[BackupMeta | None, str | None]]:
     if not names:
         return {}
     with ThreadPoolExecutor(max_workers=HEAD_THREADS) as pool:
         blobs = pool.map(lambda n: store.get_bytes(n + META_SUFFIX), names)
-        return {name: _parse_meta(blob) for name, blob in zip(names, blobs, strict=True)}
+        return {name: _check_meta(blob) for name, blob in zip(names, blobs, strict=True)}
 
 
 def _scan_s3(store: S3Store, skip_meta: set[str]) -> dict[str, BackupRecord]:
@@ -389,7 +465,10 @@ def _scan_s3(store: S3Store, skip_meta: set[str]) -> dict[str, BackupRecord]:
         n for n, g in groups.items() if META_SUFFIX in g.attributes and n not in skip_meta
     )
     metas = _fetch_metas(store, wanted)
-    return {name: _s3_record(store, name, group, metas.get(name)) for name, group in groups.items()}
+    return {
+        name: _s3_record(store, name, group, *metas.get(name, (None, None)))
+        for name, group in groups.items()
+    }
 
 
 def _store(config: Config) -> S3Store | None:
@@ -413,6 +492,7 @@ def _merge(local: BackupRecord | None, remote: BackupRecord | None) -> BackupRec
         has_md5=local.has_md5 or remote.has_md5,
         meta=meta,
         has_custom=local.has_custom or remote.has_custom,
+        meta_error=None if meta is not None else local.meta_error or remote.meta_error,
     )
 
 
@@ -470,10 +550,14 @@ def _s3_group_for(store: S3Store, name: str) -> _S3Group:
     try:
         main = store.head(name)
     except NotFoundError as missing:
-        members = _folder(store, name).list_objects()
+        folder = _folder(store, name)
+        members = folder.list_objects()
         if not members:
             raise missing from None
-        return _S3Group(members=members)
+        group = _S3Group()
+        for obj in members:
+            group.add_member(obj, folder.name_of(obj.key))
+        return group
     group = _S3Group(main=main)
     if store.exists(name + SIDECAR_SUFFIX):
         group.attributes.add(SIDECAR_SUFFIX)
@@ -489,8 +573,8 @@ def _folder(store: S3Store, name: str) -> S3Store:
 
 def _s3_lookup(config: Config, store: S3Store, name: str) -> BackupRecord:
     group = _s3_group_for(store, name)
-    meta = _parse_meta(store.get_bytes(name + META_SUFFIX))
-    record = _s3_record(store, name, group, meta)
+    meta, meta_error = _check_meta(store.get_bytes(name + META_SUFFIX))
+    record = _s3_record(store, name, group, meta, meta_error)
     return replace(record, has_part=(config.backups.dir / (name + PART_SUFFIX)).exists())
 
 
@@ -504,7 +588,11 @@ def resolve_backup(config: Config, spec: str) -> BackupRecord:
     where = str(config.backups.dir) + (f" or {store.url('')}" if store else "")
     if spec == "latest":
         warnings: list[str] = []
-        logical = [r for r in list_backups(config, "all", warnings) if is_logical_name(r.name)]
+        logical = [
+            r
+            for r in list_backups(config, "all", warnings)
+            if is_logical_name(r.name) and r.bad is None
+        ]
         if not logical:
             reasons = f" ({'; '.join(warnings)})" if warnings else ""
             raise NotFoundError(
@@ -515,8 +603,8 @@ def resolve_backup(config: Config, spec: str) -> BackupRecord:
     if spec.startswith("s3://"):
         try:
             store, name = store_for_url(spec.rstrip("/"))
-        except ValueError:
-            raise UsageError(f"{spec!r} is not an s3://bucket/key URL") from None
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         return _s3_lookup(config, store, name)
     if "/" in spec or spec.startswith(("~", ".")):
         path = Path(spec).expanduser()
@@ -559,9 +647,10 @@ def request_restore(record: BackupRecord, days: int = 7) -> str:
 
 
 def ensure_dir(directory: Path) -> None:
-    """mkdir -p, with the fix in the error when BACKUP_DIR cannot be created."""
+    """mkdir -p with mode 0700 for every folder made (backups hold the whole database), with
+    the fix in the error when BACKUP_DIR cannot be created."""
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(directory)
     except OSError as exc:
         raise DrError(
             f"cannot create {directory}: {exc.strerror or exc}; set BACKUP_DIR to a writable folder"
@@ -597,12 +686,18 @@ def fetch_backup(
         raise NotFoundError(f"{record.name} has no local copy and no S3 copy")
     store, name = store_for_url(record.s3_url)
     group = _s3_group_for(store, name)
+    if group.bad is not None and group.main is None:
+        raise UnsafeNameError(
+            f"{record.s3_url} is refused: {group.bad}; nothing was downloaded. Someone with "
+            "write access to the bucket may have put it there: check the bucket, and use "
+            "another backup (`preskool-dr list`)"
+        )
     for obj in group.data_objects():
         if obj.needs_restore:
             raise store.archived_error(store.name_of(obj.key), obj)
     directory = config.backups.dir
+    dest = inside(directory, name)  # every local path made from a remote name: see paths
     ensure_dir(directory)
-    dest = directory / name
     if group.main is not None:
         _save_small(store, name + SIDECAR_SUFFIX, sidecar_path(dest))
         _save_small(store, name + META_SUFFIX, meta_path(dest))
@@ -613,7 +708,7 @@ def fetch_backup(
     folder = _folder(store, name)
     for obj in group.members:
         member = folder.name_of(obj.key)
-        target = dest / member
+        target = inside(dest, member)
         ensure_dir(target.parent)
         folder.download(member, target, on_event=on_event, step_id=step_id, cancel=cancel)
     _save_small(store, name + META_SUFFIX, meta_path(dest))
@@ -631,7 +726,7 @@ def _fetch_companion(
     backup's meta records its MD5, and keep it only when it has that MD5 (its own sidecar
     comes from the same bucket and proves nothing); otherwise say so and leave no
     companion under its final name."""
-    companion = companion_path(dest)
+    companion = inside(dest.parent, _companion_name(dest.name))
     meta = read_meta(dest)
     expected = meta.companion_md5 if meta is not None else None
     if expected is None:

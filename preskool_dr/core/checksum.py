@@ -11,6 +11,7 @@ line boundary) restored with `--mode drop` would lose the database it replaces.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -31,10 +32,13 @@ _MAX_INFLATE = 8 * CHUNK
 GZIP_WBITS = 16 + zlib.MAX_WBITS  # gzip header and trailer, no zlib/raw guessing
 _GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_HEADER_MIN = 10  # a member shorter than its fixed header is not a gzip member at all
-_MD5_RE = re.compile(r"^[0-9a-fA-F]{32}$")
+# Patterns are used with fullmatch: `$` also matches before a trailing newline.
+_MD5_RE = re.compile(r"[0-9a-fA-F]{32}")
 # GNU text/binary form `<hex>  <name>` / `<hex> *<name>`, and the BSD `--tag` form.
-_GNU_LINE = re.compile(r"^(?P<md5>[0-9a-fA-F]{32}) [ *](?P<name>.+)$")
-_BSD_LINE = re.compile(r"^MD5 \((?P<name>.+)\) = (?P<md5>[0-9a-fA-F]{32})$")
+_GNU_LINE = re.compile(r"(?P<md5>[0-9a-fA-F]{32}) [ *](?P<name>.+)")
+_BSD_LINE = re.compile(r"MD5 \((?P<name>.+)\) = (?P<md5>[0-9a-fA-F]{32})")
+# Backups hold the whole database: what the tool writes is readable by its owner only.
+PRIVATE_FILE_MODE = 0o600
 # pg_dump's plain format opens with this banner and closes with the "complete" one, which it
 # writes only after the last object; since PostgreSQL 17.6/16.10/15.14 a `\unrestrict KEY`
 # line may follow it. Only the head and a small tail of the text are kept while streaming.
@@ -59,8 +63,13 @@ def md5_hasher() -> hashlib._Hash:
     return hashlib.md5(usedforsecurity=False)
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write `data` to `path` via temp file + fsync + rename, so readers never see half a file."""
+def atomic_write(
+    path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE, *, overwrite: bool = True
+) -> bool:
+    """Write `data` to `path` via temp file + fsync + rename, so readers never see half a file.
+
+    `overwrite=False` installs with a hard link instead, which fails when `path` exists (a
+    rename would replace it): returns False, and `path` is left as it was."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
@@ -69,11 +78,36 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         tmp.chmod(mode)
-        tmp.replace(path)
-    except BaseException:
+        if overwrite:
+            tmp.replace(path)
+        elif not install_new(tmp, path):
+            return False
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
     fsync_dir(path.parent)
+    return True
+
+
+# errno of link(2) on a file system without hard links (vfat, some SMB and FUSE mounts)
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
+
+
+def install_new(tmp: Path, path: Path) -> bool:
+    """Give the finished temp file `tmp` the name `path` unless that name exists: os.link
+    fails when it does, where a rename would replace it; False then, `path` untouched.
+    `tmp` may remain: the caller removes it. On a file system without hard links: a check
+    and a rename (a small race window), rather than no install at all."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        if path.exists():
+            return False
+        tmp.replace(path)
+    return True
 
 
 def fsync_dir(directory: Path) -> None:
@@ -85,16 +119,26 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_sidecar(backup: Path, md5: str) -> Path:
+def write_sidecar(backup: Path, md5: str, *, mode: int = PRIVATE_FILE_MODE) -> Path:
     """Write `<md5>  <basename>\\n` atomically (temp + fsync + rename); returns its path."""
-    if not _MD5_RE.match(md5):
-        raise ValueError(f"not an MD5 digest: {md5!r}")
     path = sidecar_path(backup)
+    _install_sidecar(path, backup.name, md5, mode, overwrite=True)
+    return path
+
+
+def create_sidecar(backup: Path, md5: str, *, mode: int = PRIVATE_FILE_MODE) -> bool:
+    """`write_sidecar`, but never over an existing sidecar: False (and nothing written) when
+    `backup`'s sidecar already exists, e.g. put there by another process a moment ago."""
+    return _install_sidecar(sidecar_path(backup), backup.name, md5, mode, overwrite=False)
+
+
+def _install_sidecar(path: Path, name: str, md5: str, mode: int, *, overwrite: bool) -> bool:
+    if not _MD5_RE.fullmatch(md5):
+        raise ValueError(f"not an MD5 digest: {md5!r}")
     try:
-        atomic_write(path, f"{md5.lower()}  {backup.name}\n".encode())
+        return atomic_write(path, f"{md5.lower()}  {name}\n".encode(), mode, overwrite=overwrite)
     except OSError as exc:
         raise DrError(f"cannot write checksum file {path}: {exc.strerror or exc}") from None
-    return path
 
 
 def read_sidecar(path: Path, expected_name: str | None = None) -> Sidecar:
@@ -120,7 +164,8 @@ def read_sidecar(path: Path, expected_name: str | None = None) -> Sidecar:
             f"checksum file {path} must hold exactly one `<md5>  <file name>` line, "
             f"found {len(lines)}"
         )
-    match = _GNU_LINE.match(lines[0].rstrip("\r")) or _BSD_LINE.match(lines[0].rstrip("\r"))
+    line = lines[0].rstrip("\r")
+    match = _GNU_LINE.fullmatch(line) or _BSD_LINE.fullmatch(line)
     if match is None:
         raise VerificationError(
             f"checksum file {path} is malformed: expected `<32 hex digits>  <file name>`"

@@ -7,7 +7,9 @@ missing bucket are reported but are not alerts.
 
 from __future__ import annotations
 
+import grp
 import json
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +26,7 @@ from preskool_dr.core.errors import DrError, NotFoundError
 from preskool_dr.core.events import utcnow
 from preskool_dr.core.paths import ensure_private_dir
 from preskool_dr.core.s3store import S3Store
+from preskool_dr.core.wal import WAL_DIRNAME
 
 PLUGIN = "PRESKOOL_DR"
 RESTORE_TEST_FILE = Path("restore-test") / "last.json"
@@ -159,6 +162,7 @@ def run_checks(config: Config, now: datetime | None = None) -> HealthReport:
         restore_check,
         *_wal_checks(config, now),
         *drill_checks,
+        *_permission_checks(config),
     )
     if latest is not None:
         age = (now - latest.time).total_seconds()
@@ -299,6 +303,43 @@ def _read_seen(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}  # first check, or a damaged file: start again from what is there now
     return {k: v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+
+
+def _permission_checks(config: Config) -> tuple[CheckResult, ...]:
+    """A warning when other users can list or enter BACKUP_DIR (o+r or o+x): backups hold the
+    whole database. Nothing to report when it is private or missing (the backup checks say)."""
+    directory = config.backups.dir
+    try:
+        mode = directory.stat().st_mode
+    except OSError:
+        return ()
+    if not stat.S_ISDIR(mode) or not mode & (stat.S_IROTH | stat.S_IXOTH):
+        return ()
+    fix = f"chmod 700 {directory}"
+    try:
+        wal_dir = (directory / WAL_DIRNAME).stat()
+    except OSError:
+        wal_dir = None
+    if wal_dir is not None and wal_dir.st_uid != directory.stat().st_uid:
+        # WAL archiving: the server's OS user must still enter BACKUP_DIR to reach wal/.
+        group = _group_name(wal_dir.st_gid)
+        fix = f"chgrp {group} {directory} && chmod 750 {directory}"
+    return (
+        CheckResult(
+            "backup_dir_permissions",
+            Status.WARNING,
+            f"BACKUP_DIR {directory} is open to other users (mode "
+            f"{stat.S_IMODE(mode):04o}) and backups hold the whole database: run `{fix}`",
+            stat.S_IMODE(mode),
+        ),
+    )
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 def _latest_local(config: Config) -> tuple[BackupRecord | None, BackupRecord | None]:

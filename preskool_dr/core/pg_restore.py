@@ -373,6 +373,7 @@ class _CompanionDump:
             )
         fd = os.open(self.part, os.O_RDONLY)
         try:
+            os.fchmod(fd, checksum.PRIVATE_FILE_MODE)  # pg_dump --file made it 0666 & ~umask
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -181,6 +181,9 @@ def recoverable_ranges(
     probed: dict[str, datetime | None] = {}
     ranges = []
     for record in records:
+        if record.bad is not None:  # e.g. a member key with `..`: never downloaded
+            on_event(Notice("warn", f"{record.name} is refused: {record.bad}; not used", "plan"))
+            continue
         info = basebackup.record_info(config, record)
         if info is None:
             on_event(
@@ -444,7 +447,7 @@ _STATE_TIMES = {
     "declared_at",
     "accepting_at",
 }
-_RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{4}$")
+_RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")  # fullmatch: `$` allows a trailing newline
 
 
 def journal_path(state_dir: Path, run_id: str) -> Path:
@@ -454,7 +457,7 @@ def journal_path(state_dir: Path, run_id: str) -> Path:
 def load_state(state_dir: Path, run_id: str) -> PitrState:
     """A pitr run's journal; NotFoundError (exit 2) naming the folder when there is none."""
     folder = state_dir / "pitr"
-    if not _RUN_ID.match(run_id):
+    if not _RUN_ID.fullmatch(run_id):
         raise NotFoundError(f"{run_id!r} is not a pitr run id (the journals are in {folder})")
     path = journal_path(state_dir, run_id)
     try:

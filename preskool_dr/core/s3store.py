@@ -22,9 +22,10 @@ from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
 
-from preskool_dr.core.checksum import CHUNK, fsync_dir
+from preskool_dr.core.checksum import CHUNK, PRIVATE_FILE_MODE, fsync_dir
 from preskool_dr.core.errors import ArchivedError, Cancelled, DrError, NotFoundError
 from preskool_dr.core.events import EventSink, ProgressMeter, ignore_events
+from preskool_dr.core.paths import name_problem
 from preskool_dr.core.procs import redact
 
 ARCHIVED_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
@@ -336,8 +337,9 @@ class S3Store:
             meter = ProgressMeter(on_event, step_id, "download", obj.size, done=offset)
             if offset < obj.size:
                 self._fetch_resuming(name, part, offset, obj.size, meter, cancel)
-            else:
-                part.touch()
+            else:  # nothing (more) to fetch: an empty object, or a .part already complete
+                os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, PRIVATE_FILE_MODE))
+                part.chmod(PRIVATE_FILE_MODE)
             meter.finish()
             got = part.stat().st_size
             if got != obj.size:
@@ -395,7 +397,12 @@ class S3Store:
                 # The server ignored Range and sends the whole object: rewrite from the start.
                 offset = 0
                 meter.restart()
-            with part.open("ab" if offset else "wb") as handle:
+            flags = (
+                os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if offset else os.O_TRUNC)
+            )
+            fd = os.open(part, flags, PRIVATE_FILE_MODE)
+            os.fchmod(fd, PRIVATE_FILE_MODE)  # also a .part left by an older version (0644)
+            with os.fdopen(fd, "ab" if offset else "wb") as handle:
                 try:
                     for chunk in body.iter_chunks(CHUNK):
                         if cancel is not None and cancel.is_set():
@@ -468,11 +475,20 @@ class S3Store:
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
-    """`s3://bucket/key` -> (bucket, key); ValueError when it is not one."""
-    match = re.fullmatch(r"s3://([^/]+)/(.+)", url)
+    """`s3://bucket/key` -> (bucket, key); ValueError when it is not one, or when the key
+    could name a path outside BACKUP_DIR once downloaded (`..`, `.` or empty segments,
+    backslashes, control characters): such a URL is refused, not cleaned up."""
+    match = re.fullmatch(r"s3://([^/]+)/(.+)", url, flags=re.DOTALL)
     if match is None:
-        raise ValueError(f"not an s3://bucket/key URL: {url!r}")
-    return match.group(1), match.group(2)
+        raise ValueError(f"{url!r} is not an s3://bucket/key URL")
+    bucket, key = match.group(1), match.group(2)
+    problem = name_problem(bucket) or name_problem(key)
+    if problem is not None:
+        raise ValueError(
+            f"{url!r} is refused: {problem}; give the backup's plain URL as "
+            "`preskool-dr list --source s3` shows it"
+        )
+    return bucket, key
 
 
 def store_for_url(url: str) -> tuple[S3Store, str]:

@@ -18,6 +18,7 @@ import base64
 import os
 import re
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from preskool_dr.core import checksum
 from preskool_dr.core.config import BackupSettings, Config
 from preskool_dr.core.errors import DrError, UsageError, VerificationError
+from preskool_dr.core.paths import ensure_private_dir, inside
 
 if TYPE_CHECKING:
     from preskool_dr.core.s3store import S3Store
@@ -35,18 +37,24 @@ if TYPE_CHECKING:
 WAL_DIRNAME = "wal"
 S3_PREFIX = "wal/"
 DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
+# The archive belongs to the database server's OS user (wal-push runs as postgres). Group
+# read, never others: an operator in the postgres group runs `check` (lists the folder) and
+# pitr drills without root, whose recovering server runs wal-fetch as that operator and
+# reads these files. Backups hold the whole database: nothing is world-readable.
 FILE_MODE = 0o640
+ARCHIVE_DIR_MODE = 0o750
+# A push's temp copy older than this was left by a killed push (one takes seconds).
+STALE_TEMP_SECONDS = 3600
 # A segment archived locally less than this long ago may still be on its way to S3.
 S3_GRACE_SECONDS = 300
 _LOG_SPAN = 0x1_0000_0000  # bytes of WAL per "log id" (the middle 8 hex digits of a name)
-_SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
+# Patterns are used with fullmatch only: `$` would also match before a trailing newline.
+_SEGMENT_RE = re.compile(r"([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})")
 # Segments, timeline history files, backup history files, and the .partial segment a
 # promotion leaves: everything archive_command is ever given.
-_NAME_RE = re.compile(
-    r"^(?:[0-9A-F]{24}(?:\.partial|\.[0-9A-F]{8}\.backup)?|[0-9A-F]{8}\.history)$"
-)
-_MD5_RE = re.compile(r"^[0-9a-f]{32}$")
-_PLAIN_ETAG = re.compile(r'^"?([0-9a-f]{32})"?$')
+_NAME_RE = re.compile(r"[0-9A-F]{24}(?:\.partial|\.[0-9A-F]{8}\.backup)?|[0-9A-F]{8}\.history")
+_MD5_RE = re.compile(r"[0-9a-f]{32}")
+_PLAIN_ETAG = re.compile(r'"?([0-9a-f]{32})"?')
 
 
 class WalMissing(DrError):
@@ -57,7 +65,7 @@ class WalMissing(DrError):
 
 def check_name(name: str) -> str:
     """A WAL file name as PostgreSQL archives it; anything else (e.g. `../x`) is refused."""
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise UsageError(
             f"{name!r} is not a WAL file name (24 hex digits, a .history, .backup or .partial "
             "file): pass %p to wal-push and %f %p to wal-fetch"
@@ -88,7 +96,7 @@ class Segment:
 
     @classmethod
     def parse(cls, name: str) -> Segment | None:
-        match = _SEGMENT_RE.match(name)
+        match = _SEGMENT_RE.fullmatch(name)
         if match is None:
             return None
         return cls(*(int(group, 16) for group in match.groups()))
@@ -208,19 +216,23 @@ def push(source: Path, settings: WalSettings) -> PushResult:
 
     Idempotent: the same content pushed again succeeds. Different content under a name
     already archived is refused (DrError): two clusters writing into one archive, or a
-    damaged archive, must be looked at by a person, never overwritten."""
+    damaged archive, must be looked at by a person, never overwritten. That holds for two
+    pushes of one name at the same moment too: the copy is installed without replacing
+    anything (os.link locally, a conditional PUT in S3), so the loser compares instead."""
     name = check_name(source.name)
     archive = settings.archive_dir
     try:
-        archive.mkdir(mode=0o750, parents=True, exist_ok=True)
+        ensure_private_dir(archive.parent)  # BACKUP_DIR, when the server is the first to write
+        archive.mkdir(mode=ARCHIVE_DIR_MODE, exist_ok=True)
     except OSError as exc:
         raise _archive_error(archive, exc) from None
-    final = archive / name
+    final = inside(archive, name)
     try:
         if final.exists():
-            md5, local = _already_archived(source, final), "already archived"
+            md5 = file_md5(source)
+            local = _already_archived(md5, final)
         else:
-            md5, local = _archive_locally(source, final), "archived"
+            md5, local = _archive_locally(source, final)
     except OSError as exc:
         if exc.filename == str(source):
             raise DrError(f"cannot read {source}: {exc.strerror or exc}") from None
@@ -236,9 +248,12 @@ def _archive_error(path: Path, exc: OSError) -> DrError:
     )
 
 
-def _archive_locally(source: Path, final: Path) -> str:
-    for stale in final.parent.glob(f".{final.name}.*.tmp"):
-        stale.unlink(missing_ok=True)  # left by a push that was killed; the archiver is serial
+def _archive_locally(source: Path, final: Path) -> tuple[str, str]:
+    """Copy `source` into the archive as `final`: (md5, "archived"), or (md5, "already
+    archived") when another push installed identical bytes first. The sidecar goes in before
+    the segment, so a segment under its final name always has one; both are installed with
+    os.link, which fails when the name exists where a rename would replace it."""
+    _remove_stale_temps(final)
     tmp, md5, _ = _write_temp(_chunks(source), final.parent, final.name)
     try:
         if file_md5(tmp) != md5:
@@ -247,16 +262,61 @@ def _archive_locally(source: Path, final: Path) -> str:
                 "were written: check that disk (dmesg); PostgreSQL will retry the segment"
             )
         tmp.chmod(FILE_MODE)
-        checksum.write_sidecar(final, md5)
-        _install(tmp, final)
-    except BaseException:
+        wrote_sidecar = _claim_sidecar(final, md5)
+        if not checksum.install_new(tmp, final):
+            # Another push got there first: the same bytes, or refused.
+            try:
+                return md5, _already_archived(md5, final)
+            except DrError:
+                if wrote_sidecar:  # ours names bytes that are not the archived ones
+                    checksum.sidecar_path(final).unlink(missing_ok=True)
+                raise
+        checksum.fsync_dir(final.parent)
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
-    return md5
+    return md5, "archived"
 
 
-def _already_archived(source: Path, final: Path) -> str:
-    md5 = file_md5(source)
+def _remove_stale_temps(final: Path) -> None:
+    """Remove the temp copies of `final` a killed push left. A young one may belong to a push
+    still running (another server archiving the same name into this folder): it is left to
+    finish and compare, instead of failing on a file removed under it."""
+    cutoff = time.time() - STALE_TEMP_SECONDS
+    for stale in final.parent.glob(f".{final.name}.*.tmp"):
+        try:
+            if stale.stat().st_mtime < cutoff:
+                stale.unlink()
+        except FileNotFoundError:
+            continue
+
+
+def _claim_sidecar(final: Path, md5: str) -> bool:
+    """Put `final`'s sidecar in place for bytes with `md5` unless one is there; True when this
+    push wrote it. One naming other bytes while `final` is not archived yet belongs to
+    another push of a different file under the same name, half way: refused, never replaced."""
+    if checksum.create_sidecar(final, md5, mode=FILE_MODE):
+        return True
+    sidecar = checksum.sidecar_path(final)
+    try:
+        recorded = checksum.read_sidecar(sidecar, final.name).md5
+    except VerificationError:  # damaged: no push writes such a file, none can depend on it
+        if final.exists():
+            return False  # the segment's own check below decides (and repairs the sidecar)
+        checksum.write_sidecar(final, md5, mode=FILE_MODE)
+        return True
+    if recorded == md5 or final.exists():
+        return False  # ours from a killed attempt, or the archived segment decides
+    raise DrError(
+        f"{sidecar} records other content (md5 {recorded}) than the server's {final.name} "
+        f"(md5 {md5}), whose copy is not archived yet: another server is archiving a different "
+        f"{final.name} into {final.parent} right now, or stopped half way; refusing to "
+        "overwrite it. Each cluster needs its own BACKUP_DIR"
+    )
+
+
+def _already_archived(md5: str, final: Path) -> str:
+    """ "already archived" when `final` holds bytes with `md5` (its sidecar repaired when
+    missing or wrong); DrError when it holds other bytes."""
     archived = file_md5(final)
     if archived != md5:
         raise DrError(
@@ -266,11 +326,12 @@ def _already_archived(source: Path, final: Path) -> str:
         )
     try:
         if checksum.read_sidecar(checksum.sidecar_path(final), final.name).md5 == md5:
-            return md5
+            return "already archived"
     except VerificationError:
         pass
-    checksum.write_sidecar(final, md5)  # a push killed between sidecar and rename, or tampering
-    return md5
+    # A push killed between sidecar and link (older versions: rename), or tampering.
+    checksum.write_sidecar(final, md5, mode=FILE_MODE)
+    return "already archived"
 
 
 # ---------------------------------------------------------------- S3
@@ -299,9 +360,9 @@ def _head(store: S3Store, name: str) -> dict[str, Any] | None:
 def _object_md5(head: Mapping[str, Any]) -> str | None:
     """The MD5 we stored in the metadata, else a plain (single-part, unencrypted) ETag."""
     stored = str((head.get("Metadata") or {}).get("md5", "")).lower()
-    if _MD5_RE.match(stored):
+    if _MD5_RE.fullmatch(stored):
         return stored
-    match = _PLAIN_ETAG.match(str(head.get("ETag", "")))
+    match = _PLAIN_ETAG.fullmatch(str(head.get("ETag", "")))
     return match.group(1) if match else None
 
 
@@ -319,37 +380,20 @@ def _get_chunks(store: S3Store, name: str) -> Iterator[bytes]:
 
 
 def _push_s3(store: S3Store, path: Path, md5: str) -> str:
-    import botocore.exceptions
-
     name = path.name
     head = _head(store, name)
     if head is not None:
-        remote = _object_md5(head)
-        if remote is None:  # uploaded by another tool (multipart): compare the bytes
-            digest = checksum.md5_hasher()
-            for chunk in _get_chunks(store, name):
-                digest.update(chunk)
-            remote = digest.hexdigest()
-        if remote != md5:
-            raise DrError(
-                f"{store.url(name)} already exists with different content (md5 {remote}, "
-                f"local {md5}): refusing to overwrite it; is another cluster archiving into "
-                "the same bucket?"
-            )
-        return "already in S3"
+        return _already_in_s3(store, name, head, md5)
     try:
-        with path.open("rb") as body:
-            store.client.put_object(
-                Bucket=store.bucket,
-                Key=store.prefix + name,
-                Body=body,
-                ContentMD5=base64.b64encode(bytes.fromhex(md5)).decode(),
-                Metadata={"md5": md5},
-            )
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        raise store.error(exc, name, "upload to") from None
-    except OSError as exc:
-        raise DrError(f"cannot read {path}: {exc.strerror or exc}") from None
+        _put_new(store, path, md5)
+    except _NameTaken:  # another server's push of this name landed between HEAD and PUT
+        head = _head(store, name)
+        if head is None:
+            raise DrError(
+                f"{store.url(name)} was being written by another push at the same moment; "
+                "PostgreSQL will retry the segment"
+            ) from None
+        return _already_in_s3(store, name, head, md5)
     stored = _head(store, name)
     if stored is None or _object_md5(stored) != md5:
         raise VerificationError(
@@ -358,6 +402,68 @@ def _push_s3(store: S3Store, path: Path, md5: str) -> str:
             "PostgreSQL will retry the segment"
         )
     return "uploaded"
+
+
+def _already_in_s3(store: S3Store, name: str, head: Mapping[str, Any], md5: str) -> str:
+    """ "already in S3" when wal/<name> holds bytes with `md5`; DrError when other bytes."""
+    remote = _object_md5(head)
+    if remote is None:  # uploaded by another tool (multipart): compare the bytes
+        digest = checksum.md5_hasher()
+        for chunk in _get_chunks(store, name):
+            digest.update(chunk)
+        remote = digest.hexdigest()
+    if remote != md5:
+        raise DrError(
+            f"{store.url(name)} already exists with different content (md5 {remote}, "
+            f"local {md5}): refusing to overwrite it; is another cluster archiving into "
+            "the same bucket?"
+        )
+    return "already in S3"
+
+
+class _NameTaken(Exception):
+    """A conditional PUT found the key already there (HTTP 412, or 409 for a concurrent one)."""
+
+
+def _put_new(store: S3Store, path: Path, md5: str) -> None:
+    """PUT wal/<name> only if no object has that key (`If-None-Match: *`, which S3 checks
+    atomically): the HEAD before it cannot stop two servers from both seeing no object."""
+    import botocore.exceptions
+
+    args: dict[str, Any] = {
+        "Bucket": store.bucket,
+        "Key": store.prefix + path.name,
+        "ContentMD5": base64.b64encode(bytes.fromhex(md5)).decode(),
+        "Metadata": {"md5": md5},
+    }
+    try:
+        _put(store, path, {**args, "IfNoneMatch": "*"})
+    except botocore.exceptions.ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+            raise _NameTaken from None
+        if code != "NotImplemented" and status != 501:
+            raise store.error(exc, path.name, "upload to") from None
+        # An S3-compatible store without conditional writes: a plain PUT after the HEAD
+        # above, as before, rather than stopping archiving (pg_wal would fill the disk).
+        try:
+            _put(store, path, args)
+        except botocore.exceptions.ClientError as again:
+            raise store.error(again, path.name, "upload to") from None
+
+
+def _put(store: S3Store, path: Path, args: dict[str, Any]) -> None:
+    """One put_object of `path`; ClientError goes to the caller, the rest becomes DrError."""
+    import botocore.exceptions
+
+    try:
+        with path.open("rb") as body:
+            store.client.put_object(Body=body, **args)
+    except botocore.exceptions.BotoCoreError as exc:
+        raise store.error(exc, path.name, "upload to") from None
+    except OSError as exc:
+        raise DrError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 # ---------------------------------------------------------------- fetch
@@ -377,7 +483,7 @@ def fetch(name: str, dest: Path, settings: WalSettings) -> FetchResult:
     WalMissing when neither the local archive nor S3 has it; VerificationError when a copy
     exists but does not match its checksum (and no good copy exists elsewhere)."""
     check_name(name)
-    local = settings.archive_dir / name
+    local = inside(settings.archive_dir, name)
     damaged: DrError | None = None
     if local.is_file():
         try:
@@ -441,7 +547,7 @@ def list_archive(settings: WalSettings, *, include_s3: bool = True) -> dict[str,
     try:
         with os.scandir(settings.archive_dir) as entries:
             for entry in entries:
-                if not _NAME_RE.match(entry.name):
+                if not _NAME_RE.fullmatch(entry.name):
                     continue
                 try:
                     stat = entry.stat()
@@ -460,7 +566,7 @@ def list_archive(settings: WalSettings, *, include_s3: bool = True) -> dict[str,
         store = settings.store()
         for obj in store.list_objects(with_restore_state=False):
             name = store.name_of(obj.key)
-            if not _NAME_RE.match(name):
+            if not _NAME_RE.fullmatch(name):
                 continue
             known = files.get(name)
             if known is not None:

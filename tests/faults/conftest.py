@@ -544,7 +544,9 @@ class Fault:
     error: answer `status` with S3's XML error `code`; stall: send `after_bytes` of the body,
     then wait for `release()`, which sends the rest or resets the connection (RST) half way;
     cut: send `after_bytes`, then close the connection cleanly (a short body); delay: wait
-    `seconds` before answering normally. `times` < 0: every matching request."""
+    `seconds` before answering normally; hold: keep the request from S3 until `release()`,
+    then pass it on (a PUT that lands later than others). `times` < 0: every matching
+    request."""
 
     action: str
     key_suffix: str = ""
@@ -649,6 +651,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else None
         key = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
         fault = proxy.take(self.command, key)
+        if fault is not None and fault.action == "hold":
+            proxy.stalled.set()
+            proxy._release.wait(HANG_GUARD)
+            proxy.stalled.clear()
         if fault is not None and fault.action == "delay":
             time.sleep(fault.seconds)
         if fault is not None and fault.action == "error":
