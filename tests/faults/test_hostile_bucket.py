@@ -27,6 +27,7 @@ import stat
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -383,7 +384,12 @@ def test_downloads_are_0600_in_folders_created_0700(fresh_backup_dir: Path, tmp_
     logical = make_backup(tmp_path / "made", GOOD_AT)
     companion = catalog.companion_path(logical)
     companion.write_bytes(b"PGDMP custom format stand-in")
-    checksum.write_sidecar(companion, hashlib.md5(companion.read_bytes()).hexdigest())
+    companion_md5 = hashlib.md5(companion.read_bytes()).hexdigest()
+    checksum.write_sidecar(companion, companion_md5)
+    # the companion is fetched only with the MD5 its backup's meta records (the verify gate)
+    meta = catalog.read_meta(logical)
+    assert meta is not None
+    catalog.write_meta(logical, replace(meta, companion_md5=companion_md5))
     bucket = os.environ["S3_BUCKET"]
     upload(bucket, logical)
     upload(bucket, companion)
