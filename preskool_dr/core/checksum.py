@@ -6,7 +6,9 @@ The verify pass reads the backup once: every chunk feeds both the MD5 and a gzip
 decompressor, because a 20 GB dump read twice doubles the slowest part of an outage.
 For a logical backup the same pass also checks that the decompressed text starts and ends
 like pg_dump's plain output: a valid gzip of something else (or of a dump cut short at a
-line boundary) restored with `--mode drop` would lose the database it replaces.
+line boundary) restored with `--mode drop` would lose the database it replaces. And it
+scans the text for psql meta-commands (core/dumptext.py): a backup that would run a shell
+command, write a file or switch databases on the host that restores it fails verification.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from preskool_dr.core.dumptext import DUMP_HEAD, DumpText, Finding
 from preskool_dr.core.errors import Cancelled, DrError, NotFoundError, VerificationError
 from preskool_dr.core.events import EventSink, ProgressMeter, ignore_events
 
@@ -37,7 +40,6 @@ _BSD_LINE = re.compile(r"^MD5 \((?P<name>.+)\) = (?P<md5>[0-9a-fA-F]{32})$")
 # pg_dump's plain format opens with this banner and closes with the "complete" one, which it
 # writes only after the last object; since PostgreSQL 17.6/16.10/15.14 a `\unrestrict KEY`
 # line may follow it. Only the head and a small tail of the text are kept while streaming.
-DUMP_HEAD = b"--\n-- PostgreSQL database dump\n--\n"
 DUMP_COMPLETE = b"\n-- PostgreSQL database dump complete\n"
 _DUMP_TAIL_KEEP = 1024
 
@@ -194,9 +196,10 @@ class VerifyResult:
 
 class GzipChecker:
     """Incremental `gunzip -t`: every member decompressed (CRC and length checked by zlib),
-    several concatenated members accepted, anything after the last member rejected."""
+    several concatenated members accepted, anything after the last member rejected.
+    `scan_text`: the decompressed text is also followed by a DumpText (meta-commands)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, scan_text: bool = False) -> None:
         self._inflater = zlib.decompressobj(GZIP_WBITS)
         self._members = 1
         self._member_head = b""  # the first bytes of the current member, for the magic check
@@ -206,9 +209,12 @@ class GzipChecker:
         self.head = b""  # the first bytes of the decompressed text
         self.tail = b""  # its last bytes
         self.text_bytes = 0  # decompressed bytes so far
+        self.text = DumpText() if scan_text else None
 
     def _keep(self, text: bytes) -> None:
         self.text_bytes += len(text)
+        if self.text is not None:
+            self.text.feed(text)
         if len(self.head) < len(DUMP_HEAD):
             self.head += text[: len(DUMP_HEAD) - len(self.head)]
         # slice before joining: an 8 MiB output must not be copied to keep 1 KiB of it
@@ -254,6 +260,8 @@ class GzipChecker:
         if self.error is not None:
             return self.error
         if self._inflater.eof:
+            if self.text is not None:
+                self.text.finish()
             return None
         if self._offset == 0:
             return "empty file: not gzip data"
@@ -286,6 +294,14 @@ def dump_shape_error(head: bytes, tail: bytes) -> str | None:
     return None
 
 
+def meta_command_error(found: Finding) -> str:
+    """What verify and step 4 say about a backup that holds a psql meta-command."""
+    return (
+        f"{found.describe()}: psql would run it on the host that restores this backup; "
+        "do not restore it: restore another backup and find out who wrote this one"
+    )
+
+
 def verify_file(
     path: Path,
     expected_md5: str | None,
@@ -308,7 +324,7 @@ def verify_file(
     except OSError as exc:
         raise DrError(f"cannot read {path}: {exc.strerror or exc}") from None
     digest = md5_hasher()
-    checker = GzipChecker() if check_gzip else None
+    checker = GzipChecker(scan_text=check_dump) if check_gzip else None
     with handle:
         meter = ProgressMeter(on_event, step_id, "verify", os.fstat(handle.fileno()).st_size)
         while chunk := handle.read(CHUNK):
@@ -323,7 +339,12 @@ def verify_file(
     dump_checked = check_dump and checker is not None
     dump_error = None
     if dump_checked and checker is not None and gzip_error is None:
-        dump_error = dump_shape_error(checker.head, checker.tail)
+        found = checker.text.found if checker.text is not None else None
+        dump_error = (
+            meta_command_error(found)
+            if found is not None
+            else dump_shape_error(checker.head, checker.tail)
+        )
     return VerifyResult(
         path=path,
         size=meter.done,
