@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,9 @@ LOGICAL_PREFIX = "preskool-backup-"
 COMPANION_SUFFIX = ".dump"  # `backup --format custom`: pg_dump -Fc beside the .sql.gz
 BASE_PREFIX = "preskool-base-"
 _TIME_FORMAT = "%Y%m%d_%H%M%S"
+# A name dated more than this past the clock is never `latest`: a host whose clock is wrong,
+# or a name planted in the bucket (20991231_...) to be picked by every restore-test.
+CLOCK_SKEW = timedelta(minutes=5)
 _LOGICAL_RE = re.compile(r"^preskool-backup-(\d{8}_\d{6})\.sql\.gz$")
 _BASE_RE = re.compile(r"^preskool-base-(\d{8}_\d{6})(?:\.tar|\.tar\.gz)?$")
 
@@ -206,6 +209,11 @@ class BackupRecord:
         return self.storage_class in ARCHIVED_CLASSES
 
     @property
+    def future(self) -> bool:
+        """Dated (by its name) beyond CLOCK_SKEW from now: not to be trusted as the newest."""
+        return self.time > datetime.now(UTC) + CLOCK_SKEW
+
+    @property
     def needs_restore(self) -> bool:
         """Only in S3 and archived (GLACIER/DEEP_ARCHIVE) without a completed restore."""
         return self.local_path is None and self.archived and self.restore_state != "available"
@@ -228,6 +236,7 @@ class BackupRecord:
             "md5": self.meta.md5 if self.meta is not None else None,
             "has_part": self.has_part,
             "has_custom": self.has_custom,
+            "future": self.future,
         }
 
 
@@ -490,6 +499,13 @@ def resolve_backup(config: Config, spec: str) -> BackupRecord:
     if spec == "latest":
         warnings: list[str] = []
         logical = [r for r in list_backups(config, "all", warnings) if is_logical_name(r.name)]
+        future = [r.name for r in logical if r.future]
+        logical = [r for r in logical if not r.future]
+        if future:
+            warnings.append(
+                f"{len(future)} backup(s) dated in the future skipped ({future[0]}): check the "
+                "clock of the host that made them, or who wrote them"
+            )
         if not logical:
             reasons = f" ({'; '.join(warnings)})" if warnings else ""
             raise NotFoundError(

@@ -456,8 +456,8 @@ def stream_restore(
 def refused(name: str, found: Finding, where: str = "") -> MetaCommandError:
     """The load's refusal of a backup that holds a meta-command (`where`: whose input)."""
     return MetaCommandError(
-        f"restore stopped: {name} {found.describe()}{where} - the load was stopped before "
-        "psql read that line and the database holds a partial load; this backup would run "
+        f"restore stopped at line {found.line} of {name}{where}: {found.problem} - psql never "
+        "read that line and the database holds a partial load; this backup would run "
         "commands on this host: restore another backup and find out who wrote this one",
         found,
     )
