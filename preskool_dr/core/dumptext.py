@@ -127,7 +127,8 @@ class DumpText:
         self.newlines += chunk.count(b"\n")
         blanks: list[tuple[int, int]] = []  # buf ranges to turn into comments
         pos = 0
-        hold = -1  # buf index of an unfinished backslash line held back
+        hold = -1  # buf index of an unfinished candidate line, scanned again next time
+        hold_meta = False  # that line starts with a backslash: it is not handed out yet
         next_copy = next_meta = -2  # cached search results (-2: not searched yet)
         while True:
             if self._open is not None:
@@ -148,7 +149,7 @@ class DumpText:
             i = next_meta if is_meta else next_copy
             j = buf.find(b"\n", i + 1)
             if j < 0 and len(buf) - i < MAX_LINE:
-                hold = i  # a line split across chunks: finish it next time
+                hold, hold_meta = i, is_meta  # a line split across chunks: finish it next time
                 break
             line_no = base + buf.count(b"\n", 0, i + 1) + 1
             if is_meta:
@@ -180,8 +181,9 @@ class DumpText:
         self._buf_start = start + keep
         if not self.rewrite:
             return b""
-        # a held line goes out whole with the next chunk; the newline before it goes now
-        end = start + (hold + 1 if hold >= 0 else len(buf))
+        # a held backslash line goes out whole with the next chunk (the newline before it
+        # goes now); a held COPY line may go now (no line starts after it in this chunk)
+        end = max(self._emitted, start + (hold + 1 if hold_meta else len(buf)))
         lo, hi = self._emitted - start, end - start
         self._emitted = end
         if not blanks:
