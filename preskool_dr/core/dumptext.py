@@ -121,6 +121,7 @@ class DumpText:
         """Scan `chunk`. After a finding nothing more is scanned or returned."""
         if self.found is not None:
             return b""
+        carried = len(self._carry)
         buf = self._carry + chunk
         start = self._buf_start
         base = self.newlines - self._carry.count(b"\n")  # newlines before buf[0]
@@ -186,6 +187,8 @@ class DumpText:
         end = max(self._emitted, start + (hold + 1 if hold_meta else len(buf)))
         lo, hi = self._emitted - start, end - start
         self._emitted = end
+        if not blanks and lo == carried and hi == len(buf):
+            return chunk  # the common case: the chunk as it came, not a copy of it
         if not blanks:
             return buf[lo:hi]
         out = bytearray(buf[lo:hi])
