@@ -220,7 +220,8 @@ class BackupRecord:
 
     def to_json(self) -> dict[str, Any]:
         """The `list --json` record: name, kind, time (ISO-8601 UTC), size, locations,
-        storage_class, has_md5, restore_state, local_path, s3_url."""
+        storage_class, has_md5, restore_state, local_path, s3_url, future (dated past the
+        clock: `latest` skips it)."""
         return {
             "name": self.name,
             "kind": self.kind,
