@@ -19,9 +19,10 @@ from psycopg import sql
 
 from preskool_dr.core import checksum, database
 from preskool_dr.core.config import DatabaseSettings
+from preskool_dr.core.dumptext import DumpText
 from preskool_dr.core.errors import Cancelled, NotFoundError, VerificationError
 from preskool_dr.core.events import Event, LogLine, Progress
-from preskool_dr.core.restore_stream import RestoreError, StreamResult, _CopyTracker, stream_restore
+from preskool_dr.core.restore_stream import RestoreError, StreamResult, stream_restore
 from preskool_dr.demo.cluster import Cluster
 from tests.conftest import APP_ROLE, PASSWORD, Database, make_database
 
@@ -446,7 +447,7 @@ def test_copy_tracking_survives_any_chunking() -> None:
     )
     rng = random.Random(7)
     for _ in range(200):
-        tracker = _CopyTracker()
+        tracker = DumpText()
         pos = 0
         while pos < len(text):
             step = rng.choice([1, 2, 3, 5, 8, 13, 64])

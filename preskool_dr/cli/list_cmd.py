@@ -93,6 +93,13 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     config = ctx.config
     warnings: list[str] = []
     records = list_backups(config, args.source, warnings)
+    for record in records:
+        if record.future:
+            warnings.append(
+                f"{record.name} is dated in the future (its name's time is past this host's "
+                "clock): `latest` never picks it; check the clock of the host that made it, or "
+                "who wrote it"
+            )
     for warning in warnings:
         print(f"preskool-dr: warning: {warning}", file=sys.stderr)
     for record in records:

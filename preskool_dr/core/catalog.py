@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,9 @@ _TIME_FORMAT = "%Y%m%d_%H%M%S"
 _LOGICAL_RE = re.compile(r"preskool-backup-(\d{8}_\d{6})\.sql\.gz")
 _BASE_RE = re.compile(r"preskool-base-(\d{8}_\d{6})(?:\.tar|\.tar\.gz)?")
 META_MAX_BYTES = 1 << 20  # a .meta.json is a few KiB; a bigger one is not ours
+# A name dated more than this past the clock is never `latest`: a host whose clock is wrong,
+# or a name planted in the bucket (20991231_...) to be picked by every restore-test.
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -272,13 +275,19 @@ class BackupRecord:
         return self.storage_class in ARCHIVED_CLASSES
 
     @property
+    def future(self) -> bool:
+        """Dated (by its name) beyond CLOCK_SKEW from now: not to be trusted as the newest."""
+        return self.time > datetime.now(UTC) + CLOCK_SKEW
+
+    @property
     def needs_restore(self) -> bool:
         """Only in S3 and archived (GLACIER/DEEP_ARCHIVE) without a completed restore."""
         return self.local_path is None and self.archived and self.restore_state != "available"
 
     def to_json(self) -> dict[str, Any]:
         """The `list --json` record: name, kind, time (ISO-8601 UTC), size, locations,
-        storage_class, has_md5, restore_state, local_path, s3_url."""
+        storage_class, has_md5, restore_state, local_path, s3_url, future (dated past the
+        clock: `latest` skips it)."""
         return {
             "name": self.name,
             "kind": self.kind,
@@ -296,6 +305,7 @@ class BackupRecord:
             "has_custom": self.has_custom,
             "bad": self.bad,
             "meta_error": self.meta_error,
+            "future": self.future,
         }
 
 
@@ -593,6 +603,13 @@ def resolve_backup(config: Config, spec: str) -> BackupRecord:
             for r in list_backups(config, "all", warnings)
             if is_logical_name(r.name) and r.bad is None
         ]
+        future = [r.name for r in logical if r.future]
+        logical = [r for r in logical if not r.future]
+        if future:
+            warnings.append(
+                f"{len(future)} backup(s) dated in the future skipped ({future[0]}): check the "
+                "clock of the host that made them, or who wrote them"
+            )
         if not logical:
             reasons = f" ({'; '.join(warnings)})" if warnings else ""
             raise NotFoundError(

@@ -6,7 +6,9 @@ The verify pass reads the backup once: every chunk feeds both the MD5 and a gzip
 decompressor, because a 20 GB dump read twice doubles the slowest part of an outage.
 For a logical backup the same pass also checks that the decompressed text starts and ends
 like pg_dump's plain output: a valid gzip of something else (or of a dump cut short at a
-line boundary) restored with `--mode drop` would lose the database it replaces.
+line boundary) restored with `--mode drop` would lose the database it replaces. And it
+scans the text for psql meta-commands (core/dumptext.py): a backup that would run a shell
+command, write a file or switch databases on the host that restores it fails verification.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import queue
 import re
 import stat
 import tempfile
@@ -22,6 +25,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from preskool_dr.core.dumptext import DUMP_HEAD, DumpText, Finding
 from preskool_dr.core.errors import Cancelled, DrError, NotFoundError, VerificationError
 from preskool_dr.core.events import EventSink, ProgressMeter, ignore_events
 
@@ -42,7 +46,6 @@ PRIVATE_FILE_MODE = 0o600
 # pg_dump's plain format opens with this banner and closes with the "complete" one, which it
 # writes only after the last object; since PostgreSQL 17.6/16.10/15.14 a `\unrestrict KEY`
 # line may follow it. Only the head and a small tail of the text are kept while streaming.
-DUMP_HEAD = b"--\n-- PostgreSQL database dump\n--\n"
 DUMP_COMPLETE = b"\n-- PostgreSQL database dump complete\n"
 _DUMP_TAIL_KEEP = 1024
 
@@ -259,11 +262,52 @@ class VerifyResult:
         return f"{'OK' if self.ok else 'BAD'} {self.path.name}: {self.findings()}"
 
 
-class GzipChecker:
-    """Incremental `gunzip -t`: every member decompressed (CRC and length checked by zlib),
-    several concatenated members accepted, anything after the last member rejected."""
+class TextScan:
+    """A DumpText fed from its own thread. `bytes.find` holds the GIL, but zlib and MD5
+    release it: on a second core the scan runs while the next piece is inflated, so verify
+    costs about what it cost before the scan (docs/PERFORMANCE.md's verify target)."""
+
+    _QUEUED = 4  # pieces (at most _MAX_INFLATE each) waiting for the scan
 
     def __init__(self) -> None:
+        self.text = DumpText()
+        self._pieces: queue.Queue[bytes | None] = queue.Queue(self._QUEUED)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="verify-text-scan", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while (piece := self._pieces.get()) is not None:
+                self.text.feed(piece)  # a no-op once something was found
+            self.text.finish()
+        except BaseException as exc:  # re-raised by `result` in the verifying thread
+            self._error = exc
+            while self._pieces.get() is not None:  # let `feed` never block
+                pass
+
+    def feed(self, piece: bytes) -> None:
+        self._pieces.put(piece)
+
+    def result(self) -> Finding | None:
+        """The end of the text: the first finding, or None."""
+        self.close()
+        if self._error is not None:
+            raise self._error
+        return self.text.found
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._pieces.put(None)
+            self._thread.join()
+
+
+class GzipChecker:
+    """Incremental `gunzip -t`: every member decompressed (CRC and length checked by zlib),
+    several concatenated members accepted, anything after the last member rejected.
+    `scan_text`: the decompressed text is also followed by a DumpText (meta-commands)."""
+
+    def __init__(self, *, scan_text: bool = False) -> None:
         self._inflater = zlib.decompressobj(GZIP_WBITS)
         self._members = 1
         self._member_head = b""  # the first bytes of the current member, for the magic check
@@ -273,9 +317,12 @@ class GzipChecker:
         self.head = b""  # the first bytes of the decompressed text
         self.tail = b""  # its last bytes
         self.text_bytes = 0  # decompressed bytes so far
+        self.text = TextScan() if scan_text else None
 
     def _keep(self, text: bytes) -> None:
         self.text_bytes += len(text)
+        if self.text is not None:
+            self.text.feed(text)
         if len(self.head) < len(DUMP_HEAD):
             self.head += text[: len(DUMP_HEAD) - len(self.head)]
         # slice before joining: an 8 MiB output must not be copied to keep 1 KiB of it
@@ -353,6 +400,14 @@ def dump_shape_error(head: bytes, tail: bytes) -> str | None:
     return None
 
 
+def meta_command_error(found: Finding) -> str:
+    """What verify and step 4 say about a backup that holds a psql meta-command."""
+    return (
+        f"{found.describe()}: psql would run it on the host that restores this backup; "
+        "do not restore it: restore another backup and find out who wrote this one"
+    )
+
+
 def verify_file(
     path: Path,
     expected_md5: str | None,
@@ -375,25 +430,36 @@ def verify_file(
     except OSError as exc:
         raise DrError(f"cannot read {path}: {exc.strerror or exc}") from None
     digest = md5_hasher()
-    checker = GzipChecker() if check_gzip else None
-    with handle:
-        opened = os.fstat(handle.fileno())
-        before = FileIdentity.of(opened)
-        meter = ProgressMeter(on_event, step_id, "verify", before.size)
-        while chunk := handle.read(CHUNK):
-            if cancel is not None and cancel.is_set():
-                raise Cancelled(f"verification of {path.name} cancelled; run it again to verify")
-            digest.update(chunk)
-            if checker is not None:
-                checker.feed(chunk)
-            meter.add(len(chunk))
-        meter.finish()
-        after = FileIdentity.of(os.fstat(handle.fileno()))
-    gzip_error = checker.finish() if checker is not None else None
+    checker = GzipChecker(scan_text=check_dump) if check_gzip else None
+    try:
+        with handle:
+            opened = os.fstat(handle.fileno())
+            before = FileIdentity.of(opened)
+            meter = ProgressMeter(on_event, step_id, "verify", before.size)
+            while chunk := handle.read(CHUNK):
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled(
+                        f"verification of {path.name} cancelled; run it again to verify"
+                    )
+                digest.update(chunk)
+                if checker is not None:
+                    checker.feed(chunk)
+                meter.add(len(chunk))
+            meter.finish()
+            after = FileIdentity.of(os.fstat(handle.fileno()))
+        gzip_error = checker.finish() if checker is not None else None
+        found = checker.text.result() if checker is not None and checker.text else None
+    finally:
+        if checker is not None and checker.text is not None:
+            checker.text.close()
     dump_checked = check_dump and checker is not None
     dump_error = None
     if dump_checked and checker is not None and gzip_error is None:
-        dump_error = dump_shape_error(checker.head, checker.tail)
+        dump_error = (
+            meta_command_error(found)
+            if found is not None
+            else dump_shape_error(checker.head, checker.tail)
+        )
     return VerifyResult(
         path=path,
         size=meter.done,

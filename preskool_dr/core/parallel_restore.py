@@ -63,6 +63,7 @@ import psycopg
 
 from preskool_dr.core.checksum import GZIP_WBITS
 from preskool_dr.core.database import PINNED_SEARCH_PATH
+from preskool_dr.core.dumptext import DumpText
 from preskool_dr.core.errors import Cancelled, DrError, NotFoundError, VerificationError
 from preskool_dr.core.events import EventSink, LogLine, Notice, Progress, ignore_events
 from preskool_dr.core.procs import spawn, terminate
@@ -76,6 +77,8 @@ from preskool_dr.core.restore_stream import (
     RestoreError,
     StreamResult,
     one_line,
+    refused,
+    restrict_line,
     server_gone,
     short,
     stream_restore,
@@ -163,8 +166,8 @@ def unsupported_reason(backup: Path) -> str | None:
         return f"cannot read its start ({exc})"
     if not head.startswith(b"--\n-- PostgreSQL database dump\n--\n"):
         return "it does not start like pg_dump's plain output"
-    if re.search(rb"(?m)^\\c(?:onnect)?\s", head):
-        return "it connects to other databases (\\connect)"
+    # No `\connect` (or other meta-command) reason: no loader runs one, so there is nothing
+    # to fall back to; the sessions refuse it (_Psql).
     return None
 
 
@@ -262,12 +265,18 @@ class _SessionGone(Exception):
 
 class _Psql:
     """One psql (ON_ERROR_STOP) fed through a pipe; `sync` waits until it has run all
-    that was written, by asking it to echo a marker."""
+    that was written, by asking it to echo a marker.
+
+    No meta-command from the backup runs: psql starts under a `\\restrict` key of its own
+    (restore_stream.restrict_line), and what is written passes a DumpText first, which
+    blanks pg_dump's own `\\restrict`/`\\unrestrict` lines and refuses any other backslash
+    line outside COPY data before psql reads it."""
 
     def __init__(self, env: Mapping[str, str], token: str, role: str) -> None:
         self.role = role  # what the operator reads about it: "session 2", "schema"
         self.token = token
         self._syncs = 0
+        self.guard = DumpText(strict=False, rewrite=True)
         try:
             self.proc = spawn(SESSION_ARGV, stdin=subprocess.PIPE, env=env)
         except OSError as exc:
@@ -281,8 +290,18 @@ class _Psql:
             fcntl.fcntl(self.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         self.output = PsqlOutput(self.proc)
         self.notes: deque[str] = deque(maxlen=200)  # warnings and notices, for the log
+        prefix = restrict_line()
+        self.prefix_lines = prefix.count(b"\n")  # psql counts them before the backup's
+        self._send(prefix)
 
     def write(self, data: bytes) -> None:
+        self._send(self.guard.feed(data))
+
+    def _send(self, data: bytes) -> None:
+        if self.guard.found is not None:
+            # the schema session reads the file's first lines as they are: its numbers hold
+            where = "" if self.role == "schema" else f" of what the {self.role} session reads"
+            raise refused("the backup", self.guard.found, where)
         try:
             self.stdin.write(data)
         except (BrokenPipeError, ConnectionResetError, ValueError):
@@ -315,6 +334,8 @@ class _Psql:
 
     def close(self) -> None:
         """No more input: psql runs what is left and exits."""
+        with contextlib.suppress(OSError, ValueError, _SessionGone):
+            self._send(self.guard.finish())
         with contextlib.suppress(OSError, ValueError):
             self.stdin.close()
 
@@ -337,7 +358,8 @@ class _Psql:
     def kill(self) -> None:
         if self.proc.poll() is None:
             terminate(self.proc)
-        self.close()
+        with contextlib.suppress(OSError, ValueError):
+            self.stdin.close()
         self.output.join()
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
@@ -354,7 +376,7 @@ class _Psql:
                 ]
                 details = "".join(f" ({one_line(t)})" for t in extra[:2])
                 message = one_line(f"{match['level']}: {match['msg']}") + details
-                return int(match["line"]), message, text
+                return int(match["line"]) - self.prefix_lines, message, text
         last = next((t for t in reversed(lines) if t.strip()), "")
         return None, one_line(last), last
 
@@ -734,7 +756,9 @@ class _Scanner:
             if not self.expect_copy:
                 raise DrError(
                     f"{self.r.name}: unexpected SQL after the data of {self._last_label()}: "
-                    "restore it with restore.method: serial in runbook.yaml"
+                    "this is not pg_dump's plain output as `preskool-dr backup` writes it; "
+                    "the load was stopped: check where this backup came from and restore "
+                    "another one"
                 )
             self.target = "serial"  # e.g. `ALTER TABLE ... DISABLE TRIGGER ALL` first
             self.expect_copy = False

@@ -32,7 +32,44 @@ def redact(text: str) -> str:
     return text
 
 
-def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+# PostgreSQL's client programs read a backup's text (psql) or talk to a server: they get the
+# libpq variables, the locale and PATH, never the AWS keys or anything else in this
+# process's environment (a meta-command that got through would see none of it).
+PG_CLIENTS = frozenset({"psql", "pg_dump", "pg_restore", "pg_dumpall", "pg_basebackup"})
+LIBPQ_ENV = frozenset(
+    {
+        "PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGPASSFILE",
+        "PGSERVICE", "PGSERVICEFILE", "PGOPTIONS", "PGAPPNAME", "PGCONNECT_TIMEOUT",
+        "PGCLIENTENCODING", "PGDATESTYLE", "PGTZ", "PGGEQO", "PGSYSCONFDIR", "PGLOCALEDIR",
+        "PGREQUIREAUTH", "PGCHANNELBINDING", "PGREQUIREPEER", "PGGSSENCMODE", "PGGSSLIB",
+        "PGGSSDELEGATION", "PGKRBSRVNAME", "PGTARGETSESSIONATTRS", "PGLOADBALANCEHOSTS",
+        "PGREQUIRESSL", "PG_COLOR",
+    }
+)  # fmt: skip
+_PG_CLIENT_ALSO = frozenset(
+    {"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "KRB5CCNAME",
+     "KRB5_CONFIG", "KRB5_KTNAME"}
+)  # fmt: skip
+
+
+def pg_client_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's libpq (PG*, PGSSL*), locale (LANG, LC_*) and PATH-like variables only,
+    plus `extra`."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k in LIBPQ_ENV or k in _PG_CLIENT_ALSO or k.startswith(("PGSSL", "LC_"))
+    }
+    if extra:
+        env.update(extra)
+    return env
+
+
+def child_env(extra: Mapping[str, str] | None = None, program: str | None = None) -> dict[str, str]:
+    """The environment of a child: for a PostgreSQL client `program` only pg_client_env,
+    otherwise (app commands, pg_ctl whose server runs wal-fetch) all of this process's."""
+    if program is not None and Path(program).name in PG_CLIENTS:
+        return pg_client_env(extra)
     env = dict(os.environ)
     if extra:
         env.update(extra)
@@ -59,7 +96,7 @@ def spawn(
         stdout=stdout,
         stderr=stderr,
         cwd=cwd,
-        env=child_env(env),
+        env=child_env(env, argv[0] if argv else None),
         start_new_session=new_session,
         close_fds=True,
     )

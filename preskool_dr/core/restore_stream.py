@@ -5,13 +5,20 @@ This is `gunzip -c F | psql -v ON_ERROR_STOP=1` done in one process: Python's zl
 decompresses (it releases the GIL, as gunzip runs beside psql), psql reads a 1 MiB pipe.
 Nothing here looks at data rows one by one: COPY blocks are found with `bytes.find` on
 whole chunks, so the load costs what the pipe costs.
+
+No psql meta-command from a backup runs (core/dumptext.py): psql starts under a
+`\\restrict` key of its own, which the backup cannot know, so it refuses every backslash
+command; and a backslash line outside COPY data stops the load before it is written to
+psql, naming its line. pg_dump's own `\\restrict`/`\\unrestrict` lines are blanked.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import re
+import secrets
 import subprocess
 import threading
 import time
@@ -23,9 +30,11 @@ from pathlib import Path
 from typing import IO
 
 from preskool_dr.core.checksum import GZIP_WBITS
+from preskool_dr.core.dumptext import COPY_HEADER as COPY_HEADER  # parallel_restore uses it
+from preskool_dr.core.dumptext import DumpText, Finding, MetaCommandError
 from preskool_dr.core.errors import Cancelled, DrError, NotFoundError, VerificationError
-from preskool_dr.core.events import EventSink, LogLine, Progress, ignore_events
-from preskool_dr.core.procs import redact, spawn, terminate
+from preskool_dr.core.events import EventSink, LogLine, Notice, Progress, ignore_events
+from preskool_dr.core.procs import redact, run_command, spawn, terminate
 
 # -X: no ~/.psqlrc (it could turn on \timing, pagers or AUTOCOMMIT off); `-f -` makes psql
 # name the input line of an error (`psql:<stdin>:N:`). No -q: the command tags it prints
@@ -40,8 +49,9 @@ MAX_LOG_LINE = 4096  # bytes of one psql output line kept
 MAX_PENDING_LINES = 2000  # psql output lines waiting for the loading thread
 MAX_STATEMENT_CHARS = 240
 
-_NAME = rb'(?:"(?:[^"]|"")*"|[^\s."(]+)'  # an identifier as pg_dump writes it
-COPY_HEADER = re.compile(rb"COPY (" + _NAME + rb"(?:\." + _NAME + rb")?)")
+# The first minor release of each major whose psql has `\restrict` (CVE-2025-8714); 18 has it.
+RESTRICT_SINCE = {13: 22, 14: 19, 15: 14, 16: 10, 17: 6}
+_PSQL_VERSION = re.compile(r"\(PostgreSQL\) (\d+)(?:\.(\d+))?")
 PSQL_ERROR = re.compile(
     r"^psql:(?P<src>.*?):(?P<line>\d+): (?P<level>ERROR|FATAL|PANIC|error):\s*(?P<msg>.*)$"
 )
@@ -92,78 +102,6 @@ def server_gone(psql_stderr: list[str]) -> RestoreError | None:
         "RUN_ID`; in the TUI, R on step 6 or its resume offer) to load it again",
         error=reason,
     )
-
-
-@dataclass
-class _Copy:
-    table: str
-    header: str
-    start_line: int
-    end_line: int | None = None
-
-
-class _CopyTracker:
-    """Follows `COPY t (...) FROM stdin;` ... `\\.` blocks and counts lines as SQL passes.
-
-    Inside a COPY block only the terminator is searched for: COPY text format escapes
-    backslashes, so no data row can be `\\.` and a row starting with "COPY " is not
-    mistaken for a header.
-    """
-
-    def __init__(self) -> None:
-        self.copies: list[_Copy] = []
-        self.newlines = 0  # in all SQL fed so far
-        self._open: _Copy | None = None
-        self._carry = b"\n"  # a virtual newline before the first byte: line 1 starts a line
-
-    @property
-    def current(self) -> str | None:
-        return self._open.table if self._open else None
-
-    @property
-    def finished(self) -> list[str]:
-        return [c.table for c in self.copies if c.end_line is not None]
-
-    def feed(self, chunk: bytes) -> None:
-        buf = self._carry + chunk
-        base = self.newlines - self._carry.count(b"\n")  # newlines before buf[0]
-        self.newlines += chunk.count(b"\n")
-        pos = 0
-        while True:
-            if self._open is not None:
-                i = buf.find(b"\n\\.\n", pos)
-                if i < 0:
-                    break
-                self._open.end_line = base + buf.count(b"\n", 0, i + 1) + 1
-                self._open = None
-                pos = i + 3  # the newline ending `\.` may start the next header
-                continue
-            i = buf.find(b"\nCOPY ", pos)
-            if i < 0:
-                break
-            j = buf.find(b"\n", i + 1)
-            if j < 0:
-                if len(buf) - i < 65536:  # a header split across chunks: finish it next time
-                    self._carry = buf[i:]
-                    return
-                pos = i + 1
-                continue
-            header = buf[i + 1 : j]
-            match = COPY_HEADER.match(header)
-            if match and header.endswith(b" FROM stdin;"):
-                line = base + buf.count(b"\n", 0, i + 1) + 1
-                self._open = _Copy(_text(match.group(1)), _text(header), line)
-                self.copies.append(self._open)
-                pos = j  # an empty table's `\.` follows at once
-            else:
-                pos = i + 1
-        self._carry = buf[max(pos, len(buf) - 5) :]
-
-    def copy_at(self, line: int) -> _Copy | None:
-        for copy in reversed(self.copies):
-            if copy.start_line <= line and (copy.end_line is None or line <= copy.end_line):
-                return copy
-        return None
 
 
 class _RecentSql:
@@ -263,9 +201,10 @@ class _Load:
         self.on_event = on_event
         self.step_id = step_id
         self.cancel = cancel
-        self.tracker = _CopyTracker()
+        self.tracker = DumpText(rewrite=True)
         self.recent = _RecentSql()
         self.output = PsqlOutput(proc)
+        self.prefix_lines = 0  # lines written before the backup's first (`\restrict KEY`)
         self.sql_bytes = 0
         self.done = 0
         self.rate = 0.0
@@ -335,6 +274,7 @@ class _Load:
                 f"{read:,} bytes): the load was stopped; pick another backup "
                 "(`preskool-dr list`) and run the restore again"
             )
+        self.end_of_text()
 
     def _corrupt(self, offset: int, members: int, reason: str) -> VerificationError:
         what = "is not gzip data" if members == 0 and offset == 0 else "is corrupt"
@@ -343,17 +283,34 @@ class _Load:
             f"stopped; check it with `preskool-dr verify` and restore another backup"
         )
 
+    def restrict(self, on_event: EventSink, step_id: str) -> None:
+        """Start psql under a `\\restrict` key the backup cannot know (see restrict_line)."""
+        line = restrict_line(on_event, step_id)
+        if line:
+            self.stdin.write(line)
+            self.prefix_lines = 1
+
     def write(self, piece: bytes) -> None:
         if self.cancel.is_set():
             raise _PsqlGone
-        self.recent.add(self.tracker.newlines, piece)
-        self.tracker.feed(piece)
-        try:
-            self.stdin.write(piece)
-        except (BrokenPipeError, ConnectionResetError):
-            raise _PsqlGone from None
+        newlines = self.tracker.newlines
+        self._send(newlines, self.tracker.feed(piece))
         self.sql_bytes += len(piece)
         self.progress()
+
+    def end_of_text(self) -> None:
+        """The text is over: a last line without a newline is judged (and sent) too."""
+        self._send(self.tracker.newlines, self.tracker.finish())
+
+    def _send(self, newlines: int, text: bytes) -> None:
+        """Write `text` (the tracker's output) unless the tracker found a meta-command."""
+        if self.tracker.found is not None:
+            raise refused(self.backup.name, self.tracker.found)
+        self.recent.add(newlines, text)
+        try:
+            self.stdin.write(text)
+        except (BrokenPipeError, ConnectionResetError):
+            raise _PsqlGone from None
 
     def finish(self) -> int:
         """All SQL written: close psql's input and wait while it builds indexes and keys."""
@@ -379,7 +336,10 @@ class _Load:
             match = PSQL_ERROR.match(text)
             if match:
                 return self._error_at(
-                    int(match["line"]), match["level"], match["msg"], lines[k + 1 :]
+                    int(match["line"]) - self.prefix_lines,
+                    match["level"],
+                    match["msg"],
+                    lines[k + 1 :],
                 )
         last = next((t for t in reversed(lines) if t.strip()), f"psql exited with status {code}")
         if last.startswith("psql: error:"):  # it never got to read the backup
@@ -459,6 +419,7 @@ def stream_restore(
         ) from None
     try:
         load = _Load(backup, total, proc, on_event, step_id, cancel)
+        load.restrict(on_event, step_id)
     except BaseException:
         terminate(proc)
         raise
@@ -490,6 +451,47 @@ def stream_restore(
         finished.set()
         load.close()
         watcher.join()
+
+
+def refused(name: str, found: Finding, where: str = "") -> MetaCommandError:
+    """The load's refusal of a backup that holds a meta-command (`where`: whose input)."""
+    return MetaCommandError(
+        f"restore stopped at line {found.line} of {name}{where}: {found.problem} - psql never "
+        "read that line and the database holds a partial load; this backup would run "
+        "commands on this host: restore another backup and find out who wrote this one",
+        found,
+    )
+
+
+@functools.cache
+def psql_restricts() -> bool:
+    """Whether psql on PATH has `\\restrict`. A version it does not print is assumed to have
+    it: a psql without it then stops at once, which is safe and says why."""
+    result = run_command(["psql", "--version"], timeout=60)
+    match = _PSQL_VERSION.search(result.output)
+    if match is None:
+        return True
+    major, minor = int(match[1]), int(match[2] or 0)
+    return major >= 18 or minor >= RESTRICT_SINCE.get(major, 1 << 30)
+
+
+def restrict_line(on_event: EventSink = ignore_events, step_id: str | None = None) -> bytes:
+    """`\\restrict KEY\\n` with a fresh random KEY, for the first line of a psql's input:
+    psql then refuses every meta-command (the backup cannot know KEY to `\\unrestrict`).
+    The key goes through the pipe, never argv. b"" (and a warning) when psql is too old: the
+    loaders' own scan of backslash lines is then the only guard."""
+    if psql_restricts():
+        return f"\\restrict {secrets.token_hex(32)}\n".encode()
+    on_event(
+        Notice(
+            "warn",
+            "psql on PATH has no \\restrict (PostgreSQL client 15.14/16.10/17.6 or later has "
+            "it): backslash commands a backup might carry are stopped only by preskool-dr's "
+            "own line scan; upgrade the PostgreSQL client tools",
+            step_id,
+        )
+    )
+    return b""
 
 
 def _watch(
