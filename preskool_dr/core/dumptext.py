@@ -25,13 +25,12 @@ import re
 from dataclasses import dataclass
 
 from preskool_dr.core.errors import VerificationError
+from preskool_dr.core.sql_lexer import NEED_MORE, copy_statement
 
 # pg_dump's plain output opens with this banner; `\restrict KEY` follows after a blank line.
 DUMP_HEAD = b"--\n-- PostgreSQL database dump\n--\n"
 RESTRICT_AT = len(DUMP_HEAD) + 1  # text offset of pg_dump's `\restrict` line
 MAX_LINE = 65536  # bytes a COPY header or a backslash line may span across chunks
-_NAME = rb'(?:"(?:[^"]|"")*"|[^\s."(]+)'  # an identifier as pg_dump writes it
-COPY_HEADER = re.compile(rb"COPY (" + _NAME + rb"(?:\." + _NAME + rb")?)")
 _RESTRICT = re.compile(rb"\\(restrict|unrestrict) ([A-Za-z0-9]+)[ \t\r]*")
 _COMMAND = re.compile(rb"\\(?:[A-Za-z]+|[^A-Za-z\s]?)")
 _UNRESTRICT = b"\\unrestrict"
@@ -149,8 +148,8 @@ class DumpText:
             is_meta = next_meta >= 0 and (next_copy < 0 or next_meta < next_copy)
             i = next_meta if is_meta else next_copy
             j = buf.find(b"\n", i + 1)
-            if j < 0 and len(buf) - i < MAX_LINE:
-                hold, hold_meta = i, is_meta  # a line split across chunks: finish it next time
+            if is_meta and j < 0 and len(buf) - i < MAX_LINE:
+                hold, hold_meta = i, True  # a line split across chunks: finish it next time
                 break
             line_no = base + buf.count(b"\n", 0, i + 1) + 1
             if is_meta:
@@ -162,15 +161,16 @@ class DumpText:
                     break
                 pos = j
                 continue
-            if j < 0:
-                pos = i + 1
-                continue
-            header = buf[i + 1 : j]
-            match = COPY_HEADER.match(header)
-            if match and header.endswith(b" FROM stdin;"):
-                self._open = CopyBlock(_text(match.group(1)), _text(header), line_no)
+            # parsed exactly, as the parallel loader does: a quoted name may hold newlines
+            copy = copy_statement(buf, i + 1)
+            if copy == NEED_MORE and len(buf) - i < MAX_LINE:
+                hold = i  # a header split across chunks: finish it next time
+                break
+            if isinstance(copy, tuple):
+                end, name = copy
+                self._open = CopyBlock(_text(name), _text(buf[i + 1 : end]), line_no)
                 self.copies.append(self._open)
-                pos = j  # an empty table's `\.` follows at once
+                pos = end  # an empty table's `\.` follows at once
             else:
                 pos = i + 1
         if self.found is None:

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import IO
 
 from preskool_dr.core.checksum import GZIP_WBITS
-from preskool_dr.core.dumptext import COPY_HEADER as COPY_HEADER  # parallel_restore uses it
 from preskool_dr.core.dumptext import DumpText, Finding, MetaCommandError
 from preskool_dr.core.errors import Cancelled, DrError, NotFoundError, VerificationError
 from preskool_dr.core.events import EventSink, LogLine, Notice, Progress, ignore_events

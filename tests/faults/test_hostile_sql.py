@@ -27,6 +27,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from preskool_dr.core.dumptext import MetaCommandError
 from preskool_dr.core.events import Event, Notice
 from preskool_dr.core.parallel_restore import parallel_restore
 from preskool_dr.core.restore_stream import RestoreError
@@ -167,8 +168,9 @@ def test_all_attacks_through_the_cli(site: Site) -> None:
 
 def test_unclassifiable_pre_data_goes_serial(fresh: Callable[[], Database], tmp_path: Path) -> None:
     """A COPY the scanner does not recognise (lower case, in the pre-data): its rows would
-    read as SQL to a splitter. The loader says so and loads the whole file serially, with
-    the serial result: the row stays a row, public.victim survives."""
+    read as SQL to a splitter. The loader says so and hands the whole file to the serial
+    stream, which follows only pg_dump's own COPY headers: its `\\.` line is then a psql
+    command outside COPY data, refused before psql reads it. The rows never run as SQL."""
     source = fresh()
     plant(source)
     backup = dump_gz(source, tmp_path / "b.sql.gz")
@@ -176,13 +178,16 @@ def test_unclassifiable_pre_data_goes_serial(fresh: Callable[[], Database], tmp_
     extra += DROP_VICTIM.encode() + TOC_INDEX.encode().replace(b"\n", b" ") + b"\n\\.\n\n"
     rewrite_backup(backup, insert_before(backup_sql(backup), b"--\n-- Name: victim;", extra))
     target = fresh()
+    plant(target)  # a victim in the target too: the rows must not drop it
     events: list[Event] = []
-    parallel_restore(backup, libpq(target), jobs=2, on_event=events.append, watchdog=60)
+    with pytest.raises(MetaCommandError) as refused:
+        parallel_restore(backup, libpq(target), jobs=2, on_event=events.append, watchdog=60)
     said = [e.text for e in events if isinstance(e, Notice)]
     assert any("loaded serially" in text and "COPY" in text for text in said), said
+    lines = gzip.decompress(backup.read_bytes()).split(b"\n")
+    assert lines[refused.value.finding.line - 1] == b"\\."
     assert victim_rows(target) == 2
-    with target.connect() as conn:
-        assert conn.execute("SELECT count(*) FROM zz_copy").fetchone() == (2,)
+    assert psql_children() == []
 
 
 def test_unclassifiable_post_data_stops_the_load(
