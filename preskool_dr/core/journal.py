@@ -288,7 +288,13 @@ class Journal:
         return states
 
     def unfinished(self) -> list[RunState]:
-        return [s for s in self.runs() if not s.finished and s.result != "abandoned"]
+        """Runs to offer for resuming; none from a state folder that is not safe to read
+        (the front end's next step, starting a run, says why it is refused)."""
+        try:
+            runs = self.runs()
+        except DrError:
+            return []
+        return [s for s in runs if not s.finished and s.result != "abandoned"]
 
 
 def _refuse_symlink(path: Path) -> None:
