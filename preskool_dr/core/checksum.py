@@ -59,15 +59,18 @@ def md5_hasher() -> hashlib._Hash:
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write `data` to `path` via temp file + fsync + rename, so readers never see half a file."""
+    """Write `data` to `path` via temp file + fsync + rename, so readers never see half a file.
+
+    mkstemp creates the temp file with O_CREAT|O_EXCL|O_NOFOLLOW, and its mode is set
+    through the descriptor: a symlink swapped in under the temp name is never followed."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        tmp.chmod(mode)
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
