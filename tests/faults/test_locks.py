@@ -32,7 +32,7 @@ from psycopg import sql
 from preskool_dr.core import checksum
 from preskool_dr.core.events import StepStatus
 from preskool_dr.core.journal import Journal
-from preskool_dr.core.lock import lock_path
+from preskool_dr.core.lock import ServerLock, lock_path
 from tests.conftest import APP_ROLE, PASSWORD
 from tests.faults.conftest import (
     Child,
@@ -200,11 +200,12 @@ def victim(tmp_path: Path) -> Path:
     return path
 
 
-def test_a_symlink_at_the_lock_path_is_refused_and_its_target_untouched(
-    site: Site, tmp_path: Path
+@pytest.mark.parametrize("link", ["symlink", "hard link"])
+def test_a_link_at_the_lock_path_is_refused_and_its_target_untouched(
+    site: Site, tmp_path: Path, link: str
 ) -> None:
-    """A symlink planted at the run's lock path, pointing at another file: the restore is
-    refused before anything runs, naming the link; the file it points at is unchanged."""
+    """A symlink (or a hard link) planted at the run's lock path, to another file: the
+    restore is refused before anything runs, naming the path; the other file is unchanged."""
     site.backup()
     before = site.checksum()
     target = victim(tmp_path)
@@ -212,13 +213,55 @@ def test_a_symlink_at_the_lock_path_is_refused_and_its_target_untouched(
     path = lock_path(site.state_dir, env["DB_HOST"], int(env["DB_PORT"]), site.db.name)
     path.parent.mkdir(parents=True, mode=0o700)
     site.state_dir.chmod(0o700)
-    path.symlink_to(target)
+    if link == "symlink":
+        path.symlink_to(target)
+        said = "is a symbolic link"
+    else:
+        os.link(target, path)
+        said = "has 2 hard links"
 
     result = site.restore()
 
     assert result.returncode == 1, result.stdout + result.stderr
-    assert_says(the_error(result), str(path), "is a symbolic link", f"rm {path}")
+    assert_says(the_error(result), str(path), said, f"rm {path}")
     assert target.read_text() == "precious data\n"
+    assert site.calls() == [] and site.checksum() == before
+
+
+def test_a_symlink_at_the_backup_lock_is_refused_and_its_target_untouched(
+    site: Site, tmp_path: Path
+) -> None:
+    """A symlink planted at BACKUP_DIR's `.preskool-backup.lock`: `backup` exits 1 naming
+    it, writes no backup, and the file it points at is unchanged."""
+    target = victim(tmp_path)
+    path = site.backup_dir / ".preskool-backup.lock"
+    path.symlink_to(target)
+
+    result = site.cli("backup", "--no-upload")
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert_says(the_error(result), str(path), "is a symbolic link")
+    assert target.read_text() == "precious data\n"
+    assert [p.name for p in site.backup_dir.iterdir()] == [path.name]
+
+
+def test_a_restore_while_a_backup_runs_is_refused(site: Site) -> None:
+    """A backup holds the target's server lock (shared) while it dumps: a restore of that
+    database is refused before it runs anything, saying a backup is running and whose."""
+    site.backup()
+    before = site.checksum()
+    backup_lock = ServerLock(
+        site.config().database, site.db.name, run_id=None, operator="", shared=True
+    )
+    backup_lock.acquire()
+    try:
+        result = site.restore()
+    finally:
+        backup_lock.release()
+    assert result.returncode == 1, result.stdout + result.stderr
+    line = the_error(result)
+    assert_says(line, site.db.name, "is being backed up", f"user {getpass.getuser()} on host")
+    assert_says(line, f"pid {os.getpid()}", "nothing was changed")
     assert site.calls() == [] and site.checksum() == before
 
 
