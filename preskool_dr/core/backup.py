@@ -32,7 +32,8 @@ from preskool_dr.core.catalog import BackupMeta, BackupRecord
 from preskool_dr.core.config import Config, DatabaseSettings, Retention
 from preskool_dr.core.errors import Cancelled, DrError, LockedError, UsageError, VerificationError
 from preskool_dr.core.events import EventSink, Notice, ProgressMeter, ignore_events, utcnow
-from preskool_dr.core.paths import ensure_private_dir
+from preskool_dr.core.lock import ServerLock
+from preskool_dr.core.paths import ensure_private_dir, open_private_file
 from preskool_dr.core.s3store import S3Store
 
 LOGICAL_KINDS = ("daily", "weekly", "pre-deploy")
@@ -77,7 +78,59 @@ def run_backup(
 ) -> BackupResult:
     """Take one logical backup of `config.database` into BACKUP_DIR, named by `at` (UTC).
     `custom` adds a pg_dump -Fc companion of the same snapshot (core/pg_restore.py).
-    Kind `base` is the physical base backup for point-in-time recovery (core/basebackup.py)."""
+    Kind `base` is the physical base backup for point-in-time recovery (core/basebackup.py).
+
+    A logical backup first takes the target's server lock shared (core/lock.py): while a
+    restore replaces the database it refuses, before it writes anything."""
+    if kind not in LOGICAL_KINDS:
+        return _run_backup(config, kind, upload=upload, at=at, on_event=on_event, cancel=cancel)
+    with _restore_guard(config.database, on_event):
+        return _run_backup(
+            config, kind, upload=upload, at=at, on_event=on_event, cancel=cancel, custom=custom
+        )
+
+
+@contextlib.contextmanager
+def _restore_guard(db: DatabaseSettings, on_event: EventSink) -> Iterator[None]:
+    """The server lock of `db.name`, shared, as the app role in the admin database.
+
+    LockedError (exit 1) when a restore holds it. When the app role may not connect to
+    the admin database the backup goes on with a warning: a database being restored is
+    closed to connections anyway, so pg_dump cannot read a half load."""
+    guard = ServerLock(db, db.name, run_id=None, operator="", shared=True)
+    try:
+        guard.acquire()
+    except LockedError:
+        raise
+    except DrError as exc:
+        # The server itself (down, wrong password)? Then that is the error, said once;
+        # only the admin database refused us: say so and go on.
+        with database.connect(db):
+            pass
+        on_event(
+            Notice(
+                "warn",
+                f"could not check for a restore of {db.name} in progress ({exc}); "
+                "going on: a database being restored accepts no connections",
+                STEP_ID,
+            )
+        )
+    try:
+        yield
+    finally:
+        guard.release()
+
+
+def _run_backup(
+    config: Config,
+    kind: str = "daily",
+    *,
+    upload: bool = True,
+    at: datetime | None = None,
+    on_event: EventSink = ignore_events,
+    cancel: threading.Event | None = None,
+    custom: bool = False,
+) -> BackupResult:
     if kind == "base":
         from preskool_dr.core.basebackup import run_base_backup  # it imports this module
 
@@ -548,7 +601,8 @@ def backup_dir_lock(backup_dir: Path) -> Iterator[None]:
     """Held for a whole backup run (logical or base): LockedError when another one holds it."""
     path = backup_dir / LOCK_NAME
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        # a symlink or hard link planted at the lock's name is refused, never truncated
+        fd = open_private_file(path, os.O_RDWR | os.O_CREAT, "backup lock file", own=False)
     except OSError as exc:
         raise _disk_error(path, exc) from None
     try:

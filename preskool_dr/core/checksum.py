@@ -72,15 +72,18 @@ def atomic_write(
     """Write `data` to `path` via temp file + fsync + rename, so readers never see half a file.
 
     `overwrite=False` installs with a hard link instead, which fails when `path` exists (a
-    rename would replace it): returns False, and `path` is left as it was."""
+    rename would replace it): returns False, and `path` is left as it was.
+
+    mkstemp creates the temp file with O_CREAT|O_EXCL|O_NOFOLLOW, and its mode is set
+    through the descriptor: a symlink swapped in under the temp name is never followed."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        tmp.chmod(mode)
         if overwrite:
             tmp.replace(path)
         elif not install_new(tmp, path):

@@ -60,6 +60,7 @@ def connect(
     *,
     admin: bool = False,
     connect_timeout: int = 10,
+    application_name: str = "preskool-dr",
 ) -> psycopg.Connection:
     """Autocommit connection as the app role (or the admin role) to `dbname`, with
     search_path pinned to pg_catalog (PINNED_SEARCH_PATH)."""
@@ -73,7 +74,7 @@ def connect(
             user=user,
             autocommit=True,
             connect_timeout=connect_timeout,
-            application_name="preskool-dr",
+            application_name=application_name,
             options=f"-c search_path={PINNED_SEARCH_PATH}",
         )
     except psycopg.OperationalError as exc:
@@ -228,8 +229,43 @@ def require_role(conn: psycopg.Connection, role: str) -> None:
         )
 
 
-def create_database(conn: psycopg.Connection, name: str, owner: str) -> None:
-    require_role(conn, owner)
-    conn.execute(
-        sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(owner))
-    )
+def create_database(
+    conn: psycopg.Connection, name: str, owner: str | None, *, allow_connections: bool = True
+) -> None:
+    """CREATE DATABASE `name` owned by `owner` (None: by the connected admin role).
+
+    `allow_connections=False` makes a database nobody can connect to, superusers included,
+    until `allow_connections` opens it; its owner could open it, so a closed placeholder
+    is owned by the admin role, not the app role."""
+    if owner is not None:
+        require_role(conn, owner)
+    query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if owner is not None:
+        query += sql.SQL(" OWNER {}").format(sql.Identifier(owner))
+    if not allow_connections:
+        query += sql.SQL(" ALLOW_CONNECTIONS false")
+    conn.execute(query)
+
+
+def database_acl(conn: psycopg.Connection, name: str) -> list[str] | None:
+    """pg_database.datacl as text items (None: the default, PUBLIC may connect)."""
+    row = conn.execute(
+        "SELECT datacl::text[] FROM pg_database WHERE datname = %s", (name,)
+    ).fetchone()
+    return list(row[0]) if row and row[0] is not None else None
+
+
+def revoke_public_connect(conn: psycopg.Connection, name: str) -> list[str] | None:
+    """Other roles may not connect to `name` (its owner and superusers still may); returns
+    the ACL this left, so `restore_public_connect` can tell whether anyone changed it."""
+    conn.execute(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)))
+    return database_acl(conn, name)
+
+
+def restore_public_connect(conn: psycopg.Connection, name: str, left: list[str] | None) -> bool:
+    """Undo `revoke_public_connect` when the ACL is still the one it left; when the loaded
+    SQL changed the database's privileges itself, they stay as it set them (False)."""
+    if database_acl(conn, name) != left:
+        return False
+    conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO PUBLIC").format(sql.Identifier(name)))
+    return True

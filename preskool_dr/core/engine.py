@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 
 import humanize
+import psycopg
 
 from preskool_dr.core import (
     catalog,
@@ -55,7 +56,7 @@ from preskool_dr.core.journal import (
     VerifyRecord,
     new_run_id,
 )
-from preskool_dr.core.lock import TargetLock, lock_path
+from preskool_dr.core.lock import ServerLock, TargetLock, lock_path
 from preskool_dr.core.procs import redact
 from preskool_dr.core.restore_stream import StreamResult, stream_restore
 
@@ -131,14 +132,31 @@ def check_same_server(config: Config, state: RunState, action: str) -> None:
 
 def aside_name(target: str, run_id: str) -> str:
     """`<target>_before_<run id>` trimmed to PostgreSQL's 63-byte identifier limit."""
-    suffix = "_before_" + run_id.replace("-", "_")
+    return _run_db_name(target, run_id, "before")
+
+
+def loading_name(target: str, run_id: str) -> str:
+    """`<target>_loading_<run id>`: where step 6 loads, under a name no application uses."""
+    return _run_db_name(target, run_id, "loading")
+
+
+def _run_db_name(target: str, run_id: str, tag: str) -> str:
+    suffix = f"_{tag}_" + run_id.replace("-", "_")
     room = database.MAX_IDENTIFIER_BYTES - len(suffix.encode())
     head = target.encode()[:room].decode("utf-8", "ignore")
     return head + suffix
 
 
 class Engine:
-    """Owns one run: its journal record, its lock, and the steps' actions."""
+    """Owns one run: its journal record, its locks, and the steps' actions.
+
+    Locks: the local flock (state folder) and the server's advisory lock on the target's
+    name (core/lock.py), both held from the moment the run is opened until `close()`: a
+    second restore of the same database is refused before it runs anything (whatever host
+    spelling, user or machine), and `backup` of the target is refused while the old
+    database is replaced and the new one loaded. The server's lock is taken at open when
+    the server answers, and checked again (taken, or taken back after a server restart)
+    before step 1 stops the app, before steps 5 and 6, and before a rollback or drop."""
 
     def __init__(
         self,
@@ -156,6 +174,9 @@ class Engine:
             lock_path(config.state_dir, state.db_host, state.db_port, state.target_db),
             run_id=state.run_id,
             operator=state.operator,
+        )
+        self._server_lock = ServerLock(
+            config.database, state.target_db, run_id=state.run_id, operator=state.operator
         )
         self._mutex = threading.Lock()  # one step at a time, whatever the front end does
 
@@ -195,7 +216,7 @@ class Engine:
             pid=os.getpid(),
         )
         engine = cls(config, state, on_event=on_event)
-        engine._lock.acquire()
+        engine._take_locks()
         try:
             engine.save()
             if options.backup_spec:
@@ -214,7 +235,7 @@ class Engine:
             raise UsageError(f"run {run_id} already finished ({state.result}): nothing to resume")
         check_same_server(config, state, "resume")
         engine = cls(config, state, on_event=on_event, journal=journal)
-        engine._lock.acquire()
+        engine._take_locks()
         state.pid = os.getpid()
         for record in state.steps:
             if record.status is StepStatus.RUNNING:
@@ -242,10 +263,21 @@ class Engine:
         state = journal.load(run_id)
         check_same_server(config, state, action)
         engine = cls(config, state, on_event=on_event, journal=journal)
-        engine._lock.acquire()
+        engine._take_locks()
         return engine
 
+    def _take_locks(self) -> None:
+        """The local flock, then the server's lock; a server that does not answer now is
+        only needed (and its lock then required) by the steps that change it."""
+        self._lock.acquire()
+        try:
+            self._server_lock.try_acquire()
+        except BaseException:
+            self._lock.release()
+            raise
+
     def close(self) -> None:
+        self._server_lock.release()
         self._lock.release()
 
     def save(self) -> None:
@@ -417,14 +449,17 @@ class Engine:
             raise UsageError(
                 f"run {s.run_id} has no aside copy to roll back to ({self.production_state()})"
             )
+        self._server_lock.ensure()
         with database.connect(self.config.database, admin=True) as conn:
             if not database.database_exists(conn, s.aside_db):
                 raise DrError(
                     f"the aside copy {s.aside_db} no longer exists: nothing to roll back to"
                 )
-            if database.database_exists(conn, s.target_db):
-                database.block_and_terminate(conn, s.target_db)
-                database.drop_database(conn, s.target_db)
+            # the target, and a half load step 6 left under its loading name
+            for name in (s.target_db, loading_name(s.target_db, s.run_id)):
+                if database.database_exists(conn, name):
+                    database.block_and_terminate(conn, name)
+                    database.drop_database(conn, name)
             database.rename_database(conn, s.aside_db, s.target_db)
             database.allow_connections(conn, s.target_db)
         s.aside_state = "rolled-back"
@@ -447,6 +482,7 @@ class Engine:
             raise UsageError(
                 f"type the aside copy's name {s.aside_db!r} to drop it: nothing was changed"
             )
+        self._server_lock.ensure()
         with database.connect(self.config.database, admin=True) as conn:
             database.drop_database(conn, s.aside_db)
         s.aside_state = "dropped"
@@ -715,6 +751,7 @@ class Engine:
     def _recreate(self, record: StepRecord, cancel: threading.Event) -> str:
         s = self.state
         db = self.config.database
+        self._server_lock.ensure()
         # The verify gate, before anything is destroyed: the backup (and the companion step 6
         # would load) is read again in full and must have the MD5 step 4 recorded.
         with self._verified_files(record, cancel, rehash=True):
@@ -755,36 +792,57 @@ class Engine:
                 else:
                     # drop mode, or our own half-made database from an interrupted attempt
                     database.drop_database(conn, s.target_db)
-            database.create_database(conn, s.target_db, db.user)
+            # closed (and owned by the admin role, so the app role cannot open it) until
+            # step 6 has loaded and checked the backup: nothing reads or backs up a half load
+            database.create_database(conn, s.target_db, None, allow_connections=False)
+        closed = "closed to connections until step 6's checks pass"
         if use_aside and s.aside_state == "renamed":
-            return (
-                f"old database kept as {s.aside_db}; empty {s.target_db} created (owner {db.user})"
-            )
+            return f"old database kept as {s.aside_db}; empty {s.target_db} created, {closed}"
         if snap.exists:
-            return f"dropped {s.target_db} ({humanize.naturalsize(snap.size_bytes, binary=True)}); created it empty"
-        return f"created {s.target_db} (owner {db.user}); there was no database to replace"
+            return f"dropped {s.target_db} ({humanize.naturalsize(snap.size_bytes, binary=True)}); created it empty, {closed}"
+        return f"created {s.target_db}, {closed}; there was no database to replace"
 
     def _restore(self, record: StepRecord, cancel: threading.Event) -> str:
         s = self.state
         db = self.config.database
-        # The verify gate: the files are opened (and checked against step 4's record) before
-        # the target is touched, and the loaders read those open files (core/pinned.py).
-        with self._verified_files(record, cancel, rehash=False) as (backup, companion):
-            # Redo from a clean database every time: a retry or a resumed run may find a half
-            # load.
-            with database.connect(db, admin=True) as conn:
-                if database.database_exists(conn, s.target_db):
-                    database.block_and_terminate(conn, s.target_db)
-                    database.drop_database(conn, s.target_db)
-                database.create_database(conn, s.target_db, db.user)
-            env = database.libpq_env(db, s.target_db)
-            result, how = self._load(backup, companion, env, record, cancel)
-        checks = self._validate()
-        failed = [c for c in checks if not c["ok"]]
-        if failed:
-            raise DrError(
-                f"restore loaded but validation failed: {failed[0]['name']}: {failed[0]['detail']}"
-            )
+        self._server_lock.ensure()
+        # The loaders connect as the app role (the backup's SQL never runs as superuser), and
+        # PostgreSQL cannot admit one session of a role and refuse another: so the load goes
+        # into a database under a name no application uses, other roles may not connect to
+        # it, and the target stays a closed, empty placeholder until the checks pass.
+        loading = loading_name(s.target_db, s.run_id)
+        try:
+            # The verify gate: the files are opened (and checked against step 4's record)
+            # before the target is touched, and the loaders read those open files
+            # (core/pinned.py); leaving the block checks that nothing wrote to them meanwhile.
+            with self._verified_files(record, cancel, rehash=False) as (backup, companion):
+                # Redo from a clean database every time: a retry or a resumed run may find a
+                # half load.
+                with database.connect(db, admin=True) as conn:
+                    for name in (s.target_db, loading):
+                        if database.database_exists(conn, name):
+                            database.block_and_terminate(conn, name)
+                            database.drop_database(conn, name)
+                    database.create_database(conn, s.target_db, None, allow_connections=False)
+                    database.create_database(conn, loading, db.user)
+                    closed_acl = database.revoke_public_connect(conn, loading)
+                env = database.libpq_env(db, loading)
+                result, how = self._load(backup, companion, env, record, cancel)
+                checks = self._validate(loading)
+                failed = [c for c in checks if not c["ok"]]
+                if failed:
+                    raise DrError(
+                        f"restore loaded but validation failed: {failed[0]['name']}: {failed[0]['detail']}"
+                    )
+        except BaseException:
+            # a half or failed load stays closed to everyone (the next attempt drops it)
+            with (
+                contextlib.suppress(DrError, psycopg.Error),
+                database.connect(db, admin=True) as conn,
+            ):
+                database.block_and_terminate(conn, loading)
+            raise
+        self._open_loaded(loading, closed_acl)
         return (
             f"loaded {len(result.tables_loaded)} tables, "
             f"{humanize.naturalsize(result.compressed_bytes, binary=True)} compressed in "
@@ -883,15 +941,28 @@ class Engine:
         result = stream_restore(backup, env, on_event=sink, step_id=step, cancel=cancel)
         return result, "serial"
 
-    def _validate(self) -> list[dict[str, object]]:
-        """The restore-test's checks on the restored target: required tables, row counts
-        equal to those recorded at backup time, smoke queries."""
+    def _open_loaded(self, loading: str, closed_acl: list[str] | None) -> None:
+        """Step 6's checks passed: the loaded database takes the target's name and opens,
+        with the privileges a fresh database has (or those the backup's SQL set itself)."""
+        s = self.state
+        with database.connect(self.config.database, admin=True) as conn:
+            database.block_and_terminate(conn, loading)  # closed for the rename
+            if database.database_exists(conn, s.target_db):
+                database.block_and_terminate(conn, s.target_db)
+                database.drop_database(conn, s.target_db)  # the empty placeholder
+            database.rename_database(conn, loading, s.target_db)
+            database.restore_public_connect(conn, s.target_db, closed_acl)
+            database.allow_connections(conn, s.target_db)
+
+    def _validate(self, dbname: str) -> list[dict[str, object]]:
+        """The restore-test's checks on the restored database (`dbname`, the loading name):
+        required tables, row counts equal to those recorded at backup time, smoke queries."""
         s = self.state
         local = Path(s.backup.local_path) if s.backup and s.backup.local_path else None
         meta = catalog.read_meta(local) if local else None
         rt = self.config.restore_test
         # as the app role, never the admin: the checks run inside what the backup made
-        with database.connect(self.config.database, s.target_db) as conn:
+        with database.connect(self.config.database, dbname) as conn:
             checks, _ = restore_test.validate_restored(
                 conn, rt.required_tables, meta.row_counts if meta else None, rt.smoke_queries
             )
@@ -942,6 +1013,7 @@ class Engine:
         try:
             with database.connect(db, admin=True) as conn:
                 database.require_role(conn, db.user)
+            self._server_lock.ensure()  # no downtime for a run another one would refuse
         except DrError as exc:
             raise DrError(f"{exc} (the application was left running)") from None
 

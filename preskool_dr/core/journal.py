@@ -19,9 +19,9 @@ from typing import Any
 
 from preskool_dr.core.checksum import FileIdentity
 from preskool_dr.core.config import STEP_IDS
-from preskool_dr.core.errors import NotFoundError
+from preskool_dr.core.errors import DrError, NotFoundError
 from preskool_dr.core.events import StepStatus, utcnow
-from preskool_dr.core.paths import ensure_private_dir
+from preskool_dr.core.paths import open_private_file, secure_state_subdir
 
 JOURNAL_VERSION = 1
 
@@ -244,9 +244,14 @@ class Journal:
         return self.dir / f"{run_id}.json"
 
     def save(self, state: RunState) -> Path:
-        """Write atomically: temp file (0600) in the same folder, fsync, rename, fsync folder."""
-        ensure_private_dir(self.dir)
+        """Write atomically: temp file (0600) in the same folder, fsync, rename, fsync folder.
+
+        The folder must be this user's alone (secure_state_subdir); the temp file is made
+        with O_CREAT|O_EXCL|O_NOFOLLOW (mkstemp), so nothing planted is opened, and the
+        rename replaces whatever sits at the journal's name without following it."""
+        secure_state_subdir(self.dir)
         target = self.path(state.run_id)
+        _refuse_symlink(target)
         payload = json.dumps(state_to_json(state), indent=2, sort_keys=True).encode() + b"\n"
         fd, tmp = tempfile.mkstemp(prefix=f".{state.run_id}.", suffix=".tmp", dir=self.dir)
         try:
@@ -268,8 +273,10 @@ class Journal:
 
     def load(self, run_id: str) -> RunState:
         path = self.path(run_id)
+        secure_state_subdir(self.dir)
+        _refuse_symlink(path)
         try:
-            return _resumable_state(json.loads(path.read_text(encoding="utf-8")))
+            return _resumable_state(json.loads(_read_private(path)))
         except FileNotFoundError:
             raise NotFoundError(
                 f"no run {run_id!r} in {self.dir}: list runs with `preskool-dr restore --list-runs`"
@@ -283,13 +290,37 @@ class Journal:
         """Every readable run, newest first."""
         if not self.dir.is_dir():
             return []
+        secure_state_subdir(self.dir)
         states = []
         for path in sorted(self.dir.glob("*.json"), reverse=True):
             try:
-                states.append(_resumable_state(json.loads(path.read_text(encoding="utf-8"))))
-            except (OSError, ValueError):
+                states.append(_resumable_state(json.loads(_read_private(path))))
+            except (OSError, ValueError, DrError):
                 continue  # a foreign or damaged file is not a run; `load` reports it by id
         return states
 
     def unfinished(self) -> list[RunState]:
-        return [s for s in self.runs() if not s.finished and s.result != "abandoned"]
+        """Runs to offer for resuming; none from a state folder that is not safe to read
+        (the front end's next step, starting a run, says why it is refused)."""
+        try:
+            runs = self.runs()
+        except DrError:
+            return []
+        return [s for s in runs if not s.finished and s.result != "abandoned"]
+
+
+def _refuse_symlink(path: Path) -> None:
+    if path.is_symlink():
+        raise DrError(
+            f"the run journal {path} is a symbolic link: someone planted it to redirect "
+            f"preskool-dr's writes or feed it another run; nothing was changed - remove it "
+            f"(rm {path}), check who can write to {path.parent}, and retry"
+        )
+
+
+def _read_private(path: Path) -> str:
+    """The journal's text, read without following a symlink, from a regular file of this
+    user (paths.open_private_file says what else it refuses)."""
+    fd = open_private_file(path, os.O_RDONLY, "run journal")
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read().decode("utf-8")

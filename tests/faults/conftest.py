@@ -412,14 +412,15 @@ def blocker(release_db: str) -> bytes:
 
 
 def wait_until_blocked(db: Database, target: str) -> None:
-    """Until a session of the load sits in a blocker's pg_sleep inside `target`."""
+    """Until a session of the load sits in a blocker's pg_sleep inside `target` (or in the
+    database step 6 loads it under: `<target>_loading_<run id>`)."""
     deadline = time.monotonic() + HANG_GUARD
     while time.monotonic() < deadline:
         with db.connect("postgres") as conn:
             row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
-                "AND wait_event = 'PgSleep'",
-                (target,),
+                "SELECT count(*) FROM pg_stat_activity WHERE (datname = %s "
+                "OR starts_with(datname, %s)) AND wait_event = 'PgSleep'",
+                (target, target + "_loading_"),
             ).fetchone()
         if row and row[0]:
             return
