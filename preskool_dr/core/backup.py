@@ -82,12 +82,14 @@ def run_backup(
 
     A logical backup first takes the target's server lock shared (core/lock.py): while a
     restore replaces the database it refuses, before it writes anything."""
+    if kind == "base":
+        from preskool_dr.core.basebackup import run_base_backup  # it imports this module
+
+        return run_base_backup(config, upload=upload, at=at, on_event=on_event, cancel=cancel)
     if kind not in LOGICAL_KINDS:
-        return _run_backup(config, kind, upload=upload, at=at, on_event=on_event, cancel=cancel)
+        raise UsageError(f"unknown backup kind {kind!r}: use one of {', '.join(LOGICAL_KINDS)}")
     with _restore_guard(config.database, on_event):
-        return _run_backup(
-            config, kind, upload=upload, at=at, on_event=on_event, cancel=cancel, custom=custom
-        )
+        return _logical_backup(config, kind, upload, at, on_event, cancel, custom)
 
 
 @contextlib.contextmanager
@@ -121,22 +123,15 @@ def _restore_guard(db: DatabaseSettings, on_event: EventSink) -> Iterator[None]:
         guard.release()
 
 
-def _run_backup(
+def _logical_backup(
     config: Config,
-    kind: str = "daily",
-    *,
-    upload: bool = True,
-    at: datetime | None = None,
-    on_event: EventSink = ignore_events,
-    cancel: threading.Event | None = None,
-    custom: bool = False,
+    kind: str,
+    upload: bool,
+    at: datetime | None,
+    on_event: EventSink,
+    cancel: threading.Event | None,
+    custom: bool,
 ) -> BackupResult:
-    if kind == "base":
-        from preskool_dr.core.basebackup import run_base_backup  # it imports this module
-
-        return run_base_backup(config, upload=upload, at=at, on_event=on_event, cancel=cancel)
-    if kind not in LOGICAL_KINDS:
-        raise UsageError(f"unknown backup kind {kind!r}: use one of {', '.join(LOGICAL_KINDS)}")
     at = (at or utcnow()).astimezone(UTC).replace(microsecond=0)
     backup_dir = config.backups.dir
     try:
