@@ -67,6 +67,14 @@ class Database:
                 for t in tables
             }
 
+    def accepts_connections(self, dbname: str | None = None) -> bool:
+        """False for a database that is missing or closed (step 5's placeholder)."""
+        with self.connect("postgres") as conn:
+            row = conn.execute(
+                "SELECT datallowconn FROM pg_database WHERE datname = %s", (dbname or self.name,)
+            ).fetchone()
+            return bool(row and row[0])
+
     def exists(self, dbname: str) -> bool:
         with self.connect("postgres") as conn:
             return (

@@ -73,7 +73,9 @@ async def keys_on_a_run(app: DrApp, site: Site) -> None:
         await pilot.press("end", "up", "up", "up")  # step 6, Restore
         assert app.checklist.selected_id == "restore"
         info = str(app.query_one(StepInfo).render())
-        assert info.startswith("Step 6: Restore\nblocked: step 5 (Recreate database) is not done")
+        assert info.startswith(
+            "Step 6: Restore\nblocked: step 3 (Download from S3) must pass first"
+        )
         await pilot.press("r")
         await pilot.pause()
         assert any("Step 6 cannot run" in m for m in messages(app))
@@ -212,7 +214,9 @@ async def recreate_then_roll_back(app: DrApp, site: Site) -> None:
             await run_selected(pilot, step_id)
         await confirm_recreate(pilot, site.database)
         assert app.engine is not None and app.engine.state.aside_state == "renamed"
-        assert site.database.row_counts() == {}  # the target is the new, empty database
+        # the target is step 5's new database: empty, closed until step 6's checks pass
+        assert site.database.exists(site.database.name)
+        assert not site.database.accepts_connections()
         await pilot.press("ctrl+p")
         await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette), "palette")
         await pilot.press(*"Roll back")
