@@ -20,7 +20,7 @@ from typing import Any
 import humanize
 import psycopg
 
-from preskool_dr.core import catalog, checksum, database, monitor
+from preskool_dr.core import catalog, checksum, database, monitor, pinned
 from preskool_dr.core.config import Config, SmokeQuery
 from preskool_dr.core.errors import ArchivedError, Cancelled, DrError, UsageError
 from preskool_dr.core.events import EventSink, Notice, ignore_events
@@ -219,7 +219,7 @@ class _Run:
         with TargetLock(lock, run_id=f"restore-test-{os.getpid()}", operator=operator):
             try:
                 if self.attempt("create database", self._create):
-                    self._restore_and_check(backup)
+                    self._restore_and_check(backup, verify)
             finally:
                 self._drop()
 
@@ -233,17 +233,29 @@ class _Run:
             database.create_database(conn, self.test_db, db.user)
         return f"{self.test_db} created on {db.host}:{db.port} (owner {db.user})"
 
-    def _restore_and_check(self, backup: Path) -> None:
+    def _restore_and_check(self, backup: Path, verified: checksum.VerifyResult) -> None:
         db = self.config.database
+        folder = self.config.state_dir / "load" / f"restore-test-{os.getpid()}"
 
         def load() -> str:
-            result = stream_restore(
+            # The verify gate, as in the nine steps: the load reads the open file whose MD5
+            # is the one just verified, never whatever the path names by then.
+            with pinned.open_verified(
                 backup,
-                database.libpq_env(db, self.test_db),
+                verified.actual_md5,
+                verified.identity,
+                folder,
                 on_event=self.on_event,
                 step_id=STEP_ID,
                 cancel=self.cancel,
-            )
+            ) as pin:
+                result = stream_restore(
+                    pin.load_path,
+                    database.libpq_env(db, self.test_db),
+                    on_event=self.on_event,
+                    step_id=STEP_ID,
+                    cancel=self.cancel,
+                )
             return (
                 f"{len(result.tables_loaded)} tables loaded from "
                 f"{humanize.naturalsize(result.compressed_bytes, binary=True)} "

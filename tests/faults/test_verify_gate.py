@@ -34,6 +34,7 @@ from preskool_dr.core.backup import run_backup
 from preskool_dr.core.config import Config, load_config
 from preskool_dr.core.engine import Engine, RunOptions
 from preskool_dr.core.events import Event, Notice, Progress, StepStatus, utcnow
+from preskool_dr.core.restore_test import run_restore_test
 from preskool_dr.core.s3store import S3Store
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.screens.incident_time import IncidentTimeScreen
@@ -219,6 +220,27 @@ def test_same_name_in_another_folder_runs_steps_3_and_4_again(site: Site, tmp_pa
         assert engine.state.backup.md5 == checksum.verify_file(elsewhere, None).actual_md5
     finally:
         engine.close()
+
+
+def test_restore_test_loads_only_what_it_verified(site: Site) -> None:
+    """The weekly restore-test: the backup is swapped for another valid one (correct
+    sidecar) right after its checksum check passed. The load refuses it, the test fails
+    naming the file, and its scratch database is dropped as always."""
+    backup = site.backup()
+    other = other_backup(site)
+    seen: list[str] = []
+
+    def swap_after_verify(event: Event) -> None:
+        if isinstance(event, Notice) and event.text.startswith("checksum:") and not seen:
+            seen.append(event.text)
+            swap_in(backup, other)
+
+    report = run_restore_test(site.config(), str(backup), on_event=swap_after_verify)
+    assert seen and not report.ok
+    (restore,) = [c for c in report.checks if c.name == "restore"]
+    assert restore.status == "fail"
+    assert_says(restore.detail, "is not the backup step 4 verified", "nothing was loaded")
+    assert not site.db.exists(report.database)
 
 
 def test_a_pipe_never_passes_step_4(site: Site, tmp_path: Path) -> None:
