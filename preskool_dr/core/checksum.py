@@ -458,10 +458,10 @@ def verify_file(
     dump_checked = check_dump and checker is not None
     dump_error = None
     if dump_checked and checker is not None and gzip_error is None:
-        dump_error = (
-            meta_command_error(found)
-            if found is not None
-            else dump_shape_error(checker.head, checker.tail)
+        # the shape first: text that is not pg_dump output at all is named as such, even
+        # when its bytes happen to hold a line that starts with a backslash
+        dump_error = dump_shape_error(checker.head, checker.tail) or (
+            meta_command_error(found) if found is not None else None
         )
     return VerifyResult(
         path=path,
