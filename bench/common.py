@@ -334,8 +334,8 @@ class Lab:
                 "PGDATABASE": dbname,
             }
         )
-        if runbook is not None:
-            env["PRESKOOL_DR_RUNBOOK"] = str(runbook)
+        # the repo's runbook unless told otherwise: the current directory is never searched
+        env["PRESKOOL_DR_RUNBOOK"] = str(runbook or REPO / "runbook.yaml")
         return env
 
     def runbook(self, name: str, **sections: Any) -> Path:

@@ -42,9 +42,10 @@ CONNECT_COMMANDS = frozenset({"\\c", "\\connect"})
 class Finding:
     """The first line a backup may not carry."""
 
-    line: int
+    line: int  # 0 when the scan did not count lines (verify counts them afterwards)
     command: str  # the meta-command as written, e.g. `\!`, printable
     problem: str  # what is wrong, e.g. "psql meta-command \! is not allowed in a backup"
+    offset: int = 0  # in the text: where its line (or the command) starts
 
     def describe(self) -> str:
         return f"line {self.line}: {self.problem}"
@@ -88,9 +89,14 @@ class DumpText:
     backslash line held back until it is whole. Without it `feed` returns b"" (verify).
     """
 
-    def __init__(self, *, strict: bool = True, rewrite: bool = False) -> None:
+    def __init__(
+        self, *, strict: bool = True, rewrite: bool = False, count_lines: bool = True
+    ) -> None:
         self.strict = strict
         self.rewrite = rewrite
+        # Counting newlines is a third of the scan; verify only needs a line number for a
+        # finding, which it counts afterwards from the finding's offset (an error path).
+        self.count_lines = count_lines
         self.copies: list[CopyBlock] = []
         self.newlines = 0  # in all text fed so far
         self.found: Finding | None = None
@@ -123,8 +129,10 @@ class DumpText:
         carried = len(self._carry)
         buf = self._carry + chunk
         start = self._buf_start
-        base = self.newlines - self._carry.count(b"\n")  # newlines before buf[0]
-        self.newlines += chunk.count(b"\n")
+        base = 0
+        if self.count_lines:
+            base = self.newlines - self._carry.count(b"\n")  # newlines before buf[0]
+            self.newlines += chunk.count(b"\n")
         blanks: list[tuple[int, int]] = []  # buf ranges to turn into comments
         pos = 0
         hold = -1  # buf index of an unfinished candidate line, scanned again next time
@@ -135,7 +143,7 @@ class DumpText:
                 i = buf.find(b"\n\\.\n", pos)
                 if i < 0:
                     break
-                self._open.end_line = base + buf.count(b"\n", 0, i + 1) + 1
+                self._open.end_line = self._line(buf, base, i + 1)
                 self._open = None
                 pos = i + 3  # the newline ending `\.` may start the next header
                 continue
@@ -151,7 +159,7 @@ class DumpText:
             if is_meta and j < 0 and len(buf) - i < MAX_LINE:
                 hold, hold_meta = i, True  # a line split across chunks: finish it next time
                 break
-            line_no = base + buf.count(b"\n", 0, i + 1) + 1
+            line_no = self._line(buf, base, i + 1)
             if is_meta:
                 text = buf[i + 1 : j] if j >= 0 else buf[i + 1 :]
                 if not self._meta(text, line_no, start + i + 1):
@@ -222,12 +230,12 @@ class DumpText:
             while run <= k and buf[k - run] == 0x5C:  # backslash
                 run += 1
             if k not in own and (run % 2 == 1 or run > k):
-                line = base + buf.count(b"\n", 0, k) + 1
                 self._find(
-                    line,
+                    self._line(buf, base, k),
                     _UNRESTRICT,
                     "psql meta-command \\unrestrict is not allowed in a backup (pg_dump writes "
                     "it only as its last line)",
+                    start + k,
                 )
                 return
             k += 1
@@ -252,13 +260,14 @@ class DumpText:
                 command,
                 "\\restrict is allowed only once, where pg_dump writes it (right after its "
                 "opening banner)",
+                at,
             )
             return False
         if own is not None:
             if self._key is not None and own[2] == self._key and not self._closed:
                 self._closed = True
                 return True
-            self._find(line, command, "\\unrestrict does not close pg_dump's own \\restrict")
+            self._find(line, command, "\\unrestrict does not close pg_dump's own \\restrict", at)
             return False
         name = _printable(command)
         problem = f"psql meta-command {name} is not allowed in a backup"
@@ -267,11 +276,15 @@ class DumpText:
                 " (a backup loads into the database you confirm; a dump made with pg_dump "
                 "--create switches databases: make it again without --create)"
             )
-        self._find(line, command, problem)
+        self._find(line, command, problem, at)
         return False
 
-    def _find(self, line: int, command: bytes, problem: str) -> None:
-        self.found = Finding(line, _printable(command), problem)
+    def _line(self, buf: bytes, base: int, end: int) -> int:
+        """The line number of the text at buf[end] (0 when lines are not counted)."""
+        return base + buf.count(b"\n", 0, end) + 1 if self.count_lines else 0
+
+    def _find(self, line: int, command: bytes, problem: str, at: int) -> None:
+        self.found = Finding(line, _printable(command), problem, at)
 
 
 def _text(raw: bytes) -> str:
