@@ -272,6 +272,7 @@ class TextScan:
     costs about what it cost before the scan (docs/PERFORMANCE.md's verify target)."""
 
     _QUEUED = 4  # pieces (at most _MAX_INFLATE each) waiting for the scan
+    _SLICE = 256 << 10  # bytes scanned per call (see _run)
 
     def __init__(self) -> None:
         self.text = DumpText(count_lines=False)  # a finding's line: text_line_at
@@ -283,7 +284,10 @@ class TextScan:
     def _run(self) -> None:
         try:
             while (piece := self._pieces.get()) is not None:
-                self.text.feed(piece)  # a no-op once something was found
+                # In slices: a search holds the GIL for its whole length, and the verifying
+                # thread needs it between its zlib and MD5 calls; short searches let it in.
+                for at in range(0, len(piece), self._SLICE):
+                    self.text.feed(piece[at : at + self._SLICE])  # a no-op after a finding
             self.text.finish()
         except BaseException as exc:  # re-raised by `result` in the verifying thread
             self._error = exc
