@@ -1478,6 +1478,8 @@ class _Restore:
                 thread.join(JOIN_GRACE)
                 if thread.is_alive():  # a daemon: it cannot keep the process alive
                     self.log.append(f"thread {thread.name} did not stop in {JOIN_GRACE:.0f} s")
+            for session in self._all_sessions():  # also one the scanner started meanwhile
+                session.kill()
             for copier in self.copiers.values():
                 copier.close()
             self._drain_log()
