@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +113,28 @@ def database(pg_cluster: Cluster) -> Iterator[Database]:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+def drop_database(db: Database) -> None:
+    """Drop `db` (and end its sessions)."""
+    with db.connect("postgres") as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db.name))
+        )
+
+
+@pytest.fixture
+def scratch(pg_cluster: Cluster) -> Iterator[Callable[[], Database]]:
+    """`scratch()`: a new empty database in the session cluster, dropped after the test."""
+    made: list[Database] = []
+
+    def make() -> Database:
+        made.append(make_database(pg_cluster, seeded=False))
+        return made[-1]
+
+    yield make
+    for db in made:
+        drop_database(db)
 
 
 @pytest.fixture

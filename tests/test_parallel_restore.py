@@ -10,7 +10,7 @@ import gzip
 import os
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -21,8 +21,7 @@ from preskool_dr.core.errors import Cancelled, VerificationError
 from preskool_dr.core.events import Event, LogLine, Progress
 from preskool_dr.core.parallel_restore import parallel_restore, resolve_jobs, unsupported_reason
 from preskool_dr.core.restore_stream import RestoreError, stream_restore
-from preskool_dr.demo.cluster import Cluster
-from tests.conftest import APP_ROLE, PASSWORD, Database, assert_no_secrets, make_database
+from tests.conftest import APP_ROLE, PASSWORD, Database, assert_no_secrets
 
 # Everything pg_dump splits into separate entries, and what a naive splitter trips on.
 AWKWARD_SCHEMA = r"""
@@ -179,27 +178,6 @@ def as_app(db: Database) -> psycopg.Connection:
     return psycopg.connect(
         db.cluster.conninfo(db.name, user=APP_ROLE), password=PASSWORD, autocommit=True
     )
-
-
-def drop_database(db: Database) -> None:
-    with db.connect("postgres") as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db.name))
-        )
-
-
-@pytest.fixture
-def scratch(pg_cluster: Cluster) -> Iterator[Callable[[], Database]]:
-    """`scratch()`: a new empty database in the session cluster, dropped after the test."""
-    made: list[Database] = []
-
-    def make() -> Database:
-        made.append(make_database(pg_cluster, seeded=False))
-        return made[-1]
-
-    yield make
-    for db in made:
-        drop_database(db)
 
 
 def libpq(db: Database) -> dict[str, str]:

@@ -36,8 +36,7 @@ from tests.test_parallel_restore import (
     psql_children,
 )
 
-# the same fixtures: made databases dropped afterwards, PGPASSWORD set for the loaders
-scratch = shared.scratch
+# the same fixture: PGPASSWORD set for the loaders
 password_in_env = shared.password_in_env
 
 

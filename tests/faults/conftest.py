@@ -59,6 +59,18 @@ from tests.conftest import (
 FINAL_NAME = re.compile(r"^preskool-backup-\d{8}_\d{6}\.sql\.gz$")
 STUDENTS_SUM = "SELECT md5(string_agg(s::text, '|' ORDER BY s.id)) FROM students s"
 HANG_GUARD = 180.0  # seconds: only ever reached when a case is broken, never a measurement
+# the fields of one drill entry (tests append them with their own signer and key)
+DRILL_FIELDS: dict[str, Any] = {
+    "performed_by": "alice",
+    "backup": "preskool-backup-20260220_020000.sql.gz",
+    "backup_md5": "0123456789abcdef0123456789abcdef",
+    "incident_declared_at": "2026-02-20T09:00:00Z",
+    "app_accessible_at": "2026-02-20T10:12:30Z",
+    "rto_seconds": 4350,
+    "rpo_seconds": 25200,
+    "result": "pass",
+    "steps": [{"id": "restore", "status": "done"}],
+}
 
 
 # ---------------------------------------------------------------- a private cluster

@@ -25,19 +25,7 @@ import pytest
 from preskool_dr.core.drill_log import append_entry, read_log, verify_log
 from preskool_dr.core.signing import NAMESPACE, SigningKey, key_from_file
 from tests.conftest import REPO
-from tests.faults.conftest import assert_says, cli_argv, run, the_error
-
-FIELDS = {
-    "performed_by": "alice",
-    "backup": "preskool-backup-20260220_020000.sql.gz",
-    "backup_md5": "0123456789abcdef0123456789abcdef",
-    "incident_declared_at": "2026-02-20T09:00:00Z",
-    "app_accessible_at": "2026-02-20T10:12:30Z",
-    "rto_seconds": 4350,
-    "rpo_seconds": 25200,
-    "result": "pass",
-    "steps": [{"id": "restore", "status": "done"}],
-}
+from tests.faults.conftest import DRILL_FIELDS, assert_says, cli_argv, run, the_error
 
 APPENDER = textwrap.dedent("""\
     import sys, time
@@ -48,9 +36,9 @@ APPENDER = textwrap.dedent("""\
     while not Path(go).exists():  # both processes start appending together
         time.sleep(0.001)
     for i in range(int(count)):
-        fields = {**FIELDS, "performed_by": f"{who}-{i}"}
+        fields = {**DRILL_FIELDS, "performed_by": f"{who}-{i}"}
         append_entry(Path(log), fields, signer=who, key=SigningKey(path=Path(key)))
-    """).replace("**FIELDS", f"**{FIELDS!r}")
+    """).replace("**DRILL_FIELDS", f"**{DRILL_FIELDS!r}")
 
 
 @pytest.fixture
@@ -133,7 +121,7 @@ def test_killed_while_appending_leaves_whole_lines(
         proc.wait(timeout=60)
     report = verify_log(log, allowed(keys))
     assert report.ok, report.problems[:3]
-    append_entry(log, FIELDS, signer="bob", key=keys["bob"])
+    append_entry(log, DRILL_FIELDS, signer="bob", key=keys["bob"])
     result = verify_cli(log, keys)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -146,7 +134,7 @@ def test_write_cut_short_is_detected_refused_and_repaired(
     onto it; `repair --yes` sets it aside and the log verifies again."""
     log = tmp_path / "state" / "drill-log.jsonl"
     for _ in range(2):
-        append_entry(log, FIELDS, signer="alice", key=keys["alice"])
+        append_entry(log, DRILL_FIELDS, signer="alice", key=keys["alice"])
     whole = log.read_bytes()
     limit = len(whole) + 100
 

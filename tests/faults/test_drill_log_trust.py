@@ -30,19 +30,8 @@ from preskool_dr.core.journal import Journal
 from preskool_dr.core.signing import SigningKey, key_from_file, sign
 from preskool_dr.demo import standin_app
 from tests.conftest import make_signing_key, write_runbook
-from tests.faults.conftest import Site, assert_says, cli_argv, run, the_error
+from tests.faults.conftest import DRILL_FIELDS, Site, assert_says, cli_argv, run, the_error
 
-FIELDS: dict[str, Any] = {
-    "performed_by": "alice",
-    "backup": "preskool-backup-20260220_020000.sql.gz",
-    "backup_md5": "0123456789abcdef0123456789abcdef",
-    "incident_declared_at": "2026-02-20T09:00:00Z",
-    "app_accessible_at": "2026-02-20T10:12:30Z",
-    "rto_seconds": 4350,
-    "rpo_seconds": 25200,
-    "result": "pass",
-    "steps": [{"id": "restore", "status": "done"}],
-}
 PROM_SAMPLE = re.compile(r"^(preskool_dr_[a-z0-9_]+)(\{[^}]*\})? (-?[0-9.e+]+)$")
 
 
@@ -121,7 +110,7 @@ def fault_log(
     """`count` entries appended to the site's default drill log by the core (no journal)."""
     log = default_log(site)
     for i in range(count):
-        append_entry(log, {**FIELDS, "rto_seconds": 4000 + i, **over}, signer=signer, key=key)
+        append_entry(log, {**DRILL_FIELDS, "rto_seconds": 4000 + i, **over}, signer=signer, key=key)
     return log
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import gzip
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -31,12 +31,10 @@ from preskool_dr.core.dumptext import MetaCommandError
 from preskool_dr.core.events import Event, Notice
 from preskool_dr.core.parallel_restore import parallel_restore
 from preskool_dr.core.restore_stream import RestoreError
-from preskool_dr.demo.cluster import Cluster
-from tests.conftest import APP_ROLE, PASSWORD, Database, make_database, write_runbook
+from tests.conftest import APP_ROLE, PASSWORD, Database, write_runbook
 from tests.faults.conftest import Site, backup_sql, insert_before, rewrite_backup
 from tests.test_parallel_restore import (
     assert_same,
-    drop_database,
     dump_gz,
     libpq,
     psql_children,
@@ -105,20 +103,6 @@ def victim_rows(db: Database) -> int | None:
         return int(row[0])
 
 
-@pytest.fixture
-def fresh(pg_cluster: Cluster) -> Iterator[Callable[[], Database]]:
-    """`fresh()`: a new empty database owned by the app role, dropped after the test."""
-    made: list[Database] = []
-
-    def make() -> Database:
-        made.append(make_database(pg_cluster, seeded=False))
-        return made[-1]
-
-    yield make
-    for db in made:
-        drop_database(db)
-
-
 @pytest.fixture(autouse=True)
 def password_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PGPASSWORD", PASSWORD)
@@ -126,14 +110,14 @@ def password_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
 def test_attack_through_the_parallel_loader_equals_serial(
-    attack: str, fresh: Callable[[], Database], tmp_path: Path
+    attack: str, scratch: Callable[[], Database], tmp_path: Path
 ) -> None:
     """Each attack, restored by `parallel_restore` (2 sessions) and by the serial stream:
     the same schema and rows, public.victim still there, no psql left running."""
-    source = fresh()
+    source = scratch()
     plant(source, attack)
     backup = dump_gz(source, tmp_path / "hostile.sql.gz")
-    serial, parallel = fresh(), fresh()
+    serial, parallel = scratch(), scratch()
     from preskool_dr.core.restore_stream import stream_restore
 
     stream_restore(backup, libpq(serial))
@@ -166,18 +150,20 @@ def test_all_attacks_through_the_cli(site: Site) -> None:
     site.assert_no_leak(result)
 
 
-def test_unclassifiable_pre_data_goes_serial(fresh: Callable[[], Database], tmp_path: Path) -> None:
+def test_unclassifiable_pre_data_goes_serial(
+    scratch: Callable[[], Database], tmp_path: Path
+) -> None:
     """A COPY the scanner does not recognise (lower case, in the pre-data): its rows would
     read as SQL to a splitter. The loader says so and hands the whole file to the serial
     stream, which follows only pg_dump's own COPY headers: its `\\.` line is then a psql
     command outside COPY data, refused before psql reads it. The rows never run as SQL."""
-    source = fresh()
+    source = scratch()
     plant(source)
     backup = dump_gz(source, tmp_path / "b.sql.gz")
     extra = b"CREATE TABLE public.zz_copy (line text);\ncopy public.zz_copy (line) from stdin;\n"
     extra += DROP_VICTIM.encode() + TOC_INDEX.encode().replace(b"\n", b" ") + b"\n\\.\n\n"
     rewrite_backup(backup, insert_before(backup_sql(backup), b"--\n-- Name: victim;", extra))
-    target = fresh()
+    target = scratch()
     plant(target)  # a victim in the target too: the rows must not drop it
     events: list[Event] = []
     with pytest.raises(MetaCommandError) as refused:
@@ -191,17 +177,17 @@ def test_unclassifiable_pre_data_goes_serial(fresh: Callable[[], Database], tmp_
 
 
 def test_unclassifiable_post_data_stops_the_load(
-    fresh: Callable[[], Database], tmp_path: Path
+    scratch: Callable[[], Database], tmp_path: Path
 ) -> None:
     """The same unrecognised COPY in the post-data, after tables were loaded: the load
     stops, naming the line and restore.method: serial; its rows never run as SQL."""
-    source = fresh()
+    source = scratch()
     plant(source, "toc-in-index-comment")
     backup = dump_gz(source, tmp_path / "b.sql.gz")
     extra = b"--\n-- Name: zz_copy; Type: INDEX; Schema: public; Owner: -\n--\n\n"
     extra += b"copy public.zz_items (n) from stdin;\n7\n\\.\n" + DROP_VICTIM.encode() + b"\n"
     rewrite_backup(backup, insert_before(backup_sql(backup), END_OF_DUMP, extra))
-    target = fresh()
+    target = scratch()
     with pytest.raises(RestoreError) as failed:
         parallel_restore(backup, libpq(target), jobs=2, watchdog=60)
     message = str(failed.value)
@@ -212,18 +198,20 @@ def test_unclassifiable_post_data_stops_the_load(
     assert psql_children() == []
 
 
-def test_stuck_session_fails_on_the_watchdog(fresh: Callable[[], Database], tmp_path: Path) -> None:
+def test_stuck_session_fails_on_the_watchdog(
+    scratch: Callable[[], Database], tmp_path: Path
+) -> None:
     """A post-data entry whose server session waits for an advisory lock another
     connection holds: its psql never answers the sync marker. With a 2 s watchdog the step
     fails saying which session did not answer and what its server session waits for;
     nothing is left running."""
-    source = fresh()
+    source = scratch()
     plant(source, "toc-in-index-comment")
     backup = dump_gz(source, tmp_path / "b.sql.gz")
     extra = b"--\n-- Name: zz_wait; Type: INDEX; Schema: public; Owner: -\n--\n\n"
     extra += b"SELECT pg_advisory_lock(4242);\n\n"
     rewrite_backup(backup, insert_before(backup_sql(backup), END_OF_DUMP, extra))
-    target = fresh()
+    target = scratch()
     holder = target.connect()
     holder.execute("SELECT pg_advisory_lock(4242)")
     outcome: list[BaseException | None] = []
@@ -251,11 +239,11 @@ def test_stuck_session_fails_on_the_watchdog(fresh: Callable[[], Database], tmp_
     assert server_sessions(target) == 0
 
 
-def test_sql_in_the_preamble_runs_once(fresh: Callable[[], Database], tmp_path: Path) -> None:
+def test_sql_in_the_preamble_runs_once(scratch: Callable[[], Database], tmp_path: Path) -> None:
     """A statement planted among pg_dump's opening settings, which every session replays:
     the loader does not replay it (it loads the file serially), so it runs once, as in the
     serial load."""
-    source = fresh()
+    source = scratch()
     plant(source)
     backup = dump_gz(source, tmp_path / "b.sql.gz")
     planted = (
@@ -263,7 +251,7 @@ def test_sql_in_the_preamble_runs_once(fresh: Callable[[], Database], tmp_path: 
     )
     planted += b"CREATE TABLE public.zz_once (n integer);\nINSERT INTO public.zz_once VALUES (1);\n"
     rewrite_backup(backup, insert_before(backup_sql(backup), b"SET row_security = off;\n", planted))
-    target = fresh()
+    target = scratch()
     events: list[Event] = []
     parallel_restore(backup, libpq(target), jobs=2, on_event=events.append, watchdog=60)
     said = [e.text for e in events if isinstance(e, Notice)]
