@@ -59,6 +59,11 @@ def test_a_real_shaped_dump_passes_under_any_chunking() -> None:
         (DUMP.replace(b"SET client", b"\\connect postgres\nSET client"), 7, "\\connect"),
         (DUMP.replace(b"\\.\n", b"\\.\n\\o /tmp/x\n"), 13, "\\o"),
         (DUMP + b"\\! id", 21, "\\!"),  # a last line without a newline runs too
+        (  # COPY rows without a backslash are skipped whole: the next one is still seen
+            DUMP.replace(b"\\N\t1\n", b"plain row\t1\nmore \\unrestrict `id`\t2\n"),
+            11,
+            "\\unrestrict",
+        ),
     ],
     ids=[
         "shell",
@@ -68,6 +73,7 @@ def test_a_real_shaped_dump_passes_under_any_chunking() -> None:
         "connect",
         "after_copy",
         "no_newline",
+        "in_copy_after_plain_rows",
     ],
 )
 def test_a_meta_command_is_found_with_its_line(text: bytes, line: int, command: str) -> None:

@@ -266,47 +266,34 @@ class VerifyResult:
         return f"{'OK' if self.ok else 'BAD'} {self.path.name}: {self.findings()}"
 
 
-class TextScan:
-    """A DumpText fed from its own thread. `bytes.find` holds the GIL, but zlib and MD5
-    release it: on a second core the scan runs while the next piece is inflated, so verify
-    costs about what it cost before the scan (docs/PERFORMANCE.md's verify target)."""
+class BackgroundDigest:
+    """An MD5 computed on its own thread. hashlib releases the GIL while it hashes, so on a
+    second core the digest runs while the verifying thread inflates and scans the text (which
+    holds the GIL in `bytes.find`): verify then costs what the decompression and the scan
+    cost, not that plus the MD5 (docs/PERFORMANCE.md's verify target)."""
 
-    _QUEUED = 4  # pieces (at most _MAX_INFLATE each) waiting for the scan
-    _SLICE = 256 << 10  # bytes scanned per call (see _run)
+    _QUEUED = 8  # chunks waiting for the digest
 
     def __init__(self) -> None:
-        self.text = DumpText(count_lines=False)  # a finding's line: text_line_at
-        self._pieces: queue.Queue[bytes | None] = queue.Queue(self._QUEUED)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="verify-text-scan", daemon=True)
+        self._digest = md5_hasher()
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(self._QUEUED)
+        self._thread = threading.Thread(target=self._run, name="verify-md5", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        try:
-            while (piece := self._pieces.get()) is not None:
-                # In slices: a search holds the GIL for its whole length, and the verifying
-                # thread needs it between its zlib and MD5 calls; short searches let it in.
-                for at in range(0, len(piece), self._SLICE):
-                    self.text.feed(piece[at : at + self._SLICE])  # a no-op after a finding
-            self.text.finish()
-        except BaseException as exc:  # re-raised by `result` in the verifying thread
-            self._error = exc
-            while self._pieces.get() is not None:  # let `feed` never block
-                pass
+        while (chunk := self._chunks.get()) is not None:
+            self._digest.update(chunk)
 
-    def feed(self, piece: bytes) -> None:
-        self._pieces.put(piece)
+    def update(self, chunk: bytes) -> None:
+        self._chunks.put(chunk)
 
-    def result(self) -> Finding | None:
-        """The end of the text: the first finding, or None."""
+    def hexdigest(self) -> str:
         self.close()
-        if self._error is not None:
-            raise self._error
-        return self.text.found
+        return self._digest.hexdigest()
 
     def close(self) -> None:
         if self._thread.is_alive():
-            self._pieces.put(None)
+            self._chunks.put(None)
             self._thread.join()
 
 
@@ -325,7 +312,8 @@ class GzipChecker:
         self.head = b""  # the first bytes of the decompressed text
         self.tail = b""  # its last bytes
         self.text_bytes = 0  # decompressed bytes so far
-        self.text = TextScan() if scan_text else None
+        # a finding's line is counted afterwards (text_line_at): an error path
+        self.text = DumpText(count_lines=False) if scan_text else None
 
     def _keep(self, text: bytes) -> None:
         self.text_bytes += len(text)
@@ -449,7 +437,7 @@ def verify_file(
         raise NotFoundError(f"{path}: no such backup file; run `preskool-dr list`") from None
     except OSError as exc:
         raise DrError(f"cannot read {path}: {exc.strerror or exc}") from None
-    digest = md5_hasher()
+    digest = BackgroundDigest()
     checker = GzipChecker(scan_text=check_dump) if check_gzip else None
     try:
         with handle:
@@ -468,12 +456,15 @@ def verify_file(
             meter.finish()
             after = FileIdentity.of(os.fstat(handle.fileno()))
         gzip_error = checker.finish() if checker is not None else None
-        found = checker.text.result() if checker is not None and checker.text else None
-        if found is not None and found.line == 0:
-            found = replace(found, line=text_line_at(path, found.offset))
+        actual_md5 = digest.hexdigest()
     finally:
-        if checker is not None and checker.text is not None:
-            checker.text.close()
+        digest.close()
+    found = None
+    if checker is not None and checker.text is not None:
+        checker.text.finish()
+        found = checker.text.found
+    if found is not None and found.line == 0:
+        found = replace(found, line=text_line_at(path, found.offset))
     dump_checked = check_dump and checker is not None
     dump_error = None
     if dump_checked and checker is not None and gzip_error is None:
@@ -486,7 +477,7 @@ def verify_file(
         path=path,
         size=meter.done,
         expected_md5=expected_md5.lower() if expected_md5 else None,
-        actual_md5=digest.hexdigest(),
+        actual_md5=actual_md5,
         gzip_ok=gzip_error is None,
         gzip_error=gzip_error,
         sidecar_error=sidecar_error,
