@@ -29,9 +29,9 @@ from common import REPO, TOOL, Lab, Series, say, timed
 from datasets import build_realistic, generate_big_backup
 
 import preskool_dr
-from preskool_dr.core.checksum import GzipChecker
-from preskool_dr.core.events import Event, LogLine, Progress
-from preskool_dr.core.parallel_restore import SPLIT_BYTES, parallel_restore
+from preskool_dr.core.base.events import Event, LogLine, Progress
+from preskool_dr.core.restore.loaders.parallel import SPLIT_BYTES, parallel_restore
+from preskool_dr.core.storage.checksum import GzipChecker
 
 SOURCE_DB = "preskool_src"
 DOC = REPO / "docs" / "PERFORMANCE.md"

@@ -23,8 +23,8 @@ from typing import Any
 
 from common import TOOL, Lab, say, timed
 
-from preskool_dr.core.config import load_config
-from preskool_dr.core.events import StepStatus
+from preskool_dr.core.base.config import load_config
+from preskool_dr.core.base.events import StepStatus
 
 TARGET = "bench_tui"
 SETTLE_SECONDS = 600.0  # a bound for a hung run, not a measurement

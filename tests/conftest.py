@@ -17,7 +17,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from preskool_dr.demo.cluster import Cluster, create_cluster, free_port
+from preskool_dr.core.base.ports import free_port
+from preskool_dr.demo.cluster import Cluster, create_cluster
 from preskool_dr.demo.seed import seed_database
 
 REPO = Path(__file__).resolve().parent.parent
@@ -288,7 +289,7 @@ def make_signing_key(folder: Path, principal: str) -> tuple[Path, Path]:
 
 def assert_openssh_verifies(entry: dict, allowed: Path, principal: str, folder: Path) -> None:
     """The entry's signature checks with stock `ssh-keygen -Y verify`, not only our code."""
-    from preskool_dr.core.drill_log import canonical_bytes
+    from preskool_dr.core.drill.log import canonical_bytes
 
     unsigned = {k: v for k, v in entry.items() if k != "signature"}
     signature = folder / "entry.sig"

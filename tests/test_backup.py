@@ -22,11 +22,12 @@ import pytest
 from psycopg import sql
 
 from preskool_dr.cli.output import BANNER_RULE
-from preskool_dr.core import catalog
-from preskool_dr.core.backup import _ReadBack, run_backup
-from preskool_dr.core.config import load_config
-from preskool_dr.core.errors import Cancelled
-from preskool_dr.core.events import Event, Notice, Progress, ignore_events, utcnow
+from preskool_dr.core.backup.logical import _ReadBack
+from preskool_dr.core.backup.take import run_backup
+from preskool_dr.core.base.config import load_config
+from preskool_dr.core.base.errors import Cancelled
+from preskool_dr.core.base.events import Event, Notice, Progress, ignore_events, utcnow
+from preskool_dr.core.storage import catalog
 from preskool_dr.demo.cluster import Cluster
 from tests.conftest import APP_ROLE, Database, assert_no_secrets, run_cli
 

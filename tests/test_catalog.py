@@ -12,8 +12,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from preskool_dr.core import catalog
-from preskool_dr.core.catalog import (
+from preskool_dr.core.base.config import Config, load_config
+from preskool_dr.core.base.errors import ArchivedError, DrError, NotFoundError, UsageError
+from preskool_dr.core.base.events import Notice
+from preskool_dr.core.storage import catalog
+from preskool_dr.core.storage.catalog import (
     BackupMeta,
     backup_name,
     fetch_backup,
@@ -23,11 +26,8 @@ from preskool_dr.core.catalog import (
     resolve_backup,
     write_meta,
 )
-from preskool_dr.core.checksum import sidecar_path, verify_backup, write_sidecar
-from preskool_dr.core.config import Config, load_config
-from preskool_dr.core.errors import ArchivedError, DrError, NotFoundError, UsageError
-from preskool_dr.core.events import Notice
-from preskool_dr.core.s3store import S3Store
+from preskool_dr.core.storage.checksum import sidecar_path, verify_backup, write_sidecar
+from preskool_dr.core.storage.s3store import S3Store
 from tests.conftest import REPO
 from tests.test_checksum import sql_text
 

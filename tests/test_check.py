@@ -13,10 +13,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from preskool_dr.core import catalog
-from preskool_dr.core.events import utcnow
-from preskool_dr.core.monitor import read_restore_test_result, record_restore_test_result
-from preskool_dr.demo.cluster import free_port
+from preskool_dr.core.base.events import utcnow
+from preskool_dr.core.base.ports import free_port
+from preskool_dr.core.monitor.check import read_restore_test_result, record_restore_test_result
+from preskool_dr.core.storage import catalog
 from tests.conftest import AWS_SECRET, REPO, Database, run_cli
 
 MIB = 1024 * 1024

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from preskool_dr.core.checksum import (
+from preskool_dr.core.base.errors import Cancelled, NotFoundError, VerificationError
+from preskool_dr.core.base.events import Event, Progress
+from preskool_dr.core.storage.checksum import (
     Sidecar,
     read_sidecar,
     sidecar_path,
@@ -21,8 +23,6 @@ from preskool_dr.core.checksum import (
     verify_with_sidecar,
     write_sidecar,
 )
-from preskool_dr.core.errors import Cancelled, NotFoundError, VerificationError
-from preskool_dr.core.events import Event, Progress
 from tests.conftest import pg_dump_shaped
 
 NAME = "preskool-backup-20260220_020000.sql.gz"

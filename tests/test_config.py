@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from preskool_dr.core.config import STEP_IDS, load_config
-from preskool_dr.core.errors import ConfigError
+from preskool_dr.core.base.config import STEP_IDS, load_config
+from preskool_dr.core.base.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 RUNBOOK = (REPO / "runbook.yaml").read_text()

@@ -22,9 +22,9 @@ import psycopg
 import pytest
 
 from preskool_dr.cli.main import main
-from preskool_dr.core.config import load_config
-from preskool_dr.core.procs import run_command
-from preskool_dr.core.signing import trust_root
+from preskool_dr.core.base.config import load_config
+from preskool_dr.core.base.procs import run_command
+from preskool_dr.core.drill.signing import trust_root
 from preskool_dr.demo.sandbox import BUCKET, DATABASE, Sandbox, backup_plan, environment
 
 REPO = Path(__file__).resolve().parent.parent

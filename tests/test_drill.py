@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from preskool_dr.core.backup import run_backup
-from preskool_dr.core.config import load_config
+from preskool_dr.core.backup.take import run_backup
+from preskool_dr.core.base.config import load_config
 from preskool_dr.demo import standin_app
 from tests.conftest import Database, assert_openssh_verifies, make_signing_key, write_runbook
 from tests.test_restore_engine import Site

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from preskool_dr.core.drill_log import (
+from preskool_dr.core.base.errors import NotFoundError, UsageError
+from preskool_dr.core.drill.log import (
     MARKDOWN_HEADER,
     ZERO_SHA256,
     AppendResult,
@@ -33,8 +34,7 @@ from preskool_dr.core.drill_log import (
     sign_entry,
     verify_log,
 )
-from preskool_dr.core.errors import NotFoundError, UsageError
-from preskool_dr.core.signing import NAMESPACE, SigningKey, key_from_file, resolve_key, sign
+from preskool_dr.core.drill.signing import NAMESPACE, SigningKey, key_from_file, resolve_key, sign
 from tests.conftest import PASSWORD, REPO
 
 PYTHON = str(REPO / ".venv" / "bin" / "python")
@@ -460,8 +460,8 @@ def test_concurrent_appends_from_two_processes_keep_the_chain(keys: Keys, log: P
     script = textwrap.dedent(f"""\
         import sys
         from pathlib import Path
-        from preskool_dr.core.drill_log import append_entry
-        from preskool_dr.core.signing import SigningKey
+        from preskool_dr.core.drill.log import append_entry
+        from preskool_dr.core.drill.signing import SigningKey
         who = sys.argv[1]
         key = SigningKey(path=Path(sys.argv[2]))
         for i in range(20):

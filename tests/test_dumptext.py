@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from preskool_dr.core.dumptext import DumpText
+from preskool_dr.core.storage.dumptext import DumpText
 
 KEY = b"k3Y9abcDEF"
 DUMP = (

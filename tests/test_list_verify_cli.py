@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from preskool_dr.core.catalog import backup_name
-from preskool_dr.core.checksum import sidecar_path, write_sidecar
-from preskool_dr.core.config import load_config
+from preskool_dr.core.base.config import load_config
+from preskool_dr.core.storage.catalog import backup_name
+from preskool_dr.core.storage.checksum import sidecar_path, write_sidecar
 from tests.conftest import AWS_SECRET as SECRET
 from tests.conftest import REPO, pg_dump_shaped
 from tests.test_catalog import make_backup, s3_store, upload_backup

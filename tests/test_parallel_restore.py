@@ -17,10 +17,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from preskool_dr.core.errors import Cancelled, VerificationError
-from preskool_dr.core.events import Event, LogLine, Progress
-from preskool_dr.core.parallel_restore import parallel_restore, resolve_jobs, unsupported_reason
-from preskool_dr.core.restore_stream import RestoreError, stream_restore
+from preskool_dr.core.base.errors import Cancelled, VerificationError
+from preskool_dr.core.base.events import Event, LogLine, Progress
+from preskool_dr.core.restore.loaders.parallel import (
+    parallel_restore,
+    resolve_jobs,
+    unsupported_reason,
+)
+from preskool_dr.core.restore.loaders.stream import RestoreError, stream_restore
 from tests.conftest import APP_ROLE, PASSWORD, Database, assert_no_secrets
 
 # Everything pg_dump splits into separate entries, and what a naive splitter trips on.

@@ -17,14 +17,20 @@ from pathlib import Path
 import boto3
 import pytest
 
-from preskool_dr.core import catalog, checksum
-from preskool_dr.core.backup import apply_retention, run_backup
-from preskool_dr.core.config import Config, load_config
-from preskool_dr.core.engine import Engine, RunOptions
-from preskool_dr.core.errors import Cancelled, ConfigError
-from preskool_dr.core.events import Event, Notice, Progress, StepStatus, utcnow
-from preskool_dr.core.pg_restore import _Verbose, custom_restore, read_toc, usable_companion
-from preskool_dr.core.restore_stream import RestoreError, stream_restore
+from preskool_dr.core.backup.companion import read_toc
+from preskool_dr.core.backup.retention import apply_retention
+from preskool_dr.core.backup.take import run_backup
+from preskool_dr.core.base.config import Config, load_config
+from preskool_dr.core.base.errors import Cancelled, ConfigError
+from preskool_dr.core.base.events import Event, Notice, Progress, StepStatus, utcnow
+from preskool_dr.core.restore.engine import Engine, RunOptions
+from preskool_dr.core.restore.loaders.pg_restore import (
+    _Verbose,
+    custom_restore,
+    usable_companion,
+)
+from preskool_dr.core.restore.loaders.stream import RestoreError, stream_restore
+from preskool_dr.core.storage import catalog, checksum
 from tests import test_parallel_restore as shared
 from tests.conftest import Database, assert_no_secrets, run_cli, write_runbook
 from tests.test_parallel_restore import (

@@ -29,13 +29,17 @@ import psycopg
 import pytest
 
 from preskool_dr.cli.main import main
-from preskool_dr.core import basebackup, catalog, checksum, drill_log, pitr, wal
-from preskool_dr.core.config import load_config
-from preskool_dr.core.errors import Cancelled
-from preskool_dr.core.events import Event, Progress, StepChanged, StepStatus
-from preskool_dr.core.pgbin import find_pg_bin
-from preskool_dr.core.wal import Segment, WalSettings
-from preskool_dr.demo.cluster import SUPERUSER, Cluster, create_cluster, free_port
+from preskool_dr.core.backup import basebackup, wal
+from preskool_dr.core.backup.wal import Segment, WalSettings
+from preskool_dr.core.base.config import load_config
+from preskool_dr.core.base.errors import Cancelled
+from preskool_dr.core.base.events import Event, Progress, StepChanged, StepStatus
+from preskool_dr.core.base.pgbin import find_pg_bin
+from preskool_dr.core.base.ports import free_port
+from preskool_dr.core.drill import log as drill_log
+from preskool_dr.core.pitr import run as pitr
+from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.demo.cluster import SUPERUSER, Cluster, create_cluster
 from tests.conftest import (
     PASSWORD,
     REPO,

@@ -17,12 +17,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from preskool_dr.core import checksum, database
-from preskool_dr.core.config import DatabaseSettings
-from preskool_dr.core.dumptext import DumpText
-from preskool_dr.core.errors import Cancelled, NotFoundError, VerificationError
-from preskool_dr.core.events import Event, LogLine, Progress
-from preskool_dr.core.restore_stream import RestoreError, StreamResult, stream_restore
+from preskool_dr.core.base import database
+from preskool_dr.core.base.config import DatabaseSettings
+from preskool_dr.core.base.errors import Cancelled, NotFoundError, VerificationError
+from preskool_dr.core.base.events import Event, LogLine, Progress
+from preskool_dr.core.restore.loaders.stream import RestoreError, StreamResult, stream_restore
+from preskool_dr.core.storage import checksum
+from preskool_dr.core.storage.dumptext import DumpText
 from preskool_dr.demo.cluster import Cluster
 from tests.conftest import APP_ROLE, PASSWORD, Database, make_database
 

@@ -16,10 +16,11 @@ from pathlib import Path
 import boto3
 import pytest
 
-from preskool_dr.core import catalog, restore_test
-from preskool_dr.core.config import load_config
-from preskool_dr.core.errors import UsageError
-from preskool_dr.core.events import Event, Notice
+from preskool_dr.core.base.config import load_config
+from preskool_dr.core.base.errors import UsageError
+from preskool_dr.core.base.events import Event, Notice
+from preskool_dr.core.restore import restore_test
+from preskool_dr.core.storage import catalog
 from preskool_dr.demo.cluster import Cluster
 from tests.conftest import PASSWORD, REPO, Database, make_database
 from tests.test_restore_stream import (

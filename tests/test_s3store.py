@@ -20,11 +20,16 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from preskool_dr.core.checksum import verify_file
-from preskool_dr.core.errors import ArchivedError, Cancelled, DrError, NotFoundError
-from preskool_dr.core.events import Event, Progress
-from preskool_dr.core.s3store import S3Store, parse_restore_header, parse_s3_url, store_for_url
-from preskool_dr.demo.cluster import free_port
+from preskool_dr.core.base.errors import ArchivedError, Cancelled, DrError, NotFoundError
+from preskool_dr.core.base.events import Event, Progress
+from preskool_dr.core.base.ports import free_port
+from preskool_dr.core.storage.checksum import verify_file
+from preskool_dr.core.storage.s3store import (
+    S3Store,
+    parse_restore_header,
+    parse_s3_url,
+    store_for_url,
+)
 
 SECRET = "aws-secret-MARKER-42"
 NAME = "preskool-backup-20260220_020000.sql.gz"

@@ -1,4 +1,4 @@
-"""The parallel loader's SQL lexer (core/sql_lexer.py) on text alone: it stands at a
+"""The parallel loader's SQL lexer (core/storage/sql_lexer.py) on text alone: it stands at a
 statement boundary exactly where psql would, never inside a string, dollar quote, quoted
 name or comment, and says when it cannot be sure; `copy_statement` parses pg_dump's COPY
 headers exactly, odd names included."""
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from preskool_dr.core.sql_lexer import NEED_MORE, SqlLexer, copy_statement
+from preskool_dr.core.storage.sql_lexer import NEED_MORE, SqlLexer, copy_statement
 
 PREAMBLE = b"SET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\n"
 TOC = b"--\n-- Name: x; Type: TABLE DATA; Schema: public; Owner: -\n--\n"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from preskool_dr.core.procs import run_command
+from preskool_dr.core.base.procs import run_command
 from preskool_dr.demo import standin_app
 from preskool_dr.demo.standin_app import (
     HEAD_REVISION,

@@ -16,9 +16,9 @@ import pytest
 
 from preskool_dr.cli.main import main
 from preskool_dr.cli.wal_cmd import EXIT_ABORT_RECOVERY
-from preskool_dr.core import wal
-from preskool_dr.core.errors import DrError, UsageError, VerificationError
-from preskool_dr.core.wal import Segment, WalMissing, WalSettings
+from preskool_dr.core.backup import wal
+from preskool_dr.core.backup.wal import Segment, WalMissing, WalSettings
+from preskool_dr.core.base.errors import DrError, UsageError, VerificationError
 from tests.conftest import AWS_SECRET, run_cli
 
 SEGMENT_SIZE = 16 * 1024 * 1024

@@ -10,9 +10,11 @@ from types import FrameType
 from typing import Any
 
 from preskool_dr.cli.output import BANNER_RULE, tagged
-from preskool_dr.core.backup import LOGICAL_KINDS, human_size, run_backup
-from preskool_dr.core.errors import Cancelled, DrError, UsageError
-from preskool_dr.core.events import Event, Notice, Progress, utcnow
+from preskool_dr.core.backup.common import human_size
+from preskool_dr.core.backup.logical import LOGICAL_KINDS
+from preskool_dr.core.backup.take import run_backup
+from preskool_dr.core.base.errors import Cancelled, DrError, UsageError
+from preskool_dr.core.base.events import Event, Notice, Progress, utcnow
 
 TAGS = {"info": "BACKUP", "ok": "OK", "warn": "WARN", "error": "FAIL"}
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from preskool_dr.cli.output import print_json
-from preskool_dr.core.errors import DrError
-from preskool_dr.core.monitor import (
+from preskool_dr.core.base.errors import DrError
+from preskool_dr.core.monitor.check import (
     CheckResult,
     HealthReport,
     Status,

@@ -15,11 +15,11 @@ from typing import Any
 from preskool_dr.cli import tui_cmd
 from preskool_dr.cli.main import Context
 from preskool_dr.cli.output import tagged
-from preskool_dr.core.catalog import BackupRecord
-from preskool_dr.core.config import load_config
-from preskool_dr.core.engine import default_operator
-from preskool_dr.core.errors import UsageError
-from preskool_dr.core.events import Event, Notice
+from preskool_dr.core.base.config import load_config
+from preskool_dr.core.base.errors import UsageError
+from preskool_dr.core.base.events import Event, Notice
+from preskool_dr.core.restore.engine import default_operator
+from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.demo.sandbox import (
     APP_ROLE,
     BUCKET,

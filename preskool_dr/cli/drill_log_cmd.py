@@ -10,7 +10,8 @@ from typing import Any
 
 from preskool_dr.cli.main import Context
 from preskool_dr.cli.output import print_json
-from preskool_dr.core.drill_log import (
+from preskool_dr.core.base.safe_text import escape_control
+from preskool_dr.core.drill.log import (
     ALLOWED_SIGNERS_EXAMPLE,
     DrillSummary,
     DrillVerdict,
@@ -26,8 +27,7 @@ from preskool_dr.core.drill_log import (
     summarize,
     verify_log,
 )
-from preskool_dr.core.safe_text import escape_control
-from preskool_dr.core.signing import NAMESPACE, TrustRoot, resolve_key, trust_root
+from preskool_dr.core.drill.signing import NAMESPACE, TrustRoot, resolve_key, trust_root
 
 DESCRIPTION = f"""\
 The DR drill log: one signed line per quarterly drill, each chained to the one before,

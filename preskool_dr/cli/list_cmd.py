@@ -10,7 +10,7 @@ from typing import Any
 import humanize
 
 from preskool_dr.cli.output import print_json
-from preskool_dr.core.catalog import SOURCES, BackupRecord, list_backups
+from preskool_dr.core.storage.catalog import SOURCES, BackupRecord, list_backups
 
 DESCRIPTION = """\
 Show every backup preskool-dr can find: files in BACKUP_DIR and objects under

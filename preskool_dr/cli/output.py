@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 import humanize
 
-from preskool_dr.core.events import Event, LogLine, Notice, Progress, StepChanged
+from preskool_dr.core.base.events import Event, LogLine, Notice, Progress, StepChanged
 
 BANNER_RULE = "═" * 56
 

@@ -18,9 +18,9 @@ from preskool_dr.cli.output import (
     print_run_event,
 )
 from preskool_dr.cli.restore_cmd import add_sign_off_options, sign_off
-from preskool_dr.core import pitr
-from preskool_dr.core.errors import Cancelled, DrError, UsageError
-from preskool_dr.core.events import Event, Progress
+from preskool_dr.core.base.errors import Cancelled, DrError, UsageError
+from preskool_dr.core.base.events import Event, Progress
+from preskool_dr.core.pitr import run as pitr
 
 EPILOG = """\
 examples:

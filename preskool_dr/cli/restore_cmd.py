@@ -12,11 +12,14 @@ import humanize
 
 from preskool_dr.cli.main import Context
 from preskool_dr.cli.output import TtyProgress, cancel_on_signals, print_run_event, tagged
-from preskool_dr.core import catalog, database, drill, signing
-from preskool_dr.core.engine import Engine, RunOptions
-from preskool_dr.core.errors import UsageError
-from preskool_dr.core.events import Event
-from preskool_dr.core.journal import Journal, parse_time
+from preskool_dr.core.base import database
+from preskool_dr.core.base.errors import UsageError
+from preskool_dr.core.base.events import Event
+from preskool_dr.core.drill import record as drill
+from preskool_dr.core.drill import signing
+from preskool_dr.core.restore.engine import Engine, RunOptions
+from preskool_dr.core.restore.journal import Journal, parse_time
+from preskool_dr.core.storage import catalog
 
 EPILOG = """\
 examples:

@@ -12,8 +12,8 @@ from typing import Any
 
 from preskool_dr.cli.output import print_json, tagged
 from preskool_dr.cli.restore_cmd import print_event
-from preskool_dr.core.events import ignore_events
-from preskool_dr.core.restore_test import run_restore_test
+from preskool_dr.core.base.events import ignore_events
+from preskool_dr.core.restore.restore_test import run_restore_test
 
 DESCRIPTION = """\
 Restore a backup into a scratch database (restore_test.database in runbook.yaml,

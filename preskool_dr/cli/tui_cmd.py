@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from preskool_dr.core.config import Config
-from preskool_dr.core.engine import default_operator
+from preskool_dr.core.base.config import Config
+from preskool_dr.core.restore.engine import default_operator
 
 if TYPE_CHECKING:
     from preskool_dr.tui.app import DrApp

@@ -10,16 +10,16 @@ from typing import Any
 import humanize
 
 from preskool_dr.cli.output import TtyProgress, print_json, tagged
-from preskool_dr.core.catalog import (
+from preskool_dr.core.base.errors import ArchivedError
+from preskool_dr.core.base.events import EventSink, ignore_events
+from preskool_dr.core.storage.catalog import (
     BackupRecord,
     discard_download,
     fetch_backup,
     request_restore,
     resolve_backup,
 )
-from preskool_dr.core.checksum import VerifyResult, verify_backup
-from preskool_dr.core.errors import ArchivedError
-from preskool_dr.core.events import EventSink, ignore_events
+from preskool_dr.core.storage.checksum import VerifyResult, verify_backup
 
 DESCRIPTION = """\
 Check that a backup is usable before you restore it: the MD5 of the file must match

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from preskool_dr.core.errors import DrError, UsageError
-from preskool_dr.core.wal import WalMissing, WalSettings, fetch, push
+from preskool_dr.core.backup.wal import WalMissing, WalSettings, fetch, push
+from preskool_dr.core.base.errors import DrError, UsageError
 
 # restore_command exit status 1 tells PostgreSQL "no such file": recovery ends there. A
 # segment that exists but cannot be trusted must stop recovery instead, and PostgreSQL

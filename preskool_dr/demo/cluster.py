@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -19,16 +18,11 @@ from pathlib import Path
 
 from psycopg.conninfo import make_conninfo
 
-from preskool_dr.core.errors import DrError
-from preskool_dr.core.pgbin import find_pg_bin
+from preskool_dr.core.base.errors import DrError
+from preskool_dr.core.base.pgbin import find_pg_bin
+from preskool_dr.core.base.ports import free_port
 
 SUPERUSER = "postgres"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -34,14 +34,17 @@ import psycopg
 import yaml
 from psycopg import sql
 
-from preskool_dr.core import catalog, checksum, procs, signing
-from preskool_dr.core.appctl import check_health
-from preskool_dr.core.backup import run_backup
-from preskool_dr.core.config import load_config, shipped_runbook_path
-from preskool_dr.core.errors import DrError, NotFoundError
-from preskool_dr.core.events import EventSink, Notice, ignore_events, utcnow
+from preskool_dr.core.backup.take import run_backup
+from preskool_dr.core.base import procs
+from preskool_dr.core.base.config import load_config, shipped_runbook_path
+from preskool_dr.core.base.errors import DrError, NotFoundError
+from preskool_dr.core.base.events import EventSink, Notice, ignore_events, utcnow
+from preskool_dr.core.base.ports import free_port
+from preskool_dr.core.drill import signing
+from preskool_dr.core.restore.appctl import check_health
+from preskool_dr.core.storage import catalog, checksum
 from preskool_dr.demo import standin_app
-from preskool_dr.demo.cluster import Cluster, create_cluster, free_port
+from preskool_dr.demo.cluster import Cluster, create_cluster
 from preskool_dr.demo.seed import seed_database
 
 # Measured on a 2-core machine: scale 0.5 gives a ~4 MB gzip backup (5,000 students,

@@ -48,8 +48,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from preskool_dr.core import procs
-from preskool_dr.core.errors import DrError
+from preskool_dr.core.base import procs
+from preskool_dr.core.base.errors import DrError
 
 HEALTH_PATH = "/api/v1/health"
 HEAD_REVISION = "0002_dr_standin"

@@ -1,6 +1,6 @@
 """The restore checklist: one screen an operator never has to leave during an outage.
 
-The engine (preskool_dr.core.engine) does all the work in thread workers owned by this App;
+The engine (preskool_dr.core.restore.engine) does all the work in thread workers owned by this App;
 its callback posts EngineEvent/EngineProgress messages here, so nothing on screen is ever
 ahead of the journal. Keys: r run, s skip, R retry, b backups, ? help, q quit, 1-4 panels,
 ctrl+p every action by name.
@@ -32,20 +32,10 @@ from textual.notifications import SeverityLevel
 from textual.widgets import ContentSwitcher, Footer
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
-from preskool_dr.core import catalog, checksum, drill, drill_log, pitr, signing
-from preskool_dr.core.catalog import BackupRecord
-from preskool_dr.core.config import Config
-from preskool_dr.core.database import Snapshot
-from preskool_dr.core.engine import (
-    DESTRUCTIVE_STEPS,
-    SKIPPABLE_STEPS,
-    Engine,
-    RunOptions,
-    aside_name,
-    same_server,
-)
-from preskool_dr.core.errors import DrError
-from preskool_dr.core.events import (
+from preskool_dr.core.base.config import Config
+from preskool_dr.core.base.database import Snapshot
+from preskool_dr.core.base.errors import DrError
+from preskool_dr.core.base.events import (
     Event,
     LogLine,
     Notice,
@@ -54,8 +44,22 @@ from preskool_dr.core.events import (
     StepStatus,
     utcnow,
 )
-from preskool_dr.core.journal import Journal, StepRecord
-from preskool_dr.core.procs import redact
+from preskool_dr.core.base.procs import redact
+from preskool_dr.core.drill import log as drill_log
+from preskool_dr.core.drill import record as drill
+from preskool_dr.core.drill import signing
+from preskool_dr.core.pitr import run as pitr
+from preskool_dr.core.restore.engine import (
+    DESTRUCTIVE_STEPS,
+    SKIPPABLE_STEPS,
+    Engine,
+    RunOptions,
+    aside_name,
+    same_server,
+)
+from preskool_dr.core.restore.journal import Journal, StepRecord
+from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.tui.commands import ActionsProvider
 from preskool_dr.tui.format import hms, size
 from preskool_dr.tui.messages import EngineEvent, EngineProgress

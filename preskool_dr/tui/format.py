@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import humanize
 
-from preskool_dr.core.events import StepStatus
+from preskool_dr.core.base.events import StepStatus
 
 REDRAW_SECONDS = 0.25  # progress redraws at most ~4 a second, whatever the engine sends
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from preskool_dr.core.events import LogLine, Notice, Progress, StepChanged
+from preskool_dr.core.base.events import LogLine, Notice, Progress, StepChanged
 
 
 class EngineEvent(Message):

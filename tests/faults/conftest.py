@@ -40,11 +40,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from preskool_dr.core import catalog, checksum
-from preskool_dr.core.backup import run_backup
-from preskool_dr.core.config import Config, load_config
-from preskool_dr.core.journal import Journal, RunState
-from preskool_dr.core.s3store import S3Store
+from preskool_dr.core.backup.take import run_backup
+from preskool_dr.core.base.config import Config, load_config
+from preskool_dr.core.restore.journal import Journal, RunState
+from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage.s3store import S3Store
 from preskool_dr.demo import standin_app
 from preskool_dr.demo.cluster import Cluster, create_cluster
 from tests.conftest import (

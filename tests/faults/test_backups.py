@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from preskool_dr.core import checksum
-from preskool_dr.core.events import StepStatus
+from preskool_dr.core.base.events import StepStatus
+from preskool_dr.core.storage import checksum
 from tests.faults.conftest import (
     Site,
     assert_no_partial_backups,

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from preskool_dr.core.config import load_config
-from preskool_dr.core.engine import Engine, RunOptions
-from preskool_dr.core.errors import UsageError
-from preskool_dr.core.journal import Journal
+from preskool_dr.core.base.config import load_config
+from preskool_dr.core.base.errors import UsageError
+from preskool_dr.core.restore.engine import Engine, RunOptions
+from preskool_dr.core.restore.journal import Journal
 from tests.conftest import REPO
 from tests.faults.conftest import (
     Site,

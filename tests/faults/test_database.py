@@ -24,10 +24,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from preskool_dr.core.backup import run_backup
-from preskool_dr.core.engine import Engine, RunOptions
-from preskool_dr.core.events import StepStatus
-from preskool_dr.core.journal import Journal
+from preskool_dr.core.backup.take import run_backup
+from preskool_dr.core.base.events import StepStatus
+from preskool_dr.core.restore.engine import Engine, RunOptions
+from preskool_dr.core.restore.journal import Journal
 from preskool_dr.demo import standin_app
 from preskool_dr.demo.cluster import Cluster
 from tests.conftest import APP_ROLE, PASSWORD, Database, write_runbook

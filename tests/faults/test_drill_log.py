@@ -22,16 +22,16 @@ from pathlib import Path
 
 import pytest
 
-from preskool_dr.core.drill_log import append_entry, read_log, verify_log
-from preskool_dr.core.signing import NAMESPACE, SigningKey, key_from_file
+from preskool_dr.core.drill.log import append_entry, read_log, verify_log
+from preskool_dr.core.drill.signing import NAMESPACE, SigningKey, key_from_file
 from tests.conftest import REPO
 from tests.faults.conftest import DRILL_FIELDS, assert_says, cli_argv, run, the_error
 
 APPENDER = textwrap.dedent("""\
     import sys, time
     from pathlib import Path
-    from preskool_dr.core.drill_log import append_entry
-    from preskool_dr.core.signing import SigningKey
+    from preskool_dr.core.drill.log import append_entry
+    from preskool_dr.core.drill.signing import SigningKey
     log, who, key, count, go = sys.argv[1:6]
     while not Path(go).exists():  # both processes start appending together
         time.sleep(0.001)

@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from preskool_dr.core.drill_log import append_entry, canonical_bytes, sha256_hex
-from preskool_dr.core.journal import Journal
-from preskool_dr.core.signing import SigningKey, key_from_file, sign
+from preskool_dr.core.drill.log import append_entry, canonical_bytes, sha256_hex
+from preskool_dr.core.drill.signing import SigningKey, key_from_file, sign
+from preskool_dr.core.restore.journal import Journal
 from preskool_dr.demo import standin_app
 from tests.conftest import make_signing_key, write_runbook
 from tests.faults.conftest import DRILL_FIELDS, Site, assert_says, cli_argv, run, the_error

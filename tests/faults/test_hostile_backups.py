@@ -27,10 +27,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from preskool_dr.core import checksum
-from preskool_dr.core.dumptext import MetaCommandError
-from preskool_dr.core.parallel_restore import parallel_restore
-from preskool_dr.core.restore_stream import RestoreError, stream_restore
+from preskool_dr.core.restore.loaders.parallel import parallel_restore
+from preskool_dr.core.restore.loaders.stream import RestoreError, stream_restore
+from preskool_dr.core.storage import checksum
+from preskool_dr.core.storage.dumptext import MetaCommandError
 from tests.conftest import AWS_SECRET, PASSWORD, pg_dump_shaped
 from tests.faults.conftest import Site, assert_says, error_lines, the_error
 

@@ -35,9 +35,9 @@ import boto3
 import pytest
 
 from preskool_dr.cli.wal_cmd import EXIT_ABORT_RECOVERY
-from preskool_dr.core import catalog, checksum
-from preskool_dr.core.config import load_config
-from preskool_dr.core.errors import UsageError
+from preskool_dr.core.base.config import load_config
+from preskool_dr.core.base.errors import UsageError
+from preskool_dr.core.storage import catalog, checksum
 from tests.conftest import AWS_SECRET, REPO, assert_no_secrets
 from tests.faults.conftest import (
     HANG_GUARD,

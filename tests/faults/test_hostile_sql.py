@@ -1,7 +1,7 @@
 """Hostile SQL for the parallel plain loader: TOC-shaped text in strings, odd table names, a stuck session.
 
 Guarantee: the parallel loader cuts a plain backup into jobs only where psql itself stands
-between two statements (core/sql_lexer.py follows strings, E-strings, dollar quotes,
+between two statements (core/storage/sql_lexer.py follows strings, E-strings, dollar quotes,
 quoted names and nested comments the way psql does) and where a line is exactly one of
 pg_dump's TOC headers; COPY headers are parsed exactly, so a table name holding a newline
 never makes its rows read as SQL. A comment string holding lines shaped like TOC headers
@@ -27,10 +27,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from preskool_dr.core.dumptext import MetaCommandError
-from preskool_dr.core.events import Event, Notice
-from preskool_dr.core.parallel_restore import parallel_restore
-from preskool_dr.core.restore_stream import RestoreError
+from preskool_dr.core.base.events import Event, Notice
+from preskool_dr.core.restore.loaders.parallel import parallel_restore
+from preskool_dr.core.restore.loaders.stream import RestoreError
+from preskool_dr.core.storage.dumptext import MetaCommandError
 from tests.conftest import APP_ROLE, PASSWORD, Database, write_runbook
 from tests.faults.conftest import Site, backup_sql, insert_before, rewrite_backup
 from tests.test_parallel_restore import (
@@ -118,7 +118,7 @@ def test_attack_through_the_parallel_loader_equals_serial(
     plant(source, attack)
     backup = dump_gz(source, tmp_path / "hostile.sql.gz")
     serial, parallel = scratch(), scratch()
-    from preskool_dr.core.restore_stream import stream_restore
+    from preskool_dr.core.restore.loaders.stream import stream_restore
 
     stream_restore(backup, libpq(serial))
     parallel_restore(backup, libpq(parallel), jobs=2, watchdog=60)

@@ -29,10 +29,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from preskool_dr.core import checksum
-from preskool_dr.core.events import StepStatus
-from preskool_dr.core.journal import Journal
-from preskool_dr.core.lock import ServerLock, lock_path
+from preskool_dr.core.base.events import StepStatus
+from preskool_dr.core.base.lock import ServerLock, lock_path
+from preskool_dr.core.restore.journal import Journal
+from preskool_dr.core.storage import checksum
 from tests.conftest import APP_ROLE, PASSWORD
 from tests.faults.conftest import (
     Child,

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from preskool_dr.core.engine import OUTPUT_TAIL
-from preskool_dr.core.events import StepStatus
-from preskool_dr.core.journal import Journal
-from preskool_dr.core.lock import lock_path
+from preskool_dr.core.base.events import StepStatus
+from preskool_dr.core.base.lock import lock_path
+from preskool_dr.core.base.ports import free_port
+from preskool_dr.core.restore.engine import OUTPUT_TAIL
+from preskool_dr.core.restore.journal import Journal
 from preskool_dr.demo import standin_app
-from preskool_dr.demo.cluster import free_port
 from tests.faults.conftest import (
     Child,
     Fault,

@@ -22,7 +22,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from preskool_dr.core import catalog, database
+from preskool_dr.core.base import database
+from preskool_dr.core.storage import catalog
 from tests.conftest import APP_ROLE, PASSWORD, write_runbook
 from tests.faults.conftest import Site, backup_sql, insert_before, rewrite_backup
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from preskool_dr.core import catalog, checksum
-from preskool_dr.core.s3store import S3Store
-from preskool_dr.demo.cluster import free_port
+from preskool_dr.core.base.ports import free_port
+from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage.s3store import S3Store
 from tests.faults.conftest import (
     Fault,
     FaultProxy,

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from preskool_dr.core.backup import run_backup
-from preskool_dr.core.engine import Engine, RunOptions
-from preskool_dr.core.events import StepStatus, utcnow
+from preskool_dr.core.backup.take import run_backup
+from preskool_dr.core.base.events import StepStatus, utcnow
+from preskool_dr.core.restore.engine import Engine, RunOptions
 from tests.faults.conftest import (
     FINAL_NAME,
     Child,

@@ -23,9 +23,9 @@ from typing import Any
 from textual.pilot import Pilot
 from textual.widgets import ContentSwitcher
 
-from preskool_dr.core.engine import OUTPUT_TAIL
-from preskool_dr.core.events import LogLine, StepStatus
-from preskool_dr.core.journal import Journal
+from preskool_dr.core.base.events import LogLine, StepStatus
+from preskool_dr.core.restore.engine import OUTPUT_TAIL
+from preskool_dr.core.restore.journal import Journal
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
 from preskool_dr.tui.screens.resume_run import ResumeRunScreen

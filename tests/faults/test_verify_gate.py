@@ -29,13 +29,13 @@ from typing import Any
 import pytest
 from textual.screen import Screen
 
-from preskool_dr.core import catalog, checksum
-from preskool_dr.core.backup import run_backup
-from preskool_dr.core.config import Config, load_config
-from preskool_dr.core.engine import Engine, RunOptions
-from preskool_dr.core.events import Event, Notice, Progress, StepStatus, utcnow
-from preskool_dr.core.restore_test import run_restore_test
-from preskool_dr.core.s3store import S3Store
+from preskool_dr.core.backup.take import run_backup
+from preskool_dr.core.base.config import Config, load_config
+from preskool_dr.core.base.events import Event, Notice, Progress, StepStatus, utcnow
+from preskool_dr.core.restore.engine import Engine, RunOptions
+from preskool_dr.core.restore.restore_test import run_restore_test
+from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage.s3store import S3Store
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.screens.incident_time import IncidentTimeScreen
 from preskool_dr.tui.screens.resume_run import ResumeRunScreen

@@ -11,8 +11,8 @@ from textual.command import CommandPalette
 
 from preskool_dr.cli.main import build_parser
 from preskool_dr.cli.tui_cmd import run as tui_run
-from preskool_dr.core.events import StepStatus
-from preskool_dr.core.journal import Journal
+from preskool_dr.core.base.events import StepStatus
+from preskool_dr.core.restore.journal import Journal
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.commands import palette_actions
 from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import boto3
 from textual.widgets import DataTable
 
-from preskool_dr.core.config import load_config
-from preskool_dr.core.events import StepStatus
+from preskool_dr.core.base.config import load_config
+from preskool_dr.core.base.events import StepStatus
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.messages import EngineProgress
 from preskool_dr.tui.widgets.backup_browser import COLUMNS

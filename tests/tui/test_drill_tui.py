@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from preskool_dr.core.config import load_config
-from preskool_dr.core.events import StepStatus
+from preskool_dr.core.base.config import load_config
+from preskool_dr.core.base.events import StepStatus
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
 from preskool_dr.tui.screens.sign_off import SignOffScreen

@@ -8,9 +8,9 @@ import gzip
 import os
 import signal
 
-from preskool_dr.core import checksum
-from preskool_dr.core.events import StepStatus
-from preskool_dr.core.journal import Journal
+from preskool_dr.core.base.events import StepStatus
+from preskool_dr.core.restore.journal import Journal
+from preskool_dr.core.storage import checksum
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.screens.quit_confirm import QuitScreen
 from tests.tui.conftest import (

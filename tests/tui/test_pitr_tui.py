@@ -18,13 +18,13 @@ from textual.binding import Binding
 from textual.pilot import Pilot
 from textual.widgets import RichLog, Static
 
-from preskool_dr.core import pitr
-from preskool_dr.core.basebackup import BaseBackupInfo
-from preskool_dr.core.catalog import BackupRecord
-from preskool_dr.core.config import Config, load_config
-from preskool_dr.core.events import Event, EventSink, StepChanged, StepStatus
-from preskool_dr.core.pitr import RecoverableRange
-from preskool_dr.demo.cluster import free_port
+from preskool_dr.core.backup.basebackup import BaseBackupInfo
+from preskool_dr.core.base.config import Config, load_config
+from preskool_dr.core.base.events import Event, EventSink, StepChanged, StepStatus
+from preskool_dr.core.base.ports import free_port
+from preskool_dr.core.pitr import run as pitr
+from preskool_dr.core.pitr.run import RecoverableRange
+from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.commands import palette_actions
 from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen

@@ -10,7 +10,7 @@ import pytest
 from textual.message import Message
 from textual.pilot import Pilot
 
-from preskool_dr.core.journal import Journal
+from preskool_dr.core.restore.journal import Journal
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.messages import EngineProgress
 from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen

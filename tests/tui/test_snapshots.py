@@ -14,11 +14,17 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
-from preskool_dr.core import catalog, checksum
-from preskool_dr.core.config import load_config
-from preskool_dr.core.database import Snapshot
-from preskool_dr.core.events import LogLine, Progress, StepChanged, StepStatus
-from preskool_dr.core.journal import BackupChoice, Journal, RunState, StepRecord, VerifyRecord
+from preskool_dr.core.base.config import load_config
+from preskool_dr.core.base.database import Snapshot
+from preskool_dr.core.base.events import LogLine, Progress, StepChanged, StepStatus
+from preskool_dr.core.restore.journal import (
+    BackupChoice,
+    Journal,
+    RunState,
+    StepRecord,
+    VerifyRecord,
+)
+from preskool_dr.core.storage import catalog, checksum
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.widgets.restore_panel import RestorePanel
 from tests.conftest import REPO

@@ -29,10 +29,9 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import ContentSwitcher, Footer, Input, Label, ProgressBar, RichLog, Static
 from textual.worker import Worker, WorkerState
 
-from preskool_dr.core import drill, pitr, signing
-from preskool_dr.core.config import Config
-from preskool_dr.core.errors import Cancelled, DrError, UsageError
-from preskool_dr.core.events import (
+from preskool_dr.core.base.config import Config
+from preskool_dr.core.base.errors import Cancelled, DrError, UsageError
+from preskool_dr.core.base.events import (
     Event,
     EventSink,
     LogLine,
@@ -42,8 +41,11 @@ from preskool_dr.core.events import (
     StepStatus,
     utcnow,
 )
-from preskool_dr.core.pitr import PitrRequest, PitrRun, PitrState, RecoverableRange
-from preskool_dr.demo.cluster import free_port
+from preskool_dr.core.base.ports import free_port
+from preskool_dr.core.drill import record as drill
+from preskool_dr.core.drill import signing
+from preskool_dr.core.pitr import run as pitr
+from preskool_dr.core.pitr.run import PitrRequest, PitrRun, PitrState, RecoverableRange
 from preskool_dr.tui.format import REDRAW_SECONDS, STATUS_ICONS, clock
 from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
 from preskool_dr.tui.screens.sign_off import sign_entry

@@ -13,7 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from preskool_dr.core.journal import RunState
+from preskool_dr.core.restore.journal import RunState
 from preskool_dr.tui.format import STATUS_ICONS
 
 NEW_RUN = "__new__"

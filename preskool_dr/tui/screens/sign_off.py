@@ -12,8 +12,9 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
-from preskool_dr.core import drill, drill_log
-from preskool_dr.core.signing import SigningKey
+from preskool_dr.core.drill import log as drill_log
+from preskool_dr.core.drill import record as drill
+from preskool_dr.core.drill.signing import SigningKey
 from preskool_dr.tui.format import hms
 
 

@@ -15,7 +15,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
-from preskool_dr.core.catalog import BackupRecord
+from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.tui.format import size
 
 # (label, sort key): sorting uses the values, not the text shown. The time comes first and

@@ -7,8 +7,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import ProgressBar, Static
 
-from preskool_dr.core.events import Progress, StepStatus
-from preskool_dr.core.journal import StepRecord, VerifyRecord
+from preskool_dr.core.base.events import Progress, StepStatus
+from preskool_dr.core.restore.journal import StepRecord, VerifyRecord
 from preskool_dr.tui.format import REDRAW_SECONDS, size
 
 

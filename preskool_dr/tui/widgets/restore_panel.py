@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import ProgressBar, Rule, Static
 
-from preskool_dr.core.events import Progress
+from preskool_dr.core.base.events import Progress
 from preskool_dr.tui.format import REDRAW_SECONDS, clock
 from preskool_dr.tui.widgets.log_panel import BufferedLog
 

@@ -16,8 +16,8 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from preskool_dr.core.config import StepText
-from preskool_dr.core.journal import StepRecord
+from preskool_dr.core.base.config import StepText
+from preskool_dr.core.restore.journal import StepRecord
 
 KEYS = """\
 r  run the selected step          R  retry a failed step

@@ -5,9 +5,9 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from preskool_dr.core.config import StepText
-from preskool_dr.core.events import StepStatus
-from preskool_dr.core.journal import StepRecord
+from preskool_dr.core.base.config import StepText
+from preskool_dr.core.base.events import StepStatus
+from preskool_dr.core.restore.journal import StepRecord
 
 
 class StepInfo(Static):

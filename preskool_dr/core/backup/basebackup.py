@@ -1,0 +1,559 @@
+"""`backup --kind base`: a physical base backup (pg_basebackup) for point-in-time recovery.
+
+Layout in BACKUP_DIR, mirrored under s3://$S3_BUCKET/preskool-backups/:
+
+    preskool-base-YYYYMMDD_HHMMSS/base.tar.gz       the data directory (-Ft -z)
+    preskool-base-YYYYMMDD_HHMMSS/pg_wal.tar.gz     WAL streamed during the backup (-X stream)
+    preskool-base-YYYYMMDD_HHMMSS/backup_manifest   SHA-256 of every file and the WAL range
+    preskool-base-YYYYMMDD_HHMMSS/<file>.md5        md5sum sidecars (`md5sum -c *.md5` inside)
+    preskool-base-YYYYMMDD_HHMMSS.meta.json         kind base, start/end LSN and time
+
+The folder is built under a hidden `.NAME.tmp` and renamed only once every file has been
+read back (MD5 + gzip integrity), so a folder carrying a final name is complete, like a
+logical backup file. In S3 the meta goes last: a base backup without its meta there is an
+unfinished upload, and `pitr` does not use it. Old base backups expire by
+backups.retention.base, and with them the archived WAL no remaining base backup needs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from preskool_dr.core.backup import wal
+from preskool_dr.core.backup.common import BackupResult, backup_dir_lock, human_size, kept_in_s3
+from preskool_dr.core.backup.wal import Segment, WalSettings
+from preskool_dr.core.base import database, procs
+from preskool_dr.core.base.config import Config, DatabaseSettings, Retention
+from preskool_dr.core.base.errors import Cancelled, DrError, VerificationError
+from preskool_dr.core.base.events import EventSink, LogLine, Notice, ignore_events, utcnow
+from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage.catalog import BackupMeta, BackupRecord
+from preskool_dr.core.storage.checksum import ProgressMeter
+from preskool_dr.core.storage.s3store import S3Store
+
+KIND = "base"
+STEP_ID = "backup"
+BASE_TAR = "base.tar.gz"
+WAL_TAR = "pg_wal.tar.gz"
+MANIFEST = "backup_manifest"
+CLUSTER_LABEL = "(whole cluster)"  # BackupMeta.database: a base backup holds every database
+_TEMP_SUFFIX = ".tmp"  # not `.part`: backup.py removes stale `.part` *files* under the lock
+
+
+@dataclass(frozen=True)
+class BaseBackupInfo:
+    """The `base` section of a base backup's meta.json: what pitr needs to plan a recovery."""
+
+    name: str
+    server: str  # host:port it was taken from
+    server_version: str
+    timeline: int
+    start_lsn: str
+    end_lsn: str
+    start_time: datetime  # the server's clock just before the backup started
+    end_time: datetime  # the server's clock after it ended: the earliest possible target
+    wal_segment_size: int
+    members: dict[str, str]  # file in the folder -> md5
+    archive_mode: str
+
+    @property
+    def start_segment(self) -> Segment:
+        return Segment.for_lsn(self.timeline, self.start_lsn, self.wal_segment_size)
+
+    @property
+    def end_segment(self) -> Segment:
+        return Segment.for_lsn(self.timeline, self.end_lsn, self.wal_segment_size)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "server": self.server,
+            "server_version": self.server_version,
+            "timeline": self.timeline,
+            "start_lsn": self.start_lsn,
+            "end_lsn": self.end_lsn,
+            "start_wal": self.start_segment.name,
+            "start_time": catalog.iso_utc(self.start_time),
+            "end_time": catalog.iso_utc(self.end_time),
+            "wal_segment_size": self.wal_segment_size,
+            "members": dict(self.members),
+            "archive_mode": self.archive_mode,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BaseBackupInfo:
+        """ValueError/KeyError/TypeError when `data` is not a base section."""
+        members = data["members"]
+        if not isinstance(members, dict) or BASE_TAR not in members:
+            raise ValueError(f"members must name {BASE_TAR}")
+        size = int(data["wal_segment_size"])
+        if size <= 0 or size & (size - 1):
+            raise ValueError(f"wal_segment_size {size} is not a power of two")
+        info = cls(
+            name=str(data["name"]),
+            server=str(data["server"]),
+            server_version=str(data["server_version"]),
+            timeline=int(data["timeline"]),
+            start_lsn=str(data["start_lsn"]),
+            end_lsn=str(data["end_lsn"]),
+            start_time=_utc(str(data["start_time"])),
+            end_time=_utc(str(data["end_time"])),
+            wal_segment_size=size,
+            members={str(k): str(v) for k, v in members.items()},
+            archive_mode=str(data.get("archive_mode", "")),
+        )
+        info.start_segment  # noqa: B018 - validates the LSNs and segment size now
+        info.end_segment  # noqa: B018
+        return info
+
+
+def _utc(text: str) -> datetime:
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def parse_info(data: bytes | None) -> BaseBackupInfo | None:
+    """The base section of meta.json bytes; None when absent or not a base backup's meta."""
+    if data is None:
+        return None
+    try:
+        parsed = catalog.load_untrusted_json(data)  # Infinity, 1e400, deep nesting: ValueError
+        return BaseBackupInfo.from_json(parsed["base"])
+    except (ValueError, KeyError, TypeError, IndexError, OverflowError, RecursionError):
+        return None
+
+
+def local_info(path: Path) -> BaseBackupInfo | None:
+    try:
+        return parse_info(catalog.meta_path(path).read_bytes())
+    except OSError:
+        return None
+
+
+def record_info(config: Config, record: BackupRecord) -> BaseBackupInfo | None:
+    """The base section for a catalog record, from the local meta or else the S3 one."""
+    if record.local_path is not None:
+        info = local_info(record.local_path)
+        if info is not None:
+            return info
+    if record.s3_url is None or not config.backups.s3_bucket:
+        return None
+    store = S3Store(config.backups.s3_bucket, config.backups.s3_prefix)
+    return parse_info(store.get_bytes(record.name + catalog.META_SUFFIX))
+
+
+# ---------------------------------------------------------------- taking one
+
+
+def run_base_backup(
+    config: Config,
+    *,
+    upload: bool = True,
+    at: datetime | None = None,
+    on_event: EventSink = ignore_events,
+    cancel: threading.Event | None = None,
+) -> BackupResult:
+    """pg_basebackup of the whole cluster into BACKUP_DIR/preskool-base-<UTC time>/."""
+    at = (at or utcnow()).astimezone(UTC).replace(microsecond=0)
+    backup_dir = config.backups.dir
+    catalog.ensure_dir(backup_dir)
+    with backup_dir_lock(backup_dir):
+        for stale in backup_dir.glob(f".{catalog.BASE_PREFIX}*{_TEMP_SUFFIX}"):
+            shutil.rmtree(stale, ignore_errors=True)
+            on_event(Notice("warn", f"Removed {stale.name} left by an interrupted backup", STEP_ID))
+        final = backup_dir / catalog.backup_name(KIND, at)
+        if final.exists():
+            raise DrError(f"{final} already exists (a backup ran this second): retry in a moment")
+        db = config.database
+        facts = _server_facts(db)
+        on_event(
+            Notice(
+                "info",
+                f"Base backup of the cluster at {db.host}:{db.port} "
+                f"(PostgreSQL {facts.version.split()[0]}, pg_basebackup tar+gzip, manifest)...",
+                STEP_ID,
+            )
+        )
+        if facts.archive_mode == "off":
+            on_event(
+                Notice(
+                    "warn",
+                    "WAL archiving is off on this server: this base backup restores only to its "
+                    "own end; set archive_command to preskool-dr wal-push (docs/PITR.md)",
+                    STEP_ID,
+                )
+            )
+        info, meta = _take(config, final, at, facts, on_event, cancel)
+        on_event(
+            Notice(
+                "ok",
+                f"Base backup created: {final} ({human_size(meta.size)}; WAL {info.start_lsn} "
+                f"to {info.end_lsn} on timeline {info.timeline})",
+                STEP_ID,
+            )
+        )
+        on_event(Notice("ok", "Checksums written and verified ✓", STEP_ID))
+        on_event(
+            Notice(
+                "ok",
+                f"Recoverable from {catalog.iso_utc(info.end_time)} on, with the WAL archive",
+                STEP_ID,
+            )
+        )
+        store = _store(config, upload, on_event)
+        uploaded = _upload(store, final, config, on_event) if store else ()
+        deleted = apply_retention(
+            config, keep=final.name, now=at, s3=store is not None, on_event=on_event
+        )
+        on_event(Notice("ok", f"Deleted {deleted} old base backup(s)", STEP_ID))
+        return BackupResult(final, meta, uploaded, deleted)
+
+
+@dataclass(frozen=True)
+class _ServerFacts:
+    version: str
+    archive_mode: str
+    segment_size: int
+    now: datetime
+
+
+def _server_facts(db: DatabaseSettings) -> _ServerFacts:
+    query = """SELECT current_setting('server_version'), current_setting('wal_level'),
+                      current_setting('archive_mode'),
+                      pg_size_bytes(current_setting('wal_segment_size')), now()"""
+    try:
+        with database.connect(db, admin=True) as conn:
+            row = conn.execute(query).fetchone()
+    except psycopg.Error as exc:
+        raise DrError(f"cannot read the server settings: {database.first_line(exc)}") from None
+    assert row is not None
+    version, wal_level, archive_mode, segment_size, now = row
+    if wal_level == "minimal":
+        raise DrError(
+            "wal_level is minimal on this server: base backups and PITR need "
+            "wal_level = replica (the default); change it and restart the server"
+        )
+    return _ServerFacts(str(version), str(archive_mode), int(segment_size), now)
+
+
+def _server_now(db: DatabaseSettings) -> datetime:
+    try:
+        with database.connect(db, admin=True) as conn:
+            row = conn.execute("SELECT now()").fetchone()
+    except psycopg.Error as exc:
+        raise DrError(f"cannot read the server clock: {database.first_line(exc)}") from None
+    assert row is not None
+    now: datetime = row[0]
+    return now
+
+
+def _take(
+    config: Config,
+    final: Path,
+    at: datetime,
+    facts: _ServerFacts,
+    on_event: EventSink,
+    cancel: threading.Event | None,
+) -> tuple[BaseBackupInfo, BackupMeta]:
+    """pg_basebackup into `.NAME.tmp`, checksums, meta, rename; nothing survives a failure."""
+    db = config.database
+    tmp = final.with_name(f".{final.name}{_TEMP_SUFFIX}")
+    meta_file = catalog.meta_path(final)
+    try:
+        tool_version = _pg_basebackup(db, tmp, final.name, on_event, cancel)
+        end_time = _server_now(db)
+        timeline, start_lsn, end_lsn = _manifest_range(tmp / MANIFEST)
+        members = _checksum_members(tmp, on_event, cancel)
+        info = BaseBackupInfo(
+            name=final.name,
+            server=f"{db.host}:{db.port}",
+            server_version=facts.version,
+            timeline=timeline,
+            start_lsn=start_lsn,
+            end_lsn=end_lsn,
+            start_time=facts.now,
+            end_time=end_time,
+            wal_segment_size=facts.segment_size,
+            members=members,
+            archive_mode=facts.archive_mode,
+        )
+        meta = BackupMeta(
+            name=final.name,
+            kind=KIND,
+            created_at=at,
+            database=CLUSTER_LABEL,
+            size=sum((tmp / m).stat().st_size for m in members),
+            md5=members[BASE_TAR],
+            pg_dump_version=tool_version,
+        )
+        text = json.dumps({**meta.to_json(), "base": info.to_json()}, indent=2, sort_keys=True)
+        checksum.atomic_write(meta_file, text.encode() + b"\n")
+        tmp.rename(final)
+        checksum.fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        meta_file.unlink(missing_ok=True)
+        raise
+    return info, meta
+
+
+def _pg_basebackup(
+    db: DatabaseSettings,
+    tmp: Path,
+    label: str,
+    on_event: EventSink,
+    cancel: threading.Event | None,
+) -> str:
+    """Run pg_basebackup; Progress counts the compressed bytes it has written so far."""
+    version = procs.run_command(["pg_basebackup", "--version"], timeout=60)
+    if not version.ok:
+        raise DrError(
+            f"cannot run pg_basebackup ({version.describe()}): install the PostgreSQL client "
+            "tools (postgresql-client) and make sure pg_basebackup is on PATH"
+        )
+    argv = [
+        "pg_basebackup",
+        f"--pgdata={tmp}",
+        "--format=tar",
+        "--gzip",
+        "--wal-method=stream",
+        "--manifest-checksums=SHA256",
+        "--checkpoint=fast",
+        f"--label={label}",
+        "--no-password",
+        "--verbose",
+    ]
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch_size, args=(tmp, on_event, stop), daemon=True)
+    watcher.start()
+    try:
+        result = procs.run_command(
+            argv,
+            env=database.libpq_env(db, db.admin_db, admin=True),
+            on_line=lambda line: on_event(LogLine("pg_basebackup", line, STEP_ID)),
+            cancel=cancel,
+        )
+    finally:
+        stop.set()
+        watcher.join()
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("base backup cancelled: the partial folder was removed")
+    if not result.ok:
+        errors = [ln for ln in result.output.splitlines() if "error" in ln.lower()]
+        first = (errors or result.output.strip().splitlines()[-1:] or ["no output"])[0]
+        raise DrError(
+            f"pg_basebackup failed (exit status {result.returncode}): {first} - nothing was "
+            "saved; the admin role needs REPLICATION and pg_hba.conf a `replication` line "
+            "for this host"
+        )
+    return version.output.strip().splitlines()[0] if version.output.strip() else ""
+
+
+def _watch_size(folder: Path, on_event: EventSink, stop: threading.Event) -> None:
+    meter = ProgressMeter(on_event, STEP_ID, "base backup", None)
+    while not stop.wait(0.5):
+        try:
+            size = sum(p.stat().st_size for p in folder.iterdir())
+        except OSError:
+            continue  # not created yet, or a file renamed under us
+        if size > meter.done:
+            meter.add(size - meter.done)
+    meter.finish()
+
+
+def _manifest_range(manifest: Path) -> tuple[int, str, str]:
+    """(timeline, start LSN, end LSN) from backup_manifest's WAL-Ranges."""
+    try:
+        ranges = json.loads(manifest.read_bytes())["WAL-Ranges"]
+        first, last = ranges[0], ranges[-1]
+        start, end = str(first["Start-LSN"]), str(last["End-LSN"])
+        wal.parse_lsn(start)
+        wal.parse_lsn(end)
+        return int(last["Timeline"]), start, end
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise VerificationError(
+            f"pg_basebackup wrote no usable {MANIFEST} ({exc}): nothing was saved; "
+            "check the pg_basebackup version (15 or newer)"
+        ) from None
+
+
+def _checksum_members(
+    folder: Path, on_event: EventSink, cancel: threading.Event | None
+) -> dict[str, str]:
+    """Read every file once (MD5, and full decompression of .gz) and write its sidecar."""
+    members: dict[str, str] = {}
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        result = checksum.verify_file(
+            path,
+            None,
+            on_event=on_event,
+            step_id=STEP_ID,
+            cancel=cancel,
+            check_gzip=path.name.endswith(".gz"),
+        )
+        if not result.gzip_ok:
+            raise VerificationError(
+                f"{path.name} written by pg_basebackup fails the gzip check "
+                f"({result.gzip_error}); check the disk and run the backup again"
+            )
+        checksum.write_sidecar(path, result.actual_md5)
+        members[path.name] = result.actual_md5
+    if BASE_TAR not in members:
+        raise VerificationError(f"pg_basebackup wrote no {BASE_TAR}: nothing was saved")
+    return members
+
+
+# ---------------------------------------------------------------- S3
+
+
+def _store(config: Config, upload: bool, on_event: EventSink) -> S3Store | None:
+    if not config.backups.s3_bucket:
+        return None
+    if not upload:
+        on_event(Notice("info", "S3 upload skipped (--no-upload)", STEP_ID))
+        return None
+    if not kept_in_s3(config, KIND):
+        on_event(
+            Notice("info", "S3 upload skipped: backups.retention.base has no s3_days", STEP_ID)
+        )
+        return None
+    return S3Store(config.backups.s3_bucket, config.backups.s3_prefix)
+
+
+def _upload(store: S3Store, final: Path, config: Config, on_event: EventSink) -> tuple[str, ...]:
+    storage_class = config.backups.retention.get(KIND, Retention()).storage_class
+    folder = S3Store(store.bucket, f"{store.prefix}{final.name}/")
+    on_event(Notice("info", f"Uploading to {folder.url('')} ({storage_class})...", STEP_ID))
+    urls = []
+    try:
+        for member in checksum.backup_members(final):
+            sidecar = checksum.sidecar_path(member)
+            folder.upload(sidecar, step_id=STEP_ID)
+            folder.upload(member, storage_class=storage_class, on_event=on_event, step_id=STEP_ID)
+            urls += [folder.url(member.name), folder.url(sidecar.name)]
+        # Last: its presence in S3 says the folder above is complete.
+        store.upload(catalog.meta_path(final), step_id=STEP_ID)
+    except DrError as exc:
+        raise DrError(
+            f"S3 upload failed: {exc} (the local base backup {final.name} is kept)"
+        ) from None
+    urls.append(store.url(catalog.meta_path(final).name))
+    on_event(Notice("ok", f"Uploaded to S3: {folder.url('')} (+ .meta.json)", STEP_ID))
+    return tuple(urls)
+
+
+# ---------------------------------------------------------------- retention
+
+
+def apply_retention(
+    config: Config,
+    *,
+    keep: str,
+    now: datetime,
+    s3: bool,
+    on_event: EventSink = ignore_events,
+) -> int:
+    """Delete base backups older than backups.retention.base (local and, with `s3`, in S3),
+    then the archived WAL older than the oldest base backup left on each side."""
+    policy = config.backups.retention.get(KIND)
+    if policy is None:
+        return 0
+    deleted = 0
+    settings = WalSettings.from_config(config)
+    if policy.local_days is not None:
+        cutoff = now - timedelta(days=policy.local_days)
+        records = _base_records(config, "local")
+        for record in records:
+            if record.name != keep and record.time < cutoff and record.local_path is not None:
+                shutil.rmtree(record.local_path, ignore_errors=True)
+                catalog.meta_path(record.local_path).unlink(missing_ok=True)
+                deleted += 1
+        pruned = _prune_wal(settings, _base_records(config, "local"), config, local=True)
+        if pruned:
+            on_event(
+                Notice("ok", f"Removed {pruned} archived WAL file(s) no base backup needs", STEP_ID)
+            )
+    if s3 and policy.s3_days is not None and config.backups.s3_bucket:
+        store = S3Store(config.backups.s3_bucket, config.backups.s3_prefix)
+        cutoff = now - timedelta(days=policy.s3_days)
+        for record in _base_records(config, "s3"):
+            if record.name != keep and record.time < cutoff:
+                folder = S3Store(store.bucket, f"{store.prefix}{record.name}/")
+                for obj in folder.list_objects(with_restore_state=False):
+                    folder.delete(folder.name_of(obj.key))
+                store.delete(record.name + catalog.META_SUFFIX)  # last: see the module doc
+                deleted += 1
+        pruned = _prune_wal(settings, _base_records(config, "s3"), config, local=False)
+        if pruned:
+            on_event(
+                Notice("ok", f"Removed {pruned} WAL file(s) from S3 no base backup needs", STEP_ID)
+            )
+    return deleted
+
+
+def _base_records(config: Config, source: str) -> list[BackupRecord]:
+    return [r for r in catalog.list_backups(config, source) if r.kind == KIND]
+
+
+def _prune_wal(
+    settings: WalSettings, remaining: Iterable[BackupRecord], config: Config, *, local: bool
+) -> int:
+    """Remove archived WAL before the oldest remaining base backup's first segment, the way
+    pg_archivecleanup does (position only, any timeline; history files are kept). Nothing
+    is removed unless every remaining base backup's meta can be read."""
+    infos = [record_info(config, r) for r in remaining]
+    if not infos or any(i is None for i in infos):
+        return 0
+    oldest = min(
+        (i for i in infos if i is not None),
+        key=lambda i: i.start_segment.number(i.wal_segment_size),
+    )
+    size = oldest.wal_segment_size
+    limit = oldest.start_segment.number(size)
+    removed = 0
+    store = settings.store() if not local and settings.bucket else None
+    for name, item in wal.list_archive(settings, include_s3=not local).items():
+        segment = Segment.parse(name[:24])
+        if segment is None or segment.number(size) >= limit:
+            continue
+        if local and item.local:
+            for path in (settings.archive_dir / name, settings.archive_dir / f"{name}.md5"):
+                path.unlink(missing_ok=True)
+            removed += 1
+        elif store is not None and item.s3:
+            store.delete(name)
+            removed += 1
+    return removed
+
+
+# ---------------------------------------------------------------- health for `check`
+
+
+def pitr_health(config: Config, now: datetime) -> tuple[str, str, float | None] | None:
+    """(Nagios state name, summary, archive age in seconds) for `check`, or None when
+    point-in-time recovery is not in use here (no local WAL archive and no base backup).
+    Gaps count from the newest local base backup's first segment: older ones only narrow
+    what older base backups can reach."""
+    settings = WalSettings.from_config(config)
+    try:
+        records = _base_records(config, "local") if config.backups.dir.is_dir() else []
+        if not records and not settings.archive_dir.is_dir():
+            return None
+        since = next(
+            (i.start_segment for r in records if r.local_path and (i := local_info(r.local_path))),
+            None,
+        )
+        health = wal.archive_health(settings, now, since)
+    except DrError as exc:
+        return "WARNING", f"WAL archive unknown: {exc}", None
+    status, summary = health.verdict(config.thresholds.rpo_wal_hours, now)
+    return status, summary, health.age_seconds(now)

@@ -1,0 +1,167 @@
+"""The custom-format companion of a logical backup: `pg_dump -Fc` of the same snapshot,
+written beside the plain dump (`backup --format custom`), and its table of contents.
+Loading it (`pg_restore -j N` in step 6) is core/restore/loaders/pg_restore.py."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from preskool_dr.core.base import procs
+from preskool_dr.core.base.config import DatabaseSettings
+from preskool_dr.core.base.database import libpq_env
+from preskool_dr.core.base.errors import DrError
+from preskool_dr.core.base.events import EventSink, Notice, ignore_events
+from preskool_dr.core.storage import catalog, checksum
+
+TOC_TIMEOUT = 300  # seconds for `pg_restore -l` (it reads only the table of contents)
+_TOC_LINE = re.compile(r"^(\d+); \d+ \d+ (.+)$")
+
+
+# ---------------------------------------------------------------- the table of contents
+
+
+@dataclass(frozen=True)
+class TocEntry:
+    dump_id: int
+    description: str  # `TABLE DATA public attendance preskool`
+
+    @property
+    def table(self) -> str | None:
+        """`public.attendance` for a TABLE DATA entry."""
+        if not self.description.startswith("TABLE DATA "):
+            return None
+        parts = self.description.removeprefix("TABLE DATA ").split(" ")
+        return ".".join(parts[:2]) if len(parts) >= 2 else None
+
+
+def read_toc(dump: Path, *, timeout: float = TOC_TIMEOUT) -> list[TocEntry]:
+    """`pg_restore -l`: the entries pg_restore will process; DrError when it cannot read
+    the file as a custom-format archive."""
+    result = procs.run_command(["pg_restore", "--list", str(dump)], timeout=timeout)
+    if not result.ok:
+        last = result.output.strip().splitlines()[-1:] or [result.describe()]
+        raise DrError(
+            f"pg_restore cannot read {dump.name} ({last[0]}): it is not a usable "
+            "custom-format backup; restore the plain .sql.gz instead"
+        )
+    entries = []
+    for line in result.output.splitlines():
+        match = _TOC_LINE.match(line)
+        if match:
+            entries.append(TocEntry(int(match[1]), match[2]))
+    return entries
+
+
+# ---------------------------------------------------------------- the companion dump
+
+
+class _CompanionDump:
+    """`pg_dump -Fc` of the same snapshot into `.<name>.dump.part`, run beside the plain
+    dump. It writes a file, not a pipe: pg_restore -j needs the data offsets pg_dump can
+    only record in a seekable file."""
+
+    def __init__(self, db: DatabaseSettings, snapshot_id: str, backup: Path, level: int) -> None:
+        self.final = catalog.companion_path(backup)
+        self.part = self.final.with_name(f".{self.final.name}.part")
+        self.errors: list[str] = []
+        argv = [
+            "pg_dump",
+            "--format=custom",
+            f"--compress={level}",
+            "--no-password",
+            f"--snapshot={snapshot_id}",
+            f"--file={self.part}",
+        ]
+        try:
+            self.proc = procs.spawn(argv, env=libpq_env(db, db.name), stdout=subprocess.DEVNULL)
+        except OSError as exc:
+            raise DrError(f"cannot start pg_dump: {exc.strerror}") from None
+        self._reader = threading.Thread(target=self._read_errors, daemon=True)
+        self._reader.start()
+
+    def _read_errors(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            self.errors.append(procs.redact(raw.decode("utf-8", "replace").strip()))
+
+    def finish(self, on_event: EventSink, step_id: str) -> str:
+        """Wait for pg_dump, then checksum, sidecar and a TOC read; returns its MD5."""
+        code = self.proc.wait()
+        self._reader.join(timeout=5)
+        if code != 0:
+            first = next((e for e in self.errors if e), "no error message")
+            raise DrError(
+                f"pg_dump --format=custom failed (exit status {code}): {first} - "
+                "nothing was saved; fix the cause and run the backup again"
+            )
+        fd = os.open(self.part, os.O_RDONLY)
+        try:
+            os.fchmod(fd, checksum.PRIVATE_FILE_MODE)  # pg_dump --file made it 0666 & ~umask
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(self.part, self.final)
+        checksum.fsync_dir(self.final.parent)
+        result = checksum.verify_file(
+            self.final, None, on_event=on_event, step_id=step_id, check_gzip=False
+        )
+        checksum.write_sidecar(self.final, result.actual_md5)
+        entries = read_toc(self.final)
+        on_event(
+            Notice(
+                "ok",
+                f"Custom-format companion: {self.final.name} "
+                f"({len(entries)} TOC entries, MD5 {result.actual_md5})",
+                step_id,
+            )
+        )
+        return result.actual_md5
+
+    def discard(self) -> None:
+        procs.terminate(self.proc)
+        self._reader.join(timeout=5)
+        for path in (self.part, self.final, checksum.sidecar_path(self.final)):
+            path.unlink(missing_ok=True)
+
+
+@dataclass
+class CompanionDigest:
+    """What `companion_dump` yields: the companion's MD5 once the block has ended (None
+    when no companion was made), for the plain backup's .meta.json."""
+
+    md5: str | None = None
+
+
+@contextlib.contextmanager
+def companion_dump(
+    db: DatabaseSettings,
+    snapshot_id: str,
+    backup: Path,
+    *,
+    enabled: bool,
+    level: int,
+    on_event: EventSink = ignore_events,
+    step_id: str = "backup",
+) -> Iterator[CompanionDigest]:
+    """Around the plain dump: with `enabled`, a custom-format dump of the same snapshot runs
+    beside it and is finished (renamed, checksummed, sidecar written) when the block ends
+    without an error; on any error it is stopped and removed. The yielded record holds
+    the companion's MD5 after the block."""
+    digest = CompanionDigest()
+    if not enabled:
+        yield digest
+        return
+    dump = _CompanionDump(db, snapshot_id, backup, level)
+    try:
+        yield digest
+        digest.md5 = dump.finish(on_event, step_id)
+    except BaseException:
+        dump.discard()
+        raise

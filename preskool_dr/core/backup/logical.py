@@ -1,0 +1,521 @@
+"""`backup`: pg_dump -> gzip -> BACKUP_DIR, meta, md5 sidecar, verify, upload, retention.
+
+Invariant: a file carrying a final backup name in BACKUP_DIR is complete and has passed
+verification. The dump is written under a hidden `.part` name and renamed only after
+pg_dump exited 0, the bytes are on disk and they were read back from the file (MD5 and a
+full decompression, while the dump still runs: no second pass after it); anything that
+fails before then removes what it wrote, so `latest` can never pick a half or unverified
+file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import tempfile
+import threading
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from preskool_dr.core.backup.common import (
+    STEP_ID,
+    BackupResult,
+    backup_dir_lock,
+    disk_error,
+    human_size,
+    kept_in_s3,
+)
+from preskool_dr.core.backup.companion import companion_dump
+from preskool_dr.core.backup.retention import apply_retention, with_attributes
+from preskool_dr.core.base import database, procs
+from preskool_dr.core.base.config import Config, DatabaseSettings, Retention
+from preskool_dr.core.base.errors import (
+    Cancelled,
+    DrError,
+    LockedError,
+    UsageError,
+    VerificationError,
+)
+from preskool_dr.core.base.events import EventSink, Notice, ProgressMeter, ignore_events, utcnow
+from preskool_dr.core.base.lock import ServerLock
+from preskool_dr.core.base.paths import ensure_private_dir
+from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage.catalog import BackupMeta
+from preskool_dr.core.storage.s3store import S3Store
+
+LOGICAL_KINDS = ("daily", "weekly", "pre-deploy")
+# gzip threads: compression is the slow part; more threads than cores only queue
+COMPRESS_THREADS = max(1, min(8, os.cpu_count() or 1))
+
+
+def logical_backup(
+    config: Config,
+    kind: str = "daily",
+    *,
+    upload: bool = True,
+    at: datetime | None = None,
+    on_event: EventSink = ignore_events,
+    cancel: threading.Event | None = None,
+    custom: bool = False,
+) -> BackupResult:
+    """Take one logical backup of `config.database` into BACKUP_DIR, named by `at` (UTC).
+    `custom` adds a pg_dump -Fc companion of the same snapshot (core/backup/companion.py).
+
+    It first takes the target's server lock shared (core/base/lock.py): while a restore
+    replaces the database it refuses, before it writes anything."""
+    if kind not in LOGICAL_KINDS:
+        raise UsageError(f"unknown backup kind {kind!r}: use one of {', '.join(LOGICAL_KINDS)}")
+    with _restore_guard(config.database, on_event):
+        return _logical_backup(config, kind, upload, at, on_event, cancel, custom)
+
+
+@contextlib.contextmanager
+def _restore_guard(db: DatabaseSettings, on_event: EventSink) -> Iterator[None]:
+    """The server lock of `db.name`, shared, as the app role in the admin database.
+
+    LockedError (exit 1) when a restore holds it. When the app role may not connect to
+    the admin database the backup goes on with a warning: a database being restored is
+    closed to connections anyway, so pg_dump cannot read a half load."""
+    guard = ServerLock(db, db.name, run_id=None, operator="", shared=True)
+    try:
+        guard.acquire()
+    except LockedError:
+        raise
+    except DrError as exc:
+        # The server itself (down, wrong password)? Then that is the error, said once;
+        # only the admin database refused us: say so and go on.
+        with database.connect(db):
+            pass
+        on_event(
+            Notice(
+                "warn",
+                f"could not check for a restore of {db.name} in progress ({exc}); "
+                "going on: a database being restored accepts no connections",
+                STEP_ID,
+            )
+        )
+    try:
+        yield
+    finally:
+        guard.release()
+
+
+def _logical_backup(
+    config: Config,
+    kind: str,
+    upload: bool,
+    at: datetime | None,
+    on_event: EventSink,
+    cancel: threading.Event | None,
+    custom: bool,
+) -> BackupResult:
+    at = (at or utcnow()).astimezone(UTC).replace(microsecond=0)
+    backup_dir = config.backups.dir
+    try:
+        ensure_private_dir(backup_dir)  # 0700, and so is every missing folder above it
+    except FileExistsError:
+        raise DrError(
+            f"BACKUP_DIR {backup_dir} is not a directory: nothing was saved; "
+            "set BACKUP_DIR (or backups.dir) to a folder"
+        ) from None
+    except OSError as exc:
+        raise DrError(
+            f"cannot create BACKUP_DIR {backup_dir}: {exc.strerror} - "
+            "create it (writable by this user) or set BACKUP_DIR"
+        ) from None
+    with backup_dir_lock(backup_dir):
+        _remove_stale_parts(backup_dir, on_event)
+        final = backup_dir / catalog.backup_name(kind, at)
+        if final.exists():
+            raise DrError(f"{final} already exists (a backup ran this second): retry in a moment")
+        on_event(Notice("info", f"Dumping database '{config.database.name}'...", STEP_ID))
+        dump = _dump(
+            config.database, final, config.backups.compress_level, on_event, cancel, custom
+        )
+        on_event(Notice("ok", f"Backup created: {final} ({human_size(dump.size)})", STEP_ID))
+        on_event(Notice("ok", f"MD5: {dump.md5}", STEP_ID))
+        meta = BackupMeta(
+            name=final.name,
+            kind=kind,
+            created_at=at,
+            database=config.database.name,
+            size=dump.size,
+            md5=dump.md5,
+            row_counts=dump.row_counts,
+            pg_dump_version=dump.pg_dump_version,
+            companion_md5=dump.companion_md5,
+        )
+        _finish_local(final, meta, on_event)
+        if dump.size < config.thresholds.min_backup_bytes:
+            on_event(
+                Notice(
+                    "warn",
+                    f"Backup is only {human_size(dump.size)} (alert threshold "
+                    f"{human_size(config.thresholds.min_backup_bytes)}): "
+                    f"check that {config.database.label} is the production database",
+                    STEP_ID,
+                )
+            )
+        store = _store(config, kind, upload, on_event)
+        storage_class = config.backups.retention.get(kind, Retention()).storage_class
+        uploaded = _upload(store, final, storage_class, on_event)
+        deleted = apply_retention(config, kind, keep=final.name, now=at, s3=store is not None)
+        on_event(Notice("ok", f"Deleted {deleted} old backup(s)", STEP_ID))
+        return BackupResult(final, meta, uploaded, deleted)
+
+
+# ---------------------------------------------------------------- the dump
+
+
+@dataclass(frozen=True)
+class _Dump:
+    size: int
+    md5: str
+    row_counts: dict[str, int]
+    pg_dump_version: str
+    companion_md5: str | None = None
+
+
+def _dump(
+    db: DatabaseSettings,
+    final: Path,
+    level: int,
+    on_event: EventSink,
+    cancel: threading.Event | None,
+    custom: bool = False,
+) -> _Dump:
+    """pg_dump into `.NAME.part`, then fsync + rename to `final`; the part never survives.
+    With `custom`, the companion dump runs beside it in the same snapshot."""
+    version = _pg_dump_version()
+    part = final.with_name(f".{final.name}.part")
+    try:
+        with database.connect(db) as conn:
+            # Counts taken in the snapshot pg_dump imports match the dump row for row,
+            # however busy the application is meanwhile.
+            conn.autocommit = False
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            with conn.transaction():
+                row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+                snapshot_id = str(row[0]) if row else ""
+                with companion_dump(
+                    db, snapshot_id, final, enabled=custom, level=level, on_event=on_event
+                ) as companion:
+                    size, md5, counts = _stream(
+                        ["pg_dump", "--format=plain", "--no-password", f"--snapshot={snapshot_id}"],
+                        database.libpq_env(db, db.name),
+                        part,
+                        level,
+                        lambda: database.row_counts(conn),
+                        on_event,
+                        cancel,
+                    )
+        os.rename(part, final)
+        checksum.fsync_dir(final.parent)
+    except psycopg.Error as exc:
+        part.unlink(missing_ok=True)
+        raise DrError(
+            f"reading {db.label} failed: {database.first_line(exc)} - "
+            "nothing was saved; check the server and run the backup again"
+        ) from None
+    except OSError as exc:
+        part.unlink(missing_ok=True)
+        raise disk_error(part, exc) from None
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return _Dump(size, md5, counts, version, companion.md5)
+
+
+def _pg_dump_version() -> str:
+    result = procs.run_command(["pg_dump", "--version"], timeout=60)
+    if not result.ok:
+        raise DrError(
+            f"cannot run pg_dump ({result.describe()}): install the PostgreSQL client "
+            "tools (postgresql-client) and make sure pg_dump is on PATH"
+        )
+    return result.output.strip().splitlines()[0] if result.output.strip() else ""
+
+
+def _stream(
+    argv: list[str],
+    env: dict[str, str],
+    part: Path,
+    level: int,
+    count_rows: Callable[[], dict[str, int]],
+    on_event: EventSink,
+    cancel: threading.Event | None,
+) -> tuple[int, str, dict[str, int]]:
+    """Run pg_dump, gzip its stdout into `part` in a thread while `count_rows` runs here."""
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with tempfile.TemporaryFile() as errors:
+        try:
+            proc = procs.spawn(argv, env=env, stderr=errors)
+        except OSError as exc:
+            os.close(fd)
+            raise DrError(f"cannot start pg_dump: {exc.strerror}") from None
+        writer = _GzipWriter(proc, fd, part, level, on_event, cancel)
+        thread = threading.Thread(target=writer.run, name="pg_dump-gzip", daemon=True)
+        thread.start()
+        try:
+            counts = count_rows()
+            thread.join()
+            returncode = proc.wait()
+        except BaseException:  # incl. Cancelled from SIGTERM while we wait
+            procs.terminate(proc)
+            # The writer owns fd: once it is joined the part is closed and may be unlinked.
+            thread.join()
+            raise
+        if writer.error is not None:
+            raise writer.error
+        if returncode != 0:
+            errors.seek(0)
+            lines = [ln for ln in errors.read().decode("utf-8", "replace").splitlines() if ln]
+            first = procs.redact(lines[0]) if lines else "no error message"
+            raise DrError(
+                f"pg_dump failed (exit status {returncode}): {first} - "
+                "nothing was saved; fix the cause and run the backup again"
+            )
+    return writer.size, writer.md5, counts
+
+
+class _GzipWriter:
+    """Reads pg_dump's stdout in 1 MiB chunks, gzips, writes and hashes the compressed bytes,
+    while a _ReadBack checks what reached the file; it raises VerificationError when that is
+    not what was written."""
+
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        fd: int,
+        part: Path,
+        level: int,
+        on_event: EventSink,
+        cancel: threading.Event | None,
+    ) -> None:
+        self.proc = proc
+        self.fd = fd
+        self.part = part
+        self.level = level
+        self.on_event = on_event
+        self.cancel = cancel
+        self.size = 0
+        self.md5 = ""
+        self.error: BaseException | None = None
+        self._digest = checksum.md5_hasher()
+
+    def run(self) -> None:
+        try:
+            self._copy()
+        except BaseException as exc:
+            self.error = exc
+            procs.terminate(self.proc)  # or pg_dump blocks forever on a full pipe
+        finally:
+            os.close(self.fd)
+
+    def _copy(self) -> None:
+        """Each chunk of pg_dump's output becomes one gzip member, compressed on a pool of
+        threads (zlib lets go of the GIL) and written in order: gzip is the slow part of a
+        backup, and `gunzip` reads concatenated members as one stream."""
+        assert self.proc.stdout is not None
+        meter = ProgressMeter(self.on_event, STEP_ID, "dump", None)  # counts pg_dump's bytes
+        check = _ReadBack(self.part, self.on_event)
+        complete = False
+        pending: deque[Future[bytes]] = deque()
+        try:
+            with ThreadPoolExecutor(COMPRESS_THREADS, "backup-gzip") as pool:
+                while chunk := self.proc.stdout.read(checksum.CHUNK):
+                    if self.cancel is not None and self.cancel.is_set():
+                        raise Cancelled("backup cancelled: the partial file was removed")
+                    pending.append(
+                        pool.submit(zlib.compress, chunk, self.level, checksum.GZIP_WBITS)
+                    )
+                    meter.add(len(chunk))
+                    if len(pending) > 2 * COMPRESS_THREADS:  # bounded memory
+                        self._write(pending.popleft().result(), check)
+                while pending:
+                    self._write(pending.popleft().result(), check)
+            if self.size == 0:  # no output at all: still one (empty) gzip member
+                self._write(zlib.compress(b"", self.level, checksum.GZIP_WBITS), check)
+            os.fsync(self.fd)
+            meter.finish()
+            complete = True
+        finally:
+            check.end(complete)
+        self.md5 = self._digest.hexdigest()
+        problem = check.problem(meter.done)
+        if problem is not None:
+            raise VerificationError(
+                f"reading {self.part.name} back failed the gzip check ({problem}); "
+                "check the disk and run the backup again"
+            )
+        if check.md5 != self.md5:
+            raise VerificationError(
+                f"reading {self.part.name} back gave a different MD5 ({check.md5}, written "
+                f"{self.md5}): the disk returned other bytes than were written; check it "
+                "(dmesg) and run the backup again"
+            )
+
+    def _write(self, data: bytes, check: _ReadBack) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+        if data:
+            self._digest.update(data)
+            self.size += len(data)
+            check.written(self.size)
+
+
+class _ReadBack:
+    """Reads a file back through its own descriptor while it is written, up to what the
+    writer has handed to the kernel: MD5 of the bytes and a full decompression (CRC and
+    length checked by zlib), so that the check costs no second pass after the dump. Once the
+    writer is done it reports `verify` progress for what is left."""
+
+    def __init__(self, path: Path, on_event: EventSink) -> None:
+        self._fd = os.open(path, os.O_RDONLY)
+        self._on_event = on_event
+        self._cond = threading.Condition()
+        self._written = 0
+        self._read = 0  # bytes read back (only this thread writes it)
+        self._complete: bool | None = None  # the writer's end: True all written, False failed
+        self._digest = checksum.md5_hasher()
+        self._gzip = checksum.GzipChecker()
+        self._error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="backup-read-back", daemon=True)
+        self._thread.start()
+
+    @property
+    def md5(self) -> str:
+        return self._digest.hexdigest()
+
+    def written(self, size: int) -> None:
+        with self._cond:
+            self._written = size
+            if size - self._read >= checksum.CHUNK:
+                self._cond.notify()
+
+    def end(self, complete: bool) -> None:
+        """The writer is done (or failed): read the rest, or stop at once."""
+        with self._cond:
+            self._complete = complete
+            self._cond.notify()
+        self._thread.join()
+        os.close(self._fd)
+
+    def problem(self, sql_bytes: int) -> str | None:
+        """Why the bytes read back are not whole gzip data of `sql_bytes` bytes of SQL."""
+        if self._error is not None:
+            return self._error
+        if (error := self._gzip.finish()) is not None:
+            return error
+        if self._gzip.text_bytes != sql_bytes:
+            return f"it holds {self._gzip.text_bytes:,} bytes of SQL, pg_dump wrote {sql_bytes:,}"
+        return None
+
+    def _run(self) -> None:
+        meter: ProgressMeter | None = None
+        try:
+            while True:
+                with self._cond:
+                    # whole chunks: a wake-up per compressed write would cost the writer
+                    while self._written - self._read < checksum.CHUNK and self._complete is None:
+                        self._cond.wait()
+                    if self._complete is False:
+                        return
+                    limit, complete = self._written, self._complete
+                if complete and meter is None:
+                    meter = ProgressMeter(self._on_event, STEP_ID, "verify", limit, self._read)
+                if self._read >= limit:  # only once complete: else a whole chunk waits
+                    break
+                data = os.pread(self._fd, min(checksum.CHUNK, limit - self._read), self._read)
+                if not data:
+                    self._error = f"the file ends at byte {self._read:,}, {limit:,} were written"
+                    return
+                self._read += len(data)
+                self._digest.update(data)
+                self._gzip.feed(data)
+                if meter is not None:
+                    meter.add(len(data))
+            assert meter is not None
+            meter.finish()
+        except OSError as exc:
+            self._error = f"cannot read it: {exc.strerror or exc}"
+
+
+def _finish_local(final: Path, meta: BackupMeta, on_event: EventSink) -> None:
+    """Meta and sidecar beside the backup, which was read back before it got its name; any
+    failure takes the backup away again."""
+    try:
+        catalog.write_meta(final, meta)
+        checksum.write_sidecar(final, meta.md5)
+    except BaseException:
+        for path in with_attributes(final):
+            path.unlink(missing_ok=True)
+        raise
+    on_event(Notice("ok", "Checksum verified ✓", STEP_ID))
+    on_event(Notice("ok", "Gzip integrity check passed", STEP_ID))
+
+
+# ---------------------------------------------------------------- upload
+
+
+def _store(config: Config, kind: str, upload: bool, on_event: EventSink) -> S3Store | None:
+    bucket = config.backups.s3_bucket
+    if not bucket:
+        return None
+    if not upload:
+        on_event(Notice("info", "S3 upload skipped (--no-upload)", STEP_ID))
+        return None
+    if not kept_in_s3(config, kind):
+        on_event(
+            Notice(
+                "info",
+                f"S3 upload skipped: {kind} backups stay local "
+                f"(backups.retention.{kind} has no s3_days)",
+                STEP_ID,
+            )
+        )
+        return None
+    return S3Store(bucket, config.backups.s3_prefix)
+
+
+def _upload(
+    store: S3Store | None, final: Path, storage_class: str, on_event: EventSink
+) -> tuple[str, ...]:
+    if store is None:
+        return ()
+    on_event(Notice("info", f"Uploading to {store.url(final.name)} ({storage_class})...", STEP_ID))
+    # Sidecar and meta first, and always STANDARD: once the backup object exists in S3 its
+    # checksum and kind can be read without a Glacier restore.
+    files = [checksum.sidecar_path(final), catalog.meta_path(final)]
+    companion = catalog.companion_path(final)
+    data = [final, companion] if companion.is_file() else [final]
+    if companion.is_file():
+        files.append(checksum.sidecar_path(companion))
+    try:
+        for path in files:
+            store.upload(path, step_id=STEP_ID)
+        for path in data:
+            store.upload(path, storage_class=storage_class, on_event=on_event, step_id=STEP_ID)
+    except DrError as exc:
+        # The store's message already says what to fix; the operator also needs to know
+        # that the verified local copy survives.
+        raise DrError(f"S3 upload failed: {exc} (the local backup {final.name} is kept)") from None
+    on_event(Notice("ok", f"Uploaded to S3: {store.url(final.name)} (+ .md5, .meta.json)", STEP_ID))
+    return tuple(store.url(p.name) for p in (*data, *files))
+
+
+def _remove_stale_parts(backup_dir: Path, on_event: EventSink) -> None:
+    """Under the lock no other backup runs, so a `.part` left here is from a killed run."""
+    for part in backup_dir.glob(".preskool-*.part"):
+        part.unlink(missing_ok=True)
+        on_event(Notice("warn", f"Removed {part.name} left by an interrupted backup", STEP_ID))

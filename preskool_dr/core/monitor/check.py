@@ -1,0 +1,470 @@
+"""`check`: the seed's backup alerts (section 5) as Nagios states and Prometheus gauges.
+
+Backup age comes from the name (UTC) of the newest logical backup in BACKUP_DIR, not from
+the file's mtime, which a copy or a restore from S3 resets. A restore test never run and a
+missing bucket are reported but are not alerts.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+from preskool_dr.core.backup import basebackup
+from preskool_dr.core.backup.common import human_size, kept_in_s3
+from preskool_dr.core.backup.wal import WAL_DIRNAME
+from preskool_dr.core.base.config import Config
+from preskool_dr.core.base.errors import DrError, NotFoundError
+from preskool_dr.core.base.events import utcnow
+from preskool_dr.core.base.paths import ensure_private_dir
+from preskool_dr.core.drill import log as drill_log
+from preskool_dr.core.restore.test_record import (
+    RestoreTestResult,
+    read_restore_test_result,
+)
+from preskool_dr.core.storage import catalog
+from preskool_dr.core.storage.catalog import BackupRecord
+from preskool_dr.core.storage.checksum import atomic_write
+from preskool_dr.core.storage.s3store import S3Store
+
+PLUGIN = "PRESKOOL_DR"
+DRILL_LOG_SEEN_FILE = "drill-log-seen.json"  # what `check` last saw of each drill log
+CLOCK_SKEW_SECONDS = 300  # a backup dated further in the future than this is suspicious
+
+
+class Status(IntEnum):
+    """Nagios plugin states; the value is the exit code."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    status: Status
+    summary: str
+    value: float | int | bool | str | None = None
+    details: Mapping[str, Any] | None = None  # more than one value (in --json only)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "name": self.name,
+            "status": self.status.name,
+            "summary": self.summary,
+            "value": self.value,
+        }
+        if self.details is not None:
+            data["details"] = dict(self.details)
+        return data
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    help: str
+    value: float
+    labels: tuple[tuple[str, str], ...] = ()  # values from a safe alphabet (hex, names)
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    checks: tuple[CheckResult, ...]
+    metrics: tuple[Metric, ...] = ()
+    perfdata: str = ""  # Nagios performance data, after the `|` of the first line
+    at: datetime = field(default_factory=utcnow)
+
+    @property
+    def status(self) -> Status:
+        return max((c.status for c in self.checks), default=Status.UNKNOWN)
+
+    @property
+    def summary(self) -> str:
+        """The alerts, worst first; when all is well, what the backup check found."""
+        alerts = sorted((c for c in self.checks if c.status != Status.OK), key=lambda c: -c.status)
+        if alerts:
+            return "; ".join(c.summary for c in alerts)
+        return self.checks[0].summary if self.checks else "no checks ran"
+
+    def with_check(self, check: CheckResult) -> HealthReport:
+        return HealthReport((*self.checks, check), self.metrics, self.perfdata, self.at)
+
+    def nagios_text(self) -> str:
+        first = f"{PLUGIN} {self.status.name} - {self.summary}"
+        if self.perfdata:
+            first += f" | {self.perfdata}"
+        lines = [first] + [f"{c.status.name:<8} {c.name}: {c.summary}" for c in self.checks]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status.name,
+            "exit_code": int(self.status),
+            "summary": self.summary,
+            "checked_at": catalog.iso_utc(self.at),
+            "checks": [c.to_json() for c in self.checks],
+        }
+
+    def prometheus_text(self) -> str:
+        """node-exporter textfile format; a gauge whose value is unknown is left out."""
+        out = [
+            "# HELP preskool_dr_status Overall check status (0 OK, 1 WARNING, 2 CRITICAL, "
+            "3 UNKNOWN).",
+            "# TYPE preskool_dr_status gauge",
+            f"preskool_dr_status {int(self.status)}",
+            "# HELP preskool_dr_check_status Status of each check (0 OK, 1 WARNING, "
+            "2 CRITICAL, 3 UNKNOWN).",
+            "# TYPE preskool_dr_check_status gauge",
+        ]
+        out += [
+            f'preskool_dr_check_status{{check="{c.name}"}} {int(c.status)}' for c in self.checks
+        ]
+        metrics = (
+            *self.metrics,
+            Metric(
+                "preskool_dr_check_timestamp_seconds", "When the check ran.", self.at.timestamp()
+            ),
+        )
+        for metric in metrics:
+            out += [
+                f"# HELP {metric.name} {metric.help}",
+                f"# TYPE {metric.name} gauge",
+                f"{metric.name}{_labels(metric.labels)} {_number(metric.value)}",
+            ]
+        return "\n".join(out) + "\n"
+
+
+def unknown_report(reason: str) -> HealthReport:
+    """The report when the check itself cannot run (bad config, unreadable BACKUP_DIR)."""
+    return HealthReport((CheckResult("check", Status.UNKNOWN, reason),))
+
+
+def run_checks(config: Config, now: datetime | None = None) -> HealthReport:
+    now = now or utcnow()
+    try:
+        latest, latest_s3 = _latest_local(config)
+    except DrError as exc:  # e.g. BACKUP_DIR unreadable: the check cannot answer
+        return unknown_report(str(exc))
+    metrics: list[Metric] = []
+    perfdata = ""
+    s3_check = _s3_check(config, latest_s3)
+    restore_check, restore = _restore_test_check(config, now)
+    drill_checks, drill_metrics = _drill_log_checks(config)
+    metrics += drill_metrics
+    checks = (
+        _age_check(config, latest, now),
+        _size_check(config, latest),
+        s3_check,
+        restore_check,
+        *_wal_checks(config, now),
+        *drill_checks,
+        *_permission_checks(config),
+    )
+    if latest is not None:
+        age = (now - latest.time).total_seconds()
+        size = latest.size or 0
+        t = config.thresholds
+        metrics += [
+            Metric("preskool_dr_latest_backup_age_seconds", "Age of the newest backup.", age),
+            Metric(
+                "preskool_dr_latest_backup_timestamp_seconds",
+                "Time (from its name) of the newest backup.",
+                latest.time.timestamp(),
+            ),
+            Metric("preskool_dr_latest_backup_bytes", "Size of the newest backup.", size),
+        ]
+        perfdata = (
+            f"backup_age={age:.0f}s;{t.backup_warn_age_hours * 3600:.0f};"
+            f"{t.backup_missing_hours * 3600:.0f};0 backup_size={size}B;{t.min_backup_bytes}:;;0"
+        )
+    if restore is not None:
+        metrics += [
+            Metric(
+                "preskool_dr_restore_test_ok", "1 when the last restore test passed.", restore.ok
+            ),
+            Metric(
+                "preskool_dr_restore_test_timestamp_seconds",
+                "When the last restore test finished.",
+                restore.finished_at.timestamp(),
+            ),
+        ]
+    replicated = s3_check.value
+    if isinstance(replicated, bool):  # None: no bucket, or S3 could not be asked
+        metrics.append(
+            Metric(
+                "preskool_dr_s3_replicated",
+                "1 when the newest backup meant for S3 is there.",
+                replicated,
+            )
+        )
+    return HealthReport(checks, tuple(metrics), perfdata, now)
+
+
+# ---------------------------------------------------------------- the checks
+
+
+def _wal_checks(config: Config, now: datetime) -> tuple[CheckResult, ...]:
+    """The WAL archive (age against thresholds.rpo_wal_hours, gaps), once point-in-time
+    recovery is in use: a local archive or a base backup exists."""
+    found = basebackup.pitr_health(config, now)
+    if found is None:
+        return ()
+    status, summary, age = found
+    return (CheckResult("wal_archive", Status[status], summary, age),)
+
+
+def _drill_log_checks(config: Config) -> tuple[tuple[CheckResult, ...], list[Metric]]:
+    """The drill log, once one is in use (it exists, a journal recorded an entry in it, or
+    check saw it before): its entry count and head, CRITICAL when it went backwards since
+    the last check or lost an entry a run journal recorded (a cut tail, an emptied or
+    replaced file)."""
+    path = config.drill_log_path
+    seen_path = config.state_dir / DRILL_LOG_SEEN_FILE
+    seen = _read_seen(seen_path)
+    key = str(path.absolute())
+    last = seen.get(key)
+    recorded = drill_log.journal_entries(config.state_dir, path, config.drill_log_path)
+    try:
+        records = drill_log.read_log(path)
+    except NotFoundError:
+        if last is None and not recorded:
+            return (), []  # no drill here yet
+        records = []
+    except DrError as exc:
+        return (CheckResult("drill_log", Status.UNKNOWN, str(exc)),), []
+    complete = [r for r in records if r.complete]
+    entries, head = len(complete), drill_log.log_head(records)
+    now = {"entries": entries, "head_sha256": head}
+    metrics = [Metric("preskool_dr_drill_log_entries", "Complete lines in the drill log.", entries)]
+    if head is not None:
+        metrics.append(
+            Metric(
+                "preskool_dr_drill_log_head_info",
+                "The drill log's last line: its sha256 is the head_sha256 label.",
+                1,
+                (("head_sha256", head),),
+            )
+        )
+    about = f"drill log {path}: {entries} entries, head {head[:12] if head else 'none'}"
+    alerts = []
+    if last is not None and _went_back(complete, last):
+        alerts.append(
+            f"Drill log cut or rewritten: {about}, but check saw {last['entries']} entries "
+            f"(head {str(last['head_sha256'])[:12]}) before; restore it from a copy (if "
+            f"the change was intended, remove {seen_path} to accept it)"
+        )
+    lost = drill_log.lost_entries(records, recorded)
+    if lost:
+        runs = ", ".join(sorted({entry.run_id for entry in lost}))
+        alerts.append(
+            f"Drill log lost entries: {len(lost)} drill entries recorded by run journals "
+            f"(runs {runs}) are not in {about}; restore it from a copy "
+            "(`preskool-dr drill-log verify` names them)"
+        )
+    if alerts:  # what was seen before stays the mark until the log is whole again
+        return (
+            CheckResult("drill_log", Status.CRITICAL, "; ".join(alerts), entries, now),
+        ), metrics
+    if last != now:
+        try:
+            ensure_private_dir(seen_path.parent)
+            seen[key] = now
+            text = json.dumps(seen, indent=2, sort_keys=True) + "\n"
+            atomic_write(seen_path, text.encode(), mode=0o600)
+        except OSError as exc:
+            summary = f"{about}; cannot remember it in {seen_path} ({exc.strerror}): a cut "
+            summary += "would go unnoticed"
+            return (CheckResult("drill_log", Status.WARNING, summary, entries, now),), metrics
+    if records and not records[-1].complete:
+        summary = (
+            f"Drill log torn: {about}, then an incomplete line {records[-1].number}; run "
+            f"`preskool-dr drill-log repair --drill-log {path}`"
+        )
+        return (CheckResult("drill_log", Status.WARNING, summary, entries, now),), metrics
+    return (CheckResult("drill_log", Status.OK, about, entries, now),), metrics
+
+
+def _went_back(complete: list[drill_log.LogRecord], last: Mapping[str, Any]) -> bool:
+    """Fewer lines than last time, or the line that was last is not there any more."""
+    count, head = last.get("entries"), last.get("head_sha256")
+    if not isinstance(count, int) or count <= 0:
+        return False
+    return len(complete) < count or complete[count - 1].sha256 != head
+
+
+def _read_seen(path: Path) -> dict[str, Any]:
+    """`<state dir>/drill-log-seen.json`: {log path: {entries, head_sha256}}; {} if none."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # first check, or a damaged file: start again from what is there now
+    return {k: v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+
+
+def _permission_checks(config: Config) -> tuple[CheckResult, ...]:
+    """A warning when other users can list or enter BACKUP_DIR (o+r or o+x): backups hold the
+    whole database. Nothing to report when it is private or missing (the backup checks say)."""
+    directory = config.backups.dir
+    try:
+        mode = directory.stat().st_mode
+    except OSError:
+        return ()
+    if not stat.S_ISDIR(mode) or not mode & (stat.S_IROTH | stat.S_IXOTH):
+        return ()
+    fix = f"chmod 700 {directory}"
+    try:
+        wal_dir = (directory / WAL_DIRNAME).stat()
+    except OSError:
+        wal_dir = None
+    if wal_dir is not None and wal_dir.st_uid != directory.stat().st_uid:
+        # WAL archiving: the server's OS user must still enter BACKUP_DIR to reach wal/.
+        group = _group_name(wal_dir.st_gid)
+        fix = f"chgrp {group} {directory} && chmod 750 {directory}"
+    return (
+        CheckResult(
+            "backup_dir_permissions",
+            Status.WARNING,
+            f"BACKUP_DIR {directory} is open to other users (mode "
+            f"{stat.S_IMODE(mode):04o}) and backups hold the whole database: run `{fix}`",
+            stat.S_IMODE(mode),
+        ),
+    )
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _latest_local(config: Config) -> tuple[BackupRecord | None, BackupRecord | None]:
+    """The newest logical backup, and the newest one of a kind that is uploaded to S3."""
+    try:
+        listed = catalog.list_backups(config, "local")
+    except NotFoundError:
+        return None, None  # BACKUP_DIR never created: no backup was ever taken here
+    records = [r for r in listed if r.kind != "base"]
+    latest = records[0] if records else None
+    uploaded = next((r for r in records if kept_in_s3(config, r.kind)), None)
+    return latest, uploaded
+
+
+def _age_check(config: Config, latest: BackupRecord | None, now: datetime) -> CheckResult:
+    t = config.thresholds
+    if latest is None:
+        return CheckResult(
+            "backup_age", Status.CRITICAL, f"Backup missing: no backup in {config.backups.dir}"
+        )
+    age = (now - latest.time).total_seconds()
+    hours = age / 3600
+    kind = latest.kind if latest.kind != "unknown" else "kind unknown: no meta.json"
+    about = f"latest backup {latest.name} ({kind})"
+    if age < -CLOCK_SKEW_SECONDS:
+        return CheckResult(
+            "backup_age",
+            Status.WARNING,
+            f"Backup in the future: {about} is dated {-hours:.1f} h ahead; check the clocks",
+            age,
+        )
+    if hours > t.backup_missing_hours:
+        return CheckResult(
+            "backup_age",
+            Status.CRITICAL,
+            f"Backup missing: no new backup for {hours:.1f} h (> {t.backup_missing_hours:g} h); "
+            f"{about}",
+            age,
+        )
+    if hours > t.backup_warn_age_hours:
+        return CheckResult(
+            "backup_age",
+            Status.WARNING,
+            f"Backup late: {about} is {hours:.1f} h old (> {t.backup_warn_age_hours:g} h)",
+            age,
+        )
+    return CheckResult("backup_age", Status.OK, f"{about} is {hours:.1f} h old", age)
+
+
+def _size_check(config: Config, latest: BackupRecord | None) -> CheckResult:
+    if latest is None:
+        return CheckResult("backup_size", Status.OK, "no backup to measure")
+    size = latest.size or 0
+    limit = config.thresholds.min_backup_bytes
+    if size < limit:
+        return CheckResult(
+            "backup_size",
+            Status.WARNING,
+            f"Backup small: {latest.name} is {human_size(size)} (< {human_size(limit)})",
+            size,
+        )
+    return CheckResult("backup_size", Status.OK, f"latest backup is {human_size(size)}", size)
+
+
+def _s3_check(config: Config, latest: BackupRecord | None) -> CheckResult:
+    bucket = config.backups.s3_bucket
+    if not bucket:
+        return CheckResult("s3_replication", Status.OK, "S3 not configured")
+    store = S3Store(bucket, config.backups.s3_prefix)
+    if latest is None:
+        return CheckResult("s3_replication", Status.OK, "no local backup meant for S3 yet")
+    try:
+        obj = store.head(latest.name)
+    except NotFoundError as exc:  # the object, or the whole bucket
+        return CheckResult("s3_replication", Status.WARNING, f"S3 upload failed: {exc}", False)
+    except DrError as exc:
+        return CheckResult("s3_replication", Status.WARNING, f"S3 check failed: {exc}")
+    return CheckResult(
+        "s3_replication",
+        Status.OK,
+        f"{latest.name} is in {store.url('')} ({obj.storage_class})",
+        True,
+    )
+
+
+# ---------------------------------------------------------------- restore-test results
+
+
+def _restore_test_check(
+    config: Config, now: datetime
+) -> tuple[CheckResult, RestoreTestResult | None]:
+    try:
+        result = read_restore_test_result(config.state_dir)
+    except DrError as exc:
+        return CheckResult("restore_test", Status.WARNING, f"Restore test unknown: {exc}"), None
+    if result is None:
+        return CheckResult("restore_test", Status.OK, "restore test never run"), None
+    days = (now - result.finished_at).total_seconds() / 86400
+    when = f"{days:.1f} d ago on {result.backup}"
+    limit = config.thresholds.restore_test_max_age_days
+    if not result.ok:
+        summary = f"Restore test failed {when}: {result.detail}"
+        return CheckResult("restore_test", Status.WARNING, summary, False), result
+    if days > limit:
+        summary = f"Restore test stale: last passed {when} (> {limit:g} d)"
+        return CheckResult("restore_test", Status.WARNING, summary, True), result
+    return CheckResult("restore_test", Status.OK, f"restore test passed {when}", True), result
+
+
+# ---------------------------------------------------------------- files
+
+
+def write_prometheus(report: HealthReport, path: Path) -> None:
+    """node-exporter's textfile collector reads *.prom: the temp name never matches it."""
+    atomic_write(path, report.prometheus_text().encode(), mode=0o644)
+
+
+def _labels(labels: tuple[tuple[str, str], ...]) -> str:
+    return "{" + ",".join(f'{k}="{v}"' for k, v in labels) + "}" if labels else ""
+
+
+def _number(value: float) -> str:
+    return repr(float(value)) if isinstance(value, float) else str(int(value))

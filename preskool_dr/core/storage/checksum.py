@@ -1,0 +1,558 @@
+"""MD5 sidecars and the one-pass integrity check (MD5 + full gzip decompression).
+
+A sidecar is exactly what `md5sum F > F.md5` writes (`<32 hex>  <basename>\\n`), so an
+operator without this tool can still run `md5sum --check F.md5` inside the folder.
+The verify pass reads the backup once: every chunk feeds both the MD5 and a gzip
+decompressor, because a 20 GB dump read twice doubles the slowest part of an outage.
+For a logical backup the same pass also checks that the decompressed text starts and ends
+like pg_dump's plain output: a valid gzip of something else (or of a dump cut short at a
+line boundary) restored with `--mode drop` would lose the database it replaces. And it
+scans the text for psql meta-commands (core/storage/dumptext.py): a backup that would run a shell
+command, write a file or switch databases on the host that restores it fails verification.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import hashlib
+import os
+import queue
+import re
+import stat
+import tempfile
+import threading
+import zlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from preskool_dr.core.base.errors import Cancelled, DrError, NotFoundError, VerificationError
+from preskool_dr.core.base.events import EventSink, ProgressMeter, ignore_events
+from preskool_dr.core.storage.dumptext import DUMP_HEAD, DumpText, Finding
+
+CHUNK = 1024 * 1024
+SIDECAR_SUFFIX = ".md5"
+# Decompressed output is thrown away; capping it keeps memory flat on highly compressible dumps.
+_MAX_INFLATE = 8 * CHUNK
+GZIP_WBITS = 16 + zlib.MAX_WBITS  # gzip header and trailer, no zlib/raw guessing
+_GZIP_MAGIC = b"\x1f\x8b"
+_GZIP_HEADER_MIN = 10  # a member shorter than its fixed header is not a gzip member at all
+# Patterns are used with fullmatch: `$` also matches before a trailing newline.
+_MD5_RE = re.compile(r"[0-9a-fA-F]{32}")
+# GNU text/binary form `<hex>  <name>` / `<hex> *<name>`, and the BSD `--tag` form.
+_GNU_LINE = re.compile(r"(?P<md5>[0-9a-fA-F]{32}) [ *](?P<name>.+)")
+_BSD_LINE = re.compile(r"MD5 \((?P<name>.+)\) = (?P<md5>[0-9a-fA-F]{32})")
+# Backups hold the whole database: what the tool writes is readable by its owner only.
+PRIVATE_FILE_MODE = 0o600
+# pg_dump's plain format opens with this banner and closes with the "complete" one, which it
+# writes only after the last object; since PostgreSQL 17.6/16.10/15.14 a `\unrestrict KEY`
+# line may follow it. Only the head and a small tail of the text are kept while streaming.
+DUMP_COMPLETE = b"\n-- PostgreSQL database dump complete\n"
+_DUMP_TAIL_KEEP = 1024
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    md5: str  # 32 lowercase hex
+    filename: str  # the basename the sidecar names
+
+
+def sidecar_path(backup: Path) -> Path:
+    """`F.md5` beside `F`."""
+    return backup.with_name(backup.name + SIDECAR_SUFFIX)
+
+
+def md5_hasher() -> hashlib._Hash:
+    # MD5 here is an integrity check the runbook and md5sum share, not a security control.
+    return hashlib.md5(usedforsecurity=False)
+
+
+def atomic_write(
+    path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE, *, overwrite: bool = True
+) -> bool:
+    """Write `data` to `path` via temp file + fsync + rename, so readers never see half a file.
+
+    `overwrite=False` installs with a hard link instead, which fails when `path` exists (a
+    rename would replace it): returns False, and `path` is left as it was.
+
+    mkstemp creates the temp file with O_CREAT|O_EXCL|O_NOFOLLOW, and its mode is set
+    through the descriptor: a symlink swapped in under the temp name is never followed."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if overwrite:
+            tmp.replace(path)
+        elif not install_new(tmp, path):
+            return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+    return True
+
+
+# errno of link(2) on a file system without hard links (vfat, some SMB and FUSE mounts)
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
+
+
+def install_new(tmp: Path, path: Path) -> bool:
+    """Give the finished temp file `tmp` the name `path` unless that name exists: os.link
+    fails when it does, where a rename would replace it; False then, `path` untouched.
+    `tmp` may remain: the caller removes it. On a file system without hard links: a check
+    and a rename (a small race window), rather than no install at all."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        if path.exists():
+            return False
+        tmp.replace(path)
+    return True
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename durable: the directory entry must reach the disk too."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_sidecar(backup: Path, md5: str, *, mode: int = PRIVATE_FILE_MODE) -> Path:
+    """Write `<md5>  <basename>\\n` atomically (temp + fsync + rename); returns its path."""
+    path = sidecar_path(backup)
+    _install_sidecar(path, backup.name, md5, mode, overwrite=True)
+    return path
+
+
+def create_sidecar(backup: Path, md5: str, *, mode: int = PRIVATE_FILE_MODE) -> bool:
+    """`write_sidecar`, but never over an existing sidecar: False (and nothing written) when
+    `backup`'s sidecar already exists, e.g. put there by another process a moment ago."""
+    return _install_sidecar(sidecar_path(backup), backup.name, md5, mode, overwrite=False)
+
+
+def _install_sidecar(path: Path, name: str, md5: str, mode: int, *, overwrite: bool) -> bool:
+    if not _MD5_RE.fullmatch(md5):
+        raise ValueError(f"not an MD5 digest: {md5!r}")
+    try:
+        return atomic_write(path, f"{md5.lower()}  {name}\n".encode(), mode, overwrite=overwrite)
+    except OSError as exc:
+        raise DrError(f"cannot write checksum file {path}: {exc.strerror or exc}") from None
+
+
+def read_sidecar(path: Path, expected_name: str | None = None) -> Sidecar:
+    """Parse a sidecar; VerificationError when malformed or naming another file."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise VerificationError(
+            f"checksum file {path} is missing: the backup cannot be verified; "
+            "fetch the .md5 beside it (it is uploaded with every backup)"
+        ) from None
+    except OSError as exc:
+        raise VerificationError(
+            f"cannot read checksum file {path}: {exc.strerror or exc}"
+        ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise VerificationError(f"checksum file {path} is not text: it is damaged") from None
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) != 1:
+        raise VerificationError(
+            f"checksum file {path} must hold exactly one `<md5>  <file name>` line, "
+            f"found {len(lines)}"
+        )
+    line = lines[0].rstrip("\r")
+    match = _GNU_LINE.fullmatch(line) or _BSD_LINE.fullmatch(line)
+    if match is None:
+        raise VerificationError(
+            f"checksum file {path} is malformed: expected `<32 hex digits>  <file name>`"
+        )
+    sidecar = Sidecar(md5=match["md5"].lower(), filename=match["name"])
+    if expected_name is not None and sidecar.filename != expected_name:
+        raise VerificationError(
+            f"checksum file {path} is for {sidecar.filename!r}, not {expected_name!r}: "
+            "it belongs to another backup"
+        )
+    return sidecar
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """Which file, in which state: what the verify gate compares (core/restore/pinned.py). Any
+    write changes ctime, which no unprivileged process can set back; a file renamed into
+    place has another inode."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileIdentity:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    path: Path
+    size: int
+    expected_md5: str | None  # None: no sidecar
+    actual_md5: str
+    gzip_ok: bool
+    gzip_error: str | None
+    sidecar_error: str | None = None  # why there is no usable expected digest
+    gzip_checked: bool = True  # False for members that are not gzip (e.g. a plain .tar)
+    dump_checked: bool = False  # True when the text was checked to be whole pg_dump output
+    dump_error: str | None = None  # why it is not (None when unchecked or fine)
+    # the file that was read, as it was when the read ended; None when it changed while it
+    # was read (the digest then vouches for no state the file was ever in) or is not a
+    # regular file (a pipe gives its next reader other bytes)
+    identity: FileIdentity | None = None
+
+    @property
+    def md5_ok(self) -> bool:
+        return self.expected_md5 is not None and self.expected_md5 == self.actual_md5
+
+    @property
+    def dump_ok(self) -> bool:
+        return self.dump_error is None
+
+    @property
+    def ok(self) -> bool:
+        return self.md5_ok and self.gzip_ok and self.dump_ok
+
+    def md5_text(self) -> str:
+        """What the operator reads about the digest."""
+        if self.expected_md5 is None:
+            reason = self.sidecar_error or "no checksum sidecar"
+            return f"MD5: {self.actual_md5} cannot be checked: {reason}"
+        if self.md5_ok:
+            return f"MD5: {self.actual_md5} matches the sidecar"
+        return f"MD5 mismatch: expected {self.expected_md5} (sidecar), actual {self.actual_md5}"
+
+    def gzip_text(self) -> str:
+        if not self.gzip_checked:
+            return "Gzip not checked (not a gzip file)"
+        if self.gzip_ok:
+            return "Gzip integrity check passed"
+        return f"Gzip integrity check failed: {self.gzip_error}"
+
+    def dump_text(self) -> str:
+        if not self.dump_checked:
+            return "Content not checked (not a pg_dump backup)"
+        if self.dump_ok:
+            return "Content is complete pg_dump output"
+        return f"Content check failed: {self.dump_error}"
+
+    def findings(self) -> str:
+        """Expected vs actual digest, gzip state, and the content's when it was checked and
+        the gzip was intact (a broken stream says nothing of its text)."""
+        line = f"{self.md5_text()}; {self.gzip_text()}"
+        return f"{line}; {self.dump_text()}" if self.dump_checked and self.gzip_ok else line
+
+    def describe(self) -> str:
+        """One line: the verdict, the file and its findings."""
+        return f"{'OK' if self.ok else 'BAD'} {self.path.name}: {self.findings()}"
+
+
+class BackgroundDigest:
+    """An MD5 computed on its own thread. hashlib releases the GIL while it hashes, so on a
+    second core the digest runs while the verifying thread inflates and scans the text (which
+    holds the GIL in `bytes.find`): verify then costs what the decompression and the scan
+    cost, not that plus the MD5 (docs/PERFORMANCE.md's verify target)."""
+
+    _QUEUED = 8  # chunks waiting for the digest
+
+    def __init__(self) -> None:
+        self._digest = md5_hasher()
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(self._QUEUED)
+        self._thread = threading.Thread(target=self._run, name="verify-md5", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self._digest.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self._chunks.put(chunk)
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._digest.hexdigest()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._chunks.put(None)
+            self._thread.join()
+
+
+class GzipChecker:
+    """Incremental `gunzip -t`: every member decompressed (CRC and length checked by zlib),
+    several concatenated members accepted, anything after the last member rejected.
+    `scan_text`: the decompressed text is also followed by a DumpText (meta-commands)."""
+
+    def __init__(self, *, scan_text: bool = False) -> None:
+        self._inflater = zlib.decompressobj(GZIP_WBITS)
+        self._members = 1
+        self._member_head = b""  # the first bytes of the current member, for the magic check
+        self._member_bytes = 0  # compressed bytes fed to the current member
+        self._offset = 0  # compressed bytes consumed so far
+        self.error: str | None = None
+        self.head = b""  # the first bytes of the decompressed text
+        self.tail = b""  # its last bytes
+        self.text_bytes = 0  # decompressed bytes so far
+        # a finding's line is counted afterwards (text_line_at): an error path
+        self.text = DumpText(count_lines=False) if scan_text else None
+
+    def _keep(self, text: bytes) -> None:
+        self.text_bytes += len(text)
+        if self.text is not None:
+            self.text.feed(text)
+        if len(self.head) < len(DUMP_HEAD):
+            self.head += text[: len(DUMP_HEAD) - len(self.head)]
+        # slice before joining: an 8 MiB output must not be copied to keep 1 KiB of it
+        if len(text) >= _DUMP_TAIL_KEEP:
+            self.tail = text[-_DUMP_TAIL_KEEP:]
+        else:
+            self.tail = (self.tail + text)[-_DUMP_TAIL_KEEP:]
+
+    @property
+    def _member_start(self) -> int:
+        return self._offset - self._member_bytes
+
+    def feed(self, data: bytes) -> None:
+        while data and self.error is None:
+            if self._inflater.eof:
+                self._inflater = zlib.decompressobj(GZIP_WBITS)
+                self._members += 1
+                self._member_head = b""
+                self._member_bytes = 0
+            if len(self._member_head) < len(_GZIP_MAGIC):
+                self._member_head = (self._member_head + data)[: len(_GZIP_MAGIC)]
+                if not _GZIP_MAGIC.startswith(self._member_head):
+                    self.error = (
+                        f"trailing garbage after the gzip data (at byte {self._member_start})"
+                        if self._members > 1
+                        else "not gzip data (no gzip header)"
+                    )
+                    return
+            try:
+                self._keep(self._inflater.decompress(data, _MAX_INFLATE))
+            except zlib.error as exc:
+                self.error = f"corrupt gzip data after byte {self._offset}: {exc}"
+                return
+            inflater = self._inflater
+            rest = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
+            consumed = len(data) - len(rest)
+            self._member_bytes += consumed
+            self._offset += consumed
+            data = rest
+
+    def finish(self) -> str | None:
+        """The error, or None when the stream ended exactly at the end of a member."""
+        if self.error is not None:
+            return self.error
+        if self._inflater.eof:
+            return None
+        if self._offset == 0:
+            return "empty file: not gzip data"
+        if self._members > 1 and self._member_bytes < _GZIP_HEADER_MIN:
+            return f"trailing garbage after the gzip data (at byte {self._member_start})"
+        return (
+            f"truncated: the gzip stream ends after {self._offset} bytes without its end marker "
+            "(an interrupted copy or a full disk?)"
+        )
+
+
+def text_line_at(path: Path, offset: int) -> int:
+    """The line number at `offset` of the decompressed text of `path`: the scan does not
+    count lines (a third of its cost), so a finding's line is counted here, reading the
+    file again up to it (an error path)."""
+    newlines = 0
+    with gzip.open(path, "rb") as text:
+        while offset > 0 and (piece := text.read(min(CHUNK, offset))):
+            newlines += piece.count(b"\n")
+            offset -= len(piece)
+    return newlines + 1
+
+
+def dump_shape_error(head: bytes, tail: bytes) -> str | None:
+    """Why a text whose first and last bytes are `head` and `tail` is not whole pg_dump plain
+    output, or None when it is."""
+    if not head.startswith(DUMP_HEAD):
+        return (
+            "the text does not start with pg_dump's `-- PostgreSQL database dump` banner: "
+            "this is not a pg_dump backup"
+        )
+    at = tail.rfind(DUMP_COMPLETE)
+    after = tail[at + len(DUMP_COMPLETE) :].splitlines() if at >= 0 else None
+    if after is None or not all(
+        line.strip() in (b"", b"--") or line.startswith(b"\\unrestrict ") for line in after
+    ):
+        return (
+            "the text does not end with pg_dump's `-- PostgreSQL database dump complete` "
+            "line: the dump was cut short (pg_dump stopped early, or the text was cut and "
+            "compressed again)"
+        )
+    return None
+
+
+def meta_command_error(found: Finding) -> str:
+    """What verify and step 4 say about a backup that holds a psql meta-command."""
+    return (
+        f"{found.describe()}: psql would run it on the host that restores this backup; "
+        "do not restore it: restore another backup and find out who wrote this one"
+    )
+
+
+def verify_file(
+    path: Path,
+    expected_md5: str | None,
+    *,
+    on_event: EventSink = ignore_events,
+    step_id: str = "verify",
+    cancel: threading.Event | None = None,
+    check_gzip: bool = True,
+    check_dump: bool = False,
+    sidecar_error: str | None = None,
+) -> VerifyResult:
+    """Read `path` once: MD5 of the bytes and a full gzip decompression, with Progress events
+    (phase "verify", at most ~10 a second). Raises Cancelled when `cancel` is set.
+    `check_dump` (a logical backup: gzip of pg_dump plain output) also checks that the text
+    starts and ends like pg_dump's, from the same decompression."""
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        raise NotFoundError(f"{path}: no such backup file; run `preskool-dr list`") from None
+    except OSError as exc:
+        raise DrError(f"cannot read {path}: {exc.strerror or exc}") from None
+    digest = BackgroundDigest()
+    checker = GzipChecker(scan_text=check_dump) if check_gzip else None
+    try:
+        with handle:
+            opened = os.fstat(handle.fileno())
+            before = FileIdentity.of(opened)
+            meter = ProgressMeter(on_event, step_id, "verify", before.size)
+            while chunk := handle.read(CHUNK):
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled(
+                        f"verification of {path.name} cancelled; run it again to verify"
+                    )
+                digest.update(chunk)
+                if checker is not None:
+                    checker.feed(chunk)
+                meter.add(len(chunk))
+            meter.finish()
+            after = FileIdentity.of(os.fstat(handle.fileno()))
+        gzip_error = checker.finish() if checker is not None else None
+        actual_md5 = digest.hexdigest()
+    finally:
+        digest.close()
+    found = None
+    if checker is not None and checker.text is not None:
+        checker.text.finish()
+        found = checker.text.found
+    if found is not None and found.line == 0:
+        found = replace(found, line=text_line_at(path, found.offset))
+    dump_checked = check_dump and checker is not None
+    dump_error = None
+    if dump_checked and checker is not None and gzip_error is None:
+        # the shape first: text that is not pg_dump output at all is named as such, even
+        # when its bytes happen to hold a line that starts with a backslash
+        dump_error = dump_shape_error(checker.head, checker.tail) or (
+            meta_command_error(found) if found is not None else None
+        )
+    return VerifyResult(
+        path=path,
+        size=meter.done,
+        expected_md5=expected_md5.lower() if expected_md5 else None,
+        actual_md5=actual_md5,
+        gzip_ok=gzip_error is None,
+        gzip_error=gzip_error,
+        sidecar_error=sidecar_error,
+        gzip_checked=check_gzip,
+        dump_checked=dump_checked,
+        dump_error=dump_error,
+        identity=after if after == before and stat.S_ISREG(opened.st_mode) else None,
+    )
+
+
+def verify_with_sidecar(
+    path: Path,
+    *,
+    on_event: EventSink = ignore_events,
+    step_id: str = "verify",
+    cancel: threading.Event | None = None,
+    check_gzip: bool = True,
+    check_dump: bool = False,
+) -> VerifyResult:
+    """Verify `path` against `path.md5`. A missing, malformed or foreign sidecar does not stop
+    the gzip check: the operator learns both facts from one read."""
+    try:
+        expected: str | None = read_sidecar(sidecar_path(path), expected_name=path.name).md5
+        problem = None
+    except VerificationError as exc:
+        expected, problem = None, str(exc)
+    return verify_file(
+        path,
+        expected,
+        on_event=on_event,
+        step_id=step_id,
+        cancel=cancel,
+        check_gzip=check_gzip,
+        check_dump=check_dump,
+        sidecar_error=problem,
+    )
+
+
+def backup_members(path: Path) -> list[Path]:
+    """The files a backup consists of: itself, or for a directory backup (e.g. a base backup)
+    every file inside except sidecars and metadata."""
+    if not path.is_dir():
+        return [path]
+    return sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and not p.name.endswith((SIDECAR_SUFFIX, ".meta.json", ".part"))
+    )
+
+
+def verify_backup(
+    path: Path,
+    *,
+    on_event: EventSink = ignore_events,
+    step_id: str = "verify",
+    cancel: threading.Event | None = None,
+) -> list[VerifyResult]:
+    """`verify_with_sidecar` for a logical backup file (gzip of pg_dump output, content checked
+    too) or every member of a directory backup (gzip checked for `.gz` members)."""
+    if not path.is_dir():
+        return [
+            verify_with_sidecar(
+                path, on_event=on_event, step_id=step_id, cancel=cancel, check_dump=True
+            )
+        ]
+    members = backup_members(path)
+    if not members:
+        raise VerificationError(f"backup directory {path} holds no files: the backup is empty")
+    return [
+        verify_with_sidecar(
+            member,
+            on_event=on_event,
+            step_id=step_id,
+            cancel=cancel,
+            check_gzip=member.name.endswith(".gz"),
+        )
+        for member in members
+    ]
