@@ -27,6 +27,7 @@ def parse_target(text: str) -> datetime:
 
 
 def iso(at: datetime | None) -> str:
+    """A time as pitr prints it (UTC, ISO-8601), "-" for none."""
     return catalog.iso_utc(at) if at is not None else "-"
 
 

@@ -351,6 +351,7 @@ class PitrRun:
         )
 
     def _between_polls(self) -> None:
+        """While replaying: stop when the server died or the run is cancelled."""
         self._fail_if_dead(started=True)
         self._check_cancel()
 
