@@ -37,7 +37,11 @@ from preskool_dr.core.base.events import Event, Progress, StepChanged, StepStatu
 from preskool_dr.core.base.pgbin import find_pg_bin
 from preskool_dr.core.base.ports import free_port
 from preskool_dr.core.drill import log as drill_log
-from preskool_dr.core.pitr import run as pitr
+from preskool_dr.core.pitr.journal import journal_path
+from preskool_dr.core.pitr.request import PitrRequest, parse_target
+from preskool_dr.core.pitr.run import PitrRun
+from preskool_dr.core.pitr.server import stop_command
+from preskool_dr.core.pitr.steps import STEPS
 from preskool_dr.core.storage import catalog, checksum
 from preskool_dr.demo.cluster import SUPERUSER, Cluster, create_cluster
 from tests.conftest import (
@@ -335,7 +339,7 @@ def test_pitr_recovers_exactly_the_rows_before_the_target(
     ranges = json.loads(run_cli("pitr", "--ranges", "--json", env=env).stdout)
     (shown,) = ranges
     assert shown["base_backup"] == scenario.base_name and shown["gap"] is None
-    assert pitr.parse_target(shown["start"]) <= scenario.target < pitr.parse_target(shown["end"])
+    assert parse_target(shown["start"]) <= scenario.target < parse_target(shown["end"])
     assert shown["last_segment"] == scenario.batch3_segment
 
     data_dir = new_data_dir(scenario, new_dirs)
@@ -343,10 +347,10 @@ def test_pitr_recovers_exactly_the_rows_before_the_target(
     result = run_pitr(scenario, tmp_path / "state", scenario.target, data_dir, port=port)
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
-    for number, (step_id, _) in enumerate(pitr.STEPS, 1):
+    for number, (step_id, _) in enumerate(STEPS, 1):
         assert f"step {number}/7  {step_id:<12} DONE" in out
     assert "RESULT DONE" in out and "RPO achieved:" in out
-    assert f"stop it: {pitr.stop_command(data_dir)}" in out
+    assert f"stop it: {stop_command(data_dir)}" in out
     assert f'restored log file "{scenario.batch2_segment}" from archive' in out
 
     rows = dict(sql(scenario.cluster, "SELECT batch, count(*) FROM pitr_events GROUP BY 1", port))
@@ -366,8 +370,8 @@ def test_pitr_recovers_exactly_the_rows_before_the_target(
     record = json.loads(journal.read_text())
     assert record["result"] == "done" and record["server_running"]
     assert record["base_backup"] == scenario.base_name
-    recovery_end = pitr.parse_target(record["recovery_end"])
-    assert recovery_end <= scenario.target < pitr.parse_target(record["stop_point"])
+    recovery_end = parse_target(record["recovery_end"])
+    assert recovery_end <= scenario.target < parse_target(record["stop_point"])
     assert record["rpo_seconds"] == pytest.approx((scenario.target - recovery_end).total_seconds())
     auto = (data_dir / "postgresql.auto.conf").read_text()
     assert "archive_mode = 'off'" in auto and "recovery_target_action = 'promote'" in auto
@@ -540,21 +544,21 @@ def test_interrupted_replay_leaves_the_server_running_and_journalled(
             cancel.set()  # as Ctrl-C would, once the server runs
 
     data_dir = new_data_dir(scenario, new_dirs)
-    request = pitr.PitrRequest(
+    request = PitrRequest(
         target=scenario.target,
         data_dir=data_dir,
         port=free_port(),
         confirm=str(data_dir),
         server_python=scenario.python,
     )
-    runner = pitr.PitrRun(load_config(), request, on_event=on_event, cancel=cancel)
+    runner = PitrRun(load_config(), request, on_event=on_event, cancel=cancel)
     with pytest.raises(Cancelled):
         runner.run()
     state = runner.state
     assert state is not None and state.result == "interrupted"
     assert state.steps["start"] == "done" and state.steps["replay"] == "failed"
     assert state.server_running and (data_dir / "postmaster.pid").exists()
-    saved = json.loads(pitr.journal_path(tmp_path / "state", state.run_id).read_text())
+    saved = json.loads(journal_path(tmp_path / "state", state.run_id).read_text())
     assert saved["result"] == "interrupted" and saved["server_running"]
     steps = [(e.step_id, e.status) for e in events if isinstance(e, StepChanged)]
     assert steps[:2] == [("plan", StepStatus.RUNNING), ("plan", StepStatus.DONE)]
@@ -634,20 +638,20 @@ def test_pitr_drill_reports_an_rpo_under_an_hour_in_a_signed_entry(
     journal = json.loads(next((state / "pitr").glob("*.json")).read_text())
     assert journal["drill_log_entry"] == drill_log.sha256_hex(line.encode())
     # RPO: the incident (the target) minus the last transaction the server replayed.
-    recovered_to = pitr.parse_target(entry["recovered_to"])
-    assert recovered_to == pitr.parse_target(journal["recovery_end"]) <= scenario.target
+    recovered_to = parse_target(entry["recovered_to"])
+    assert recovered_to == parse_target(journal["recovery_end"]) <= scenario.target
     assert entry["rpo_seconds"] == round((scenario.target - recovered_to).total_seconds())
     assert entry["rpo_seconds"] < 3600 and entry["rpo_target_seconds"] == 3600
-    assert entry["rpo_ok"] and pitr.parse_target(entry["target_time"]) == scenario.target
-    assert pitr.parse_target(entry["first_not_replayed"]) > scenario.target
+    assert entry["rpo_ok"] and parse_target(entry["target_time"]) == scenario.target
+    assert parse_target(entry["first_not_replayed"]) > scenario.target
     # RTO: the run's start until the recovered server took read-write connections.
-    declared = pitr.parse_target(entry["incident_declared_at"])
-    accessible = pitr.parse_target(entry["app_accessible_at"])
+    declared = parse_target(entry["incident_declared_at"])
+    accessible = parse_target(entry["app_accessible_at"])
     # (the entry's times are to the second, its RTO computed from the exact ones)
     assert abs(entry["rto_seconds"] - (accessible - declared).total_seconds()) <= 1
     meta = json.loads(catalog.meta_path(scenario.backup_dir / scenario.base_name).read_text())
     assert entry["backup"] == scenario.base_name and entry["backup_md5"] == meta["md5"]
-    assert [s["id"] for s in entry["steps"]] == [sid for sid, _ in pitr.STEPS]
+    assert [s["id"] for s in entry["steps"]] == [sid for sid, _ in STEPS]
     assert all(s["status"] == "done" for s in entry["steps"])
     checks = {c["name"]: c for c in entry["validation"]}
     assert checks["required tables"]["ok"] and checks["smoke: events present"]["ok"]
@@ -682,7 +686,7 @@ def test_pitr_drill_whose_copy_fails_validation_is_recorded_as_failed(
     assert result.returncode == 1, out
     assert "step 7/7  verify       FAILED" in out and "fails validation: required tables" in out
     assert "drill FAIL: drill recorded at line 1" in out
-    assert f"stop it: {pitr.stop_command(data_dir)}" in out  # the copy stays for inspection
+    assert f"stop it: {stop_command(data_dir)}" in out  # the copy stays for inspection
     entry = json.loads(log.read_text())
     assert entry["result"] == "fail" and entry["run_result"] == "failed"
     assert entry["rpo_seconds"] < 3600  # reached the target: only the validation failed

@@ -20,7 +20,12 @@ from preskool_dr.cli.output import (
 from preskool_dr.cli.restore_cmd import add_sign_off_options, sign_off
 from preskool_dr.core.base.errors import Cancelled, DrError, UsageError
 from preskool_dr.core.base.events import Event, Progress
-from preskool_dr.core.pitr import run as pitr
+from preskool_dr.core.pitr.journal import journal_path, resume_command
+from preskool_dr.core.pitr.plan import RecoverableRange, recoverable_ranges
+from preskool_dr.core.pitr.request import PitrRequest, iso, parse_target
+from preskool_dr.core.pitr.run import PitrRun
+from preskool_dr.core.pitr.server import stop_command
+from preskool_dr.core.pitr.steps import STEPS
 
 EPILOG = """\
 examples:
@@ -105,12 +110,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace, ctx: Context) -> int:
     config = ctx.config
     if args.ranges:
-        return _show_ranges(pitr.recoverable_ranges(config, on_event=print_event), args.json)
+        return _show_ranges(recoverable_ranges(config, on_event=print_event), args.json)
     cancel = threading.Event()
     runner = _resumed(args, ctx, cancel) if args.resume else _new(args, ctx, cancel)
     request = runner.request
     print(
-        f"point-in-time recovery to {pitr.iso(request.target)} into {runner.data_dir} "
+        f"point-in-time recovery to {iso(request.target)} into {runner.data_dir} "
         f"(port {request.port}){f', resuming run {args.resume}' if args.resume else ''}"
         f"{', a drill' if request.drill else ''}",
         flush=True,
@@ -133,7 +138,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     return 0 if passed else 1
 
 
-def _new(args: argparse.Namespace, ctx: Context, cancel: threading.Event) -> pitr.PitrRun:
+def _new(args: argparse.Namespace, ctx: Context, cancel: threading.Event) -> PitrRun:
     missing = [
         flag
         for flag, value in (
@@ -145,20 +150,20 @@ def _new(args: argparse.Namespace, ctx: Context, cancel: threading.Event) -> pit
     ]
     if missing:
         raise UsageError(f"pitr needs {', '.join(missing)} (see preskool-dr pitr --help)")
-    request = pitr.PitrRequest(
-        target=pitr.parse_target(args.target_time),
+    request = PitrRequest(
+        target=parse_target(args.target_time),
         data_dir=args.data_dir,
         port=args.port,
         confirm=args.confirm or "",
-        incident=pitr.parse_target(args.incident_time) if args.incident_time else None,
+        incident=parse_target(args.incident_time) if args.incident_time else None,
         server_python=args.server_python or sys.executable,
         operator=args.performed_by or "",
         drill=args.drill,
     )
-    return pitr.PitrRun(ctx.config, request, on_event=print_event, cancel=cancel)
+    return PitrRun(ctx.config, request, on_event=print_event, cancel=cancel)
 
 
-def _resumed(args: argparse.Namespace, ctx: Context, cancel: threading.Event) -> pitr.PitrRun:
+def _resumed(args: argparse.Namespace, ctx: Context, cancel: threading.Event) -> PitrRun:
     """The journal holds what was asked: options that would change it are refused."""
     given = [
         flag
@@ -176,19 +181,19 @@ def _resumed(args: argparse.Namespace, ctx: Context, cancel: threading.Event) ->
         raise UsageError(
             f"--resume takes its settings from the run's journal: drop {', '.join(given)}"
         )
-    return pitr.PitrRun.resume(
+    return PitrRun.resume(
         ctx.config, args.resume, args.confirm or "", on_event=print_event, cancel=cancel
     )
 
 
-def _show_ranges(ranges: list[pitr.RecoverableRange], as_json: bool) -> int:
+def _show_ranges(ranges: list[RecoverableRange], as_json: bool) -> int:
     if as_json:
         print_json(
             [
                 {
                     "base_backup": r.base.name,
-                    "start": pitr.iso(r.start),
-                    "end": pitr.iso(r.end) if r.end else None,
+                    "start": iso(r.start),
+                    "end": iso(r.end) if r.end else None,
                     "usable": r.usable,
                     "last_segment": r.last_segment,
                     "gap": r.gap,
@@ -206,7 +211,7 @@ def _show_ranges(ranges: list[pitr.RecoverableRange], as_json: bool) -> int:
     return 0
 
 
-def _summary(runner: pitr.PitrRun, error: DrError | None) -> None:
+def _summary(runner: PitrRun, error: DrError | None) -> None:
     state = runner.state
     if state is None:
         return  # refused before anything started: the error line says why
@@ -215,14 +220,14 @@ def _summary(runner: pitr.PitrRun, error: DrError | None) -> None:
         rpo = humanize.precisedelta(state.rpo_seconds or 0, minimum_unit="seconds", format="%0.0f")
         limit = runner.config.thresholds.rpo_wal_hours
         print(
-            f"RESULT DONE  run {state.run_id}  recovered to {pitr.iso(end)} (target "
-            f"{pitr.iso(state.target)}; first transaction not replayed "
-            f"{pitr.iso(state.stop_point)})",
+            f"RESULT DONE  run {state.run_id}  recovered to {iso(end)} (target "
+            f"{iso(state.target)}; first transaction not replayed "
+            f"{iso(state.stop_point)})",
             flush=True,
         )
         print(
-            f"       RPO achieved: {rpo} (incident {pitr.iso(state.incident)} - recovery end "
-            f"{pitr.iso(end)}; target <= {limit:g} h)",
+            f"       RPO achieved: {rpo} (incident {iso(state.incident)} - recovery end "
+            f"{iso(end)}; target <= {limit:g} h)",
             flush=True,
         )
     else:
@@ -232,21 +237,21 @@ def _summary(runner: pitr.PitrRun, error: DrError | None) -> None:
             flush=True,
         )
         if isinstance(error, Cancelled):
-            print(f"       resume: {pitr.resume_command(state)}", flush=True)
+            print(f"       resume: {resume_command(state)}", flush=True)
     if state.server_running:
         print(
             f"       server running on port {state.port}, data directory {state.data_dir}"
             f"{f', timeline {state.timeline}' if state.timeline else ''}",
             flush=True,
         )
-        print(f"       stop it: {pitr.stop_command(Path(state.data_dir))}", flush=True)
+        print(f"       stop it: {stop_command(Path(state.data_dir))}", flush=True)
         print(
             "       WAL archiving is off on this copy: before it becomes production, set "
             "archive_mode = on and take a base backup (docs/PITR.md)",
             flush=True,
         )
     print(f"       server log: {state.server_log}", flush=True)
-    print(f"       journal: {pitr.journal_path(runner.config.state_dir, state.run_id)}", flush=True)
+    print(f"       journal: {journal_path(runner.config.state_dir, state.run_id)}", flush=True)
 
 
 _tty_progress = TtyProgress() if sys.stderr.isatty() else None
@@ -259,4 +264,4 @@ def print_event(event: Event) -> None:
             sys.stderr.write(f"\r{event.current}\x1b[K")
             sys.stderr.flush()
         return
-    print_run_event(event, len(pitr.STEPS), _tty_progress)
+    print_run_event(event, len(STEPS), _tty_progress)

@@ -48,7 +48,9 @@ from preskool_dr.core.base.procs import redact
 from preskool_dr.core.drill import log as drill_log
 from preskool_dr.core.drill import record as drill
 from preskool_dr.core.drill import signing
-from preskool_dr.core.pitr import run as pitr
+from preskool_dr.core.pitr.journal import PitrState
+from preskool_dr.core.pitr.request import PitrRequest
+from preskool_dr.core.pitr.run import PitrRun
 from preskool_dr.core.restore.engine import (
     DESTRUCTIVE_STEPS,
     SKIPPABLE_STEPS,
@@ -221,7 +223,7 @@ class DrApp(App[int]):
     ) -> None:
         super().__init__()
         self.server_python = server_python  # what a PITR's server runs wal-fetch with
-        self.pitr_run: pitr.PitrRun | None = None  # the point-in-time recovery under way
+        self.pitr_run: PitrRun | None = None  # the point-in-time recovery under way
         self.pitr_exit_code = EXIT_DONE  # what the last recovery's end means for exit_code
         self.sign_key = sign_key  # drill sign-off: --sign-key, else drill.sign_key, else agent
         self.drill_log = drill_log
@@ -403,20 +405,18 @@ class DrApp(App[int]):
     def request_glacier_restore(self, record: BackupRecord) -> str:
         return catalog.request_restore(record)
 
-    def start_pitr(self, request: pitr.PitrRequest) -> pitr.PitrRun:
+    def start_pitr(self, request: PitrRequest) -> PitrRun:
         """A point-in-time recovery in the engine's worker group, with a fresh cancel event
         (q and a hang-up stop it like a step); UsageError when the request is refused."""
         self.cancel = threading.Event()
-        runner = pitr.PitrRun(
-            self.config, request, on_event=self.post_engine_event, cancel=self.cancel
-        )
+        runner = PitrRun(self.config, request, on_event=self.post_engine_event, cancel=self.cancel)
         self.pitr_run = runner
         self.call_after_refresh(freeze_heap)
         self.run_pitr(runner)
         return runner
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine", name="pitr")
-    def run_pitr(self, runner: pitr.PitrRun) -> pitr.PitrState:
+    def run_pitr(self, runner: PitrRun) -> PitrState:
         return runner.run()
 
     def pitr_screen(self) -> PitrScreen | None:

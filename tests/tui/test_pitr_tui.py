@@ -22,8 +22,9 @@ from preskool_dr.core.backup.basebackup import BaseBackupInfo
 from preskool_dr.core.base.config import Config, load_config
 from preskool_dr.core.base.events import Event, EventSink, StepChanged, StepStatus
 from preskool_dr.core.base.ports import free_port
-from preskool_dr.core.pitr import run as pitr
-from preskool_dr.core.pitr.run import RecoverableRange
+from preskool_dr.core.pitr.plan import RecoverableRange
+from preskool_dr.core.pitr.server import stop_command
+from preskool_dr.core.pitr.steps import STEPS
 from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.commands import palette_actions
@@ -192,11 +193,11 @@ async def recover_from_the_tui(
         assert screen.error is None and screen.state is not None
         assert screen.state.result == "done" and screen.state.recovery_end is not None
         text = screen_text(pilot)
-        for number in range(1, len(pitr.STEPS) + 1):
+        for number in range(1, len(STEPS) + 1):
             assert f"✔ {number} " in text
         assert "✔ Recovered to" in text and "RPO achieved:" in text
         result = field_text(screen, "#pitr-result")
-        assert f"Stop it: {pitr.stop_command(data_dir)}" in result
+        assert f"Stop it: {stop_command(data_dir)}" in result
         assert f"Server running on port {port}, timeline 2 (WAL archiving off" in result
         rpo = (target - screen.state.recovery_end).total_seconds()
         assert screen.state.rpo_seconds == pytest.approx(rpo) and rpo < 3600
@@ -271,7 +272,7 @@ async def quit_mid_recovery(
         assert app.return_code is None  # still there, showing what is left running
         result = field_text(screen, "#pitr-result")
         assert result.startswith("■ Stopped at step replay: point-in-time recovery interrupted")
-        assert f"Stop it: {pitr.stop_command(data_dir)}" in result
+        assert f"Stop it: {stop_command(data_dir)}" in result
         assert "■ Stopped at step replay" in screen_text(pilot)
         assert (data_dir / "postmaster.pid").exists()
         await pilot.press("escape")  # back to the checklist, then out

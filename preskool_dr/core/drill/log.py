@@ -674,7 +674,7 @@ class VerifyReport:
 
 
 # Where run journals live under the state dir: the nine-step runs (core/restore/journal.py) and the
-# point-in-time recoveries (core/pitr/run.py). Read as plain JSON here: a journal too damaged
+# point-in-time recoveries (core/pitr/journal.py). Read as plain JSON here: a journal too damaged
 # or too new to resume still names the entry its run appended.
 JOURNAL_FOLDERS = ("runs", "pitr")
 

@@ -20,8 +20,8 @@ from preskool_dr.core.base import database
 from preskool_dr.core.base.config import Thresholds
 from preskool_dr.core.drill import log as drill_log
 from preskool_dr.core.drill.signing import SigningKey
-from preskool_dr.core.pitr import run as pitr
 from preskool_dr.core.pitr.run import PitrRun
+from preskool_dr.core.pitr.steps import STEPS
 from preskool_dr.core.restore.engine import Engine
 
 
@@ -129,7 +129,7 @@ def _pitr_outcome(run: PitrRun) -> Outcome:
                 "seconds": round(state.step_seconds.get(step_id, 0.0), 1),
                 "detail": state.details.get(step_id, ""),
             }
-            for step_id, _ in pitr.STEPS
+            for step_id, _ in STEPS
         ],
         validation=state.validation,
         extra={

@@ -44,8 +44,12 @@ from preskool_dr.core.base.events import (
 from preskool_dr.core.base.ports import free_port
 from preskool_dr.core.drill import record as drill
 from preskool_dr.core.drill import signing
-from preskool_dr.core.pitr import run as pitr
-from preskool_dr.core.pitr.run import PitrRequest, PitrRun, PitrState, RecoverableRange
+from preskool_dr.core.pitr.journal import PitrState, journal_path, resume_command
+from preskool_dr.core.pitr.plan import RecoverableRange, plan_recovery, recoverable_ranges
+from preskool_dr.core.pitr.request import PitrRequest, check_request, parse_target
+from preskool_dr.core.pitr.run import PitrRun
+from preskool_dr.core.pitr.server import SERVER_OS_USER, running_as_root, stop_command
+from preskool_dr.core.pitr.steps import STEPS
 from preskool_dr.tui.format import REDRAW_SECONDS, STATUS_ICONS, clock
 from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
 from preskool_dr.tui.screens.sign_off import sign_entry
@@ -76,7 +80,7 @@ def exit_code_after(state: PitrState | None, previous: int) -> int:
 
 def archive_ranges(config: Config, on_event: EventSink) -> list[RecoverableRange]:
     """What the base backups and the WAL archive can reach (runs pg_waldump: seconds)."""
-    return pitr.recoverable_ranges(config, on_event=on_event)
+    return recoverable_ranges(config, on_event=on_event)
 
 
 def seconds(at: datetime) -> str:
@@ -226,7 +230,7 @@ class PitrScreen(Screen[None]):
         self.error: DrError | None = None  # why it ended, when it did not reach the target
         self.checking = False
         self.stopping = False
-        self.steps: dict[str, StepStatus] = {sid: StepStatus.PENDING for sid, _ in pitr.STEPS}
+        self.steps: dict[str, StepStatus] = {sid: StepStatus.PENDING for sid, _ in STEPS}
         self.started_at: dict[str, datetime] = {}
         self.finished_at: dict[str, datetime] = {}
         self._pending: Progress | None = None
@@ -340,7 +344,7 @@ class PitrScreen(Screen[None]):
         if self.checking or self.runner is not None:
             return
         try:
-            target = pitr.parse_target(self._value("pitr-target"))
+            target = parse_target(self._value("pitr-target"))
         except UsageError as exc:
             self._show_error(f"✖ {exc}; type {TARGET_FORMAT} in UTC", "pitr-target")
             return
@@ -355,7 +359,7 @@ class PitrScreen(Screen[None]):
             drill=self.drill,
         )
         try:
-            data_dir = pitr.check_request(request)
+            data_dir = check_request(request)
         except UsageError as exc:
             port = str(exc).startswith(("port ", "--port "))
             self._show_error(f"✖ {exc}", "pitr-port" if port else "pitr-dir")
@@ -366,7 +370,7 @@ class PitrScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="pitr-check", name="plan")
     def plan(self, request: PitrRequest) -> tuple[PitrRequest, RecoverableRange]:
-        return request, pitr.plan_recovery(self.config, request.target)
+        return request, plan_recovery(self.config, request.target)
 
     def _planned(self, worker: Worker[object]) -> None:
         self.checking = False
@@ -402,8 +406,8 @@ class PitrScreen(Screen[None]):
             body.append(
                 "\n· a drill: the copy is validated and the RTO/RPO signed into the drill log"
             )
-        if pitr.running_as_root():
-            body.append(f"\n· run by the {pitr.SERVER_OS_USER} OS user")
+        if running_as_root():
+            body.append(f"\n· run by the {SERVER_OS_USER} OS user")
         return body
 
     def _confirmed(self, request: PitrRequest, typed: str | None) -> None:
@@ -438,7 +442,7 @@ class PitrScreen(Screen[None]):
                 self.query_one("#pitr-stats", Static).update("")
             else:
                 self.finished_at[event.step_id] = now
-            line = Text(f"step {event.number}/{len(pitr.STEPS)} {event.step_id} ", style="bold")
+            line = Text(f"step {event.number}/{len(STEPS)} {event.step_id} ", style="bold")
             line.append(event.status.value.upper())
             if event.detail:
                 line.append(f": {event.detail}")
@@ -480,7 +484,7 @@ class PitrScreen(Screen[None]):
         grid.add_column(no_wrap=True, ratio=1, overflow="ellipsis")
         grid.add_column(no_wrap=True, justify="right")
         now = utcnow()
-        for number, (step_id, title) in enumerate(pitr.STEPS, 1):
+        for number, (step_id, title) in enumerate(STEPS, 1):
             status = self.steps[step_id]
             started = self.started_at.get(step_id)
             elapsed = ""
@@ -526,10 +530,10 @@ class PitrScreen(Screen[None]):
         )
         log = self.query_one("#pitr-log", RichLog)
         log.write(Text(f"server log: {self.state.server_log}", style="bold"))
-        journal = pitr.journal_path(self.config.state_dir, self.state.run_id)
+        journal = journal_path(self.config.state_dir, self.state.run_id)
         log.write(Text(f"journal: {journal}", style="bold"))
         if self.state.result == "interrupted":
-            log.write(Text(f"resume: {pitr.resume_command(self.state)}", style="bold"))
+            log.write(Text(f"resume: {resume_command(self.state)}", style="bold"))
         if self.error is None:
             self.app.notify(
                 f"Recovered: RPO {self._rpo(self.state)}", title="Point-in-time recovery"
@@ -595,7 +599,7 @@ class PitrScreen(Screen[None]):
             timeline = f", timeline {state.timeline}" if state.timeline else ""
             text.append(f"Server running on port {state.port}{timeline}")
             text.append(" (WAL archiving off: see docs/PITR.md)\n" if error is None else "\n")
-            text.append(f"Stop it: {pitr.stop_command(Path(state.data_dir))}", style="bold")
+            text.append(f"Stop it: {stop_command(Path(state.data_dir))}", style="bold")
         else:
             text.append("Nothing is running.")
         return text
@@ -612,10 +616,10 @@ class PitrScreen(Screen[None]):
         number, title = next(
             (
                 (n, t)
-                for n, (sid, t) in enumerate(pitr.STEPS, 1)
+                for n, (sid, t) in enumerate(STEPS, 1)
                 if self.steps[sid] in (StepStatus.RUNNING, StepStatus.PENDING)
             ),
-            (len(pitr.STEPS), pitr.STEPS[-1][1]),
+            (len(STEPS), STEPS[-1][1]),
         )
         started = self.steps["start"] is not StepStatus.PENDING
         self.app.push_screen(

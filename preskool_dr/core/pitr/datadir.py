@@ -1,0 +1,127 @@
+"""The new data directory: the chosen base backup fetched and verified (MD5 sidecars
+against its meta.json, step 2), extracted into the directory and checked against the
+backup's SHA-256 manifest with pg_verifybackup (step 3); emptied when a resumed run starts
+again from the fetch."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import tarfile
+import threading
+import zlib
+from pathlib import Path
+from typing import IO, Any, cast
+
+from preskool_dr.core.backup.basebackup import BASE_TAR, MANIFEST, WAL_TAR
+from preskool_dr.core.base import procs
+from preskool_dr.core.base.config import Config
+from preskool_dr.core.base.errors import Cancelled, DrError, VerificationError
+from preskool_dr.core.base.events import EventSink
+from preskool_dr.core.base.pgbin import find_pg_bin
+from preskool_dr.core.pitr.plan import RecoverableRange
+from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage.checksum import ProgressMeter
+
+
+def fetch_base_backup(
+    config: Config, plan: RecoverableRange, on_event: EventSink, cancel: threading.Event
+) -> tuple[Path, int]:
+    """The verified local copy of the plan's base backup, and how many files it holds."""
+    base = plan.base
+    extra = [m for m in base.members if m not in (BASE_TAR, WAL_TAR, MANIFEST)]
+    if extra:
+        raise DrError(
+            f"{base.name} holds tablespaces ({', '.join(extra)}): pitr restores only the "
+            "main data directory; extract those by hand (see docs/PITR.md)"
+        )
+    path = catalog.fetch_backup(
+        config, plan.record, on_event=on_event, step_id="fetch", cancel=cancel
+    )
+    results = checksum.verify_backup(path, on_event=on_event, step_id="fetch", cancel=cancel)
+    for result in results:
+        expected = base.members.get(result.path.name)
+        if not result.ok or expected != result.actual_md5:
+            raise VerificationError(
+                f"{result.describe()} (meta.json says {expected}): the base backup is "
+                "damaged; choose another target so an older base backup is used"
+            )
+    missing = set(base.members) - {r.path.name for r in results}
+    if missing:
+        raise VerificationError(f"{base.name} lacks {', '.join(sorted(missing))}")
+    return path, len(results)
+
+
+def extract_base_backup(
+    backup_path: Path, data_dir: Path, on_event: EventSink, cancel: threading.Event
+) -> None:
+    """base.tar.gz into `data_dir` (created 0700), pg_wal.tar.gz into its pg_wal."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    _extract_tar(backup_path / BASE_TAR, data_dir, on_event, cancel)
+    wal_tar = backup_path / WAL_TAR
+    if wal_tar.exists():
+        (data_dir / "pg_wal").mkdir(mode=0o700, exist_ok=True)
+        _extract_tar(wal_tar, data_dir / "pg_wal", on_event, cancel)
+
+
+def manifest_mismatch(backup_path: Path, data_dir: Path, cancel: threading.Event) -> str | None:
+    """pg_verifybackup's complaint about the extracted files, or None when every file
+    matches the backup's manifest."""
+    result = procs.run_command(
+        [
+            find_pg_bin("pg_verifybackup"),
+            f"--manifest-path={backup_path / MANIFEST}",
+            "--quiet",
+            str(data_dir),
+        ],
+        timeout=None,
+        cancel=cancel,
+    )
+    if result.ok:
+        return None
+    return result.output.strip().splitlines()[0] if result.output.strip() else result.describe()
+
+
+def empty_data_dir(data_dir: Path) -> None:
+    for child in data_dir.iterdir() if data_dir.is_dir() else ():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+class _CountingReader:
+    """A file wrapper that reports bytes read and honours cancel, for tarfile's stream mode."""
+
+    def __init__(self, raw: IO[bytes], meter: ProgressMeter, cancel: threading.Event) -> None:
+        self._raw = raw
+        self._meter = meter
+        self._cancel = cancel
+
+    def read(self, size: int = -1) -> bytes:
+        if self._cancel.is_set():
+            raise Cancelled("extraction cancelled")
+        data = self._raw.read(size)
+        self._meter.add(len(data))
+        return data
+
+
+def _extract_tar(path: Path, dest: Path, on_event: EventSink, cancel: threading.Event) -> None:
+    meter = ProgressMeter(on_event, "extract", f"extract {path.name}", path.stat().st_size)
+    # The "data" filter (Python 3.11.4+) refuses members that would land outside `dest`.
+    options: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    try:
+        with path.open("rb") as raw:
+            reader = cast(IO[bytes], _CountingReader(raw, meter, cancel))
+            # gzip.GzipFile, not tarfile's "r|gz": pg_basebackup's pg_wal.tar.gz is several
+            # gzip members, and tarfile's stream mode reads only the first (an empty one).
+            with (
+                gzip.GzipFile(fileobj=reader, mode="rb") as unzipped,
+                tarfile.open(fileobj=unzipped, mode="r|") as archive,
+            ):
+                # Members are MD5-verified pg_basebackup output.
+                archive.extractall(dest, **options)  # noqa: S202
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise DrError(f"cannot extract {path} into {dest}: {exc}") from None
+    meter.finish()
