@@ -21,7 +21,7 @@ post-data (keys, indexes, triggers, foreign keys), then ACLs. The load:
    holds a conflicting lock on the same table tree (index builds share; no lock waits, no
    deadlocks) and the entries of earlier groups on those tables are done (keys and indexes,
    then triggers, then foreign keys: the file's order where it matters). Entries this
-   module does not recognise run alone, in file order, after all before them.
+   loader does not recognise run alone, in file order, after all before them.
    The biggest tables load first, each on its own session (as pg_restore -j orders them),
    and a table's index builds start as soon as its rows are in, beside the other loads.
 
@@ -43,6 +43,7 @@ state each), post-data DDL text, and up to PRE_DATA_HOLD bytes of pre-data.
 
 Where things are (the scanner and the scheduler are pure code, tested without PostgreSQL):
 - load.py: `parallel_restore` and `Restore`: threads, the scheduling loop, progress, failures;
+  feed.py: the scanner thread's side (reads the file, delivers what the scanner makes of it);
 - scanner.py: the text -> pre-data, data and post-data work (`Scanner`, fed piece by piece);
   toc.py: what pg_dump's entry headers and settings look like; copy_parts.py: COPY blocks
   -> parts; post_data.py: post-data entries -> jobs; pieces.py: the gzip pieces;
