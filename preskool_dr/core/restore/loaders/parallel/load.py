@@ -30,7 +30,11 @@ from preskool_dr.core.restore.loaders.parallel.sessions import (
     copy_error,
     stop_backends,
 )
-from preskool_dr.core.restore.loaders.parallel.watchdog import WATCHDOG_SECONDS, Watchdog
+from preskool_dr.core.restore.loaders.parallel.watchdog import (
+    WATCHDOG_SECONDS,
+    Watchdog,
+    waited_for,
+)
 from preskool_dr.core.restore.loaders.stream import (
     PROGRESS_EVERY,
     READ_CHUNK,
@@ -327,25 +331,13 @@ class Restore:
             tuple((job.seq, job.pos) for job in running),
         )
         if self.watchdog.expired(mark) and not self.stop.is_set():
-            self.fail(self.watchdog.failure(self.name, self._waits()))
-
-    def _waits(self) -> list[str]:
-        """What the load is waiting for, in the words of the watchdog's message."""
-        waits = []
-        if self.feed.pre_data_running:
-            waits.append("psql schema session did not finish the schema (pre-data)")
-        for session, job in self.assigned.items():
-            if job is None:
-                continue
-            if job.group == COPY:
-                waits.append(f"{session.role} did not finish loading COPY {job.label}")
-            else:
-                waits.append(f"psql {session.role} did not answer its sync marker ({job.label})")
-        if self.feed.serial_closed and not self.feed.serial_done:
-            waits.append("psql data session did not finish the sequence values and data entries")
-        if not waits and not self.feed.scan_done:
-            waits.append("the scanner did not read further into the file")
-        return waits
+            waits = waited_for(
+                pre_data=self.feed.pre_data_running,
+                jobs=[(s.role, job) for s, job in self.assigned.items() if job is not None],
+                data_session=self.feed.serial_closed and not self.feed.serial_done,
+                scanning=not self.feed.scan_done,
+            )
+            self.fail(self.watchdog.failure(self.name, waits))
 
     def _all_sessions(self) -> list[Psql]:
         return [s for s in (self.feed.schema, self.feed.serial, *self.sessions) if s is not None]

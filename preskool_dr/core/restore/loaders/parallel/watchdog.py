@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import psycopg
 
+from preskool_dr.core.restore.loaders.parallel.jobs import COPY, Job
 from preskool_dr.core.restore.loaders.parallel.sessions import connect_env
 from preskool_dr.core.restore.loaders.stream import RestoreError, one_line
 
@@ -95,6 +96,27 @@ class Watchdog:
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
                 conn.close()
+
+
+def waited_for(
+    *, pre_data: bool, jobs: list[tuple[str, Job]], data_session: bool, scanning: bool
+) -> list[str]:
+    """What the load waits for, in the words of the watchdog's message: the schema session
+    (`pre_data`), the sessions' running `jobs` (role, job), the data session finishing,
+    the scanner (`scanning`: said only when nothing else is waited for)."""
+    waits = []
+    if pre_data:
+        waits.append("psql schema session did not finish the schema (pre-data)")
+    for role, job in jobs:
+        if job.group == COPY:
+            waits.append(f"{role} did not finish loading COPY {job.label}")
+        else:
+            waits.append(f"psql {role} did not answer its sync marker ({job.label})")
+    if data_session:
+        waits.append("psql data session did not finish the sequence values and data entries")
+    if not waits and scanning:
+        waits.append("the scanner did not read further into the file")
+    return waits
 
 
 def describe_sessions(rows: list[tuple[int, str, str, str, list[int]]]) -> str:
