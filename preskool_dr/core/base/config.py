@@ -155,7 +155,7 @@ RESTORE_METHODS = ("auto", "serial", "parallel")
 
 @dataclass(frozen=True)
 class RestoreSettings:
-    """How step 6 loads a backup (see core/restore/loaders/parallel.py and core/restore/loaders/pg_restore.py)."""
+    """How step 6 loads a backup (see core/restore/loaders/parallel/ and core/restore/loaders/pg_restore.py)."""
 
     method: str = "auto"  # auto | parallel | serial (runbook.yaml says what each does)
     jobs: int = _within(0, 0, note="0 = one per CPU core")  # sessions for a parallel load
