@@ -53,7 +53,6 @@ from preskool_dr.tui.widgets.step_help import HELP_LAYER, StepHelp
 from preskool_dr.tui.widgets.step_info import StepInfo
 
 if TYPE_CHECKING:
-
     from preskool_dr.tui.app import DrApp
 
 TOAST_CHARS = 160
