@@ -296,10 +296,10 @@ class DrApp(App[int]):
             self.pitr_exit_code = exit_code_after(report.state, self.pitr_exit_code)
             target = self._events_to
             self.pitr_run = None
-            self._events_to = self.checklist_screen
+            self._events_to = self.checklist_screen if self.screen_stack else None
             if target is not None:
                 target.post_message(report)
-        elif isinstance(report, Message):
+        elif isinstance(report, Message) and self.screen_stack:  # not once the app has closed
             self.checklist_screen.post_message(report)
 
     def engine_busy(self) -> bool:

@@ -123,7 +123,7 @@ class ChecklistScreen(Screen[None]):
         self.set_interval(1.0, self._tick)
         self.dr_app.load_backups()
         self.checklist.focus()
-        self.commands.open_run()
+        self.commands.open_run()  # resume a run, or declare the incident
 
     # ------------------------------------------------------------ what the workers report
 
