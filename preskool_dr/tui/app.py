@@ -76,6 +76,37 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
+def handle_stop_signals(handler: Callable[[int], None] | None) -> None:
+    """SIGHUP and SIGTERM call `handler(signum)` in the event loop's thread (None: as before).
+
+    A dropped SSH session sends SIGHUP (and a service manager SIGTERM), which would otherwise
+    kill the process mid-step and leave the journal saying "running". A Python-level handler
+    that raises instead can strike inside Textual's writer-queue locks and deadlock its
+    shutdown.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # no loop any more: nothing to undo
+        return
+    for sig in STOP_SIGNALS:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            if handler is None:
+                loop.remove_signal_handler(sig)
+            else:
+                loop.add_signal_handler(sig, handler, sig)
+
+
+def terminal_gone(parent_pid: int) -> bool:
+    """The login shell died (we were re-parented) or stdin is no terminal any more."""
+    if os.getppid() != parent_pid:
+        return True
+    try:
+        termios.tcgetattr(sys.__stdin__.fileno() if sys.__stdin__ else 0)
+    except (termios.error, OSError, ValueError):
+        return True
+    return False
+
+
 class DrApp(App[int]):
     """`preskool-dr tui`: the nine-step restore with the checklist and clock always in view."""
 
@@ -123,7 +154,7 @@ class DrApp(App[int]):
         self._events_to: MessagePump | None = None
 
     def get_default_screen(self) -> ChecklistScreen:
-        return ChecklistScreen()
+        return ChecklistScreen(self)
 
     @property
     def checklist_screen(self) -> ChecklistScreen:
@@ -160,15 +191,13 @@ class DrApp(App[int]):
 
     def on_mount(self) -> None:
         self._events_to = self.checklist_screen
-        self._install_hangup_handler()
+        handle_stop_signals(self.hang_up)
         if not self.is_headless:
             self.set_interval(TERMINAL_CHECK_SECONDS, self._check_terminal)
         self.freeze_heap_soon()
 
     def on_unmount(self) -> None:
-        for sig in STOP_SIGNALS:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                asyncio.get_running_loop().remove_signal_handler(sig)
+        handle_stop_signals(None)
         self._close_engine()
         gc.unfreeze()  # what the app froze is collectable again (a process that goes on)
 
@@ -374,16 +403,6 @@ class DrApp(App[int]):
         if self.engine is not None:
             self.engine.close()
 
-    def _install_hangup_handler(self) -> None:
-        # In the event loop's own thread: a dropped SSH session sends SIGHUP (and a service
-        # manager SIGTERM), which would otherwise kill the process mid-step and leave the
-        # journal saying "running". A Python-level handler that raises instead can strike
-        # inside Textual's writer-queue locks and deadlock its shutdown.
-        loop = asyncio.get_running_loop()
-        for sig in STOP_SIGNALS:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, self.hang_up, sig)
-
     def hang_up(self, signum: int = signal.SIGHUP) -> None:
         """The terminal is gone (or we were told to stop): stop the step, let the engine
         record it, exit 130. `stop_signal` tells the caller which signal it was."""
@@ -397,10 +416,5 @@ class DrApp(App[int]):
 
     def _check_terminal(self) -> None:
         """A closed SSH session does not always deliver SIGHUP: look for ourselves."""
-        gone = os.getppid() != self._parent_pid  # the login shell died and we were re-parented
-        try:
-            termios.tcgetattr(sys.__stdin__.fileno() if sys.__stdin__ else 0)
-        except (termios.error, OSError, ValueError):
-            gone = True
-        if gone:
+        if terminal_gone(self._parent_pid):
             self.hang_up()

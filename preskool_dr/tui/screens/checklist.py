@@ -8,7 +8,7 @@ Keys: r run, s skip, R retry, b backups, ? help, q quit, 1-4 panels, ctrl+p ever
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar
 
 from textual import on
 from textual.app import ComposeResult
@@ -37,6 +37,7 @@ from preskool_dr.tui.messages import (
     WorkFailed,
 )
 from preskool_dr.tui.run_commands import RunCommands
+from preskool_dr.tui.run_host import RunHost
 from preskool_dr.tui.screens.checklist_keys import (
     CHECKLIST_BINDINGS,
     CHECKLIST_PALETTE_ONLY,
@@ -52,9 +53,6 @@ from preskool_dr.tui.widgets.run_panels import RunPanels
 from preskool_dr.tui.widgets.step_help import HELP_LAYER, StepHelp
 from preskool_dr.tui.widgets.step_info import StepInfo
 
-if TYPE_CHECKING:
-    from preskool_dr.tui.app import DrApp
-
 TOAST_CHARS = 160
 NOTICE_SEVERITY: dict[str, SeverityLevel] = {"error": "error", "warn": "warning"}
 
@@ -66,6 +64,10 @@ class ChecklistScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = CHECKLIST_BINDINGS
     PALETTE_ONLY: ClassVar[tuple[tuple[str, str, str], ...]] = CHECKLIST_PALETTE_ONLY
 
+    def __init__(self, host: RunHost) -> None:
+        super().__init__()
+        self.host = host
+
     # ------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
@@ -73,25 +75,21 @@ class ChecklistScreen(Screen[None]):
         with Horizontal(id="body"):
             with Vertical(id="left") as left:
                 left.border_title = "Steps"
-                yield Checklist(self.dr_app.config.steps, self.dr_app.now, id="checklist")
+                yield Checklist(self.host.config.steps, self.host.now, id="checklist")
                 yield StepInfo(id="step-info")
             with Vertical(id="right"):
                 yield RtoTimer(id="rto")
-                yield RunPanels(self.dr_app.now, id="panels")
+                yield RunPanels(self.host.now, id="panels")
         yield Footer()
         yield StepHelp()
 
-    @property
-    def dr_app(self) -> DrApp:
-        return cast("DrApp", self.app)
-
     @cached_property
     def commands(self) -> RunCommands:
-        return RunCommands(self.dr_app, self)
+        return RunCommands(self.host, self)
 
     @property
     def engine(self) -> Engine | None:
-        return self.dr_app.engine
+        return self.host.engine
 
     @property
     def checklist(self) -> Checklist:
@@ -121,7 +119,7 @@ class ChecklistScreen(Screen[None]):
         self.panels.show("backups")
         self.refresh_run()
         self.set_interval(1.0, self._tick)
-        self.dr_app.load_backups()
+        self.host.load_backups()
         self.checklist.focus()
         self.commands.open_run()  # resume a run, or declare the incident
 
@@ -171,7 +169,7 @@ class ChecklistScreen(Screen[None]):
     def on_glacier_restore_requested(self, message: GlacierRestoreRequested) -> None:
         self.app.notify(message.answer, title="Glacier restore", timeout=15)
         self.log_panel.add("s3", message.answer)
-        self.dr_app.load_backups()
+        self.host.load_backups()
 
     def on_work_failed(self, message: WorkFailed) -> None:
         error = message.error
@@ -208,7 +206,7 @@ class ChecklistScreen(Screen[None]):
         )
         self.panels.step_changed(event, self.engine.state if self.engine else None)
         if event.status is StepStatus.RUNNING:
-            self.dr_app.freeze_heap_soon()
+            self.host.freeze_heap_soon()
         self.refresh_run()
         if event.status is not StepStatus.RUNNING:
             self.select_current()
@@ -218,7 +216,7 @@ class ChecklistScreen(Screen[None]):
     def refresh_run(self) -> None:
         if not self.app.is_running or not self.query(RunHeader):
             return  # shutting down, or a worker finished after the screen went away
-        app = self.dr_app
+        app = self.host
         state = self.engine.state if self.engine else None
         self.query_one(RunHeader).show(
             drill=state.mode == "drill" if state else app.drill,
@@ -232,7 +230,7 @@ class ChecklistScreen(Screen[None]):
     def _current_step(self) -> str | None:
         if self.engine is None:
             return None
-        return self.dr_app.running_step() or self.engine.next_step()
+        return self.host.running_step() or self.engine.next_step()
 
     def select_current(self) -> None:
         current = self._current_step()
@@ -244,7 +242,7 @@ class ChecklistScreen(Screen[None]):
         record = self.engine.step(step_id) if self.engine else None
         self.query_one(StepInfo).show(
             self.checklist.selected + 1,
-            self.dr_app.config.step(step_id),
+            self.host.config.step(step_id),
             record,
             self._blocked(step_id),
         )
@@ -264,7 +262,7 @@ class ChecklistScreen(Screen[None]):
         timer = self.query(RtoTimer)
         if not timer:
             return  # the app is closing: its widgets went before this last tick
-        app = self.dr_app
+        app = self.host
         state = self.engine.state if self.engine else None
         timer.first().show(state, app.incident_at, app.config.thresholds, app.now())
         if app.running_step() is not None:
@@ -305,7 +303,7 @@ class ChecklistScreen(Screen[None]):
 
     @on(BackupBrowser.RestoreRequested)
     def _restore_requested(self, message: BackupBrowser.RestoreRequested) -> None:
-        self.dr_app.request_glacier_restore(message.record)
+        self.host.request_glacier_restore(message.record)
 
     def action_help(self) -> None:
         if self.help.is_open:
@@ -321,7 +319,7 @@ class ChecklistScreen(Screen[None]):
         record = self.engine.step(step_id) if self.engine else None
         self.help.open(
             self.checklist.selected + 1,
-            self.dr_app.config.step(step_id),
+            self.host.config.step(step_id),
             record,
             self._blocked(step_id),
         )
@@ -330,7 +328,7 @@ class ChecklistScreen(Screen[None]):
         if self.help.is_open:
             self.help.close()  # q closes the help, as Esc does; a second q quits
             return
-        await self.dr_app.action_quit()
+        await self.host.action_quit()
 
     def action_panel(self, name: str) -> None:
         self.panels.show(name)
@@ -348,13 +346,13 @@ class ChecklistScreen(Screen[None]):
         self.browser.action_request_restore()
 
     def action_refresh_backups(self) -> None:
-        self.dr_app.load_backups()
+        self.host.load_backups()
 
     def action_incident_time(self) -> None:
         self.commands.change_incident_time()
 
     def action_pitr(self) -> None:
-        app = self.dr_app
+        app = self.host
         if app.engine_busy():
             self.app.notify("A step is running: wait for it before a point-in-time recovery.")
             return
