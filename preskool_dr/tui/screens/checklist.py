@@ -7,7 +7,6 @@ Keys: r run, s skip, R retry, b backups, ? help, q quit, 1-4 panels, ctrl+p ever
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import ClassVar
 
 from textual import on
@@ -67,6 +66,7 @@ class ChecklistScreen(Screen[None]):
     def __init__(self, host: RunHost) -> None:
         super().__init__()
         self.host = host
+        self.commands = RunCommands(host, self)
 
     # ------------------------------------------------------------ layout
 
@@ -82,10 +82,6 @@ class ChecklistScreen(Screen[None]):
                 yield RunPanels(self.host.now, id="panels")
         yield Footer()
         yield StepHelp()
-
-    @cached_property
-    def commands(self) -> RunCommands:
-        return RunCommands(self.host, self)
 
     @property
     def engine(self) -> Engine | None:
