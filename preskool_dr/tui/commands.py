@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 
-from textual.app import App
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.dom import DOMNode
 
 
-def palette_actions(app: App[object] | type[App[object]]) -> Iterator[tuple[str, str, str]]:
-    """(title, help, action): each App binding with a description, then the palette-only ones."""
+def palette_actions(node: DOMNode | type[DOMNode]) -> Iterator[tuple[str, str, str]]:
+    """(title, help, action): each binding of `node` with a description, then its
+    palette-only ones (PALETTE_ONLY)."""
     seen: set[str] = set()
-    for binding in app.BINDINGS:
+    for binding in node.BINDINGS:
         if (
             isinstance(binding, Binding)
             and binding.description
@@ -22,22 +23,23 @@ def palette_actions(app: App[object] | type[App[object]]) -> Iterator[tuple[str,
         ):
             seen.add(binding.action)
             yield binding.description, binding.tooltip, binding.action
-    yield from getattr(app, "PALETTE_ONLY", ())
+    yield from getattr(node, "PALETTE_ONLY", ())
 
 
 class ActionsProvider(Provider):
+    """The actions of the screen the palette was opened from, run on that screen."""
+
+    def _actions(self) -> Iterator[tuple[str, str, Callable[[], Awaitable[object]]]]:
+        for title, help_text, action in palette_actions(self.screen):
+            yield title, help_text, partial(self.app.run_action, action, self.screen)
+
     async def discover(self) -> Hits:
-        for title, help_text, action in palette_actions(self.app):
-            yield DiscoveryHit(title, partial(self.app.run_action, action), help=help_text)
+        for title, help_text, run in self._actions():
+            yield DiscoveryHit(title, run, help=help_text)
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
-        for title, help_text, action in palette_actions(self.app):
+        for title, help_text, run in self._actions():
             score = matcher.match(title)
             if score > 0:
-                yield Hit(
-                    score,
-                    matcher.highlight(title),
-                    partial(self.app.run_action, action),
-                    help=help_text,
-                )
+                yield Hit(score, matcher.highlight(title), run, help=help_text)

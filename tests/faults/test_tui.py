@@ -215,7 +215,8 @@ async def hang_up_during_the_load(app: DrApp, site: Site) -> None:
 async def resume_and_finish(app: DrApp, run_id: str) -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, ResumeRunScreen), "resume offer")
-        assert run_id in screen_text(pilot)
+        # pushed is not yet drawn: the first frame can lag
+        await wait_for(pilot, lambda: run_id in screen_text(pilot), "resume offer drawn")
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.engine is not None, "resumed")
         assert status(app, "restore") is StepStatus.FAILED

@@ -15,6 +15,7 @@ from preskool_dr.core.base.events import StepStatus
 from preskool_dr.core.restore.journal import Journal
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.commands import palette_actions
+from preskool_dr.tui.screens.checklist import ChecklistScreen
 from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
 from preskool_dr.tui.screens.incident_time import IncidentTimeScreen, parse_incident_time
 from preskool_dr.tui.screens.skip_reason import SkipReasonScreen
@@ -137,9 +138,9 @@ def test_keys_on_a_run(site: Site) -> None:
 
 
 def test_palette_lists_every_action() -> None:
-    titles = {title for title, _, _ in palette_actions(DrApp)}
-    bound = {b.description for b in DrApp.BINDINGS if getattr(b, "description", "")}
-    assert bound | {t for t, _, _ in DrApp.PALETTE_ONLY} <= titles
+    titles = {title for title, _, _ in palette_actions(ChecklistScreen)}
+    bound = {b.description for b in ChecklistScreen.BINDINGS if getattr(b, "description", "")}
+    assert bound | {t for t, _, _ in ChecklistScreen.PALETTE_ONLY} <= titles
     assert {"Run step", "Skip", "Retry", "Backups", "Help", "Quit", "Log panel"} <= titles
     assert "Drop the aside copy" in titles and "Request a Glacier restore" in titles
 

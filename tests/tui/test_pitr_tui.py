@@ -28,15 +28,11 @@ from preskool_dr.core.pitr.steps import STEPS
 from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.commands import palette_actions
+from preskool_dr.tui.screens.checklist import ChecklistScreen
 from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
 from preskool_dr.tui.screens.incident_time import IncidentTimeScreen
-from preskool_dr.tui.screens.pitr import (
-    PitrScreen,
-    StopRecoveryScreen,
-    seconds,
-    span,
-    whole_seconds,
-)
+from preskool_dr.tui.screens.pitr import PitrScreen, StopRecoveryScreen
+from preskool_dr.tui.widgets.pitr_ranges import seconds, span, whole_seconds
 from tests import test_pitr
 from tests.conftest import assert_no_secrets, assert_openssh_verifies, make_signing_key
 from tests.test_pitr import (
@@ -376,9 +372,12 @@ async def drill_from_the_tui(app: DrApp, data_dir: Path) -> None:
 
 
 def test_p_is_bound_and_in_the_command_palette() -> None:
-    (binding,) = [b for b in DrApp.BINDINGS if isinstance(b, Binding) and b.id == "pitr"]
+    bindings = ChecklistScreen.BINDINGS
+    (binding,) = [b for b in bindings if isinstance(b, Binding) and b.id == "pitr"]
     assert binding.key == "p" and binding.tooltip
-    assert ("Point-in-time recovery", binding.tooltip, "pitr") in list(palette_actions(DrApp))
+    assert ("Point-in-time recovery", binding.tooltip, "pitr") in list(
+        palette_actions(ChecklistScreen)
+    )
 
 
 def fixed_range(

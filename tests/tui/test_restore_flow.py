@@ -125,6 +125,8 @@ async def drive_quit_then_resume(site: Site) -> None:
     again = DrApp(site.config)
     async with again.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: isinstance(again.screen, ResumeRunScreen), "resume offer")
+        # pushed is not yet drawn: the first frame can lag
+        await wait_for(pilot, lambda: run_id in screen_text(pilot), "resume offer drawn")
         text = screen_text(pilot)
         assert run_id in text and "·✔✔✔·····" in text  # the run's steps, as icons
         await pilot.press("enter")

@@ -236,7 +236,9 @@ def test_destructive_confirmation(frozen: Frozen, snap_compare: Any) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
         app = await resume_offered_run(pilot)
         # what destruction_preview() reports for a live server, fixed for the picture
-        app._confirm_recreate(Snapshot("preskool_db", True, 14 * MIB + 123_456, TABLES))
+        app.checklist_screen.commands.confirm_recreate(
+            Snapshot("preskool_db", True, 14 * MIB + 123_456, TABLES)
+        )
         await pilot.pause()
         await pilot.press(*"preskool", "enter")  # wrong: refused, says why
 

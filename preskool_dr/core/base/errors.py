@@ -8,10 +8,15 @@ class DrError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, exit_code: int | None = None, field: str | None = None
+    ) -> None:
         super().__init__(message)
         if exit_code is not None:
             self.exit_code = exit_code
+        # Which input was wrong (a request's field name, e.g. "port"), so a form can point
+        # at it without reading the message.
+        self.field = field
 
 
 class UsageError(DrError):

@@ -51,19 +51,23 @@ def check_request(request: PitrRequest) -> Path:
     if typed != data_dir:
         raise UsageError(
             f"--confirm {request.confirm or '(missing)'} does not repeat --data-dir "
-            f"{data_dir}: nothing was done"
+            f"{data_dir}: nothing was done",
+            field="confirm",
         )
     if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
         raise UsageError(
             f"{data_dir} is not an empty directory: pitr only writes into a new or empty one "
-            "(it never touches a live data directory); choose another --data-dir"
+            "(it never touches a live data directory); choose another --data-dir",
+            field="data_dir",
         )
     if not 1 <= request.port <= 65535:
-        raise UsageError(f"--port {request.port} is not a TCP port (1-65535)")
+        raise UsageError(f"--port {request.port} is not a TCP port (1-65535)", field="port")
     if _port_in_use(request.port):
-        raise UsageError(f"port {request.port} is in use on this host: choose a free --port")
+        raise UsageError(
+            f"port {request.port} is in use on this host: choose a free --port", field="port"
+        )
     if request.target.tzinfo is None:
-        raise UsageError("the target time needs a timezone")
+        raise UsageError("the target time needs a timezone", field="target")
     return data_dir
 
 

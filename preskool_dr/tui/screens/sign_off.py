@@ -1,7 +1,10 @@
-"""The drill's sign-off: the entry about to be appended to the drill log, and who signs it."""
+"""The drill's sign-off, one flow for a restore drill and a PITR drill: the entry about to be
+appended to the drill log, who signs it, the append, and what the operator is told."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -12,8 +15,10 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
+from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.drill import log as drill_log
 from preskool_dr.core.drill import record as drill
+from preskool_dr.core.drill import signing
 from preskool_dr.core.drill.signing import SigningKey
 from preskool_dr.tui.format import hms
 
@@ -102,3 +107,79 @@ class SignOffScreen(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+@dataclass(frozen=True)
+class SignedOff:
+    """How a sign-off went: `message` is the drill log's answer (or the error), `summary`
+    adds the verdict; `appended` is False when nothing was written."""
+
+    message: str
+    summary: str
+    appended: bool
+
+
+class DrillSignOff:
+    """Runbook section 4's sign-off for one drill run. The key is --sign-key, else
+    drill.sign_key, else the agent's; `ask` first shows the entry and asks who signs (the
+    restore drill), `sign` signs as a given name (the PITR drill, as its operator)."""
+
+    def __init__(
+        self,
+        app: App[Any],
+        run: drill.DrillRun,
+        *,
+        what: str,
+        sign_key: Path | None,
+        configured_key: Path | None,
+        log_path: Path | None,
+    ) -> None:
+        self.app = app
+        self.run = run
+        self.what = what
+        self.sign_key = sign_key
+        self.configured_key = configured_key
+        self.log_path = log_path
+
+    def key(self) -> SigningKey | None:
+        return signing.resolve_key(self.sign_key, self.configured_key)
+
+    def ask(self, operator: str, done: Callable[[SignedOff | None], None]) -> None:
+        """Show the entry and the key, ask who signs; `done` gets None on Esc."""
+        key = self.key()
+        key_text = (
+            f"Signed with {key.describe()}; ssh-keygen may ask for its passphrase."
+            if key
+            else f"No signing key found: the entry is saved UNSIGNED. {drill_log.NO_KEY_HINT}."
+        )
+        preview = entry_preview(drill.entry_fields(self.run, operator))
+
+        def answered(name: str | None) -> None:
+            done(None if name is None else self.sign(name, signer=name))
+
+        self.app.push_screen(SignOffScreen(preview, operator, key_text), answered)
+
+    def sign(self, performed_by: str, *, signer: str | None) -> SignedOff:
+        """Append the entry, pass or fail, and say so in a toast."""
+        try:
+            result = sign_entry(
+                self.app,
+                self.run,
+                what=self.what,
+                performed_by=performed_by,
+                signer=signer,
+                key=self.key(),
+                log_path=self.log_path,
+            )
+        except DrError as exc:
+            self.app.notify(str(exc), title="Drill log", severity="error", timeout=20)
+            return SignedOff(str(exc), str(exc), appended=False)
+        verdict = drill.verdict(self.run)
+        summary = f"Drill {verdict.result.upper()}: {result.message}"
+        self.app.notify(
+            summary,
+            title="Drill log",
+            severity="information" if result.signed and verdict.result == "pass" else "warning",
+            timeout=20,
+        )
+        return SignedOff(result.message, summary, appended=True)

@@ -1,0 +1,365 @@
+"""The checklist screen: the nine steps, the step's details, the RTO clock and the panels,
+with the keys that act on the run. The App under it owns the engine and its workers; this
+screen asks for work, then draws the engine's events and the workers' reports.
+
+Keys: r run, s skip, R retry, b backups, ? help, q quit, 1-4 panels, ctrl+p every action.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import BindingType
+from textual.containers import Horizontal, Vertical
+from textual.notifications import SeverityLevel
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from preskool_dr.core.base.errors import DrError
+from preskool_dr.core.base.events import LogLine, Notice, StepChanged, StepStatus
+from preskool_dr.core.base.procs import redact
+from preskool_dr.core.restore.engine import Engine
+from preskool_dr.tui.commands import ActionsProvider
+from preskool_dr.tui.format import hms
+from preskool_dr.tui.messages import (
+    BackupsListed,
+    DestructionPreviewed,
+    EngineEvent,
+    EngineProgress,
+    GlacierRestoreRequested,
+    RunChanged,
+    RunOpened,
+    RunResumed,
+    StepFinished,
+    WorkFailed,
+)
+from preskool_dr.tui.run_commands import RunCommands
+from preskool_dr.tui.run_host import RunHost
+from preskool_dr.tui.screens.checklist_keys import (
+    CHECKLIST_BINDINGS,
+    CHECKLIST_PALETTE_ONLY,
+    RUN_ACTIONS,
+)
+from preskool_dr.tui.screens.pitr import PitrScreen
+from preskool_dr.tui.widgets.backup_browser import BackupBrowser
+from preskool_dr.tui.widgets.checklist import Checklist
+from preskool_dr.tui.widgets.log_panel import LogPanel
+from preskool_dr.tui.widgets.rto_timer import RtoTimer
+from preskool_dr.tui.widgets.run_header import RunHeader
+from preskool_dr.tui.widgets.run_panels import RunPanels
+from preskool_dr.tui.widgets.step_help import HELP_LAYER, StepHelp
+from preskool_dr.tui.widgets.step_info import StepInfo
+
+TOAST_CHARS = 160
+NOTICE_SEVERITY: dict[str, SeverityLevel] = {"error": "error", "warn": "warning"}
+
+
+class ChecklistScreen(Screen[None]):
+    """The App's first screen: the nine-step restore with the checklist and clock in view."""
+
+    COMMANDS = Screen.COMMANDS | {ActionsProvider}
+    BINDINGS: ClassVar[list[BindingType]] = CHECKLIST_BINDINGS
+    PALETTE_ONLY: ClassVar[tuple[tuple[str, str, str], ...]] = CHECKLIST_PALETTE_ONLY
+
+    def __init__(self, host: RunHost) -> None:
+        super().__init__()
+        self.host = host
+        self.commands = RunCommands(host, self)
+
+    # ------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        yield RunHeader(id="header")
+        with Horizontal(id="body"):
+            with Vertical(id="left") as left:
+                left.border_title = "Steps"
+                yield Checklist(self.host.config.steps, self.host.now, id="checklist")
+                yield StepInfo(id="step-info")
+            with Vertical(id="right"):
+                yield RtoTimer(id="rto")
+                yield RunPanels(self.host.now, id="panels")
+        yield Footer()
+        yield StepHelp()
+
+    @property
+    def engine(self) -> Engine | None:
+        return self.host.engine
+
+    @property
+    def checklist(self) -> Checklist:
+        return self.query_one(Checklist)
+
+    @property
+    def browser(self) -> BackupBrowser:
+        return self.query_one(BackupBrowser)
+
+    @property
+    def log_panel(self) -> LogPanel:
+        return self.query_one(LogPanel)
+
+    @property
+    def panels(self) -> RunPanels:
+        return self.query_one(RunPanels)
+
+    @property
+    def help(self) -> StepHelp:
+        return self.query_one(StepHelp)
+
+    def on_mount(self) -> None:
+        # The help dialog sits on its own layer, centred over the panels (which fill the
+        # screen, so the alignment moves nothing else).
+        self.styles.layers = f"default {HELP_LAYER}"
+        self.styles.align = ("center", "middle")
+        self.panels.show("backups")
+        self.refresh_run()
+        self.set_interval(1.0, self._tick)
+        self.host.load_backups()
+        self.checklist.focus()
+        self.commands.open_run()  # resume a run, or declare the incident
+
+    # ------------------------------------------------------------ what the workers report
+
+    def on_run_opened(self, message: RunOpened) -> None:
+        self.refresh_run()
+        self.select_current()
+        self.checklist.focus()  # the run is on: arrows move through its steps
+        self.commands.offer_what_is_due()
+
+    def on_run_resumed(self, message: RunResumed) -> None:
+        self.refresh_run()
+        if self.engine is None:
+            return
+        self.select_current()
+        self.checklist.focus()
+        state = self.engine.state
+        self.panels.show_resumed(state)
+        settled = sum(1 for r in state.steps if r.settled)
+        self.log_panel.add("run", f"resumed run {state.run_id}")
+        self.app.notify(
+            f"Resumed run {state.run_id}: {settled} of {len(state.steps)} steps settled"
+        )
+        self.commands.offer_what_is_due()
+
+    def on_step_finished(self, message: StepFinished) -> None:
+        self.refresh_run()
+        if self.engine is None:
+            return
+        self.select_current()
+        state = self.engine.state
+        if state.result == "done":
+            self.app.notify(f"Run complete: RTO {hms(state.rto_seconds)}", title="Done", timeout=20)
+        self.commands.offer_what_is_due()
+
+    def on_run_changed(self, message: RunChanged) -> None:
+        self.refresh_run()
+        self.commands.offer_what_is_due()
+
+    def on_destruction_previewed(self, message: DestructionPreviewed) -> None:
+        self.commands.confirm_recreate(message.preview)
+
+    def on_backups_listed(self, message: BackupsListed) -> None:
+        self.browser.set_backups(message.records, message.note)
+
+    def on_glacier_restore_requested(self, message: GlacierRestoreRequested) -> None:
+        self.app.notify(message.answer, title="Glacier restore", timeout=15)
+        self.log_panel.add("s3", message.answer)
+        self.host.load_backups()
+
+    def on_work_failed(self, message: WorkFailed) -> None:
+        error = message.error
+        if isinstance(error, DrError):
+            text = str(error)
+        else:
+            text = f"unexpected error: {type(error).__name__}: {redact(str(error))}"
+        self.log_panel.add(message.source, text, style="bold")
+        self.app.notify(text, title="Error", severity="error", timeout=20)
+        self.refresh_run()
+
+    # ------------------------------------------------------------ engine events
+
+    def on_engine_event(self, message: EngineEvent) -> None:
+        event = message.event
+        if isinstance(event, StepChanged):
+            self._step_changed(event)
+        elif isinstance(event, LogLine):
+            self.panels.show_line(event)
+        elif isinstance(event, Notice):
+            self.log_panel.add(event.level, event.text)
+            severity: SeverityLevel = NOTICE_SEVERITY.get(event.level, "information")
+            # Short: the full text stays in the step's detail and the log (panel 4), and a
+            # toast hides part of the right panel at 80 columns while it lasts.
+            text = event.text if len(event.text) <= TOAST_CHARS else event.text[:TOAST_CHARS] + "…"
+            self.app.notify(text, severity=severity, timeout=12 if severity == "error" else 6)
+
+    def on_engine_progress(self, message: EngineProgress) -> None:
+        self.panels.show_progress(message.progress)
+
+    def _step_changed(self, event: StepChanged) -> None:
+        self.log_panel.add(
+            f"step {event.number}", f"{event.title}: {event.status.value}: {event.detail}"
+        )
+        self.panels.step_changed(event, self.engine.state if self.engine else None)
+        if event.status is StepStatus.RUNNING:
+            self.host.freeze_heap_soon()
+        self.refresh_run()
+        if event.status is not StepStatus.RUNNING:
+            self.select_current()
+
+    # ------------------------------------------------------------ drawing
+
+    def refresh_run(self) -> None:
+        if not self.app.is_running or not self.query(RunHeader):
+            return  # shutting down, or a worker finished after the screen went away
+        app = self.host
+        state = self.engine.state if self.engine else None
+        self.query_one(RunHeader).show(
+            drill=state.mode == "drill" if state else app.drill,
+            target=state.target_label if state else app.target_label(),
+            run_id=state.run_id if state else None,
+        )
+        self.checklist.show(state.steps if state else [], self._current_step())
+        self._show_step_info()
+        self.query_one(RtoTimer).show(state, app.incident_at, app.config.thresholds, app.now())
+
+    def _current_step(self) -> str | None:
+        if self.engine is None:
+            return None
+        return self.host.running_step() or self.engine.next_step()
+
+    def select_current(self) -> None:
+        current = self._current_step()
+        if current is not None:
+            self.checklist.select(current)
+
+    def _show_step_info(self) -> None:
+        step_id = self.checklist.selected_id
+        record = self.engine.step(step_id) if self.engine else None
+        self.query_one(StepInfo).show(
+            self.checklist.selected + 1,
+            self.host.config.step(step_id),
+            record,
+            self._blocked(step_id),
+        )
+
+    def _blocked(self, step_id: str) -> str | None:
+        if self.engine is None:
+            return "no run yet: choose a backup (b, then Enter)"
+        return self.engine.blocked_reason(step_id)
+
+    @on(Checklist.Selected)
+    def _step_selected(self) -> None:
+        self._show_step_info()
+        if self.help.is_open:
+            self._open_help()  # arrows page through the steps' help
+
+    def _tick(self) -> None:
+        timer = self.query(RtoTimer)
+        if not timer:
+            return  # the app is closing: its widgets went before this last tick
+        app = self.host
+        state = self.engine.state if self.engine else None
+        timer.first().show(state, app.incident_at, app.config.thresholds, app.now())
+        if app.running_step() is not None:
+            self.checklist.refresh()  # the running step's elapsed time
+
+    # ------------------------------------------------------------ keys
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "close_help":
+            return self.help.is_open
+        if action == "help":
+            return self.is_active
+        if action in RUN_ACTIONS:
+            return self.is_active and not self.help.is_open
+        return True
+
+    def action_run_step(self) -> None:
+        self.commands.run(self.checklist.selected_id)
+
+    def action_retry_step(self) -> None:
+        self.commands.retry(self.checklist.selected_id)
+
+    def action_skip_step(self) -> None:
+        self.commands.skip(self.checklist.selected_id)
+
+    def action_drop_aside(self) -> None:
+        self.commands.drop_aside()
+
+    def action_rollback(self) -> None:
+        self.commands.rollback()
+
+    def action_sign_off(self) -> None:
+        self.commands.sign_off()
+
+    @on(BackupBrowser.Chosen)
+    def _backup_chosen(self, message: BackupBrowser.Chosen) -> None:
+        self.commands.choose_backup(message.record)
+
+    @on(BackupBrowser.RestoreRequested)
+    def _restore_requested(self, message: BackupBrowser.RestoreRequested) -> None:
+        self.host.request_glacier_restore(message.record)
+
+    def action_help(self) -> None:
+        if self.help.is_open:
+            self.help.close()
+        else:
+            self._open_help()
+
+    def action_close_help(self) -> None:
+        self.help.close()
+
+    def _open_help(self) -> None:
+        step_id = self.checklist.selected_id
+        record = self.engine.step(step_id) if self.engine else None
+        self.help.open(
+            self.checklist.selected + 1,
+            self.host.config.step(step_id),
+            record,
+            self._blocked(step_id),
+        )
+
+    async def action_quit(self) -> None:
+        if self.help.is_open:
+            self.help.close()  # q closes the help, as Esc does; a second q quits
+            return
+        await self.host.action_quit()
+
+    def action_panel(self, name: str) -> None:
+        self.panels.show(name)
+
+    def action_show_backups(self) -> None:
+        self.panels.show("backups")
+        self.browser.table.focus()
+
+    def action_filter_backups(self) -> None:
+        self.panels.show("backups")
+        self.browser.action_filter()
+
+    def action_request_restore(self) -> None:
+        self.panels.show("backups")
+        self.browser.action_request_restore()
+
+    def action_refresh_backups(self) -> None:
+        self.host.load_backups()
+
+    def action_incident_time(self) -> None:
+        self.commands.change_incident_time()
+
+    def action_pitr(self) -> None:
+        app = self.host
+        if app.engine_busy():
+            self.app.notify("A step is running: wait for it before a point-in-time recovery.")
+            return
+        self.app.push_screen(
+            PitrScreen(
+                app.config,
+                start=app.start_pitr,
+                server_python=app.server_python,
+                operator=app.operator,
+                drill=app.drill,
+                sign_key=app.sign_key,
+                drill_log=app.drill_log,
+            )
+        )
