@@ -12,7 +12,6 @@ import json
 import math
 import os
 import re
-import shutil
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,15 @@ from preskool_dr.core.storage.checksum import (
     sidecar_path,
     verify_file,
 )
+from preskool_dr.core.storage.layout import (
+    COMPANION_SUFFIX,
+    META_SUFFIX,
+    companion_name,
+    companion_path,
+    meta_path,
+    remove_local,
+)
+from preskool_dr.core.storage.repository import Repository
 from preskool_dr.core.storage.s3store import (
     ARCHIVED_CLASSES,
     HEAD_THREADS,
@@ -42,11 +50,9 @@ from preskool_dr.core.storage.s3store import (
 
 KINDS = ("daily", "weekly", "pre-deploy", "base")
 SOURCES = ("local", "s3", "all")
-META_SUFFIX = ".meta.json"
 PART_SUFFIX = ".part"
 ATTRIBUTE_SUFFIXES = (SIDECAR_SUFFIX, META_SUFFIX, PART_SUFFIX)
 LOGICAL_PREFIX = "preskool-backup-"
-COMPANION_SUFFIX = ".dump"  # `backup --format custom`: pg_dump -Fc beside the .sql.gz
 BASE_PREFIX = "preskool-base-"
 _TIME_FORMAT = "%Y%m%d_%H%M%S"
 # Used with fullmatch only: `$` would also match before a trailing newline.
@@ -121,20 +127,6 @@ def iso_utc(at: datetime) -> str:
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
     return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def meta_path(backup: Path) -> Path:
-    """`F.meta.json` beside `F`."""
-    return backup.with_name(backup.name + META_SUFFIX)
-
-
-def companion_path(backup: Path) -> Path:
-    """`preskool-backup-X.dump` (custom format, its own `.md5`) beside `...-X.sql.gz`."""
-    return backup.with_name(_companion_name(backup.name))
-
-
-def _companion_name(name: str) -> str:
-    return name.removesuffix(".sql.gz") + COMPANION_SUFFIX
 
 
 def _companion_owner(name: str) -> str | None:
@@ -481,11 +473,6 @@ def _scan_s3(store: S3Store, skip_meta: set[str]) -> dict[str, BackupRecord]:
     }
 
 
-def _store(config: Config) -> S3Store | None:
-    bucket = config.backups.s3_bucket
-    return S3Store(bucket, config.backups.s3_prefix) if bucket else None
-
-
 def _merge(local: BackupRecord | None, remote: BackupRecord | None) -> BackupRecord:
     if local is None:
         assert remote is not None
@@ -516,9 +503,8 @@ def list_backups(
     in an outage the operator needs whatever can be found."""
     if source not in SOURCES:
         raise UsageError(f"unknown source {source!r}: use one of {', '.join(SOURCES)}")
-    store = _store(config)
-    if source == "s3" and store is None:
-        raise UsageError("no S3 bucket configured: set S3_BUCKET (or backups.s3_bucket)")
+    repo = Repository.from_config(config)
+    store = repo.s3 if repo.has_s3 or source == "s3" else None  # s3 without one: UsageError
     tolerant = source == "all" and warnings is not None
     local: dict[str, BackupRecord] = {}
     parts: set[str] = set()
@@ -560,7 +546,7 @@ def _s3_group_for(store: S3Store, name: str) -> _S3Group:
     try:
         main = store.head(name)
     except NotFoundError as missing:
-        folder = _folder(store, name)
+        folder = store.folder(name)
         members = folder.list_objects()
         if not members:
             raise missing from None
@@ -571,14 +557,9 @@ def _s3_group_for(store: S3Store, name: str) -> _S3Group:
     group = _S3Group(main=main)
     if store.exists(name + SIDECAR_SUFFIX):
         group.attributes.add(SIDECAR_SUFFIX)
-    if is_logical_name(name) and store.exists(_companion_name(name)):
+    if is_logical_name(name) and store.exists(companion_name(name)):
         group.attributes.add(COMPANION_SUFFIX)
     return group
-
-
-def _folder(store: S3Store, name: str) -> S3Store:
-    """The store for the members of a folder backup."""
-    return S3Store(store.bucket, f"{store.prefix}{name}/")
 
 
 def _s3_lookup(config: Config, store: S3Store, name: str) -> BackupRecord:
@@ -594,8 +575,8 @@ def resolve_backup(config: Config, spec: str) -> BackupRecord:
     spec = spec.strip()
     if not spec:
         raise UsageError("BACKUP is empty: give a path, a name in BACKUP_DIR, s3://... or latest")
-    store = _store(config)
-    where = str(config.backups.dir) + (f" or {store.url('')}" if store else "")
+    repo = Repository.from_config(config)
+    where = repo.where("or")
     if spec == "latest":
         warnings: list[str] = []
         logical = [
@@ -631,9 +612,9 @@ def resolve_backup(config: Config, spec: str) -> BackupRecord:
     in_dir = config.backups.dir / spec
     if in_dir.exists():
         return _local_record(in_dir)
-    if store is not None:
+    if repo.has_s3:
         try:
-            return _s3_lookup(config, store, spec)
+            return _s3_lookup(config, repo.s3, spec)
         except NotFoundError:
             pass
     if Path(spec).exists():
@@ -651,7 +632,7 @@ def request_restore(record: BackupRecord, days: int = 7) -> str:
     if group.main is not None:
         message = store.request_restore(name, days)
     else:
-        folder = _folder(store, name)
+        folder = store.folder(name)
         messages = [folder.request_restore(folder.name_of(o.key), days) for o in group.members]
         message = messages[0]
     for suffix in (SIDECAR_SUFFIX, META_SUFFIX):
@@ -722,7 +703,7 @@ def fetch_backup(
         if with_companion and COMPANION_SUFFIX in group.attributes:
             _fetch_companion(store, dest, on_event, step_id, cancel)
         return dest
-    folder = _folder(store, name)
+    folder = store.folder(name)
     for obj in group.members:
         member = folder.name_of(obj.key)
         target = inside(dest, member)
@@ -743,7 +724,7 @@ def _fetch_companion(
     backup's meta records its MD5, and keep it only when it has that MD5 (its own sidecar
     comes from the same bucket and proves nothing); otherwise say so and leave no
     companion under its final name."""
-    companion = inside(dest.parent, _companion_name(dest.name))
+    companion = inside(dest.parent, companion_name(dest.name))
     meta = read_meta(dest)
     expected = meta.companion_md5 if meta is not None else None
     if expected is None:
@@ -784,9 +765,4 @@ def discard_download(dest: Path) -> None:
     final name the next run would take it for a good local backup and never fetch the S3
     original again; moved back to `.part` it would be resumed as complete and renamed
     straight back. Removed, the next fetch starts from byte 0. The S3 objects stay."""
-    companion = companion_path(dest)
-    if dest.is_dir():
-        shutil.rmtree(dest, ignore_errors=True)
-    for path in (dest, sidecar_path(dest), meta_path(dest), companion, sidecar_path(companion)):
-        if not path.is_dir():
-            path.unlink(missing_ok=True)
+    remove_local(dest)
