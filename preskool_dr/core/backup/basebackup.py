@@ -37,8 +37,9 @@ from preskool_dr.core.base.config import Config, DatabaseSettings
 from preskool_dr.core.base.errors import Cancelled, DrError, VerificationError
 from preskool_dr.core.base.events import EventSink, LogLine, Notice, ignore_events, utcnow
 from preskool_dr.core.storage import catalog, checksum
-from preskool_dr.core.storage.catalog import BackupMeta, BackupRecord
+from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.core.storage.checksum import ProgressMeter
+from preskool_dr.core.storage.meta import BackupMeta, load_untrusted_json
 from preskool_dr.core.storage.repository import Repository
 
 KIND = "base"
@@ -127,7 +128,7 @@ def parse_info(data: bytes | None) -> BaseBackupInfo | None:
     if data is None:
         return None
     try:
-        parsed = catalog.load_untrusted_json(data)  # Infinity, 1e400, deep nesting: ValueError
+        parsed = load_untrusted_json(data)  # Infinity, 1e400, deep nesting: ValueError
         return BaseBackupInfo.from_json(parsed["base"])
     except (ValueError, KeyError, TypeError, IndexError, OverflowError, RecursionError):
         return None

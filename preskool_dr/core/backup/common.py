@@ -15,7 +15,7 @@ import humanize
 
 from preskool_dr.core.base.errors import DrError, LockedError
 from preskool_dr.core.base.paths import open_private_file
-from preskool_dr.core.storage.catalog import BackupMeta
+from preskool_dr.core.storage.meta import BackupMeta
 
 STEP_ID = "backup"
 LOCK_NAME = ".preskool-backup.lock"

@@ -47,8 +47,8 @@ from preskool_dr.core.base.events import EventSink, Notice, ProgressMeter, ignor
 from preskool_dr.core.base.lock import ServerLock
 from preskool_dr.core.base.paths import ensure_private_dir
 from preskool_dr.core.storage import catalog, checksum
-from preskool_dr.core.storage.catalog import BackupMeta
 from preskool_dr.core.storage.layout import remove_local
+from preskool_dr.core.storage.meta import BackupMeta, write_meta
 from preskool_dr.core.storage.repository import Repository
 
 LOGICAL_KINDS = ("daily", "weekly", "pre-deploy")
@@ -458,7 +458,7 @@ def _finish_local(final: Path, meta: BackupMeta, on_event: EventSink) -> None:
     """Meta and sidecar beside the backup, which was read back before it got its name; any
     failure takes the backup away again."""
     try:
-        catalog.write_meta(final, meta)
+        write_meta(final, meta)
         checksum.write_sidecar(final, meta.md5)
     except BaseException:
         remove_local(final)
