@@ -30,8 +30,6 @@ from preskool_dr.core.storage.layout import (
 if TYPE_CHECKING:
     from preskool_dr.core.storage.s3store import S3Store
 
-SIDES = ("local", "s3")
-
 
 class Dated(Protocol):
     """What retention reads of a listed backup (a catalog record is one)."""
@@ -182,7 +180,7 @@ class Repository:
         folder = self.s3.folder(name)
         for obj in folder.list_objects(with_restore_state=False):
             folder.delete(folder.name_of(obj.key))
-        for path in with_attributes(Path(name))[1:]:
+        for path in with_attributes(Path(name))[1:]:  # sidecar, companion, ..., meta last
             self.s3.delete(path.name)
 
     def retain(
