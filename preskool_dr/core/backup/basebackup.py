@@ -22,23 +22,25 @@ import shutil
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from preskool_dr.core.backup import wal
-from preskool_dr.core.backup.common import BackupResult, backup_dir_lock, human_size, kept_in_s3
+from preskool_dr.core.backup.common import BackupResult, backup_dir_lock, human_size
 from preskool_dr.core.backup.wal import Segment, WalSettings
 from preskool_dr.core.base import database, procs
-from preskool_dr.core.base.config import Config, DatabaseSettings, Retention
+from preskool_dr.core.base.config import Config, DatabaseSettings
 from preskool_dr.core.base.errors import Cancelled, DrError, VerificationError
 from preskool_dr.core.base.events import EventSink, LogLine, Notice, ignore_events, utcnow
 from preskool_dr.core.storage import catalog, checksum
-from preskool_dr.core.storage.catalog import BackupMeta, BackupRecord
+from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.core.storage.checksum import ProgressMeter
-from preskool_dr.core.storage.s3store import S3Store
+from preskool_dr.core.storage.meta import BackupMeta, load_untrusted_json
+from preskool_dr.core.storage.repository import Repository
 
 KIND = "base"
 STEP_ID = "backup"
@@ -126,7 +128,7 @@ def parse_info(data: bytes | None) -> BaseBackupInfo | None:
     if data is None:
         return None
     try:
-        parsed = catalog.load_untrusted_json(data)  # Infinity, 1e400, deep nesting: ValueError
+        parsed = load_untrusted_json(data)  # Infinity, 1e400, deep nesting: ValueError
         return BaseBackupInfo.from_json(parsed["base"])
     except (ValueError, KeyError, TypeError, IndexError, OverflowError, RecursionError):
         return None
@@ -145,10 +147,10 @@ def record_info(config: Config, record: BackupRecord) -> BaseBackupInfo | None:
         info = local_info(record.local_path)
         if info is not None:
             return info
-    if record.s3_url is None or not config.backups.s3_bucket:
+    repo = Repository.from_config(config)
+    if record.s3_url is None or not repo.has_s3:
         return None
-    store = S3Store(config.backups.s3_bucket, config.backups.s3_prefix)
-    return parse_info(store.get_bytes(record.name + catalog.META_SUFFIX))
+    return parse_info(repo.get_bytes(record.name + catalog.META_SUFFIX))
 
 
 # ---------------------------------------------------------------- taking one
@@ -209,11 +211,13 @@ def run_base_backup(
                 STEP_ID,
             )
         )
-        store = _store(config, upload, on_event)
-        uploaded = _upload(store, final, config, on_event) if store else ()
-        deleted = apply_retention(
-            config, keep=final.name, now=at, s3=store is not None, on_event=on_event
+        repo = Repository.from_config(config)
+        local_only = "backups.retention.base has no s3_days"
+        s3 = repo.uploads(
+            KIND, upload=upload, local_only=local_only, on_event=on_event, step_id=STEP_ID
         )
+        uploaded = repo.put(final, KIND, on_event=on_event, step_id=STEP_ID) if s3 else ()
+        deleted = apply_retention(config, keep=final.name, now=at, s3=s3, on_event=on_event)
         on_event(Notice("ok", f"Deleted {deleted} old base backup(s)", STEP_ID))
         return BackupResult(final, meta, uploaded, deleted)
 
@@ -412,46 +416,12 @@ def _checksum_members(
     return members
 
 
-# ---------------------------------------------------------------- S3
-
-
-def _store(config: Config, upload: bool, on_event: EventSink) -> S3Store | None:
-    if not config.backups.s3_bucket:
-        return None
-    if not upload:
-        on_event(Notice("info", "S3 upload skipped (--no-upload)", STEP_ID))
-        return None
-    if not kept_in_s3(config, KIND):
-        on_event(
-            Notice("info", "S3 upload skipped: backups.retention.base has no s3_days", STEP_ID)
-        )
-        return None
-    return S3Store(config.backups.s3_bucket, config.backups.s3_prefix)
-
-
-def _upload(store: S3Store, final: Path, config: Config, on_event: EventSink) -> tuple[str, ...]:
-    storage_class = config.backups.retention.get(KIND, Retention()).storage_class
-    folder = S3Store(store.bucket, f"{store.prefix}{final.name}/")
-    on_event(Notice("info", f"Uploading to {folder.url('')} ({storage_class})...", STEP_ID))
-    urls = []
-    try:
-        for member in checksum.backup_members(final):
-            sidecar = checksum.sidecar_path(member)
-            folder.upload(sidecar, step_id=STEP_ID)
-            folder.upload(member, storage_class=storage_class, on_event=on_event, step_id=STEP_ID)
-            urls += [folder.url(member.name), folder.url(sidecar.name)]
-        # Last: its presence in S3 says the folder above is complete.
-        store.upload(catalog.meta_path(final), step_id=STEP_ID)
-    except DrError as exc:
-        raise DrError(
-            f"S3 upload failed: {exc} (the local base backup {final.name} is kept)"
-        ) from None
-    urls.append(store.url(catalog.meta_path(final).name))
-    on_event(Notice("ok", f"Uploaded to S3: {folder.url('')} (+ .meta.json)", STEP_ID))
-    return tuple(urls)
-
-
 # ---------------------------------------------------------------- retention
+
+_PRUNED = {
+    "local": "Removed {} archived WAL file(s) no base backup needs",
+    "s3": "Removed {} WAL file(s) from S3 no base backup needs",
+}
 
 
 def apply_retention(
@@ -464,39 +434,17 @@ def apply_retention(
 ) -> int:
     """Delete base backups older than backups.retention.base (local and, with `s3`, in S3),
     then the archived WAL older than the oldest base backup left on each side."""
-    policy = config.backups.retention.get(KIND)
-    if policy is None:
-        return 0
-    deleted = 0
+    repo = Repository.from_config(config)
     settings = WalSettings.from_config(config)
-    if policy.local_days is not None:
-        cutoff = now - timedelta(days=policy.local_days)
-        records = _base_records(config, "local")
-        for record in records:
-            if record.name != keep and record.time < cutoff and record.local_path is not None:
-                shutil.rmtree(record.local_path, ignore_errors=True)
-                catalog.meta_path(record.local_path).unlink(missing_ok=True)
-                deleted += 1
-        pruned = _prune_wal(settings, _base_records(config, "local"), config, local=True)
+    listing = partial(_base_records, config)
+    deleted = 0
+    for side in ("local", "s3") if s3 else ("local",):
+        if repo.retention_days(KIND, side) is None:
+            continue
+        deleted += repo.retain(KIND, side, keep=keep, now=now, listing=listing)
+        pruned = _prune_wal(settings, listing(side), config, local=side == "local")
         if pruned:
-            on_event(
-                Notice("ok", f"Removed {pruned} archived WAL file(s) no base backup needs", STEP_ID)
-            )
-    if s3 and policy.s3_days is not None and config.backups.s3_bucket:
-        store = S3Store(config.backups.s3_bucket, config.backups.s3_prefix)
-        cutoff = now - timedelta(days=policy.s3_days)
-        for record in _base_records(config, "s3"):
-            if record.name != keep and record.time < cutoff:
-                folder = S3Store(store.bucket, f"{store.prefix}{record.name}/")
-                for obj in folder.list_objects(with_restore_state=False):
-                    folder.delete(folder.name_of(obj.key))
-                store.delete(record.name + catalog.META_SUFFIX)  # last: see the module doc
-                deleted += 1
-        pruned = _prune_wal(settings, _base_records(config, "s3"), config, local=False)
-        if pruned:
-            on_event(
-                Notice("ok", f"Removed {pruned} WAL file(s) from S3 no base backup needs", STEP_ID)
-            )
+            on_event(Notice("ok", _PRUNED[side].format(pruned), STEP_ID))
     return deleted
 
 
@@ -520,17 +468,17 @@ def _prune_wal(
     size = oldest.wal_segment_size
     limit = oldest.start_segment.number(size)
     removed = 0
-    store = settings.store() if not local and settings.bucket else None
+    archive = settings.repository
     for name, item in wal.list_archive(settings, include_s3=not local).items():
         segment = Segment.parse(name[:24])
         if segment is None or segment.number(size) >= limit:
             continue
         if local and item.local:
-            for path in (settings.archive_dir / name, settings.archive_dir / f"{name}.md5"):
+            for path in (archive.directory / name, archive.directory / f"{name}.md5"):
                 path.unlink(missing_ok=True)
             removed += 1
-        elif store is not None and item.s3:
-            store.delete(name)
+        elif not local and item.s3 and archive.has_s3:
+            archive.s3.delete(name)
             removed += 1
     return removed
 

@@ -1,5 +1,6 @@
 """What logical and base backups share: the result record, sizes as the seed prints them,
-which kinds go to S3, and the lock that lets one backup run at a time in a folder."""
+and the lock that lets one backup run at a time in a folder. (Which kinds go to S3, and
+how: core/storage/repository.py.)"""
 
 from __future__ import annotations
 
@@ -12,10 +13,9 @@ from pathlib import Path
 
 import humanize
 
-from preskool_dr.core.base.config import Config
 from preskool_dr.core.base.errors import DrError, LockedError
 from preskool_dr.core.base.paths import open_private_file
-from preskool_dr.core.storage.catalog import BackupMeta
+from preskool_dr.core.storage.meta import BackupMeta
 
 STEP_ID = "backup"
 LOCK_NAME = ".preskool-backup.lock"
@@ -24,16 +24,6 @@ LOCK_NAME = ".preskool-backup.lock"
 def human_size(size: int) -> str:
     """`14.0M`: the seed's `du -h` style."""
     return str(humanize.naturalsize(size, gnu=True))
-
-
-def kept_in_s3(config: Config, kind: str) -> bool:
-    """Whether backups of `kind` go to S3 (when a bucket is configured).
-
-    A kind listed under backups.retention without `s3_days` is local-only (the seed keeps
-    pre-deployment dumps "Local"); kinds not listed there are uploaded and kept.
-    """
-    policy = config.backups.retention.get(kind)
-    return policy is None or policy.s3_days is not None
 
 
 @dataclass(frozen=True)

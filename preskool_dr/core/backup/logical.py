@@ -31,12 +31,11 @@ from preskool_dr.core.backup.common import (
     backup_dir_lock,
     disk_error,
     human_size,
-    kept_in_s3,
 )
 from preskool_dr.core.backup.companion import companion_dump
-from preskool_dr.core.backup.retention import apply_retention, with_attributes
+from preskool_dr.core.backup.retention import apply_retention
 from preskool_dr.core.base import database, procs
-from preskool_dr.core.base.config import Config, DatabaseSettings, Retention
+from preskool_dr.core.base.config import Config, DatabaseSettings
 from preskool_dr.core.base.errors import (
     Cancelled,
     DrError,
@@ -48,8 +47,9 @@ from preskool_dr.core.base.events import EventSink, Notice, ProgressMeter, ignor
 from preskool_dr.core.base.lock import ServerLock
 from preskool_dr.core.base.paths import ensure_private_dir
 from preskool_dr.core.storage import catalog, checksum
-from preskool_dr.core.storage.catalog import BackupMeta
-from preskool_dr.core.storage.s3store import S3Store
+from preskool_dr.core.storage.layout import remove_local
+from preskool_dr.core.storage.meta import BackupMeta, write_meta
+from preskool_dr.core.storage.repository import Repository
 
 LOGICAL_KINDS = ("daily", "weekly", "pre-deploy")
 # gzip threads: compression is the slow part; more threads than cores only queue
@@ -164,10 +164,13 @@ def _logical_backup(
                     STEP_ID,
                 )
             )
-        store = _store(config, kind, upload, on_event)
-        storage_class = config.backups.retention.get(kind, Retention()).storage_class
-        uploaded = _upload(store, final, storage_class, on_event)
-        deleted = apply_retention(config, kind, keep=final.name, now=at, s3=store is not None)
+        repo = Repository.from_config(config)
+        local_only = f"{kind} backups stay local (backups.retention.{kind} has no s3_days)"
+        s3 = repo.uploads(
+            kind, upload=upload, local_only=local_only, on_event=on_event, step_id=STEP_ID
+        )
+        uploaded = repo.put(final, kind, on_event=on_event, step_id=STEP_ID) if s3 else ()
+        deleted = apply_retention(config, kind, keep=final.name, now=at, s3=s3)
         on_event(Notice("ok", f"Deleted {deleted} old backup(s)", STEP_ID))
         return BackupResult(final, meta, uploaded, deleted)
 
@@ -455,63 +458,13 @@ def _finish_local(final: Path, meta: BackupMeta, on_event: EventSink) -> None:
     """Meta and sidecar beside the backup, which was read back before it got its name; any
     failure takes the backup away again."""
     try:
-        catalog.write_meta(final, meta)
+        write_meta(final, meta)
         checksum.write_sidecar(final, meta.md5)
     except BaseException:
-        for path in with_attributes(final):
-            path.unlink(missing_ok=True)
+        remove_local(final)
         raise
     on_event(Notice("ok", "Checksum verified ✓", STEP_ID))
     on_event(Notice("ok", "Gzip integrity check passed", STEP_ID))
-
-
-# ---------------------------------------------------------------- upload
-
-
-def _store(config: Config, kind: str, upload: bool, on_event: EventSink) -> S3Store | None:
-    bucket = config.backups.s3_bucket
-    if not bucket:
-        return None
-    if not upload:
-        on_event(Notice("info", "S3 upload skipped (--no-upload)", STEP_ID))
-        return None
-    if not kept_in_s3(config, kind):
-        on_event(
-            Notice(
-                "info",
-                f"S3 upload skipped: {kind} backups stay local "
-                f"(backups.retention.{kind} has no s3_days)",
-                STEP_ID,
-            )
-        )
-        return None
-    return S3Store(bucket, config.backups.s3_prefix)
-
-
-def _upload(
-    store: S3Store | None, final: Path, storage_class: str, on_event: EventSink
-) -> tuple[str, ...]:
-    if store is None:
-        return ()
-    on_event(Notice("info", f"Uploading to {store.url(final.name)} ({storage_class})...", STEP_ID))
-    # Sidecar and meta first, and always STANDARD: once the backup object exists in S3 its
-    # checksum and kind can be read without a Glacier restore.
-    files = [checksum.sidecar_path(final), catalog.meta_path(final)]
-    companion = catalog.companion_path(final)
-    data = [final, companion] if companion.is_file() else [final]
-    if companion.is_file():
-        files.append(checksum.sidecar_path(companion))
-    try:
-        for path in files:
-            store.upload(path, step_id=STEP_ID)
-        for path in data:
-            store.upload(path, storage_class=storage_class, on_event=on_event, step_id=STEP_ID)
-    except DrError as exc:
-        # The store's message already says what to fix; the operator also needs to know
-        # that the verified local copy survives.
-        raise DrError(f"S3 upload failed: {exc} (the local backup {final.name} is kept)") from None
-    on_event(Notice("ok", f"Uploaded to S3: {store.url(final.name)} (+ .md5, .meta.json)", STEP_ID))
-    return tuple(store.url(p.name) for p in (*data, *files))
 
 
 def _remove_stale_parts(backup_dir: Path, on_event: EventSink) -> None:

@@ -30,6 +30,7 @@ from preskool_dr.core.base.config import BackupSettings, Config
 from preskool_dr.core.base.errors import DrError, UsageError, VerificationError
 from preskool_dr.core.base.paths import ensure_private_dir, inside
 from preskool_dr.core.storage import checksum
+from preskool_dr.core.storage.repository import Repository
 
 if TYPE_CHECKING:
     from preskool_dr.core.storage.s3store import S3Store
@@ -137,9 +138,13 @@ class WalSettings:
         return self.backup_dir / WAL_DIRNAME
 
     @property
+    def repository(self) -> Repository:
+        """The archive folder and, with a bucket, s3://$S3_BUCKET/wal/."""
+        return Repository(self.archive_dir, self.bucket, S3_PREFIX)
+
+    @property
     def where(self) -> str:
-        places = str(self.archive_dir)
-        return places + (f" and s3://{self.bucket}/{S3_PREFIX}" if self.bucket else "")
+        return self.repository.where("and")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WalSettings:
@@ -151,12 +156,6 @@ class WalSettings:
     @classmethod
     def from_config(cls, config: Config) -> WalSettings:
         return cls(config.backups.dir, config.backups.s3_bucket)
-
-    def store(self) -> S3Store:
-        from preskool_dr.core.storage.s3store import S3Store  # boto3 only when a bucket is set
-
-        assert self.bucket is not None
-        return S3Store(self.bucket, S3_PREFIX)
 
 
 # ---------------------------------------------------------------- files
@@ -237,7 +236,8 @@ def push(source: Path, settings: WalSettings) -> PushResult:
         if exc.filename == str(source):
             raise DrError(f"cannot read {source}: {exc.strerror or exc}") from None
         raise _archive_error(Path(exc.filename or final), exc) from None
-    remote = _push_s3(settings.store(), final, md5) if settings.bucket else None
+    repo = settings.repository
+    remote = _push_s3(repo.s3, final, md5) if repo.has_s3 else None
     return PushResult(name, md5, local, remote)
 
 
@@ -494,8 +494,9 @@ def fetch(name: str, dest: Path, settings: WalSettings) -> FetchResult:
             damaged = exc
         except OSError as exc:
             damaged = DrError(f"cannot read {local}: {exc.strerror or exc}")
-    if settings.bucket:
-        store = settings.store()
+    repo = settings.repository
+    if repo.has_s3:
+        store = repo.s3
         head = _head(store, name)
         if head is not None:
             expected_remote = _object_md5(head)
@@ -562,8 +563,9 @@ def list_archive(settings: WalSettings, *, include_s3: bool = True) -> dict[str,
         raise DrError(
             f"cannot read the WAL archive {settings.archive_dir}: {exc.strerror or exc}"
         ) from None
-    if include_s3 and settings.bucket:
-        store = settings.store()
+    repo = settings.repository
+    if include_s3 and repo.has_s3:
+        store = repo.s3
         for obj in store.list_objects(with_restore_state=False):
             name = store.name_of(obj.key)
             if not _NAME_RE.fullmatch(name):

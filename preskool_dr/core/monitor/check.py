@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from preskool_dr.core.backup import basebackup
-from preskool_dr.core.backup.common import human_size, kept_in_s3
+from preskool_dr.core.backup.common import human_size
 from preskool_dr.core.backup.wal import WAL_DIRNAME
 from preskool_dr.core.base.config import Config
 from preskool_dr.core.base.errors import DrError, NotFoundError
@@ -32,7 +32,7 @@ from preskool_dr.core.restore.test_record import (
 from preskool_dr.core.storage import catalog
 from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.core.storage.checksum import atomic_write
-from preskool_dr.core.storage.s3store import S3Store
+from preskool_dr.core.storage.repository import Repository
 
 PLUGIN = "PRESKOOL_DR"
 DRILL_LOG_SEEN_FILE = "drill-log-seen.json"  # what `check` last saw of each drill log
@@ -355,7 +355,8 @@ def _latest_local(config: Config) -> tuple[BackupRecord | None, BackupRecord | N
         return None, None  # BACKUP_DIR never created: no backup was ever taken here
     records = [r for r in listed if r.kind != "base"]
     latest = records[0] if records else None
-    uploaded = next((r for r in records if kept_in_s3(config, r.kind)), None)
+    repo = Repository.from_config(config)
+    uploaded = next((r for r in records if repo.keeps_in_s3(r.kind)), None)
     return latest, uploaded
 
 
@@ -410,14 +411,13 @@ def _size_check(config: Config, latest: BackupRecord | None) -> CheckResult:
 
 
 def _s3_check(config: Config, latest: BackupRecord | None) -> CheckResult:
-    bucket = config.backups.s3_bucket
-    if not bucket:
+    repo = Repository.from_config(config)
+    if not repo.has_s3:
         return CheckResult("s3_replication", Status.OK, "S3 not configured")
-    store = S3Store(bucket, config.backups.s3_prefix)
     if latest is None:
         return CheckResult("s3_replication", Status.OK, "no local backup meant for S3 yet")
     try:
-        obj = store.head(latest.name)
+        obj = repo.s3.head(latest.name)
     except NotFoundError as exc:  # the object, or the whole bucket
         return CheckResult("s3_replication", Status.WARNING, f"S3 upload failed: {exc}", False)
     except DrError as exc:
@@ -425,7 +425,7 @@ def _s3_check(config: Config, latest: BackupRecord | None) -> CheckResult:
     return CheckResult(
         "s3_replication",
         Status.OK,
-        f"{latest.name} is in {store.url('')} ({obj.storage_class})",
+        f"{latest.name} is in {repo.url('')} ({obj.storage_class})",
         True,
     )
 

@@ -8,11 +8,8 @@ file or a folder of files, each with its own sidecar). Only names that parse are
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
-import shutil
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +29,24 @@ from preskool_dr.core.storage.checksum import (
     sidecar_path,
     verify_file,
 )
+from preskool_dr.core.storage.layout import (
+    COMPANION_SUFFIX,
+    META_SUFFIX,
+    companion_name,
+    companion_path,
+    meta_path,
+    remove_local,
+)
+from preskool_dr.core.storage.meta import (
+    BackupMeta,
+    check_meta,
+    iso_utc,
+    read_meta,
+    read_meta_checked,
+)
+from preskool_dr.core.storage.meta import load_untrusted_json as load_untrusted_json
+from preskool_dr.core.storage.meta import write_meta as write_meta
+from preskool_dr.core.storage.repository import Repository
 from preskool_dr.core.storage.s3store import (
     ARCHIVED_CLASSES,
     HEAD_THREADS,
@@ -42,99 +57,17 @@ from preskool_dr.core.storage.s3store import (
 
 KINDS = ("daily", "weekly", "pre-deploy", "base")
 SOURCES = ("local", "s3", "all")
-META_SUFFIX = ".meta.json"
 PART_SUFFIX = ".part"
 ATTRIBUTE_SUFFIXES = (SIDECAR_SUFFIX, META_SUFFIX, PART_SUFFIX)
 LOGICAL_PREFIX = "preskool-backup-"
-COMPANION_SUFFIX = ".dump"  # `backup --format custom`: pg_dump -Fc beside the .sql.gz
 BASE_PREFIX = "preskool-base-"
 _TIME_FORMAT = "%Y%m%d_%H%M%S"
 # Used with fullmatch only: `$` would also match before a trailing newline.
 _LOGICAL_RE = re.compile(r"preskool-backup-(\d{8}_\d{6})\.sql\.gz")
 _BASE_RE = re.compile(r"preskool-base-(\d{8}_\d{6})(?:\.tar|\.tar\.gz)?")
-META_MAX_BYTES = 1 << 20  # a .meta.json is a few KiB; a bigger one is not ours
 # A name dated more than this past the clock is never `latest`: a host whose clock is wrong,
 # or a name planted in the bucket (20991231_...) to be picked by every restore-test.
 CLOCK_SKEW = timedelta(minutes=5)
-
-
-@dataclass(frozen=True)
-class BackupMeta:
-    """`<name>.meta.json`: written by `backup`, uploaded beside the backup."""
-
-    name: str
-    kind: str
-    created_at: datetime
-    database: str
-    size: int
-    md5: str
-    row_counts: dict[str, int] = field(default_factory=dict)
-    pg_dump_version: str = ""
-    # MD5 of the custom-format companion written with it (`backup --format custom`): the
-    # only digest a companion is loaded against (its own sidecar can be replaced with it).
-    # None: no companion, or a backup from a version that did not record it.
-    companion_md5: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        extra = {"companion_md5": self.companion_md5} if self.companion_md5 else {}
-        return {
-            **extra,
-            "name": self.name,
-            "kind": self.kind,
-            "created_at": iso_utc(self.created_at),
-            "database": self.database,
-            "size": self.size,
-            "md5": self.md5,
-            "row_counts": dict(self.row_counts),
-            "pg_dump_version": self.pg_dump_version,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> BackupMeta:
-        """ValueError (or KeyError/TypeError) when `data` is not a meta record."""
-        created = datetime.fromisoformat(str(data["created_at"]))
-        counts = data.get("row_counts") or {}
-        if not isinstance(counts, dict):
-            raise TypeError("row_counts must be a mapping")
-        return cls(
-            name=str(data["name"]),
-            kind=str(data["kind"]),
-            created_at=created if created.tzinfo else created.replace(tzinfo=UTC),
-            database=str(data["database"]),
-            size=int(data["size"]),
-            md5=str(data["md5"]),
-            row_counts={str(k): int(v) for k, v in counts.items()},
-            pg_dump_version=str(data.get("pg_dump_version") or ""),
-            companion_md5=_md5_or_none(data.get("companion_md5")),
-        )
-
-
-def _md5_or_none(value: Any) -> str | None:
-    """A recorded digest, or None when there is none or it is not one (never trusted)."""
-    if isinstance(value, str) and re.fullmatch(r"[0-9a-fA-F]{32}", value):
-        return value.lower()
-    return None
-
-
-def iso_utc(at: datetime) -> str:
-    """ISO-8601 in UTC with a `Z`, the form scripts and `list --json` rely on."""
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def meta_path(backup: Path) -> Path:
-    """`F.meta.json` beside `F`."""
-    return backup.with_name(backup.name + META_SUFFIX)
-
-
-def companion_path(backup: Path) -> Path:
-    """`preskool-backup-X.dump` (custom format, its own `.md5`) beside `...-X.sql.gz`."""
-    return backup.with_name(_companion_name(backup.name))
-
-
-def _companion_name(name: str) -> str:
-    return name.removesuffix(".sql.gz") + COMPANION_SUFFIX
 
 
 def _companion_owner(name: str) -> str | None:
@@ -143,80 +76,6 @@ def _companion_owner(name: str) -> str | None:
         return None
     owner = name.removesuffix(COMPANION_SUFFIX) + ".sql.gz"
     return owner if is_logical_name(owner) else None
-
-
-def write_meta(backup: Path, meta: BackupMeta) -> Path:
-    """Atomic write; returns the path."""
-    path = meta_path(backup)
-    text = json.dumps(meta.to_json(), indent=2, sort_keys=True) + "\n"
-    try:
-        atomic_write(path, text.encode())
-    except OSError as exc:
-        raise DrError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return path
-
-
-def read_meta(backup: Path) -> BackupMeta | None:
-    """None when absent, unreadable or not a meta record."""
-    return read_meta_checked(backup)[0]
-
-
-def read_meta_checked(backup: Path) -> tuple[BackupMeta | None, str | None]:
-    """(meta, None); (None, None) when there is no meta file; (None, why) when it is bad."""
-    try:
-        data = meta_path(backup).read_bytes()
-    except FileNotFoundError:
-        return None, None
-    except OSError as exc:
-        return None, f"cannot read {meta_path(backup).name}: {exc.strerror or exc}"
-    return _check_meta(data)
-
-
-def _parse_meta(data: bytes | None) -> BackupMeta | None:
-    return _check_meta(data)[0]
-
-
-def load_untrusted_json(data: bytes) -> Any:
-    """`json.loads` for a file a bucket or a folder handed us: ValueError (never
-    RecursionError, OverflowError or a non-finite float) when it is not plain, sized JSON."""
-    if len(data) > META_MAX_BYTES:
-        raise ValueError(f"it is {len(data)} bytes, more than {META_MAX_BYTES} a meta file holds")
-    try:
-        return json.loads(data, parse_constant=_no_constant, parse_float=_finite_float)
-    except RecursionError:
-        raise ValueError("it is nested too deeply") from None
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"it holds {name}, which is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"it holds the number {text[:40]}, out of range")
-    return value
-
-
-def _check_meta(data: bytes | None) -> tuple[BackupMeta | None, str | None]:
-    """Parse meta bytes: (meta, None), (None, None) for none, (None, why) for a bad one."""
-    if data is None:
-        return None, None
-    try:
-        parsed = load_untrusted_json(data)
-        if not isinstance(parsed, dict):
-            raise TypeError(f"it holds a JSON {type(parsed).__name__}, not an object")
-        return BackupMeta.from_json(parsed), None
-    except KeyError as exc:
-        return None, f"field {_printable(str(exc))} is missing"
-    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
-        return None, _printable(str(exc) or type(exc).__name__)
-
-
-def _printable(text: str, limit: int = 160) -> str:
-    """Untrusted text for one terminal line: control characters escaped, length capped."""
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def backup_name(kind: str, at: datetime) -> str:
@@ -465,7 +324,7 @@ def _fetch_metas(
         return {}
     with ThreadPoolExecutor(max_workers=HEAD_THREADS) as pool:
         blobs = pool.map(lambda n: store.get_bytes(n + META_SUFFIX), names)
-        return {name: _check_meta(blob) for name, blob in zip(names, blobs, strict=True)}
+        return {name: check_meta(blob) for name, blob in zip(names, blobs, strict=True)}
 
 
 def _scan_s3(store: S3Store, skip_meta: set[str]) -> dict[str, BackupRecord]:
@@ -479,11 +338,6 @@ def _scan_s3(store: S3Store, skip_meta: set[str]) -> dict[str, BackupRecord]:
         name: _s3_record(store, name, group, *metas.get(name, (None, None)))
         for name, group in groups.items()
     }
-
-
-def _store(config: Config) -> S3Store | None:
-    bucket = config.backups.s3_bucket
-    return S3Store(bucket, config.backups.s3_prefix) if bucket else None
 
 
 def _merge(local: BackupRecord | None, remote: BackupRecord | None) -> BackupRecord:
@@ -516,9 +370,8 @@ def list_backups(
     in an outage the operator needs whatever can be found."""
     if source not in SOURCES:
         raise UsageError(f"unknown source {source!r}: use one of {', '.join(SOURCES)}")
-    store = _store(config)
-    if source == "s3" and store is None:
-        raise UsageError("no S3 bucket configured: set S3_BUCKET (or backups.s3_bucket)")
+    repo = Repository.from_config(config)
+    store = repo.s3 if repo.has_s3 or source == "s3" else None  # s3 without one: UsageError
     tolerant = source == "all" and warnings is not None
     local: dict[str, BackupRecord] = {}
     parts: set[str] = set()
@@ -560,7 +413,7 @@ def _s3_group_for(store: S3Store, name: str) -> _S3Group:
     try:
         main = store.head(name)
     except NotFoundError as missing:
-        folder = _folder(store, name)
+        folder = store.folder(name)
         members = folder.list_objects()
         if not members:
             raise missing from None
@@ -571,19 +424,14 @@ def _s3_group_for(store: S3Store, name: str) -> _S3Group:
     group = _S3Group(main=main)
     if store.exists(name + SIDECAR_SUFFIX):
         group.attributes.add(SIDECAR_SUFFIX)
-    if is_logical_name(name) and store.exists(_companion_name(name)):
+    if is_logical_name(name) and store.exists(companion_name(name)):
         group.attributes.add(COMPANION_SUFFIX)
     return group
 
 
-def _folder(store: S3Store, name: str) -> S3Store:
-    """The store for the members of a folder backup."""
-    return S3Store(store.bucket, f"{store.prefix}{name}/")
-
-
 def _s3_lookup(config: Config, store: S3Store, name: str) -> BackupRecord:
     group = _s3_group_for(store, name)
-    meta, meta_error = _check_meta(store.get_bytes(name + META_SUFFIX))
+    meta, meta_error = check_meta(store.get_bytes(name + META_SUFFIX))
     record = _s3_record(store, name, group, meta, meta_error)
     return replace(record, has_part=(config.backups.dir / (name + PART_SUFFIX)).exists())
 
@@ -594,8 +442,8 @@ def resolve_backup(config: Config, spec: str) -> BackupRecord:
     spec = spec.strip()
     if not spec:
         raise UsageError("BACKUP is empty: give a path, a name in BACKUP_DIR, s3://... or latest")
-    store = _store(config)
-    where = str(config.backups.dir) + (f" or {store.url('')}" if store else "")
+    repo = Repository.from_config(config)
+    where = repo.where("or")
     if spec == "latest":
         warnings: list[str] = []
         logical = [
@@ -631,9 +479,9 @@ def resolve_backup(config: Config, spec: str) -> BackupRecord:
     in_dir = config.backups.dir / spec
     if in_dir.exists():
         return _local_record(in_dir)
-    if store is not None:
+    if repo.has_s3:
         try:
-            return _s3_lookup(config, store, spec)
+            return _s3_lookup(config, repo.s3, spec)
         except NotFoundError:
             pass
     if Path(spec).exists():
@@ -651,7 +499,7 @@ def request_restore(record: BackupRecord, days: int = 7) -> str:
     if group.main is not None:
         message = store.request_restore(name, days)
     else:
-        folder = _folder(store, name)
+        folder = store.folder(name)
         messages = [folder.request_restore(folder.name_of(o.key), days) for o in group.members]
         message = messages[0]
     for suffix in (SIDECAR_SUFFIX, META_SUFFIX):
@@ -722,7 +570,7 @@ def fetch_backup(
         if with_companion and COMPANION_SUFFIX in group.attributes:
             _fetch_companion(store, dest, on_event, step_id, cancel)
         return dest
-    folder = _folder(store, name)
+    folder = store.folder(name)
     for obj in group.members:
         member = folder.name_of(obj.key)
         target = inside(dest, member)
@@ -743,7 +591,7 @@ def _fetch_companion(
     backup's meta records its MD5, and keep it only when it has that MD5 (its own sidecar
     comes from the same bucket and proves nothing); otherwise say so and leave no
     companion under its final name."""
-    companion = inside(dest.parent, _companion_name(dest.name))
+    companion = inside(dest.parent, companion_name(dest.name))
     meta = read_meta(dest)
     expected = meta.companion_md5 if meta is not None else None
     if expected is None:
@@ -784,9 +632,4 @@ def discard_download(dest: Path) -> None:
     final name the next run would take it for a good local backup and never fetch the S3
     original again; moved back to `.part` it would be resumed as complete and renamed
     straight back. Removed, the next fetch starts from byte 0. The S3 objects stay."""
-    companion = companion_path(dest)
-    if dest.is_dir():
-        shutil.rmtree(dest, ignore_errors=True)
-    for path in (dest, sidecar_path(dest), meta_path(dest), companion, sidecar_path(companion)):
-        if not path.is_dir():
-            path.unlink(missing_ok=True)
+    remove_local(dest)

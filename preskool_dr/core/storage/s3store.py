@@ -107,6 +107,10 @@ class S3Store:
     def url(self, name: str) -> str:
         return f"s3://{self.bucket}/{self.prefix}{name}"
 
+    def folder(self, name: str) -> S3Store:
+        """The store for the members of folder `name` (a base backup's files)."""
+        return S3Store(self.bucket, f"{self.prefix}{name}/")
+
     def name_of(self, key: str) -> str:
         """The name of a key relative to the prefix."""
         return key[len(self.prefix) :] if key.startswith(self.prefix) else key
