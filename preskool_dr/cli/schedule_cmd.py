@@ -17,14 +17,21 @@ from preskool_dr.core.base.schedule import (
     install,
     next_steps,
     render,
+    seed_jobs,
 )
+
+
+def _table() -> str:
+    """The help's schedule, from the same table the units and cron lines come from."""
+    return "\n".join(
+        f"  {' '.join(job.args):<24}{job.when.describe():<20}cron: {job.when.cron_fields()}"
+        for job in seed_jobs(Path("FILE"))
+    )
+
 
 EPILOG = f"""\
 the schedule (seed runbook, section 1; all times UTC):
-  backup                  daily 02:00          cron: 0 2 * * *
-  backup --kind weekly    Sunday 01:00         cron: 0 1 * * 0
-  restore-test            Sunday 03:00         cron: 0 3 * * 0
-  check --prometheus F    every 5 minutes      cron: */5 * * * *
+{_table()}
 
 examples:
   preskool-dr schedule print systemd                 look before installing

@@ -88,6 +88,9 @@ class Settings:
     prometheus_file: Path = DEFAULT_PROMETHEUS_FILE
     check_every: int = 5
 
+    def jobs(self) -> tuple[Job, ...]:
+        return seed_jobs(self.prometheus_file, self.check_every)
+
     @property
     def writable(self) -> dict[str, Path]:
         return {
@@ -150,7 +153,9 @@ def running_executable() -> tuple[str, ...]:
     return (str(Path(sys.executable).absolute()), "-m", "preskool_dr")
 
 
-def seed_jobs(settings: Settings) -> tuple[Job, ...]:
+def seed_jobs(
+    prometheus_file: Path = DEFAULT_PROMETHEUS_FILE, check_every: int = 5
+) -> tuple[Job, ...]:
     """The seed's schedule (section 1) plus the monitoring check (section 5)."""
     return (
         Job(
@@ -180,8 +185,8 @@ def seed_jobs(settings: Settings) -> tuple[Job, ...]:
         Job(
             "check",
             "backup health check for node-exporter's textfile collector",
-            ("check", "--prometheus", str(settings.prometheus_file)),
-            When(every_minutes=settings.check_every),
+            ("check", "--prometheus", str(prometheus_file)),
+            When(every_minutes=check_every),
             ("state", "prometheus"),
             "/dev/null",
             success_exit_status=(1, 2),
@@ -204,7 +209,7 @@ def render(kind: str, settings: Settings) -> dict[str, str]:
 
 
 def timer_names(settings: Settings) -> list[str]:
-    return [f"{UNIT_PREFIX}{job.name}.timer" for job in seed_jobs(settings)]
+    return [f"{UNIT_PREFIX}{job.name}.timer" for job in settings.jobs()]
 
 
 # ---------------------------------------------------------------------------- systemd
@@ -212,7 +217,7 @@ def timer_names(settings: Settings) -> list[str]:
 
 def systemd_units(settings: Settings) -> dict[str, str]:
     units: dict[str, str] = {}
-    for job in seed_jobs(settings):
+    for job in settings.jobs():
         stem = f"{UNIT_PREFIX}{job.name}"
         units[f"{stem}.service"] = _unit_text(_service_sections(settings, job))
         units[f"{stem}.timer"] = _unit_text(_timer_sections(job))
@@ -309,7 +314,7 @@ def cron_file(settings: Settings) -> str:
         "SHELL=/bin/sh",
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     ]
-    for job in seed_jobs(settings):
+    for job in settings.jobs():
         argv = " ".join(shlex.quote(word) for word in command(settings, job))
         run = f"set -a && . {env} && set +a && exec {argv} >> {shlex.quote(job.cron_log)} 2>&1"
         _refuse_control_characters(run)
@@ -367,6 +372,13 @@ def next_steps(kind: str, folder: Path, settings: Settings) -> list[str]:
             "(mode 0600, the secrets the jobs read)"
         )
     if kind == "systemd":
+        for path in sorted(set(settings.writable.values())):
+            if not path.is_dir():
+                steps.append(
+                    f"# {path} does not exist yet: create it (`preskool-dr init` makes the "
+                    "backup and state folders); ProtectSystem=strict lets the jobs write only "
+                    "into folders that exist"
+                )
         if folder.resolve() != SYSTEMD_DIR:
             steps.append(
                 f"install -m 0644 {shlex.quote(str(folder))}/{UNIT_PREFIX}* {SYSTEMD_DIR}/"
