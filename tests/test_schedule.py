@@ -87,17 +87,36 @@ def preskool_args(argv: list[str]) -> list[str]:
     return rest
 
 
-def print_schedule(kind: str, *extra: str) -> str:
-    result = run_cli(*extra, "schedule", "print", kind)
+def print_schedule(kind: str, *options: str, runbook: str | None = None) -> str:
+    before = ["--runbook", runbook] if runbook else []
+    result = run_cli(*before, "schedule", "print", kind, *options)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
-def test_systemd_units_hold_the_seed_schedule_and_hardening(base_env: dict[str, str]) -> None:
-    units = split_printed_units(print_schedule("systemd"))
+@pytest.fixture
+def job_env_file(base_env: dict[str, str], tmp_path: Path) -> Path:
+    """The environment file the jobs will read; its folders differ from the shell's."""
+    path = tmp_path / "site" / "preskool-dr.env"
+    path.parent.mkdir()
+    path.write_text(
+        "# what `init` writes\n"
+        f"BACKUP_DIR={tmp_path}/site/backups\n"
+        f"PRESKOOL_DR_STATE_DIR='{tmp_path}/site/state'\n"
+        f"PRESKOOL_DR_RUNBOOK={REPO}/runbook.yaml\n"
+    )
+    path.chmod(0o600)
+    return path
+
+
+def test_systemd_units_hold_the_seed_schedule_and_hardening(
+    base_env: dict[str, str], job_env_file: Path
+) -> None:
+    units = split_printed_units(print_schedule("systemd", "--env-file", str(job_env_file)))
     assert sorted(units) == sorted(
         f"preskool-dr-{job}.{suffix}" for job in SEED for suffix in ("service", "timer")
     )
+    site = job_env_file.parent
     for name, unit in units.items():
         job = job_of(name)
         if name.endswith(".timer"):
@@ -114,18 +133,35 @@ def test_systemd_units_hold_the_seed_schedule_and_hardening(base_env: dict[str, 
         assert service["NoNewPrivileges"] == "yes"
         assert service["PrivateTmp"] == "yes"
         assert service["ProtectSystem"] == "strict"
-        assert service["EnvironmentFile"] == str(environment_file())
+        assert service["EnvironmentFile"] == str(job_env_file)
+        # the folders the job will use (from its environment file), not the shell's
         writable = shlex.split(service["ReadWritePaths"])
-        assert f"-{base_env['PRESKOOL_DR_STATE_DIR']}" in writable
+        assert f"-{site}/state" in writable
+        assert f"-{base_env['PRESKOOL_DR_STATE_DIR']}" not in writable
         if job == "check":
-            assert f"-{Path(args[-1]).parent}" in writable
+            assert writable == [f"-{site}/state", f"-{Path(args[-1]).parent}"]
             assert service["SuccessExitStatus"] == "1 2"  # WARNING/CRITICAL are answers
         else:
-            assert f"-{base_env['BACKUP_DIR']}" in writable
+            assert writable == [f"-{site}/backups", f"-{site}/state"]
+
+
+def test_without_settings_the_state_folder_is_under_the_job_users_home(
+    base_env: dict[str, str], tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    me = pwd.getpwuid(os.geteuid())
+    units = split_printed_units(
+        print_schedule("systemd", "--env-file", str(empty), "--user", me.pw_name)
+    )
+    writable = shlex.split(units["preskool-dr-backup.service"]["Service"]["ReadWritePaths"])
+    assert f"-{Path(me.pw_dir)}/.local/state/preskool-dr" in writable
+    unknown = run_cli("schedule", "print", "systemd", "--user", "no-such-user-9f2c")
+    assert unknown.returncode == 2 and "no-such-user-9f2c" in unknown.stderr
 
 
 def test_cron_file_holds_the_seed_schedule_in_utc(base_env: dict[str, str]) -> None:
-    text = print_schedule("cron", "--runbook", base_env["PRESKOOL_DR_RUNBOOK"])
+    text = print_schedule("cron", runbook=base_env["PRESKOOL_DR_RUNBOOK"])
     lines = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert "CRON_TZ=UTC" in lines
     jobs = [line for line in lines if "=" not in line.split()[0]]
@@ -228,14 +264,14 @@ def test_the_console_script_names_itself_resolved(base_env: dict[str, str]) -> N
     if not script.exists():
         pytest.skip(f"no console script next to {sys.executable}")
     result = subprocess.run(
-        [str(script), "schedule", "print", "cron", "--user", "backup-operator"],
+        [str(script), "schedule", "print", "cron", "--user", "nobody"],
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode == 0, result.stderr
     assert f"exec {script.resolve()} backup >>" in result.stdout
-    assert " backup-operator set -a" in result.stdout
+    assert " nobody set -a" in result.stdout
 
 
 def test_cron_check_line_runs_under_sh(base_env: dict[str, str], tmp_path: Path) -> None:

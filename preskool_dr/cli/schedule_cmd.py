@@ -49,7 +49,8 @@ folder), PrivateTmp; secrets come from EnvironmentFile= (the 0600 file `init` wr
 /etc/preskool-dr/preskool-dr.env as root). cron: the same jobs with CRON_TZ=UTC, each
 sourcing that file first, output appended to the seed's /var/log/preskool-*.log.
 The jobs run the preskool-dr you run this with (its absolute path), with --runbook when
-you give one. Folders come from the runbook and environment now: after changing them,
+you give one. The folders they may write come from what the jobs will see (the environment
+file, then the runbook, then the defaults), not from your shell: after changing them,
 install again with --force. Exit 0 written/printed, 2 usage or a file exists.
 """
 
@@ -109,6 +110,13 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
         help="how often `check` runs, in minutes dividing an hour (default: 5)",
     )
     parser.add_argument(
+        "--env-file",
+        type=Path,
+        metavar="PATH",
+        help="the environment file the jobs read, 0600 (default: /etc/preskool-dr/"
+        "preskool-dr.env as root, else $XDG_CONFIG_HOME/preskool-dr/preskool-dr.env)",
+    )
+    parser.add_argument(
         "--user",
         metavar="NAME",
         help="who the jobs run as (default: you; systemd User=, the cron user field)",
@@ -121,6 +129,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         user=args.user,
         prometheus_file=args.prometheus,
         check_every=args.check_every,
+        env_file=args.env_file,
     )
     files = render(args.format, settings)
     if args.schedule_action == "print":

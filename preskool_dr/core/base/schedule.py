@@ -15,14 +15,12 @@ import shlex
 import shutil
 import sys
 import tempfile
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 
 from preskool_dr.core.base.config import BackupSettings, find_runbook, load_config
 from preskool_dr.core.base.errors import ConfigError, UsageError
 from preskool_dr.core.base.host_files import environment_file, read_environment_file
-from preskool_dr.core.base.paths import state_dir
 
 DEFAULT_PROMETHEUS_FILE = Path("/var/lib/prometheus/node-exporter/preskool_dr.prom")
 CHECK_INTERVALS = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30)  # minutes that divide an hour evenly
@@ -106,36 +104,41 @@ def host_settings(
     user: str | None = None,
     prometheus_file: Path = DEFAULT_PROMETHEUS_FILE,
     check_every: int = 5,
-    env: typing.Mapping[str, str] | None = None,
+    env_file: Path | None = None,
 ) -> Settings:
-    """Settings for this host. The folders the jobs write come from the runbook and the
-    environment the jobs will see: this environment with the environment file laid over it.
-    With no runbook found yet, the defaults (and BACKUP_DIR / PRESKOOL_DR_STATE_DIR)."""
-    env = os.environ if env is None else env
-    env_file = environment_file(env)
-    job_env = {**env, **read_environment_file(env_file)}
+    """Settings for this host. The folders the jobs write are the ones the jobs will use:
+    they see the environment file (`env_file`, default `environment_file()`), never the
+    shell this runs in, so BACKUP_DIR and PRESKOOL_DR_STATE_DIR come from that file, then
+    the runbook, then the defaults (the state folder under the job user's home)."""
+    if check_every not in CHECK_INTERVALS:
+        raise UsageError(
+            f"the check interval must divide an hour evenly: one of {CHECK_INTERVALS} minutes"
+        )
+    user = user or pwd.getpwuid(os.geteuid()).pw_name
+    try:
+        home = Path(pwd.getpwnam(user).pw_dir)
+    except KeyError:
+        raise UsageError(f"there is no user {user!r} on this host (--user)") from None
+    env_file = env_file or environment_file()
+    job_env = read_environment_file(env_file)
     try:
         found: Path | None = find_runbook(runbook, job_env)
     except ConfigError:
         found = None  # none anywhere yet (find_runbook never fails on an explicit path)
     if found is not None:
-        config = load_config(found, job_env)
-        backup_dir, states = config.backups.dir, config.state_dir
+        backup_dir = load_config(found, job_env).backups.dir  # BACKUP_DIR wins there too
     else:
         backup_dir = Path(job_env.get("BACKUP_DIR") or BackupSettings().dir)
-        explicit_state = job_env.get("PRESKOOL_DR_STATE_DIR")
-        states = Path(explicit_state) if explicit_state else state_dir()
-    if check_every not in CHECK_INTERVALS:
-        raise UsageError(
-            f"the check interval must divide an hour evenly: one of {CHECK_INTERVALS} minutes"
-        )
+    explicit_state = job_env.get("PRESKOOL_DR_STATE_DIR")
+    # what `paths.state_dir` gives the job: systemd and cron set no XDG_STATE_HOME
+    states = Path(explicit_state) if explicit_state else home / ".local/state/preskool-dr"
     return Settings(
         executable=running_executable(),
         runbook=runbook.expanduser().resolve() if runbook else None,
-        environment_file=env_file,
+        environment_file=env_file.expanduser().absolute(),
         backup_dir=backup_dir.expanduser().absolute(),
         state_dir=states.expanduser().absolute(),
-        user=user or pwd.getpwuid(os.geteuid()).pw_name,
+        user=user,
         prometheus_file=prometheus_file.expanduser().absolute(),
         check_every=check_every,
     )
