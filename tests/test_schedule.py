@@ -344,3 +344,24 @@ def test_environment_file_place_and_reading(tmp_path: Path) -> None:
         "S3_BUCKET": "b",
     }
     assert read_environment_file(tmp_path / "missing.env") == {}
+
+
+def test_another_user_gets_user_lines_and_next_steps(
+    base_env: dict[str, str], tmp_path: Path
+) -> None:
+    try:
+        pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("this host has no user `nobody`")
+    units = split_printed_units(print_schedule("systemd", "--user", "nobody"))
+    for name, unit in units.items():
+        if name.endswith(".service"):
+            assert unit["Service"]["User"] == "nobody"
+    result = run_cli("schedule", "install", "cron", "--dir", str(tmp_path), "--user", "nobody")
+    assert result.returncode == 0, result.stderr
+    # cron reads the environment file and opens the seed's logs as that user
+    assert f"chown nobody {environment_file()}" in result.stdout
+    assert "touch /var/log/preskool-backup.log && chown nobody" in result.stdout
+    assert f"install -m 0644 -o root {tmp_path}/preskool-dr /etc/cron.d/preskool-dr" in (
+        result.stdout
+    )

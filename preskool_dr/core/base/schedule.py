@@ -2,8 +2,8 @@
 
 Section 1 of the seed: daily backup 02:00 UTC, weekly archive Sunday 01:00 UTC, restore-test
 Sunday 03:00 UTC; section 5's alerts come from `check`, run every few minutes to keep the
-node-exporter textfile fresh. `SEED_JOBS` holds each job once (its arguments and its time);
-both renderers read it, so the systemd and cron forms cannot drift apart.
+node-exporter textfile fresh. `seed_jobs` holds each job once (its arguments and its time);
+both renderers and the `--help` table read it, so they cannot drift apart.
 """
 
 from __future__ import annotations
@@ -321,11 +321,9 @@ def cron_file(settings: Settings) -> str:
         argv = " ".join(shlex.quote(word) for word in command(settings, job))
         run = f"set -a && . {env} && set +a && exec {argv} >> {shlex.quote(job.cron_log)} 2>&1"
         _refuse_control_characters(run)
-        lines += [
-            "",
-            f"# {job.summary}: {job.when.describe()}",
-            f"{job.when.cron_fields()} {settings.user} {run.replace('%', chr(92) + '%')}",
-        ]
+        run = run.replace("%", "\\%")  # cron turns a bare % into a newline
+        lines += ["", f"# {job.summary}: {job.when.describe()}"]
+        lines.append(f"{job.when.cron_fields()} {settings.user} {run}")
     return "\n".join(lines) + "\n"
 
 
@@ -392,6 +390,13 @@ def next_steps(kind: str, folder: Path, settings: Settings) -> list[str]:
             f"systemctl list-timers '{UNIT_PREFIX}*'",
         ]
     else:
+        if settings.user != "root":
+            steps.append(
+                f"chown {settings.user} {shlex.quote(str(settings.environment_file))}  "
+                f"# cron jobs read it as {settings.user} (it stays 0600)"
+            )
+            for log in sorted({job.cron_log for job in settings.jobs()} - {"/dev/null"}):
+                steps.append(f"touch {log} && chown {settings.user} {log}  # cron appends to it")
         path = folder / CRON_FILE_NAME
         if folder.resolve() != CRON_DIR:
             steps.append(
