@@ -373,13 +373,15 @@ def next_steps(kind: str, folder: Path, settings: Settings) -> list[str]:
             "(mode 0600, the secrets the jobs read)"
         )
     if kind == "systemd":
-        for path in sorted(set(settings.writable.values())):
-            if not path.is_dir():
-                steps.append(
-                    f"# {path} does not exist yet: create it (`preskool-dr init` makes the "
-                    "backup and state folders); ProtectSystem=strict lets the jobs write only "
-                    "into folders that exist"
-                )
+        missing = [
+            str(path) for path in sorted(set(settings.writable.values())) if not path.is_dir()
+        ]
+        if missing:
+            steps.append(
+                f"# not there yet: {', '.join(missing)} - create them (`preskool-dr init` makes "
+                "the backup and state folders): ProtectSystem=strict lets the jobs write only "
+                "into folders that exist"
+            )
         if folder.resolve() != SYSTEMD_DIR:
             steps.append(
                 f"install -m 0644 {shlex.quote(str(folder))}/{UNIT_PREFIX}* {SYSTEMD_DIR}/"
