@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "drill_log_cmd",
     "wal_cmd",
     "pitr_cmd",
+    "schedule_cmd",
 )
 # PostgreSQL runs these once per WAL segment: they skip importing every other command.
 PER_SEGMENT_COMMANDS = {"wal-push": "wal_cmd", "wal-fetch": "wal_cmd"}
