@@ -35,7 +35,7 @@ import yaml
 from psycopg import sql
 
 from preskool_dr.core.backup.take import run_backup
-from preskool_dr.core.base import procs
+from preskool_dr.core.base import files, procs
 from preskool_dr.core.base.config import load_config, shipped_runbook_path
 from preskool_dr.core.base.errors import DrError, NotFoundError
 from preskool_dr.core.base.events import EventSink, Notice, ignore_events, utcnow
@@ -283,7 +283,7 @@ class Sandbox:
         # key may sign as any name the operator types at the sign-off.
         kind, blob = Path(f"{self.drill_key}.pub").read_text(encoding="utf-8").split()[:2]
         line = f'* namespaces="{signing.NAMESPACE}" {kind} {blob}\n'
-        checksum.atomic_write(self.allowed_signers, line.encode(), mode=0o600)
+        files.atomic_write(self.allowed_signers, line.encode(), mode=0o600)
 
     def _write_runbook(self, source: Path) -> None:
         """The shipped runbook with the database, backups and app pointed at the sandbox."""
@@ -405,9 +405,7 @@ class Sandbox:
                 "app": self.app.proc.pid if self.app else None,
             },
         }
-        tmp = self.dir / f".{MANIFEST}.tmp"
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, self.dir / MANIFEST)
+        files.atomic_write(self.dir / MANIFEST, (json.dumps(data, indent=2) + "\n").encode())
 
     # ------------------------------------------------------------ stopping
 

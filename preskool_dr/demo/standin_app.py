@@ -50,6 +50,7 @@ from psycopg import sql
 
 from preskool_dr.core.base import procs
 from preskool_dr.core.base.errors import DrError
+from preskool_dr.core.base.files import atomic_write
 
 HEALTH_PATH = "/api/v1/health"
 HEAD_REVISION = "0002_dr_standin"
@@ -77,12 +78,6 @@ def read_calls(state_dir: Path) -> list[str]:
         return (state_dir / "calls.log").read_text().split()
     except FileNotFoundError:
         return []
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def command(action: str, state_dir: Path, *extra: str) -> list[str]:
@@ -201,8 +196,8 @@ def serve(state_dir: Path, port: int, dbname: str | None) -> None:
     server.daemon_threads = True
     pid_file, port_file = state_dir / "app.pid", state_dir / "app.port"
     try:
-        _write_atomic(pid_file, f"{os.getpid()}\n")
-        _write_atomic(port_file, f"{server.server_address[1]}\n")
+        atomic_write(pid_file, f"{os.getpid()}\n".encode())
+        atomic_write(port_file, f"{server.server_address[1]}\n".encode())
         print(f"stand-in app serving http://127.0.0.1:{server.server_address[1]}{HEALTH_PATH}")
         sys.stdout.flush()
         server.serve_forever(poll_interval=0.2)
@@ -285,10 +280,10 @@ def run(args: argparse.Namespace) -> None:
         log.write(args.action + "\n")
     _faults(args)
     if args.action == "stop":
-        _write_atomic(state_file(state_dir), "stopped\n")
+        atomic_write(state_file(state_dir), b"stopped\n")
         print("Stopping preskool_frontend ... done\nStopping preskool_backend  ... done")
     elif args.action == "start":
-        _write_atomic(state_file(state_dir), "started\n")
+        atomic_write(state_file(state_dir), b"started\n")
         print("Starting preskool_backend  ... done\nStarting preskool_frontend ... done")
     else:
         dbname = _default_db(args.db)

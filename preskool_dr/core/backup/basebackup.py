@@ -32,7 +32,7 @@ import psycopg
 from preskool_dr.core.backup import wal
 from preskool_dr.core.backup.common import BackupResult, backup_dir_lock, human_size
 from preskool_dr.core.backup.wal import Segment, WalSettings
-from preskool_dr.core.base import database, procs
+from preskool_dr.core.base import database, files, procs
 from preskool_dr.core.base.config import Config, DatabaseSettings
 from preskool_dr.core.base.errors import Cancelled, DrError, VerificationError
 from preskool_dr.core.base.events import EventSink, LogLine, Notice, ignore_events, utcnow
@@ -300,9 +300,9 @@ def _take(
             pg_dump_version=tool_version,
         )
         text = json.dumps({**meta.to_json(), "base": info.to_json()}, indent=2, sort_keys=True)
-        checksum.atomic_write(meta_file, text.encode() + b"\n")
+        files.atomic_write(meta_file, text.encode() + b"\n")
         tmp.rename(final)
-        checksum.fsync_dir(final.parent)
+        files.fsync_dir(final.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         meta_file.unlink(missing_ok=True)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from preskool_dr.core.base import procs
+from preskool_dr.core.base import files, procs
 from preskool_dr.core.base.config import DatabaseSettings
 from preskool_dr.core.base.database import libpq_env
 from preskool_dr.core.base.errors import DrError
@@ -103,12 +103,12 @@ class _CompanionDump:
             )
         fd = os.open(self.part, os.O_RDONLY)
         try:
-            os.fchmod(fd, checksum.PRIVATE_FILE_MODE)  # pg_dump --file made it 0666 & ~umask
+            os.fchmod(fd, files.PRIVATE_FILE_MODE)  # pg_dump --file made it 0666 & ~umask
             os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(self.part, self.final)
-        checksum.fsync_dir(self.final.parent)
+        files.fsync_dir(self.final.parent)
         result = checksum.verify_file(
             self.final, None, on_event=on_event, step_id=step_id, check_gzip=False
         )

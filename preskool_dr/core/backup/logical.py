@@ -34,7 +34,7 @@ from preskool_dr.core.backup.common import (
 )
 from preskool_dr.core.backup.companion import companion_dump
 from preskool_dr.core.backup.retention import apply_retention
-from preskool_dr.core.base import database, procs
+from preskool_dr.core.base import database, files, procs
 from preskool_dr.core.base.config import Config, DatabaseSettings
 from preskool_dr.core.base.errors import (
     Cancelled,
@@ -222,7 +222,7 @@ def _dump(
                         cancel,
                     )
         os.rename(part, final)
-        checksum.fsync_dir(final.parent)
+        files.fsync_dir(final.parent)
     except psycopg.Error as exc:
         part.unlink(missing_ok=True)
         raise DrError(

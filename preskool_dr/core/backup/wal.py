@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from preskool_dr.core.base import files
 from preskool_dr.core.base.config import BackupSettings, Config
 from preskool_dr.core.base.errors import DrError, UsageError, VerificationError
 from preskool_dr.core.base.paths import ensure_private_dir, inside
@@ -196,7 +197,7 @@ def _write_temp(chunks: Iterable[bytes], directory: Path, name: str) -> tuple[Pa
 
 def _install(tmp: Path, final: Path) -> None:
     tmp.replace(final)
-    checksum.fsync_dir(final.parent)
+    files.fsync_dir(final.parent)
 
 
 # ---------------------------------------------------------------- push
@@ -263,7 +264,7 @@ def _archive_locally(source: Path, final: Path) -> tuple[str, str]:
             )
         tmp.chmod(FILE_MODE)
         wrote_sidecar = _claim_sidecar(final, md5)
-        if not checksum.install_new(tmp, final):
+        if not files.install_new(tmp, final):
             # Another push got there first: the same bytes, or refused.
             try:
                 return md5, _already_archived(md5, final)
@@ -271,7 +272,7 @@ def _archive_locally(source: Path, final: Path) -> tuple[str, str]:
                 if wrote_sidecar:  # ours names bytes that are not the archived ones
                     checksum.sidecar_path(final).unlink(missing_ok=True)
                 raise
-        checksum.fsync_dir(final.parent)
+        files.fsync_dir(final.parent)
     finally:
         tmp.unlink(missing_ok=True)
     return md5, "archived"

@@ -23,6 +23,7 @@ from preskool_dr.core.backup.wal import WAL_DIRNAME
 from preskool_dr.core.base.config import Config
 from preskool_dr.core.base.errors import DrError, NotFoundError
 from preskool_dr.core.base.events import utcnow
+from preskool_dr.core.base.files import atomic_write
 from preskool_dr.core.base.paths import ensure_private_dir
 from preskool_dr.core.drill import log as drill_log
 from preskool_dr.core.restore.test_record import (
@@ -31,7 +32,6 @@ from preskool_dr.core.restore.test_record import (
 )
 from preskool_dr.core.storage import catalog
 from preskool_dr.core.storage.catalog import BackupRecord
-from preskool_dr.core.storage.checksum import atomic_write
 from preskool_dr.core.storage.repository import Repository
 
 PLUGIN = "PRESKOOL_DR"

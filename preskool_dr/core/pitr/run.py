@@ -33,6 +33,7 @@ from pathlib import Path
 
 from preskool_dr.core.backup.basebackup import BASE_TAR
 from preskool_dr.core.backup.wal import WalSettings
+from preskool_dr.core.base import files
 from preskool_dr.core.base.config import Config
 from preskool_dr.core.base.errors import Cancelled, DrError, VerificationError
 from preskool_dr.core.base.events import (
@@ -53,7 +54,6 @@ from preskool_dr.core.pitr.server import LOG_NAME, RecoveredServer
 from preskool_dr.core.pitr.steps import STEPS
 from preskool_dr.core.restore.engine import default_operator
 from preskool_dr.core.restore.journal import new_run_id
-from preskool_dr.core.storage import checksum
 
 START_WAIT_SECONDS = 120.0
 
@@ -123,7 +123,7 @@ class PitrRun:
         path = journal_path(self.config.state_dir, self.state.run_id)
         ensure_private_dir(path.parent)
         text = json.dumps(self.state.to_json(), indent=2, sort_keys=True) + "\n"
-        checksum.atomic_write(path, text.encode(), mode=0o600)
+        files.atomic_write(path, text.encode(), mode=0o600)
 
     def remember_drill_entry(self, sha256: str, line: int, log: Path) -> None:
         """The drill log's line for this run (drill.record): kept in the journal."""

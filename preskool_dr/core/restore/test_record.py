@@ -12,9 +12,9 @@ from typing import Any
 
 from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.events import utcnow
+from preskool_dr.core.base.files import atomic_write
 from preskool_dr.core.base.paths import ensure_private_dir
 from preskool_dr.core.storage import catalog
-from preskool_dr.core.storage.checksum import atomic_write
 
 RESTORE_TEST_FILE = Path("restore-test") / "last.json"
 

@@ -21,10 +21,10 @@ from typing import Any
 from preskool_dr.core.base.config import Config
 from preskool_dr.core.base.errors import Cancelled, DrError, NotFoundError, UsageError
 from preskool_dr.core.base.events import EventSink, Notice, ignore_events
+from preskool_dr.core.base.files import atomic_write
 from preskool_dr.core.base.paths import UnsafeNameError, ensure_private_dir, inside, name_problem
 from preskool_dr.core.storage.checksum import (
     SIDECAR_SUFFIX,
-    atomic_write,
     backup_members,
     sidecar_path,
     verify_file,

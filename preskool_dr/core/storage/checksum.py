@@ -13,14 +13,12 @@ command, write a file or switch databases on the host that restores it fails ver
 
 from __future__ import annotations
 
-import errno
 import gzip
 import hashlib
 import os
 import queue
 import re
 import stat
-import tempfile
 import threading
 import zlib
 from dataclasses import dataclass, replace
@@ -28,6 +26,7 @@ from pathlib import Path
 
 from preskool_dr.core.base.errors import Cancelled, DrError, NotFoundError, VerificationError
 from preskool_dr.core.base.events import EventSink, ProgressMeter, ignore_events
+from preskool_dr.core.base.files import PRIVATE_FILE_MODE, atomic_write
 from preskool_dr.core.storage.dumptext import DUMP_HEAD, DumpText, Finding
 
 CHUNK = 1024 * 1024
@@ -43,7 +42,6 @@ _MD5_RE = re.compile(r"[0-9a-fA-F]{32}")
 _GNU_LINE = re.compile(r"(?P<md5>[0-9a-fA-F]{32}) [ *](?P<name>.+)")
 _BSD_LINE = re.compile(r"MD5 \((?P<name>.+)\) = (?P<md5>[0-9a-fA-F]{32})")
 # Backups hold the whole database: what the tool writes is readable by its owner only.
-PRIVATE_FILE_MODE = 0o600
 # pg_dump's plain format opens with this banner and closes with the "complete" one, which it
 # writes only after the last object; since PostgreSQL 17.6/16.10/15.14 a `\unrestrict KEY`
 # line may follow it. Only the head and a small tail of the text are kept while streaming.
@@ -65,65 +63,6 @@ def sidecar_path(backup: Path) -> Path:
 def md5_hasher() -> hashlib._Hash:
     # MD5 here is an integrity check the runbook and md5sum share, not a security control.
     return hashlib.md5(usedforsecurity=False)
-
-
-def atomic_write(
-    path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE, *, overwrite: bool = True
-) -> bool:
-    """Write `data` to `path` via temp file + fsync + rename, so readers never see half a file.
-
-    `overwrite=False` installs with a hard link instead, which fails when `path` exists (a
-    rename would replace it): returns False, and `path` is left as it was.
-
-    mkstemp creates the temp file with O_CREAT|O_EXCL|O_NOFOLLOW, and its mode is set
-    through the descriptor: a symlink swapped in under the temp name is never followed."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if overwrite:
-            tmp.replace(path)
-        elif not install_new(tmp, path):
-            return False
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
-    return True
-
-
-# errno of link(2) on a file system without hard links (vfat, some SMB and FUSE mounts)
-_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
-
-
-def install_new(tmp: Path, path: Path) -> bool:
-    """Give the finished temp file `tmp` the name `path` unless that name exists: os.link
-    fails when it does, where a rename would replace it; False then, `path` untouched.
-    `tmp` may remain: the caller removes it. On a file system without hard links: a check
-    and a rename (a small race window), rather than no install at all."""
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        return False
-    except OSError as exc:
-        if exc.errno not in _NO_HARD_LINKS:
-            raise
-        if path.exists():
-            return False
-        tmp.replace(path)
-    return True
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename durable: the directory entry must reach the disk too."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_sidecar(backup: Path, md5: str, *, mode: int = PRIVATE_FILE_MODE) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from preskool_dr.core.base.errors import DrError
-from preskool_dr.core.storage.checksum import atomic_write
+from preskool_dr.core.base.files import atomic_write
 from preskool_dr.core.storage.layout import meta_path
 
 META_MAX_BYTES = 1 << 20  # a .meta.json is a few KiB; a bigger one is not ours

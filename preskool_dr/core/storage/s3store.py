@@ -24,9 +24,10 @@ from botocore.config import Config as BotoConfig
 
 from preskool_dr.core.base.errors import ArchivedError, Cancelled, DrError, NotFoundError
 from preskool_dr.core.base.events import EventSink, ProgressMeter, ignore_events
+from preskool_dr.core.base.files import PRIVATE_FILE_MODE, fsync_dir
 from preskool_dr.core.base.paths import name_problem
 from preskool_dr.core.base.procs import redact
-from preskool_dr.core.storage.checksum import CHUNK, PRIVATE_FILE_MODE, fsync_dir
+from preskool_dr.core.storage.checksum import CHUNK
 
 ARCHIVED_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
 RESTORE_WAIT = {"GLACIER": "3-5 hours", "DEEP_ARCHIVE": "up to 12 hours"}
