@@ -371,7 +371,7 @@ class _File:
 def shipped_runbook_path() -> Path:
     """The commented template that ships with preskool-dr (what the demo starts from and what
     a site copies to one of the places `find_runbook` looks). Never read implicitly."""
-    return Path(__file__).resolve().parents[2] / DEFAULT_RUNBOOK_NAME
+    return Path(__file__).resolve().parents[3] / DEFAULT_RUNBOOK_NAME
 
 
 def runbook_search_path(env: typing.Mapping[str, str] | None = None) -> list[Path]:
