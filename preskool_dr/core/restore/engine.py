@@ -28,7 +28,7 @@ import humanize
 import psycopg
 
 from preskool_dr.core.base import database
-from preskool_dr.core.base.config import STEP_IDS, AppCommands, Config, DatabaseSettings
+from preskool_dr.core.base.config import AppCommands, Config, DatabaseSettings
 from preskool_dr.core.base.errors import Cancelled, DrError, UsageError
 from preskool_dr.core.base.events import (
     EventSink,
@@ -41,6 +41,7 @@ from preskool_dr.core.base.events import (
 )
 from preskool_dr.core.base.lock import ServerLock, TargetLock, lock_path
 from preskool_dr.core.base.procs import redact
+from preskool_dr.core.base.steps import STEP_ID_LIST, StepId
 from preskool_dr.core.restore import pinned, restore_test
 from preskool_dr.core.restore.appctl import check_health, run_app_command
 from preskool_dr.core.restore.journal import (
@@ -59,19 +60,19 @@ from preskool_dr.core.storage import catalog, checksum
 # Headless order: check the backup (2-4) before taking the app offline (1), so a bad
 # backup costs no downtime. The checklist keeps the runbook's numbering.
 HEADLESS_ORDER = (
-    "identify",
-    "download",
-    "verify",
-    "app_offline",
-    "recreate_db",
-    "restore",
-    "migrate",
-    "app_online",
-    "health",
+    StepId.IDENTIFY,
+    StepId.DOWNLOAD,
+    StepId.VERIFY,
+    StepId.APP_OFFLINE,
+    StepId.RECREATE_DB,
+    StepId.RESTORE,
+    StepId.MIGRATE,
+    StepId.APP_ONLINE,
+    StepId.HEALTH,
 )
-BACKUP_CHECK_STEPS = ("identify", "download", "verify")
-DESTRUCTIVE_STEPS = frozenset({"recreate_db"})
-SKIPPABLE_STEPS = frozenset({"app_offline", "migrate", "app_online", "health"})
+BACKUP_CHECK_STEPS = (StepId.IDENTIFY, StepId.DOWNLOAD, StepId.VERIFY)
+DESTRUCTIVE_STEPS = frozenset({StepId.RECREATE_DB})
+SKIPPABLE_STEPS = frozenset({StepId.APP_OFFLINE, StepId.MIGRATE, StepId.APP_ONLINE, StepId.HEALTH})
 OUTPUT_TAIL = 40
 
 
@@ -207,7 +208,8 @@ class Engine:
             incident_declared_at=options.incident_declared_at or now,
             created_at=now,
             steps=[
-                StepRecord(id=s.id, number=i + 1, title=s.title) for i, s in enumerate(config.steps)
+                StepRecord(id=step_id, number=i, title=config.step(step_id).title)
+                for i, step_id in enumerate(StepId, 1)
             ],
             pid=os.getpid(),
         )
@@ -291,8 +293,8 @@ class Engine:
         return self.config.drill.app if self.drill else self.config.app
 
     def step(self, step_id: str) -> StepRecord:
-        if step_id not in STEP_IDS:  # a front end's typo is a usage error, not a KeyError
-            raise UsageError(f"unknown step {step_id!r} (steps: {', '.join(STEP_IDS)})")
+        if StepId.known(step_id) is None:  # a front end's typo is a usage error, not a KeyError
+            raise UsageError(f"unknown step {step_id!r} (steps: {STEP_ID_LIST})")
         return self.state.step(step_id)
 
     def blocked_reason(self, step_id: str) -> str | None:
@@ -300,27 +302,27 @@ class Engine:
         record = self.step(step_id)
         if record.status is StepStatus.RUNNING:
             return "it is running"
-        if record.status is StepStatus.DONE and step_id in ("recreate_db", "restore"):
+        if record.status is StepStatus.DONE and step_id in (StepId.RECREATE_DB, StepId.RESTORE):
             return "it is done; start a new run to restore again"
         if self.state.finished:
             return f"the run is {self.state.result}"
-        need: tuple[str, ...] = ()
-        if step_id == "download":
-            need = ("identify",)
-        elif step_id == "verify":
-            need = ("identify", "download")
-        elif step_id in ("recreate_db", "restore"):
+        need: tuple[StepId, ...] = ()
+        if step_id == StepId.DOWNLOAD:
+            need = (StepId.IDENTIFY,)
+        elif step_id == StepId.VERIFY:
+            need = (StepId.IDENTIFY, StepId.DOWNLOAD)
+        elif step_id in (StepId.RECREATE_DB, StepId.RESTORE):
             # step 6 too: a step 4 run again after step 5 that failed stops the load
             for dep in BACKUP_CHECK_STEPS:
                 if self.step(dep).status is not StepStatus.DONE:
                     return f"step {self.step(dep).number} ({self.step(dep).title}) must pass first"
-            need = ("app_offline",) if step_id == "recreate_db" else ("recreate_db",)
-        elif step_id == "migrate":
-            need = ("restore",)
-        elif step_id == "app_online":
-            need = ("restore", "migrate")
-        elif step_id == "health":
-            need = ("app_online",)
+            need = (StepId.APP_OFFLINE,) if step_id == StepId.RECREATE_DB else (StepId.RECREATE_DB,)
+        elif step_id == StepId.MIGRATE:
+            need = (StepId.RESTORE,)
+        elif step_id == StepId.APP_ONLINE:
+            need = (StepId.RESTORE, StepId.MIGRATE)
+        elif step_id == StepId.HEALTH:
+            need = (StepId.APP_ONLINE,)
         for dep in need:
             dep_record = self.step(dep)
             if not dep_record.settled:
@@ -341,7 +343,7 @@ class Engine:
     def production_state(self) -> str:
         """One honest sentence about where production is, for failures and summaries."""
         s = self.state
-        recreate = self.step("recreate_db")
+        recreate = self.step(StepId.RECREATE_DB)
         if recreate.status is StepStatus.PENDING and s.aside_state is None:
             return f"production database {s.target_db} has not been touched"
         if s.aside_state == "rolled-back":
@@ -365,8 +367,8 @@ class Engine:
 
     def choose_backup(self, spec: str) -> BackupChoice:
         """Step 2 with the operator's choice (the TUI's browser, or BACKUP on the CLI)."""
-        self._run("identify", lambda record, cancel: self._identify(spec))
-        record = self.step("identify")
+        self._run(StepId.IDENTIFY, lambda record, cancel: self._identify(spec))
+        record = self.step(StepId.IDENTIFY)
         if record.status is not StepStatus.DONE or self.state.backup is None:
             raise DrError(record.detail)
         return self.state.backup
@@ -380,20 +382,20 @@ class Engine:
     ) -> StepRecord:
         """Run one step (also a retry of a failed one). Errors are recorded, not raised,
         except a wrong confirmation, which changes nothing and raises UsageError."""
-        if step_id not in STEP_IDS:
-            raise UsageError(f"unknown step {step_id!r} (steps: {', '.join(STEP_IDS)})")
+        if StepId.known(step_id) is None:
+            raise UsageError(f"unknown step {step_id!r} (steps: {STEP_ID_LIST})")
         if step_id in DESTRUCTIVE_STEPS:
             self.check_confirmation(confirmation)
         actions: dict[str, Callable[[StepRecord, threading.Event], str | StepStatus | None]] = {
-            "app_offline": lambda r, c: self._app_command("stop", r, c),
-            "identify": lambda r, c: self._identify(self._pending_spec()),
-            "download": self._download,
-            "verify": self._verify,
-            "recreate_db": self._recreate,
-            "restore": self._restore,
-            "migrate": lambda r, c: self._app_command("migrate", r, c),
-            "app_online": lambda r, c: self._app_command("start", r, c),
-            "health": self._health,
+            StepId.APP_OFFLINE: lambda r, c: self._app_command("stop", r, c),
+            StepId.IDENTIFY: lambda r, c: self._identify(self._pending_spec()),
+            StepId.DOWNLOAD: self._download,
+            StepId.VERIFY: self._verify,
+            StepId.RECREATE_DB: self._recreate,
+            StepId.RESTORE: self._restore,
+            StepId.MIGRATE: lambda r, c: self._app_command("migrate", r, c),
+            StepId.APP_ONLINE: lambda r, c: self._app_command("start", r, c),
+            StepId.HEALTH: self._health,
         }
         self._run(step_id, actions[step_id], cancel)
         return self.step(step_id)
@@ -472,7 +474,7 @@ class Engine:
         s = self.state
         if s.aside_state != "renamed" or not s.aside_db:
             raise UsageError(f"run {s.run_id} has no aside copy to drop")
-        if self.step("health").status is not StepStatus.DONE:
+        if self.step(StepId.HEALTH).status is not StepStatus.DONE:
             raise UsageError("the aside copy is kept until the health check (step 9) has passed")
         if confirmation != s.aside_db:
             raise UsageError(
@@ -496,10 +498,13 @@ class Engine:
         cancel = cancel or threading.Event()
         record = self.step(step_id)
         with self._mutex:
-            reason = None if step_id == "identify" else self.blocked_reason(step_id)
-            if step_id == "identify" and record.status is StepStatus.RUNNING:
+            reason = None if step_id == StepId.IDENTIFY else self.blocked_reason(step_id)
+            if step_id == StepId.IDENTIFY and record.status is StepStatus.RUNNING:
                 reason = "it is running"
-            if step_id == "identify" and self.step("recreate_db").status is not StepStatus.PENDING:
+            if (
+                step_id == StepId.IDENTIFY
+                and self.step(StepId.RECREATE_DB).status is not StepStatus.PENDING
+            ):
                 reason = "the database was already recreated from the chosen backup"
             if reason:
                 raise UsageError(f"step {record.number} ({record.title}) cannot run: {reason}")
@@ -599,7 +604,7 @@ class Engine:
         if before is None or before.location != choice.location or local_path is None:
             # Another backup, or one only in S3 (chosen again, the bucket may hold other
             # bytes by now): whatever was downloaded or verified before no longer counts.
-            for step_id in ("download", "verify"):
+            for step_id in (StepId.DOWNLOAD, StepId.VERIFY):
                 dep = self.step(step_id)
                 if dep.status is not StepStatus.PENDING:
                     dep.status, dep.detail = StepStatus.PENDING, "backup changed: redo"
@@ -678,7 +683,7 @@ class Engine:
                 f"{choice.name} changed while step 4 read it: stop whatever writes to it, "
                 "then run step 4 again"
             )
-        if self.step("recreate_db").status is not StepStatus.PENDING and choice.md5 not in (
+        if self.step(StepId.RECREATE_DB).status is not StepStatus.PENDING and choice.md5 not in (
             None,
             result.actual_md5,
         ):
@@ -707,7 +712,7 @@ class Engine:
         choice = self._backup_choice()
         catalog.discard_download(Path(choice.local_path or ""))
         self.state.backup = dataclasses.replace(choice, local_path=None, downloaded=False)
-        download = self.step("download")
+        download = self.step(StepId.DOWNLOAD)
         download.status = StepStatus.PENDING
         download.detail = "the downloaded copy failed step 4 and was removed: download it again"
         self.on_event(

@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from preskool_dr.core.base.config import STEP_IDS
 from preskool_dr.core.base.errors import DrError, NotFoundError
 from preskool_dr.core.base.events import StepStatus, utcnow
 from preskool_dr.core.base.paths import open_private_file, secure_state_subdir
+from preskool_dr.core.base.steps import StepId
 from preskool_dr.core.storage.checksum import FileIdentity
 
 JOURNAL_VERSION = 1
@@ -34,7 +34,7 @@ def new_run_id(now: datetime | None = None) -> str:
 
 @dataclass
 class StepRecord:
-    id: str
+    id: StepId
     number: int
     title: str
     status: StepStatus = StepStatus.PENDING
@@ -193,6 +193,8 @@ def _from_dict(cls: type[Any], data: dict[str, Any]) -> Any:
             value = parse_time(value)
         elif key == "status":
             value = StepStatus(value)
+        elif key == "id":
+            value = StepId(value)
         elif key == "steps":
             value = [_from_dict(StepRecord, s) for s in value]
         elif key == "backup" and value is not None:
@@ -222,7 +224,7 @@ def _resumable_state(data: Any) -> RunState:
         state = state_from_json(data)
     except (TypeError, KeyError, AttributeError) as exc:
         raise ValueError(f"{type(exc).__name__}: {exc}") from None
-    if tuple(s.id for s in state.steps) != STEP_IDS:
+    if tuple(s.id for s in state.steps) != tuple(StepId):
         raise ValueError("its steps are not the nine this version runs")
     return state
 
