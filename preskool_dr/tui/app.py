@@ -54,10 +54,10 @@ from preskool_dr.core.restore.engine import (
     SKIPPABLE_STEPS,
     Engine,
     RunOptions,
-    aside_name,
     same_server,
 )
 from preskool_dr.core.restore.journal import Journal, StepRecord
+from preskool_dr.core.restore.steps.db_names import aside_name
 from preskool_dr.core.storage import catalog, checksum
 from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.tui.commands import ActionsProvider
