@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import json
 import os
 import pwd
 import re
@@ -50,7 +49,6 @@ from preskool_dr.core.base.config import Config
 from preskool_dr.core.base.errors import (
     Cancelled,
     DrError,
-    NotFoundError,
     UsageError,
     VerificationError,
 )
@@ -64,11 +62,10 @@ from preskool_dr.core.base.events import (
     ignore_events,
     utcnow,
 )
-from preskool_dr.core.base.paths import ensure_private_dir
 from preskool_dr.core.base.pgbin import find_pg_bin
 from preskool_dr.core.restore import restore_test
 from preskool_dr.core.restore.engine import default_operator
-from preskool_dr.core.restore.journal import new_run_id, parse_time
+from preskool_dr.core.restore.journal import PITR_FOLDER, RunJournal, from_json, new_run_id
 from preskool_dr.core.storage import catalog, checksum
 from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.core.storage.checksum import ProgressMeter
@@ -417,61 +414,30 @@ class PitrState:
     def failed_step(self) -> str | None:
         return next((s for s, status in self.steps.items() if status == "failed"), None)
 
-    def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        return {k: catalog.iso_utc(v) if isinstance(v, datetime) else v for k, v in data.items()}
 
-    @classmethod
-    def from_json(cls, data: Any) -> PitrState:
-        """TypeError/ValueError when `data` is not a journal this version wrote."""
+class PitrJournal(RunJournal[PitrState]):
+    """The point-in-time recoveries' journals, `<state dir>/pitr/`."""
+
+    folder = PITR_FOLDER
+    what = "pitr journal"
+    not_a_run_id = "{run_id!r} is not a pitr run id (the journals are in {folder})"
+    missing = "no pitr run {run_id!r} in {folder}"
+    unreadable = (
+        "pitr journal {path} is unreadable ({error}): it cannot be resumed; empty its data "
+        "directory and start a new pitr"
+    )
+
+    def decode(self, data: Any) -> PitrState:
         if not isinstance(data, dict) or data.get("mode") != "pitr":
             raise ValueError("not a pitr journal")
-        names = {f.name for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {
-            key: parse_time(value) if key in _STATE_TIMES and isinstance(value, str) else value
-            for key, value in data.items()
-            if key in names  # a newer version's extra fields: ignored, as for restore journals
-        }
-        state = cls(**values)
+        state = from_json(PitrState, data)
         if set(state.steps) != {sid for sid, _ in STEPS}:
             raise ValueError("its steps are not the seven this version runs")
         return state
 
 
-_STATE_TIMES = {
-    "created_at",
-    "target",
-    "incident",
-    "range_start",
-    "range_end",
-    "stop_point",
-    "recovery_end",
-    "finished_at",
-    "declared_at",
-    "accepting_at",
-}
-_RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")  # fullmatch: `$` allows a trailing newline
-
-
 def journal_path(state_dir: Path, run_id: str) -> Path:
-    return state_dir / "pitr" / f"{run_id}.json"
-
-
-def load_state(state_dir: Path, run_id: str) -> PitrState:
-    """A pitr run's journal; NotFoundError (exit 2) naming the folder when there is none."""
-    folder = state_dir / "pitr"
-    if not _RUN_ID.fullmatch(run_id):
-        raise NotFoundError(f"{run_id!r} is not a pitr run id (the journals are in {folder})")
-    path = journal_path(state_dir, run_id)
-    try:
-        return PitrState.from_json(json.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        raise NotFoundError(f"no pitr run {run_id!r} in {folder}") from None
-    except (OSError, ValueError, TypeError) as exc:
-        raise NotFoundError(
-            f"pitr journal {path} is unreadable ({exc}): it cannot be resumed; empty its data "
-            "directory and start a new pitr"
-        ) from None
+    return PitrJournal(state_dir).path(run_id)
 
 
 def resume_command(state: PitrState) -> str:
@@ -584,7 +550,7 @@ class PitrRun:
     ) -> PitrRun:
         """Re-attach to run `run_id` (killed, or stopped with Ctrl-C/SIGTERM); UsageError
         saying what to do instead when it is done, failed, or still running elsewhere."""
-        state = load_state(config.state_dir, run_id)
+        state = PitrJournal(config.state_dir).load(run_id)
         data_dir = Path(state.data_dir)
         typed = Path(os.path.abspath(Path(confirm).expanduser())) if confirm else None
         if typed != data_dir:
@@ -639,10 +605,7 @@ class PitrRun:
 
     def _save(self) -> None:
         assert self.state is not None
-        path = journal_path(self.config.state_dir, self.state.run_id)
-        ensure_private_dir(path.parent)
-        text = json.dumps(self.state.to_json(), indent=2, sort_keys=True) + "\n"
-        checksum.atomic_write(path, text.encode(), mode=0o600)
+        PitrJournal(self.config.state_dir).save(self.state)
 
     def remember_drill_entry(self, sha256: str, line: int, log: Path) -> None:
         """The drill log's line for this run (drill.record): kept in the journal."""
