@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from preskool_dr.core.base.config import STEP_IDS, load_config
+from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import ConfigError
+from preskool_dr.core.base.steps import StepId
 
 REPO = Path(__file__).resolve().parent.parent
 RUNBOOK = (REPO / "runbook.yaml").read_text()
@@ -31,7 +32,7 @@ def error_for(tmp_path: Path, text: str) -> str:
 
 def test_shipped_runbook_holds_the_seed_as_data() -> None:
     config = load_config(REPO / "runbook.yaml", env={})
-    assert tuple(s.id for s in config.steps) == STEP_IDS
+    assert tuple(s.id for s in config.steps) == tuple(StepId)
     assert config.thresholds.rto_minutes == 120
     assert config.thresholds.rpo_hours == 24
     assert config.thresholds.backup_missing_hours == 26

@@ -22,8 +22,9 @@ from preskool_dr.core.backup.take import run_backup
 from preskool_dr.core.base.config import Config, load_config
 from preskool_dr.core.base.errors import LockedError, UsageError
 from preskool_dr.core.base.events import Event, Progress, StepStatus
-from preskool_dr.core.restore.engine import Engine, RunOptions, aside_name
+from preskool_dr.core.restore.engine import Engine, RunOptions
 from preskool_dr.core.restore.journal import Journal
+from preskool_dr.core.restore.steps.db_names import aside_name
 from preskool_dr.core.storage import catalog, checksum
 from preskool_dr.demo import standin_app
 from tests.conftest import PASSWORD, Database, make_database, write_runbook

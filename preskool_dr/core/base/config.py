@@ -24,19 +24,9 @@ import yaml
 
 from preskool_dr.core.base.errors import ConfigError
 from preskool_dr.core.base.paths import state_dir
+from preskool_dr.core.base.steps import STEP_ID_LIST, StepId
 
 DEFAULT_RUNBOOK_NAME = "runbook.yaml"
-STEP_IDS = (
-    "app_offline",
-    "identify",
-    "download",
-    "verify",
-    "recreate_db",
-    "restore",
-    "migrate",
-    "app_online",
-    "health",
-)
 
 
 @dataclass(frozen=True)
@@ -512,18 +502,16 @@ def _check_steps(reader: _Reader, parsed: _File, data: _Mapping) -> None:
     # each step's own `id:` line: the operator fixes that line, not the `steps:` header
     lines = [item.key_lines.get("id", item.line) for item in data.get("steps") or ()]
     for step_id, at in zip(ids, lines, strict=True):
-        if step_id not in STEP_IDS:
-            reader.fail(
-                at, f"unknown step id {step_id!r} (the nine steps are: {', '.join(STEP_IDS)})"
-            )
-    for step_id, expected, at in zip(ids, STEP_IDS, lines, strict=False):
+        if StepId.known(step_id) is None:
+            reader.fail(at, f"unknown step id {step_id!r} (the nine steps are: {STEP_ID_LIST})")
+    for step_id, expected, at in zip(ids, StepId, lines, strict=False):
         if step_id != expected:
             reader.fail(
                 at,
-                f"step {expected!r} belongs here: the steps are, in order, {', '.join(STEP_IDS)}",
+                f"step {expected.value!r} belongs here: the steps are, in order, {STEP_ID_LIST}",
             )
-    if tuple(ids) != STEP_IDS:
-        reader.fail(line, f"steps must list the nine steps in order: {', '.join(STEP_IDS)}")
+    if tuple(ids) != tuple(StepId):
+        reader.fail(line, f"steps must list the nine steps in order: {STEP_ID_LIST}")
 
 
 def _check_restore(reader: _Reader, parsed: _File, data: _Mapping) -> None:

@@ -41,6 +41,7 @@ from preskool_dr.core.drill.signing import (
     trust_root,
     verify,
 )
+from preskool_dr.core.restore.journal import JOURNAL_FOLDERS
 
 LOG_VERSION = 1
 ZERO_SHA256 = "0" * 64
@@ -673,12 +674,6 @@ class VerifyReport:
         return self.problems[0] if self.problems else None
 
 
-# Where run journals live under the state dir: the nine-step runs (core/restore/journal.py) and the
-# point-in-time recoveries (core/pitr/journal.py). Read as plain JSON here: a journal too damaged
-# or too new to resume still names the entry its run appended.
-JOURNAL_FOLDERS = ("runs", "pitr")
-
-
 def journal_entries(state_dir: Path, log: Path, default_log: Path) -> list[JournalEntry]:
     """The drill entries that run journals under `state_dir` recorded in `log`.
 
@@ -686,6 +681,8 @@ def journal_entries(state_dir: Path, log: Path, default_log: Path) -> list[Journ
     """
     target = log.resolve()
     found = []
+    # read as plain JSON, not through RunJournal: a journal too damaged or too new to resume
+    # still names the entry its run appended
     for folder in JOURNAL_FOLDERS:
         for path in sorted((state_dir / folder).glob("*.json")):
             try:

@@ -3,20 +3,15 @@ step transition; a killed or interrupted run resumes from it (`pitr --resume RUN
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import re
 import shlex
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from preskool_dr.core.base.errors import NotFoundError
 from preskool_dr.core.base.events import utcnow
 from preskool_dr.core.pitr.steps import STEPS
-from preskool_dr.core.restore.journal import parse_time
-from preskool_dr.core.storage import catalog
+from preskool_dr.core.restore.journal import PITR_FOLDER, RunJournal, from_json
 
 # ---------------------------------------------------------------- the journal
 
@@ -70,61 +65,30 @@ class PitrState:
     def failed_step(self) -> str | None:
         return next((s for s, status in self.steps.items() if status == "failed"), None)
 
-    def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        return {k: catalog.iso_utc(v) if isinstance(v, datetime) else v for k, v in data.items()}
 
-    @classmethod
-    def from_json(cls, data: Any) -> PitrState:
-        """TypeError/ValueError when `data` is not a journal this version wrote."""
+class PitrJournal(RunJournal[PitrState]):
+    """The point-in-time recoveries' journals, `<state dir>/pitr/`."""
+
+    folder = PITR_FOLDER
+    what = "pitr journal"
+    not_a_run_id = "{run_id!r} is not a pitr run id (the journals are in {folder})"
+    missing = "no pitr run {run_id!r} in {folder}"
+    unreadable = (
+        "pitr journal {path} is unreadable ({error}): it cannot be resumed; empty its data "
+        "directory and start a new pitr"
+    )
+
+    def decode(self, data: Any) -> PitrState:
         if not isinstance(data, dict) or data.get("mode") != "pitr":
             raise ValueError("not a pitr journal")
-        names = {f.name for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {
-            key: parse_time(value) if key in _STATE_TIMES and isinstance(value, str) else value
-            for key, value in data.items()
-            if key in names  # a newer version's extra fields: ignored, as for restore journals
-        }
-        state = cls(**values)
+        state = from_json(PitrState, data)
         if set(state.steps) != {sid for sid, _ in STEPS}:
             raise ValueError("its steps are not the seven this version runs")
         return state
 
 
-_STATE_TIMES = {
-    "created_at",
-    "target",
-    "incident",
-    "range_start",
-    "range_end",
-    "stop_point",
-    "recovery_end",
-    "finished_at",
-    "declared_at",
-    "accepting_at",
-}
-_RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")  # fullmatch: `$` allows a trailing newline
-
-
 def journal_path(state_dir: Path, run_id: str) -> Path:
-    return state_dir / "pitr" / f"{run_id}.json"
-
-
-def load_state(state_dir: Path, run_id: str) -> PitrState:
-    """A pitr run's journal; NotFoundError (exit 2) naming the folder when there is none."""
-    folder = state_dir / "pitr"
-    if not _RUN_ID.fullmatch(run_id):
-        raise NotFoundError(f"{run_id!r} is not a pitr run id (the journals are in {folder})")
-    path = journal_path(state_dir, run_id)
-    try:
-        return PitrState.from_json(json.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        raise NotFoundError(f"no pitr run {run_id!r} in {folder}") from None
-    except (OSError, ValueError, TypeError) as exc:
-        raise NotFoundError(
-            f"pitr journal {path} is unreadable ({exc}): it cannot be resumed; empty its data "
-            "directory and start a new pitr"
-        ) from None
+    return PitrJournal(state_dir).path(run_id)
 
 
 def resume_command(state: PitrState) -> str:

@@ -23,7 +23,6 @@ settings, pg_ctl, the server's log), replay.py (step 6), verify.py (step 7).
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import threading
@@ -33,7 +32,6 @@ from pathlib import Path
 
 from preskool_dr.core.backup.basebackup import BASE_TAR
 from preskool_dr.core.backup.wal import WalSettings
-from preskool_dr.core.base import files
 from preskool_dr.core.base.config import Config
 from preskool_dr.core.base.errors import Cancelled, DrError, VerificationError
 from preskool_dr.core.base.events import (
@@ -44,9 +42,8 @@ from preskool_dr.core.base.events import (
     ignore_events,
     utcnow,
 )
-from preskool_dr.core.base.paths import ensure_private_dir
 from preskool_dr.core.pitr import datadir, server, verify
-from preskool_dr.core.pitr.journal import PitrState, journal_path, load_state, resume_command
+from preskool_dr.core.pitr.journal import PitrJournal, PitrState, resume_command
 from preskool_dr.core.pitr.plan import RecoverableRange, plan_recovery
 from preskool_dr.core.pitr.replay import follow_replay
 from preskool_dr.core.pitr.request import PitrRequest, check_request, iso, resume_request
@@ -97,7 +94,7 @@ class PitrRun:
     ) -> PitrRun:
         """Re-attach to run `run_id` (killed, or stopped with Ctrl-C/SIGTERM); UsageError
         saying what to do instead when it is done, failed, or still running elsewhere."""
-        state = load_state(config.state_dir, run_id)
+        state = PitrJournal(config.state_dir).load(run_id)
         request = resume_request(state, confirm)
         return cls(config, request, on_event=on_event, cancel=cancel, journal=state)
 
@@ -120,10 +117,7 @@ class PitrRun:
 
     def _save(self) -> None:
         assert self.state is not None
-        path = journal_path(self.config.state_dir, self.state.run_id)
-        ensure_private_dir(path.parent)
-        text = json.dumps(self.state.to_json(), indent=2, sort_keys=True) + "\n"
-        files.atomic_write(path, text.encode(), mode=0o600)
+        PitrJournal(self.config.state_dir).save(self.state)
 
     def remember_drill_entry(self, sha256: str, line: int, log: Path) -> None:
         """The drill log's line for this run (drill.record): kept in the journal."""

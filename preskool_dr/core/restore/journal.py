@@ -1,29 +1,42 @@
-"""The run journal: one JSON file per restore run, rewritten atomically after every step
-transition, so a killed process, a dropped SSH session or a crash resumes where it was.
+"""Run journals: one JSON file per run, rewritten atomically after every step transition,
+so a killed process, a dropped SSH session or a crash resumes where it was.
 
-`<state dir>/runs/<run_id>.json`, mode 0600. It holds hostnames, operators and what was
-destroyed, never a secret.
+One journal type (`RunJournal`) keeps both kinds of run, each in its folder of the state
+dir (`JOURNAL_FOLDERS`):
+- `<state dir>/runs/<run_id>.json`: the nine-step restores and drills (`RunState`, below);
+- `<state dir>/pitr/<run_id>.json`: point-in-time recoveries (`PitrState`, core/pitr).
+Each file is mode 0600 in a folder of this user's alone, written atomically and never
+through a symlink. It holds hostnames, operators and what was destroyed, never a secret.
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 import os
+import re
 import secrets
-import tempfile
+import types
+import typing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from preskool_dr.core.base.config import STEP_IDS
 from preskool_dr.core.base.errors import DrError, NotFoundError
 from preskool_dr.core.base.events import StepStatus, utcnow
+from preskool_dr.core.base.files import atomic_write
 from preskool_dr.core.base.paths import open_private_file, secure_state_subdir
+from preskool_dr.core.base.steps import StepId
 from preskool_dr.core.storage.checksum import FileIdentity
 
 JOURNAL_VERSION = 1
+RESTORE_FOLDER = "runs"  # restores and drills
+PITR_FOLDER = "pitr"  # point-in-time recoveries
+JOURNAL_FOLDERS = (RESTORE_FOLDER, PITR_FOLDER)
+RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")  # fullmatch: `$` would allow a trailing newline
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -34,7 +47,7 @@ def new_run_id(now: datetime | None = None) -> str:
 
 @dataclass
 class StepRecord:
-    id: str
+    id: StepId
     number: int
     title: str
     status: StepStatus = StepStatus.PENDING
@@ -151,20 +164,6 @@ class RunState:
 # ---------------------------------------------------------------- (de)serialisation
 
 
-def _to_jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    if isinstance(value, StepStatus):
-        return value.value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, list | tuple):
-        return [_to_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _to_jsonable(v) for k, v in value.items()}
-    return value
-
-
 def parse_time(text: str | None) -> datetime | None:
     if text is None:
         return None
@@ -172,121 +171,125 @@ def parse_time(text: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-_TIME_FIELDS = {
-    "incident_declared_at",
-    "created_at",
-    "confirmed_at",
-    "finished_at",
-    "app_accessible_at",
-    "started_at",
-    "time",
-}
+def to_json(value: Any) -> Any:
+    """A journal record (a dataclass) as JSON values: times in UTC with a `Z`, enums as
+    their values."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    return value
 
 
-def _from_dict(cls: type[Any], data: dict[str, Any]) -> Any:
-    kwargs: dict[str, Any] = {}
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key, value in data.items():
-        if key not in names:
-            continue  # written by a newer version: ignore, do not fail a resume
-        if key in _TIME_FIELDS:
-            value = parse_time(value)
-        elif key == "status":
-            value = StepStatus(value)
-        elif key == "steps":
-            value = [_from_dict(StepRecord, s) for s in value]
-        elif key == "backup" and value is not None:
-            value = _from_dict(BackupChoice, value)
-        elif key == "verify" and value is not None:
-            value = _from_dict(VerifyRecord, value)
-        elif key in ("identity", "companion_identity") and value is not None:
-            value = _from_dict(FileIdentity, value)
-        kwargs[key] = value
-    return cls(**kwargs)
+R = TypeVar("R")
 
 
-def state_to_json(state: RunState) -> dict[str, Any]:
-    data: dict[str, Any] = _to_jsonable(state)
-    return data
+def from_json(cls: type[R], data: Any) -> R:
+    """The record of dataclass `cls` that `to_json` wrote, each field read back as its type
+    hint says (times, enums, nested records). A key this version does not know (written by
+    a newer one) is ignored, so it does not fail a resume. TypeError, ValueError or
+    AttributeError when `data` is no such record."""
+    if not isinstance(data, dict):
+        raise TypeError(f"a {cls.__name__} is a JSON object, not {type(data).__name__}")
+    hints = typing.get_type_hints(cls)  # its fields' types
+    return cls(**{key: _read(hints[key], value) for key, value in data.items() if key in hints})
 
 
-def state_from_json(data: dict[str, Any]) -> RunState:
-    state: RunState = _from_dict(RunState, data)
-    return state
+def _read(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # `X | None`
+        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return [_read(item, v) for v in value]
+    if hint is datetime:
+        return parse_time(value)
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return hint(value)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return from_json(hint, value)
+    return value
 
 
-def _resumable_state(data: Any) -> RunState:
-    """ValueError when `data` is not a run of the nine steps this version runs (a damaged,
-    hand-edited or foreign file): resuming it would fail half way."""
-    try:
-        state = state_from_json(data)
-    except (TypeError, KeyError, AttributeError) as exc:
-        raise ValueError(f"{type(exc).__name__}: {exc}") from None
-    if tuple(s.id for s in state.steps) != STEP_IDS:
-        raise ValueError("its steps are not the nine this version runs")
-    return state
+# ---------------------------------------------------------------- the journal files
 
 
-# ---------------------------------------------------------------- storage
+class Record(Protocol):
+    run_id: str
 
 
-class Journal:
-    """Run files under `<state dir>/runs/`."""
+S = TypeVar("S", bound=Record)
+
+
+class RunJournal(abc.ABC, Generic[S]):
+    """The journal files of one kind of run, `<state dir>/<folder>/<run_id>.json`.
+
+    A kind names its folder and its words, and says which records it accepts (`decode`);
+    where the files live, how they are written and what is refused is the same for all."""
+
+    folder: ClassVar[str]
+    what: ClassVar[str]  # how a message names one file: "run journal"
+    # messages, formatted with run_id, folder, path and error
+    not_a_run_id: ClassVar[str]
+    missing: ClassVar[str]
+    unreadable: ClassVar[str]
 
     def __init__(self, state_dir: Path) -> None:
-        self.dir = state_dir / "runs"
+        self.dir = state_dir / self.folder
+
+    @abc.abstractmethod
+    def decode(self, data: Any) -> S:
+        """The record in `data` (`from_json`); TypeError, ValueError, KeyError or
+        AttributeError when it is not one this version can resume (a damaged, hand-edited
+        or foreign file): resuming it would fail half way."""
 
     def path(self, run_id: str) -> Path:
-        if not run_id or "/" in run_id or run_id.startswith("."):
-            raise NotFoundError(
-                f"{run_id!r} is not a run id (see `preskool-dr restore --list-runs`)"
-            )
+        if not RUN_ID.fullmatch(run_id):
+            raise NotFoundError(self.not_a_run_id.format(run_id=run_id, folder=self.dir))
         return self.dir / f"{run_id}.json"
 
-    def save(self, state: RunState) -> Path:
-        """Write atomically: temp file (0600) in the same folder, fsync, rename, fsync folder.
-
-        The folder must be this user's alone (secure_state_subdir); the temp file is made
-        with O_CREAT|O_EXCL|O_NOFOLLOW (mkstemp), so nothing planted is opened, and the
-        rename replaces whatever sits at the journal's name without following it."""
+    def save(self, state: S) -> Path:
+        """Write atomically (base/files.py atomic_write: temp file 0600 made with O_EXCL, fsync,
+        rename, fsync of the folder). The folder must be this user's alone
+        (secure_state_subdir), and a symlink at the journal's name is refused."""
         secure_state_subdir(self.dir)
         target = self.path(state.run_id)
-        _refuse_symlink(target)
-        payload = json.dumps(state_to_json(state), indent=2, sort_keys=True).encode() + b"\n"
-        fd, tmp = tempfile.mkstemp(prefix=f".{state.run_id}.", suffix=".tmp", dir=self.dir)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        self._refuse_symlink(target)
+        payload = json.dumps(to_json(state), indent=2, sort_keys=True).encode() + b"\n"
+        atomic_write(target, payload, mode=0o600)
         return target
 
-    def load(self, run_id: str) -> RunState:
+    def load(self, run_id: str) -> S:
         path = self.path(run_id)
         secure_state_subdir(self.dir)
-        _refuse_symlink(path)
         try:
-            return _resumable_state(json.loads(_read_private(path)))
+            return self.read(path)
         except FileNotFoundError:
-            raise NotFoundError(
-                f"no run {run_id!r} in {self.dir}: list runs with `preskool-dr restore --list-runs`"
-            ) from None
+            raise NotFoundError(self.missing.format(run_id=run_id, folder=self.dir)) from None
         except (OSError, ValueError) as exc:
-            raise NotFoundError(
-                f"run journal {path} is unreadable ({exc}): it cannot be resumed; start a new run"
-            ) from None
+            raise NotFoundError(self.unreadable.format(path=path, error=exc)) from None
 
-    def runs(self) -> list[RunState]:
+    def read(self, path: Path) -> S:
+        """The record in `path`, a regular file of this user (paths.open_private_file says
+        what else it refuses), read without following a symlink. ValueError when it is not
+        a record of this kind."""
+        self._refuse_symlink(path)
+        fd = open_private_file(path, os.O_RDONLY, self.what)
+        with os.fdopen(fd, "rb") as handle:
+            data = json.loads(handle.read().decode("utf-8"))
+        try:
+            return self.decode(data)
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise ValueError(f"{type(exc).__name__}: {exc}") from None
+
+    def runs(self) -> list[S]:
         """Every readable run, newest first."""
         if not self.dir.is_dir():
             return []
@@ -294,10 +297,34 @@ class Journal:
         states = []
         for path in sorted(self.dir.glob("*.json"), reverse=True):
             try:
-                states.append(_resumable_state(json.loads(_read_private(path))))
+                states.append(self.read(path))
             except (OSError, ValueError, DrError):
                 continue  # a foreign or damaged file is not a run; `load` reports it by id
         return states
+
+    def _refuse_symlink(self, path: Path) -> None:
+        if path.is_symlink():
+            raise DrError(
+                f"the {self.what} {path} is a symbolic link: someone planted it to redirect "
+                f"preskool-dr's writes or feed it another run; nothing was changed - remove it "
+                f"(rm {path}), check who can write to {path.parent}, and retry"
+            )
+
+
+class Journal(RunJournal[RunState]):
+    """The restore and drill runs' journals, `<state dir>/runs/`."""
+
+    folder = RESTORE_FOLDER
+    what = "run journal"
+    not_a_run_id = "{run_id!r} is not a run id (see `preskool-dr restore --list-runs`)"
+    missing = "no run {run_id!r} in {folder}: list runs with `preskool-dr restore --list-runs`"
+    unreadable = "run journal {path} is unreadable ({error}): it cannot be resumed; start a new run"
+
+    def decode(self, data: Any) -> RunState:
+        state = from_json(RunState, data)
+        if tuple(s.id for s in state.steps) != tuple(StepId):
+            raise ValueError("its steps are not the nine this version runs")
+        return state
 
     def unfinished(self) -> list[RunState]:
         """Runs to offer for resuming; none from a state folder that is not safe to read
@@ -307,20 +334,3 @@ class Journal:
         except DrError:
             return []
         return [s for s in runs if not s.finished and s.result != "abandoned"]
-
-
-def _refuse_symlink(path: Path) -> None:
-    if path.is_symlink():
-        raise DrError(
-            f"the run journal {path} is a symbolic link: someone planted it to redirect "
-            f"preskool-dr's writes or feed it another run; nothing was changed - remove it "
-            f"(rm {path}), check who can write to {path.parent}, and retry"
-        )
-
-
-def _read_private(path: Path) -> str:
-    """The journal's text, read without following a symlink, from a regular file of this
-    user (paths.open_private_file says what else it refuses)."""
-    fd = open_private_file(path, os.O_RDONLY, "run journal")
-    with os.fdopen(fd, "rb") as handle:
-        return handle.read().decode("utf-8")

@@ -40,6 +40,7 @@ from pathlib import Path
 from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.events import EventSink, Notice, ignore_events
 from preskool_dr.core.base.paths import ensure_private_dir
+from preskool_dr.core.base.steps import StepId
 from preskool_dr.core.storage import checksum
 from preskool_dr.core.storage.checksum import FileIdentity
 
@@ -66,7 +67,7 @@ def open_verified(
     *,
     rehash: bool = False,
     on_event: EventSink = ignore_events,
-    step_id: str = "restore",
+    step_id: str = StepId.RESTORE,
     cancel: threading.Event | None = None,
 ) -> Iterator[Pinned]:
     """`path` opened once and checked against step 4's `md5` and `identity` (see the module

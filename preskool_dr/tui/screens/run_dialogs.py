@@ -7,8 +7,8 @@ import humanize
 from rich.text import Text
 
 from preskool_dr.core.base.database import Snapshot
-from preskool_dr.core.restore.engine import aside_name
 from preskool_dr.core.restore.journal import RunState
+from preskool_dr.core.restore.steps.db_names import aside_name
 from preskool_dr.tui.format import size
 from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
 

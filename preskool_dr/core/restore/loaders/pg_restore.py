@@ -25,6 +25,7 @@ from preskool_dr.core.backup.companion import read_toc
 from preskool_dr.core.base import procs
 from preskool_dr.core.base.errors import Cancelled, DrError, NotFoundError
 from preskool_dr.core.base.events import EventSink, LogLine, Notice, Progress, ignore_events
+from preskool_dr.core.base.steps import StepId
 from preskool_dr.core.restore.loaders.parallel import stop_backends
 from preskool_dr.core.restore.loaders.stream import (
     PROGRESS_EVERY,
@@ -55,7 +56,7 @@ def usable_companion(
     backup_md5: str,
     *,
     on_event: EventSink = ignore_events,
-    step_id: str = "restore",
+    step_id: str = StepId.RESTORE,
     cancel: threading.Event | None = None,
 ) -> checksum.VerifyResult | None:
     """The check of the custom-format companion of `backup` (whose verified MD5 is
@@ -203,7 +204,7 @@ def custom_restore(
     *,
     jobs: int,
     on_event: EventSink = ignore_events,
-    step_id: str = "restore",
+    step_id: str = StepId.RESTORE,
     cancel: threading.Event | None = None,
 ) -> StreamResult:
     """`pg_restore -j jobs --exit-on-error` of `dump` into the database `env` names, with

@@ -32,6 +32,7 @@ from typing import IO
 from preskool_dr.core.base.errors import Cancelled, DrError, NotFoundError, VerificationError
 from preskool_dr.core.base.events import EventSink, LogLine, Notice, Progress, ignore_events
 from preskool_dr.core.base.procs import redact, run_command, spawn, terminate
+from preskool_dr.core.base.steps import StepId
 from preskool_dr.core.storage.checksum import GZIP_WBITS
 from preskool_dr.core.storage.dumptext import DumpText, Finding, MetaCommandError
 
@@ -394,7 +395,7 @@ def stream_restore(
     env: Mapping[str, str],
     *,
     on_event: EventSink = ignore_events,
-    step_id: str = "restore",
+    step_id: str = StepId.RESTORE,
     cancel: threading.Event | None = None,
 ) -> StreamResult:
     """Load `backup` (plain SQL, gzip) into the database `env` names (PGHOST, PGPORT,

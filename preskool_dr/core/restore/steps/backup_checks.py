@@ -1,0 +1,195 @@
+"""Steps 2, 3 and 4: choose the backup, fetch it, and prove it whole before any downtime.
+
+2 identify resolves the operator's choice (a path, a name, s3://..., latest) to one backup;
+3 download fetches it from S3 when it is not local; 4 verify checks its MD5 against the
+sidecar, its gzip stream and that it is whole pg_dump output, and records what the verify
+gate (steps 5 and 6, verify_gate.py) holds the file to. A downloaded copy that fails is
+removed, so a retry fetches the original afresh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from pathlib import Path
+
+import humanize
+
+from preskool_dr.core.base.errors import DrError
+from preskool_dr.core.base.events import Notice, StepChanged, StepStatus
+from preskool_dr.core.base.steps import StepId
+from preskool_dr.core.restore.journal import BackupChoice, StepRecord, VerifyRecord
+from preskool_dr.core.restore.loaders import pg_restore
+from preskool_dr.core.restore.steps import recreate_db
+from preskool_dr.core.restore.steps.context import StepOutcome, StepRun, chosen_backup
+from preskool_dr.core.storage import catalog, checksum
+
+
+def identify_again(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOutcome:
+    """Step 2 run from the checklist: the backup chosen before, else the latest."""
+    return identify(run, run.state.backup.spec if run.state.backup else "latest")
+
+
+def identify(run: StepRun, spec: str) -> str:
+    """Step 2 with the operator's choice (Engine.choose_backup)."""
+    state = run.state
+    found = catalog.resolve_backup(run.config, spec)
+    local_path = str(found.local_path) if found.local_path else None
+    choice = BackupChoice(
+        spec=spec,
+        name=found.name,
+        time=found.time,
+        local_path=local_path,
+        s3_url=found.s3_url,
+        size=found.size,
+        # its identity: the full location, never the base name (another folder's file of
+        # the same name is another backup)
+        location=os.path.abspath(local_path) if local_path else found.s3_url,
+    )
+    before = state.backup
+    if before is None or before.location != choice.location or local_path is None:
+        # Another backup, or one only in S3 (chosen again, the bucket may hold other
+        # bytes by now): whatever was downloaded or verified before no longer counts.
+        for step_id in (StepId.DOWNLOAD, StepId.VERIFY):
+            dep = run.step(step_id)
+            if dep.status is not StepStatus.PENDING:
+                dep.status, dep.detail = StepStatus.PENDING, "backup changed: redo"
+        state.verify = None
+    if before is not None and before.downloaded and before.local_path == choice.local_path:
+        choice = dataclasses.replace(choice, downloaded=True)  # still our S3 download
+    state.backup = choice
+    rpo = state.rpo_seconds or 0.0
+    where = " + ".join(found.locations) or "?"
+    size = humanize.naturalsize(found.size, binary=True) if found.size else "size unknown"
+    return (
+        f"{found.name} ({found.kind}, {size}, {where}); RPO "
+        f"{humanize.precisedelta(rpo, minimum_unit='minutes', format='%0.0f')}"
+    )
+
+
+def download(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOutcome:
+    """Step 3."""
+    choice = chosen_backup(run)
+    if choice.local_path and Path(choice.local_path).exists():
+        return f"already local: {choice.local_path}"
+    if choice.s3_url is None:
+        # Resolving the spec again ("latest") could pick another backup than step 2 chose.
+        raise DrError(
+            f"{choice.name}, chosen in step 2, is no longer at {choice.local_path} and has "
+            "no S3 copy: put it back, or choose another backup in step 2"
+        )
+    backup = catalog.resolve_backup(run.config, choice.s3_url)
+    path = catalog.fetch_backup(
+        run.config,
+        backup,
+        on_event=run.on_event,
+        step_id=record.id,
+        cancel=cancel,
+        with_companion=run.config.restore.method != "serial",
+    )
+    run.state.backup = dataclasses.replace(choice, local_path=str(path), downloaded=True)
+    return f"downloaded to {path}"
+
+
+def verify(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOutcome:
+    """Step 4."""
+    state = run.state
+    choice = chosen_backup(run)
+    if not choice.local_path:
+        raise DrError("the backup is not local yet: run step 3 (Download) first")
+    result = checksum.verify_with_sidecar(
+        Path(choice.local_path),
+        on_event=run.on_event,
+        step_id=record.id,
+        cancel=cancel,
+        check_dump=True,
+    )
+    state.verify = VerifyRecord(
+        expected_md5=result.expected_md5,
+        actual_md5=result.actual_md5,
+        md5_ok=result.md5_ok,
+        gzip_ok=result.gzip_ok,
+        gzip_error=result.gzip_error,
+        sidecar_error=result.sidecar_error,
+        dump_error=result.dump_error if result.gzip_ok else None,
+    )
+    downloaded = choice.downloaded
+    if not result.ok:
+        if downloaded:
+            raise DrError(f"{result.describe()}; {_discard_download(run, record)}")
+        raise DrError(result.describe() + "; choose another backup in step 2")
+    if result.identity is None:
+        if not Path(choice.local_path).is_file():
+            raise DrError(
+                f"{choice.local_path} is not a regular file (a pipe or device gives step 6 "
+                "other bytes than step 4 read): copy it into BACKUP_DIR and choose the "
+                "copy in step 2"
+            )
+        raise DrError(
+            f"{choice.name} changed while step 4 read it: stop whatever writes to it, "
+            "then run step 4 again"
+        )
+    if run.step(StepId.RECREATE_DB).status is not StepStatus.PENDING and choice.md5 not in (
+        None,
+        result.actual_md5,
+    ):
+        # Step 5 replaced the database on the word of the backup verified before: step 6
+        # loads that backup or nothing.
+        raise DrError(
+            f"{choice.local_path} now has MD5 {result.actual_md5}, but step 5 replaced "
+            f"the database on the strength of the backup with MD5 {choice.md5}: put that "
+            f"file back and run step 4 again ({recreate_db.production_state(state)})"
+        )
+    # What the verify gate holds steps 5 and 6 to: this MD5, in this file (core/restore/pinned.py).
+    state.backup = dataclasses.replace(
+        choice,
+        md5=result.actual_md5,
+        identity=result.identity,
+        companion_md5=None,
+        companion_identity=None,
+    )
+    if run.config.restore.method != "serial":
+        _check_companion(run, Path(choice.local_path), downloaded, record, cancel)
+    return result.describe()
+
+
+def _discard_download(run: StepRun, record: StepRecord) -> str:
+    """A downloaded copy that failed step 4 is removed (catalog.discard_download says why)
+    and step 3 is due again, so a retry fetches the S3 original afresh."""
+    choice = chosen_backup(run)
+    catalog.discard_download(Path(choice.local_path or ""))
+    run.state.backup = dataclasses.replace(choice, local_path=None, downloaded=False)
+    step3 = run.step(StepId.DOWNLOAD)
+    step3.status = StepStatus.PENDING
+    step3.detail = "the downloaded copy failed step 4 and was removed: download it again"
+    run.on_event(StepChanged(step3.id, step3.number, step3.title, step3.status, step3.detail))
+    run.on_event(Notice("warn", f"removed the downloaded copy of {choice.name}", record.id))
+    return (
+        "the downloaded copy was removed: run step 3 to download it again from S3, "
+        "or choose another backup in step 2"
+    )
+
+
+def _check_companion(
+    run: StepRun, backup: Path, downloaded: bool, record: StepRecord, cancel: threading.Event
+) -> None:
+    """Verify a custom-format companion before any downtime against the MD5 the backup's
+    .meta.json recorded (pg_restore.usable_companion); an accepted one is recorded for
+    the verify gate, a bad one is reported and, when step 3 downloaded it, removed, so
+    step 6 restores the plain file."""
+    choice = chosen_backup(run)
+    companion = catalog.companion_path(backup)
+    if not companion.is_file() or choice.md5 is None:
+        return
+    usable = pg_restore.usable_companion(
+        backup, choice.md5, on_event=run.on_event, step_id=record.id, cancel=cancel
+    )
+    if usable is None:
+        if downloaded:
+            for path in (companion, checksum.sidecar_path(companion)):
+                path.unlink(missing_ok=True)
+        return
+    run.state.backup = dataclasses.replace(
+        choice, companion_md5=usable.actual_md5, companion_identity=usable.identity
+    )

@@ -1,0 +1,52 @@
+"""What a step action sees of its run: the Engine (core/restore/engine.py) as a protocol, so
+the actions live apart from the state machine that runs them."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+from preskool_dr.core.base.config import AppCommands, Config
+from preskool_dr.core.base.errors import DrError
+from preskool_dr.core.base.events import EventSink, StepStatus
+from preskool_dr.core.restore.journal import BackupChoice, RunState, StepRecord
+
+
+class StepRun(Protocol):
+    config: Config
+    state: RunState  # the journal record: an action changes it, the engine saves it
+    on_event: EventSink
+
+    @property
+    def drill(self) -> bool: ...
+
+    @property
+    def app(self) -> AppCommands:
+        """The app commands this run may use (a drill only drill.app)."""
+
+    def save(self) -> None:
+        """Write the journal now (before something that cannot be undone)."""
+
+    def step(self, step_id: str) -> StepRecord: ...
+
+    def ensure_server_lock(self) -> None:
+        """Hold the server's advisory lock on the target (taken back after a restart)
+        before the server is changed; LockedError when another run holds it."""
+
+    def log(self, record: StepRecord, source: str) -> Callable[[str], None]:
+        """A line sink for a child's output: kept in the record's tail and shown."""
+
+
+# A step's work: a one-line detail when it is done, or the status it settled on itself
+# (SKIPPED, with record.detail saying why). A DrError fails the step; Cancelled
+# interrupts it.
+StepOutcome = str | StepStatus
+StepAction = Callable[[StepRun, StepRecord, threading.Event], StepOutcome]
+
+
+def chosen_backup(run: StepRun) -> BackupChoice:
+    """Step 2's choice, which steps 3 to 6 work on."""
+    if run.state.backup is None:
+        raise DrError("no backup chosen yet: run step 2 (Identify backup) first")
+    return run.state.backup

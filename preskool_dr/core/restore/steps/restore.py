@@ -1,0 +1,138 @@
+"""Step 6, restore: load the verified backup, check it, and only then open it as the target.
+
+The loaders connect as the app role (the backup's SQL never runs as superuser), and
+PostgreSQL cannot admit one session of a role and refuse another: so the load goes into
+`<target>_loading_<run id>`, a name no application uses, that other roles may not connect
+to, while the target stays step 5's closed, empty placeholder. When the restore-test's
+checks pass on the load, it takes the target's name and opens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from pathlib import Path
+
+import humanize
+import psycopg
+
+from preskool_dr.core.base import database
+from preskool_dr.core.base.errors import DrError
+from preskool_dr.core.base.events import Notice
+from preskool_dr.core.restore import restore_test
+from preskool_dr.core.restore.journal import StepRecord
+from preskool_dr.core.restore.loaders import parallel as parallel_restore
+from preskool_dr.core.restore.loaders import pg_restore
+from preskool_dr.core.restore.loaders.stream import StreamResult, stream_restore
+from preskool_dr.core.restore.steps.context import StepOutcome, StepRun
+from preskool_dr.core.restore.steps.db_names import loading_name
+from preskool_dr.core.restore.steps.verify_gate import verified_files
+from preskool_dr.core.storage import catalog
+
+
+def restore(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOutcome:
+    """Step 6."""
+    s = run.state
+    db = run.config.database
+    run.ensure_server_lock()
+    loading = loading_name(s.target_db, s.run_id)
+    try:
+        # The verify gate: the files are opened (and checked against step 4's record)
+        # before the target is touched, and the loaders read those open files; leaving
+        # the block checks that nothing wrote to them meanwhile.
+        with verified_files(run, record, cancel, rehash=False) as (backup, companion):
+            # Redo from a clean database every time: a retry or a resumed run may find a
+            # half load.
+            with database.connect(db, admin=True) as conn:
+                for name in (s.target_db, loading):
+                    if database.database_exists(conn, name):
+                        database.block_and_terminate(conn, name)
+                        database.drop_database(conn, name)
+                database.create_database(conn, s.target_db, None, allow_connections=False)
+                database.create_database(conn, loading, db.user)
+                closed_acl = database.revoke_public_connect(conn, loading)
+            env = database.libpq_env(db, loading)
+            result, how = _load(run, backup, companion, env, record, cancel)
+            checks = _validate(run, loading)
+            failed = [c for c in checks if not c["ok"]]
+            if failed:
+                raise DrError(
+                    f"restore loaded but validation failed: {failed[0]['name']}: {failed[0]['detail']}"
+                )
+    except BaseException:
+        # a half or failed load stays closed to everyone (the next attempt drops it)
+        with (
+            contextlib.suppress(DrError, psycopg.Error),
+            database.connect(db, admin=True) as conn,
+        ):
+            database.block_and_terminate(conn, loading)
+        raise
+    _open_loaded(run, loading, closed_acl)
+    return (
+        f"loaded {len(result.tables_loaded)} tables, "
+        f"{humanize.naturalsize(result.compressed_bytes, binary=True)} compressed in "
+        f"{result.seconds:.1f} s ({how}); {len(checks)} checks passed"
+    )
+
+
+def _load(
+    run: StepRun,
+    backup: Path,
+    companion: Path | None,
+    env: dict[str, str],
+    record: StepRecord,
+    cancel: threading.Event,
+) -> tuple[StreamResult, str]:
+    """The loader (restore.method): the custom-format companion step 4 accepted goes to
+    pg_restore -j (never with method serial: `verified_files` offers none); without one,
+    parallel splits the plain file over `jobs` sessions and auto/serial stream it like the
+    runbook."""
+    method = run.config.restore.method
+    jobs = parallel_restore.resolve_jobs(run.config.restore.jobs)
+    sink, step = run.on_event, record.id
+    if companion is not None:
+        sink(Notice("info", f"using the custom-format companion {companion.name}", step))
+        result = pg_restore.custom_restore(
+            companion, env, jobs=jobs, on_event=sink, step_id=step, cancel=cancel
+        )
+        return result, f"pg_restore -j {jobs} of {companion.name}"
+    if method == "parallel":
+        reason = parallel_restore.unsupported_reason(backup)
+        if reason is None:
+            result = parallel_restore.parallel_restore(
+                backup, env, jobs=jobs, on_event=sink, step_id=step, cancel=cancel
+            )
+            return result, f"{jobs} parallel sessions"
+        sink(Notice("warn", f"{backup.name} is loaded serially: {reason}", step))
+    result = stream_restore(backup, env, on_event=sink, step_id=step, cancel=cancel)
+    return result, "serial"
+
+
+def _validate(run: StepRun, dbname: str) -> list[dict[str, object]]:
+    """The restore-test's checks on the restored database (`dbname`, the loading name):
+    required tables, row counts equal to those recorded at backup time, smoke queries."""
+    s = run.state
+    local = Path(s.backup.local_path) if s.backup and s.backup.local_path else None
+    meta = catalog.read_meta(local) if local else None
+    rt = run.config.restore_test
+    # as the app role, never the admin: the checks run inside what the backup made
+    with database.connect(run.config.database, dbname) as conn:
+        checks, _ = restore_test.validate_restored(
+            conn, rt.required_tables, meta.row_counts if meta else None, rt.smoke_queries
+        )
+    s.validation = [c.to_json() for c in checks]
+    return s.validation
+
+
+def _open_loaded(run: StepRun, loading: str, closed_acl: list[str] | None) -> None:
+    """The checks passed: the loaded database takes the target's name and opens, with the
+    privileges a fresh database has (or those the backup's SQL set itself)."""
+    s = run.state
+    with database.connect(run.config.database, admin=True) as conn:
+        database.block_and_terminate(conn, loading)  # closed for the rename
+        if database.database_exists(conn, s.target_db):
+            database.block_and_terminate(conn, s.target_db)
+            database.drop_database(conn, s.target_db)  # the empty placeholder
+        database.rename_database(conn, loading, s.target_db)
+        database.restore_public_connect(conn, s.target_db, closed_acl)
+        database.allow_connections(conn, s.target_db)

@@ -1,0 +1,81 @@
+"""The verify gate as steps 5 and 6 pass it: they use only the bytes step 4 verified.
+
+The backup, and the custom-format companion step 4 accepted, are each opened once and
+checked against what step 4 recorded (core/restore/pinned.py does the pinning).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from preskool_dr.core.base.errors import DrError
+from preskool_dr.core.base.events import Notice
+from preskool_dr.core.restore import pinned
+from preskool_dr.core.restore.journal import StepRecord
+from preskool_dr.core.restore.steps.context import StepRun, chosen_backup
+from preskool_dr.core.storage import catalog, checksum
+
+
+@contextlib.contextmanager
+def verified_files(
+    run: StepRun, record: StepRecord, cancel: threading.Event, *, rehash: bool
+) -> Iterator[tuple[Path, Path | None]]:
+    """Yields the paths the loaders open (they resolve to the open, checked files): the
+    backup, and its companion unless the method is serial. GateError when the backup is
+    not the one step 4 verified; a companion that is not is dropped with a warning (the
+    plain file is then loaded). `rehash` reads each file again in full (step 5, before
+    anything is destroyed); leaving the block checks that nothing wrote to them meanwhile."""
+    choice = chosen_backup(run)
+    if not choice.local_path or choice.md5 is None:
+        raise DrError("step 4 has not verified the chosen backup: run step 4 (Verify) first")
+    folder = run.config.state_dir / "load" / run.state.run_id
+
+    def pin(
+        path: Path, md5: str, identity: checksum.FileIdentity | None
+    ) -> contextlib.AbstractContextManager[pinned.Pinned]:
+        return pinned.open_verified(
+            path,
+            md5,
+            identity,
+            folder,
+            rehash=rehash,
+            on_event=run.on_event,
+            step_id=record.id,
+            cancel=cancel,
+        )
+
+    backup = Path(choice.local_path)
+    with contextlib.ExitStack() as stack:
+        plain = stack.enter_context(pin(backup, choice.md5, choice.identity))
+        run.state.backup = choice = dataclasses.replace(choice, identity=plain.identity)
+        companion = None
+        if choice.companion_md5 is not None and run.config.restore.method != "serial":
+            try:
+                companion = stack.enter_context(
+                    pin(
+                        catalog.companion_path(backup),
+                        choice.companion_md5,
+                        choice.companion_identity,
+                    )
+                )
+            except pinned.GateError as exc:
+                run.on_event(
+                    Notice(
+                        "warn",
+                        f"custom-format companion not used ({exc}); restoring the plain backup",
+                        record.id,
+                    )
+                )
+                run.state.backup = choice = dataclasses.replace(
+                    choice, companion_md5=None, companion_identity=None
+                )
+            else:
+                run.state.backup = dataclasses.replace(
+                    choice, companion_identity=companion.identity
+                )
+        run.save()
+        yield plain.load_path, companion.load_path if companion else None
