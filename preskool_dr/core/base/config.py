@@ -370,8 +370,9 @@ class _File:
 
 def shipped_runbook_path() -> Path:
     """The commented template that ships with preskool-dr (what the demo starts from and what
-    a site copies to one of the places `find_runbook` looks). Never read implicitly."""
-    return Path(__file__).resolve().parents[2] / DEFAULT_RUNBOOK_NAME
+    a site copies to one of the places `find_runbook` looks, what `init` writes). It ships
+    inside the package, so an installed wheel has it; never read implicitly."""
+    return Path(__file__).resolve().parents[2] / "data" / DEFAULT_RUNBOOK_NAME
 
 
 def runbook_search_path(env: typing.Mapping[str, str] | None = None) -> list[Path]:
