@@ -18,6 +18,8 @@ from preskool_dr.core.base.errors import DrError
 COMMAND_MODULES = (
     "tui_cmd",
     "demo_cmd",
+    "init_cmd",
+    "config_cmd",
     "backup_cmd",
     "list_cmd",
     "verify_cmd",
