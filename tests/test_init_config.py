@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -228,3 +231,73 @@ def test_demo_without_its_extra_says_how_to_get_it(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     assert "needs the [demo] extra" in result.stderr and "missing: moto" in result.stderr
     assert "pipx install" in result.stderr and "pip install 'preskool-dr[demo]'" in result.stderr
+
+
+def test_the_built_wheel_carries_the_template_and_init_works_from_it(tmp_path: Path) -> None:
+    """The wheel, installed on its own (no checkout on the path) and run from `/`, writes a
+    runbook from the template inside it, and config check accepts that runbook."""
+    wheels, source = tmp_path / "wheels", tmp_path / "source"
+    # a copy: pip builds in the source folder, and the checkout's build/ may hold stale files
+    shutil.copytree(
+        REPO,
+        source,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(".*", "build", "dist", "*.egg-info", "__pycache__", "bench"),
+    )
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = wheels.glob("preskool_dr-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        packaged = archive.read("preskool_dr/data/runbook.yaml")
+    assert packaged == shipped_runbook_path().read_bytes()
+
+    site = tmp_path / "site"
+    installed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert installed.returncode == 0, installed.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PRESKOOL_DR_", "DB_"))}
+    env |= {"PYTHONPATH": str(site), "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+
+    def python(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, *args],
+            env=env,
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    where = python("-c", "import preskool_dr; print(preskool_dr.__file__)")
+    assert where.stdout.startswith(str(site)), where.stdout + where.stderr
+    runbook = tmp_path / "etc" / "runbook.yaml"
+    made = python(
+        "-m", "preskool_dr", "init", "--path", str(runbook),
+        "--backup-dir", str(tmp_path / "b"), "--state-dir", str(tmp_path / "s"),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    checked = python("-m", "preskool_dr", "--runbook", str(runbook), "config", "check")
+    assert checked.returncode == 0, checked.stderr
+    assert "result     valid" in checked.stdout
