@@ -301,3 +301,22 @@ def test_the_built_wheel_carries_the_template_and_init_works_from_it(tmp_path: P
     checked = python("-m", "preskool_dr", "--runbook", str(runbook), "config", "check")
     assert checked.returncode == 0, checked.stderr
     assert "result     valid" in checked.stdout
+
+
+def test_config_check_says_when_this_shell_differs_from_the_env_file(
+    base_env: dict[str, str], tmp_path: Path
+) -> None:
+    """init's .env names the state folder the jobs use; a shell without it sees another."""
+    runbook, made = init(tmp_path)
+    assert made.returncode == 0, made.stderr
+    env_file = runbook.parent / "preskool-dr.env"
+    shell = run_cli("--runbook", str(runbook), "config", "check")  # state dir from base_env
+    assert f"{env_file} sets PRESKOOL_DR_STATE_DIR={tmp_path / 'site-state'}" in shell.stdout
+    loaded = os.environ | {
+        "PRESKOOL_DR_STATE_DIR": str(tmp_path / "site-state"),
+        "PRESKOOL_DR_RUNBOOK": str(runbook),
+    }
+    jobs = run_cli("config", "check", env=loaded)
+    assert jobs.returncode == 0, jobs.stderr
+    assert f"{env_file} sets" not in jobs.stdout
+    assert "found by PRESKOOL_DR_RUNBOOK" in jobs.stdout

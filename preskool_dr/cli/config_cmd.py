@@ -13,7 +13,11 @@ from preskool_dr.cli.output import print_json
 from preskool_dr.core.base.config import find_runbook, load_config, runbook_key_lines
 from preskool_dr.core.base.errors import ConfigError
 from preskool_dr.core.base.procs import redact
-from preskool_dr.core.base.settings_report import effective_settings, password_source
+from preskool_dr.core.base.settings_report import (
+    effective_settings,
+    env_file_warnings,
+    password_source,
+)
 
 EPILOG = """\
 examples:
@@ -77,6 +81,7 @@ def run_check(args: argparse.Namespace, ctx: Context) -> int:
     settings = effective_settings(config, file_keys, os.environ)
     passwords, warning = password_source(os.environ)
     warnings = [warning] if warning else []
+    warnings += env_file_warnings(config, path)
     if not config.backups.dir.is_dir():
         warnings.append(
             f"backups.dir {config.backups.dir} does not exist yet (`preskool-dr init` or the "

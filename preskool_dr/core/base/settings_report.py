@@ -18,6 +18,7 @@ from typing import Any
 
 from preskool_dr.core.base.config import ENV_OVERRIDES, Config
 from preskool_dr.core.base.libpq_service import find_service, service_files
+from preskool_dr.core.base.site_init import ENV_FILE_NAME
 
 MASK = "********"
 # Settings that live only in the environment: (variable, secret?). Only the set ones show.
@@ -143,3 +144,26 @@ def password_source(env: typing.Mapping[str, str]) -> tuple[str, str | None]:
     if not os.access(passfile, os.R_OK):
         return f"{service}{passfile}", f"{passfile} is not readable by this user"
     return f"{service}{passfile} (mode {mode:04o})", None
+
+
+def env_file_warnings(config: Config, runbook: Path) -> list[str]:
+    """The environment file `init` put next to the runbook names the runbook and the state
+    folder for cron and systemd. When this shell uses others, the jobs and this shell see
+    different state (a restore-test record `check` cannot find): say so. Only those two
+    non-secret lines are read."""
+    path = runbook.parent / ENV_FILE_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    current = {"PRESKOOL_DR_RUNBOOK": runbook, "PRESKOOL_DR_STATE_DIR": config.state_dir}
+    warnings = []
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key in current and value and Path(value) != current[key]:
+            warnings.append(
+                f"{path} sets {key}={value}, but this shell uses {current[key]}: the cron and "
+                f"systemd jobs that load that file use {value}; to see what they see, run "
+                f"`set -a; . {path}; set +a` first"
+            )
+    return warnings
