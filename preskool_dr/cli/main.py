@@ -38,6 +38,7 @@ Backup and disaster recovery for the PreSkool ERP PostgreSQL database.
 
 With no command, opens the full-screen restore checklist (same as `preskool-dr tui`).
 Start here in an outage:  preskool-dr list   then   preskool-dr verify latest
+On a new host:            preskool-dr init    then   preskool-dr config check
 """
 
 

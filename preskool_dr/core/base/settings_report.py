@@ -159,11 +159,15 @@ def env_file_warnings(config: Config, runbook: Path) -> list[str]:
     current = {"PRESKOOL_DR_RUNBOOK": runbook, "PRESKOOL_DR_STATE_DIR": config.state_dir}
     warnings = []
     for line in text.splitlines():
-        key, sep, value = line.strip().partition("=")
+        key, sep, quoted = line.strip().partition("=")
+        try:
+            value = " ".join(shlex.split(quoted))  # the shell's and systemd's quoting
+        except ValueError:
+            continue
         if sep and key in current and value and Path(value) != current[key]:
             warnings.append(
                 f"{path} sets {key}={value}, but this shell uses {current[key]}: the cron and "
                 f"systemd jobs that load that file use {value}; to see what they see, run "
-                f"`set -a; . {path}; set +a` first"
+                f"`set -a; . {shlex.quote(str(path))}; set +a` first"
             )
     return warnings

@@ -12,6 +12,7 @@ from __future__ import annotations
 import grp
 import os
 import re
+import shlex
 import typing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -117,10 +118,10 @@ def env_file_text(layout: SiteLayout) -> str:
     return f"""\
 # preskool-dr environment: secrets and site settings for cron and systemd. Keep it mode 0600.
 # systemd: EnvironmentFile={layout.env_file}
-# cron / a shell: set -a; . {layout.env_file}; set +a
+# cron / a shell: set -a; . {shlex.quote(str(layout.env_file))}; set +a
 # These win over runbook.yaml. Never put a password in the runbook.
-PRESKOOL_DR_RUNBOOK={layout.runbook}
-PRESKOOL_DR_STATE_DIR={layout.state_dir}
+PRESKOOL_DR_RUNBOOK={shlex.quote(str(layout.runbook))}
+PRESKOOL_DR_STATE_DIR={shlex.quote(str(layout.state_dir))}
 
 # Database passwords: best in a pgpass file (one line per role, so the admin role
 # `postgres` and the app role `preskool` can have different passwords), mode 0600:
