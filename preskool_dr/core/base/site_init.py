@@ -226,8 +226,8 @@ def _write_new(path: Path, text: str, mode: int) -> None:
     temporary = path.with_name(f".{path.name}.init-{os.getpid()}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
-        os.fchmod(fd, mode)  # O_CREAT's mode goes through the umask
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), mode)  # O_CREAT's mode goes through the umask
             handle.write(text)
         os.replace(temporary, path)
     except BaseException:
