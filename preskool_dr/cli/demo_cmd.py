@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import importlib.util
 import shlex
 import signal
 import sys
@@ -16,7 +17,7 @@ from preskool_dr.cli import tui_cmd
 from preskool_dr.cli.main import Context
 from preskool_dr.cli.output import tagged
 from preskool_dr.core.base.config import load_config
-from preskool_dr.core.base.errors import UsageError
+from preskool_dr.core.base.errors import DrError, UsageError
 from preskool_dr.core.base.events import Event, Notice
 from preskool_dr.core.restore.engine import default_operator
 from preskool_dr.core.storage.catalog import BackupRecord
@@ -52,6 +53,28 @@ In the TUI: r runs the selected step, type preskool_db when asked, q quits.
 """
 
 SIGNALS = (signal.SIGHUP, signal.SIGTERM)
+# What the demo needs beyond preskool-dr's own dependencies: the `[demo]` extra.
+DEMO_MODULES = ("moto.server", "flask")
+DEMO_EXTRA_HINT = """\
+the demo needs the [demo] extra, which is not installed here (missing: {modules}).
+Get it with one of:
+  pipx install --force 'preskool-dr[demo]'        (a pipx install: or `pipx inject preskool-dr 'moto[server]>=5.1,<6'`)
+  pip install 'preskool-dr[demo]'                 (inside the same virtualenv as preskool-dr)
+  make demo                                       (from a checkout: sets up everything)
+The demo also needs the PostgreSQL server programs (initdb, pg_ctl), e.g. apt install postgresql."""
+
+
+def missing_demo_modules() -> list[str]:
+    """The demo's extra modules that cannot be imported here (checked before anything starts)."""
+    missing = []
+    for name in DEMO_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a parent package that is missing or broken
+            found = False
+        if not found:
+            missing.append(name.split(".")[0])
+    return missing
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -174,6 +197,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         raise UsageError("--no-tui only makes sense with --keep (the sandbox would go at once)")
     if args.scale <= 0 or args.scale > 20:
         raise UsageError(f"--scale must be above 0 and at most 20, got {args.scale}")
+    missing = missing_demo_modules()
+    if missing:
+        raise DrError(DEMO_EXTRA_HINT.format(modules=", ".join(missing)))
     sandbox = Sandbox.create()
     try:
         with _Guard(sandbox) as guard:

@@ -18,6 +18,8 @@ from preskool_dr.core.base.errors import DrError
 COMMAND_MODULES = (
     "tui_cmd",
     "demo_cmd",
+    "init_cmd",
+    "config_cmd",
     "backup_cmd",
     "list_cmd",
     "verify_cmd",
@@ -37,6 +39,7 @@ Backup and disaster recovery for the PreSkool ERP PostgreSQL database.
 
 With no command, opens the full-screen restore checklist (same as `preskool-dr tui`).
 Start here in an outage:  preskool-dr list   then   preskool-dr verify latest
+On a new host:            preskool-dr init    then   preskool-dr config check
 """
 
 

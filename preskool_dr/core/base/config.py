@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from preskool_dr.core.base.errors import ConfigError
+from preskool_dr.core.base.libpq_service import check_service
 from preskool_dr.core.base.paths import state_dir
 from preskool_dr.core.base.steps import STEP_ID_LIST, StepId
 
@@ -360,8 +361,9 @@ class _File:
 
 def shipped_runbook_path() -> Path:
     """The commented template that ships with preskool-dr (what the demo starts from and what
-    a site copies to one of the places `find_runbook` looks). Never read implicitly."""
-    return Path(__file__).resolve().parents[3] / DEFAULT_RUNBOOK_NAME
+    a site copies to one of the places `find_runbook` looks, what `init` writes). It ships
+    inside the package, so an installed wheel has it; never read implicitly."""
+    return Path(__file__).resolve().parents[2] / "data" / DEFAULT_RUNBOOK_NAME
 
 
 def runbook_search_path(env: typing.Mapping[str, str] | None = None) -> list[Path]:
@@ -487,6 +489,22 @@ def load_config(path: Path | None = None, env: typing.Mapping[str, str] | None =
     return _apply_env(parsed, path, env)
 
 
+def runbook_key_lines(path: Path) -> dict[str, int]:
+    """Every key the runbook file sets, dotted (`database.port`), with its line: what
+    `config check` shows as the source of a setting. Call after load_config accepted it."""
+    data = yaml.load(_read_trusted(path), Loader=_loader_for(str(path)))  # noqa: S506
+    lines: dict[str, int] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, _Mapping):
+            for key, value in node.items():
+                lines[prefix + key] = node.key_lines[key]
+                walk(value, f"{prefix}{key}.")
+
+    walk(data, "")
+    return lines
+
+
 def _loader_for(name: str) -> type[_Loader]:
     class Named(_Loader):
         def __init__(self, stream: Any) -> None:
@@ -587,7 +605,20 @@ def _check_retention(reader: _Reader, parsed: _File, data: _Mapping) -> None:
             )
 
 
+# The runbook keys the environment wins over (see _apply_env), for `config check`.
+ENV_OVERRIDES = {
+    "database.host": "DB_HOST",
+    "database.port": "DB_PORT",
+    "database.name": "DB_NAME",
+    "database.user": "DB_USER",
+    "database.admin_user": "DB_ADMIN_USER",
+    "backups.dir": "BACKUP_DIR",
+    "backups.s3_bucket": "S3_BUCKET",
+}
+
+
 def _apply_env(parsed: _File, path: Path, env: typing.Mapping[str, str]) -> Config:
+    check_service(env)  # a PGSERVICE section must not say where psql and pg_dump connect
     db = parsed.database
     overrides: dict[str, Any] = {}
     for var, key in (("DB_HOST", "host"), ("DB_NAME", "name"), ("DB_USER", "user")):

@@ -80,7 +80,8 @@ def connect(
     except psycopg.OperationalError as exc:
         raise DrError(
             f"cannot connect to PostgreSQL as {user} at {db.host}:{db.port}/{target}: "
-            f"{first_line(exc)} - check that the server is up, DB_HOST/DB_PORT, and PGPASSWORD"
+            f"{first_line(exc)} - check that the server is up, DB_HOST/DB_PORT, and the password "
+            "(PGPASSWORD, ~/.pgpass or PGPASSFILE; `preskool-dr config check` says which)"
         ) from None
 
 
