@@ -134,7 +134,7 @@ def host_settings(
     states = Path(explicit_state) if explicit_state else home / ".local/state/preskool-dr"
     return Settings(
         executable=running_executable(),
-        runbook=runbook.expanduser().resolve() if runbook else None,
+        runbook=Path(os.path.abspath(runbook.expanduser())) if runbook else None,  # its link kept
         environment_file=env_file.expanduser().absolute(),
         backup_dir=backup_dir.expanduser().absolute(),
         state_dir=states.expanduser().absolute(),
