@@ -289,7 +289,7 @@ def make_signing_key(folder: Path, principal: str) -> tuple[Path, Path]:
 
 def assert_openssh_verifies(entry: dict, allowed: Path, principal: str, folder: Path) -> None:
     """The entry's signature checks with stock `ssh-keygen -Y verify`, not only our code."""
-    from preskool_dr.core.drill.log import canonical_bytes
+    from preskool_dr.core.drill.entry import canonical_bytes
 
     unsigned = {k: v for k, v in entry.items() if k != "signature"}
     signature = folder / "entry.sig"

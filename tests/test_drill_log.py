@@ -19,22 +19,18 @@ from typing import Any
 import pytest
 
 from preskool_dr.core.base.errors import NotFoundError, UsageError
-from preskool_dr.core.drill.log import (
-    MARKDOWN_HEADER,
-    ZERO_SHA256,
+from preskool_dr.core.drill.append import (
     AppendResult,
     TornLogError,
     append_entry,
-    canonical_bytes,
     countersign_entry,
-    format_duration,
-    read_log,
-    repair_log,
-    sha256_hex,
     sign_entry,
-    verify_log,
 )
+from preskool_dr.core.drill.entry import ZERO_SHA256, canonical_bytes, read_log, sha256_hex
+from preskool_dr.core.drill.export import MARKDOWN_HEADER, format_duration
+from preskool_dr.core.drill.repair import repair_log
 from preskool_dr.core.drill.signing import NAMESPACE, SigningKey, key_from_file, resolve_key, sign
+from preskool_dr.core.drill.verify import verify_log
 from tests.conftest import PASSWORD, REPO
 
 PYTHON = str(REPO / ".venv" / "bin" / "python")
@@ -460,7 +456,7 @@ def test_concurrent_appends_from_two_processes_keep_the_chain(keys: Keys, log: P
     script = textwrap.dedent(f"""\
         import sys
         from pathlib import Path
-        from preskool_dr.core.drill.log import append_entry
+        from preskool_dr.core.drill.append import append_entry
         from preskool_dr.core.drill.signing import SigningKey
         who = sys.argv[1]
         key = SigningKey(path=Path(sys.argv[2]))

@@ -36,7 +36,7 @@ from preskool_dr.core.base.errors import Cancelled
 from preskool_dr.core.base.events import Event, Progress, StepChanged, StepStatus
 from preskool_dr.core.base.pgbin import find_pg_bin
 from preskool_dr.core.base.ports import free_port
-from preskool_dr.core.drill import log as drill_log
+from preskool_dr.core.drill.entry import DRILL_FIELDS, sha256_hex
 from preskool_dr.core.pitr.journal import journal_path
 from preskool_dr.core.pitr.request import PitrRequest, parse_target
 from preskool_dr.core.pitr.run import PitrRun
@@ -632,11 +632,11 @@ def test_pitr_drill_reports_an_rpo_under_an_hour_in_a_signed_entry(
 
     (line,) = log.read_text().splitlines()
     entry = json.loads(line)
-    assert all(entry[name] is not None for name in drill_log.DRILL_FIELDS)
+    assert all(entry[name] is not None for name in DRILL_FIELDS)
     assert entry["type"] == "drill" and entry["signer"] == "alice"
     assert entry["method"] == "pitr" and entry["result"] == "pass" and entry["run_result"] == "done"
     journal = json.loads(next((state / "pitr").glob("*.json")).read_text())
-    assert journal["drill_log_entry"] == drill_log.sha256_hex(line.encode())
+    assert journal["drill_log_entry"] == sha256_hex(line.encode())
     # RPO: the incident (the target) minus the last transaction the server replayed.
     recovered_to = parse_target(entry["recovered_to"])
     assert recovered_to == parse_target(journal["recovery_end"]) <= scenario.target

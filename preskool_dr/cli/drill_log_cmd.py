@@ -11,23 +11,24 @@ from typing import Any
 from preskool_dr.cli.main import Context
 from preskool_dr.cli.output import print_json
 from preskool_dr.core.base.safe_text import escape_control
-from preskool_dr.core.drill.log import (
-    ALLOWED_SIGNERS_EXAMPLE,
+from preskool_dr.core.drill.append import countersign_entry, sign_entry
+from preskool_dr.core.drill.entry import read_log
+from preskool_dr.core.drill.export import (
     DrillSummary,
-    DrillVerdict,
-    VerifyReport,
-    countersign_entry,
     entry_day,
     export_markdown,
     format_duration,
-    journal_entries,
-    read_log,
-    repair_log,
-    sign_entry,
     summarize,
+)
+from preskool_dr.core.drill.recorded import journal_entries
+from preskool_dr.core.drill.repair import repair_log
+from preskool_dr.core.drill.signing import NAMESPACE, TrustRoot, resolve_key, trust_root
+from preskool_dr.core.drill.verify import (
+    ALLOWED_SIGNERS_EXAMPLE,
+    DrillVerdict,
+    VerifyReport,
     verify_log,
 )
-from preskool_dr.core.drill.signing import NAMESPACE, TrustRoot, resolve_key, trust_root
 
 DESCRIPTION = f"""\
 The DR drill log: one signed line per quarterly drill, each chained to the one before,

@@ -22,15 +22,17 @@ from pathlib import Path
 
 import pytest
 
-from preskool_dr.core.drill.log import append_entry, read_log, verify_log
+from preskool_dr.core.drill.append import append_entry
+from preskool_dr.core.drill.entry import read_log
 from preskool_dr.core.drill.signing import NAMESPACE, SigningKey, key_from_file
+from preskool_dr.core.drill.verify import verify_log
 from tests.conftest import REPO
 from tests.faults.conftest import DRILL_FIELDS, assert_says, cli_argv, run, the_error
 
 APPENDER = textwrap.dedent("""\
     import sys, time
     from pathlib import Path
-    from preskool_dr.core.drill.log import append_entry
+    from preskool_dr.core.drill.append import append_entry
     from preskool_dr.core.drill.signing import SigningKey
     log, who, key, count, go = sys.argv[1:6]
     while not Path(go).exists():  # both processes start appending together

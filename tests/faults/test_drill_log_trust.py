@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 
-from preskool_dr.core.drill.log import append_entry, canonical_bytes, sha256_hex
+from preskool_dr.core.drill.append import append_entry
+from preskool_dr.core.drill.entry import canonical_bytes, sha256_hex
 from preskool_dr.core.drill.signing import SigningKey, key_from_file, sign
 from preskool_dr.core.restore.journal import Journal
 from preskool_dr.demo import standin_app

@@ -18,7 +18,7 @@ from typing import Any
 
 from preskool_dr.core.base import database
 from preskool_dr.core.base.config import Thresholds
-from preskool_dr.core.drill import log as drill_log
+from preskool_dr.core.drill.append import AppendResult, append_entry
 from preskool_dr.core.drill.signing import SigningKey
 from preskool_dr.core.pitr.run import PitrRun
 from preskool_dr.core.pitr.steps import STEPS
@@ -208,10 +208,10 @@ def record(
     key: SigningKey | None,
     log_path: Path | None = None,
     interactive: bool = False,
-) -> drill_log.AppendResult:
+) -> AppendResult:
     """Append (and sign when a key is there) this run's entry; remember it in the journal."""
     path = log_path or run.config.drill_log_path
-    result = drill_log.append_entry(
+    result = append_entry(
         path,
         entry_fields(run, performed_by),
         signer=signer or performed_by,

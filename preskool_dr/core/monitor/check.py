@@ -25,7 +25,8 @@ from preskool_dr.core.base.errors import DrError, NotFoundError
 from preskool_dr.core.base.events import utcnow
 from preskool_dr.core.base.files import atomic_write
 from preskool_dr.core.base.paths import ensure_private_dir
-from preskool_dr.core.drill import log as drill_log
+from preskool_dr.core.drill.entry import LogRecord, log_head, read_log
+from preskool_dr.core.drill.recorded import journal_entries, lost_entries
 from preskool_dr.core.restore.test_record import (
     RestoreTestResult,
     read_restore_test_result,
@@ -232,9 +233,9 @@ def _drill_log_checks(config: Config) -> tuple[tuple[CheckResult, ...], list[Met
     seen = _read_seen(seen_path)
     key = str(path.absolute())
     last = seen.get(key)
-    recorded = drill_log.journal_entries(config.state_dir, path, config.drill_log_path)
+    recorded = journal_entries(config.state_dir, path, config.drill_log_path)
     try:
-        records = drill_log.read_log(path)
+        records = read_log(path)
     except NotFoundError:
         if last is None and not recorded:
             return (), []  # no drill here yet
@@ -242,7 +243,7 @@ def _drill_log_checks(config: Config) -> tuple[tuple[CheckResult, ...], list[Met
     except DrError as exc:
         return (CheckResult("drill_log", Status.UNKNOWN, str(exc)),), []
     complete = [r for r in records if r.complete]
-    entries, head = len(complete), drill_log.log_head(records)
+    entries, head = len(complete), log_head(records)
     now = {"entries": entries, "head_sha256": head}
     metrics = [Metric("preskool_dr_drill_log_entries", "Complete lines in the drill log.", entries)]
     if head is not None:
@@ -262,7 +263,7 @@ def _drill_log_checks(config: Config) -> tuple[tuple[CheckResult, ...], list[Met
             f"(head {str(last['head_sha256'])[:12]}) before; restore it from a copy (if "
             f"the change was intended, remove {seen_path} to accept it)"
         )
-    lost = drill_log.lost_entries(records, recorded)
+    lost = lost_entries(records, recorded)
     if lost:
         runs = ", ".join(sorted({entry.run_id for entry in lost}))
         alerts.append(
@@ -293,7 +294,7 @@ def _drill_log_checks(config: Config) -> tuple[tuple[CheckResult, ...], list[Met
     return (CheckResult("drill_log", Status.OK, about, entries, now),), metrics
 
 
-def _went_back(complete: list[drill_log.LogRecord], last: Mapping[str, Any]) -> bool:
+def _went_back(complete: list[LogRecord], last: Mapping[str, Any]) -> bool:
     """Fewer lines than last time, or the line that was last is not there any more."""
     count, head = last.get("entries"), last.get("head_sha256")
     if not isinstance(count, int) or count <= 0:

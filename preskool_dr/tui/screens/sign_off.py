@@ -16,9 +16,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
 from preskool_dr.core.base.errors import DrError
-from preskool_dr.core.drill import log as drill_log
 from preskool_dr.core.drill import record as drill
 from preskool_dr.core.drill import signing
+from preskool_dr.core.drill.append import NO_KEY_HINT, AppendResult
 from preskool_dr.core.drill.signing import SigningKey
 from preskool_dr.tui.format import hms
 
@@ -32,7 +32,7 @@ def sign_entry(
     signer: str | None,
     key: SigningKey | None,
     log_path: Path | None,
-) -> drill_log.AppendResult:
+) -> AppendResult:
     """Append the drill's signed entry. ssh-keygen may ask for the key's passphrase on the
     terminal itself, so the app gives it the screen while it runs."""
     if app.is_headless:
@@ -150,7 +150,7 @@ class DrillSignOff:
         key_text = (
             f"Signed with {key.describe()}; ssh-keygen may ask for its passphrase."
             if key
-            else f"No signing key found: the entry is saved UNSIGNED. {drill_log.NO_KEY_HINT}."
+            else f"No signing key found: the entry is saved UNSIGNED. {NO_KEY_HINT}."
         )
         preview = entry_preview(drill.entry_fields(self.run, operator))
 
