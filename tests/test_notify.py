@@ -24,6 +24,7 @@ from preskool_dr.core.base.errors import ConfigError
 from preskool_dr.core.base.events import Event, EventSink, Notice
 from preskool_dr.core.base.notify import EVENT_ENV, Notification, Notifier
 from preskool_dr.core.base.ports import free_port
+from preskool_dr.core.drill.log import DRILL_FIELDS, append_entry
 from preskool_dr.core.storage.checksum import atomic_write
 from tests.conftest import REPO, Database, assert_no_secrets, make_signing_key, write_runbook
 
@@ -351,3 +352,21 @@ def test_a_failed_restore_step_notifies(receiver: Receiver, drill_db: str, tmp_p
     assert finished["title"].endswith(" FAILED") and finished["type"] == "failure"
     (recorded,) = receiver.of("drill_recorded")
     assert recorded["title"].endswith(" FAIL")
+
+
+def test_signing_a_drill_later_notifies(
+    receiver: Receiver, base_env: dict[str, str], tmp_path: Path
+) -> None:
+    state = Path(base_env["PRESKOOL_DR_STATE_DIR"])
+    state.mkdir(mode=0o700)
+    fields: dict[str, object] = dict.fromkeys(DRILL_FIELDS)  # the drill's facts do not matter
+    fields.update(performed_by="alice", result="pass")
+    append_entry(state / "drill-log.jsonl", fields, signer="alice", key=None)
+    key, _ = make_signing_key(tmp_path, "alice")
+
+    result = cli("drill-log", "sign", "1", "--sign-key", str(key), env=notify_env(receiver))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    (note,) = receiver.of("drill_signed")
+    assert note["title"] == "preskool-dr drill signed: drill-log line 1 signed by alice"
+    assert len(receiver.posts) == 1
