@@ -53,15 +53,16 @@ class RestoreNotices:
                 )
             )
 
-    def started(self, engine: Engine) -> None:
+    def started(self, engine: Engine, *, resumed: bool = False) -> None:
         self.engine = engine
         state = engine.state
         backup = state.backup.name if state.backup else "?"
+        again = "resumed: " if resumed else ""
         self.notifier.send(
             Notification(
                 "restore_started",
                 f"run {state.run_id}",
-                f"{state.mode} of {backup} into {state.target_label}",
+                f"{again}{state.mode} of {backup} into {state.target_label}",
                 details={"run_id": state.run_id, "backup": backup, "operator": state.operator},
             )
         )

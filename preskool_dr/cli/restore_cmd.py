@@ -143,7 +143,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                 f"{engine.state.target_label}",
                 flush=True,
             )
-            notices.started(engine)
+            notices.started(engine, resumed=bool(args.resume))
             ok = engine.run_all(args.confirm, cancel)
             notices.finished(engine, _summary(engine))
             if engine.drill and engine.state.result != "interrupted":

@@ -132,10 +132,16 @@ class Notifier:
         return bool(self.urls or self.command)
 
     @property
-    def deadline_seconds(self) -> float:
-        """The longest `send` waits: every attempt timing out, plus the pause between."""
+    def per_target_seconds(self) -> float:
+        """One URL's (or the command's) worst case: every attempt timing out, plus pauses."""
         per_attempt = 2 * self.timeout  # connect + read
-        return ATTEMPTS * per_attempt + (ATTEMPTS - 1) * RETRY_PAUSE_SECONDS + 1.0
+        return ATTEMPTS * per_attempt + (ATTEMPTS - 1) * RETRY_PAUSE_SECONDS
+
+    @property
+    def deadline_seconds(self) -> float:
+        """The longest `send` waits: each target in turn at its worst, and a second more."""
+        targets = len(self.urls) + (1 if self.command else 0)
+        return targets * self.per_target_seconds + 1.0
 
     def send(self, note: Notification) -> bool:
         """Deliver `note` everywhere; True when every delivery succeeded. Failures become
@@ -198,7 +204,7 @@ class Notifier:
         payload = json.dumps(note.to_json(), sort_keys=True, default=str)
         result = run_command(
             self.command,
-            timeout=self.deadline_seconds - 1.0,
+            timeout=self.per_target_seconds,
             env={EVENT_ENV: payload, f"{EVENT_ENV}_NAME": note.event},
             keep_lines=5,
         )
