@@ -9,12 +9,14 @@ from datetime import datetime
 from types import FrameType
 from typing import Any
 
+from preskool_dr.cli.notifying import notifier
 from preskool_dr.cli.output import BANNER_RULE, tagged
 from preskool_dr.core.backup.common import human_size
 from preskool_dr.core.backup.logical import LOGICAL_KINDS
 from preskool_dr.core.backup.take import run_backup
 from preskool_dr.core.base.errors import Cancelled, DrError, UsageError
 from preskool_dr.core.base.events import Event, Notice, Progress, utcnow
+from preskool_dr.core.base.notify import Notification
 
 TAGS = {"info": "BACKUP", "ok": "OK", "warn": "WARN", "error": "FAIL"}
 
@@ -82,9 +84,12 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     print(f"  PreSkool ERP — Database Backup | {banner_date(started)}")
     print(BANNER_RULE, flush=True)
     printer = EventPrinter()
+    notify = notifier(config)
+    about = {"kind": args.kind, "database": config.database.label}
+    subject = f"{args.kind} backup of {config.database.label}"
     previous = signal.signal(signal.SIGTERM, _cancel_on_sigterm)
     try:
-        run_backup(
+        result = run_backup(
             config,
             args.kind,
             upload=not args.no_upload,
@@ -95,9 +100,19 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     except DrError as exc:
         printer.end_progress()
         tagged("FAIL", str(exc), sys.stderr)
+        notify.send(Notification("backup_failed", subject, str(exc), details=about))
         return exc.exit_code
+    except Exception as exc:  # a crash is a failed backup too: someone must hear of it
+        error = f"internal error: {type(exc).__name__}: {exc}"
+        notify.send(Notification("backup_failed", subject, error, details=about))
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if notify.on_success:
+        summary = f"{result.path.name} in {result.path.parent}"
+        if result.uploaded:
+            summary += f", uploaded to {result.uploaded[0]}"
+        notify.send(Notification("backup_succeeded", result.path.name, summary, details=about))
     return 0
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
-from preskool_dr.cli.output import print_json
+from preskool_dr.cli.notifying import notifier
+from preskool_dr.cli.output import print_json, tagged
 from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.monitor.check import (
     CheckResult,
@@ -16,6 +18,7 @@ from preskool_dr.core.monitor.check import (
     unknown_report,
     write_prometheus,
 )
+from preskool_dr.core.monitor.check_state import record_state
 
 EPILOG = """\
 checks (the seed's alert table):
@@ -74,8 +77,25 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     if args.json:
         print_json(report.to_json())
     else:
-        print(report.nagios_text())
+        print(report.nagios_text(), flush=True)
+    _notify_change(ctx, report)
     return int(report.status)
+
+
+def _notify_change(ctx: Any, report: HealthReport) -> None:
+    """Notify when the state differs from the last check's (stderr only: stdout is the
+    plugin's answer, and the exit code stays the check's)."""
+    try:
+        config = ctx.config
+    except DrError:
+        return  # no runbook, no notify settings: the UNKNOWN answer says why
+    try:
+        change = record_state(config.state_dir, report)
+    except OSError as exc:
+        tagged("WARN", f"notify: cannot remember the check state: {exc}", sys.stderr)
+        return
+    if change is not None:
+        notifier(config, sys.stderr).send(change.notification(config.database.label))
 
 
 def _report(ctx: Any) -> HealthReport:

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from preskool_dr.cli.main import Context
+from preskool_dr.cli.notifying import notifier
 from preskool_dr.cli.output import print_json
+from preskool_dr.core.base.notify import Notification
 from preskool_dr.core.base.safe_text import escape_control
 from preskool_dr.core.drill.append import countersign_entry, sign_entry
 from preskool_dr.core.drill.entry import read_log
@@ -368,6 +370,16 @@ def _sign(args: argparse.Namespace, ctx: Context, path: Path) -> int:
             path, args.entry, signer=args.signer, key=key, interactive=interactive
         )
     print(result.message)
+    entry = result.entry
+    verb = "signed" if args.drill_log_action == "sign" else "countersigned"
+    notifier(ctx.config).send(
+        Notification(
+            "drill_signed",
+            f"drill-log line {entry['entry_line']} {verb} by {entry['signer']}",
+            result.message,
+            details={"drill_log": str(path), "entry_sha256": entry["entry_sha256"]},
+        )
+    )
     return 0
 
 

@@ -11,10 +11,12 @@ from pathlib import Path
 import humanize
 
 from preskool_dr.cli.main import Context
+from preskool_dr.cli.notifying import RestoreNotices, notifier
 from preskool_dr.cli.output import TtyProgress, cancel_on_signals, print_run_event, tagged
 from preskool_dr.core.base import database
 from preskool_dr.core.base.errors import UsageError
 from preskool_dr.core.base.events import Event
+from preskool_dr.core.base.notify import Notification
 from preskool_dr.core.drill import record as drill
 from preskool_dr.core.drill import signing
 from preskool_dr.core.restore.engine import Engine, RunOptions
@@ -127,11 +129,12 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             engine.close()
         return 0
     cancel = threading.Event()
+    notices = RestoreNotices(config, print_event)
     with cancel_on_signals(cancel):
         if args.resume:
-            engine = Engine.resume(config, args.resume, on_event=print_event)
+            engine = Engine.resume(config, args.resume, on_event=notices)
         else:
-            engine = _start(args, ctx)
+            engine = _start(args, ctx, notices)
         try:
             engine.check_confirmation(args.confirm)
             print(
@@ -140,8 +143,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                 f"{engine.state.target_label}",
                 flush=True,
             )
+            notices.started(engine, resumed=bool(args.resume))
             ok = engine.run_all(args.confirm, cancel)
-            _summary(engine)
+            notices.finished(engine, _summary(engine))
             if engine.drill and engine.state.result != "interrupted":
                 ok = _sign_off(engine, args) and ok
         finally:
@@ -151,7 +155,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     return 0 if ok else 1
 
 
-def _start(args: argparse.Namespace, ctx: Context) -> Engine:
+def _start(args: argparse.Namespace, ctx: Context, on_event: RestoreNotices) -> Engine:
     config = ctx.config
     if not args.backup:
         raise UsageError("name the BACKUP to restore (a path, a name, s3://..., or 'latest')")
@@ -172,7 +176,7 @@ def _start(args: argparse.Namespace, ctx: Context) -> Engine:
         drill=args.drill,
         recreate_mode="drop" if args.drill else args.mode,
     )
-    return Engine.start(config, options, on_event=print_event)
+    return Engine.start(config, options, on_event=on_event)
 
 
 def _sign_off(engine: Engine, args: argparse.Namespace) -> bool:
@@ -202,6 +206,22 @@ def sign_off(run: drill.DrillRun, args: argparse.Namespace, operator: str) -> bo
         "OK" if verdict.result == "pass" else "FAIL",
         f"drill {verdict.result.upper()}: {result.message}",
     )
+    outcome = drill.outcome(run)
+    notifier(run.config).send(
+        Notification(
+            "drill_signed" if result.signed else "drill_recorded",
+            f"run {outcome.run_id} {verdict.result.upper()}",
+            result.message,
+            level="success" if verdict.result == "pass" else "failure",
+            details={
+                "run_id": outcome.run_id,
+                "backup": outcome.backup,
+                "rto_seconds": round(verdict.rto_seconds),
+                "rpo_seconds": None if verdict.rpo_seconds is None else round(verdict.rpo_seconds),
+                "drill_log_line": result.line,
+            },
+        )
+    )
     return verdict.result == "pass"
 
 
@@ -223,7 +243,8 @@ def print_event(event: Event) -> None:
     print_run_event(event, 9, _tty_progress)
 
 
-def _summary(engine: Engine) -> None:
+def _summary(engine: Engine) -> str:
+    """Print the RESULT lines; return their RTO and RPO text (for the notification)."""
     state = engine.state
     config = engine.config
     target = config.thresholds.rto_minutes * 60
@@ -243,6 +264,7 @@ def _summary(engine: Engine) -> None:
             f"       resume: preskool-dr restore --resume {state.run_id} --confirm {state.target_db}",
             flush=True,
         )
+    return f"{rto_text}  {rpo_text}"
 
 
 def _clock(seconds: float) -> str:

@@ -10,9 +10,12 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
+from preskool_dr.cli.notifying import notifier
 from preskool_dr.cli.output import print_json, tagged
 from preskool_dr.cli.restore_cmd import print_event
+from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.events import ignore_events
+from preskool_dr.core.base.notify import Notification
 from preskool_dr.core.restore.restore_test import run_restore_test
 
 DESCRIPTION = """\
@@ -67,8 +70,20 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
     on_event = ignore_events if args.json else print_event
-    with _interrupts_stop_once():
-        report = run_restore_test(ctx.config, args.backup, on_event=on_event)
+    config = ctx.config
+    # with --json, stdout is one JSON object: a delivery warning goes to stderr
+    notify = notifier(config, sys.stderr if args.json else None)
+    try:
+        with _interrupts_stop_once():
+            report = run_restore_test(config, args.backup, on_event=on_event)
+    except DrError as exc:  # no backup to test, Glacier, no space: the test did not pass
+        notify.send(Notification("restore_test_failed", args.backup, str(exc)))
+        raise
+    if not report.ok:
+        details = {"database": report.database, "seconds": round(report.seconds, 1)}
+        notify.send(
+            Notification("restore_test_failed", report.backup, report.detail, details=details)
+        )
     if args.json:
         print_json(report.to_json())
     else:

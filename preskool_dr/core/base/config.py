@@ -163,6 +163,17 @@ class DrillSettings:
 
 
 @dataclass(frozen=True)
+class NotifySettings:
+    """Where events go (core/base/notify.py). URLs holding tokens belong in the environment
+    (PRESKOOL_DR_NOTIFY_URLS, which wins over `urls`), not in the runbook."""
+
+    urls: tuple[str, ...] = ()  # Apprise URLs: json://host:port/path, slack://..., mailto://...
+    command: tuple[str, ...] = ()  # argv, no shell; the event as JSON in $PRESKOOL_DR_EVENT
+    on_success: bool = False  # also a notification for each backup that succeeded
+    timeout_seconds: float = _within(5.0, 0, 60, low_open=True, note="per delivery attempt")
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything preskool-dr knows about the site; built by `load_config`."""
 
@@ -176,6 +187,7 @@ class Config:
     steps: tuple[StepText, ...]
     state_dir: Path
     restore: RestoreSettings = RestoreSettings()
+    notify: NotifySettings = NotifySettings()
 
     def step(self, step_id: str) -> StepText:
         for step in self.steps:
@@ -353,6 +365,7 @@ class _File:
     app: AppCommands = AppCommands()
     drill: DrillSettings = DrillSettings()
     restore: RestoreSettings = RestoreSettings()
+    notify: NotifySettings = NotifySettings()
     steps: tuple[StepText, ...] = ()
 
 
@@ -486,6 +499,7 @@ def load_config(path: Path | None = None, env: typing.Mapping[str, str] | None =
     _check_restore(reader, parsed, data)
     _check_thresholds(reader, parsed, data)
     _check_host(reader, parsed, data)
+    _check_notify(reader, parsed, data)
     return _apply_env(parsed, path, env)
 
 
@@ -593,6 +607,24 @@ def _check_host(reader: _Reader, parsed: _File, data: _Mapping) -> None:
         )
 
 
+# An Apprise URL starts with its service's scheme: json://, slack://, mailtos://, pagerduty://
+_NOTIFY_URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+", re.ASCII | re.IGNORECASE)
+
+
+def _check_notify(reader: _Reader, parsed: _File, data: _Mapping) -> None:
+    section = data.get("notify")
+    urls = section.get("urls") if isinstance(section, _Mapping) else None
+    for number, url in enumerate(parsed.notify.urls):
+        if not _NOTIFY_URL.fullmatch(url):
+            line = getattr(urls, "line", 1) + number  # one `- url` per line below `urls:`
+            # the text itself is not repeated: a mistyped URL may still hold a token
+            reader.fail(
+                line,
+                f"notify.urls[{number}] is not a notification URL like json://HOST:PORT/PATH "
+                "or slack://TOKENS (scheme://, no spaces)",
+            )
+
+
 def _check_retention(reader: _Reader, parsed: _File, data: _Mapping) -> None:
     backups = data.get("backups")
     retention = backups.get("retention") if isinstance(backups, _Mapping) else None
@@ -659,6 +691,7 @@ def _apply_env(parsed: _File, path: Path, env: typing.Mapping[str, str]) -> Conf
         app=parsed.app,
         drill=parsed.drill,
         restore=parsed.restore,
+        notify=parsed.notify,
         steps=parsed.steps,
         state_dir=Path(explicit_state) if explicit_state else state_dir(),
     )
