@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-from preskool_dr.cli.output import print_json, tagged
+from preskool_dr.cli.output import add_log_format_option, print_json, tagged
 from preskool_dr.cli.restore_cmd import print_event
 from preskool_dr.core.base.events import ignore_events
 from preskool_dr.core.restore.restore_test import run_restore_test
@@ -62,6 +62,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object instead of tagged lines"
     )
+    add_log_format_option(parser)
     parser.set_defaults(handler=run)
 
 
