@@ -84,6 +84,8 @@ def test_unknown_run_id_is_exit_2_naming_the_journal_folder(base_env: dict[str, 
     assert result.returncode == 2
     assert str(Path(base_env["PRESKOOL_DR_STATE_DIR"]) / "runs") in result.stderr
     assert "Traceback" not in result.stderr
+    alone = run_cli("restore", "latest", "--confirm", "preskool_db", "--format", "json")
+    assert alone.returncode == 2 and "--format goes with --report" in alone.stderr
 
 
 def hand_made_run() -> RunState:

@@ -139,6 +139,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         return _list_runs(Journal(config.state_dir))
     if args.report:
         return _report(config, args.report, args.format)
+    if args.format != "markdown":
+        raise UsageError("--format goes with --report RUN_ID")
     if args.rollback or args.drop_aside:
         engine = Engine.reopen(
             config,
