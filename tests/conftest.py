@@ -220,6 +220,31 @@ def s3(monkeypatch: pytest.MonkeyPatch, s3_server: str, dr_env: dict[str, str]) 
     return _use_new_bucket(monkeypatch, s3_server)
 
 
+@pytest.fixture
+def app_runbook(tmp_path: Path, dr_env: dict[str, str]) -> Iterator[Path]:
+    """runbook.yaml whose `app` commands and health URL drive a running stand-in app: what
+    a whole nine-step restore of the test database needs."""
+    from preskool_dr.demo import standin_app
+
+    app_dir = tmp_path / "app"
+    server = standin_app.start_server(app_dir, env=dr_env)
+    try:
+        yield write_runbook(
+            tmp_path,
+            app={
+                "stop": standin_app.command("stop", app_dir),
+                "start": standin_app.command("start", app_dir),
+                "migrate": standin_app.command("migrate", app_dir),
+                "cwd": str(tmp_path),
+                "health_url": server.health_url,
+                "timeout_seconds": 60,
+                "health_wait_seconds": 20,
+            },
+        )
+    finally:
+        server.stop()
+
+
 def write_runbook(folder: Path, **sections: dict) -> Path:
     """A copy of the repo's runbook.yaml with some top-level sections merged/replaced."""
     import yaml

@@ -10,7 +10,13 @@ from types import FrameType
 from typing import Any
 
 from preskool_dr.cli.notifying import notifier
-from preskool_dr.cli.output import BANNER_RULE, tagged
+from preskool_dr.cli.output import (
+    BANNER_RULE,
+    add_log_format_option,
+    json_logging,
+    progress_sink,
+    tagged,
+)
 from preskool_dr.core.backup.common import human_size
 from preskool_dr.core.backup.logical import LOGICAL_KINDS
 from preskool_dr.core.backup.take import run_backup
@@ -72,6 +78,7 @@ def register(subparsers: Any) -> None:
         help="plain (default): the runbook's .sql.gz; custom: also a pg_dump -Fc companion "
         "NAME.dump (own .md5, uploaded beside it) that step 6 restores with pg_restore -j",
     )
+    add_log_format_option(parser)
     parser.set_defaults(handler=run)
 
 
@@ -80,9 +87,10 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         raise UsageError("--format custom is for logical backups (daily, weekly, pre-deploy)")
     config = ctx.config
     started = utcnow()
-    print(BANNER_RULE)
-    print(f"  PreSkool ERP — Database Backup | {banner_date(started)}")
-    print(BANNER_RULE, flush=True)
+    if not json_logging():  # the seed's banner is for people reading the cron log
+        print(BANNER_RULE)
+        print(f"  PreSkool ERP — Database Backup | {banner_date(started)}")
+        print(BANNER_RULE, flush=True)
     printer = EventPrinter()
     notify = notifier(config)
     about = {"kind": args.kind, "database": config.database.label}
@@ -133,9 +141,12 @@ class EventPrinter:
     def __init__(self) -> None:
         self.live = sys.stderr.isatty()
         self.progress_shown = False
+        self.json_sink = progress_sink() if json_logging() else None
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, Notice):
+        if self.json_sink is not None and not isinstance(event, Notice):
+            self.json_sink(event)  # progress as JSON lines; a Notice is a tagged() line
+        elif isinstance(event, Notice):
             self.end_progress()
             tagged(TAGS.get(event.level, "INFO"), event.text)
         elif isinstance(event, Progress) and self.live:

@@ -98,11 +98,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         args = parser.parse_args([*(argv or sys.argv[1:]), "tui"])
     ctx = Context(runbook=args.runbook)
+    log_format = getattr(args, "log_format", None)  # the long-running commands' option
+    if log_format is not None:  # (so wal-push never imports cli.output)
+        from preskool_dr.cli.output import use_log_format
+
+        use_log_format(log_format)
+    log_json = log_format == "json"
     try:
         return int(args.handler(args, ctx))
     except DrError as exc:
-        print(f"preskool-dr: error: {exc}", file=sys.stderr)
+        _last_words(f"error: {exc}", log_json)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("preskool-dr: interrupted", file=sys.stderr)
+        _last_words("interrupted", log_json)
         return 130
+
+
+def _last_words(text: str, log_json: bool) -> None:
+    """The line a command ends on when it fails: JSON too under `--log-format json`."""
+    if log_json:
+        from preskool_dr.cli.output import error_line
+
+        error_line(text)
+    else:
+        print(f"preskool-dr: {text}", file=sys.stderr)

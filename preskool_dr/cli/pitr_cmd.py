@@ -13,9 +13,12 @@ import humanize
 from preskool_dr.cli.main import Context
 from preskool_dr.cli.output import (
     TtyProgress,
+    add_log_format_option,
     cancel_on_signals,
+    json_logging,
     print_json,
     print_run_event,
+    say,
 )
 from preskool_dr.cli.restore_cmd import add_sign_off_options, sign_off
 from preskool_dr.core.base.errors import Cancelled, DrError, UsageError
@@ -104,6 +107,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--ranges", action="store_true", help="show the recoverable ranges and exit"
     )
     parser.add_argument("--json", action="store_true", help="with --ranges: JSON records")
+    add_log_format_option(parser)
     parser.set_defaults(handler=run)
 
 
@@ -114,11 +118,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     cancel = threading.Event()
     runner = _resumed(args, ctx, cancel) if args.resume else _new(args, ctx, cancel)
     request = runner.request
-    print(
+    say(
         f"point-in-time recovery to {iso(request.target)} into {runner.data_dir} "
         f"(port {request.port}){f', resuming run {args.resume}' if args.resume else ''}"
         f"{', a drill' if request.drill else ''}",
-        flush=True,
     )
     error: DrError | None = None
     with cancel_on_signals(cancel):
@@ -219,39 +222,34 @@ def _summary(runner: PitrRun, error: DrError | None) -> None:
         end = state.recovery_end or state.range_start
         rpo = humanize.precisedelta(state.rpo_seconds or 0, minimum_unit="seconds", format="%0.0f")
         limit = runner.config.thresholds.rpo_wal_hours
-        print(
+        say(
             f"RESULT DONE  run {state.run_id}  recovered to {iso(end)} (target "
             f"{iso(state.target)}; first transaction not replayed "
             f"{iso(state.stop_point)})",
-            flush=True,
         )
-        print(
+        say(
             f"       RPO achieved: {rpo} (incident {iso(state.incident)} - recovery end "
             f"{iso(end)}; target <= {limit:g} h)",
-            flush=True,
         )
     else:
-        print(
+        say(
             f"RESULT {state.result.upper()}  run {state.run_id}  at step "
             f"{state.failed_step() or '?'}",
-            flush=True,
         )
         if isinstance(error, Cancelled):
-            print(f"       resume: {resume_command(state)}", flush=True)
+            say(f"       resume: {resume_command(state)}")
     if state.server_running:
-        print(
+        say(
             f"       server running on port {state.port}, data directory {state.data_dir}"
             f"{f', timeline {state.timeline}' if state.timeline else ''}",
-            flush=True,
         )
-        print(f"       stop it: {stop_command(Path(state.data_dir))}", flush=True)
-        print(
+        say(f"       stop it: {stop_command(Path(state.data_dir))}")
+        say(
             "       WAL archiving is off on this copy: before it becomes production, set "
             "archive_mode = on and take a base backup (docs/PITR.md)",
-            flush=True,
         )
-    print(f"       server log: {state.server_log}", flush=True)
-    print(f"       journal: {journal_path(runner.config.state_dir, state.run_id)}", flush=True)
+    say(f"       server log: {state.server_log}")
+    say(f"       journal: {journal_path(runner.config.state_dir, state.run_id)}")
 
 
 _tty_progress = TtyProgress() if sys.stderr.isatty() else None
@@ -259,7 +257,11 @@ _tty_progress = TtyProgress() if sys.stderr.isatty() else None
 
 def print_event(event: Event) -> None:
     """As `restore`; replay progress is a time, not bytes: shown as its own line."""
-    if isinstance(event, Progress) and (event.unit != "bytes" or event.step_id == "replay"):
+    if (
+        isinstance(event, Progress)
+        and (event.unit != "bytes" or event.step_id == "replay")
+        and not json_logging()  # JSON lines carry every progress event alike
+    ):
         if _tty_progress is not None and event.current:
             sys.stderr.write(f"\r{event.current}\x1b[K")
             sys.stderr.flush()

@@ -12,8 +12,17 @@ import humanize
 
 from preskool_dr.cli.main import Context
 from preskool_dr.cli.notifying import RestoreNotices, notifier
-from preskool_dr.cli.output import TtyProgress, cancel_on_signals, print_run_event, tagged
+from preskool_dr.cli.output import (
+    TtyProgress,
+    add_log_format_option,
+    cancel_on_signals,
+    print_json,
+    print_run_event,
+    say,
+    tagged,
+)
 from preskool_dr.core.base import database
+from preskool_dr.core.base.config import Config
 from preskool_dr.core.base.errors import UsageError
 from preskool_dr.core.base.events import Event
 from preskool_dr.core.base.notify import Notification
@@ -21,6 +30,7 @@ from preskool_dr.core.drill import record as drill
 from preskool_dr.core.drill import signing
 from preskool_dr.core.restore.engine import Engine, RunOptions
 from preskool_dr.core.restore.journal import Journal, parse_time
+from preskool_dr.core.restore.report import build_report, clock, to_markdown
 from preskool_dr.core.storage import catalog
 
 EPILOG = """\
@@ -37,6 +47,10 @@ examples:
       put the old database (kept aside by that run) back
   preskool-dr restore --drop-aside 20260220-041233-a1b2 --confirm preskool_db_before_20260220_041233_a1b2
       drop the old copy once the restored database is known good
+  preskool-dr restore --report 20260220-041233-a1b2 > postmortem-timeline.md
+      the run's timeline for the postmortem (--format json for scripts)
+  preskool-dr restore latest --confirm preskool_db --log-format json 2>> /var/log/preskool-dr.jsonl
+      one JSON line per event on stderr, for journald and log shippers
 
 Order: steps 2-4 (identify, download, verify) run before step 1 (app offline), so a bad
 backup costs no downtime. Run inside tmux or screen over SSH. Exit codes: 0 done,
@@ -82,6 +96,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--list-runs", action="store_true", help="list runs in the journal and exit"
     )
     parser.add_argument(
+        "--report",
+        metavar="RUN_ID",
+        help="print RUN_ID's timeline for the postmortem (steps, backup, RTO/RPO) and exit",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("markdown", "json"),
+        default="markdown",
+        help="with --report: markdown (default) or json",
+    )
+    parser.add_argument(
         "--incident-at",
         metavar="ISO8601",
         help="when the incident was declared (UTC; default now): the RTO counts from here",
@@ -90,6 +115,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--drop-after", action="store_true", help="drill: drop the drill database when done"
     )
+    add_log_format_option(parser)
     parser.set_defaults(handler=run)
 
 
@@ -113,6 +139,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     config = ctx.config
     if args.list_runs:
         return _list_runs(Journal(config.state_dir))
+    if args.report:
+        return _report(config, args.report, args.format)
+    if args.format != "markdown":
+        raise UsageError("--format goes with --report RUN_ID")
     if args.rollback or args.drop_aside:
         engine = Engine.reopen(
             config,
@@ -137,11 +167,12 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             engine = _start(args, ctx, notices)
         try:
             engine.check_confirmation(args.confirm)
-            print(
+            say(
                 f"run {engine.state.run_id}: {engine.state.mode} of "
                 f"{engine.state.backup.name if engine.state.backup else '?'} into "
                 f"{engine.state.target_label}",
-                flush=True,
+                event="run",
+                run_id=engine.state.run_id,
             )
             notices.started(engine, resumed=bool(args.resume))
             ok = engine.run_all(args.confirm, cancel)
@@ -249,7 +280,7 @@ def _summary(engine: Engine) -> str:
     config = engine.config
     target = config.thresholds.rto_minutes * 60
     rto = state.rto_seconds
-    rto_text = f"RTO {_clock(rto)} of {_clock(target)} target ({rto / target:.0%})"
+    rto_text = f"RTO {clock(rto)} of {clock(target)} target ({rto / target:.0%})"
     rpo = state.rpo_seconds
     rpo_text = (
         f"RPO {humanize.precisedelta(rpo, minimum_unit='minutes', format='%0.0f')} of "
@@ -257,19 +288,31 @@ def _summary(engine: Engine) -> str:
         if rpo is not None
         else "RPO unknown (no backup chosen)"
     )
-    print(f"RESULT {state.result.upper()}  run {state.run_id}  {rto_text}  {rpo_text}", flush=True)
-    print(f"       {engine.production_state()}", flush=True)
+    say(
+        f"RESULT {state.result.upper()}  run {state.run_id}  {rto_text}  {rpo_text}",
+        event="result",
+        level="ok" if state.result == "done" else "error",
+        run_id=state.run_id,
+        result=state.result,
+        rto_seconds=round(rto, 3),
+        rpo_seconds=None if rpo is None else round(rpo, 3),
+    )
+    say(f"       {engine.production_state()}")
     if state.result in ("failed", "interrupted"):
-        print(
-            f"       resume: preskool-dr restore --resume {state.run_id} --confirm {state.target_db}",
-            flush=True,
+        say(
+            f"       resume: preskool-dr restore --resume {state.run_id} --confirm {state.target_db}"
         )
     return f"{rto_text}  {rpo_text}"
 
 
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+def _report(config: Config, run_id: str, form: str) -> int:
+    """The run's timeline; an unknown run id is exit 2 naming the journal folder."""
+    report = build_report(Journal(config.state_dir).load(run_id), config.thresholds)
+    if form == "json":
+        print_json(report.to_json())
+    else:
+        sys.stdout.write(to_markdown(report))
+    return 0
 
 
 def _list_runs(journal: Journal) -> int:

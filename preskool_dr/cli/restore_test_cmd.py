@@ -11,7 +11,7 @@ from types import FrameType
 from typing import Any
 
 from preskool_dr.cli.notifying import notifier
-from preskool_dr.cli.output import print_json, tagged
+from preskool_dr.cli.output import add_log_format_option, print_json, tagged
 from preskool_dr.cli.restore_cmd import print_event
 from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.events import ignore_events
@@ -65,6 +65,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object instead of tagged lines"
     )
+    add_log_format_option(parser)
     parser.set_defaults(handler=run)
 
 

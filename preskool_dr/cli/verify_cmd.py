@@ -4,14 +4,12 @@ when the backup is only in S3)."""
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 import humanize
 
-from preskool_dr.cli.output import TtyProgress, print_json, tagged
+from preskool_dr.cli.output import add_log_format_option, print_json, progress_sink, tagged
 from preskool_dr.core.base.errors import ArchivedError
-from preskool_dr.core.base.events import EventSink, ignore_events
 from preskool_dr.core.storage.catalog import (
     BackupRecord,
     discard_download,
@@ -68,6 +66,7 @@ def register(sub: Any) -> None:
         help="for a backup archived in GLACIER/DEEP_ARCHIVE: ask S3 to restore it (exit 3); "
         "a backup that needs no restore is verified as usual",
     )
+    add_log_format_option(parser)
     parser.set_defaults(handler=run)
 
 
@@ -104,7 +103,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         else:
             tagged("RESTORE", message)
         return 3
-    on_event: EventSink = TtyProgress() if sys.stderr.isatty() else ignore_events
+    on_event = progress_sink()
     try:
         path = fetch_backup(config, record, on_event=on_event)
     except ArchivedError as exc:

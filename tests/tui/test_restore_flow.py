@@ -4,6 +4,7 @@ confirmation, progress, the RTO clock, quitting and resuming."""
 from __future__ import annotations
 
 import asyncio
+import stat
 from typing import Any
 
 import pytest
@@ -77,6 +78,11 @@ def test_complete_restore(site: Site, size: tuple[int, int]) -> None:
     assert loads[-1].done == loads[-1].total  # the bar reached the end
     journal_text = next(site.config.state_dir.glob("runs/*.json")).read_text()
     assert PASSWORD not in journal_text
+    # the postmortem's timeline, written when the run finished
+    (state,) = Journal(site.config.state_dir).runs()
+    report = site.config.state_dir / "reports" / f"{state.run_id}.md"
+    assert stat.S_IMODE(report.stat().st_mode) == 0o600
+    assert state.backup is not None and state.backup.name in report.read_text()
 
 
 async def drive_complete_restore(

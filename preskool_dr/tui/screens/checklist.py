@@ -7,6 +7,7 @@ Keys: r run, s skip, R retry, b backups, ? help, q quit, 1-4 panels, ctrl+p ever
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from textual import on
@@ -21,6 +22,7 @@ from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.events import LogLine, Notice, StepChanged, StepStatus
 from preskool_dr.core.base.procs import redact
 from preskool_dr.core.restore.engine import Engine
+from preskool_dr.core.restore.report import write_markdown
 from preskool_dr.tui.commands import ActionsProvider
 from preskool_dr.tui.format import hms
 from preskool_dr.tui.messages import (
@@ -149,8 +151,26 @@ class ChecklistScreen(Screen[None]):
         self.select_current()
         state = self.engine.state
         if state.result == "done":
-            self.app.notify(f"Run complete: RTO {hms(state.rto_seconds)}", title="Done", timeout=20)
+            report = self._write_report(self.engine)
+            self.app.notify(
+                f"Run complete: RTO {hms(state.rto_seconds)}"
+                + (f"\nTimeline: {report}" if report else ""),
+                title="Done",
+                timeout=20,
+            )
         self.commands.offer_what_is_due()
+
+    def _write_report(self, engine: Engine) -> Path | None:
+        """The postmortem's timeline beside the journal, its path in the log panel; a
+        folder that refuses it costs the report, never the finished run."""
+        config = engine.config
+        try:
+            path = write_markdown(config.state_dir, engine.state, config.thresholds)
+        except (DrError, OSError) as exc:
+            self.log_panel.add("report", f"timeline not written: {exc}", style="bold")
+            return None
+        self.log_panel.add("report", f"timeline for the postmortem: {path}")
+        return path
 
     def on_run_changed(self, message: RunChanged) -> None:
         self.refresh_run()
