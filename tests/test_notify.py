@@ -17,7 +17,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from preskool_dr.core.drill.log import DRILL_FIELDS, append_entry
 
 from preskool_dr.core.backup.take import run_backup
 from preskool_dr.core.base.config import load_config
@@ -25,6 +24,8 @@ from preskool_dr.core.base.errors import ConfigError
 from preskool_dr.core.base.events import Event, EventSink, Notice
 from preskool_dr.core.base.notify import EVENT_ENV, Notification, Notifier
 from preskool_dr.core.base.ports import free_port
+from preskool_dr.core.drill.append import append_entry
+from preskool_dr.core.drill.entry import DRILL_FIELDS
 from preskool_dr.core.storage.checksum import atomic_write
 from tests.conftest import REPO, Database, assert_no_secrets, make_signing_key, write_runbook
 
@@ -247,6 +248,7 @@ def test_backup_success_notifies_only_with_on_success(
 ) -> None:
     assert cli("backup", "--no-upload", env=notify_env(receiver)).returncode == 0
     assert receiver.posts == []
+    time.sleep(1.1)  # backup names have one-second resolution
 
     runbook = _runbook(tmp_path, {"on_success": True})
     env = {**notify_env(receiver), "PRESKOOL_DR_RUNBOOK": str(runbook)}

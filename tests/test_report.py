@@ -12,8 +12,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from preskool_dr.core.backup.take import run_backup
-from preskool_dr.core.base.config import STEP_IDS, Thresholds, load_config
+from preskool_dr.core.base.config import Thresholds, load_config
 from preskool_dr.core.base.events import StepStatus
+from preskool_dr.core.base.steps import StepId
 from preskool_dr.core.restore.journal import BackupChoice, Journal, RunState, StepRecord
 from preskool_dr.core.restore.report import build_report, to_markdown, write_markdown
 from preskool_dr.core.storage import checksum
@@ -53,7 +54,7 @@ def test_report_of_a_real_restore(app_runbook: Path, database: Database) -> None
     assert report["rto_met"] is True and report["rpo_met"] is True
     assert report["result"] == "done" and report["drill"] is False
     assert report["aside_db"] == state.aside_db and report["aside_state"] == "renamed"
-    assert [step["id"] for step in report["steps"]] == list(STEP_IDS)
+    assert [step["id"] for step in report["steps"]] == list(StepId)
     for step in report["steps"]:
         assert step.keys() >= CONTRACT_STEP_KEYS
         assert isinstance(step["title"], str) and step["title"]
@@ -103,7 +104,7 @@ def hand_made_run() -> RunState:
         )
         if number < 6
         else StepRecord(id=step_id, number=number, title=f"Step {step_id}")
-        for number, step_id in enumerate(STEP_IDS, start=1)
+        for number, step_id in enumerate(StepId, start=1)
     ]
     steps[5] = replace(
         steps[5],
