@@ -12,9 +12,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from preskool_dr.core.base.config import Config, load_config
+from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import ArchivedError, DrError, NotFoundError, UsageError
 from preskool_dr.core.base.events import Notice
+from preskool_dr.core.base.settings import Config
 from preskool_dr.core.storage import catalog
 from preskool_dr.core.storage.catalog import (
     BackupMeta,

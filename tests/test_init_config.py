@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from preskool_dr.core.base.config import load_config, shipped_runbook_path
+from preskool_dr.core.base.config import load_config
+from preskool_dr.core.base.runbook_file import shipped_runbook_path
 from preskool_dr.core.base.site_init import default_layout
 from tests.conftest import REPO, run_cli
 

@@ -20,9 +20,10 @@ import pytest
 from preskool_dr.core.backup.companion import read_toc
 from preskool_dr.core.backup.retention import apply_retention
 from preskool_dr.core.backup.take import run_backup
-from preskool_dr.core.base.config import Config, load_config
+from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import Cancelled, ConfigError
 from preskool_dr.core.base.events import Event, Notice, Progress, StepStatus, utcnow
+from preskool_dr.core.base.settings import Config
 from preskool_dr.core.restore.engine import Engine, RunOptions
 from preskool_dr.core.restore.loaders.pg_restore import (
     _Verbose,

@@ -12,8 +12,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from preskool_dr.core.backup.take import run_backup
-from preskool_dr.core.base.config import Thresholds, load_config
+from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.events import StepStatus
+from preskool_dr.core.base.settings import Thresholds
 from preskool_dr.core.base.steps import StepId
 from preskool_dr.core.restore.journal import BackupChoice, Journal, RunState, StepRecord
 from preskool_dr.core.restore.report import build_report, to_markdown, write_markdown

@@ -12,9 +12,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from preskool_dr.core.base.config import Retention
 from preskool_dr.core.base.errors import DrError, UsageError
 from preskool_dr.core.base.events import Event, Notice, Progress
+from preskool_dr.core.base.settings import Retention
 from preskool_dr.core.storage.checksum import sidecar_path, write_sidecar
 from preskool_dr.core.storage.layout import companion_path, meta_path
 from preskool_dr.core.storage.repository import Repository

@@ -19,9 +19,10 @@ import boto3
 import pytest
 
 from preskool_dr.core.backup.take import run_backup
-from preskool_dr.core.base.config import Config, load_config
+from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import LockedError, UsageError
 from preskool_dr.core.base.events import Event, Progress, StepStatus
+from preskool_dr.core.base.settings import Config
 from preskool_dr.core.restore.engine import Engine, RunOptions
 from preskool_dr.core.restore.journal import Journal
 from preskool_dr.core.restore.steps.db_names import aside_name

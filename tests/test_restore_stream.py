@@ -18,9 +18,9 @@ import pytest
 from psycopg import sql
 
 from preskool_dr.core.base import database
-from preskool_dr.core.base.config import DatabaseSettings
 from preskool_dr.core.base.errors import Cancelled, NotFoundError, VerificationError
 from preskool_dr.core.base.events import Event, LogLine, Progress
+from preskool_dr.core.base.settings import DatabaseSettings
 from preskool_dr.core.restore.loaders.stream import RestoreError, StreamResult, stream_restore
 from preskool_dr.core.storage import checksum
 from preskool_dr.core.storage.dumptext import DumpText

@@ -10,9 +10,10 @@ from dataclasses import asdict
 
 from preskool_dr.cli.main import Context
 from preskool_dr.cli.output import print_json
-from preskool_dr.core.base.config import find_runbook, load_config, runbook_key_lines
+from preskool_dr.core.base.config import load_config, runbook_key_lines
 from preskool_dr.core.base.errors import ConfigError
 from preskool_dr.core.base.procs import redact
+from preskool_dr.core.base.runbook_file import find_runbook
 from preskool_dr.core.base.settings_report import (
     effective_settings,
     env_file_warnings,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from preskool_dr.cli.main import Context
 from preskool_dr.cli.output import tagged
-from preskool_dr.core.base.config import runbook_search_path
+from preskool_dr.core.base.runbook_file import runbook_search_path
 from preskool_dr.core.base.site_init import default_layout, init_site
 
 EPILOG = """\

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from preskool_dr import __version__
-from preskool_dr.core.base.config import Config, load_config
+from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import DrError
+from preskool_dr.core.base.settings import Config
 
 # The order here is the order `--help` lists them in.
 COMMAND_MODULES = (

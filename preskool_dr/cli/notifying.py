@@ -11,9 +11,9 @@ import sys
 from typing import TextIO
 
 from preskool_dr.cli.output import tagged
-from preskool_dr.core.base.config import Config
 from preskool_dr.core.base.events import Event, EventSink, Notice, StepChanged, StepStatus
 from preskool_dr.core.base.notify import Notification, Notifier
+from preskool_dr.core.base.settings import Config
 from preskool_dr.core.restore.engine import Engine
 
 

@@ -22,10 +22,10 @@ from preskool_dr.cli.output import (
     tagged,
 )
 from preskool_dr.core.base import database
-from preskool_dr.core.base.config import Config
 from preskool_dr.core.base.errors import UsageError
 from preskool_dr.core.base.events import Event
 from preskool_dr.core.base.notify import Notification
+from preskool_dr.core.base.settings import Config
 from preskool_dr.core.drill import record as drill
 from preskool_dr.core.drill import signing
 from preskool_dr.core.restore.engine import Engine, RunOptions

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from preskool_dr.core.base.config import Config
+from preskool_dr.core.base.settings import Config
 from preskool_dr.core.restore.engine import default_operator
 
 if TYPE_CHECKING:

@@ -36,10 +36,11 @@ from psycopg import sql
 
 from preskool_dr.core.backup.take import run_backup
 from preskool_dr.core.base import files, procs
-from preskool_dr.core.base.config import load_config, shipped_runbook_path
+from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import DrError, NotFoundError
 from preskool_dr.core.base.events import EventSink, Notice, ignore_events, utcnow
 from preskool_dr.core.base.ports import free_port
+from preskool_dr.core.base.runbook_file import shipped_runbook_path
 from preskool_dr.core.drill import signing
 from preskool_dr.core.restore.appctl import check_health
 from preskool_dr.core.storage import catalog, checksum

@@ -30,9 +30,9 @@ from textual.message_pump import MessagePump
 from textual.notifications import SeverityLevel
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
-from preskool_dr.core.base.config import Config
 from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.events import Event, Progress, StepStatus, utcnow
+from preskool_dr.core.base.settings import Config
 from preskool_dr.core.pitr.request import PitrRequest
 from preskool_dr.core.pitr.run import PitrRun
 from preskool_dr.core.restore.engine import Engine, RunOptions

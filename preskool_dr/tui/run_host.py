@@ -12,7 +12,7 @@ from typing import Protocol
 
 from textual.notifications import SeverityLevel
 
-from preskool_dr.core.base.config import Config
+from preskool_dr.core.base.settings import Config
 from preskool_dr.core.pitr.request import PitrRequest
 from preskool_dr.core.pitr.run import PitrRun
 from preskool_dr.core.restore.engine import Engine

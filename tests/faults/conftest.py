@@ -41,7 +41,8 @@ import pytest
 from psycopg import sql
 
 from preskool_dr.core.backup.take import run_backup
-from preskool_dr.core.base.config import Config, load_config
+from preskool_dr.core.base.config import load_config
+from preskool_dr.core.base.settings import Config
 from preskool_dr.core.restore.journal import Journal, RunState
 from preskool_dr.core.storage import catalog, checksum
 from preskool_dr.core.storage.s3store import S3Store

@@ -30,8 +30,9 @@ import pytest
 from textual.screen import Screen
 
 from preskool_dr.core.backup.take import run_backup
-from preskool_dr.core.base.config import Config, load_config
+from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.events import Event, Notice, Progress, StepStatus, utcnow
+from preskool_dr.core.base.settings import Config
 from preskool_dr.core.restore.engine import Engine, RunOptions
 from preskool_dr.core.restore.restore_test import run_restore_test
 from preskool_dr.core.storage import catalog, checksum

@@ -22,8 +22,9 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 from preskool_dr.core.backup.take import run_backup
-from preskool_dr.core.base.config import Config, load_config
+from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.events import StepStatus
+from preskool_dr.core.base.settings import Config
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
 from preskool_dr.tui.screens.incident_time import IncidentTimeScreen

@@ -19,9 +19,10 @@ from textual.pilot import Pilot
 from textual.widgets import RichLog, Static
 
 from preskool_dr.core.backup.basebackup import BaseBackupInfo
-from preskool_dr.core.base.config import Config, load_config
+from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.events import Event, EventSink, StepChanged, StepStatus
 from preskool_dr.core.base.ports import free_port
+from preskool_dr.core.base.settings import Config
 from preskool_dr.core.pitr.plan import RecoverableRange
 from preskool_dr.core.pitr.server import stop_command
 from preskool_dr.core.pitr.steps import STEPS

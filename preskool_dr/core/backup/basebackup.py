@@ -33,9 +33,9 @@ from preskool_dr.core.backup import wal
 from preskool_dr.core.backup.common import BackupResult, backup_dir_lock, human_size
 from preskool_dr.core.backup.wal import Segment, WalSettings
 from preskool_dr.core.base import database, files, procs
-from preskool_dr.core.base.config import Config, DatabaseSettings
 from preskool_dr.core.base.errors import Cancelled, DrError, VerificationError
 from preskool_dr.core.base.events import EventSink, LogLine, Notice, ignore_events, utcnow
+from preskool_dr.core.base.settings import Config, DatabaseSettings
 from preskool_dr.core.storage import catalog, checksum
 from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.core.storage.checksum import ProgressMeter

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from preskool_dr.core.base import files, procs
-from preskool_dr.core.base.config import DatabaseSettings
 from preskool_dr.core.base.database import libpq_env
 from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.events import EventSink, Notice, ignore_events
+from preskool_dr.core.base.settings import DatabaseSettings
 from preskool_dr.core.storage import catalog, checksum
 
 TOC_TIMEOUT = 300  # seconds for `pg_restore -l` (it reads only the table of contents)

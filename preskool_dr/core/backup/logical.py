@@ -35,7 +35,6 @@ from preskool_dr.core.backup.common import (
 from preskool_dr.core.backup.companion import companion_dump
 from preskool_dr.core.backup.retention import apply_retention
 from preskool_dr.core.base import database, files, procs
-from preskool_dr.core.base.config import Config, DatabaseSettings
 from preskool_dr.core.base.errors import (
     Cancelled,
     DrError,
@@ -46,6 +45,7 @@ from preskool_dr.core.base.errors import (
 from preskool_dr.core.base.events import EventSink, Notice, ProgressMeter, ignore_events, utcnow
 from preskool_dr.core.base.lock import ServerLock
 from preskool_dr.core.base.paths import ensure_private_dir
+from preskool_dr.core.base.settings import Config, DatabaseSettings
 from preskool_dr.core.storage import catalog, checksum
 from preskool_dr.core.storage.layout import remove_local
 from preskool_dr.core.storage.meta import BackupMeta, write_meta

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from functools import partial
 
-from preskool_dr.core.base.config import Config
+from preskool_dr.core.base.settings import Config
 from preskool_dr.core.storage import catalog
 from preskool_dr.core.storage.repository import Repository
 

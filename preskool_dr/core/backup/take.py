@@ -9,8 +9,8 @@ from datetime import datetime
 from preskool_dr.core.backup.basebackup import run_base_backup
 from preskool_dr.core.backup.common import BackupResult
 from preskool_dr.core.backup.logical import logical_backup
-from preskool_dr.core.base.config import Config
 from preskool_dr.core.base.events import EventSink, ignore_events
+from preskool_dr.core.base.settings import Config
 
 
 def run_backup(

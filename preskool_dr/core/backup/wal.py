@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from preskool_dr.core.base import files
-from preskool_dr.core.base.config import BackupSettings, Config
 from preskool_dr.core.base.errors import DrError, UsageError, VerificationError
 from preskool_dr.core.base.paths import ensure_private_dir, inside
+from preskool_dr.core.base.settings import BackupSettings, Config
 from preskool_dr.core.storage import checksum
 from preskool_dr.core.storage.repository import Repository
 

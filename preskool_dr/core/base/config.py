@@ -12,11 +12,9 @@ import dataclasses
 import ipaddress
 import math
 import os
-import pwd
 import re
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,180 +23,13 @@ import yaml
 from preskool_dr.core.base.errors import ConfigError
 from preskool_dr.core.base.libpq_service import check_service
 from preskool_dr.core.base.paths import state_dir
+from preskool_dr.core.base.runbook_file import find_runbook, read_trusted
+from preskool_dr.core.base.settings import (
+    RESTORE_METHODS,
+    Config,
+    RunbookFile,
+)
 from preskool_dr.core.base.steps import STEP_ID_LIST, StepId
-
-DEFAULT_RUNBOOK_NAME = "runbook.yaml"
-
-
-@dataclass(frozen=True)
-class Range:
-    """The numbers a runbook key accepts. A timeout of 0 or -5 seconds, port 70000 or a
-    negative retention is a typo: refused at its line, never acted on (a 0-second timeout
-    would fail every app command; a negative retention would delete every backup)."""
-
-    low: float
-    high: float = math.inf
-    low_open: bool = False  # `low` itself is refused: "more than 0"
-    note: str = ""  # what a value means, when that is not obvious
-
-    def admits(self, value: float) -> bool:
-        above = value > self.low if self.low_open else value >= self.low
-        return above and value <= self.high
-
-    def describe(self) -> str:
-        if self.high != math.inf:
-            text = f"from {self.low:g} to {self.high:g}"
-        else:
-            text = f"more than {self.low:g}" if self.low_open else f"{self.low:g} or more"
-        return f"{text} ({self.note})" if self.note else text
-
-
-def _within(
-    default: Any, low: float, high: float = math.inf, *, low_open: bool = False, note: str = ""
-) -> Any:
-    """A dataclass field whose runbook value must lie in a Range (checked by `_Reader`)."""
-    return field(default=default, metadata={"range": Range(low, high, low_open, note)})
-
-
-@dataclass(frozen=True)
-class StepText:
-    """What the operator reads about one of the nine steps."""
-
-    id: str
-    title: str
-    explain: str
-    command: str
-
-
-@dataclass(frozen=True)
-class AppCommands:
-    """Application control; every command is an argv list run without a shell."""
-
-    stop: tuple[str, ...] = ()
-    start: tuple[str, ...] = ()
-    migrate: tuple[str, ...] = ()
-    cwd: str | None = None
-    health_url: str | None = None
-    timeout_seconds: float = _within(300.0, 0, low_open=True)  # for each command
-    # how long step 9 polls the health URL for a 2xx
-    health_wait_seconds: float = _within(120.0, 0, low_open=True)
-
-
-@dataclass(frozen=True)
-class Retention:
-    local_days: int | None = _within(None, 1)
-    s3_days: int | None = _within(None, 1)
-    storage_class: str = "STANDARD"
-
-
-@dataclass(frozen=True)
-class SmokeQuery:
-    """A query that must return a single row; `min_value` checks its first column."""
-
-    name: str
-    sql: str
-    min_value: float | None = None
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    rto_minutes: float = _within(120.0, 0, low_open=True)
-    rpo_hours: float = _within(24.0, 0, low_open=True)
-    rpo_wal_hours: float = _within(1.0, 0, low_open=True)
-    backup_warn_age_hours: float = _within(25.0, 0, low_open=True)
-    backup_missing_hours: float = _within(26.0, 0, low_open=True)
-    min_backup_bytes: int = _within(1_048_576, 0)
-    restore_test_max_age_days: float = _within(8.0, 0, low_open=True)
-
-
-@dataclass(frozen=True)
-class DatabaseSettings:
-    host: str = "localhost"
-    port: int = _within(5432, 1, 65535)
-    name: str = "preskool_db"
-    user: str = "preskool"
-    admin_user: str = "postgres"
-    admin_db: str = "postgres"
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}@{self.host}:{self.port}"
-
-
-@dataclass(frozen=True)
-class BackupSettings:
-    dir: Path = Path("/var/backups/preskool")
-    s3_bucket: str | None = None
-    s3_prefix: str = "preskool-backups/"
-    retention: dict[str, Retention] = field(default_factory=dict)
-    compress_level: int = _within(6, 0, 9, note="gzip levels")
-
-
-@dataclass(frozen=True)
-class RestoreTestSettings:
-    database: str = "preskool_restore_test"
-    required_tables: tuple[str, ...] = ()
-    smoke_queries: tuple[SmokeQuery, ...] = ()
-
-
-RESTORE_METHODS = ("auto", "serial", "parallel")
-
-
-@dataclass(frozen=True)
-class RestoreSettings:
-    """How step 6 loads a backup (see core/restore/loaders/parallel/ and core/restore/loaders/pg_restore.py)."""
-
-    method: str = "auto"  # auto | parallel | serial (runbook.yaml says what each does)
-    jobs: int = _within(0, 0, note="0 = one per CPU core")  # sessions for a parallel load
-
-
-@dataclass(frozen=True)
-class DrillSettings:
-    target_db: str = "preskool_drill"
-    app: AppCommands = AppCommands()
-    sign_key: Path | None = None
-    log: Path | None = None
-    drop_after: bool = False
-    allowed_signers: Path | None = None  # the drill log's trust root (drill-log verify)
-
-
-@dataclass(frozen=True)
-class NotifySettings:
-    """Where events go (core/base/notify.py). URLs holding tokens belong in the environment
-    (PRESKOOL_DR_NOTIFY_URLS, which wins over `urls`), not in the runbook."""
-
-    urls: tuple[str, ...] = ()  # Apprise URLs: json://host:port/path, slack://..., mailto://...
-    command: tuple[str, ...] = ()  # argv, no shell; the event as JSON in $PRESKOOL_DR_EVENT
-    on_success: bool = False  # also a notification for each backup that succeeded
-    timeout_seconds: float = _within(5.0, 0, 60, low_open=True, note="per delivery attempt")
-
-
-@dataclass(frozen=True)
-class Config:
-    """Everything preskool-dr knows about the site; built by `load_config`."""
-
-    source: Path | None
-    database: DatabaseSettings
-    backups: BackupSettings
-    thresholds: Thresholds
-    restore_test: RestoreTestSettings
-    app: AppCommands
-    drill: DrillSettings
-    steps: tuple[StepText, ...]
-    state_dir: Path
-    restore: RestoreSettings = RestoreSettings()
-    notify: NotifySettings = NotifySettings()
-
-    def step(self, step_id: str) -> StepText:
-        for step in self.steps:
-            if step.id == step_id:
-                return step
-        raise KeyError(step_id)
-
-    @property
-    def drill_log_path(self) -> Path:
-        return self.drill.log or self.state_dir / "drill-log.jsonl"
-
 
 # ---------------------------------------------------------------- YAML with line numbers
 
@@ -251,7 +82,8 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _constr
 
 
 class _Reader:
-    """Converts parsed YAML into the dataclasses above, with file:line on every error."""
+    """Converts parsed YAML into the records of core/base/settings.py, with file:line on every
+    error."""
 
     def __init__(self, file: str, base_dir: Path) -> None:
         self.file = file
@@ -353,107 +185,7 @@ def _kind(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-@dataclass(frozen=True)
-class _File:
-    """The shape of runbook.yaml itself (defaults come from the dataclasses above)."""
-
-    version: int = 1
-    database: DatabaseSettings = DatabaseSettings()
-    backups: BackupSettings = BackupSettings()
-    thresholds: Thresholds = Thresholds()
-    restore_test: RestoreTestSettings = RestoreTestSettings()
-    app: AppCommands = AppCommands()
-    drill: DrillSettings = DrillSettings()
-    restore: RestoreSettings = RestoreSettings()
-    notify: NotifySettings = NotifySettings()
-    steps: tuple[StepText, ...] = ()
-
-
 # ---------------------------------------------------------------- loading
-
-
-def shipped_runbook_path() -> Path:
-    """The commented template that ships with preskool-dr (what the demo starts from and what
-    a site copies to one of the places `find_runbook` looks, what `init` writes). It ships
-    inside the package, so an installed wheel has it; never read implicitly."""
-    return Path(__file__).resolve().parents[2] / "data" / DEFAULT_RUNBOOK_NAME
-
-
-def runbook_search_path(env: typing.Mapping[str, str] | None = None) -> list[Path]:
-    """The files looked at when neither --runbook nor PRESKOOL_DR_RUNBOOK names one, in order.
-
-    Never the current directory: a runbook.yaml planted in /tmp (or any folder an operator
-    happens to `cd` into) would have its app.stop argv run with every secret in the
-    environment."""
-    env = os.environ if env is None else env
-    xdg = env.get("XDG_CONFIG_HOME", "")
-    # the XDG spec: an unset, empty or relative XDG_CONFIG_HOME means ~/.config
-    config_home = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".config"
-    return [
-        config_home / "preskool-dr" / DEFAULT_RUNBOOK_NAME,
-        Path("/etc/preskool-dr") / DEFAULT_RUNBOOK_NAME,
-    ]
-
-
-def find_runbook(explicit: Path | None = None, env: typing.Mapping[str, str] | None = None) -> Path:
-    """--runbook, else PRESKOOL_DR_RUNBOOK, else the first of `runbook_search_path` that
-    exists. A path named explicitly is used even when missing (load_config then says so)."""
-    env = os.environ if env is None else env
-    if explicit is not None:
-        return explicit
-    named = env.get("PRESKOOL_DR_RUNBOOK")
-    if named:
-        return Path(named)
-    candidates = runbook_search_path(env)
-    for candidate in candidates:
-        if candidate.exists():
-            return candidate
-    looked = ", ".join(str(c) for c in candidates)
-    raise ConfigError(
-        f"no runbook.yaml found: --runbook not given, PRESKOOL_DR_RUNBOOK not set, and none at "
-        f"{looked} (the current directory is never searched); pass --runbook PATH, set "
-        f"PRESKOOL_DR_RUNBOOK, or copy the template {shipped_runbook_path()} to "
-        f"{candidates[0]} and edit it"
-    )
-
-
-def _read_trusted(path: Path) -> str:
-    """The runbook's text, read only when no one but its owner could have written it.
-
-    Its app commands run with PGPASSWORD and the AWS keys in the environment, so a file that
-    another local user can change is someone else's code. Refused: a file writable by group
-    or others, and a file owned by a user other than root or the one running preskool-dr.
-    The checks use the open file (fstat), so a swap after the check cannot slip through."""
-    with path.open("rb") as handle:
-        info = os.fstat(handle.fileno())
-        me = os.geteuid()
-        if info.st_uid not in (0, me):
-            trusted = "root" if me == 0 else f"{_user_name(me)} or root"
-            raise ConfigError(
-                f"{path}: runbook refused: it is owned by {_user_name(info.st_uid)}, not by "
-                f"{trusted}, and its app commands would run with this user's secrets; "
-                f"check its content, then `chown {_user_name(me)} {path}`"
-            )
-        if info.st_mode & 0o022:
-            who = (
-                "group and others"
-                if info.st_mode & 0o022 == 0o022
-                else ("its group" if info.st_mode & 0o020 else "others")
-            )
-            raise ConfigError(
-                f"{path}: runbook refused: it is writable by {who} (mode "
-                f"{info.st_mode & 0o777:03o}), so another user could change the commands it "
-                f"runs; check its content, then `chmod go-w {path}`"
-            )
-        data = handle.read()
-    return data.decode("utf-8")
-
-
-def _user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid {uid}"
 
 
 def load_config(path: Path | None = None, env: typing.Mapping[str, str] | None = None) -> Config:
@@ -461,7 +193,7 @@ def load_config(path: Path | None = None, env: typing.Mapping[str, str] | None =
     env = os.environ if env is None else env
     path = find_runbook(path, env)
     try:
-        text = _read_trusted(path)
+        text = read_trusted(path)
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: runbook file not found; pass --runbook PATH or set PRESKOOL_DR_RUNBOOK"
@@ -489,7 +221,7 @@ def load_config(path: Path | None = None, env: typing.Mapping[str, str] | None =
         data = _Mapping()
         data.line, data.key_lines = 1, {}
     reader = _Reader(str(path), path.resolve().parent)
-    parsed: _File = reader.build(_File, data, 1, "")
+    parsed: RunbookFile = reader.build(RunbookFile, data, 1, "")
     if parsed.version != 1:
         reader.fail(
             data.key_lines.get("version", 1), f"version {parsed.version} is not supported (use 1)"
@@ -506,7 +238,7 @@ def load_config(path: Path | None = None, env: typing.Mapping[str, str] | None =
 def runbook_key_lines(path: Path) -> dict[str, int]:
     """Every key the runbook file sets, dotted (`database.port`), with its line: what
     `config check` shows as the source of a setting. Call after load_config accepted it."""
-    data = yaml.load(_read_trusted(path), Loader=_loader_for(str(path)))  # noqa: S506
+    data = yaml.load(read_trusted(path), Loader=_loader_for(str(path)))  # noqa: S506
     lines: dict[str, int] = {}
 
     def walk(node: Any, prefix: str) -> None:
@@ -528,7 +260,7 @@ def _loader_for(name: str) -> type[_Loader]:
     return Named
 
 
-def _check_steps(reader: _Reader, parsed: _File, data: _Mapping) -> None:
+def _check_steps(reader: _Reader, parsed: RunbookFile, data: _Mapping) -> None:
     line = data.key_lines.get("steps", 1)
     ids = [s.id for s in parsed.steps]
     # each step's own `id:` line: the operator fixes that line, not the `steps:` header
@@ -546,7 +278,7 @@ def _check_steps(reader: _Reader, parsed: _File, data: _Mapping) -> None:
         reader.fail(line, f"steps must list the nine steps in order: {STEP_ID_LIST}")
 
 
-def _check_restore(reader: _Reader, parsed: _File, data: _Mapping) -> None:
+def _check_restore(reader: _Reader, parsed: RunbookFile, data: _Mapping) -> None:
     section = data.get("restore")
     lines = section.key_lines if isinstance(section, _Mapping) else {}
     if parsed.restore.method not in RESTORE_METHODS:
@@ -556,7 +288,7 @@ def _check_restore(reader: _Reader, parsed: _File, data: _Mapping) -> None:
         )
 
 
-def _check_thresholds(reader: _Reader, parsed: _File, data: _Mapping) -> None:
+def _check_thresholds(reader: _Reader, parsed: RunbookFile, data: _Mapping) -> None:
     t = parsed.thresholds
     if t.backup_missing_hours < t.backup_warn_age_hours:  # CRITICAL would come before WARNING
         section = data.get("thresholds")
@@ -595,7 +327,7 @@ def host_problem(host: str) -> str | None:
     return "a host name, an IP address or an absolute socket folder"
 
 
-def _check_host(reader: _Reader, parsed: _File, data: _Mapping) -> None:
+def _check_host(reader: _Reader, parsed: RunbookFile, data: _Mapping) -> None:
     problem = host_problem(parsed.database.host)
     if problem:
         section = data.get("database")
@@ -611,7 +343,7 @@ def _check_host(reader: _Reader, parsed: _File, data: _Mapping) -> None:
 _NOTIFY_URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+", re.ASCII | re.IGNORECASE)
 
 
-def _check_notify(reader: _Reader, parsed: _File, data: _Mapping) -> None:
+def _check_notify(reader: _Reader, parsed: RunbookFile, data: _Mapping) -> None:
     section = data.get("notify")
     urls = section.get("urls") if isinstance(section, _Mapping) else None
     for number, url in enumerate(parsed.notify.urls):
@@ -625,7 +357,7 @@ def _check_notify(reader: _Reader, parsed: _File, data: _Mapping) -> None:
             )
 
 
-def _check_retention(reader: _Reader, parsed: _File, data: _Mapping) -> None:
+def _check_retention(reader: _Reader, parsed: RunbookFile, data: _Mapping) -> None:
     backups = data.get("backups")
     retention = backups.get("retention") if isinstance(backups, _Mapping) else None
     for kind in parsed.backups.retention:
@@ -649,7 +381,7 @@ ENV_OVERRIDES = {
 }
 
 
-def _apply_env(parsed: _File, path: Path, env: typing.Mapping[str, str]) -> Config:
+def _apply_env(parsed: RunbookFile, path: Path, env: typing.Mapping[str, str]) -> Config:
     check_service(env)  # a PGSERVICE section must not say where psql and pg_dump connect
     db = parsed.database
     overrides: dict[str, Any] = {}

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from preskool_dr.core.base.config import DatabaseSettings
 from preskool_dr.core.base.errors import DrError, UsageError
+from preskool_dr.core.base.settings import DatabaseSettings
 
 MAX_IDENTIFIER_BYTES = 63
 

@@ -37,10 +37,10 @@ import psycopg
 from psycopg import sql
 
 from preskool_dr.core.base import database
-from preskool_dr.core.base.config import DatabaseSettings
 from preskool_dr.core.base.errors import DrError, LockedError
 from preskool_dr.core.base.events import utcnow
 from preskool_dr.core.base.paths import open_private_file, secure_state_subdir
+from preskool_dr.core.base.settings import DatabaseSettings
 
 
 def lock_path(state_dir: Path, host: str, port: int, dbname: str) -> Path:

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from preskool_dr.core.base.config import Config
 from preskool_dr.core.base.events import EventSink, Notice, ignore_events, utcnow
 from preskool_dr.core.base.procs import run_command
+from preskool_dr.core.base.settings import Config
 
 URLS_ENV = "PRESKOOL_DR_NOTIFY_URLS"
 EVENT_ENV = "PRESKOOL_DR_EVENT"  # the command's copy of the event, as JSON

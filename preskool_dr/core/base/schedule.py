@@ -18,9 +18,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from preskool_dr.core.base.config import BackupSettings, find_runbook, load_config
+from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import ConfigError, UsageError
 from preskool_dr.core.base.host_files import environment_file, read_environment_file
+from preskool_dr.core.base.runbook_file import find_runbook
+from preskool_dr.core.base.settings import BackupSettings
 
 DEFAULT_PROMETHEUS_FILE = Path("/var/lib/prometheus/node-exporter/preskool_dr.prom")
 CHECK_INTERVALS = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30)  # minutes that divide an hour evenly

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from preskool_dr.core.base.config import ENV_OVERRIDES, Config
+from preskool_dr.core.base.config import ENV_OVERRIDES
 from preskool_dr.core.base.libpq_service import find_service, service_files
+from preskool_dr.core.base.settings import Config
 from preskool_dr.core.base.site_init import ENV_FILE_NAME
 
 MASK = "********"

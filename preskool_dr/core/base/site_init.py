@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from preskool_dr import __version__
-from preskool_dr.core.base.config import runbook_search_path, shipped_runbook_path
 from preskool_dr.core.base.errors import UsageError
 from preskool_dr.core.base.paths import state_dir
+from preskool_dr.core.base.runbook_file import runbook_search_path, shipped_runbook_path
 
 ENV_FILE_NAME = "preskool-dr.env"
 SYSTEM_GROUP = "preskool-dr"

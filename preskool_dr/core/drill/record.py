@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from preskool_dr.core.base import database
-from preskool_dr.core.base.config import Thresholds
+from preskool_dr.core.base.settings import Thresholds
 from preskool_dr.core.drill.append import AppendResult, append_entry
 from preskool_dr.core.drill.signing import SigningKey
 from preskool_dr.core.pitr.run import PitrRun

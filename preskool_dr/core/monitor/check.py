@@ -20,11 +20,11 @@ from typing import Any
 from preskool_dr.core.backup import basebackup
 from preskool_dr.core.backup.common import human_size
 from preskool_dr.core.backup.wal import WAL_DIRNAME
-from preskool_dr.core.base.config import Config
 from preskool_dr.core.base.errors import DrError, NotFoundError
 from preskool_dr.core.base.events import utcnow
 from preskool_dr.core.base.files import atomic_write
 from preskool_dr.core.base.paths import ensure_private_dir
+from preskool_dr.core.base.settings import Config
 from preskool_dr.core.drill.entry import LogRecord, log_head, read_log
 from preskool_dr.core.drill.recorded import journal_entries, lost_entries
 from preskool_dr.core.restore.test_record import (

@@ -15,10 +15,10 @@ from typing import IO, Any, cast
 
 from preskool_dr.core.backup.basebackup import BASE_TAR, MANIFEST, WAL_TAR
 from preskool_dr.core.base import procs
-from preskool_dr.core.base.config import Config
 from preskool_dr.core.base.errors import Cancelled, DrError, VerificationError
 from preskool_dr.core.base.events import EventSink
 from preskool_dr.core.base.pgbin import find_pg_bin
+from preskool_dr.core.base.settings import Config
 from preskool_dr.core.pitr.plan import RecoverableRange
 from preskool_dr.core.storage import catalog, checksum
 from preskool_dr.core.storage.checksum import ProgressMeter

@@ -17,10 +17,10 @@ from preskool_dr.core.backup import basebackup, wal
 from preskool_dr.core.backup.basebackup import BaseBackupInfo
 from preskool_dr.core.backup.wal import Segment, WalSettings
 from preskool_dr.core.base import procs
-from preskool_dr.core.base.config import Config
 from preskool_dr.core.base.errors import UsageError
 from preskool_dr.core.base.events import EventSink, Notice, ignore_events
 from preskool_dr.core.base.pgbin import find_pg_bin
+from preskool_dr.core.base.settings import Config
 from preskool_dr.core.pitr.request import iso
 from preskool_dr.core.storage import catalog
 from preskool_dr.core.storage.catalog import BackupRecord

@@ -32,7 +32,6 @@ from pathlib import Path
 
 from preskool_dr.core.backup.basebackup import BASE_TAR
 from preskool_dr.core.backup.wal import WalSettings
-from preskool_dr.core.base.config import Config
 from preskool_dr.core.base.errors import Cancelled, DrError, VerificationError
 from preskool_dr.core.base.events import (
     EventSink,
@@ -42,6 +41,7 @@ from preskool_dr.core.base.events import (
     ignore_events,
     utcnow,
 )
+from preskool_dr.core.base.settings import Config
 from preskool_dr.core.pitr import datadir, server, verify
 from preskool_dr.core.pitr.journal import PitrJournal, PitrState, resume_command
 from preskool_dr.core.pitr.plan import RecoverableRange, plan_recovery

@@ -20,10 +20,10 @@ import psycopg
 
 from preskool_dr.core.backup.wal import WalSettings
 from preskool_dr.core.base import database, procs
-from preskool_dr.core.base.config import Config
 from preskool_dr.core.base.errors import DrError, UsageError
 from preskool_dr.core.base.events import EventSink, LogLine
 from preskool_dr.core.base.pgbin import find_pg_bin
+from preskool_dr.core.base.settings import Config
 
 SERVER_OS_USER = "postgres"  # who runs the server when pitr runs as root
 LOG_NAME = "pitr-recovery.log"

@@ -9,8 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from preskool_dr.core.base import database
-from preskool_dr.core.base.config import Config
 from preskool_dr.core.base.errors import VerificationError
+from preskool_dr.core.base.settings import Config
 from preskool_dr.core.pitr.journal import PitrState
 from preskool_dr.core.pitr.request import iso
 from preskool_dr.core.pitr.server import RecoveredServer

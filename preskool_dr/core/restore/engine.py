@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from preskool_dr.core.base import database
-from preskool_dr.core.base.config import AppCommands, Config, DatabaseSettings
 from preskool_dr.core.base.errors import Cancelled, DrError, UsageError
 from preskool_dr.core.base.events import (
     EventSink,
@@ -35,6 +34,7 @@ from preskool_dr.core.base.events import (
 )
 from preskool_dr.core.base.lock import ServerLock, TargetLock, lock_path
 from preskool_dr.core.base.procs import redact
+from preskool_dr.core.base.settings import AppCommands, Config, DatabaseSettings
 from preskool_dr.core.base.steps import STEP_ID_LIST, StepId
 from preskool_dr.core.restore.journal import BackupChoice, Journal, RunState, StepRecord, new_run_id
 from preskool_dr.core.restore.steps import ACTIONS, backup_checks, recreate_db

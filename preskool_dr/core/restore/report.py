@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from preskool_dr.core.base.config import Thresholds
 from preskool_dr.core.base.paths import open_private_file, secure_state_subdir
 from preskool_dr.core.base.procs import redact
+from preskool_dr.core.base.settings import Thresholds
 from preskool_dr.core.restore.journal import RunState, StepRecord
 
 OUTPUT_TAIL_LINES = 3  # of a step's child output: enough to see why it failed

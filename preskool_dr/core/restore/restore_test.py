@@ -21,10 +21,10 @@ import humanize
 import psycopg
 
 from preskool_dr.core.base import database
-from preskool_dr.core.base.config import Config, SmokeQuery
 from preskool_dr.core.base.errors import ArchivedError, Cancelled, DrError, UsageError
 from preskool_dr.core.base.events import EventSink, Notice, ignore_events
 from preskool_dr.core.base.lock import TargetLock, lock_path
+from preskool_dr.core.base.settings import Config, SmokeQuery
 from preskool_dr.core.restore import pinned
 from preskool_dr.core.restore.loaders.stream import stream_restore
 from preskool_dr.core.restore.test_record import record_restore_test_result

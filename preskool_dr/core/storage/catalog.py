@@ -18,11 +18,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from preskool_dr.core.base.config import Config
 from preskool_dr.core.base.errors import Cancelled, DrError, NotFoundError, UsageError
 from preskool_dr.core.base.events import EventSink, Notice, ignore_events
 from preskool_dr.core.base.files import atomic_write
 from preskool_dr.core.base.paths import UnsafeNameError, ensure_private_dir, inside, name_problem
+from preskool_dr.core.base.settings import Config
 from preskool_dr.core.storage.checksum import (
     SIDECAR_SUFFIX,
     backup_members,

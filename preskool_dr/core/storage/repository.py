@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from preskool_dr.core.base.config import Config, Retention
 from preskool_dr.core.base.errors import DrError, UsageError
 from preskool_dr.core.base.events import EventSink, Notice, ignore_events
+from preskool_dr.core.base.settings import Config, Retention
 from preskool_dr.core.storage.checksum import backup_members, sidecar_path
 from preskool_dr.core.storage.layout import (
     companion_path,

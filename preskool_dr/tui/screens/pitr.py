@@ -21,10 +21,10 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import ContentSwitcher, Footer, Static
 
-from preskool_dr.core.base.config import Config
 from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.events import StepStatus
 from preskool_dr.core.base.ports import free_port
+from preskool_dr.core.base.settings import Config
 from preskool_dr.core.pitr.journal import PitrState
 from preskool_dr.core.pitr.plan import RecoverableRange
 from preskool_dr.core.pitr.request import PitrRequest

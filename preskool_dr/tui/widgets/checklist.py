@@ -15,8 +15,8 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from preskool_dr.core.base.config import StepText
 from preskool_dr.core.base.events import StepStatus
+from preskool_dr.core.base.settings import StepText
 from preskool_dr.core.restore.journal import StepRecord
 from preskool_dr.tui.format import STATUS_ICONS, clock
 

@@ -17,8 +17,8 @@ from textual.message import Message
 from textual.widgets import Input, Label, Static
 from textual.worker import get_current_worker
 
-from preskool_dr.core.base.config import Config
 from preskool_dr.core.base.errors import DrError, UsageError
+from preskool_dr.core.base.settings import Config
 from preskool_dr.core.pitr.plan import RecoverableRange, plan_recovery
 from preskool_dr.core.pitr.request import PitrRequest, check_request, parse_target
 from preskool_dr.core.pitr.run import PitrRun

@@ -16,7 +16,6 @@ from textual.containers import Horizontal, Vertical
 from textual.notifications import SeverityLevel
 from textual.widgets import ProgressBar, RichLog, Static
 
-from preskool_dr.core.base.config import Config
 from preskool_dr.core.base.errors import Cancelled, DrError
 from preskool_dr.core.base.events import (
     Event,
@@ -27,6 +26,7 @@ from preskool_dr.core.base.events import (
     StepStatus,
     utcnow,
 )
+from preskool_dr.core.base.settings import Config
 from preskool_dr.core.pitr.journal import PitrState, journal_path, resume_command
 from preskool_dr.core.pitr.server import stop_command
 from preskool_dr.core.pitr.steps import STEPS

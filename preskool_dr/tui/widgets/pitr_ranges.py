@@ -16,8 +16,8 @@ from textual.message import Message
 from textual.widgets import Static
 from textual.worker import get_current_worker
 
-from preskool_dr.core.base.config import Config
 from preskool_dr.core.base.events import Event, EventSink, Notice
+from preskool_dr.core.base.settings import Config
 from preskool_dr.core.pitr.plan import RecoverableRange, recoverable_ranges
 
 RangesProvider = Callable[[Config, EventSink], list[RecoverableRange]]

@@ -8,7 +8,7 @@ from datetime import datetime
 from rich.text import Text
 from textual.widgets import Static
 
-from preskool_dr.core.base.config import Thresholds
+from preskool_dr.core.base.settings import Thresholds
 from preskool_dr.core.restore.journal import RunState
 from preskool_dr.tui.format import bar, clock, hms, hours_minutes
 

@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from preskool_dr.core.base.config import StepText
+from preskool_dr.core.base.settings import StepText
 from preskool_dr.core.restore.journal import StepRecord
 
 KEYS = """\

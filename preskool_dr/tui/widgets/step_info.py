@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from preskool_dr.core.base.config import StepText
 from preskool_dr.core.base.events import StepStatus
+from preskool_dr.core.base.settings import StepText
 from preskool_dr.core.restore.journal import StepRecord
 
 

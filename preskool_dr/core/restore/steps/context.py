@@ -7,9 +7,9 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from preskool_dr.core.base.config import AppCommands, Config
 from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.events import EventSink, StepStatus
+from preskool_dr.core.base.settings import AppCommands, Config
 from preskool_dr.core.restore.journal import BackupChoice, RunState, StepRecord
 
 
