@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from textual.message import Message
 from textual.pilot import Pilot
+from textual.widgets import ProgressBar
 
 from preskool_dr.core.restore.journal import Journal
 from preskool_dr.tui.app import DrApp
@@ -17,6 +18,7 @@ from preskool_dr.tui.messages import EngineProgress
 from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
 from preskool_dr.tui.screens.resume_run import ResumeRunScreen
 from preskool_dr.tui.widgets.checksum_panel import ChecksumPanel
+from preskool_dr.tui.widgets.restore_panel import RestorePanel
 from preskool_dr.tui.widgets.rto_timer import RtoTimer
 from tests.conftest import PASSWORD
 from tests.tui.conftest import (
@@ -40,6 +42,17 @@ async def finish_run(pilot: Pilot[Any], site: Site) -> None:
     assert site.calls_made()[-1] == f"stop {site.database.name}"
     await confirm_recreate(pilot, site.database)
     await run_selected(pilot, "restore")
+    await pilot.pause()
+    panel = app.query_one(RestorePanel)
+    text = screen_text(pilot)
+    tables = len(panel.expected_rows)
+    assert tables and panel.loaded == sorted(panel.expected_rows)  # every table ticked
+    assert f"restored {tables} tables, " in text  # the final line, not a stale rate or ETA
+    assert "ETA" not in text and "tables done)" not in text
+    if not panel.has_class("-wide"):
+        assert "ALTER TABLE" not in text  # the table list, not psql's output
+    bar = panel.query_one("#restore-bar", ProgressBar)
+    assert not bar.display or bar.percentage == 1
     await run_selected(pilot, "migrate")
     await run_selected(pilot, "app_online")
     await run_selected(pilot, "health")
@@ -99,6 +112,8 @@ async def drive_complete_restore(
         await run_selected(pilot, "verify")
         checksum_text = screen_text(pilot)
         assert "PASS" in checksum_text
+        bar = app.query_one(ChecksumPanel).query_one(ProgressBar)
+        assert not bar.display or bar.percentage == 1  # full or gone, never stuck
         assert app.query_one(ChecksumPanel).has_class("-pass")
         await finish_run(pilot, site)
         text = screen_text(pilot)

@@ -55,10 +55,8 @@ class RunPanels(Vertical):
         """What a step's start or end means for the panels."""
         if event.status is StepStatus.RUNNING:
             self._step_started(event.step_id, state.backup if state else None)
-        elif event.step_id in ("download", "restore"):
-            self.query_one(RestorePanel).settle(
-                loaded=event.step_id == "restore" and event.status is StepStatus.DONE
-            )
+        elif event.step_id in ("download", "restore") and state is not None:
+            self.query_one(RestorePanel).finish(event.step_id, state.step(event.step_id))
         if event.step_id == "verify" and state is not None:
             self.query_one(ChecksumPanel).show_record(state.step("verify"), state.verify)
         if event.step_id == "identify" and event.status is StepStatus.DONE and state:
