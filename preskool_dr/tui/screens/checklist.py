@@ -24,7 +24,6 @@ from preskool_dr.core.base.procs import redact
 from preskool_dr.core.restore.engine import Engine
 from preskool_dr.core.restore.report import write_markdown
 from preskool_dr.tui.commands import ActionsProvider
-from preskool_dr.tui.format import hms
 from preskool_dr.tui.messages import (
     BackupsListed,
     DestructionPreviewed,
@@ -39,6 +38,7 @@ from preskool_dr.tui.messages import (
 )
 from preskool_dr.tui.run_commands import RunCommands
 from preskool_dr.tui.run_host import RunHost
+from preskool_dr.tui.run_summary import RunFiles, summary_lines
 from preskool_dr.tui.screens.checklist_keys import (
     CHECKLIST_BINDINGS,
     CHECKLIST_PALETTE_ONLY,
@@ -53,8 +53,10 @@ from preskool_dr.tui.widgets.run_header import RunHeader
 from preskool_dr.tui.widgets.run_panels import RunPanels
 from preskool_dr.tui.widgets.step_help import HELP_LAYER, StepHelp
 from preskool_dr.tui.widgets.step_info import StepInfo
+from preskool_dr.tui.widgets.summary_panel import SummaryPanel
 
 TOAST_CHARS = 160
+STEP_ACTIONS = frozenset({"run_step", "skip_step", "retry_step"})
 NOTICE_SEVERITY: dict[str, SeverityLevel] = {"error": "error", "warn": "warning"}
 
 
@@ -149,16 +151,25 @@ class ChecklistScreen(Screen[None]):
         if self.engine is None:
             return
         self.select_current()
-        state = self.engine.state
-        if state.result == "done":
-            report = self._write_report(self.engine)
-            self.app.notify(
-                f"Run complete: RTO {hms(state.rto_seconds)}"
-                + (f"\nTimeline: {report}" if report else ""),
-                title="Done",
-                timeout=20,
-            )
+        if self.engine.state.result == "done":
+            self._write_report(self.engine)
+            self._show_summary()
         self.commands.offer_what_is_due()
+
+    def _show_summary(self) -> None:
+        """The run has ended (done or rolled back): what it came to, in the panels."""
+        if self.engine is None or not self.engine.state.finished:
+            return
+        state, config = self.engine.state, self.host.config
+        files = RunFiles.of(config.state_dir, state.run_id)
+        self.panels.show_summary(
+            summary_lines(state, config.thresholds, files),
+            aside_kept=state.aside_state == "renamed",
+        )
+
+    @on(SummaryPanel.DropAsideRequested)
+    def _drop_aside_requested(self) -> None:
+        self.commands.drop_aside()
 
     def _write_report(self, engine: Engine) -> Path | None:
         """The postmortem's timeline beside the journal, its path in the log panel; a
@@ -174,6 +185,7 @@ class ChecklistScreen(Screen[None]):
 
     def on_run_changed(self, message: RunChanged) -> None:
         self.refresh_run()
+        self._show_summary()
         self.commands.offer_what_is_due()
 
     def on_destruction_previewed(self, message: DestructionPreviewed) -> None:
@@ -242,6 +254,7 @@ class ChecklistScreen(Screen[None]):
         self.checklist.show(state.steps if state else [], self._current_step())
         self._show_step_info()
         self.query_one(RtoTimer).show(state, app.incident_at, app.config.thresholds, app.now())
+        self.refresh_bindings()  # the footer follows the run (an ended run runs no step)
 
     def _current_step(self) -> str | None:
         if self.engine is None:
@@ -266,6 +279,8 @@ class ChecklistScreen(Screen[None]):
     def _blocked(self, step_id: str) -> str | None:
         if self.engine is None:
             return "no run yet: choose a backup (b, then Enter)"
+        if self.engine.state.finished:
+            return None  # nothing runs any more: the summary says what the run came to
         return self.engine.blocked_reason(step_id)
 
     @on(Checklist.Selected)
@@ -291,6 +306,8 @@ class ChecklistScreen(Screen[None]):
             return self.help.is_open
         if action == "help":
             return self.is_active
+        if action in STEP_ACTIONS and self.engine is not None and self.engine.state.finished:
+            return False  # out of the footer: no step runs again in an ended run
         if action in RUN_ACTIONS:
             return self.is_active and not self.help.is_open
         return True
@@ -347,6 +364,8 @@ class ChecklistScreen(Screen[None]):
         await self.host.action_quit()
 
     def action_panel(self, name: str) -> None:
+        if name == "summary" and not self.panels.run_ended:
+            return  # the summary is there once the run has ended
         self.panels.show(name)
 
     def action_show_backups(self) -> None:
