@@ -24,6 +24,7 @@ from preskool_dr.core.base.procs import redact
 from preskool_dr.core.restore.engine import Engine
 from preskool_dr.core.restore.report import write_markdown
 from preskool_dr.tui.commands import ActionsProvider
+from preskool_dr.tui.format import health_try, step_line
 from preskool_dr.tui.messages import (
     BackupsListed,
     DestructionPreviewed,
@@ -71,6 +72,7 @@ class ChecklistScreen(Screen[None]):
         super().__init__()
         self.host = host
         self.commands = RunCommands(host, self)
+        self._live: dict[str, str] = {}  # a running step's live line, by step id
 
     # ------------------------------------------------------------ layout
 
@@ -226,12 +228,18 @@ class ChecklistScreen(Screen[None]):
             self.app.notify(text, severity=severity, timeout=12 if severity == "error" else 6)
 
     def on_engine_progress(self, message: EngineProgress) -> None:
-        self.panels.show_progress(message.progress)
+        progress = message.progress
+        if progress.phase == "health":
+            self._live[progress.step_id] = health_try(progress)
+            self._show_step_info()
+            return
+        self.panels.show_progress(progress)
 
     def _step_changed(self, event: StepChanged) -> None:
         self.log_panel.add(
-            f"step {event.number}", f"{event.title}: {event.status.value}: {event.detail}"
+            f"step {event.number}", step_line(event.title, event.status, event.detail)
         )
+        self._live.pop(event.step_id, None)
         self.panels.step_changed(event, self.engine.state if self.engine else None)
         if event.status is StepStatus.RUNNING:
             self.host.freeze_heap_soon()
@@ -274,6 +282,7 @@ class ChecklistScreen(Screen[None]):
             self.host.config.step(step_id),
             record,
             self._blocked(step_id),
+            self._live.get(step_id),
         )
 
     def _blocked(self, step_id: str) -> str | None:
