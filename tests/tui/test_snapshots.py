@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import ProgressBar
 
 from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.database import Snapshot
@@ -337,3 +338,38 @@ async def drive_new_database_confirmation(app: DrApp, size: tuple[int, int]) -> 
         text = screen_text(pilot)
         assert "nothing will be destroyed" in text
         assert "moved aside" not in text and "DROPPED" not in text
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_restore_panel_ends_truthfully(frozen: Frozen, size: tuple[int, int]) -> None:
+    write_journal(frozen, DONE_TO_5)
+    asyncio.run(drive_restore_end(frozen.app(), size))
+
+
+async def drive_restore_end(app: DrApp, size: tuple[int, int]) -> None:
+    async with app.run_test(size=size) as pilot:
+        await restoring(progress=False)(pilot)
+        panel = app.query_one(RestorePanel)
+        # the parallel loader names the tables it loads at once
+        for current in ("public.attendance, public.grades", "public.users", "indexes (1 of 3)"):
+            app.post_engine_event(
+                Progress("restore", "load", 100 * MIB, 194 * MIB, 1.0, current, items_done=2)
+            )
+            await pilot.pause()
+            panel.settle()
+            if current == "public.users":
+                assert panel.loaded == ["attendance", "grades"]  # ticked as their load ends
+                assert panel.current == {"users"}
+        assert panel.loaded == ["attendance", "grades", "users"]
+        app.post_engine_event(Progress("restore", "load", 194 * MIB, 194 * MIB, 0.0))
+        assert app.engine is not None
+        record = app.engine.step("restore")
+        record.status, record.detail = StepStatus.DONE, "5 tables loaded"
+        record.finished_at = record.started_at + timedelta(seconds=9.3)  # type: ignore[operator]
+        app.post_engine_event(StepChanged("restore", 6, "Restore", StepStatus.DONE, "done"))
+        await pilot.pause()
+        text = screen_text(pilot)
+        assert "restored 5 tables, 194 MiB in 9.3 s" in text
+        assert "ETA" not in text and "tables done" not in text and "restoring" not in text
+        assert panel.loaded == sorted(TABLES)  # every table ticked
+        assert panel.query_one(ProgressBar).percentage == 1  # a full bar
