@@ -84,7 +84,21 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         drill_log=args.drill_log,
         server_python=args.server_python or sys.executable,
     )
+    if not app.hung_up:  # after a hang-up there is no terminal to print to
+        for line in exit_summary(app):
+            print(line)
     return app.return_code or 0
+
+
+def exit_summary(app: DrApp) -> list[str]:
+    """Two or three lines for the shell: the outcome, where it is written down, and what
+    comes next (the resume command after an interrupted run)."""
+    from preskool_dr.tui.run_summary import RunFiles, exit_lines
+
+    state = app.engine.state if app.engine else None
+    config = app.config
+    files = RunFiles.of(config.state_dir, state.run_id) if state else None
+    return exit_lines(state, config.thresholds, files, app.target_db_option)
 
 
 def run_app(config: Config, **options: Any) -> DrApp:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import humanize
 
-from preskool_dr.core.base.events import StepStatus
+from preskool_dr.core.base.events import Progress, StepStatus
 
 REDRAW_SECONDS = 0.25  # progress redraws at most ~4 a second, whatever the engine sends
 
@@ -52,3 +52,17 @@ def bar(fraction: float, width: int = 10) -> str:
     """A text bar that reads without colour: `██████░░░░`."""
     filled = round(max(0.0, min(1.0, fraction)) * width)
     return "█" * filled + "░" * (width - filled)
+
+
+def health_try(progress: Progress) -> str:
+    """`try 12/30 · 503 · gives up in 18 s`: step 9's poll, while it waits for the app."""
+    line = f"try {progress.done}/{progress.total} · {progress.current}"
+    left = progress.eta_seconds
+    return line + (f" · gives up in {left:.0f} s" if left is not None else "")
+
+
+def step_line(title: str, status: StepStatus, detail: str) -> str:
+    """`Restore: done: 18 tables loaded`; `Restore: running` (not `running: running`)."""
+    if detail and detail != status.value:
+        return f"{title}: {status.value}: {detail}"
+    return f"{title}: {status.value}"

@@ -56,7 +56,6 @@ class RunCommands:
     def __init__(self, host: RunHost, screen: RunView) -> None:
         self.host = host
         self.screen = screen
-        self._aside_offered = False
         self._sign_off_offered = False
 
     @property
@@ -228,8 +227,8 @@ class RunCommands:
     # ------------------------------------------------------------ after the run
 
     def offer_what_is_due(self) -> None:
-        """After the engine's work: a drill that is done is signed off; a passed health
-        check offers to drop the aside copy. Each once."""
+        """After the engine's work: a drill that is done is signed off, once. (Dropping the
+        aside copy is offered by the end-of-run summary, not by a dialog.)"""
         if self.engine is None:
             return
         state = self.engine.state
@@ -241,13 +240,6 @@ class RunCommands:
         ):
             self._sign_off_offered = True
             self.sign_off()
-        if (
-            state.step("health").status is StepStatus.DONE
-            and state.aside_state == "renamed"
-            and not self._aside_offered
-        ):
-            self._aside_offered = True
-            self.offer_drop_aside()
 
     def drop_aside(self) -> None:
         if self.may_change_run():

@@ -10,14 +10,18 @@ from typing import Any
 import pytest
 from textual.message import Message
 from textual.pilot import Pilot
+from textual.widgets import ProgressBar
 
+from preskool_dr.cli.tui_cmd import exit_summary
 from preskool_dr.core.restore.journal import Journal
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.messages import EngineProgress
 from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
 from preskool_dr.tui.screens.resume_run import ResumeRunScreen
 from preskool_dr.tui.widgets.checksum_panel import ChecksumPanel
+from preskool_dr.tui.widgets.restore_panel import RestorePanel
 from preskool_dr.tui.widgets.rto_timer import RtoTimer
+from preskool_dr.tui.widgets.summary_panel import SummaryPanel
 from tests.conftest import PASSWORD
 from tests.tui.conftest import (
     STEP_TITLES,
@@ -40,6 +44,17 @@ async def finish_run(pilot: Pilot[Any], site: Site) -> None:
     assert site.calls_made()[-1] == f"stop {site.database.name}"
     await confirm_recreate(pilot, site.database)
     await run_selected(pilot, "restore")
+    await pilot.pause()
+    panel = app.query_one(RestorePanel)
+    text = screen_text(pilot)
+    tables = len(panel.expected_rows)
+    assert tables and panel.loaded == sorted(panel.expected_rows)  # every table ticked
+    assert f"restored {tables} tables, " in text  # the final line, not a stale rate or ETA
+    assert "ETA" not in text and "tables done)" not in text
+    if not panel.has_class("-wide"):
+        assert "ALTER TABLE" not in text  # the table list, not psql's output
+    bar = panel.query_one("#restore-bar", ProgressBar)
+    assert not bar.display or bar.percentage == 1
     await run_selected(pilot, "migrate")
     await run_selected(pilot, "app_online")
     await run_selected(pilot, "health")
@@ -50,9 +65,25 @@ async def finish_run(pilot: Pilot[Any], site: Site) -> None:
         f"{name} {site.database.name}" for name in ("stop", "migrate", "start")
     ]
     assert site.database.row_counts() == site.database.row_counts(state.aside_db)
-    # health passed with an aside copy: the app offers to drop it, by name only
-    await wait_for(pilot, lambda: isinstance(app.screen, ConfirmNameScreen), "drop-aside offer")
+    # the run has ended: its summary replaces the toast, steps no longer run, and the
+    # aside copy is offered there (d), not by a dialog that pops up by itself
+    await wait_for(pilot, lambda: app.query_one(SummaryPanel).display, "summary")
+    assert not isinstance(app.screen, ConfirmNameScreen)
+    summary = app.query_one(SummaryPanel)
     assert state.aside_db is not None
+    assert summary.lines[0] == f"Restore run {state.run_id}: done"
+    assert any(line.startswith("RTO ") and line.endswith(": met") for line in summary.lines)
+    assert any(line.startswith("checks ") for line in summary.lines)
+    assert f"aside copy {state.aside_db} kept" in summary.lines
+    assert f"  drop: preskool-dr restore --drop-aside {state.run_id}" in "\n".join(summary.lines)
+    assert any(line.startswith("report  ") for line in summary.lines)
+    text = screen_text(pilot)
+    assert f"Restore run {state.run_id}" in text and "5:Summary" in text
+    assert "Run step" not in text and "Retry" not in text  # the footer: nothing runs again
+    assert "blocked" not in text
+    assert "Drop aside copy" in text  # d, in the footer while the summary has focus
+    await pilot.press("d")
+    await wait_for(pilot, lambda: isinstance(app.screen, ConfirmNameScreen), "drop-aside dialog")
     assert state.aside_db in screen_text(pilot)
     await pilot.press(*site.database.name, "enter")  # the target's name is not the aside's
     await pilot.pause()
@@ -61,6 +92,9 @@ async def finish_run(pilot: Pilot[Any], site: Site) -> None:
     await pilot.press("ctrl+u", *state.aside_db, "enter")  # clear the line, type the aside name
     await wait_for(pilot, lambda: state.aside_state == "dropped", "aside dropped")
     assert not site.database.exists(state.aside_db)
+    await wait_for(pilot, lambda: "dropped" in screen_text(pilot), "summary redrawn")
+    assert f"aside copy {state.aside_db} dropped" in summary.lines
+    assert "Drop aside copy" not in screen_text(pilot)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -83,6 +117,11 @@ def test_complete_restore(site: Site, size: tuple[int, int]) -> None:
     report = site.config.state_dir / "reports" / f"{state.run_id}.md"
     assert stat.S_IMODE(report.stat().st_mode) == 0o600
     assert state.backup is not None and state.backup.name in report.read_text()
+    # printed to the shell on exit: the outcome and the report
+    lines = exit_summary(app)
+    assert lines[0].startswith(f"preskool-dr: run {state.run_id} done · RTO ")
+    assert lines[1] == f"  report: {report}"
+    assert len(lines) == 2  # the aside copy was dropped: no command for it
 
 
 async def drive_complete_restore(
@@ -99,6 +138,8 @@ async def drive_complete_restore(
         await run_selected(pilot, "verify")
         checksum_text = screen_text(pilot)
         assert "PASS" in checksum_text
+        bar = app.query_one(ChecksumPanel).query_one(ProgressBar)
+        assert not bar.display or bar.percentage == 1  # full or gone, never stuck
         assert app.query_one(ChecksumPanel).has_class("-pass")
         await finish_run(pilot, site)
         text = screen_text(pilot)
@@ -125,6 +166,11 @@ async def drive_quit_then_resume(site: Site) -> None:
         run_id = app.engine.state.run_id  # type: ignore[union-attr]
         await pilot.press("q")
     assert app.return_code == 130  # quit mid-run: resumable
+    lines = exit_summary(app)
+    assert lines[0] == (
+        f"preskool-dr: run {run_id} is unfinished: stopped before step 1 App offline"
+    )
+    assert lines[-1] == "  resume: preskool-dr tui"
     (unfinished,) = Journal(site.config.state_dir).unfinished()
     assert unfinished.run_id == run_id
 

@@ -24,7 +24,7 @@ from preskool_dr.core.base.procs import redact
 from preskool_dr.core.restore.engine import Engine
 from preskool_dr.core.restore.report import write_markdown
 from preskool_dr.tui.commands import ActionsProvider
-from preskool_dr.tui.format import hms
+from preskool_dr.tui.format import health_try, step_line
 from preskool_dr.tui.messages import (
     BackupsListed,
     DestructionPreviewed,
@@ -39,6 +39,7 @@ from preskool_dr.tui.messages import (
 )
 from preskool_dr.tui.run_commands import RunCommands
 from preskool_dr.tui.run_host import RunHost
+from preskool_dr.tui.run_summary import RunFiles, summary_lines
 from preskool_dr.tui.screens.checklist_keys import (
     CHECKLIST_BINDINGS,
     CHECKLIST_PALETTE_ONLY,
@@ -53,8 +54,10 @@ from preskool_dr.tui.widgets.run_header import RunHeader
 from preskool_dr.tui.widgets.run_panels import RunPanels
 from preskool_dr.tui.widgets.step_help import HELP_LAYER, StepHelp
 from preskool_dr.tui.widgets.step_info import StepInfo
+from preskool_dr.tui.widgets.summary_panel import SummaryPanel
 
 TOAST_CHARS = 160
+STEP_ACTIONS = frozenset({"run_step", "skip_step", "retry_step"})
 NOTICE_SEVERITY: dict[str, SeverityLevel] = {"error": "error", "warn": "warning"}
 
 
@@ -69,6 +72,7 @@ class ChecklistScreen(Screen[None]):
         super().__init__()
         self.host = host
         self.commands = RunCommands(host, self)
+        self._live: dict[str, str] = {}  # a running step's live line, by step id
 
     # ------------------------------------------------------------ layout
 
@@ -149,16 +153,25 @@ class ChecklistScreen(Screen[None]):
         if self.engine is None:
             return
         self.select_current()
-        state = self.engine.state
-        if state.result == "done":
-            report = self._write_report(self.engine)
-            self.app.notify(
-                f"Run complete: RTO {hms(state.rto_seconds)}"
-                + (f"\nTimeline: {report}" if report else ""),
-                title="Done",
-                timeout=20,
-            )
+        if self.engine.state.result == "done":
+            self._write_report(self.engine)
+            self._show_summary()
         self.commands.offer_what_is_due()
+
+    def _show_summary(self) -> None:
+        """The run has ended (done or rolled back): what it came to, in the panels."""
+        if self.engine is None or not self.engine.state.finished:
+            return
+        state, config = self.engine.state, self.host.config
+        files = RunFiles.of(config.state_dir, state.run_id)
+        self.panels.show_summary(
+            summary_lines(state, config.thresholds, files),
+            aside_kept=state.aside_state == "renamed",
+        )
+
+    @on(SummaryPanel.DropAsideRequested)
+    def _drop_aside_requested(self) -> None:
+        self.commands.drop_aside()
 
     def _write_report(self, engine: Engine) -> Path | None:
         """The postmortem's timeline beside the journal, its path in the log panel; a
@@ -174,6 +187,7 @@ class ChecklistScreen(Screen[None]):
 
     def on_run_changed(self, message: RunChanged) -> None:
         self.refresh_run()
+        self._show_summary()
         self.commands.offer_what_is_due()
 
     def on_destruction_previewed(self, message: DestructionPreviewed) -> None:
@@ -214,12 +228,18 @@ class ChecklistScreen(Screen[None]):
             self.app.notify(text, severity=severity, timeout=12 if severity == "error" else 6)
 
     def on_engine_progress(self, message: EngineProgress) -> None:
-        self.panels.show_progress(message.progress)
+        progress = message.progress
+        if progress.phase == "health":
+            self._live[progress.step_id] = health_try(progress)
+            self._show_step_info()
+            return
+        self.panels.show_progress(progress)
 
     def _step_changed(self, event: StepChanged) -> None:
         self.log_panel.add(
-            f"step {event.number}", f"{event.title}: {event.status.value}: {event.detail}"
+            f"step {event.number}", step_line(event.title, event.status, event.detail)
         )
+        self._live.pop(event.step_id, None)
         self.panels.step_changed(event, self.engine.state if self.engine else None)
         if event.status is StepStatus.RUNNING:
             self.host.freeze_heap_soon()
@@ -242,6 +262,7 @@ class ChecklistScreen(Screen[None]):
         self.checklist.show(state.steps if state else [], self._current_step())
         self._show_step_info()
         self.query_one(RtoTimer).show(state, app.incident_at, app.config.thresholds, app.now())
+        self.refresh_bindings()  # the footer follows the run (an ended run runs no step)
 
     def _current_step(self) -> str | None:
         if self.engine is None:
@@ -261,11 +282,14 @@ class ChecklistScreen(Screen[None]):
             self.host.config.step(step_id),
             record,
             self._blocked(step_id),
+            self._live.get(step_id),
         )
 
     def _blocked(self, step_id: str) -> str | None:
         if self.engine is None:
             return "no run yet: choose a backup (b, then Enter)"
+        if self.engine.state.finished:
+            return None  # nothing runs any more: the summary says what the run came to
         return self.engine.blocked_reason(step_id)
 
     @on(Checklist.Selected)
@@ -291,6 +315,8 @@ class ChecklistScreen(Screen[None]):
             return self.help.is_open
         if action == "help":
             return self.is_active
+        if action in STEP_ACTIONS and self.engine is not None and self.engine.state.finished:
+            return False  # out of the footer: no step runs again in an ended run
         if action in RUN_ACTIONS:
             return self.is_active and not self.help.is_open
         return True
@@ -347,6 +373,8 @@ class ChecklistScreen(Screen[None]):
         await self.host.action_quit()
 
     def action_panel(self, name: str) -> None:
+        if name == "summary" and not self.panels.run_ended:
+            return  # the summary is there once the run has ended
         self.panels.show(name)
 
     def action_show_backups(self) -> None:

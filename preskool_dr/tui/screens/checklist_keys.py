@@ -33,6 +33,7 @@ CHECKLIST_BINDINGS: list[BindingType] = [
     Binding("2", "panel('checksum')", "Checksum panel", show=False, id="panel-checksum"),
     Binding("3", "panel('restore')", "Restore panel", show=False, id="panel-restore"),
     Binding("4", "panel('log')", "Log panel", show=False, id="panel-log"),
+    Binding("5", "panel('summary')", "Summary panel", show=False, id="panel-summary"),
     Binding(
         "t",
         "incident_time",

@@ -36,12 +36,14 @@ def recreate_dialog(state: RunState, preview: Snapshot | str) -> ConfirmNameScre
             if len(rows) > len(biggest):
                 body.append(f" and {len(rows) - len(biggest)} more")
         body.append(".\n")
-    if state.recreate_mode == "aside":
+    # a database that does not exist is neither moved aside nor dropped (an unknown one may be)
+    existing = isinstance(preview, str) or preview.exists
+    if existing and state.recreate_mode == "aside":
         aside = state.aside_db or aside_name(target, state.run_id)
         body.append("The old database is moved aside as ")
         body.append(aside, style="bold")
         body.append(" (kept until you drop it; a rollback can bring it back).\n")
-    else:
+    elif existing:
         body.append("The old database is DROPPED: only the backup can bring it back.\n", "bold")
     if state.backup is not None:
         body.append(f"Then step 6 restores {state.backup.name}.")

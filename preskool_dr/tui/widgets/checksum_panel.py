@@ -62,6 +62,11 @@ class ChecksumPanel(Vertical):
             self.query_one("#checksum-bar", ProgressBar).display = False
             return
         self._pending = None  # a late progress update must not overwrite the result
+        bar = self.query_one("#checksum-bar", ProgressBar)
+        if record.status is StepStatus.DONE and bar.total:
+            bar.update(progress=bar.total)  # the whole file was read
+        else:
+            bar.display = False
         if verify is not None:
             expected = verify.expected_md5 or f"none: {verify.sidecar_error or 'no sidecar'}"
             self.query_one("#checksum-expected", Static).update(f"expected  {expected}")

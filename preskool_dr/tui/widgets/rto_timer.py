@@ -13,6 +13,7 @@ from preskool_dr.core.restore.journal import RunState
 from preskool_dr.tui.format import bar, clock, hms, hours_minutes
 
 WARN_FRACTION = 0.75
+BAR_WIDTH, MIN_BAR_WIDTH = 10, 4
 
 
 class RtoTimer(Static):
@@ -43,11 +44,20 @@ class RtoTimer(Static):
             elif fraction >= WARN_FRACTION:
                 verdict += " WARN"
                 self.add_class("-warning")
-            text.append(
-                f"RTO {hms(elapsed)} / {clock(target)} {bar(fraction)} {fraction:4.0%}{verdict}\n"
-            )
+            text.append(self._rto_line(elapsed, target, fraction, verdict) + "\n")
         text.append(self._rpo_line(state, thresholds))
         self.update(text)
+
+    def _rto_line(self, elapsed: float, target: float, fraction: float, verdict: str) -> str:
+        """One line whatever the width: the bar shrinks, then goes, before the line wraps
+        (0 columns: not laid out yet, the full bar)."""
+        clocks, percent = f"RTO {hms(elapsed)} / {clock(target)}", f"{fraction:4.0%}{verdict}"
+        room = self.content_size.width - len(clocks) - len(percent) - 2
+        if not self.content_size.width or room >= BAR_WIDTH:
+            return f"{clocks} {bar(fraction)} {percent}"
+        if room >= MIN_BAR_WIDTH:
+            return f"{clocks} {bar(fraction, room)} {percent}"
+        return f"{clocks} {percent}"
 
     @staticmethod
     def _rpo_line(state: RunState | None, thresholds: Thresholds) -> str:

@@ -1,5 +1,6 @@
-"""The right-hand panels (keys 1-4): backups, checksum, restore, log. One is shown at a
-time, its tab reversed in the border; a step that starts brings up the panel it needs."""
+"""The right-hand panels (keys 1-4): backups, checksum, restore, log, and the summary once
+the run has ended. One is shown at a time, its tab reversed in the border; a step that
+starts brings up the panel it needs."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from preskool_dr.tui.widgets.backup_browser import BackupBrowser
 from preskool_dr.tui.widgets.checksum_panel import ChecksumPanel
 from preskool_dr.tui.widgets.log_panel import LogPanel
 from preskool_dr.tui.widgets.restore_panel import RestorePanel
+from preskool_dr.tui.widgets.summary_panel import SummaryPanel
 
 PANELS = (("backups", "Backups"), ("checksum", "Checksum"), ("restore", "Restore"), ("log", "Log"))
 PANEL_FOR_STEP = {
@@ -35,6 +37,7 @@ class RunPanels(Vertical):
     def __init__(self, now: Callable[[], datetime], *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.now = now
+        self.run_ended = False  # the summary has something to say: its tab is shown
 
     def compose(self) -> ComposeResult:
         with ContentSwitcher(initial="backups", id="switcher"):
@@ -42,6 +45,7 @@ class RunPanels(Vertical):
             yield ChecksumPanel(id="checksum")
             yield RestorePanel(id="restore")
             yield LogPanel(self.now, id="log")
+            yield SummaryPanel(id="summary")
 
     def show(self, name: str) -> None:
         self.query_one(ContentSwitcher).current = name
@@ -49,16 +53,24 @@ class RunPanels(Vertical):
             f"[reverse] {i}:{label} [/]" if key == name else f" {i}:{label} "
             for i, (key, label) in enumerate(PANELS, start=1)
         ]
+        if self.run_ended:  # no room left at the top at 80 columns: its tab is at the bottom
+            self.border_subtitle = "[reverse] 5:Summary [/]" if name == "summary" else " 5:Summary "
         self.border_title = "".join(tabs)
+
+    def show_summary(self, lines: list[str], *, aside_kept: bool) -> None:
+        """The run has ended: its summary in front, focused (so `d` and scrolling work)."""
+        self.run_ended = True
+        summary = self.query_one(SummaryPanel)
+        summary.show(lines, aside_kept=aside_kept)
+        self.show("summary")
+        summary.focus()
 
     def step_changed(self, event: StepChanged, state: RunState | None) -> None:
         """What a step's start or end means for the panels."""
         if event.status is StepStatus.RUNNING:
             self._step_started(event.step_id, state.backup if state else None)
-        elif event.step_id in ("download", "restore"):
-            self.query_one(RestorePanel).settle(
-                loaded=event.step_id == "restore" and event.status is StepStatus.DONE
-            )
+        elif event.step_id in ("download", "restore") and state is not None:
+            self.query_one(RestorePanel).finish(event.step_id, state.step(event.step_id))
         if event.step_id == "verify" and state is not None:
             self.query_one(ChecksumPanel).show_record(state.step("verify"), state.verify)
         if event.step_id == "identify" and event.status is StepStatus.DONE and state:

@@ -17,7 +17,9 @@ class StepInfo(Static):
         step: StepText,
         record: StepRecord | None,
         blocked: str | None,
+        live: str | None = None,
     ) -> None:
+        """`live`: what the running step is doing now (step 9's tries)."""
         # What stops the operator comes first: at 80x24 the last lines may be cut off.
         text = Text()
         text.append(f"Step {number}: {step.title}\n", style="bold")
@@ -27,6 +29,8 @@ class StepInfo(Static):
         if record is not None and record.status is not StepStatus.PENDING:
             detail = record.detail if record.detail != record.status.value else ""
             text.append(f"{record.status.value}: {detail}".rstrip(": ") + "\n")
+            if live and running:
+                text.append(live + "\n", style="bold")
         elif record is not None and record.detail:
             text.append(record.detail + "\n")
         text.append(step.explain + "\n")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from preskool_dr.core.base import database
 from preskool_dr.core.base.errors import DrError
-from preskool_dr.core.base.events import StepStatus, utcnow
-from preskool_dr.core.restore.appctl import check_health, run_app_command
+from preskool_dr.core.base.events import Progress, StepStatus, utcnow
+from preskool_dr.core.restore.appctl import HealthTry, check_health, run_app_command
 from preskool_dr.core.restore.journal import StepRecord
 from preskool_dr.core.restore.steps.context import StepOutcome, StepRun
 
@@ -40,11 +40,36 @@ def health(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOut
         record.detail = "no health_url configured: the RTO ends when the last step settles"
         record.skip_reason = record.detail
         return StepStatus.SKIPPED
+
+    def tried(attempt: HealthTry) -> None:
+        # `current` the answer; the rate makes the ETA the time left before giving up
+        left = attempt.most - attempt.attempt
+        rate = left / attempt.seconds_left if attempt.seconds_left > 0 and left else 0.0
+        run.on_event(
+            Progress(
+                record.id,
+                "health",
+                attempt.attempt,
+                attempt.most,
+                rate=rate,
+                current=attempt.answer,
+                unit="tries",
+            )
+        )
+
     result = check_health(
         url,
         wait_seconds=run.app.health_wait_seconds,
         cancel=cancel,
         on_attempt=run.log(record, "health"),
+        on_try=tried,
+    )
+    # the last: every try made, and the last answer (it closes a terminal's progress line)
+    answer = str(result.status) if result.status is not None else "no answer"
+    run.on_event(
+        Progress(
+            record.id, "health", result.attempts, result.attempts, current=answer, unit="tries"
+        )
     )
     if not result.ok:
         raise DrError(
