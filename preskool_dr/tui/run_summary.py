@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from preskool_dr.core.base.config import Thresholds
 from preskool_dr.core.base.events import StepStatus
+from preskool_dr.core.base.settings import Thresholds
 from preskool_dr.core.restore.engine import HEADLESS_ORDER
 from preskool_dr.core.restore.journal import Journal, RunState
 from preskool_dr.core.restore.report import build_report, report_path
