@@ -29,8 +29,10 @@ import psycopg
 import pytest
 
 from preskool_dr.cli.main import main
-from preskool_dr.core.backup import basebackup, wal
-from preskool_dr.core.backup.wal import Segment, WalSettings
+from preskool_dr.core.backup import basebackup
+from preskool_dr.core.backup.wal.names import Segment, parse_lsn
+from preskool_dr.core.backup.wal.push import push
+from preskool_dr.core.backup.wal.settings import WalSettings
 from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import Cancelled
 from preskool_dr.core.base.events import Event, Progress, StepChanged, StepStatus
@@ -311,7 +313,7 @@ def test_base_backup_is_listed_verified_and_describes_its_wal_range(
     info = basebackup.local_info(folder)
     assert info is not None and info.archive_mode == "on" and info.timeline == 1
     assert info.start_time < info.end_time < scenario.target
-    assert wal.parse_lsn(info.start_lsn) <= wal.parse_lsn(info.end_lsn)
+    assert parse_lsn(info.start_lsn) <= parse_lsn(info.end_lsn)
 
     env = base_env(scenario, tmp_path / "state")
     listed = json.loads(run_cli("list", "--json", env=env).stdout)
@@ -507,7 +509,7 @@ def test_base_backup_in_s3_retention_and_wal_pruning(
         source = backup_dir / "pg_wal-src" / name
         source.parent.mkdir(exist_ok=True)
         source.write_bytes(name.encode() * 100)
-        wal.push(source, settings)
+        push(source, settings)
     capsys.readouterr()
     time.sleep(1)  # a new name: backups are named by the second
     assert main(["backup", "--kind", "base"]) == 0

@@ -29,9 +29,11 @@ from typing import Any
 
 import psycopg
 
-from preskool_dr.core.backup import wal
 from preskool_dr.core.backup.common import BackupResult, backup_dir_lock, human_size
-from preskool_dr.core.backup.wal import Segment, WalSettings
+from preskool_dr.core.backup.wal.health import archive_health
+from preskool_dr.core.backup.wal.listing import list_archive
+from preskool_dr.core.backup.wal.names import Segment, parse_lsn
+from preskool_dr.core.backup.wal.settings import WalSettings
 from preskool_dr.core.base import database, files, procs
 from preskool_dr.core.base.errors import Cancelled, DrError, VerificationError
 from preskool_dr.core.base.events import EventSink, LogLine, Notice, ignore_events, utcnow
@@ -380,8 +382,8 @@ def _manifest_range(manifest: Path) -> tuple[int, str, str]:
         ranges = json.loads(manifest.read_bytes())["WAL-Ranges"]
         first, last = ranges[0], ranges[-1]
         start, end = str(first["Start-LSN"]), str(last["End-LSN"])
-        wal.parse_lsn(start)
-        wal.parse_lsn(end)
+        parse_lsn(start)
+        parse_lsn(end)
         return int(last["Timeline"]), start, end
     except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
         raise VerificationError(
@@ -469,7 +471,7 @@ def _prune_wal(
     limit = oldest.start_segment.number(size)
     removed = 0
     archive = settings.repository
-    for name, item in wal.list_archive(settings, include_s3=not local).items():
+    for name, item in list_archive(settings, include_s3=not local).items():
         segment = Segment.parse(name[:24])
         if segment is None or segment.number(size) >= limit:
             continue
@@ -500,7 +502,7 @@ def pitr_health(config: Config, now: datetime) -> tuple[str, str, float | None] 
             (i.start_segment for r in records if r.local_path and (i := local_info(r.local_path))),
             None,
         )
-        health = wal.archive_health(settings, now, since)
+        health = archive_health(settings, now, since)
     except DrError as exc:
         return "WARNING", f"WAL archive unknown: {exc}", None
     status, summary = health.verdict(config.thresholds.rpo_wal_hours, now)

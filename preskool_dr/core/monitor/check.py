@@ -19,7 +19,7 @@ from typing import Any
 
 from preskool_dr.core.backup import basebackup
 from preskool_dr.core.backup.common import human_size
-from preskool_dr.core.backup.wal import WAL_DIRNAME
+from preskool_dr.core.backup.wal.settings import WAL_DIRNAME
 from preskool_dr.core.base.errors import DrError, NotFoundError
 from preskool_dr.core.base.events import utcnow
 from preskool_dr.core.base.files import atomic_write
