@@ -39,9 +39,12 @@ from preskool_dr.core.base.errors import Cancelled, DrError, VerificationError
 from preskool_dr.core.base.events import EventSink, LogLine, Notice, ignore_events, utcnow
 from preskool_dr.core.base.settings import Config, DatabaseSettings
 from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage.backup_names import BASE_PREFIX, backup_name
 from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.core.storage.checksum import ProgressMeter
-from preskool_dr.core.storage.meta import BackupMeta, load_untrusted_json
+from preskool_dr.core.storage.fetch import ensure_dir
+from preskool_dr.core.storage.layout import META_SUFFIX, meta_path
+from preskool_dr.core.storage.meta import BackupMeta, iso_utc, load_untrusted_json
 from preskool_dr.core.storage.repository import Repository
 
 KIND = "base"
@@ -86,8 +89,8 @@ class BaseBackupInfo:
             "start_lsn": self.start_lsn,
             "end_lsn": self.end_lsn,
             "start_wal": self.start_segment.name,
-            "start_time": catalog.iso_utc(self.start_time),
-            "end_time": catalog.iso_utc(self.end_time),
+            "start_time": iso_utc(self.start_time),
+            "end_time": iso_utc(self.end_time),
             "wal_segment_size": self.wal_segment_size,
             "members": dict(self.members),
             "archive_mode": self.archive_mode,
@@ -138,7 +141,7 @@ def parse_info(data: bytes | None) -> BaseBackupInfo | None:
 
 def local_info(path: Path) -> BaseBackupInfo | None:
     try:
-        return parse_info(catalog.meta_path(path).read_bytes())
+        return parse_info(meta_path(path).read_bytes())
     except OSError:
         return None
 
@@ -152,7 +155,7 @@ def record_info(config: Config, record: BackupRecord) -> BaseBackupInfo | None:
     repo = Repository.from_config(config)
     if record.s3_url is None or not repo.has_s3:
         return None
-    return parse_info(repo.get_bytes(record.name + catalog.META_SUFFIX))
+    return parse_info(repo.get_bytes(record.name + META_SUFFIX))
 
 
 # ---------------------------------------------------------------- taking one
@@ -169,12 +172,12 @@ def run_base_backup(
     """pg_basebackup of the whole cluster into BACKUP_DIR/preskool-base-<UTC time>/."""
     at = (at or utcnow()).astimezone(UTC).replace(microsecond=0)
     backup_dir = config.backups.dir
-    catalog.ensure_dir(backup_dir)
+    ensure_dir(backup_dir)
     with backup_dir_lock(backup_dir):
-        for stale in backup_dir.glob(f".{catalog.BASE_PREFIX}*{_TEMP_SUFFIX}"):
+        for stale in backup_dir.glob(f".{BASE_PREFIX}*{_TEMP_SUFFIX}"):
             shutil.rmtree(stale, ignore_errors=True)
             on_event(Notice("warn", f"Removed {stale.name} left by an interrupted backup", STEP_ID))
-        final = backup_dir / catalog.backup_name(KIND, at)
+        final = backup_dir / backup_name(KIND, at)
         if final.exists():
             raise DrError(f"{final} already exists (a backup ran this second): retry in a moment")
         db = config.database
@@ -209,7 +212,7 @@ def run_base_backup(
         on_event(
             Notice(
                 "ok",
-                f"Recoverable from {catalog.iso_utc(info.end_time)} on, with the WAL archive",
+                f"Recoverable from {iso_utc(info.end_time)} on, with the WAL archive",
                 STEP_ID,
             )
         )
@@ -273,7 +276,7 @@ def _take(
     """pg_basebackup into `.NAME.tmp`, checksums, meta, rename; nothing survives a failure."""
     db = config.database
     tmp = final.with_name(f".{final.name}{_TEMP_SUFFIX}")
-    meta_file = catalog.meta_path(final)
+    meta_file = meta_path(final)
     try:
         tool_version = _pg_basebackup(db, tmp, final.name, on_event, cancel)
         end_time = _server_now(db)

@@ -33,6 +33,7 @@ from preskool_dr.core.restore.test_record import (
 )
 from preskool_dr.core.storage import catalog
 from preskool_dr.core.storage.catalog import BackupRecord
+from preskool_dr.core.storage.meta import iso_utc
 from preskool_dr.core.storage.repository import Repository
 
 PLUGIN = "PRESKOOL_DR"
@@ -111,7 +112,7 @@ class HealthReport:
             "status": self.status.name,
             "exit_code": int(self.status),
             "summary": self.summary,
-            "checked_at": catalog.iso_utc(self.at),
+            "checked_at": iso_utc(self.at),
             "checks": [c.to_json() for c in self.checks],
         }
 
