@@ -10,4 +10,9 @@ Layout: `BACKUP_DIR/wal/<name>` beside an md5sum-style sidecar `<name>.md5`, wri
 the segment is renamed into place so a segment under its final name always has one; and
 `s3://$S3_BUCKET/wal/<name>` with its MD5 in the object metadata (`md5`), sent as
 Content-MD5 so S3 itself refuses bytes damaged on the way.
+
+Modules: `names` (WAL file names, segments, LSNs), `settings` (WalSettings: where the archive
+is), `push` and `fetch` (the two commands), `s3` (the wal/ objects: MD5, GET, a PUT that never
+overwrites), `temp_copy` (chunked reads, verified temp copies), `listing` (what is archived,
+gaps) and `health` (what `check` reports).
 """
