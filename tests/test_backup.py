@@ -27,7 +27,8 @@ from preskool_dr.core.backup.take import run_backup
 from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import Cancelled
 from preskool_dr.core.base.events import Event, Notice, Progress, ignore_events, utcnow
-from preskool_dr.core.storage import catalog
+from preskool_dr.core.storage.backup_names import backup_name, parse_backup_name
+from preskool_dr.core.storage.meta import BackupMeta, write_meta
 from preskool_dr.demo.cluster import Cluster
 from tests.conftest import APP_ROLE, Database, assert_no_secrets, run_cli
 
@@ -41,13 +42,13 @@ def backups_in(folder: Path) -> list[str]:
 def write_fake_backup(folder: Path, kind: str | None, age: timedelta) -> Path:
     """A backup file named `age` ago, with meta naming `kind` (None: no meta, kind unknown)."""
     at = utcnow() - age
-    path = folder / catalog.backup_name("daily", at)
+    path = folder / backup_name("daily", at)
     data = gzip.compress(b"-- old dump\n")
     path.write_bytes(data)
     (folder / (path.name + ".md5")).write_text(f"{hashlib.md5(data).hexdigest()}  {path.name}\n")
     if kind is not None:
-        meta = catalog.BackupMeta(path.name, kind, at, "preskool_db", len(data), "0" * 32)
-        catalog.write_meta(path, meta)
+        meta = BackupMeta(path.name, kind, at, "preskool_db", len(data), "0" * 32)
+        write_meta(path, meta)
     return path
 
 
@@ -107,7 +108,7 @@ def test_backup_prints_the_seed_lines_and_writes_a_verified_backup(
     assert meta["pg_dump_version"].startswith("pg_dump (PostgreSQL)")
     assert meta["row_counts"] == database.row_counts()
     # Name time is UTC and is the time in the banner.
-    stamp = catalog.parse_backup_name(name)
+    stamp = parse_backup_name(name)
     assert stamp is not None and stamp.strftime("%H:%M:%S %Y") in lines[1].replace(" UTC", "")
     assert_no_secrets(result.stdout, result.stderr, folder=backup_dir)
 

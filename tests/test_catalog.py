@@ -16,18 +16,12 @@ from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import ArchivedError, DrError, NotFoundError, UsageError
 from preskool_dr.core.base.events import Notice
 from preskool_dr.core.base.settings import Config
-from preskool_dr.core.storage import catalog
-from preskool_dr.core.storage.catalog import (
-    BackupMeta,
-    backup_name,
-    fetch_backup,
-    list_backups,
-    parse_backup_name,
-    read_meta,
-    resolve_backup,
-    write_meta,
-)
+from preskool_dr.core.storage.backup_names import KINDS, backup_name, parse_backup_name
+from preskool_dr.core.storage.catalog import list_backups, resolve_backup
 from preskool_dr.core.storage.checksum import sidecar_path, verify_backup, write_sidecar
+from preskool_dr.core.storage.fetch import discard_download, fetch_backup, request_restore
+from preskool_dr.core.storage.layout import companion_path, meta_path
+from preskool_dr.core.storage.meta import BackupMeta, read_meta, write_meta
 from preskool_dr.core.storage.s3store import S3Store
 from tests.conftest import REPO
 from tests.test_checksum import sql_text
@@ -44,7 +38,7 @@ def make_backup(
     seed: int = 1,
 ) -> Path:
     """A small logical backup written with the gzip module (+ sidecar, + meta when `kind`)."""
-    name = backup_name(kind if kind in catalog.KINDS and kind != "base" else "daily", at)
+    name = backup_name(kind if kind in KINDS and kind != "base" else "daily", at)
     path = directory / name
     path.write_bytes(gzip.compress(sql_text(300, seed)))
     md5 = hashlib.md5(path.read_bytes()).hexdigest()
@@ -77,7 +71,7 @@ def s3_store(config: Config) -> S3Store:
 
 def upload_backup(store: S3Store, path: Path, storage_class: str = "STANDARD") -> None:
     """As `backup` does: sidecar and meta first, always STANDARD."""
-    for extra in (sidecar_path(path), catalog.meta_path(path)):
+    for extra in (sidecar_path(path), meta_path(path)):
         if extra.exists():
             store.upload(extra)
     store.upload(path, storage_class=storage_class)
@@ -92,7 +86,7 @@ def test_backup_names_round_trip() -> None:
     assert backup_name("base", T0) == "preskool-base-20260220_020000"
     other_zone = datetime(2026, 2, 20, 3, 0, 0, tzinfo=UTC).astimezone(ZoneInfo("Europe/Paris"))
     assert backup_name("daily", other_zone) == "preskool-backup-20260220_030000.sql.gz"
-    for kind in catalog.KINDS:
+    for kind in KINDS:
         assert parse_backup_name(backup_name(kind, T0)) == T0
     assert parse_backup_name("preskool-base-20260220_020000.tar.gz") == T0
     with pytest.raises(ValueError):
@@ -123,11 +117,11 @@ def test_meta_round_trip_and_damage(tmp_path: Path) -> None:
     assert meta is not None and meta.kind == "weekly" and meta.created_at == T0
     assert meta.row_counts == {"students": 3}
     assert BackupMeta.from_json(meta.to_json()) == meta
-    catalog.meta_path(path).write_text("{not json")
+    meta_path(path).write_text("{not json")
     assert read_meta(path) is None
-    catalog.meta_path(path).write_text('{"name": "x"}')
+    meta_path(path).write_text('{"name": "x"}')
     assert read_meta(path) is None
-    catalog.meta_path(path).unlink()
+    meta_path(path).unlink()
     assert read_meta(path) is None
 
 
@@ -319,42 +313,40 @@ def test_fetch_with_companion_and_discard_download(tmp_path: Path) -> None:
     config = load_config()
     store = s3_store(config)
     staged = make_backup(tmp_path, T0, "daily")
-    companion = catalog.companion_path(staged)
+    companion = companion_path(staged)
     companion.write_bytes(b"PGDMP stand-in: the catalog copies it, pg_restore is not asked")
     companion_md5 = hashlib.md5(companion.read_bytes()).hexdigest()
     write_sidecar(companion, companion_md5)
-    meta = catalog.read_meta(staged)
+    meta = read_meta(staged)
     assert meta is not None
-    catalog.write_meta(staged, dataclasses.replace(meta, companion_md5=companion_md5))
+    write_meta(staged, dataclasses.replace(meta, companion_md5=companion_md5))
     upload_backup(store, staged)
     for path in (companion, sidecar_path(companion)):
         store.upload(path)
     record = resolve_backup(config, staged.name)
     plain_only = fetch_backup(config, record)  # e.g. `verify`: the companion is not needed
-    assert not catalog.companion_path(plain_only).exists()
-    catalog.discard_download(plain_only)
+    assert not companion_path(plain_only).exists()
+    discard_download(plain_only)
     assert list(config.backups.dir.iterdir()) == []
     events: list[object] = []
     path = fetch_backup(config, record, with_companion=True, on_event=events.append)
-    assert catalog.companion_path(path).read_bytes() == companion.read_bytes()
-    assert sidecar_path(catalog.companion_path(path)).read_bytes() == (
-        sidecar_path(companion).read_bytes()
-    )
+    assert companion_path(path).read_bytes() == companion.read_bytes()
+    assert sidecar_path(companion_path(path)).read_bytes() == (sidecar_path(companion).read_bytes())
     assert resolve_backup(config, staged.name).has_custom
     # discard takes everything the fetch put there, and only that; S3 keeps its copies
     (config.backups.dir / "other.txt").write_text("not ours")
-    catalog.discard_download(path)
+    discard_download(path)
     assert [p.name for p in config.backups.dir.iterdir()] == ["other.txt"]
     assert store.exists(staged.name) and store.exists(companion.name)
     # a companion that cannot be fetched is reported, not fatal, and leaves nothing behind
     store.upload(companion, storage_class="GLACIER")
     path = fetch_backup(config, record, with_companion=True, on_event=events.append)
     assert path.read_bytes() == staged.read_bytes()
-    assert not catalog.companion_path(path).exists()
-    assert not sidecar_path(catalog.companion_path(path)).exists()
+    assert not companion_path(path).exists()
+    assert not sidecar_path(companion_path(path)).exists()
     notices = [e for e in events if isinstance(e, Notice)]
     assert len(notices) == 1 and "the plain backup will be restored" in notices[0].text
-    catalog.discard_download(path)
+    discard_download(path)
     # another archive (with a matching sidecar of its own) than the meta records: not kept
     companion.write_bytes(b"PGDMP another archive")
     write_sidecar(companion, hashlib.md5(companion.read_bytes()).hexdigest())
@@ -362,16 +354,16 @@ def test_fetch_with_companion_and_discard_download(tmp_path: Path) -> None:
         store.upload(path)
     events.clear()
     path = fetch_backup(config, record, with_companion=True, on_event=events.append)
-    assert not catalog.companion_path(path).exists()
+    assert not companion_path(path).exists()
     (notice,) = [e for e in events if isinstance(e, Notice)]
     assert f"is not the {companion_md5} recorded" in notice.text
-    catalog.discard_download(path)
+    discard_download(path)
     # a meta without the companion's MD5 (an older backup): the companion is not fetched
-    catalog.write_meta(staged, meta)
-    store.upload(catalog.meta_path(staged))
+    write_meta(staged, meta)
+    store.upload(meta_path(staged))
     events.clear()
     path = fetch_backup(config, record, with_companion=True, on_event=events.append)
-    assert not catalog.companion_path(path).exists()
+    assert not companion_path(path).exists()
     (notice,) = [e for e in events if isinstance(e, Notice)]
     assert "records no MD5 for it" in notice.text
 
@@ -388,7 +380,7 @@ def test_fetch_archived_backup_needs_restore(tmp_path: Path) -> None:
         fetch_backup(config, record)
     assert archived.value.exit_code == 3 and "--request-restore" in str(archived.value)
     assert not (config.backups.dir / staged.name).exists()
-    assert catalog.request_restore(record).startswith("restore requested")
+    assert request_restore(record).startswith("restore requested")
     record = resolve_backup(config, staged.name)
     assert record.restore_state == "available" and not record.needs_restore
     assert all(r.ok for r in verify_backup(fetch_backup(config, record)))

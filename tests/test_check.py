@@ -19,7 +19,8 @@ from preskool_dr.core.restore.test_record import (
     read_restore_test_result,
     record_restore_test_result,
 )
-from preskool_dr.core.storage import catalog
+from preskool_dr.core.storage.backup_names import backup_name
+from preskool_dr.core.storage.meta import BackupMeta, write_meta
 from tests.conftest import AWS_SECRET, REPO, Database, run_cli
 
 MIB = 1024 * 1024
@@ -43,10 +44,10 @@ def check_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 def fabricate(folder: Path, hours: float, size: int = 2 * MIB, kind: str = "daily") -> Path:
     """A backup named `hours` ago, `size` bytes (sparse: only the size matters), with meta."""
     at = utcnow() - timedelta(hours=hours)
-    path = folder / catalog.backup_name("daily", at)
+    path = folder / backup_name("daily", at)
     with path.open("wb") as handle:
         handle.truncate(size)
-    catalog.write_meta(path, catalog.BackupMeta(path.name, kind, at, "preskool_db", size, "0" * 32))
+    write_meta(path, BackupMeta(path.name, kind, at, "preskool_db", size, "0" * 32))
     return path
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from preskool_dr.core.base.config import load_config
-from preskool_dr.core.storage.catalog import backup_name
+from preskool_dr.core.storage.backup_names import backup_name
 from preskool_dr.core.storage.checksum import sidecar_path, write_sidecar
 from tests.conftest import AWS_SECRET as SECRET
 from tests.conftest import REPO, pg_dump_shaped

@@ -32,6 +32,8 @@ from preskool_dr.core.restore.loaders.pg_restore import (
 )
 from preskool_dr.core.restore.loaders.stream import RestoreError, stream_restore
 from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage.layout import companion_path
+from preskool_dr.core.storage.meta import read_meta, write_meta
 from tests import test_parallel_restore as shared
 from tests.conftest import Database, assert_no_secrets, run_cli, write_runbook
 from tests.test_parallel_restore import (
@@ -74,7 +76,7 @@ def test_backup_writes_a_verified_companion(dr_env: dict[str, str], tmp_path: Pa
     events: list[Event] = []
     result = run_backup(config, "daily", upload=False, custom=True, on_event=events.append)
     plain = result.path
-    companion = catalog.companion_path(plain)
+    companion = companion_path(plain)
     assert companion.name == plain.name.replace(".sql.gz", ".dump")
     assert companion.is_file() and checksum.sidecar_path(companion).is_file()
     # md5sum --check works on both sidecars inside BACKUP_DIR, as the runbook does it
@@ -97,7 +99,7 @@ def test_backup_writes_a_verified_companion(dr_env: dict[str, str], tmp_path: Pa
 def test_plain_backup_has_no_companion(dr_env: dict[str, str], tmp_path: Path) -> None:
     config = config_for(tmp_path)
     plain = run_backup(config, "daily", upload=False).path
-    assert not catalog.companion_path(plain).exists()
+    assert not companion_path(plain).exists()
     assert catalog.list_backups(config, "local")[0].has_custom is False
 
 
@@ -111,7 +113,7 @@ def test_companion_comes_from_the_same_snapshot(
     plain = custom_backup(config)
     from_plain, from_custom = scratch(), scratch()
     stream_restore(plain, libpq(from_plain))
-    custom_restore(catalog.companion_path(plain), libpq(from_custom), jobs=2)
+    custom_restore(companion_path(plain), libpq(from_custom), jobs=2)
     assert_same(from_plain, from_custom)
     assert fingerprint(from_custom) == fingerprint(database)
 
@@ -121,7 +123,7 @@ def test_companion_is_uploaded_listed_and_expired_with_the_backup(s3: str, tmp_p
     old = run_backup(config, "daily", custom=True, at=utcnow().replace(year=2020)).path
     keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=s3).get("Contents", [])}
     prefix = config.backups.s3_prefix
-    dump = catalog.companion_path(old).name
+    dump = companion_path(old).name
     assert {prefix + dump, prefix + dump + ".md5", prefix + old.name} <= keys
     remote = catalog.list_backups(config, "s3")
     assert [r.name for r in remote] == [old.name]
@@ -207,7 +209,7 @@ def test_custom_restore_failure_names_the_entry(
     plain = custom_backup(config_for(tmp_path))
     # restoring over the live database: the first CREATE TABLE already exists
     with pytest.raises(RestoreError) as caught:
-        custom_restore(catalog.companion_path(plain), libpq(database), jobs=2)
+        custom_restore(companion_path(plain), libpq(database), jobs=2)
     message = str(caught.value)
     assert "pg_restore stopped at TOC entry" in message
     assert "already exists" in message
@@ -221,7 +223,7 @@ def test_custom_restore_wrong_password(
     plain = custom_backup(config_for(tmp_path))
     monkeypatch.setenv("PGPASSWORD", "wrong")
     with pytest.raises(RestoreError, match="pg_restore could not connect"):
-        custom_restore(catalog.companion_path(plain), libpq(database), jobs=2)
+        custom_restore(companion_path(plain), libpq(database), jobs=2)
 
 
 def test_custom_restore_cancel(
@@ -239,7 +241,7 @@ def test_custom_restore_cancel(
 
     with pytest.raises(Cancelled):
         custom_restore(
-            catalog.companion_path(plain), libpq(target), jobs=2, on_event=on_event, cancel=cancel
+            companion_path(plain), libpq(target), jobs=2, on_event=on_event, cancel=cancel
         )
     assert pg_restore_children() == []
     with target.connect("postgres") as conn:
@@ -255,8 +257,8 @@ def test_custom_restore_cancel(
 def test_companion_not_used_unless_it_verifies(dr_env: dict[str, str], tmp_path: Path) -> None:
     plain = custom_backup(config_for(tmp_path))
     plain_md5 = checksum.verify_file(plain, None).actual_md5
-    companion = catalog.companion_path(plain)
-    meta = catalog.read_meta(plain)
+    companion = companion_path(plain)
+    meta = read_meta(plain)
     assert meta is not None and meta.companion_md5 is not None  # `backup` recorded it
     notices: list[Event] = []
     usable = usable_companion(plain, plain_md5, on_event=notices.append)
@@ -278,7 +280,7 @@ def test_companion_not_used_unless_it_verifies(dr_env: dict[str, str], tmp_path:
     # recorded, but not an archive pg_restore can read
     companion.write_bytes(b"not a pg_dump archive\n")
     bogus = checksum.verify_file(companion, None).actual_md5
-    catalog.write_meta(plain, dataclasses.replace(meta, companion_md5=bogus))
+    write_meta(plain, dataclasses.replace(meta, companion_md5=bogus))
     notices.clear()
     assert usable_companion(plain, plain_md5, on_event=notices.append) is None
     assert any("pg_restore cannot read" in e.text for e in notices if isinstance(e, Notice))
@@ -341,7 +343,7 @@ def test_bad_companion_falls_back_to_the_plain_file(
 ) -> None:
     config = config_for(tmp_path, method="parallel", jobs=2)
     backup = custom_backup(config)
-    catalog.companion_path(backup).write_bytes(b"damaged")
+    companion_path(backup).write_bytes(b"damaged")
     detail, events = restore_detail(config, backup, database.name)
     assert "(2 parallel sessions)" in detail
     assert any(isinstance(e, Notice) and e.level == "warn" and "not used" in e.text for e in events)

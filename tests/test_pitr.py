@@ -29,8 +29,10 @@ import psycopg
 import pytest
 
 from preskool_dr.cli.main import main
-from preskool_dr.core.backup import basebackup, wal
-from preskool_dr.core.backup.wal import Segment, WalSettings
+from preskool_dr.core.backup import basebackup
+from preskool_dr.core.backup.wal.names import Segment, parse_lsn
+from preskool_dr.core.backup.wal.push import push
+from preskool_dr.core.backup.wal.settings import WalSettings
 from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import Cancelled
 from preskool_dr.core.base.events import Event, Progress, StepChanged, StepStatus
@@ -43,6 +45,9 @@ from preskool_dr.core.pitr.run import PitrRun
 from preskool_dr.core.pitr.server import stop_command
 from preskool_dr.core.pitr.steps import STEPS
 from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage.fetch import fetch_backup
+from preskool_dr.core.storage.layout import meta_path
+from preskool_dr.core.storage.meta import iso_utc
 from preskool_dr.demo.cluster import SUPERUSER, Cluster, create_cluster
 from tests.conftest import (
     PASSWORD,
@@ -306,12 +311,12 @@ def test_base_backup_is_listed_verified_and_describes_its_wal_range(
     ]
     sidecars = sorted(p.name for p in folder.glob("*.md5"))
     assert subprocess.run(["md5sum", "--check", *sidecars], cwd=folder).returncode == 0
-    meta = json.loads(catalog.meta_path(folder).read_text())
+    meta = json.loads(meta_path(folder).read_text())
     assert meta["kind"] == "base" and meta["md5"] == meta["base"]["members"]["base.tar.gz"]
     info = basebackup.local_info(folder)
     assert info is not None and info.archive_mode == "on" and info.timeline == 1
     assert info.start_time < info.end_time < scenario.target
-    assert wal.parse_lsn(info.start_lsn) <= wal.parse_lsn(info.end_lsn)
+    assert parse_lsn(info.start_lsn) <= parse_lsn(info.end_lsn)
 
     env = base_env(scenario, tmp_path / "state")
     listed = json.loads(run_cli("list", "--json", env=env).stdout)
@@ -389,7 +394,7 @@ def test_target_outside_the_recoverable_range_is_refused_before_anything_starts(
     too_early = run_pitr(scenario, tmp_path / "s", info.start_time - timedelta(minutes=1), data_dir)
     assert too_early.returncode == 2
     assert "before the earliest recoverable time" in too_early.stderr
-    assert catalog.iso_utc(info.end_time) in too_early.stderr
+    assert iso_utc(info.end_time) in too_early.stderr
     too_late = run_pitr(scenario, tmp_path / "s", datetime.now(UTC) + timedelta(hours=1), data_dir)
     assert too_late.returncode == 2
     assert "is outside the recoverable range" in too_late.stderr
@@ -484,10 +489,10 @@ def test_base_backup_in_s3_retention_and_wal_pruning(
 
     # A fresh DR host: only S3 has it; fetched, verified, and its meta understood.
     shutil.rmtree(first)
-    catalog.meta_path(first).unlink()
+    meta_path(first).unlink()
     record = catalog.resolve_backup(config, first.name)
     assert basebackup.record_info(config, record) is not None
-    fetched = catalog.fetch_backup(config, record)
+    fetched = fetch_backup(config, record)
     assert all(r.ok for r in checksum.verify_backup(fetched))
 
     # An expired base backup (local and S3) and WAL older than every base backup left.
@@ -495,10 +500,10 @@ def test_base_backup_in_s3_retention_and_wal_pruning(
     assert info is not None
     old = backup_dir / "preskool-base-20200101_000000"
     shutil.copytree(first, old)
-    shutil.copy(catalog.meta_path(first), catalog.meta_path(old))
+    shutil.copy(meta_path(first), meta_path(old))
     for member in old.iterdir():
         client.upload_file(str(member), s3, f"preskool-backups/{old.name}/{member.name}")
-    client.upload_file(str(catalog.meta_path(old)), s3, f"preskool-backups/{old.name}.meta.json")
+    client.upload_file(str(meta_path(old)), s3, f"preskool-backups/{old.name}.meta.json")
     settings = WalSettings.from_env()
     start = info.start_segment.number(info.wal_segment_size)
     older = Segment.at(info.timeline, start - 1, info.wal_segment_size).name
@@ -507,13 +512,13 @@ def test_base_backup_in_s3_retention_and_wal_pruning(
         source = backup_dir / "pg_wal-src" / name
         source.parent.mkdir(exist_ok=True)
         source.write_bytes(name.encode() * 100)
-        wal.push(source, settings)
+        push(source, settings)
     capsys.readouterr()
     time.sleep(1)  # a new name: backups are named by the second
     assert main(["backup", "--kind", "base"]) == 0
     out = capsys.readouterr().out
     assert "Deleted 2 old base backup(s)" in out  # the local copy and the S3 copy
-    assert not old.exists() and not catalog.meta_path(old).exists()
+    assert not old.exists() and not meta_path(old).exists()
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=s3)["Contents"]}
     assert not [k for k in keys if old.name in k]
     local = sorted(p.name for p in settings.archive_dir.iterdir())
@@ -580,7 +585,7 @@ def test_damaged_base_backup_or_meta_is_caught_before_extraction(
     assert "MD5 mismatch" in result.stderr and "the base backup is damaged" in result.stderr
     assert not data_dir.exists()
 
-    meta = catalog.meta_path(backups / scenario.base_name)
+    meta = meta_path(backups / scenario.base_name)
     for garbage in ("{not json", json.dumps({"kind": "base", "base": {"members": {}}})):
         meta.write_text(garbage)
         assert basebackup.local_info(backups / scenario.base_name) is None
@@ -649,7 +654,7 @@ def test_pitr_drill_reports_an_rpo_under_an_hour_in_a_signed_entry(
     accessible = parse_target(entry["app_accessible_at"])
     # (the entry's times are to the second, its RTO computed from the exact ones)
     assert abs(entry["rto_seconds"] - (accessible - declared).total_seconds()) <= 1
-    meta = json.loads(catalog.meta_path(scenario.backup_dir / scenario.base_name).read_text())
+    meta = json.loads(meta_path(scenario.backup_dir / scenario.base_name).read_text())
     assert entry["backup"] == scenario.base_name and entry["backup_md5"] == meta["md5"]
     assert [s["id"] for s in entry["steps"]] == [sid for sid, _ in STEPS]
     assert all(s["status"] == "done" for s in entry["steps"])

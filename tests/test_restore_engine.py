@@ -26,7 +26,8 @@ from preskool_dr.core.base.settings import Config
 from preskool_dr.core.restore.engine import Engine, RunOptions
 from preskool_dr.core.restore.journal import Journal
 from preskool_dr.core.restore.steps.db_names import aside_name
-from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage import checksum
+from preskool_dr.core.storage.layout import companion_path
 from preskool_dr.demo import standin_app
 from tests.conftest import PASSWORD, Database, make_database, write_runbook
 
@@ -388,7 +389,7 @@ def test_s3_restore_downloads_and_uses_the_custom_companion(s3: str, site: Site)
     result = site.cli("restore", backup.name, "--confirm", site.db.name)
 
     assert result.returncode == 0, result.stdout + result.stderr
-    companion = catalog.companion_path(backup)
+    companion = companion_path(backup)
     assert companion.is_file() and checksum.sidecar_path(companion).is_file()
     assert "using the custom-format companion" in result.stdout
     assert f" of {companion.name})" in result.stdout  # step 6: pg_restore -j N of the .dump
@@ -429,14 +430,14 @@ def test_s3_companion_missing_or_bad_falls_back_to_the_plain_file(
     backup = s3_only(site, custom=True)
     sum_at_backup = site.checksum()
     change_data(site)
-    damage(site, s3, catalog.companion_path(backup).name)
+    damage(site, s3, companion_path(backup).name)
 
     result = site.cli("restore", backup.name, "--confirm", site.db.name)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert says in result.stdout and "plain backup" in result.stdout
     assert "pg_restore -j" not in result.stdout and "(serial)" in result.stdout
-    assert not catalog.companion_path(backup).exists()  # nothing bad left under its name
+    assert not companion_path(backup).exists()  # nothing bad left under its name
     assert site.checksum() == sum_at_backup
 
 

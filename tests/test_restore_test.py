@@ -20,7 +20,7 @@ from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import UsageError
 from preskool_dr.core.base.events import Event, Notice
 from preskool_dr.core.restore import restore_test
-from preskool_dr.core.storage import catalog
+from preskool_dr.core.storage.meta import BackupMeta, read_meta, write_meta
 from preskool_dr.demo.cluster import Cluster
 from tests.conftest import PASSWORD, REPO, Database, make_database
 from tests.test_restore_stream import (
@@ -49,7 +49,7 @@ def make_backup(db: Database, backup_dir: Path, *, with_meta: bool = True) -> Pa
     """A backup as `preskool-dr backup` leaves it: .sql.gz, .md5 and .meta.json row counts."""
     path = write_backup(backup_dir / NAME, dump_sql(db))
     if with_meta:
-        meta = catalog.BackupMeta(
+        meta = BackupMeta(
             name=NAME,
             kind="weekly",
             created_at=datetime(2026, 2, 20, 2, 0, tzinfo=UTC),
@@ -58,7 +58,7 @@ def make_backup(db: Database, backup_dir: Path, *, with_meta: bool = True) -> Pa
             md5=path.with_name(NAME + ".md5").read_text().split()[0],
             row_counts=db.row_counts(),
         )
-        catalog.write_meta(path, meta)
+        write_meta(path, meta)
     return path
 
 
@@ -149,10 +149,10 @@ def test_fails_when_row_counts_differ_from_the_record(
     database: Database, dr_env: dict[str, str]
 ) -> None:
     backup = make_backup(database, Path(dr_env["BACKUP_DIR"]))
-    meta = catalog.read_meta(backup)
+    meta = read_meta(backup)
     assert meta is not None
     wrong = {**meta.row_counts, "students": meta.row_counts["students"] + 1}
-    catalog.write_meta(backup, dataclasses.replace(meta, row_counts=wrong))
+    write_meta(backup, dataclasses.replace(meta, row_counts=wrong))
 
     done = cli(NAME)
 

@@ -16,8 +16,12 @@ import pytest
 
 from preskool_dr.cli.main import main
 from preskool_dr.cli.wal_cmd import EXIT_ABORT_RECOVERY
-from preskool_dr.core.backup import wal
-from preskool_dr.core.backup.wal import Segment, WalMissing, WalSettings
+from preskool_dr.core.backup.wal.fetch import WalMissing, fetch
+from preskool_dr.core.backup.wal.health import archive_health
+from preskool_dr.core.backup.wal.listing import list_archive, segment_size
+from preskool_dr.core.backup.wal.names import Segment, check_name, format_lsn, parse_lsn
+from preskool_dr.core.backup.wal.push import push
+from preskool_dr.core.backup.wal.settings import FILE_MODE, WalSettings
 from preskool_dr.core.base.errors import DrError, UsageError, VerificationError
 from tests.conftest import AWS_SECRET, run_cli
 
@@ -59,10 +63,10 @@ def test_segment_names_positions_and_lsns() -> None:
     following = Segment.at(1, last_of_log.number(SEGMENT_SIZE) + 1, SEGMENT_SIZE)
     assert following.name == "000000010000000100000000"
     assert Segment.for_lsn(2, "1/3000028", SEGMENT_SIZE).name == "000000020000000100000003"
-    assert wal.format_lsn(wal.parse_lsn("A/2000100")) == "A/2000100"
+    assert format_lsn(parse_lsn("A/2000100")) == "A/2000100"
     assert Segment.parse("00000001000000000000000G") is None
     for good in (SEG1, "00000002.history", f"{SEG1}.00000028.backup", f"{SEG1}.partial"):
-        assert wal.check_name(good) == good
+        assert check_name(good) == good
     for bad in (
         "../../etc/passwd",
         f"{SEG1}.md5",
@@ -71,7 +75,7 @@ def test_segment_names_positions_and_lsns() -> None:
         f".{SEG1}.x.tmp",
     ):
         with pytest.raises(UsageError):
-            wal.check_name(bad)
+            check_name(bad)
 
 
 # ---------------------------------------------------------------- local archive
@@ -88,7 +92,7 @@ def test_push_then_fetch_round_trip_with_md5sum_sidecar(
     assert md5(archived) == md5(source)
     assert archived.with_name(SEG1 + ".md5").read_text() == f"{md5(source)}  {SEG1}\n"
     assert subprocess.run(["md5sum", "--check", SEG1 + ".md5"], cwd=archived.parent).returncode == 0
-    assert oct(archived.stat().st_mode & 0o777) == oct(wal.FILE_MODE)
+    assert oct(archived.stat().st_mode & 0o777) == oct(FILE_MODE)
     assert not list(archived.parent.glob(".*.tmp"))
 
     dest = tmp_path / "restore" / "pg_wal" / "RECOVERYXLOG"
@@ -112,9 +116,9 @@ def test_push_is_idempotent_and_refuses_different_content(
     archive_env: WalSettings, tmp_path: Path
 ) -> None:
     source = make_segment(tmp_path / "pg_wal", SEG1, b"a")
-    first = wal.push(source, archive_env)
+    first = push(source, archive_env)
     assert first.local == "archived" and first.s3 is None
-    again = wal.push(source, archive_env)
+    again = push(source, archive_env)
     assert again.local == "already archived" and again.md5 == first.md5
 
     other = make_segment(tmp_path / "other" / "pg_wal", SEG1, b"b")
@@ -129,10 +133,10 @@ def test_push_repairs_a_missing_sidecar_of_an_identical_segment(
     archive_env: WalSettings, tmp_path: Path
 ) -> None:
     source = make_segment(tmp_path / "pg_wal", SEG1)
-    wal.push(source, archive_env)
+    push(source, archive_env)
     sidecar = archive_env.archive_dir / (SEG1 + ".md5")
     sidecar.unlink()
-    assert wal.push(source, archive_env).local == "already archived"
+    assert push(source, archive_env).local == "already archived"
     assert sidecar.read_text() == f"{md5(source)}  {SEG1}\n"
 
 
@@ -171,14 +175,14 @@ def test_fetch_missing_segment_exits_1_and_writes_nothing(
     assert "00000002.history is not in the WAL archive" in result.stderr
     assert not dest.exists()
     with pytest.raises(WalMissing):
-        wal.fetch(SEG2, dest, archive_env)
+        fetch(SEG2, dest, archive_env)
 
 
 def test_fetch_of_a_damaged_segment_stops_recovery_instead_of_ending_it(
     archive_env: WalSettings, tmp_path: Path
 ) -> None:
     source = make_segment(tmp_path / "pg_wal", SEG1)
-    wal.push(source, archive_env)
+    push(source, archive_env)
     archived = archive_env.archive_dir / SEG1
     with archived.open("r+b") as handle:  # one flipped byte in the middle
         handle.seek(SEGMENT_SIZE // 2)
@@ -201,10 +205,10 @@ def test_fetch_of_a_damaged_segment_stops_recovery_instead_of_ending_it(
 
 def test_truncated_segment_is_caught(archive_env: WalSettings, tmp_path: Path) -> None:
     source = make_segment(tmp_path / "pg_wal", SEG1)
-    wal.push(source, archive_env)
+    push(source, archive_env)
     os.truncate(archive_env.archive_dir / SEG1, SEGMENT_SIZE // 3)
     with pytest.raises(VerificationError, match="fails its checksum"):
-        wal.fetch(SEG1, tmp_path / "out", archive_env)
+        fetch(SEG1, tmp_path / "out", archive_env)
 
 
 def test_wal_commands_start_without_boto3_or_textual(
@@ -237,7 +241,7 @@ def test_push_uploads_verified_and_fetch_falls_back_to_s3(
     head = client.head_object(Bucket=s3, Key=f"wal/{SEG1}")
     assert head["Metadata"]["md5"] == md5(source)
     assert head["ContentLength"] == SEGMENT_SIZE
-    assert wal.push(source, settings).s3 == "already in S3"
+    assert push(source, settings).s3 == "already in S3"
 
     # A fresh DR host: nothing local, everything in the bucket.
     (settings.archive_dir / SEG1).unlink()
@@ -246,11 +250,11 @@ def test_push_uploads_verified_and_fetch_falls_back_to_s3(
     assert md5(dest) == md5(source)
 
     # A damaged local copy: the good S3 copy is used, and the operator is told.
-    wal.push(source, settings)
+    push(source, settings)
     with (settings.archive_dir / SEG1).open("r+b") as handle:
         handle.write(b"damaged")
     dest.unlink()
-    result = wal.fetch(SEG1, dest, settings)
+    result = fetch(SEG1, dest, settings)
     assert result.source == "s3" and "fails its checksum" in (result.warning or "")
     assert md5(dest) == md5(source)
     assert main(["wal-fetch", SEG2, str(tmp_path / "nothing")]) == 1
@@ -265,12 +269,12 @@ def test_s3_refuses_different_content_and_rejects_a_damaged_object(s3: str, tmp_
     client.put_object(Bucket=s3, Key=f"wal/{SEG1}", Body=other.read_bytes())  # no metadata
     source = make_segment(tmp_path / "pg_wal", SEG1, b"s")
     with pytest.raises(DrError, match="already exists with different content"):
-        wal.push(source, settings)
+        push(source, settings)
     assert md5(settings.archive_dir / SEG1) == md5(source)  # local archived before S3
 
     # Same content uploaded by another tool (no md5 metadata): compared byte for byte.
     client.put_object(Bucket=s3, Key=f"wal/{SEG1}", Body=source.read_bytes())
-    assert wal.push(source, settings).s3 == "already in S3"
+    assert push(source, settings).s3 == "already in S3"
 
     # An object whose bytes no longer match the MD5 it was stored with.
     bad = make_segment(tmp_path / "bad", SEG2, b"b")
@@ -279,7 +283,7 @@ def test_s3_refuses_different_content_and_rejects_a_damaged_object(s3: str, tmp_
     )
     dest = tmp_path / "RECOVERYXLOG"
     with pytest.raises(VerificationError, match="fails its checksum"):
-        wal.fetch(SEG2, dest, settings)
+        fetch(SEG2, dest, settings)
     assert not dest.exists()
 
 
@@ -293,8 +297,8 @@ def test_missing_bucket_fails_push_with_the_bucket_named(
     assert f"bucket '{s3}-gone' does not exist" in result.stderr
     assert AWS_SECRET not in result.stderr + result.stdout
     # A restore_command that cannot reach its archive must stop recovery, not end it.
-    fetch = run_cli("wal-fetch", SEG2, str(tmp_path / "RECOVERYXLOG"))
-    assert fetch.returncode == EXIT_ABORT_RECOVERY and "does not exist" in fetch.stderr
+    fetched = run_cli("wal-fetch", SEG2, str(tmp_path / "RECOVERYXLOG"))
+    assert fetched.returncode == EXIT_ABORT_RECOVERY and "does not exist" in fetched.stderr
 
 
 # ---------------------------------------------------------------- listing and health
@@ -309,42 +313,42 @@ def test_health_reports_absent_fresh_late_stalled_and_gaps(
     archive_env: WalSettings, tmp_path: Path
 ) -> None:
     now = datetime.now(UTC)
-    status, summary = wal.archive_health(archive_env, now).verdict(1.0, now)
+    status, summary = archive_health(archive_env, now).verdict(1.0, now)
     assert status == "OK" and "not set up" in summary
 
     names = [Segment.at(1, n, SEGMENT_SIZE).name for n in range(254, 259)]  # crosses a log id
     for name in names:
-        wal.push(make_segment(tmp_path / "pg_wal", name, name[-1].encode()), archive_env)
-    health = wal.archive_health(archive_env, now)
+        push(make_segment(tmp_path / "pg_wal", name, name[-1].encode()), archive_env)
+    health = archive_health(archive_env, now)
     assert health.segments == 5 and health.missing == ()
     assert health.verdict(1.0, now)[0] == "OK"
 
     for name in names:
         age(archive_env.archive_dir / name, 1.5)
-    assert wal.archive_health(archive_env, now).verdict(1.0, now)[0] == "WARNING"
+    assert archive_health(archive_env, now).verdict(1.0, now)[0] == "WARNING"
     for name in names:
         age(archive_env.archive_dir / name, 3)
-    status, summary = wal.archive_health(archive_env, now).verdict(1.0, now)
+    status, summary = archive_health(archive_env, now).verdict(1.0, now)
     assert status == "CRITICAL" and "stalled" in summary
 
     (archive_env.archive_dir / names[2]).unlink()
-    status, summary = wal.archive_health(archive_env, now).verdict(1.0, now)
+    status, summary = archive_health(archive_env, now).verdict(1.0, now)
     assert status == "CRITICAL" and f"first {names[2]}" in summary
     # Counted from a base backup that starts after the gap: no gap that matters.
     since = Segment.parse(names[3])
-    assert wal.archive_health(archive_env, now, since).missing == ()
+    assert archive_health(archive_env, now, since).missing == ()
     # A base backup whose first segment is gone is a gap, too.
-    assert wal.archive_health(archive_env, now, Segment.parse(names[2])).missing == (names[2],)
+    assert archive_health(archive_env, now, Segment.parse(names[2])).missing == (names[2],)
 
 
 def test_listing_merges_local_and_s3(s3: str, tmp_path: Path) -> None:
     settings = WalSettings.from_env()
-    wal.push(make_segment(tmp_path / "pg_wal", SEG1), settings)
-    wal.push(make_segment(tmp_path / "pg_wal", SEG2), settings)
+    push(make_segment(tmp_path / "pg_wal", SEG1), settings)
+    push(make_segment(tmp_path / "pg_wal", SEG2), settings)
     (settings.archive_dir / SEG1).unlink()
-    listed = wal.list_archive(settings)
+    listed = list_archive(settings)
     assert (listed[SEG1].local, listed[SEG1].s3) == (False, True)
     assert (listed[SEG2].local, listed[SEG2].s3) == (True, True)
-    assert wal.segment_size(listed.values()) == SEGMENT_SIZE
-    health = wal.archive_health(settings, datetime.now(UTC))
+    assert segment_size(listed.values()) == SEGMENT_SIZE
+    health = archive_health(settings, datetime.now(UTC))
     assert health.segments == 2 and health.not_in_s3 == 0

@@ -10,14 +10,9 @@ import humanize
 
 from preskool_dr.cli.output import add_log_format_option, print_json, progress_sink, tagged
 from preskool_dr.core.base.errors import ArchivedError
-from preskool_dr.core.storage.catalog import (
-    BackupRecord,
-    discard_download,
-    fetch_backup,
-    request_restore,
-    resolve_backup,
-)
+from preskool_dr.core.storage.catalog import BackupRecord, resolve_backup
 from preskool_dr.core.storage.checksum import VerifyResult, verify_backup
+from preskool_dr.core.storage.fetch import discard_download, fetch_backup, request_restore
 
 DESCRIPTION = """\
 Check that a backup is usable before you restore it: the MD5 of the file must match

@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from preskool_dr.core.backup.wal import WalMissing, WalSettings, fetch, push
+from preskool_dr.core.backup.wal.fetch import WalMissing, fetch
+from preskool_dr.core.backup.wal.push import push
+from preskool_dr.core.backup.wal.settings import WalSettings
 from preskool_dr.core.base.errors import DrError, UsageError
 
 # restore_command exit status 1 tells PostgreSQL "no such file": recovery ends there. A

@@ -44,6 +44,7 @@ from preskool_dr.core.base.runbook_file import shipped_runbook_path
 from preskool_dr.core.drill import signing
 from preskool_dr.core.restore.appctl import check_health
 from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage.layout import meta_path
 from preskool_dr.demo import standin_app
 from preskool_dr.demo.cluster import Cluster, create_cluster
 from preskool_dr.demo.seed import seed_database
@@ -369,7 +370,7 @@ class Sandbox:
                 for path in (
                     result.path,
                     checksum.sidecar_path(result.path),
-                    catalog.meta_path(result.path),
+                    meta_path(result.path),
                 ):
                     os.utime(path, (stamp, stamp))
             self.records = catalog.list_backups(config)

@@ -38,6 +38,7 @@ from preskool_dr.core.pitr.run import PitrRun
 from preskool_dr.core.restore.engine import Engine, RunOptions
 from preskool_dr.core.storage import catalog
 from preskool_dr.core.storage.catalog import BackupRecord
+from preskool_dr.core.storage.fetch import request_restore
 from preskool_dr.tui.messages import (
     BackupsListed,
     DestructionPreviewed,
@@ -272,7 +273,7 @@ class DrApp(App[int]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="s3", name="glacier")
     def request_glacier_restore(self, record: BackupRecord) -> GlacierRestoreRequested:
-        return GlacierRestoreRequested(catalog.request_restore(record))
+        return GlacierRestoreRequested(request_restore(record))
 
     def start_pitr(self, request: PitrRequest) -> PitrRun:
         """A point-in-time recovery in the engine's worker group, with a fresh cancel event

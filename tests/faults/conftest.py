@@ -44,7 +44,9 @@ from preskool_dr.core.backup.take import run_backup
 from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.settings import Config
 from preskool_dr.core.restore.journal import Journal, RunState
-from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage import checksum
+from preskool_dr.core.storage.layout import meta_path
+from preskool_dr.core.storage.meta import read_meta, write_meta
 from preskool_dr.core.storage.s3store import S3Store
 from preskool_dr.demo import standin_app
 from preskool_dr.demo.cluster import Cluster, create_cluster
@@ -390,9 +392,9 @@ def rewrite_backup(path: Path, data: bytes, *, compressed: bool = False) -> None
     path.write_bytes(data if compressed else gzip.compress(data, compresslevel=1))
     md5 = hashlib.md5(path.read_bytes()).hexdigest()
     checksum.write_sidecar(path, md5)
-    meta = catalog.read_meta(path)
+    meta = read_meta(path)
     if meta is not None:
-        catalog.write_meta(path, replace(meta, md5=md5, size=path.stat().st_size))
+        write_meta(path, replace(meta, md5=md5, size=path.stat().st_size))
 
 
 def insert_before(sql_bytes: bytes, anchor: bytes, extra: bytes) -> bytes:
@@ -452,7 +454,7 @@ def s3_only_backup(site: Site) -> Path:
     padded(path, 4 << 20)
     config = site.config()
     store = S3Store(str(config.backups.s3_bucket), config.backups.s3_prefix)
-    for member in (checksum.sidecar_path(path), catalog.meta_path(path), path):
+    for member in (checksum.sidecar_path(path), meta_path(path), path):
         store.upload(member)
         member.unlink()
     return path
@@ -469,7 +471,7 @@ class FifoBackup:
     def __init__(self, source: Path, folder: Path) -> None:
         self.data = source.read_bytes()
         self.path = folder / source.name
-        for attr in (checksum.sidecar_path(source), catalog.meta_path(source)):
+        for attr in (checksum.sidecar_path(source), meta_path(source)):
             if attr.exists():
                 shutil.copy(attr, folder / attr.name)
         os.mkfifo(self.path)

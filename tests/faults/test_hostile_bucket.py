@@ -38,6 +38,10 @@ from preskool_dr.cli.wal_cmd import EXIT_ABORT_RECOVERY
 from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import UsageError
 from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage.backup_names import backup_name
+from preskool_dr.core.storage.fetch import discard_download, fetch_backup
+from preskool_dr.core.storage.layout import companion_path, meta_path
+from preskool_dr.core.storage.meta import BackupMeta, read_meta, write_meta
 from tests.conftest import AWS_SECRET, REPO, assert_no_secrets
 from tests.faults.conftest import (
     HANG_GUARD,
@@ -55,7 +59,7 @@ from tests.test_check import check_line, fabricate
 PREFIX = "preskool-backups/"
 GOOD_AT = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
 HOSTILE_AT = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # newer: what `latest` would pick
-HOSTILE = catalog.backup_name("daily", HOSTILE_AT)
+HOSTILE = backup_name("daily", HOSTILE_AT)
 SEG = "000000010000000000000007"
 DUMP = (
     b"--\n-- PostgreSQL database dump\n--\n\nSELECT 1;\n\n"
@@ -67,15 +71,13 @@ def make_backup(folder: Path, at: datetime, meta: bytes | None = None) -> Path:
     """A small logical backup that verifies (pg_dump's banners, sidecar, meta). `meta`
     replaces the .meta.json's bytes (a hostile one)."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / catalog.backup_name("daily", at)
+    path = folder / backup_name("daily", at)
     path.write_bytes(gzip.compress(DUMP))
     md5 = hashlib.md5(path.read_bytes()).hexdigest()
     checksum.write_sidecar(path, md5)
-    catalog.write_meta(
-        path, catalog.BackupMeta(path.name, "daily", at, "preskool_db", path.stat().st_size, md5)
-    )
+    write_meta(path, BackupMeta(path.name, "daily", at, "preskool_db", path.stat().st_size, md5))
     if meta is not None:
-        catalog.meta_path(path).write_bytes(meta)
+        meta_path(path).write_bytes(meta)
     return path
 
 
@@ -85,7 +87,7 @@ def upload(bucket: str, path: Path, key: str | None = None) -> None:
     if key is not None:
         client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
         return
-    for member in (path, checksum.sidecar_path(path), catalog.meta_path(path)):
+    for member in (path, checksum.sidecar_path(path), meta_path(path)):
         if member.exists():
             client.put_object(Bucket=bucket, Key=PREFIX + member.name, Body=member.read_bytes())
 
@@ -382,18 +384,18 @@ def test_downloads_are_0600_in_folders_created_0700(fresh_backup_dir: Path, tmp_
     members), every folder the tool made 0700 (BACKUP_DIR, its missing parent, the base
     backup's folder)."""
     logical = make_backup(tmp_path / "made", GOOD_AT)
-    companion = catalog.companion_path(logical)
+    companion = companion_path(logical)
     companion.write_bytes(b"PGDMP custom format stand-in")
     companion_md5 = hashlib.md5(companion.read_bytes()).hexdigest()
     checksum.write_sidecar(companion, companion_md5)
     # the companion is fetched only with the MD5 its backup's meta records (the verify gate)
-    meta = catalog.read_meta(logical)
+    meta = read_meta(logical)
     assert meta is not None
-    catalog.write_meta(logical, replace(meta, companion_md5=companion_md5))
+    write_meta(logical, replace(meta, companion_md5=companion_md5))
     bucket = os.environ["S3_BUCKET"]
     upload(bucket, logical)
     upload(bucket, companion)
-    base_name = catalog.backup_name("base", GOOD_AT)
+    base_name = backup_name("base", GOOD_AT)
     member = tmp_path / "made" / "base.tar.gz"
     member.write_bytes(gzip.compress(b"tar stand-in"))
     upload(bucket, member, key=f"{PREFIX}{base_name}/base.tar.gz")
@@ -408,8 +410,8 @@ def test_downloads_are_0600_in_folders_created_0700(fresh_backup_dir: Path, tmp_
         assert result.returncode == 0, result.stdout + result.stderr
     config = load_config(REPO / "runbook.yaml", env=os.environ)
     record = catalog.resolve_backup(config, f"s3://{bucket}/{PREFIX}{logical.name}")
-    catalog.discard_download(fresh_backup_dir / logical.name)
-    catalog.fetch_backup(config, record, with_companion=True)
+    discard_download(fresh_backup_dir / logical.name)
+    fetch_backup(config, record, with_companion=True)
 
     for folder in (fresh_backup_dir.parent, fresh_backup_dir, fresh_backup_dir / base_name):
         assert mode(folder) == 0o700, folder

@@ -23,7 +23,7 @@ import pytest
 from psycopg import sql
 
 from preskool_dr.core.base import database
-from preskool_dr.core.storage import catalog
+from preskool_dr.core.storage.meta import read_meta
 from tests.conftest import APP_ROLE, PASSWORD, write_runbook
 from tests.faults.conftest import Site, backup_sql, insert_before, rewrite_backup
 
@@ -155,7 +155,7 @@ def test_restore_test_counts_are_not_shadowed(site: Site, marker: str) -> None:
 def test_a_connection_keeps_its_pinned_search_path(site: Site, marker: str) -> None:
     """`database.connect` into the restored database, as the app role and as the admin:
     the startup option wins over the database's and the role's own search_path settings."""
-    meta = catalog.read_meta(crafted_backup(site, marker))
+    meta = read_meta(crafted_backup(site, marker))
     assert meta is not None and meta.row_counts
     result = site.restore()
     assert result.returncode == 0, result.stdout + result.stderr

@@ -21,7 +21,8 @@ import boto3
 import pytest
 
 from preskool_dr.core.base.ports import free_port
-from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage import checksum
+from preskool_dr.core.storage.layout import meta_path
 from preskool_dr.core.storage.s3store import S3Store
 from tests.faults.conftest import (
     Fault,
@@ -178,9 +179,9 @@ def test_archived_backup_says_how_to_get_it(site: Site, s3: str, storage_class: 
     config = site.config()
     store = S3Store(s3, config.backups.s3_prefix)
     store.upload(checksum.sidecar_path(path))
-    store.upload(catalog.meta_path(path))
+    store.upload(meta_path(path))
     store.upload(path, storage_class=storage_class)
-    for member in (checksum.sidecar_path(path), catalog.meta_path(path), path):
+    for member in (checksum.sidecar_path(path), meta_path(path), path):
         member.unlink()
     before = site.checksum()
 

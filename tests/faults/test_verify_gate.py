@@ -35,7 +35,8 @@ from preskool_dr.core.base.events import Event, Notice, Progress, StepStatus, ut
 from preskool_dr.core.base.settings import Config
 from preskool_dr.core.restore.engine import Engine, RunOptions
 from preskool_dr.core.restore.restore_test import run_restore_test
-from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage import checksum
+from preskool_dr.core.storage.layout import companion_path, meta_path
 from preskool_dr.core.storage.s3store import S3Store
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.screens.incident_time import IncidentTimeScreen
@@ -288,13 +289,13 @@ def test_same_s3_backup_chosen_again_is_downloaded_and_verified_again(s3: str, s
 def substituted_companion(site: Site, backup: Path) -> None:
     """A valid custom-format archive of other content, with a correct sidecar of its own."""
     other = other_backup(site, custom=True)
-    swap_in(catalog.companion_path(backup), catalog.companion_path(other))
+    swap_in(companion_path(backup), companion_path(other))
 
 
 def meta_without_companion_md5(site: Site, backup: Path) -> None:
     """A backup from a version that recorded no companion MD5 in its .meta.json (the
     companion itself is intact, with its correct sidecar)."""
-    path = catalog.meta_path(backup)
+    path = meta_path(backup)
     data = json.loads(path.read_text())
     data.pop("companion_md5", None)  # (absent in every meta before this guard)
     path.write_text(json.dumps(data))
@@ -343,7 +344,7 @@ def test_companion_swapped_after_step_4_is_never_loaded(site: Site) -> None:
     engine = verified_engine(site, backup, events)
     try:
         assert any(isinstance(e, Notice) and "using the custom-format" in e.text for e in events)
-        swap_in(catalog.companion_path(backup), catalog.companion_path(other))
+        swap_in(companion_path(backup), companion_path(other))
         for step_id in ("recreate_db", "restore"):
             record = engine.run_step(step_id, confirmation=site.db.name)
             assert record.status is StepStatus.DONE, record.detail

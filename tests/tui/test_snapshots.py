@@ -26,7 +26,9 @@ from preskool_dr.core.restore.journal import (
     StepRecord,
     VerifyRecord,
 )
-from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage import checksum
+from preskool_dr.core.storage.backup_names import parse_backup_name
+from preskool_dr.core.storage.meta import BackupMeta, write_meta
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.widgets.restore_panel import RestorePanel
 from preskool_dr.tui.widgets.run_header import RunHeader
@@ -77,13 +79,11 @@ def frozen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Frozen:
         md5 = checksum.md5_hasher()
         md5.update(data)
         checksum.write_sidecar(path, md5.hexdigest())
-        created = catalog.parse_backup_name(name)
+        created = parse_backup_name(name)
         assert created is not None
-        catalog.write_meta(
+        write_meta(
             path,
-            catalog.BackupMeta(
-                name, kind, created, "preskool_db", len(data), md5.hexdigest(), TABLES
-            ),
+            BackupMeta(name, kind, created, "preskool_db", len(data), md5.hexdigest(), TABLES),
         )
     for key, value in {
         "DB_HOST": "db1",

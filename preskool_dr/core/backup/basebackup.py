@@ -29,17 +29,22 @@ from typing import Any
 
 import psycopg
 
-from preskool_dr.core.backup import wal
 from preskool_dr.core.backup.common import BackupResult, backup_dir_lock, human_size
-from preskool_dr.core.backup.wal import Segment, WalSettings
+from preskool_dr.core.backup.wal.health import archive_health
+from preskool_dr.core.backup.wal.listing import list_archive
+from preskool_dr.core.backup.wal.names import Segment, parse_lsn
+from preskool_dr.core.backup.wal.settings import WalSettings
 from preskool_dr.core.base import database, files, procs
 from preskool_dr.core.base.errors import Cancelled, DrError, VerificationError
 from preskool_dr.core.base.events import EventSink, LogLine, Notice, ignore_events, utcnow
 from preskool_dr.core.base.settings import Config, DatabaseSettings
 from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage.backup_names import BASE_PREFIX, backup_name
 from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.core.storage.checksum import ProgressMeter
-from preskool_dr.core.storage.meta import BackupMeta, load_untrusted_json
+from preskool_dr.core.storage.fetch import ensure_dir
+from preskool_dr.core.storage.layout import META_SUFFIX, meta_path
+from preskool_dr.core.storage.meta import BackupMeta, iso_utc, load_untrusted_json
 from preskool_dr.core.storage.repository import Repository
 
 KIND = "base"
@@ -84,8 +89,8 @@ class BaseBackupInfo:
             "start_lsn": self.start_lsn,
             "end_lsn": self.end_lsn,
             "start_wal": self.start_segment.name,
-            "start_time": catalog.iso_utc(self.start_time),
-            "end_time": catalog.iso_utc(self.end_time),
+            "start_time": iso_utc(self.start_time),
+            "end_time": iso_utc(self.end_time),
             "wal_segment_size": self.wal_segment_size,
             "members": dict(self.members),
             "archive_mode": self.archive_mode,
@@ -136,7 +141,7 @@ def parse_info(data: bytes | None) -> BaseBackupInfo | None:
 
 def local_info(path: Path) -> BaseBackupInfo | None:
     try:
-        return parse_info(catalog.meta_path(path).read_bytes())
+        return parse_info(meta_path(path).read_bytes())
     except OSError:
         return None
 
@@ -150,7 +155,7 @@ def record_info(config: Config, record: BackupRecord) -> BaseBackupInfo | None:
     repo = Repository.from_config(config)
     if record.s3_url is None or not repo.has_s3:
         return None
-    return parse_info(repo.get_bytes(record.name + catalog.META_SUFFIX))
+    return parse_info(repo.get_bytes(record.name + META_SUFFIX))
 
 
 # ---------------------------------------------------------------- taking one
@@ -167,12 +172,12 @@ def run_base_backup(
     """pg_basebackup of the whole cluster into BACKUP_DIR/preskool-base-<UTC time>/."""
     at = (at or utcnow()).astimezone(UTC).replace(microsecond=0)
     backup_dir = config.backups.dir
-    catalog.ensure_dir(backup_dir)
+    ensure_dir(backup_dir)
     with backup_dir_lock(backup_dir):
-        for stale in backup_dir.glob(f".{catalog.BASE_PREFIX}*{_TEMP_SUFFIX}"):
+        for stale in backup_dir.glob(f".{BASE_PREFIX}*{_TEMP_SUFFIX}"):
             shutil.rmtree(stale, ignore_errors=True)
             on_event(Notice("warn", f"Removed {stale.name} left by an interrupted backup", STEP_ID))
-        final = backup_dir / catalog.backup_name(KIND, at)
+        final = backup_dir / backup_name(KIND, at)
         if final.exists():
             raise DrError(f"{final} already exists (a backup ran this second): retry in a moment")
         db = config.database
@@ -207,7 +212,7 @@ def run_base_backup(
         on_event(
             Notice(
                 "ok",
-                f"Recoverable from {catalog.iso_utc(info.end_time)} on, with the WAL archive",
+                f"Recoverable from {iso_utc(info.end_time)} on, with the WAL archive",
                 STEP_ID,
             )
         )
@@ -271,7 +276,7 @@ def _take(
     """pg_basebackup into `.NAME.tmp`, checksums, meta, rename; nothing survives a failure."""
     db = config.database
     tmp = final.with_name(f".{final.name}{_TEMP_SUFFIX}")
-    meta_file = catalog.meta_path(final)
+    meta_file = meta_path(final)
     try:
         tool_version = _pg_basebackup(db, tmp, final.name, on_event, cancel)
         end_time = _server_now(db)
@@ -380,8 +385,8 @@ def _manifest_range(manifest: Path) -> tuple[int, str, str]:
         ranges = json.loads(manifest.read_bytes())["WAL-Ranges"]
         first, last = ranges[0], ranges[-1]
         start, end = str(first["Start-LSN"]), str(last["End-LSN"])
-        wal.parse_lsn(start)
-        wal.parse_lsn(end)
+        parse_lsn(start)
+        parse_lsn(end)
         return int(last["Timeline"]), start, end
     except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
         raise VerificationError(
@@ -469,7 +474,7 @@ def _prune_wal(
     limit = oldest.start_segment.number(size)
     removed = 0
     archive = settings.repository
-    for name, item in wal.list_archive(settings, include_s3=not local).items():
+    for name, item in list_archive(settings, include_s3=not local).items():
         segment = Segment.parse(name[:24])
         if segment is None or segment.number(size) >= limit:
             continue
@@ -500,7 +505,7 @@ def pitr_health(config: Config, now: datetime) -> tuple[str, str, float | None] 
             (i.start_segment for r in records if r.local_path and (i := local_info(r.local_path))),
             None,
         )
-        health = wal.archive_health(settings, now, since)
+        health = archive_health(settings, now, since)
     except DrError as exc:
         return "WARNING", f"WAL archive unknown: {exc}", None
     status, summary = health.verdict(config.thresholds.rpo_wal_hours, now)

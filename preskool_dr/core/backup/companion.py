@@ -18,7 +18,8 @@ from preskool_dr.core.base.database import libpq_env
 from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.events import EventSink, Notice, ignore_events
 from preskool_dr.core.base.settings import DatabaseSettings
-from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage import checksum
+from preskool_dr.core.storage.layout import companion_path
 
 TOC_TIMEOUT = 300  # seconds for `pg_restore -l` (it reads only the table of contents)
 _TOC_LINE = re.compile(r"^(\d+); \d+ \d+ (.+)$")
@@ -68,7 +69,7 @@ class _CompanionDump:
     only record in a seekable file."""
 
     def __init__(self, db: DatabaseSettings, snapshot_id: str, backup: Path, level: int) -> None:
-        self.final = catalog.companion_path(backup)
+        self.final = companion_path(backup)
         self.part = self.final.with_name(f".{self.final.name}.part")
         self.errors: list[str] = []
         argv = [

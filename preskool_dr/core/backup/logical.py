@@ -46,7 +46,8 @@ from preskool_dr.core.base.events import EventSink, Notice, ProgressMeter, ignor
 from preskool_dr.core.base.lock import ServerLock
 from preskool_dr.core.base.paths import ensure_private_dir
 from preskool_dr.core.base.settings import Config, DatabaseSettings
-from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage import checksum
+from preskool_dr.core.storage.backup_names import backup_name
 from preskool_dr.core.storage.layout import remove_local
 from preskool_dr.core.storage.meta import BackupMeta, write_meta
 from preskool_dr.core.storage.repository import Repository
@@ -133,7 +134,7 @@ def _logical_backup(
         ) from None
     with backup_dir_lock(backup_dir):
         _remove_stale_parts(backup_dir, on_event)
-        final = backup_dir / catalog.backup_name(kind, at)
+        final = backup_dir / backup_name(kind, at)
         if final.exists():
             raise DrError(f"{final} already exists (a backup ran this second): retry in a moment")
         on_event(Notice("info", f"Dumping database '{config.database.name}'...", STEP_ID))

@@ -19,7 +19,7 @@ from typing import Any
 
 from preskool_dr.core.backup import basebackup
 from preskool_dr.core.backup.common import human_size
-from preskool_dr.core.backup.wal import WAL_DIRNAME
+from preskool_dr.core.backup.wal.settings import WAL_DIRNAME
 from preskool_dr.core.base.errors import DrError, NotFoundError
 from preskool_dr.core.base.events import utcnow
 from preskool_dr.core.base.files import atomic_write
@@ -33,6 +33,7 @@ from preskool_dr.core.restore.test_record import (
 )
 from preskool_dr.core.storage import catalog
 from preskool_dr.core.storage.catalog import BackupRecord
+from preskool_dr.core.storage.meta import iso_utc
 from preskool_dr.core.storage.repository import Repository
 
 PLUGIN = "PRESKOOL_DR"
@@ -111,7 +112,7 @@ class HealthReport:
             "status": self.status.name,
             "exit_code": int(self.status),
             "summary": self.summary,
-            "checked_at": catalog.iso_utc(self.at),
+            "checked_at": iso_utc(self.at),
             "checks": [c.to_json() for c in self.checks],
         }
 

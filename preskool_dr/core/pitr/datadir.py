@@ -20,8 +20,9 @@ from preskool_dr.core.base.events import EventSink
 from preskool_dr.core.base.pgbin import find_pg_bin
 from preskool_dr.core.base.settings import Config
 from preskool_dr.core.pitr.plan import RecoverableRange
-from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage import checksum
 from preskool_dr.core.storage.checksum import ProgressMeter
+from preskool_dr.core.storage.fetch import fetch_backup
 
 
 def fetch_base_backup(
@@ -35,9 +36,7 @@ def fetch_base_backup(
             f"{base.name} holds tablespaces ({', '.join(extra)}): pitr restores only the "
             "main data directory; extract those by hand (see docs/PITR.md)"
         )
-    path = catalog.fetch_backup(
-        config, plan.record, on_event=on_event, step_id="fetch", cancel=cancel
-    )
+    path = fetch_backup(config, plan.record, on_event=on_event, step_id="fetch", cancel=cancel)
     results = checksum.verify_backup(path, on_event=on_event, step_id="fetch", cancel=cancel)
     for result in results:
         expected = base.members.get(result.path.name)

@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from preskool_dr.core.backup import basebackup, wal
+from preskool_dr.core.backup import basebackup
 from preskool_dr.core.backup.basebackup import BaseBackupInfo
-from preskool_dr.core.backup.wal import Segment, WalSettings
+from preskool_dr.core.backup.wal.fetch import fetch
+from preskool_dr.core.backup.wal.listing import list_archive
+from preskool_dr.core.backup.wal.names import Segment
+from preskool_dr.core.backup.wal.settings import WalSettings
 from preskool_dr.core.base import procs
 from preskool_dr.core.base.errors import UsageError
 from preskool_dr.core.base.events import EventSink, Notice, ignore_events
@@ -73,7 +76,7 @@ def recoverable_ranges(
     for warning in warnings:
         on_event(Notice("warn", warning, "plan"))
     settings = WalSettings.from_config(config)
-    archive = sorted(n for n in wal.list_archive(settings) if Segment.parse(n))
+    archive = sorted(n for n in list_archive(settings) if Segment.parse(n))
     probed: dict[str, datetime | None] = {}
     ranges = []
     for record in records:
@@ -128,7 +131,7 @@ def _last_transaction_time(
     with tempfile.TemporaryDirectory(prefix="preskool-pitr-") as folder:
         for number in range(last, max(first, last - MAX_COMMIT_PROBES + 1) - 1, -1):
             name = Segment.at(timeline, number, size).name
-            wal.fetch(name, Path(folder) / name, settings)  # verified copy, local or S3
+            fetch(name, Path(folder) / name, settings)  # verified copy, local or S3
             # The tail of the output is enough: it ends with the segment's last records (and
             # an error about the next segment, which is not there).
             dump = procs.run_command(

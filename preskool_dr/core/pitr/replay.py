@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from preskool_dr.core.backup import wal
+from preskool_dr.core.backup.wal.names import parse_lsn
 from preskool_dr.core.base.events import EventSink, Progress
 from preskool_dr.core.pitr.request import iso
 from preskool_dr.core.pitr.server import RecoveredServer
@@ -24,7 +24,7 @@ def follow_replay(
 ) -> None:
     """Returns once the server has left recovery (over SQL) or its log shows the promotion;
     `between_polls` raises when the run must stop (the server died, a cancel)."""
-    start = wal.parse_lsn(start_lsn)
+    start = parse_lsn(start_lsn)
     while True:
         server.forward_log()
         status = server.poll()
@@ -35,7 +35,7 @@ def follow_replay(
                     Progress(
                         "replay",
                         "replay",
-                        max(0, wal.parse_lsn(lsn) - start),
+                        max(0, parse_lsn(lsn) - start),
                         None,
                         current=f"replayed to {iso(replayed)} (target {iso(target)})",
                     )

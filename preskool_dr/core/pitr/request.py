@@ -14,7 +14,7 @@ from pathlib import Path
 from preskool_dr.core.base.errors import UsageError
 from preskool_dr.core.pitr.journal import PitrState
 from preskool_dr.core.pitr.server import stop_command
-from preskool_dr.core.storage import catalog
+from preskool_dr.core.storage.meta import iso_utc
 
 
 def parse_target(text: str) -> datetime:
@@ -28,7 +28,7 @@ def parse_target(text: str) -> datetime:
 
 def iso(at: datetime | None) -> str:
     """A time as pitr prints it (UTC, ISO-8601), "-" for none."""
-    return catalog.iso_utc(at) if at is not None else "-"
+    return iso_utc(at) if at is not None else "-"
 
 
 @dataclass(frozen=True)

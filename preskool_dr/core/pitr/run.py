@@ -31,7 +31,7 @@ from datetime import UTC
 from pathlib import Path
 
 from preskool_dr.core.backup.basebackup import BASE_TAR
-from preskool_dr.core.backup.wal import WalSettings
+from preskool_dr.core.backup.wal.settings import WalSettings
 from preskool_dr.core.base.errors import Cancelled, DrError, VerificationError
 from preskool_dr.core.base.events import (
     EventSink,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 
-from preskool_dr.core.backup.wal import WalSettings
+from preskool_dr.core.backup.wal.settings import WalSettings
 from preskool_dr.core.base import database, procs
 from preskool_dr.core.base.errors import DrError, UsageError
 from preskool_dr.core.base.events import EventSink, LogLine

@@ -29,6 +29,8 @@ from preskool_dr.core.restore import pinned
 from preskool_dr.core.restore.loaders.stream import stream_restore
 from preskool_dr.core.restore.test_record import record_restore_test_result
 from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage.fetch import fetch_backup
+from preskool_dr.core.storage.meta import read_meta
 
 STEP_ID = "restore-test"
 
@@ -268,7 +270,7 @@ class _Run:
 
         if not self.attempt("restore", load):
             return
-        meta = catalog.read_meta(backup)
+        meta = read_meta(backup)
         settings = self.config.restore_test
         try:
             with database.connect(db, self.test_db) as conn:
@@ -338,7 +340,7 @@ def run_restore_test(
             "(preskool-backup-*.sql.gz); name one of those or use `latest`"
         )
     run.info(f"restore test of {record.name} into {run.test_db}")
-    local = catalog.fetch_backup(config, record, on_event=on_event, step_id=STEP_ID, cancel=cancel)
+    local = fetch_backup(config, record, on_event=on_event, step_id=STEP_ID, cancel=cancel)
     if local.is_dir():
         raise UsageError(f"{local} is a directory: the restore test loads one .sql.gz file")
     run.test(local)

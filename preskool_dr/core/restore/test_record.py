@@ -14,7 +14,7 @@ from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.events import utcnow
 from preskool_dr.core.base.files import atomic_write
 from preskool_dr.core.base.paths import ensure_private_dir
-from preskool_dr.core.storage import catalog
+from preskool_dr.core.storage.meta import iso_utc
 
 RESTORE_TEST_FILE = Path("restore-test") / "last.json"
 
@@ -77,7 +77,7 @@ def record_restore_test_result(
     record = {
         **(extra or {}),
         "ok": ok,
-        "finished_at": catalog.iso_utc(finished),
+        "finished_at": iso_utc(finished),
         "backup": backup,
         "detail": detail,
     }

@@ -1,106 +1,43 @@
-"""The backup catalog: local BACKUP_DIR + S3, merged by name, newest first.
-
-Names: `preskool-backup-YYYYMMDD_HHMMSS.sql.gz` (logical; the kind daily/weekly/pre-deploy
-is recorded in `<name>.meta.json`) and `preskool-base-YYYYMMDD_HHMMSS...` (kind base; a
-file or a folder of files, each with its own sidecar). Only names that parse are records:
-`.md5`, `.meta.json` and `.part` files are attributes of the record they belong to.
+"""The backup catalog: local BACKUP_DIR + S3, merged by name into BackupRecords, newest
+first; and the BACKUP argument (a path, a name, s3://... or `latest`) resolved to one.
+Backup names are in backup_names; downloads in fetch.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import threading
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from preskool_dr.core.base.errors import Cancelled, DrError, NotFoundError, UsageError
-from preskool_dr.core.base.events import EventSink, Notice, ignore_events
-from preskool_dr.core.base.files import atomic_write
-from preskool_dr.core.base.paths import UnsafeNameError, ensure_private_dir, inside, name_problem
+from preskool_dr.core.base.errors import DrError, NotFoundError, UsageError
 from preskool_dr.core.base.settings import Config
-from preskool_dr.core.storage.checksum import (
-    SIDECAR_SUFFIX,
-    backup_members,
-    sidecar_path,
-    verify_file,
+from preskool_dr.core.storage.backup_names import (
+    BASE_PREFIX,
+    KINDS,
+    PART_SUFFIX,
+    is_logical_name,
+    parse_backup_name,
+    split_attribute,
 )
-from preskool_dr.core.storage.layout import (
-    COMPANION_SUFFIX,
-    META_SUFFIX,
-    companion_name,
-    companion_path,
-    meta_path,
-    remove_local,
-)
-from preskool_dr.core.storage.meta import (
-    BackupMeta,
-    check_meta,
-    iso_utc,
-    read_meta,
-    read_meta_checked,
-)
-from preskool_dr.core.storage.meta import load_untrusted_json as load_untrusted_json
-from preskool_dr.core.storage.meta import write_meta as write_meta
+from preskool_dr.core.storage.checksum import SIDECAR_SUFFIX, backup_members, sidecar_path
+from preskool_dr.core.storage.layout import COMPANION_SUFFIX, META_SUFFIX, companion_path
+from preskool_dr.core.storage.meta import BackupMeta, check_meta, iso_utc, read_meta_checked
 from preskool_dr.core.storage.repository import Repository
+from preskool_dr.core.storage.s3_groups import S3Group, group_s3, s3_group_for
 from preskool_dr.core.storage.s3store import (
     ARCHIVED_CLASSES,
     HEAD_THREADS,
-    S3Object,
     S3Store,
     store_for_url,
 )
 
-KINDS = ("daily", "weekly", "pre-deploy", "base")
 SOURCES = ("local", "s3", "all")
-PART_SUFFIX = ".part"
-ATTRIBUTE_SUFFIXES = (SIDECAR_SUFFIX, META_SUFFIX, PART_SUFFIX)
-LOGICAL_PREFIX = "preskool-backup-"
-BASE_PREFIX = "preskool-base-"
-_TIME_FORMAT = "%Y%m%d_%H%M%S"
-# Used with fullmatch only: `$` would also match before a trailing newline.
-_LOGICAL_RE = re.compile(r"preskool-backup-(\d{8}_\d{6})\.sql\.gz")
-_BASE_RE = re.compile(r"preskool-base-(\d{8}_\d{6})(?:\.tar|\.tar\.gz)?")
 # A name dated more than this past the clock is never `latest`: a host whose clock is wrong,
 # or a name planted in the bucket (20991231_...) to be picked by every restore-test.
 CLOCK_SKEW = timedelta(minutes=5)
-
-
-def _companion_owner(name: str) -> str | None:
-    """`preskool-backup-X.dump` -> `preskool-backup-X.sql.gz`, the backup it belongs to."""
-    if not name.endswith(COMPANION_SUFFIX):
-        return None
-    owner = name.removesuffix(COMPANION_SUFFIX) + ".sql.gz"
-    return owner if is_logical_name(owner) else None
-
-
-def backup_name(kind: str, at: datetime) -> str:
-    """`preskool-backup-YYYYMMDD_HHMMSS.sql.gz` (UTC) or `preskool-base-...` for kind base."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown backup kind {kind!r} (one of {', '.join(KINDS)})")
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    stamp = at.astimezone(UTC).strftime(_TIME_FORMAT)
-    return f"{BASE_PREFIX}{stamp}" if kind == "base" else f"{LOGICAL_PREFIX}{stamp}.sql.gz"
-
-
-def parse_backup_name(name: str) -> datetime | None:
-    """The UTC time in a backup name, or None when `name` is not a backup name."""
-    match = _LOGICAL_RE.fullmatch(name) or _BASE_RE.fullmatch(name)
-    if match is None:
-        return None
-    try:
-        return datetime.strptime(match.group(1), _TIME_FORMAT).replace(tzinfo=UTC)
-    except ValueError:
-        return None
-
-
-def is_logical_name(name: str) -> bool:
-    return _LOGICAL_RE.fullmatch(name) is not None and parse_backup_name(name) is not None
 
 
 @dataclass(frozen=True)
@@ -174,14 +111,6 @@ def _kind(name: str, meta: BackupMeta | None) -> str:
     return "base" if name.startswith(BASE_PREFIX) else "unknown"
 
 
-def _split_attribute(name: str) -> tuple[str, str] | None:
-    """`F.md5` -> (F, ".md5") when F is a backup name."""
-    for suffix in ATTRIBUTE_SUFFIXES:
-        if name.endswith(suffix) and parse_backup_name(name[: -len(suffix)]):
-            return name[: -len(suffix)], suffix
-    return None
-
-
 # ---------------------------------------------------------------- local
 
 
@@ -230,7 +159,7 @@ def _scan_local(directory: Path) -> tuple[dict[str, BackupRecord], set[str]]:
     for entry in entries:
         if parse_backup_name(entry):
             records[entry] = _local_record(directory / entry)
-        elif (attribute := _split_attribute(entry)) and attribute[1] == PART_SUFFIX:
+        elif (attribute := split_attribute(entry)) and attribute[1] == PART_SUFFIX:
             parts.add(attribute[0])
     return records, parts
 
@@ -238,57 +167,10 @@ def _scan_local(directory: Path) -> tuple[dict[str, BackupRecord], set[str]]:
 # ---------------------------------------------------------------- S3
 
 
-@dataclass
-class _S3Group:
-    """The objects of one S3 backup: itself (or a folder's members) and its attributes."""
-
-    main: S3Object | None = None
-    members: list[S3Object] = field(default_factory=list)
-    attributes: set[str] = field(default_factory=set)
-    bad: str | None = None  # a member whose key is not a safe path below the folder
-
-    def add_member(self, obj: S3Object, relative: str) -> None:
-        """A folder backup's member, `relative` to the folder; one whose name could land
-        outside the folder once downloaded makes the whole backup bad."""
-        self.members.append(obj)
-        problem = name_problem(relative)
-        if problem is not None and self.bad is None:
-            self.bad = (
-                f"its S3 object {obj.key!r} cannot be saved inside the backup's folder: {problem}"
-            )
-
-    def data_objects(self) -> list[S3Object]:
-        if self.main is not None:
-            return [self.main]
-        return [m for m in self.members if not m.key.endswith((SIDECAR_SUFFIX, META_SUFFIX))]
-
-    def folder_has_md5(self) -> bool:
-        keys = {m.key for m in self.members}
-        data = self.data_objects()
-        return bool(data) and all(m.key + SIDECAR_SUFFIX in keys for m in data)
-
-
-def _group_s3(store: S3Store, objects: Iterable[S3Object]) -> dict[str, _S3Group]:
-    groups: dict[str, _S3Group] = {}
-    for obj in objects:
-        first, _, rest = store.name_of(obj.key).partition("/")
-        if rest:
-            # A folder backup's member (e.g. base.tar.gz inside preskool-base-...).
-            if parse_backup_name(first):
-                groups.setdefault(first, _S3Group()).add_member(obj, rest)
-        elif parse_backup_name(first):
-            groups.setdefault(first, _S3Group()).main = obj
-        elif owner := _companion_owner(first):
-            groups.setdefault(owner, _S3Group()).attributes.add(COMPANION_SUFFIX)
-        elif attribute := _split_attribute(first):
-            groups.setdefault(attribute[0], _S3Group()).attributes.add(attribute[1])
-    return {name: group for name, group in groups.items() if group.data_objects()}
-
-
 def _s3_record(
     store: S3Store,
     name: str,
-    group: _S3Group,
+    group: S3Group,
     meta: BackupMeta | None,
     meta_error: str | None = None,
 ) -> BackupRecord:
@@ -328,7 +210,7 @@ def _fetch_metas(
 
 
 def _scan_s3(store: S3Store, skip_meta: set[str]) -> dict[str, BackupRecord]:
-    groups = _group_s3(store, store.list_objects())
+    groups = group_s3(store, store.list_objects())
     # The kind lives in the meta object; fetch only the ones that exist and are not local.
     wanted = sorted(
         n for n, g in groups.items() if META_SUFFIX in g.attributes and n not in skip_meta
@@ -405,32 +287,11 @@ def list_backups(
     return sorted(records, key=lambda r: (r.time, r.name), reverse=True)
 
 
-# ---------------------------------------------------------------- resolve and fetch
-
-
-def _s3_group_for(store: S3Store, name: str) -> _S3Group:
-    """The objects behind one S3 backup name (a single object or a folder); NotFoundError."""
-    try:
-        main = store.head(name)
-    except NotFoundError as missing:
-        folder = store.folder(name)
-        members = folder.list_objects()
-        if not members:
-            raise missing from None
-        group = _S3Group()
-        for obj in members:
-            group.add_member(obj, folder.name_of(obj.key))
-        return group
-    group = _S3Group(main=main)
-    if store.exists(name + SIDECAR_SUFFIX):
-        group.attributes.add(SIDECAR_SUFFIX)
-    if is_logical_name(name) and store.exists(companion_name(name)):
-        group.attributes.add(COMPANION_SUFFIX)
-    return group
+# ---------------------------------------------------------------- resolve
 
 
 def _s3_lookup(config: Config, store: S3Store, name: str) -> BackupRecord:
-    group = _s3_group_for(store, name)
+    group = s3_group_for(store, name)
     meta, meta_error = check_meta(store.get_bytes(name + META_SUFFIX))
     record = _s3_record(store, name, group, meta, meta_error)
     return replace(record, has_part=(config.backups.dir / (name + PART_SUFFIX)).exists())
@@ -487,149 +348,3 @@ def resolve_backup(config: Config, spec: str) -> BackupRecord:
     if Path(spec).exists():
         return _local_record(Path(spec).resolve())
     raise NotFoundError(f"backup {spec!r} not found in {where}; run `preskool-dr list`")
-
-
-def request_restore(record: BackupRecord, days: int = 7) -> str:
-    """Ask S3 to restore an archived backup (and any archived sidecar/meta beside it);
-    returns the operator's line about the backup itself."""
-    if record.s3_url is None:
-        raise UsageError(f"{record.name} is not in S3: no restore needed")
-    store, name = store_for_url(record.s3_url)
-    group = _s3_group_for(store, name)
-    if group.main is not None:
-        message = store.request_restore(name, days)
-    else:
-        folder = store.folder(name)
-        messages = [folder.request_restore(folder.name_of(o.key), days) for o in group.members]
-        message = messages[0]
-    for suffix in (SIDECAR_SUFFIX, META_SUFFIX):
-        try:
-            if store.head(name + suffix).storage_class in ARCHIVED_CLASSES:
-                store.request_restore(name + suffix, days)
-        except NotFoundError:
-            continue
-    return message
-
-
-def ensure_dir(directory: Path) -> None:
-    """mkdir -p with mode 0700 for every folder made (backups hold the whole database), with
-    the fix in the error when BACKUP_DIR cannot be created."""
-    try:
-        ensure_private_dir(directory)
-    except OSError as exc:
-        raise DrError(
-            f"cannot create {directory}: {exc.strerror or exc}; set BACKUP_DIR to a writable folder"
-        ) from None
-
-
-def _save_small(store: S3Store, name: str, dest: Path) -> None:
-    data = store.get_bytes(name)
-    if data is not None:
-        try:
-            atomic_write(dest, data)
-        except OSError as exc:
-            raise DrError(f"cannot write {dest}: {exc.strerror or exc}") from None
-
-
-def fetch_backup(
-    config: Config,
-    record: BackupRecord,
-    *,
-    on_event: EventSink = ignore_events,
-    step_id: str = "download",
-    cancel: threading.Event | None = None,
-    with_companion: bool = False,
-) -> Path:
-    """Make the backup, its sidecar and meta local in BACKUP_DIR (download when only in S3,
-    resumable); returns the local path. ArchivedError when a Glacier restore is needed.
-    `with_companion` also fetches a logical backup's custom-format companion (`.dump` and
-    its `.md5`) when S3 has one; a companion that cannot be fetched is reported and left
-    out (the plain backup restores without it), never a failure of the fetch."""
-    if record.local_path is not None:
-        return record.local_path
-    if record.s3_url is None:
-        raise NotFoundError(f"{record.name} has no local copy and no S3 copy")
-    store, name = store_for_url(record.s3_url)
-    group = _s3_group_for(store, name)
-    if group.bad is not None and group.main is None:
-        raise UnsafeNameError(
-            f"{record.s3_url} is refused: {group.bad}; nothing was downloaded. Someone with "
-            "write access to the bucket may have put it there: check the bucket, and use "
-            "another backup (`preskool-dr list`)"
-        )
-    for obj in group.data_objects():
-        if obj.needs_restore:
-            raise store.archived_error(store.name_of(obj.key), obj)
-    directory = config.backups.dir
-    dest = inside(directory, name)  # every local path made from a remote name: see paths
-    ensure_dir(directory)
-    if group.main is not None:
-        _save_small(store, name + SIDECAR_SUFFIX, sidecar_path(dest))
-        _save_small(store, name + META_SUFFIX, meta_path(dest))
-        store.download(name, dest, on_event=on_event, step_id=step_id, cancel=cancel)
-        if with_companion and COMPANION_SUFFIX in group.attributes:
-            _fetch_companion(store, dest, on_event, step_id, cancel)
-        return dest
-    folder = store.folder(name)
-    for obj in group.members:
-        member = folder.name_of(obj.key)
-        target = inside(dest, member)
-        ensure_dir(target.parent)
-        folder.download(member, target, on_event=on_event, step_id=step_id, cancel=cancel)
-    _save_small(store, name + META_SUFFIX, meta_path(dest))
-    return dest
-
-
-def _fetch_companion(
-    store: S3Store,
-    dest: Path,
-    on_event: EventSink,
-    step_id: str,
-    cancel: threading.Event | None,
-) -> None:
-    """Download the companion of `dest` beside it (resumable like the backup) when the
-    backup's meta records its MD5, and keep it only when it has that MD5 (its own sidecar
-    comes from the same bucket and proves nothing); otherwise say so and leave no
-    companion under its final name."""
-    companion = inside(dest.parent, companion_name(dest.name))
-    meta = read_meta(dest)
-    expected = meta.companion_md5 if meta is not None else None
-    if expected is None:
-        on_event(
-            Notice(
-                "warn",
-                f"custom-format companion {companion.name} not downloaded: {dest.name} "
-                "records no MD5 for it in its .meta.json (a backup from an older version); "
-                "the plain backup will be restored",
-                step_id,
-            )
-        )
-        return
-    try:
-        _save_small(store, companion.name + SIDECAR_SUFFIX, sidecar_path(companion))
-        store.download(companion.name, companion, on_event=on_event, step_id=step_id, cancel=cancel)
-        actual = verify_file(companion, expected, check_gzip=False, cancel=cancel).actual_md5
-        if actual != expected:
-            raise DrError(f"its MD5 {actual} is not the {expected} recorded in {dest.name}'s meta")
-    except Cancelled:
-        raise
-    except DrError as exc:  # archived, gone, a broken transfer: the plain backup still restores
-        for path in (companion, sidecar_path(companion)):
-            path.unlink(missing_ok=True)
-        on_event(
-            Notice(
-                "warn",
-                f"custom-format companion {companion.name} not downloaded ({exc}); "
-                "the plain backup will be restored",
-                step_id,
-            )
-        )
-
-
-def discard_download(dest: Path) -> None:
-    """Remove what `fetch_backup` put in BACKUP_DIR for `dest`: the file (or folder), its
-    sidecar, meta and companion. For a downloaded copy that failed verification: under its
-    final name the next run would take it for a good local backup and never fetch the S3
-    original again; moved back to `.part` it would be resumed as complete and renamed
-    straight back. Removed, the next fetch starts from byte 0. The S3 objects stay."""
-    remove_local(dest)

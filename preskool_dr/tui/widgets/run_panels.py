@@ -15,7 +15,8 @@ from textual.widgets import ContentSwitcher
 from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.events import LogLine, Progress, StepChanged, StepStatus
 from preskool_dr.core.restore.journal import BackupChoice, RunState
-from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage import checksum
+from preskool_dr.core.storage.meta import read_meta
 from preskool_dr.tui.widgets.backup_browser import BackupBrowser
 from preskool_dr.tui.widgets.checksum_panel import ChecksumPanel
 from preskool_dr.tui.widgets.log_panel import LogPanel
@@ -84,7 +85,7 @@ class RunPanels(Vertical):
         if step_id == "download":
             self.query_one(RestorePanel).begin(f"Download {backup.name}")
         elif step_id == "restore":
-            meta = catalog.read_meta(Path(backup.local_path)) if backup.local_path else None
+            meta = read_meta(Path(backup.local_path)) if backup.local_path else None
             self.query_one(RestorePanel).begin(
                 f"Restore {backup.name}", meta.row_counts if meta else None
             )

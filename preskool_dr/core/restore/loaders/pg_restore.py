@@ -33,7 +33,9 @@ from preskool_dr.core.restore.loaders.stream import (
     StreamResult,
     server_gone,
 )
-from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage import checksum
+from preskool_dr.core.storage.layout import companion_path, meta_path
+from preskool_dr.core.storage.meta import read_meta
 
 # pg_restore writes `pg_restore: ` and its message in two writes to unbuffered stderr, so
 # the -j workers' lines interleave: `pg_restore: pg_restore: processing data for table "a"`
@@ -67,10 +69,10 @@ def usable_companion(
     it. Its own `.md5` sidecar is not enough: whoever can replace the companion can replace
     its sidecar. A backup whose meta records no companion MD5 (older versions) restores
     from the plain file."""
-    path = catalog.companion_path(backup)
+    path = companion_path(backup)
     if not path.is_file():
         return None
-    meta = catalog.read_meta(backup)
+    meta = read_meta(backup)
     result = None
     if meta is None:
         problem = f"{backup.name} has no readable .meta.json that records its MD5"
@@ -97,7 +99,7 @@ def usable_companion(
         if not result.md5_ok:
             problem = (
                 f"its MD5 {result.actual_md5} is not the {meta.companion_md5} recorded in "
-                f"{catalog.meta_path(backup).name}"
+                f"{meta_path(backup).name}"
             )
         elif result.identity is None:
             problem = "it changed while it was read"

@@ -24,6 +24,8 @@ from preskool_dr.core.restore.loaders import pg_restore
 from preskool_dr.core.restore.steps import recreate_db
 from preskool_dr.core.restore.steps.context import StepOutcome, StepRun, chosen_backup
 from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage.fetch import discard_download, fetch_backup
+from preskool_dr.core.storage.layout import companion_path
 
 
 def identify_again(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOutcome:
@@ -80,7 +82,7 @@ def download(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepO
             "no S3 copy: put it back, or choose another backup in step 2"
         )
     backup = catalog.resolve_backup(run.config, choice.s3_url)
-    path = catalog.fetch_backup(
+    path = fetch_backup(
         run.config,
         backup,
         on_event=run.on_event,
@@ -155,10 +157,10 @@ def verify(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOut
 
 
 def _discard_download(run: StepRun, record: StepRecord) -> str:
-    """A downloaded copy that failed step 4 is removed (catalog.discard_download says why)
+    """A downloaded copy that failed step 4 is removed (discard_download says why)
     and step 3 is due again, so a retry fetches the S3 original afresh."""
     choice = chosen_backup(run)
-    catalog.discard_download(Path(choice.local_path or ""))
+    discard_download(Path(choice.local_path or ""))
     run.state.backup = dataclasses.replace(choice, local_path=None, downloaded=False)
     step3 = run.step(StepId.DOWNLOAD)
     step3.status = StepStatus.PENDING
@@ -179,7 +181,7 @@ def _check_companion(
     the verify gate, a bad one is reported and, when step 3 downloaded it, removed, so
     step 6 restores the plain file."""
     choice = chosen_backup(run)
-    companion = catalog.companion_path(backup)
+    companion = companion_path(backup)
     if not companion.is_file() or choice.md5 is None:
         return
     usable = pg_restore.usable_companion(

@@ -27,7 +27,7 @@ from preskool_dr.core.restore.loaders.stream import StreamResult, stream_restore
 from preskool_dr.core.restore.steps.context import StepOutcome, StepRun
 from preskool_dr.core.restore.steps.db_names import loading_name
 from preskool_dr.core.restore.steps.verify_gate import verified_files
-from preskool_dr.core.storage import catalog
+from preskool_dr.core.storage.meta import read_meta
 
 
 def restore(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOutcome:
@@ -113,7 +113,7 @@ def _validate(run: StepRun, dbname: str) -> list[dict[str, object]]:
     required tables, row counts equal to those recorded at backup time, smoke queries."""
     s = run.state
     local = Path(s.backup.local_path) if s.backup and s.backup.local_path else None
-    meta = catalog.read_meta(local) if local else None
+    meta = read_meta(local) if local else None
     rt = run.config.restore_test
     # as the app role, never the admin: the checks run inside what the backup made
     with database.connect(run.config.database, dbname) as conn:

@@ -17,7 +17,8 @@ from preskool_dr.core.base.events import Notice
 from preskool_dr.core.restore import pinned
 from preskool_dr.core.restore.journal import StepRecord
 from preskool_dr.core.restore.steps.context import StepRun, chosen_backup
-from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage import checksum
+from preskool_dr.core.storage.layout import companion_path
 
 
 @contextlib.contextmanager
@@ -57,7 +58,7 @@ def verified_files(
             try:
                 companion = stack.enter_context(
                     pin(
-                        catalog.companion_path(backup),
+                        companion_path(backup),
                         choice.companion_md5,
                         choice.companion_identity,
                     )

@@ -1,0 +1,199 @@
+"""wal-push (archive_command): archive one file PostgreSQL hands over, locally and in S3,
+verified, never overwriting what is archived under its name."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from preskool_dr.core.backup.wal.names import check_name
+from preskool_dr.core.backup.wal.s3 import NameTaken, get_chunks, head_object, object_md5, put_new
+from preskool_dr.core.backup.wal.settings import ARCHIVE_DIR_MODE, FILE_MODE, WalSettings
+from preskool_dr.core.backup.wal.temp_copy import file_chunks, file_md5, write_temp
+from preskool_dr.core.base import files
+from preskool_dr.core.base.errors import DrError, VerificationError
+from preskool_dr.core.base.paths import ensure_private_dir, inside
+from preskool_dr.core.storage import checksum
+
+if TYPE_CHECKING:
+    from preskool_dr.core.storage.s3store import S3Store
+
+# A push's temp copy older than this was left by a killed push (one takes seconds).
+STALE_TEMP_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class PushResult:
+    name: str
+    md5: str
+    local: str  # "archived" or "already archived"
+    s3: str | None  # "uploaded", "already in S3", or None without a bucket
+
+
+def push(source: Path, settings: WalSettings) -> PushResult:
+    """Archive `source` (a path PostgreSQL gives as %p) under its own name.
+
+    Idempotent: the same content pushed again succeeds. Different content under a name
+    already archived is refused (DrError): two clusters writing into one archive, or a
+    damaged archive, must be looked at by a person, never overwritten. That holds for two
+    pushes of one name at the same moment too: the copy is installed without replacing
+    anything (os.link locally, a conditional PUT in S3), so the loser compares instead."""
+    name = check_name(source.name)
+    archive = settings.archive_dir
+    try:
+        ensure_private_dir(archive.parent)  # BACKUP_DIR, when the server is the first to write
+        archive.mkdir(mode=ARCHIVE_DIR_MODE, exist_ok=True)
+    except OSError as exc:
+        raise _archive_error(archive, exc) from None
+    final = inside(archive, name)
+    try:
+        if final.exists():
+            md5 = file_md5(source)
+            local = _already_archived(md5, final)
+        else:
+            md5, local = _archive_locally(source, final)
+    except OSError as exc:
+        if exc.filename == str(source):
+            raise DrError(f"cannot read {source}: {exc.strerror or exc}") from None
+        raise _archive_error(Path(exc.filename or final), exc) from None
+    repo = settings.repository
+    remote = _push_s3(repo.s3, final, md5) if repo.has_s3 else None
+    return PushResult(name, md5, local, remote)
+
+
+def _archive_error(path: Path, exc: OSError) -> DrError:
+    return DrError(
+        f"cannot archive into {path}: {exc.strerror or exc}; the WAL archive must be writable "
+        "by the database server's OS user (install -d -o postgres -m 0750 BACKUP_DIR/wal)"
+    )
+
+
+def _archive_locally(source: Path, final: Path) -> tuple[str, str]:
+    """Copy `source` into the archive as `final`: (md5, "archived"), or (md5, "already
+    archived") when another push installed identical bytes first. The sidecar goes in before
+    the segment, so a segment under its final name always has one; both are installed with
+    os.link, which fails when the name exists where a rename would replace it."""
+    _remove_stale_temps(final)
+    tmp, md5, _ = write_temp(file_chunks(source), final.parent, final.name)
+    try:
+        if file_md5(tmp) != md5:
+            raise VerificationError(
+                f"re-reading the copy of {source.name} in {final.parent} gave other bytes than "
+                "were written: check that disk (dmesg); PostgreSQL will retry the segment"
+            )
+        tmp.chmod(FILE_MODE)
+        wrote_sidecar = _claim_sidecar(final, md5)
+        if not files.install_new(tmp, final):
+            # Another push got there first: the same bytes, or refused.
+            try:
+                return md5, _already_archived(md5, final)
+            except DrError:
+                if wrote_sidecar:  # ours names bytes that are not the archived ones
+                    checksum.sidecar_path(final).unlink(missing_ok=True)
+                raise
+        files.fsync_dir(final.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return md5, "archived"
+
+
+def _remove_stale_temps(final: Path) -> None:
+    """Remove the temp copies of `final` a killed push left. A young one may belong to a push
+    still running (another server archiving the same name into this folder): it is left to
+    finish and compare, instead of failing on a file removed under it."""
+    cutoff = time.time() - STALE_TEMP_SECONDS
+    for stale in final.parent.glob(f".{final.name}.*.tmp"):
+        try:
+            if stale.stat().st_mtime < cutoff:
+                stale.unlink()
+        except FileNotFoundError:
+            continue
+
+
+def _claim_sidecar(final: Path, md5: str) -> bool:
+    """Put `final`'s sidecar in place for bytes with `md5` unless one is there; True when this
+    push wrote it. One naming other bytes while `final` is not archived yet belongs to
+    another push of a different file under the same name, half way: refused, never replaced."""
+    if checksum.create_sidecar(final, md5, mode=FILE_MODE):
+        return True
+    sidecar = checksum.sidecar_path(final)
+    try:
+        recorded = checksum.read_sidecar(sidecar, final.name).md5
+    except VerificationError:  # damaged: no push writes such a file, none can depend on it
+        if final.exists():
+            return False  # the segment's own check below decides (and repairs the sidecar)
+        checksum.write_sidecar(final, md5, mode=FILE_MODE)
+        return True
+    if recorded == md5 or final.exists():
+        return False  # ours from a killed attempt, or the archived segment decides
+    raise DrError(
+        f"{sidecar} records other content (md5 {recorded}) than the server's {final.name} "
+        f"(md5 {md5}), whose copy is not archived yet: another server is archiving a different "
+        f"{final.name} into {final.parent} right now, or stopped half way; refusing to "
+        "overwrite it. Each cluster needs its own BACKUP_DIR"
+    )
+
+
+def _already_archived(md5: str, final: Path) -> str:
+    """ "already archived" when `final` holds bytes with `md5` (its sidecar repaired when
+    missing or wrong); DrError when it holds other bytes."""
+    archived = file_md5(final)
+    if archived != md5:
+        raise DrError(
+            f"{final} is already archived with different content (md5 {archived}, the server's "
+            f"file has {md5}): refusing to overwrite it; is another cluster archiving into "
+            f"{final.parent}? Each cluster needs its own BACKUP_DIR"
+        )
+    try:
+        if checksum.read_sidecar(checksum.sidecar_path(final), final.name).md5 == md5:
+            return "already archived"
+    except VerificationError:
+        pass
+    # A push killed between sidecar and link (older versions: rename), or tampering.
+    checksum.write_sidecar(final, md5, mode=FILE_MODE)
+    return "already archived"
+
+
+def _push_s3(store: S3Store, path: Path, md5: str) -> str:
+    name = path.name
+    head = head_object(store, name)
+    if head is not None:
+        return _already_in_s3(store, name, head, md5)
+    try:
+        put_new(store, path, md5)
+    except NameTaken:  # another server's push of this name landed between HEAD and PUT
+        head = head_object(store, name)
+        if head is None:
+            raise DrError(
+                f"{store.url(name)} was being written by another push at the same moment; "
+                "PostgreSQL will retry the segment"
+            ) from None
+        return _already_in_s3(store, name, head, md5)
+    stored = head_object(store, name)
+    if stored is None or object_md5(stored) != md5:
+        raise VerificationError(
+            f"{store.url(name)} does not hold what was uploaded (md5 "
+            f"{object_md5(stored) if stored else 'missing'}, expected {md5}); "
+            "PostgreSQL will retry the segment"
+        )
+    return "uploaded"
+
+
+def _already_in_s3(store: S3Store, name: str, head: Mapping[str, Any], md5: str) -> str:
+    """ "already in S3" when wal/<name> holds bytes with `md5`; DrError when other bytes."""
+    remote = object_md5(head)
+    if remote is None:  # uploaded by another tool (multipart): compare the bytes
+        digest = checksum.md5_hasher()
+        for chunk in get_chunks(store, name):
+            digest.update(chunk)
+        remote = digest.hexdigest()
+    if remote != md5:
+        raise DrError(
+            f"{store.url(name)} already exists with different content (md5 {remote}, "
+            f"local {md5}): refusing to overwrite it; is another cluster archiving into "
+            "the same bucket?"
+        )
+    return "already in S3"

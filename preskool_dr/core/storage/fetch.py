@@ -1,0 +1,172 @@
+"""Making a backup in S3 local: the Glacier restore request an archived one needs first,
+and the (resumable) download of the backup with its sidecar, meta and companion into
+BACKUP_DIR; and removing such a download again."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from preskool_dr.core.base.errors import Cancelled, DrError, NotFoundError, UsageError
+from preskool_dr.core.base.events import EventSink, Notice, ignore_events
+from preskool_dr.core.base.files import atomic_write
+from preskool_dr.core.base.paths import UnsafeNameError, ensure_private_dir, inside
+from preskool_dr.core.base.settings import Config
+from preskool_dr.core.storage.catalog import BackupRecord
+from preskool_dr.core.storage.checksum import SIDECAR_SUFFIX, sidecar_path, verify_file
+from preskool_dr.core.storage.layout import (
+    COMPANION_SUFFIX,
+    META_SUFFIX,
+    companion_name,
+    meta_path,
+    remove_local,
+)
+from preskool_dr.core.storage.meta import read_meta
+from preskool_dr.core.storage.s3_groups import s3_group_for
+from preskool_dr.core.storage.s3store import ARCHIVED_CLASSES, S3Store, store_for_url
+
+
+def request_restore(record: BackupRecord, days: int = 7) -> str:
+    """Ask S3 to restore an archived backup (and any archived sidecar/meta beside it);
+    returns the operator's line about the backup itself."""
+    if record.s3_url is None:
+        raise UsageError(f"{record.name} is not in S3: no restore needed")
+    store, name = store_for_url(record.s3_url)
+    group = s3_group_for(store, name)
+    if group.main is not None:
+        message = store.request_restore(name, days)
+    else:
+        folder = store.folder(name)
+        messages = [folder.request_restore(folder.name_of(o.key), days) for o in group.members]
+        message = messages[0]
+    for suffix in (SIDECAR_SUFFIX, META_SUFFIX):
+        try:
+            if store.head(name + suffix).storage_class in ARCHIVED_CLASSES:
+                store.request_restore(name + suffix, days)
+        except NotFoundError:
+            continue
+    return message
+
+
+def ensure_dir(directory: Path) -> None:
+    """mkdir -p with mode 0700 for every folder made (backups hold the whole database), with
+    the fix in the error when BACKUP_DIR cannot be created."""
+    try:
+        ensure_private_dir(directory)
+    except OSError as exc:
+        raise DrError(
+            f"cannot create {directory}: {exc.strerror or exc}; set BACKUP_DIR to a writable folder"
+        ) from None
+
+
+def _save_small(store: S3Store, name: str, dest: Path) -> None:
+    data = store.get_bytes(name)
+    if data is not None:
+        try:
+            atomic_write(dest, data)
+        except OSError as exc:
+            raise DrError(f"cannot write {dest}: {exc.strerror or exc}") from None
+
+
+def fetch_backup(
+    config: Config,
+    record: BackupRecord,
+    *,
+    on_event: EventSink = ignore_events,
+    step_id: str = "download",
+    cancel: threading.Event | None = None,
+    with_companion: bool = False,
+) -> Path:
+    """Make the backup, its sidecar and meta local in BACKUP_DIR (download when only in S3,
+    resumable); returns the local path. ArchivedError when a Glacier restore is needed.
+    `with_companion` also fetches a logical backup's custom-format companion (`.dump` and
+    its `.md5`) when S3 has one; a companion that cannot be fetched is reported and left
+    out (the plain backup restores without it), never a failure of the fetch."""
+    if record.local_path is not None:
+        return record.local_path
+    if record.s3_url is None:
+        raise NotFoundError(f"{record.name} has no local copy and no S3 copy")
+    store, name = store_for_url(record.s3_url)
+    group = s3_group_for(store, name)
+    if group.bad is not None and group.main is None:
+        raise UnsafeNameError(
+            f"{record.s3_url} is refused: {group.bad}; nothing was downloaded. Someone with "
+            "write access to the bucket may have put it there: check the bucket, and use "
+            "another backup (`preskool-dr list`)"
+        )
+    for obj in group.data_objects():
+        if obj.needs_restore:
+            raise store.archived_error(store.name_of(obj.key), obj)
+    directory = config.backups.dir
+    dest = inside(directory, name)  # every local path made from a remote name: see paths
+    ensure_dir(directory)
+    if group.main is not None:
+        _save_small(store, name + SIDECAR_SUFFIX, sidecar_path(dest))
+        _save_small(store, name + META_SUFFIX, meta_path(dest))
+        store.download(name, dest, on_event=on_event, step_id=step_id, cancel=cancel)
+        if with_companion and COMPANION_SUFFIX in group.attributes:
+            _fetch_companion(store, dest, on_event, step_id, cancel)
+        return dest
+    folder = store.folder(name)
+    for obj in group.members:
+        member = folder.name_of(obj.key)
+        target = inside(dest, member)
+        ensure_dir(target.parent)
+        folder.download(member, target, on_event=on_event, step_id=step_id, cancel=cancel)
+    _save_small(store, name + META_SUFFIX, meta_path(dest))
+    return dest
+
+
+def _fetch_companion(
+    store: S3Store,
+    dest: Path,
+    on_event: EventSink,
+    step_id: str,
+    cancel: threading.Event | None,
+) -> None:
+    """Download the companion of `dest` beside it (resumable like the backup) when the
+    backup's meta records its MD5, and keep it only when it has that MD5 (its own sidecar
+    comes from the same bucket and proves nothing); otherwise say so and leave no
+    companion under its final name."""
+    companion = inside(dest.parent, companion_name(dest.name))
+    meta = read_meta(dest)
+    expected = meta.companion_md5 if meta is not None else None
+    if expected is None:
+        on_event(
+            Notice(
+                "warn",
+                f"custom-format companion {companion.name} not downloaded: {dest.name} "
+                "records no MD5 for it in its .meta.json (a backup from an older version); "
+                "the plain backup will be restored",
+                step_id,
+            )
+        )
+        return
+    try:
+        _save_small(store, companion.name + SIDECAR_SUFFIX, sidecar_path(companion))
+        store.download(companion.name, companion, on_event=on_event, step_id=step_id, cancel=cancel)
+        actual = verify_file(companion, expected, check_gzip=False, cancel=cancel).actual_md5
+        if actual != expected:
+            raise DrError(f"its MD5 {actual} is not the {expected} recorded in {dest.name}'s meta")
+    except Cancelled:
+        raise
+    except DrError as exc:  # archived, gone, a broken transfer: the plain backup still restores
+        for path in (companion, sidecar_path(companion)):
+            path.unlink(missing_ok=True)
+        on_event(
+            Notice(
+                "warn",
+                f"custom-format companion {companion.name} not downloaded ({exc}); "
+                "the plain backup will be restored",
+                step_id,
+            )
+        )
+
+
+def discard_download(dest: Path) -> None:
+    """Remove what `fetch_backup` put in BACKUP_DIR for `dest`: the file (or folder), its
+    sidecar, meta and companion. For a downloaded copy that failed verification: under its
+    final name the next run would take it for a good local backup and never fetch the S3
+    original again; moved back to `.part` it would be resumed as complete and renamed
+    straight back. Removed, the next fetch starts from byte 0. The S3 objects stay."""
+    remove_local(dest)
