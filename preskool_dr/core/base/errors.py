@@ -51,3 +51,8 @@ class Cancelled(DrError):
     """The operator (or a signal) interrupted the work; the journal stays resumable."""
 
     exit_code = 130
+
+
+class NoSpaceError(DrError):
+    """Not enough free space for a download or a restore, found before anything was written
+    or taken down (exit 1); the message names the space needed and free."""

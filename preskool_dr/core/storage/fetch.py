@@ -4,14 +4,23 @@ BACKUP_DIR; and removing such a download again."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 
-from preskool_dr.core.base.errors import Cancelled, DrError, NotFoundError, UsageError
+from preskool_dr.core.base.errors import (
+    Cancelled,
+    DrError,
+    NoSpaceError,
+    NotFoundError,
+    UsageError,
+)
 from preskool_dr.core.base.events import EventSink, Notice, ignore_events
 from preskool_dr.core.base.files import atomic_write
 from preskool_dr.core.base.paths import UnsafeNameError, ensure_private_dir, inside
 from preskool_dr.core.base.settings import Config
+from preskool_dr.core.base.space import free_bytes, shortfall
+from preskool_dr.core.storage.backup_names import PART_SUFFIX
 from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.core.storage.checksum import SIDECAR_SUFFIX, sidecar_path, verify_file
 from preskool_dr.core.storage.layout import (
@@ -22,7 +31,7 @@ from preskool_dr.core.storage.layout import (
     remove_local,
 )
 from preskool_dr.core.storage.meta import read_meta
-from preskool_dr.core.storage.s3_groups import s3_group_for
+from preskool_dr.core.storage.s3_groups import S3Group, s3_group_for
 from preskool_dr.core.storage.s3store import ARCHIVED_CLASSES, S3Store, store_for_url
 
 
@@ -99,6 +108,7 @@ def fetch_backup(
             raise store.archived_error(store.name_of(obj.key), obj)
     directory = config.backups.dir
     dest = inside(directory, name)  # every local path made from a remote name: see paths
+    _check_download_space(store, group, dest, with_companion)
     ensure_dir(directory)
     if group.main is not None:
         _save_small(store, name + SIDECAR_SUFFIX, sidecar_path(dest))
@@ -115,6 +125,38 @@ def fetch_backup(
         folder.download(member, target, on_event=on_event, step_id=step_id, cancel=cancel)
     _save_small(store, name + META_SUFFIX, meta_path(dest))
     return dest
+
+
+def _check_download_space(store: S3Store, group: S3Group, dest: Path, with_companion: bool) -> None:
+    """NoSpaceError, before anything is written, when BACKUP_DIR's disk cannot take the
+    download: the backup (less what a `.part` already holds), its companion when one is
+    fetched, and the sidecar and meta (inside the margin)."""
+    if group.main is not None:
+        wanted = [(group.main, dest)]
+        if with_companion and COMPANION_SUFFIX in group.attributes:
+            companion = companion_name(dest.name)
+            with contextlib.suppress(NotFoundError):  # gone: _fetch_companion says so
+                wanted.append((store.head(companion), dest.with_name(companion)))
+    else:
+        folder = store.folder(dest.name)
+        wanted = [(obj, inside(dest, folder.name_of(obj.key))) for obj in group.members]
+    payload = sum(max(0, obj.size - _part_size(target)) for obj, target in wanted)
+    problem = shortfall(
+        payload,
+        free_bytes(dest.parent),
+        str(dest.parent),
+        "free space or set BACKUP_DIR to a bigger disk; nothing was downloaded",
+    )
+    if problem is not None:
+        raise NoSpaceError(f"downloading {dest.name} {problem}")
+
+
+def _part_size(target: Path) -> int:
+    """What an interrupted download of `target` already holds (it resumes from there)."""
+    try:
+        return target.with_name(target.name + PART_SUFFIX).stat().st_size
+    except OSError:
+        return 0
 
 
 def _fetch_companion(
