@@ -153,6 +153,7 @@ def _logical_backup(
             row_counts=dump.row_counts,
             pg_dump_version=dump.pg_dump_version,
             companion_md5=dump.companion_md5,
+            db_size_bytes=dump.db_size,
         )
         _finish_local(final, meta, on_event)
         if dump.size < config.thresholds.min_backup_bytes:
@@ -186,6 +187,7 @@ class _Dump:
     row_counts: dict[str, int]
     pg_dump_version: str
     companion_md5: str | None = None
+    db_size: int | None = None
 
 
 def _dump(
@@ -210,6 +212,8 @@ def _dump(
             with conn.transaction():
                 row = conn.execute("SELECT pg_export_snapshot()").fetchone()
                 snapshot_id = str(row[0]) if row else ""
+                # what a restore of it will need on the server (checked before step 5)
+                db_size = database.database_size(conn, db.name)
                 with companion_dump(
                     db, snapshot_id, final, enabled=custom, level=level, on_event=on_event
                 ) as companion:
@@ -236,7 +240,7 @@ def _dump(
     except BaseException:
         part.unlink(missing_ok=True)
         raise
-    return _Dump(size, md5, counts, version, companion.md5)
+    return _Dump(size, md5, counts, version, companion.md5, db_size)
 
 
 def _pg_dump_version() -> str:

@@ -35,9 +35,14 @@ class BackupMeta:
     # only digest a companion is loaded against (its own sidecar can be replaced with it).
     # None: no companion, or a backup from a version that did not record it.
     companion_md5: str | None = None
+    # pg_database_size of the database when it was backed up: what a restore of it needs on
+    # the server (core/restore/server_space.py). None: a backup from an older version.
+    db_size_bytes: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        extra = {"companion_md5": self.companion_md5} if self.companion_md5 else {}
+        extra: dict[str, Any] = {"companion_md5": self.companion_md5} if self.companion_md5 else {}
+        if self.db_size_bytes is not None:
+            extra["db_size_bytes"] = self.db_size_bytes
         return {
             **extra,
             "name": self.name,
@@ -67,6 +72,7 @@ class BackupMeta:
             row_counts={str(k): int(v) for k, v in counts.items()},
             pg_dump_version=str(data.get("pg_dump_version") or ""),
             companion_md5=_md5_or_none(data.get("companion_md5")),
+            db_size_bytes=_size_or_none(data.get("db_size_bytes")),
         )
 
 
@@ -74,6 +80,13 @@ def _md5_or_none(value: Any) -> str | None:
     """A recorded digest, or None when there is none or it is not one (never trusted)."""
     if isinstance(value, str) and re.fullmatch(r"[0-9a-fA-F]{32}", value):
         return value.lower()
+    return None
+
+
+def _size_or_none(value: Any) -> int | None:
+    """A recorded byte count, or None when there is none (an older meta) or it is not one."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
     return None
 
 

@@ -153,7 +153,8 @@ def verify(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOut
     )
     if run.config.restore.method != "serial":
         _check_companion(run, Path(choice.local_path), downloaded, record, cancel)
-    return result.describe()
+    # the last check before the headless restore takes the app offline (step 1)
+    return f"{result.describe()}; {recreate_db.server_space(run)}"
 
 
 def _discard_download(run: StepRun, record: StepRecord) -> str:

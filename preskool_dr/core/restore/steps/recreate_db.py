@@ -9,6 +9,7 @@ health check (step 9) passed. "drop" mode drops it, as the runbook's seed comman
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import humanize
 
@@ -17,9 +18,11 @@ from preskool_dr.core.base.errors import DrError, UsageError
 from preskool_dr.core.base.events import Notice, StepStatus, utcnow
 from preskool_dr.core.base.steps import StepId
 from preskool_dr.core.restore.journal import RunState, StepRecord
-from preskool_dr.core.restore.steps.context import StepOutcome, StepRun
+from preskool_dr.core.restore.server_space import check_server_space
+from preskool_dr.core.restore.steps.context import StepOutcome, StepRun, chosen_backup
 from preskool_dr.core.restore.steps.db_names import aside_name, loading_name
 from preskool_dr.core.restore.steps.verify_gate import verified_files
+from preskool_dr.core.storage.meta import read_meta
 
 
 def recreate_db(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOutcome:
@@ -31,6 +34,7 @@ def recreate_db(run: StepRun, record: StepRecord, cancel: threading.Event) -> St
     # would load) is read again in full and must have the MD5 step 4 recorded.
     with verified_files(run, record, cancel, rehash=True):
         pass
+    space = server_space(run)  # NoSpaceError before anything is renamed or dropped
     snap = database.snapshot(db, s.target_db)
     if s.destroyed is None:
         s.destroyed = {
@@ -68,13 +72,26 @@ def recreate_db(run: StepRun, record: StepRecord, cancel: threading.Event) -> St
         # closed (and owned by the admin role, so the app role cannot open it) until
         # step 6 has loaded and checked the backup: nothing reads or backs up a half load
         database.create_database(conn, s.target_db, None, allow_connections=False)
-    closed = "closed to connections until step 6's checks pass"
+    closed = f"closed to connections until step 6's checks pass; {space}"
     if use_aside and s.aside_state == "renamed":
         return f"old database kept as {s.aside_db}; empty {s.target_db} created, {closed}"
     if snap.exists:
         size = humanize.naturalsize(snap.size_bytes, binary=True)
         return f"dropped {s.target_db} ({size}); created it empty, {closed}"
     return f"created {s.target_db}, {closed}; there was no database to replace"
+
+
+def server_space(run: StepRun) -> str:
+    """Room on the database server for the chosen backup restored (core/restore/
+    server_space.py): checked by step 4, before the headless restore takes the app offline,
+    and again by step 5, before anything is renamed or dropped. NoSpaceError when short."""
+    s = run.state
+    choice = chosen_backup(run)
+    meta = read_meta(Path(choice.local_path)) if choice.local_path else None
+    # aside mode keeps the old database (renamed); what step 5 drops frees its space
+    keeps_old = s.recreate_mode == "aside" and s.aside_state != "renamed"
+    dropped = None if keeps_old else s.target_db
+    return check_server_space(run.config.database, meta, dropped=dropped)
 
 
 def production_state(s: RunState) -> str:

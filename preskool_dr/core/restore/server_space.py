@@ -1,0 +1,90 @@
+"""Room on the database server for a restore, measured before anything is taken down.
+
+What a restore needs is the database's size when it was backed up (`db_size_bytes` in the
+backup's `.meta.json`); what the server has can only be measured from here when its data
+directory is on this host: connected over a Unix socket or a loopback address, and the
+directory the server reports (`data_directory`, readable by a superuser or a member of
+pg_read_all_settings) exists here. Otherwise the check says "not measured" and why, and
+the restore goes on: a check we cannot make must not stop a restore in an outage.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import psycopg
+
+from preskool_dr.core.base import database
+from preskool_dr.core.base.errors import DrError, NoSpaceError
+from preskool_dr.core.base.settings import DatabaseSettings
+from preskool_dr.core.base.space import free_bytes, shortfall, size_text, with_margin
+from preskool_dr.core.storage.meta import BackupMeta
+
+
+def check_server_space(
+    db: DatabaseSettings, meta: BackupMeta | None, *, dropped: str | None = None
+) -> str:
+    """One sentence for the step's detail ("server space: 1.2 GiB needed, 30.0 GiB free
+    in DIR", or "server space not measured: why"); NoSpaceError when the server's disk cannot
+    take the restored database. `dropped` names a database the restore drops first: its
+    size counts as free."""
+    if meta is None or meta.db_size_bytes is None:
+        return (
+            "server space not measured: the backup's .meta.json records no database size "
+            "(a backup from an older version)"
+        )
+    where = _local_data_directory(db, dropped)
+    if isinstance(where, str):
+        return f"server space not measured: {where}"
+    data_dir, freed = where
+    free = free_bytes(data_dir) + freed
+    restored = meta.db_size_bytes
+    counting = f" (counting the {size_text(freed)} dropping {dropped} frees)" if freed else ""
+    problem = shortfall(
+        restored,
+        free,
+        f"the database server's data directory {data_dir}",
+        f"free space on that disk or grow it{counting}; nothing was taken down",
+    )
+    if problem is not None:
+        raise NoSpaceError(
+            f"restoring {meta.name} ({size_text(restored)} when it was backed up) {problem}"
+        )
+    return (
+        f"server space: {size_text(with_margin(restored))} needed, {size_text(free)} "
+        f"free in {data_dir}{counting}"
+    )
+
+
+def _local_data_directory(db: DatabaseSettings, dropped: str | None) -> tuple[Path, int] | str:
+    """(the server's data directory, bytes dropping `dropped` frees) when the directory is
+    on this host, else why it cannot be measured."""
+    try:
+        with database.connect(db, admin=True) as conn:
+            row = conn.execute(
+                "SELECT pg_catalog.current_setting('data_directory'), "
+                "pg_catalog.host(pg_catalog.inet_server_addr())"
+            ).fetchone()
+            freed = (
+                database.database_size(conn, dropped)
+                if dropped and database.database_exists(conn, dropped)
+                else 0
+            )
+    except psycopg.errors.InsufficientPrivilege:
+        return (
+            f"{db.admin_user} may not read the server's data_directory (a superuser or a "
+            "member of pg_read_all_settings may)"
+        )
+    except psycopg.Error as exc:
+        return f"asking the server failed: {database.first_line(exc)}"
+    except DrError as exc:
+        return str(exc)
+    assert row is not None
+    directory, address = str(row[0]), row[1]
+    if address is not None and not ipaddress.ip_address(address).is_loopback:
+        return f"the server is at {address}, not on this host"
+    path = Path(directory)
+    if not path.is_absolute() or not path.is_dir():
+        return f"its data directory {directory} is not on this host"
+    return path, freed
