@@ -46,7 +46,8 @@ def no_scratch_left(pg_cluster: Cluster) -> Iterator[None]:
 
 
 def make_backup(db: Database, backup_dir: Path, *, with_meta: bool = True) -> Path:
-    """A backup as `preskool-dr backup` leaves it: .sql.gz, .md5 and .meta.json row counts."""
+    """A backup as `preskool-dr backup` leaves it: .sql.gz, .md5 and .meta.json (row counts,
+    database size)."""
     path = write_backup(backup_dir / NAME, dump_sql(db))
     if with_meta:
         meta = BackupMeta(
@@ -57,9 +58,15 @@ def make_backup(db: Database, backup_dir: Path, *, with_meta: bool = True) -> Pa
             size=path.stat().st_size,
             md5=path.with_name(NAME + ".md5").read_text().split()[0],
             row_counts=db.row_counts(),
+            db_size_bytes=db_size(db),
         )
         write_meta(path, meta)
     return path
+
+
+def db_size(db: Database) -> int:
+    with db.connect() as conn:
+        return int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -116,7 +123,7 @@ def test_json_output_and_latest(database: Database, dr_env: dict[str, str]) -> N
     assert report["ok"] is True and report["backup"] == NAME
     assert isinstance(report["seconds"], float)
     names = [c["name"] for c in report["checks"]]
-    assert names[:3] == ["checksum", "create database", "restore"]
+    assert names[:4] == ["checksum", "server space", "create database", "restore"]
     assert names[-1] == "drop database"
     assert "smoke: every invoice has a student" in names
     assert all(c["status"] == "ok" and c["ok"] for c in report["checks"])

@@ -4,6 +4,7 @@ offline): the backup's recorded database size against the real test cluster's di
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -59,11 +60,16 @@ def test_old_meta_without_a_size_reads_as_none(tmp_path: Path) -> None:
 
 def test_not_measured_says_why(dr_env: dict[str, str]) -> None:
     db = load_config().database
-    assert "records no database size" in check_server_space(db, None)
+    assert "records no database size" in check_server_space(db, None).detail
     meta = dataclasses.replace(OLD_META, db_size_bytes=HUGE)
     app_role = dataclasses.replace(db, admin_user=db.user)  # not a superuser
-    detail = check_server_space(app_role, meta)
-    assert detail.startswith("server space not measured: ") and "pg_read_all_settings" in detail
+    space = check_server_space(app_role, meta)
+    detail = space.detail
+    assert (
+        not space.measured
+        and detail.startswith("server space: not measured (")
+        and "pg_read_all_settings" in detail
+    )
 
 
 def test_headless_restore_refuses_before_the_app_goes_offline(
@@ -115,3 +121,19 @@ def test_drop_mode_counts_what_the_drop_frees(dr_env: dict[str, str], database: 
         assert f"dropping {database.name} frees)" in engine.step("verify").detail
     finally:
         engine.close()
+
+
+def test_restore_test_refuses_before_it_creates_the_scratch_database(
+    dr_env: dict[str, str], database: Database
+) -> None:
+    path, meta = backup_with(HUGE)
+    refused = run_cli("restore-test", path.name, "--json")
+    assert refused.returncode == 1, refused.stderr
+    checks = json.loads(refused.stdout)["checks"]
+    assert [c["name"] for c in checks] == ["checksum", "server space"]  # nothing created
+    assert "needs 10.5 PiB in the database server's data directory " in checks[1]["detail"]
+    write_meta(path, dataclasses.replace(meta, db_size_bytes=None))  # an older backup's meta
+    passed = run_cli("restore-test", path.name, "--json")
+    assert passed.returncode == 0, passed.stdout
+    space = json.loads(passed.stdout)["checks"][1]
+    assert space["status"] == "skipped" and "not measured" in space["detail"]

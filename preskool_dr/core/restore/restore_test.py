@@ -21,12 +21,19 @@ import humanize
 import psycopg
 
 from preskool_dr.core.base import database
-from preskool_dr.core.base.errors import ArchivedError, Cancelled, DrError, UsageError
+from preskool_dr.core.base.errors import (
+    ArchivedError,
+    Cancelled,
+    DrError,
+    NoSpaceError,
+    UsageError,
+)
 from preskool_dr.core.base.events import EventSink, Notice, ignore_events
 from preskool_dr.core.base.lock import TargetLock, lock_path
 from preskool_dr.core.base.settings import Config, SmokeQuery
 from preskool_dr.core.restore import pinned
 from preskool_dr.core.restore.loaders.stream import stream_restore
+from preskool_dr.core.restore.server_space import check_server_space
 from preskool_dr.core.restore.test_record import record_restore_test_result
 from preskool_dr.core.storage import catalog, checksum
 from preskool_dr.core.storage.fetch import fetch_backup
@@ -216,7 +223,7 @@ class _Run:
             if verify.ok
             else _failed("checksum", f"{verify.findings()} - not restored")
         )
-        if not verify.ok:
+        if not verify.ok or not self._server_space(backup):
             return
         db = self.config.database
         lock = lock_path(self.config.state_dir, db.host, db.port, self.test_db)
@@ -227,6 +234,19 @@ class _Run:
                     self._restore_and_check(backup, verify)
             finally:
                 self._drop()
+
+    def _server_space(self, backup: Path) -> bool:
+        """Room on the server for the restored database, as step 5 checks it: a failed
+        check when short (nothing is created), skipped when it cannot be measured."""
+        try:
+            space = check_server_space(
+                self.config.database, read_meta(backup), dropped=self.test_db
+            )
+        except NoSpaceError as exc:
+            self.add(_failed("server space", str(exc)))
+            return False
+        self.add(Check("server space", "ok" if space.measured else "skipped", space.detail))
+        return True
 
     def _create(self) -> str:
         db = self.config.database

@@ -11,6 +11,7 @@ the restore goes on: a check we cannot make must not stop a restore in an outage
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -22,21 +23,32 @@ from preskool_dr.core.base.space import free_bytes, shortfall, size_text, with_m
 from preskool_dr.core.storage.meta import BackupMeta
 
 
+@dataclass(frozen=True)
+class ServerSpace:
+    """What the check found: `detail` is one sentence for the step's detail."""
+
+    measured: bool
+    detail: str
+
+
+def _not_measured(why: str) -> ServerSpace:
+    return ServerSpace(False, f"server space: not measured ({why})")
+
+
 def check_server_space(
     db: DatabaseSettings, meta: BackupMeta | None, *, dropped: str | None = None
-) -> str:
-    """One sentence for the step's detail ("server space: 1.2 GiB needed, 30.0 GiB free
-    in DIR", or "server space not measured: why"); NoSpaceError when the server's disk cannot
-    take the restored database. `dropped` names a database the restore drops first: its
-    size counts as free."""
+) -> ServerSpace:
+    """Enough room ("server space: 1.2 GiB needed, 30.0 GiB free in DIR"), or "server
+    space: not measured (why)"; NoSpaceError when the server's disk cannot take the
+    restored database. `dropped` names a database the restore drops first: its size
+    counts as free."""
     if meta is None or meta.db_size_bytes is None:
-        return (
-            "server space not measured: the backup's .meta.json records no database size "
-            "(a backup from an older version)"
+        return _not_measured(
+            "the backup's .meta.json records no database size: a backup from an older version"
         )
     where = _local_data_directory(db, dropped)
     if isinstance(where, str):
-        return f"server space not measured: {where}"
+        return _not_measured(where)
     data_dir, freed = where
     free = free_bytes(data_dir) + freed
     restored = meta.db_size_bytes
@@ -51,9 +63,10 @@ def check_server_space(
         raise NoSpaceError(
             f"restoring {meta.name} ({size_text(restored)} when it was backed up) {problem}"
         )
-    return (
+    return ServerSpace(
+        True,
         f"server space: {size_text(with_margin(restored))} needed, {size_text(free)} "
-        f"free in {data_dir}{counting}"
+        f"free in {data_dir}{counting}",
     )
 
 

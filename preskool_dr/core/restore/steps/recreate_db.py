@@ -91,7 +91,7 @@ def server_space(run: StepRun) -> str:
     # aside mode keeps the old database (renamed); what step 5 drops frees its space
     keeps_old = s.recreate_mode == "aside" and s.aside_state != "renamed"
     dropped = None if keeps_old else s.target_db
-    return check_server_space(run.config.database, meta, dropped=dropped)
+    return check_server_space(run.config.database, meta, dropped=dropped).detail
 
 
 def production_state(s: RunState) -> str:
