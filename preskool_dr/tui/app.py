@@ -33,11 +33,12 @@ from textual.notifications import SeverityLevel
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
 from preskool_dr.core.base.config import Config
-from preskool_dr.core.base.errors import DrError
+from preskool_dr.core.base.errors import DrError, UsageError
 from preskool_dr.core.base.events import Event, Progress, StepStatus, utcnow
 from preskool_dr.core.pitr.request import PitrRequest
 from preskool_dr.core.pitr.run import PitrRun
 from preskool_dr.core.restore.engine import Engine, RunOptions
+from preskool_dr.core.restore.journal import Journal
 from preskool_dr.core.storage import catalog
 from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.tui.messages import (
@@ -53,6 +54,7 @@ from preskool_dr.tui.messages import (
     StepFinished,
     WorkFailed,
 )
+from preskool_dr.tui.resumable import why_not_resumable
 from preskool_dr.tui.screens.checklist import ChecklistScreen
 from preskool_dr.tui.screens.pitr import PitrScreen, exit_code_after
 from preskool_dr.tui.screens.quit_confirm import QuitScreen
@@ -261,6 +263,10 @@ class DrApp(App[int]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine", name="resume")
     def resume_run(self, run_id: str) -> RunResumed:
+        state = Journal(self.config.state_dir).load(run_id)
+        reason = why_not_resumable(state, self.config, drill=self.drill, target_db=self.target_db)
+        if reason:  # the offer lists none of these: this guards every other way in
+            raise UsageError(f"{reason}: not resumed here")
         self.engine = Engine.resume(self.config, run_id, on_event=self.post_engine_event)
         return RunResumed()
 

@@ -16,10 +16,10 @@ from preskool_dr.core.restore.engine import (
     DESTRUCTIVE_STEPS,
     SKIPPABLE_STEPS,
     Engine,
-    same_server,
 )
 from preskool_dr.core.restore.journal import Journal
 from preskool_dr.core.storage.catalog import BackupRecord
+from preskool_dr.tui.resumable import resumable_runs
 from preskool_dr.tui.run_host import RunHost
 from preskool_dr.tui.screens.incident_time import IncidentTimeScreen
 from preskool_dr.tui.screens.resume_run import ResumeRunScreen
@@ -83,12 +83,15 @@ class RunCommands:
     # ------------------------------------------------------------ opening the run
 
     def open_run(self) -> None:
-        """At start: offer the unfinished runs of this server, else declare the incident."""
-        config = self.host.config
-        # only runs of the server DB_HOST/DB_PORT name: resuming another's would act here
-        runs = [
-            r for r in Journal(config.state_dir).unfinished() if same_server(config.database, r)
-        ]
+        """At start: offer the unfinished runs of this mode, target and server, else declare
+        the incident."""
+        host = self.host
+        runs = resumable_runs(
+            Journal(host.config.state_dir).unfinished(),
+            host.config,
+            drill=host.drill,
+            target_db=host.target_db,
+        )
         if runs:
             self.screen.app.push_screen(ResumeRunScreen(runs), self._resume_chosen)
         else:
