@@ -6,6 +6,8 @@ not started for."""
 from __future__ import annotations
 
 from preskool_dr.core.base.config import Config
+from preskool_dr.core.base.errors import DrError, LockedError
+from preskool_dr.core.base.lock import TargetLock, lock_path
 from preskool_dr.core.restore.engine import same_server
 from preskool_dr.core.restore.journal import RunState
 
@@ -33,3 +35,18 @@ def resumable_runs(
     runs: list[RunState], config: Config, *, drill: bool, target_db: str
 ) -> list[RunState]:
     return [s for s in runs if not why_not_resumable(s, config, drill=drill, target_db=target_db)]
+
+
+def still_running(config: Config, state: RunState) -> bool:
+    """Whether a process holds the run's target lock (the journal says "running" also for
+    a process that was killed): taken and let go at once when it is free."""
+    path = lock_path(config.state_dir, state.db_host, state.db_port, state.target_db)
+    probe = TargetLock(path, run_id=state.run_id, operator="resume offer")
+    try:
+        probe.acquire()
+    except LockedError:
+        return True
+    except DrError:  # an unsafe lock path: the resume itself will say why
+        return False
+    probe.release()
+    return False

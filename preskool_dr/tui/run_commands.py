@@ -19,10 +19,10 @@ from preskool_dr.core.restore.engine import (
 )
 from preskool_dr.core.restore.journal import Journal
 from preskool_dr.core.storage.catalog import BackupRecord
-from preskool_dr.tui.resumable import resumable_runs
+from preskool_dr.tui.resumable import resumable_runs, still_running
 from preskool_dr.tui.run_host import RunHost
 from preskool_dr.tui.screens.incident_time import IncidentTimeScreen
-from preskool_dr.tui.screens.resume_run import ResumeRunScreen
+from preskool_dr.tui.screens.resume_run import LEAVE, NEW_RUN, ResumeRunScreen
 from preskool_dr.tui.screens.run_dialogs import drop_aside_dialog, recreate_dialog, rollback_dialog
 from preskool_dr.tui.screens.sign_off import DrillSignOff, SignedOff
 from preskool_dr.tui.screens.skip_reason import SkipReasonScreen
@@ -92,16 +92,19 @@ class RunCommands:
             drill=host.drill,
             target_db=host.target_db,
         )
-        if runs:
-            self.screen.app.push_screen(ResumeRunScreen(runs), self._resume_chosen)
-        else:
+        if not runs:
             self._declare_incident()
+            return
+        alive = {s.run_id for s in runs if s.result == "running" and still_running(host.config, s)}
+        self.screen.app.push_screen(ResumeRunScreen(runs, host.now(), alive), self._resume_chosen)
 
-    def _resume_chosen(self, run_id: str | None) -> None:
-        if run_id is None:
+    def _resume_chosen(self, chosen: str | None) -> None:
+        if chosen == NEW_RUN:
             self._declare_incident()
+        elif chosen in (None, LEAVE):
+            self.screen.app.exit(0, return_code=0)  # nothing was changed
         else:
-            self.host.resume_run(run_id)
+            self.host.resume_run(chosen)
 
     def _declare_incident(self) -> None:
         self.screen.app.push_screen(IncidentTimeScreen(self.host.now()), self._incident_declared)
