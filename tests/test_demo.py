@@ -26,6 +26,7 @@ from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.procs import run_command
 from preskool_dr.core.drill.signing import trust_root
 from preskool_dr.demo.sandbox import BUCKET, DATABASE, Sandbox, backup_plan, environment
+from tests.terminal import Tmux, alive, children, wait_gone
 
 REPO = Path(__file__).resolve().parent.parent
 PROGRAM = REPO / ".venv" / "bin" / "preskool-dr"
@@ -34,14 +35,6 @@ PROGRAM = REPO / ".venv" / "bin" / "preskool-dr"
 def port_open(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -298,66 +291,6 @@ def test_demo_keep_then_stop(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- in a terminal (tmux)
 
 
-class Tmux:
-    """A private tmux server (its socket in the test's folder) running one command in a
-    100x30 pane."""
-
-    def __init__(self, command: str, folder: Path) -> None:
-        self.tmux = shutil.which("tmux")
-        assert self.tmux, "tmux is missing: `make test` installs it (scripts/ensure-postgres.sh)"
-        self.socket = str(folder / "tmux.sock")
-        self.run("new-session", "-d", "-x", "100", "-y", "30", "-s", "demo", command)
-        self.pane_pid = int(self.run("list-panes", "-t", "demo", "-F", "#{pane_pid}").strip())
-
-    def run(self, *args: str) -> str:
-        return subprocess.run(
-            [self.tmux or "tmux", "-S", self.socket, *args],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout
-
-    def screen(self) -> str:
-        return self.run("capture-pane", "-p", "-S", "-200", "-t", "demo")
-
-    def keys(self, *keys: str) -> None:
-        self.run("send-keys", "-t", "demo", *keys)
-
-    def wait_for(self, *texts: str, seconds: float = 300) -> str:
-        deadline = time.monotonic() + seconds
-        while True:
-            screen = self.screen()
-            if all(t in screen for t in texts):
-                return screen
-            if time.monotonic() > deadline:
-                raise AssertionError(f"waited for {texts}; the screen shows:\n{screen}")
-            time.sleep(1)
-
-    def kill(self) -> None:
-        """Close the terminal (SIGHUP) and wait until the demo has cleaned up and ended."""
-        processes = [self.pane_pid, *descendants(self.pane_pid)]
-        subprocess.run(
-            [self.tmux or "tmux", "-S", self.socket, "kill-server"],
-            capture_output=True,
-            check=False,
-            timeout=30,
-        )
-        for pid in processes:
-            wait_gone(pid)
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def descendants(pid: int) -> list[int]:
-    return [p for child in children(pid) for p in (child, *descendants(child))]
-
-
 @pytest.fixture
 def tmux(tmp_path: Path) -> Iterator[Callable[[str], Tmux]]:
     sessions: list[Tmux] = []
@@ -369,13 +302,6 @@ def tmux(tmp_path: Path) -> Iterator[Callable[[str], Tmux]]:
     yield start
     for session in sessions:
         session.kill()
-
-
-def wait_gone(pid: int, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while alive(pid):
-        assert time.monotonic() < deadline, f"process {pid} did not end"
-        time.sleep(0.5)
 
 
 def sandbox_paths(screen: str) -> tuple[Path, Path]:

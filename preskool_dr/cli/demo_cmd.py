@@ -228,7 +228,11 @@ def _open_tui(sandbox: Sandbox, *, drill: bool) -> int:
             input("Press Enter to open the TUI (Ctrl-C stops the demo) ")
     with environment(sandbox.full_environ()):
         config = load_config(sandbox.runbook)
-        app = tui_cmd.run_app(config, drill=drill, operator=default_operator())
+        # if the closed terminal blocks the TUI's shutdown, it ends the process itself:
+        # the sandbox goes first
+        app = tui_cmd.run_app(
+            config, drill=drill, operator=default_operator(), before_hard_exit=sandbox.stop
+        )
     if app.stop_signal is not None:
         # the TUI stopped itself cleanly on SIGHUP/SIGTERM; now end the demo the same way
         raise _SignalExit(app.stop_signal)

@@ -17,10 +17,12 @@ import signal
 import sys
 import termios
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import ClassVar, cast
+from types import FrameType
+from typing import Any, ClassVar, cast
 
 from textual import on, work
 from textual.app import App
@@ -30,12 +32,13 @@ from textual.message_pump import MessagePump
 from textual.notifications import SeverityLevel
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
-from preskool_dr.core.base.errors import DrError
+from preskool_dr.core.base.errors import DrError, UsageError
 from preskool_dr.core.base.events import Event, Progress, StepStatus, utcnow
 from preskool_dr.core.base.settings import Config
 from preskool_dr.core.pitr.request import PitrRequest
 from preskool_dr.core.pitr.run import PitrRun
 from preskool_dr.core.restore.engine import Engine, RunOptions
+from preskool_dr.core.restore.journal import Journal
 from preskool_dr.core.storage import catalog
 from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.core.storage.fetch import request_restore
@@ -52,6 +55,7 @@ from preskool_dr.tui.messages import (
     StepFinished,
     WorkFailed,
 )
+from preskool_dr.tui.resumable import why_not_resumable
 from preskool_dr.tui.screens.checklist import ChecklistScreen
 from preskool_dr.tui.screens.pitr import PitrScreen, exit_code_after
 from preskool_dr.tui.screens.quit_confirm import QuitScreen
@@ -63,6 +67,10 @@ from preskool_dr.tui.widgets.step_help import StepHelp
 EXIT_DONE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 TERMINAL_CHECK_SECONDS = 5.0
 STOP_SIGNALS = (signal.SIGHUP, signal.SIGTERM)
+# After a hang-up: how long the step may take to record its interruption, then how long
+# Textual may take to shut down once the journal is saved, before the process ends itself.
+HANG_UP_STEP_SECONDS = 120.0
+HANG_UP_EXIT_SECONDS = 3.0
 
 
 def freeze_heap() -> None:
@@ -78,26 +86,6 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
-def handle_stop_signals(handler: Callable[[int], None] | None) -> None:
-    """SIGHUP and SIGTERM call `handler(signum)` in the event loop's thread (None: as before).
-
-    A dropped SSH session sends SIGHUP (and a service manager SIGTERM), which would otherwise
-    kill the process mid-step and leave the journal saying "running". A Python-level handler
-    that raises instead can strike inside Textual's writer-queue locks and deadlock its
-    shutdown.
-    """
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # no loop any more: nothing to undo
-        return
-    for sig in STOP_SIGNALS:
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            if handler is None:
-                loop.remove_signal_handler(sig)
-            else:
-                loop.add_signal_handler(sig, handler, sig)
-
-
 def terminal_gone(parent_pid: int) -> bool:
     """The login shell died (we were re-parented) or stdin is no terminal any more."""
     if os.getppid() != parent_pid:
@@ -107,6 +95,48 @@ def terminal_gone(parent_pid: int) -> bool:
     except (termios.error, OSError, ValueError):
         return True
     return False
+
+
+class HangUpWatchdog:
+    """Ends the process (exit 130) a few seconds after a hang-up once the step has recorded
+    its interruption, unless the app has returned by then.
+
+    With the terminal gone, Textual's writer thread dies on EIO and the event loop then waits
+    for ever on the writer's full queue, in a redraw or in the shutdown: the loop never runs
+    again (nor the SIGTERM handler it would call), and a later resume would find this process
+    holding the run's lock. The watchdog is a plain thread, so it runs whatever the loop does.
+    `os._exit` releases the locks with the process: the lock file's flock with its descriptor,
+    the server lock with its connection. `before_exit` (the demo's: remove its sandbox) runs
+    first.
+    """
+
+    def __init__(
+        self, settled: Callable[[], bool], before_exit: Callable[[], object] | None = None
+    ) -> None:
+        self.settled = settled  # no step is running any more (its end is in the journal)
+        self.before_exit = before_exit
+        self.journal_saved = threading.Event()  # the loop got as far as closing the engine
+        self.returned = threading.Event()  # App.run returned: nothing to do
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._watch, name="hang-up", daemon=True)
+            self._thread.start()
+
+    def _watch(self) -> None:
+        # bounded: a step that never stops must not keep the process either
+        deadline = time.monotonic() + HANG_UP_STEP_SECONDS
+        while not (self.journal_saved.is_set() or self.settled()):
+            if time.monotonic() > deadline:
+                break
+            self.journal_saved.wait(0.2)
+        if self.returned.wait(HANG_UP_EXIT_SECONDS):
+            return
+        if self.before_exit is not None:
+            with contextlib.suppress(Exception):
+                self.before_exit()
+        os._exit(EXIT_INTERRUPTED)
 
 
 class DrApp(App[int]):
@@ -131,8 +161,12 @@ class DrApp(App[int]):
         drill_log: Path | None = None,
         now: Callable[[], datetime] = utcnow,
         server_python: str = sys.executable,
+        before_hard_exit: Callable[[], object] | None = None,
     ) -> None:
         super().__init__()
+        self.watchdog = HangUpWatchdog(self._step_settled, before_hard_exit)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._previous_handlers: dict[int, object] = {}
         self.server_python = server_python  # what a PITR's server runs wal-fetch with
         self.pitr_run: PitrRun | None = None  # the point-in-time recovery under way
         self.pitr_exit_code = EXIT_DONE  # what the last recovery's end means for exit_code
@@ -193,15 +227,21 @@ class DrApp(App[int]):
 
     def on_mount(self) -> None:
         self._events_to = self.checklist_screen
-        handle_stop_signals(self.hang_up)
+        self._catch_stop_signals()
         if not self.is_headless:
-            self.set_interval(TERMINAL_CHECK_SECONDS, self._check_terminal)
+            threading.Thread(target=self._watch_terminal, name="terminal", daemon=True).start()
         self.freeze_heap_soon()
 
     def on_unmount(self) -> None:
-        handle_stop_signals(None)
+        self._release_stop_signals()
         self._close_engine()
         gc.unfreeze()  # what the app froze is collectable again (a process that goes on)
+
+    def run(self, *args: Any, **kwargs: Any) -> int | None:
+        try:
+            return super().run(*args, **kwargs)
+        finally:
+            self.watchdog.returned.set()  # what follows (the demo's cleanup) is not cut short
 
     def freeze_heap_soon(self) -> None:
         self.call_after_refresh(freeze_heap)
@@ -224,6 +264,10 @@ class DrApp(App[int]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine", name="resume")
     def resume_run(self, run_id: str) -> RunResumed:
+        state = Journal(self.config.state_dir).load(run_id)
+        reason = why_not_resumable(state, self.config, drill=self.drill, target_db=self.target_db)
+        if reason:  # the offer lists none of these: this guards every other way in
+            raise UsageError(f"{reason}: not resumed here")
         self.engine = Engine.resume(self.config, run_id, on_event=self.post_engine_event)
         return RunResumed()
 
@@ -396,6 +440,8 @@ class DrApp(App[int]):
             with contextlib.suppress(WorkerFailed, WorkerCancelled):
                 await worker.wait()
         self._close_engine()
+        if self.hung_up:
+            self.watchdog.journal_saved.set()
         code = self.exit_code()
         self.exit(code, return_code=code)
 
@@ -403,18 +449,51 @@ class DrApp(App[int]):
         if self.engine is not None:
             self.engine.close()
 
+    def _catch_stop_signals(self) -> None:
+        """SIGHUP (a dropped SSH session) and SIGTERM (a service manager) call `hang_up`.
+
+        A plain handler, not the event loop's: it runs in the main thread even while the loop
+        is stuck writing to a dead terminal, so the watchdog starts whatever the loop does.
+        It never raises: an exception could strike inside Textual's writer-queue locks and
+        deadlock its shutdown.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers belong to the main thread
+        self._loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            self._previous_handlers[sig] = signal.signal(sig, self._caught)
+
+    def _release_stop_signals(self) -> None:
+        for sig, previous in self._previous_handlers.items():
+            signal.signal(sig, cast(signal.Handlers, previous))
+        self._previous_handlers.clear()
+
+    def _caught(self, signum: int, frame: FrameType | None) -> None:
+        self.hang_up(signum)
+
+    def _step_settled(self) -> bool:
+        """No engine step runs (read from the watchdog's thread: the state is only looked at)."""
+        return self.running_step() is None
+
     def hang_up(self, signum: int = signal.SIGHUP) -> None:
         """The terminal is gone (or we were told to stop): stop the step, let the engine
-        record it, exit 130. `stop_signal` tells the caller which signal it was."""
+        record it, exit 130. `stop_signal` tells the caller which signal it was. Called from
+        the signal handler too: flags and thread-safe calls only."""
         if self.hung_up:
             return
         self.hung_up = True
         self.stop_signal = signum
         self.interrupted = True
         self.cancel.set()
-        self.call_later(self.stop_and_exit)
+        if not self.is_headless:  # Pilot tests: the test process must live on
+            self.watchdog.start()
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.call_later, self.stop_and_exit)
 
-    def _check_terminal(self) -> None:
-        """A closed SSH session does not always deliver SIGHUP: look for ourselves."""
-        if terminal_gone(self._parent_pid):
-            self.hang_up()
+    def _watch_terminal(self) -> None:
+        """A closed SSH session does not always deliver SIGHUP (the shell in between may
+        ignore it or die at once): look for ourselves, in a thread of our own, because the
+        event loop may be stuck writing to the dead terminal."""
+        while not self.hung_up and not self.watchdog.returned.wait(TERMINAL_CHECK_SECONDS):
+            if terminal_gone(self._parent_pid):
+                self.hang_up()

@@ -16,13 +16,13 @@ from preskool_dr.core.restore.engine import (
     DESTRUCTIVE_STEPS,
     SKIPPABLE_STEPS,
     Engine,
-    same_server,
 )
 from preskool_dr.core.restore.journal import Journal
 from preskool_dr.core.storage.catalog import BackupRecord
+from preskool_dr.tui.resumable import resumable_runs, still_running
 from preskool_dr.tui.run_host import RunHost
 from preskool_dr.tui.screens.incident_time import IncidentTimeScreen
-from preskool_dr.tui.screens.resume_run import ResumeRunScreen
+from preskool_dr.tui.screens.resume_run import LEAVE, NEW_RUN, ResumeRunScreen
 from preskool_dr.tui.screens.run_dialogs import drop_aside_dialog, recreate_dialog, rollback_dialog
 from preskool_dr.tui.screens.sign_off import DrillSignOff, SignedOff
 from preskool_dr.tui.screens.skip_reason import SkipReasonScreen
@@ -82,22 +82,28 @@ class RunCommands:
     # ------------------------------------------------------------ opening the run
 
     def open_run(self) -> None:
-        """At start: offer the unfinished runs of this server, else declare the incident."""
-        config = self.host.config
-        # only runs of the server DB_HOST/DB_PORT name: resuming another's would act here
-        runs = [
-            r for r in Journal(config.state_dir).unfinished() if same_server(config.database, r)
-        ]
-        if runs:
-            self.screen.app.push_screen(ResumeRunScreen(runs), self._resume_chosen)
-        else:
+        """At start: offer the unfinished runs of this mode, target and server, else declare
+        the incident."""
+        host = self.host
+        runs = resumable_runs(
+            Journal(host.config.state_dir).unfinished(),
+            host.config,
+            drill=host.drill,
+            target_db=host.target_db,
+        )
+        if not runs:
             self._declare_incident()
+            return
+        alive = {s.run_id for s in runs if s.result == "running" and still_running(host.config, s)}
+        self.screen.app.push_screen(ResumeRunScreen(runs, host.now(), alive), self._resume_chosen)
 
-    def _resume_chosen(self, run_id: str | None) -> None:
-        if run_id is None:
+    def _resume_chosen(self, chosen: str | None) -> None:
+        if chosen == NEW_RUN:
             self._declare_incident()
+        elif chosen in (None, LEAVE):
+            self.screen.app.exit(0, return_code=0)  # nothing was changed
         else:
-            self.host.resume_run(run_id)
+            self.host.resume_run(chosen)
 
     def _declare_incident(self) -> None:
         self.screen.app.push_screen(IncidentTimeScreen(self.host.now()), self._incident_declared)

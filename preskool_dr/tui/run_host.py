@@ -32,6 +32,9 @@ class RunHost(Protocol):
     drill_log: Path | None
     server_python: str
 
+    @property
+    def target_db(self) -> str: ...
+
     def engine_busy(self) -> bool: ...
 
     def running_step(self) -> str | None: ...

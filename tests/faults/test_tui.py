@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from textual.pilot import Pilot
 from textual.widgets import ContentSwitcher
 
@@ -34,11 +37,13 @@ from tests.faults.conftest import (
     Site,
     backup_sql,
     blocker,
+    cli_argv,
     create_db,
     insert_before,
     rewrite_backup,
     wait_until_blocked,
 )
+from tests.terminal import Tmux, alive, children
 from tests.tui.conftest import (
     STEP_TITLES,
     confirm_recreate,
@@ -223,6 +228,71 @@ async def resume_and_finish(app: DrApp, run_id: str) -> None:
         assert "✖ 6 Restore" in screen_text(pilot)
         await run_selected(pilot, "restore")  # r on the failed step: a clean reload
         await finish_after_the_load(pilot, app)
+
+
+# The pane's process, between the terminal and the TUI like a login shell: runs its argv as
+# a child in the same terminal and writes the child's exit code to a file. On the hang-up it
+# either passes SIGHUP on to the child (as bash does to its jobs) or ignores it (a shell
+# that does not: the TUI must notice the dead terminal by itself).
+SHELL_STAND_IN = """\
+import os, signal, subprocess, sys
+child = subprocess.Popen(sys.argv[3:])
+forward = sys.argv[2] == "forward"
+signal.signal(signal.SIGHUP, lambda *_: forward and os.kill(child.pid, signal.SIGHUP))
+code = child.wait()
+open(sys.argv[1], "w").write(str(code))
+"""
+# from the closed pane: the hang-up noticed (at once, or by the 5 s terminal check), the
+# step stopped and recorded, then at most 3 s of Textual's shutdown; the rest is slack
+HANG_UP_EXIT_BOUND = 40.0
+
+
+@pytest.mark.parametrize("sighup", ["forward", "ignore"])
+def test_closed_tmux_pane_mid_load_exits_130_and_frees_the_lock(site: Site, sighup: str) -> None:
+    """A real terminal (a tmux pane) closed while step 6 loads: the TUI process ends with 130
+    within seconds (its event loop is stuck writing to the dead terminal), the journal says
+    interrupted, and the run's locks are free: a headless resume finishes the run."""
+    release = hold_the_load(site)
+    at_backup = site.checksum()
+    code_file = site.root / "tui-exit-code"
+    argv = cli_argv("tui", runbook=site.runbook)
+    command = shlex.join([sys.executable, "-c", SHELL_STAND_IN, str(code_file), sighup, *argv])
+    pane = Tmux(f"exec {command}", site.root, size=(100, 30), env=site.env())
+    site.cleanups.append(pane.kill)
+
+    pane.wait_for("incident", seconds=60)
+    (tui_pid,) = children(pane.pane_pid)
+    pane.keys("Enter")  # declared now
+    pane.wait_for("Enter chooses it", seconds=60)
+    time.sleep(1)  # the list takes the focus once it is filled
+    pane.keys("Enter")  # the newest backup
+    pane.wait_for("✔ 2 Identify backup", seconds=60)
+    for number, title in ((3, "Download from S3"), (4, "Verify checksum"), (1, "App offline")):
+        time.sleep(0.5)  # the checklist moves to the next step once the last one is drawn
+        pane.keys("r")
+        pane.wait_for(f"✔ {number} {title}", seconds=60)
+    time.sleep(0.5)
+    pane.keys("r")  # step 5 asks for the database's name
+    pane.wait_for("moved aside", seconds=60)
+    pane.keys(site.db.name, "Enter")
+    pane.wait_for("✔ 5 Recreate database", seconds=60)
+    time.sleep(0.5)
+    pane.keys("r")
+    wait_until_blocked(site.db, site.db.name)
+
+    closed_at = time.monotonic()
+    pane.kill(seconds=HANG_UP_EXIT_BOUND)  # the SSH session drops: SIGHUP, a dead terminal
+    took = time.monotonic() - closed_at
+    assert not alive(tui_pid), f"the TUI still runs {took:.0f} s after the hang-up"
+    assert code_file.read_text() == "130"
+
+    state = site.the_run()
+    assert state.result == "interrupted"
+    assert state.step("restore").status is StepStatus.FAILED
+    create_db(site.db, release)  # the held backend may end: the resume reloads anyway
+    resumed = site.resume(state.run_id)  # takes the run's lock: nobody holds it any more
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert site.checksum() == at_backup
 
 
 # ---------------------------------------------------------------- output flood
