@@ -33,6 +33,7 @@ from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
 from preskool_dr.tui.screens.resume_run import ResumeRunScreen
 from preskool_dr.tui.widgets.log_panel import MAX_LINES
+from preskool_dr.tui.widgets.summary_panel import SummaryPanel
 from tests.faults.conftest import (
     Site,
     backup_sql,
@@ -117,12 +118,12 @@ def checklist_lines(statuses: list[StepStatus]) -> list[str]:
 
 
 async def finish_after_the_load(pilot: Pilot[Any], app: DrApp) -> None:
-    """Steps 7-9, then keep the aside copy (Esc on the offer to drop it) and quit."""
+    """Steps 7-9, then the end-of-run summary (the aside copy is kept: no dialog offers to
+    drop it) and quit."""
     for step_id in ("migrate", "app_online", "health"):
         await run_selected(pilot, step_id)
-    await wait_for(pilot, lambda: isinstance(app.screen, ConfirmNameScreen), "drop-aside offer")
-    await pilot.press("escape")
-    await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmNameScreen), "offer closed")
+    await wait_for(pilot, lambda: app.query_one(SummaryPanel).display, "summary")
+    assert not isinstance(app.screen, ConfirmNameScreen)
     await pilot.press("q")
 
 
