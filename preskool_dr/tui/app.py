@@ -28,6 +28,7 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.message_pump import MessagePump
 from textual.notifications import SeverityLevel
+from textual.screen import ModalScreen
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
 from preskool_dr.core.base.config import Config
@@ -113,9 +114,12 @@ class DrApp(App[int]):
 
     CSS_PATH = "app.tcss"
     TITLE = "preskool-dr"
-    # q on every screen; the checklist's own bindings are on ChecklistScreen.
+    # q on every screen; the checklist's own bindings are on ChecklistScreen. Ctrl+C quits
+    # too (the README says so), with the same question as q, even from a text box: priority
+    # puts it before the inputs' copy.
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", tooltip="Quit (asks first while a step runs)", id="quit"),
+        Binding("ctrl+c", "interrupt", "Quit", show=False, priority=True, id="ctrl-c"),
     ]
 
     def __init__(
@@ -364,6 +368,13 @@ class DrApp(App[int]):
         if not self.interrupted and any(r.status is StepStatus.FAILED for r in state.steps):
             return EXIT_FAILED
         return EXIT_INTERRUPTED
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # In a dialog q types into its box: the footer must not offer it there.
+        return not (action == "quit" and isinstance(self.screen, ModalScreen))
+
+    async def action_interrupt(self) -> None:
+        await self.action_quit()
 
     async def action_quit(self) -> None:
         if isinstance(self.screen, QuitScreen):

@@ -97,6 +97,7 @@ async def download_from_s3(app: DrApp, messages: list[object]) -> None:
         await pilot.pause()
         text = screen_text(pilot)
         assert "s3 · GLACIER" in text and "archived, not downloadable yet: g restores" in text
+        assert app.browser.check_action("request_restore", ())  # g is in the footer here
         await pilot.press("enter")
         await pilot.pause()
         assert app.engine is None  # refused: not directly downloadable

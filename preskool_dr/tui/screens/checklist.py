@@ -241,6 +241,7 @@ class ChecklistScreen(Screen[None]):
         )
         self.checklist.show(state.steps if state else [], self._current_step())
         self._show_step_info()
+        self.refresh_bindings()
         self.query_one(RtoTimer).show(state, app.incident_at, app.config.thresholds, app.now())
 
     def _current_step(self) -> str | None:
@@ -271,6 +272,7 @@ class ChecklistScreen(Screen[None]):
     @on(Checklist.Selected)
     def _step_selected(self) -> None:
         self._show_step_info()
+        self.refresh_bindings()  # Retry is offered on a failed step only
         if self.help.is_open:
             self._open_help()  # arrows page through the steps' help
 
@@ -287,13 +289,37 @@ class ChecklistScreen(Screen[None]):
     # ------------------------------------------------------------ keys
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The footer shows what applies now: nothing of the checklist's while a dialog is
+        over it (its keys type into the dialog), no run keys under the help."""
+        if not self.is_active:
+            return False
         if action == "close_help":
             return self.help.is_open
-        if action == "help":
-            return self.is_active
-        if action in RUN_ACTIONS:
-            return self.is_active and not self.help.is_open
+        if action in RUN_ACTIONS and self.help.is_open:
+            return False
+        return self.offers(action)
+
+    def offers(self, action: str) -> bool:
+        """Whether `action` applies to the run as it stands (the footer and the palette)."""
+        state = self.engine.state if self.engine else None
+        if action == "retry_step":
+            return state is not None and (
+                state.step(self.checklist.selected_id).status is StepStatus.FAILED
+            )
+        if action in ("drop_aside", "rollback"):
+            return state is not None and state.aside_state == "renamed" and bool(state.aside_db)
+        if action == "sign_off":
+            return state is not None and state.mode == "drill" and state.drill_log_entry is None
+        if action == "request_restore":
+            record = self.browser.highlighted()
+            return record is not None and record.needs_restore
         return True
+
+    def on_screen_suspend(self) -> None:
+        self.refresh_bindings()  # a dialog came over the checklist
+
+    def on_screen_resume(self) -> None:
+        self.refresh_bindings()
 
     def action_run_step(self) -> None:
         self.commands.run(self.checklist.selected_id)

@@ -53,8 +53,11 @@ class BackupBrowser(Vertical):
             "request_restore",
             "Glacier restore",
             tooltip="Ask S3 to restore the highlighted archived backup",
-            show=False,
             id="request-restore",
+        ),
+        Binding("o", "sort", "Sort", tooltip="Sort by the next column", id="sort"),
+        Binding(
+            "O", "reverse_sort", "Reverse", tooltip="Reverse the order", show=False, id="reverse"
         ),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
@@ -174,6 +177,13 @@ class BackupBrowser(Vertical):
     @on(DataTable.RowHighlighted, "#backup-table")
     def _highlighted(self) -> None:
         self._show_detail()
+        self.screen.refresh_bindings()  # g is offered on an archived backup only
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "request_restore":
+            record = self.highlighted()
+            return record is not None and record.needs_restore
+        return True
 
     @on(DataTable.RowSelected, "#backup-table")
     def _selected(self, event: DataTable.RowSelected) -> None:
@@ -193,11 +203,21 @@ class BackupBrowser(Vertical):
     @on(DataTable.HeaderSelected, "#backup-table")
     def _sort(self, event: DataTable.HeaderSelected) -> None:
         event.stop()
-        if event.column_index == self.sort_column:
+        self.sort_by(event.column_index)
+
+    def sort_by(self, column: int) -> None:
+        """Sort by `column`; the same column again reverses the order."""
+        if column == self.sort_column:
             self.sort_reverse = not self.sort_reverse
         else:
-            self.sort_column, self.sort_reverse = event.column_index, False
+            self.sort_column, self.sort_reverse = column, False
         self._rebuild()
+
+    def action_sort(self) -> None:
+        self.sort_by((self.sort_column + 1) % len(COLUMNS))
+
+    def action_reverse_sort(self) -> None:
+        self.sort_by(self.sort_column)
 
     @on(Input.Changed, "#backup-filter")
     def _filter_changed(self) -> None:
