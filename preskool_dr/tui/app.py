@@ -18,6 +18,7 @@ import sys
 import termios
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import ClassVar, cast
@@ -61,6 +62,13 @@ from preskool_dr.tui.widgets.log_panel import LogPanel
 from preskool_dr.tui.widgets.step_help import StepHelp
 
 EXIT_DONE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+TOAST_CHARS = 160  # a longer message is cut in its toast; the log has all of it
+SMALL_SCREEN_COLUMNS = 100  # below this a toast covers much of the panels: one at a time
+SEVERITY_LABELS: dict[SeverityLevel, str] = {
+    "information": "info",
+    "warning": "warn",
+    "error": "error",
+}
 TERMINAL_CHECK_SECONDS = 5.0
 STOP_SIGNALS = (signal.SIGHUP, signal.SIGTERM)
 
@@ -107,6 +115,17 @@ def terminal_gone(parent_pid: int) -> bool:
     except (termios.error, OSError, ValueError):
         return True
     return False
+
+
+@dataclass(frozen=True)
+class Toast:
+    """A notification waiting for the dialog over the screen to close."""
+
+    message: str
+    title: str
+    severity: SeverityLevel
+    timeout: float | None
+    markup: bool
 
 
 class DrApp(App[int]):
@@ -157,6 +176,7 @@ class DrApp(App[int]):
         # Where the engine's events go: the checklist, or the PITR screen while a recovery
         # runs. Read from the worker's thread, so set before the work starts.
         self._events_to: MessagePump | None = None
+        self.waiting_toasts: list[Toast] = []  # warnings that came while a dialog was open
 
     def get_default_screen(self) -> ChecklistScreen:
         return ChecklistScreen(self)
@@ -353,9 +373,46 @@ class DrApp(App[int]):
         severity: SeverityLevel = "information",
         timeout: float | None = None,
         markup: bool = False,
+        source: str = "",
     ) -> None:
-        """Plain text by default: engine messages may hold brackets that are not markup."""
-        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+        """Every message of the app comes here. It goes into the log (panel 4, under
+        `source`, else the title, else its severity); only a warning or an error is also a
+        toast, and never over a dialog: it waits until the dialog is closed. A toast hides
+        part of the panels at 80 columns, so a small screen shows one at a time. Plain text
+        by default: engine messages may hold brackets that are not markup."""
+        self._log_notice(source or title.lower() or SEVERITY_LABELS[severity], message, severity)
+        if severity == "information":
+            return
+        toast = Toast(message, title, severity, timeout, markup)
+        if isinstance(self.screen, ModalScreen):
+            self.waiting_toasts.append(toast)
+        else:
+            self._show_toast(toast)
+
+    def show_waiting_toasts(self) -> None:
+        """The dialog is closed: what came while it was open, the newest last."""
+        waiting, self.waiting_toasts = self.waiting_toasts, []
+        for toast in waiting:
+            self._show_toast(toast)
+
+    def _show_toast(self, toast: Toast) -> None:
+        if self.size.width < SMALL_SCREEN_COLUMNS:
+            self.clear_notifications()
+        text = toast.message
+        if len(text) > TOAST_CHARS:
+            text = text[:TOAST_CHARS] + "… (all of it in the log: 4)"
+        super().notify(
+            text,
+            title=toast.title,
+            severity=toast.severity,
+            timeout=toast.timeout,
+            markup=toast.markup,
+        )
+
+    def _log_notice(self, source: str, message: str, severity: SeverityLevel) -> None:
+        panels = self.checklist_screen.query(LogPanel) if self.screen_stack else None
+        if panels:
+            panels.first().add(source, message, style="bold" if severity == "error" else "")
 
     # ------------------------------------------------------------ leaving
 

@@ -14,7 +14,7 @@ from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.messages import EngineProgress
 from preskool_dr.tui.widgets.backup_browser import COLUMNS
 from preskool_dr.tui.widgets.restore_panel import RestorePanel
-from tests.tui.conftest import Site, run_selected, screen_text, status, wait_for
+from tests.tui.conftest import Site, log_text, run_selected, screen_text, status, wait_for
 
 DAYS = [
     (datetime(2026, 2, 18, 2, 0, tzinfo=UTC), "daily"),
@@ -104,7 +104,7 @@ async def download_from_s3(app: DrApp, messages: list[object]) -> None:
         await pilot.press("g")
         await wait_for(
             pilot,
-            lambda: any("restore" in n.message for n in app._notifications if n.title),
+            lambda: "[s3] " in log_text(app),  # the answer is information: the log has it
             "Glacier restore requested",
         )
         # the standard one downloads with progress, then verifies

@@ -54,7 +54,6 @@ from preskool_dr.tui.widgets.run_panels import RunPanels
 from preskool_dr.tui.widgets.step_help import HELP_LAYER, StepHelp
 from preskool_dr.tui.widgets.step_info import StepInfo
 
-TOAST_CHARS = 160
 NOTICE_SEVERITY: dict[str, SeverityLevel] = {"error": "error", "warn": "warning"}
 
 
@@ -138,9 +137,9 @@ class ChecklistScreen(Screen[None]):
         state = self.engine.state
         self.panels.show_resumed(state)
         settled = sum(1 for r in state.steps if r.settled)
-        self.log_panel.add("run", f"resumed run {state.run_id}")
-        self.app.notify(
-            f"Resumed run {state.run_id}: {settled} of {len(state.steps)} steps settled"
+        self.host.notify(
+            f"Resumed run {state.run_id}: {settled} of {len(state.steps)} steps settled",
+            source="run",
         )
         self.commands.offer_what_is_due()
 
@@ -183,8 +182,7 @@ class ChecklistScreen(Screen[None]):
         self.browser.set_backups(message.records, message.note)
 
     def on_glacier_restore_requested(self, message: GlacierRestoreRequested) -> None:
-        self.app.notify(message.answer, title="Glacier restore", timeout=15)
-        self.log_panel.add("s3", message.answer)
+        self.host.notify(message.answer, title="Glacier restore", source="s3")
         self.host.load_backups()
 
     def on_work_failed(self, message: WorkFailed) -> None:
@@ -193,8 +191,7 @@ class ChecklistScreen(Screen[None]):
             text = str(error)
         else:
             text = f"unexpected error: {type(error).__name__}: {redact(str(error))}"
-        self.log_panel.add(message.source, text, style="bold")
-        self.app.notify(text, title="Error", severity="error", timeout=20)
+        self.host.notify(text, title="Error", severity="error", timeout=20, source=message.source)
         self.refresh_run()
 
     # ------------------------------------------------------------ engine events
@@ -206,12 +203,9 @@ class ChecklistScreen(Screen[None]):
         elif isinstance(event, LogLine):
             self.panels.show_line(event)
         elif isinstance(event, Notice):
-            self.log_panel.add(event.level, event.text)
             severity: SeverityLevel = NOTICE_SEVERITY.get(event.level, "information")
-            # Short: the full text stays in the step's detail and the log (panel 4), and a
-            # toast hides part of the right panel at 80 columns while it lasts.
-            text = event.text if len(event.text) <= TOAST_CHARS else event.text[:TOAST_CHARS] + "…"
-            self.app.notify(text, severity=severity, timeout=12 if severity == "error" else 6)
+            timeout = 12 if severity == "error" else 6
+            self.host.notify(event.text, severity=severity, timeout=timeout, source=event.level)
 
     def on_engine_progress(self, message: EngineProgress) -> None:
         self.panels.show_progress(message.progress)
@@ -316,10 +310,13 @@ class ChecklistScreen(Screen[None]):
         return True
 
     def on_screen_suspend(self) -> None:
-        self.refresh_bindings()  # a dialog came over the checklist
+        """A dialog came over the checklist: no toast covers it (they are in the log)."""
+        self.refresh_bindings()
+        self.app.clear_notifications()
 
     def on_screen_resume(self) -> None:
         self.refresh_bindings()
+        self.host.show_waiting_toasts()
 
     def action_run_step(self) -> None:
         self.commands.run(self.checklist.selected_id)
@@ -396,7 +393,10 @@ class ChecklistScreen(Screen[None]):
     def action_pitr(self) -> None:
         app = self.host
         if app.engine_busy():
-            self.app.notify("A step is running: wait for it before a point-in-time recovery.")
+            self.host.notify(
+                "A step is running: wait for it before a point-in-time recovery.",
+                severity="warning",
+            )
             return
         self.app.push_screen(
             PitrScreen(
