@@ -234,6 +234,9 @@ class ChecklistScreen(Screen[None]):
             run_id=state.run_id if state else None,
         )
         self.checklist.show(state.steps if state else [], self._current_step())
+        if state is not None and state.backup is not None:
+            failed = state.step("verify").status is StepStatus.FAILED
+            self.browser.show_run(state.backup.name, failed)
         self._show_step_info()
         self.refresh_bindings()
         self.query_one(RtoTimer).show(state, app.incident_at, app.config.thresholds, app.now())
