@@ -19,6 +19,7 @@ import termios
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -30,6 +31,7 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.message_pump import MessagePump
 from textual.notifications import SeverityLevel
+from textual.screen import ModalScreen
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
 from preskool_dr.core.base.errors import DrError, UsageError
@@ -65,6 +67,13 @@ from preskool_dr.tui.widgets.log_panel import LogPanel
 from preskool_dr.tui.widgets.step_help import StepHelp
 
 EXIT_DONE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+TOAST_CHARS = 160  # a longer message is cut in its toast; the log has all of it
+SMALL_SCREEN_COLUMNS = 100  # below this a toast covers much of the panels: one at a time
+SEVERITY_LABELS: dict[SeverityLevel, str] = {
+    "information": "info",
+    "warning": "warn",
+    "error": "error",
+}
 TERMINAL_CHECK_SECONDS = 5.0
 STOP_SIGNALS = (signal.SIGHUP, signal.SIGTERM)
 # After a hang-up: how long the step may take to record its interruption, then how long
@@ -139,14 +148,28 @@ class HangUpWatchdog:
         os._exit(EXIT_INTERRUPTED)
 
 
+@dataclass(frozen=True)
+class Toast:
+    """A notification waiting for the dialog over the screen to close."""
+
+    message: str
+    title: str
+    severity: SeverityLevel
+    timeout: float | None
+    markup: bool
+
+
 class DrApp(App[int]):
     """`preskool-dr tui`: the nine-step restore with the checklist and clock always in view."""
 
     CSS_PATH = "app.tcss"
     TITLE = "preskool-dr"
-    # q on every screen; the checklist's own bindings are on ChecklistScreen.
+    # q on every screen; the checklist's own bindings are on ChecklistScreen. Ctrl+C quits
+    # too (the README says so), with the same question as q, even from a text box: priority
+    # puts it before the inputs' copy.
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", tooltip="Quit (asks first while a step runs)", id="quit"),
+        Binding("ctrl+c", "interrupt", "Quit", show=False, priority=True, id="ctrl-c"),
     ]
 
     def __init__(
@@ -188,6 +211,7 @@ class DrApp(App[int]):
         # Where the engine's events go: the checklist, or the PITR screen while a recovery
         # runs. Read from the worker's thread, so set before the work starts.
         self._events_to: MessagePump | None = None
+        self.waiting_toasts: list[Toast] = []  # warnings that came while a dialog was open
 
     def get_default_screen(self) -> ChecklistScreen:
         return ChecklistScreen(self)
@@ -394,9 +418,46 @@ class DrApp(App[int]):
         severity: SeverityLevel = "information",
         timeout: float | None = None,
         markup: bool = False,
+        source: str = "",
     ) -> None:
-        """Plain text by default: engine messages may hold brackets that are not markup."""
-        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+        """Every message of the app comes here. It goes into the log (panel 4, under
+        `source`, else the title, else its severity); only a warning or an error is also a
+        toast, and never over a dialog: it waits until the dialog is closed. A toast hides
+        part of the panels at 80 columns, so a small screen shows one at a time. Plain text
+        by default: engine messages may hold brackets that are not markup."""
+        self._log_notice(source or title.lower() or SEVERITY_LABELS[severity], message, severity)
+        if severity == "information":
+            return
+        toast = Toast(message, title, severity, timeout, markup)
+        if isinstance(self.screen, ModalScreen):
+            self.waiting_toasts.append(toast)
+        else:
+            self._show_toast(toast)
+
+    def show_waiting_toasts(self) -> None:
+        """The dialog is closed: what came while it was open, the newest last."""
+        waiting, self.waiting_toasts = self.waiting_toasts, []
+        for toast in waiting:
+            self._show_toast(toast)
+
+    def _show_toast(self, toast: Toast) -> None:
+        if self.size.width < SMALL_SCREEN_COLUMNS:
+            self.clear_notifications()
+        text = toast.message
+        if len(text) > TOAST_CHARS:
+            text = text[:TOAST_CHARS] + "… (all of it in the log: 4)"
+        super().notify(
+            text,
+            title=toast.title,
+            severity=toast.severity,
+            timeout=toast.timeout,
+            markup=toast.markup,
+        )
+
+    def _log_notice(self, source: str, message: str, severity: SeverityLevel) -> None:
+        panels = self.checklist_screen.query(LogPanel) if self.screen_stack else None
+        if panels:
+            panels.first().add(source, message, style="bold" if severity == "error" else "")
 
     # ------------------------------------------------------------ leaving
 
@@ -409,6 +470,13 @@ class DrApp(App[int]):
         if not self.interrupted and any(r.status is StepStatus.FAILED for r in state.steps):
             return EXIT_FAILED
         return EXIT_INTERRUPTED
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # In a dialog q types into its box: the footer must not offer it there.
+        return not (action == "quit" and isinstance(self.screen, ModalScreen))
+
+    async def action_interrupt(self) -> None:
+        await self.action_quit()
 
     async def action_quit(self) -> None:
         if isinstance(self.screen, QuitScreen):

@@ -51,7 +51,10 @@ class RunHost(Protocol):
         severity: SeverityLevel = "information",
         timeout: float | None = None,
         markup: bool = False,
+        source: str = "",
     ) -> None: ...
+
+    def show_waiting_toasts(self) -> None: ...
 
     async def action_quit(self) -> None: ...
 

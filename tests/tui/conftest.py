@@ -279,3 +279,10 @@ async def confirm_recreate(pilot: Pilot[Any], database: Database) -> None:
         lambda: status(app, "recreate_db") is StepStatus.DONE and not app.engine_busy(),
         "database recreated",
     )
+
+
+def log_text(app: DrApp) -> str:
+    """What the log panel (panel 4) holds, drawn or still waiting to be drawn."""
+    panel = app.log_panel
+    drawn = [strip.text for strip in panel.lines]
+    return "\n".join([*drawn, *(line.plain for line in panel.waiting)])

@@ -56,7 +56,6 @@ from preskool_dr.tui.widgets.step_help import HELP_LAYER, StepHelp
 from preskool_dr.tui.widgets.step_info import StepInfo
 from preskool_dr.tui.widgets.summary_panel import SummaryPanel
 
-TOAST_CHARS = 160
 STEP_ACTIONS = frozenset({"run_step", "skip_step", "retry_step"})
 NOTICE_SEVERITY: dict[str, SeverityLevel] = {"error": "error", "warn": "warning"}
 
@@ -142,9 +141,9 @@ class ChecklistScreen(Screen[None]):
         state = self.engine.state
         self.panels.show_resumed(state)
         settled = sum(1 for r in state.steps if r.settled)
-        self.log_panel.add("run", f"resumed run {state.run_id}")
-        self.app.notify(
-            f"Resumed run {state.run_id}: {settled} of {len(state.steps)} steps settled"
+        self.host.notify(
+            f"Resumed run {state.run_id}: {settled} of {len(state.steps)} steps settled",
+            source="run",
         )
         self.commands.offer_what_is_due()
 
@@ -197,8 +196,7 @@ class ChecklistScreen(Screen[None]):
         self.browser.set_backups(message.records, message.note)
 
     def on_glacier_restore_requested(self, message: GlacierRestoreRequested) -> None:
-        self.app.notify(message.answer, title="Glacier restore", timeout=15)
-        self.log_panel.add("s3", message.answer)
+        self.host.notify(message.answer, title="Glacier restore", source="s3")
         self.host.load_backups()
 
     def on_work_failed(self, message: WorkFailed) -> None:
@@ -207,8 +205,7 @@ class ChecklistScreen(Screen[None]):
             text = str(error)
         else:
             text = f"unexpected error: {type(error).__name__}: {redact(str(error))}"
-        self.log_panel.add(message.source, text, style="bold")
-        self.app.notify(text, title="Error", severity="error", timeout=20)
+        self.host.notify(text, title="Error", severity="error", timeout=20, source=message.source)
         self.refresh_run()
 
     # ------------------------------------------------------------ engine events
@@ -220,12 +217,9 @@ class ChecklistScreen(Screen[None]):
         elif isinstance(event, LogLine):
             self.panels.show_line(event)
         elif isinstance(event, Notice):
-            self.log_panel.add(event.level, event.text)
             severity: SeverityLevel = NOTICE_SEVERITY.get(event.level, "information")
-            # Short: the full text stays in the step's detail and the log (panel 4), and a
-            # toast hides part of the right panel at 80 columns while it lasts.
-            text = event.text if len(event.text) <= TOAST_CHARS else event.text[:TOAST_CHARS] + "…"
-            self.app.notify(text, severity=severity, timeout=12 if severity == "error" else 6)
+            timeout = 12 if severity == "error" else 6
+            self.host.notify(event.text, severity=severity, timeout=timeout, source=event.level)
 
     def on_engine_progress(self, message: EngineProgress) -> None:
         progress = message.progress
@@ -260,7 +254,11 @@ class ChecklistScreen(Screen[None]):
             run_id=state.run_id if state else None,
         )
         self.checklist.show(state.steps if state else [], self._current_step())
+        if state is not None and state.backup is not None:
+            failed = state.step("verify").status is StepStatus.FAILED
+            self.browser.show_run(state.backup.name, failed)
         self._show_step_info()
+        self.refresh_bindings()
         self.query_one(RtoTimer).show(state, app.incident_at, app.config.thresholds, app.now())
         self.refresh_bindings()  # the footer follows the run (an ended run runs no step)
 
@@ -295,6 +293,7 @@ class ChecklistScreen(Screen[None]):
     @on(Checklist.Selected)
     def _step_selected(self) -> None:
         self._show_step_info()
+        self.refresh_bindings()  # Retry is offered on a failed step only
         if self.help.is_open:
             self._open_help()  # arrows page through the steps' help
 
@@ -311,15 +310,42 @@ class ChecklistScreen(Screen[None]):
     # ------------------------------------------------------------ keys
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The footer shows what applies now: nothing of the checklist's while a dialog is
+        over it (its keys type into the dialog), no run keys under the help."""
+        if not self.is_active:
+            return False
         if action == "close_help":
             return self.help.is_open
-        if action == "help":
-            return self.is_active
-        if action in STEP_ACTIONS and self.engine is not None and self.engine.state.finished:
-            return False  # out of the footer: no step runs again in an ended run
-        if action in RUN_ACTIONS:
-            return self.is_active and not self.help.is_open
+        if action in RUN_ACTIONS and self.help.is_open:
+            return False
+        return self.offers(action)
+
+    def offers(self, action: str) -> bool:
+        """Whether `action` applies to the run as it stands (the footer and the palette)."""
+        state = self.engine.state if self.engine else None
+        if action in STEP_ACTIONS and state is not None and state.finished:
+            return False  # no step runs again in an ended run
+        if action == "retry_step":
+            return state is not None and (
+                state.step(self.checklist.selected_id).status is StepStatus.FAILED
+            )
+        if action in ("drop_aside", "rollback"):
+            return state is not None and state.aside_state == "renamed" and bool(state.aside_db)
+        if action == "sign_off":
+            return state is not None and state.mode == "drill" and state.drill_log_entry is None
+        if action == "request_restore":
+            record = self.browser.highlighted()
+            return record is not None and record.needs_restore
         return True
+
+    def on_screen_suspend(self) -> None:
+        """A dialog came over the checklist: no toast covers it (they are in the log)."""
+        self.refresh_bindings()
+        self.app.clear_notifications()
+
+    def on_screen_resume(self) -> None:
+        self.refresh_bindings()
+        self.host.show_waiting_toasts()
 
     def action_run_step(self) -> None:
         self.commands.run(self.checklist.selected_id)
@@ -398,7 +424,10 @@ class ChecklistScreen(Screen[None]):
     def action_pitr(self) -> None:
         app = self.host
         if app.engine_busy():
-            self.app.notify("A step is running: wait for it before a point-in-time recovery.")
+            self.host.notify(
+                "A step is running: wait for it before a point-in-time recovery.",
+                severity="warning",
+            )
             return
         self.app.push_screen(
             PitrScreen(

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, ClassVar
 
-import humanize
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -18,18 +17,67 @@ from textual.widgets import DataTable, Input, Static
 from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.tui.format import size
 
-# (label, sort key): sorting uses the values, not the text shown. The time comes first and
-# the long name last: at 80 columns the detail line under the table carries the name.
-COLUMNS: tuple[tuple[str, Callable[[BackupRecord], Any]], ...] = (
-    ("Time (UTC)", lambda r: r.time),
-    ("Age", lambda r: r.time),
-    ("Kind", lambda r: r.kind),
-    ("Size", lambda r: r.size or 0),
-    ("Where", lambda r: "+".join(r.locations)),
-    ("Storage", lambda r: r.storage_class or ""),
-    ("MD5", lambda r: r.has_md5),
-    ("Name", lambda r: r.name),
-)
+# label -> sort key: sorting uses the values, not the text shown.
+SORT_KEYS: dict[str, Callable[[BackupRecord], Any]] = {
+    "State": lambda r: (r.needs_restore, not r.has_md5),
+    "Time (UTC)": lambda r: r.time,
+    "Age": lambda r: r.time,
+    "Kind": lambda r: r.kind,
+    "Size": lambda r: r.size or 0,
+    "Where": lambda r: "+".join(r.locations),
+    "Storage": lambda r: r.storage_class or "",
+    "Name": lambda r: r.name,
+}
+# The columns for the table's width: the state, time, age, kind and size always fit (80
+# columns); where and storage from MEDIUM_WIDTH on, the long name from WIDE_WIDTH on (the
+# detail line under the table carries the name, place and class at any width).
+NARROW = ("State", "Time (UTC)", "Age", "Kind", "Size")
+MEDIUM = (*NARROW, "Where", "Storage")
+WIDE = (*MEDIUM, "Name")
+MEDIUM_WIDTH, WIDE_WIDTH = 66, 110
+# The state column, one mark each (they read without colour; the detail line spells them out)
+CHOSEN, FAILED_VERIFY, ARCHIVED, RESTORING, NO_MD5 = "▶", "✖", "G", "…", "?"
+
+
+def columns_for(width: int) -> tuple[str, ...]:
+    if width >= WIDE_WIDTH:
+        return WIDE
+    return MEDIUM if width >= MEDIUM_WIDTH else NARROW
+
+
+def short_size(count: int | None) -> str:
+    """14M, 163K, 1.2G: the unit always shows, in five columns at most."""
+    if count is None:
+        return "?"
+    value = float(count)
+    for unit in ("B", "K", "M", "G", "T"):
+        if value < 1024 or unit == "T":
+            return f"{value:.1f}{unit}" if value < 10 and unit != "B" else f"{value:.0f}{unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def short_age(seconds: float) -> str:
+    """5m, 3h, 2d: the age at a glance."""
+    minutes = max(0, int(seconds // 60))
+    if minutes < 60:
+        return f"{minutes}m"
+    if minutes < 48 * 60:
+        return f"{minutes // 60}h"
+    return f"{minutes // (24 * 60)}d"
+
+
+def state_marks(record: BackupRecord, chosen: str | None, failed: set[str]) -> Text:
+    marks = Text()
+    if record.name == chosen:
+        marks.append(CHOSEN, style="bold")
+    if record.name in failed:
+        marks.append(FAILED_VERIFY, style="bold red")
+    if record.needs_restore:
+        marks.append(RESTORING if record.restore_state == "in-progress" else ARCHIVED)
+    if not record.has_md5:
+        marks.append(NO_MD5, style="bold")
+    return marks
 
 
 def storage_text(record: BackupRecord) -> str:
@@ -53,8 +101,11 @@ class BackupBrowser(Vertical):
             "request_restore",
             "Glacier restore",
             tooltip="Ask S3 to restore the highlighted archived backup",
-            show=False,
             id="request-restore",
+        ),
+        Binding("o", "sort", "Sort", tooltip="Sort by the next column", id="sort"),
+        Binding(
+            "O", "reverse_sort", "Reverse", tooltip="Reverse the order", show=False, id="reverse"
         ),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
@@ -73,8 +124,11 @@ class BackupBrowser(Vertical):
         super().__init__(id=id)
         self.now = now
         self.records: list[BackupRecord] = []
-        self.sort_column = 0
+        self.sort_column = "Time (UTC)"
         self.sort_reverse = True  # newest first
+        self.columns: tuple[str, ...] = ()  # those shown, for the table's width
+        self.chosen: str | None = None  # the run's backup
+        self.failed: set[str] = set()  # backups whose checksum step failed in this run
         self.message = "Loading the backup catalog…"
 
     def compose(self) -> ComposeResult:
@@ -86,10 +140,23 @@ class BackupBrowser(Vertical):
         yield Static(self.message, id="backup-detail", markup=False)
 
     def on_mount(self) -> None:
-        table = self.table
-        for label, _ in COLUMNS:
-            table.add_column(label, key=label)
         self.query_one("#backup-filter", Input).display = False
+
+    def on_resize(self) -> None:
+        columns = columns_for(self.size.width)
+        if columns != self.columns:
+            self.columns = columns
+            self.table.clear(columns=True)
+            for label in columns:
+                self.table.add_column(label, key=label)
+            self._rebuild()
+
+    def show_run(self, chosen: str | None, failed_verify: bool) -> None:
+        """Mark the run's backup, and keep it marked bad once its checksum step failed."""
+        failed = self.failed | {chosen} if chosen and failed_verify else self.failed
+        if (chosen, failed) != (self.chosen, self.failed):
+            self.chosen, self.failed = chosen, failed
+            self._rebuild()
 
     @property
     def table(self) -> DataTable[str | Text]:
@@ -121,8 +188,7 @@ class BackupBrowser(Vertical):
                 ]
             ).lower()
         ]
-        key = COLUMNS[self.sort_column][1]
-        return sorted(rows, key=key, reverse=self.sort_reverse)
+        return sorted(rows, key=SORT_KEYS[self.sort_column], reverse=self.sort_reverse)
 
     def highlighted(self) -> BackupRecord | None:
         table = self.table
@@ -133,24 +199,36 @@ class BackupBrowser(Vertical):
 
     def _rebuild(self) -> None:
         table = self.table
+        if not self.columns:
+            return  # not sized yet: on_resize draws it
         keep = self.highlighted()
         table.clear()
-        now = self.now()
         for record in self.visible_records():
+            cells = self._cells(record)
+            style = "dim" if record.needs_restore else ""
             table.add_row(
-                f"{record.time:%Y-%m-%d %H:%M}",
-                humanize.naturaldelta(now - record.time),
-                record.kind,
-                size(record.size),
-                "+".join(record.locations) or "-",
-                storage_text(record),
-                "✔" if record.has_md5 else "✖ none",
-                record.name,
+                *(
+                    Text(cells[label], style=style) if label != "State" else cells[label]
+                    for label in self.columns
+                ),
                 key=record.name,
             )
         if keep is not None and keep.name in table.rows:
             table.move_cursor(row=table.get_row_index(keep.name))
         self._show_detail()
+
+    def _cells(self, record: BackupRecord) -> dict[str, Any]:
+        wide = self.columns != NARROW
+        return {
+            "State": state_marks(record, self.chosen, self.failed),
+            "Time (UTC)": f"{record.time:%Y-%m-%d %H:%M}" if wide else f"{record.time:%m-%d %H:%M}",
+            "Age": short_age((self.now() - record.time).total_seconds()),
+            "Kind": record.kind,
+            "Size": short_size(record.size),
+            "Where": "+".join(record.locations) or "-",
+            "Storage": storage_text(record) if wide else "",
+            "Name": record.name,
+        }
 
     def _show_detail(self) -> None:
         record = self.highlighted()
@@ -163,10 +241,14 @@ class BackupBrowser(Vertical):
             f"{record.name}\n"
             f"{record.kind} · {size(record.size)} · {where} · {record.storage_class or 'disk'}\n"
         )
-        if record.needs_restore:
-            text += "archived, not downloadable yet: g restores"
+        if record.name in self.failed:
+            text += f"{FAILED_VERIFY} failed the checksum step in this run: choose another one"
+        elif record.needs_restore:
+            text += f"{ARCHIVED} archived, not downloadable yet: g restores"
         elif not record.has_md5:
-            text += "no .md5 sidecar: step 4 will refuse it"
+            text += f"{NO_MD5} no .md5 sidecar: step 4 will refuse it"
+        elif record.name == self.chosen:
+            text += f"{CHOSEN} the run's backup"
         else:
             text += "Enter chooses it"
         detail.update(text)
@@ -174,6 +256,13 @@ class BackupBrowser(Vertical):
     @on(DataTable.RowHighlighted, "#backup-table")
     def _highlighted(self) -> None:
         self._show_detail()
+        self.screen.refresh_bindings()  # g is offered on an archived backup only
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "request_restore":
+            record = self.highlighted()
+            return record is not None and record.needs_restore
+        return True
 
     @on(DataTable.RowSelected, "#backup-table")
     def _selected(self, event: DataTable.RowSelected) -> None:
@@ -193,11 +282,23 @@ class BackupBrowser(Vertical):
     @on(DataTable.HeaderSelected, "#backup-table")
     def _sort(self, event: DataTable.HeaderSelected) -> None:
         event.stop()
-        if event.column_index == self.sort_column:
+        self.sort_by(str(event.column_key.value))
+
+    def sort_by(self, column: str) -> None:
+        """Sort by `column`; the same column again reverses the order."""
+        if column == self.sort_column:
             self.sort_reverse = not self.sort_reverse
         else:
-            self.sort_column, self.sort_reverse = event.column_index, False
+            self.sort_column, self.sort_reverse = column, False
         self._rebuild()
+
+    def action_sort(self) -> None:
+        shown = list(self.columns) or [self.sort_column]
+        at = shown.index(self.sort_column) if self.sort_column in shown else -1
+        self.sort_by(shown[(at + 1) % len(shown)])
+
+    def action_reverse_sort(self) -> None:
+        self.sort_by(self.sort_column)
 
     @on(Input.Changed, "#backup-filter")
     def _filter_changed(self) -> None:

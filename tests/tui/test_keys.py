@@ -1,0 +1,112 @@
+"""Keys at 80x24 and 120x40: Ctrl+C quits with q's question; the footer and the palette
+offer what applies where the focus is, and nothing of the checklist's inside a dialog."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from textual.command import CommandPalette
+from textual.widgets import Input
+
+from preskool_dr.core.base.events import StepStatus
+from preskool_dr.tui.app import DrApp
+from preskool_dr.tui.screens.quit_confirm import QuitScreen
+from preskool_dr.tui.screens.skip_reason import SkipReasonScreen
+from tests.tui.conftest import Site, screen_text, start_run, status, wait_for, wait_for_exit
+
+SIZES = [(80, 24), (120, 40)]
+
+
+def footer(app: DrApp) -> set[str]:
+    """What the checklist screen's footer offers now."""
+    return {
+        active.binding.description
+        for active in app.checklist_screen.active_bindings.values()
+        if active.binding.show
+    }
+
+
+async def ctrl_c_while_running(app: DrApp, size: tuple[int, int]) -> None:
+    async with app.run_test(size=size, notifications=True) as pilot:
+        await start_run(pilot)
+        await pilot.press("home", "r")
+        await wait_for(pilot, lambda: status(app, "app_offline") is StepStatus.RUNNING, "running")
+        await pilot.press("ctrl+c")
+        await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen), "quit question")
+        assert not any("[b]" in n.message for n in app._notifications)
+        await pilot.press("n")  # keep running
+        await pilot.pause()
+        assert status(app, "app_offline") is StepStatus.RUNNING
+        await pilot.press("ctrl+c")
+        await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen), "quit question")
+        await pilot.press("y")
+        await wait_for_exit(app)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_ctrl_c_quits_with_the_same_question_as_q(slow_site: Site, size: tuple[int, int]) -> None:
+    slow_site.backup()
+    app = DrApp(slow_site.config)
+    asyncio.run(ctrl_c_while_running(app, size))
+    assert app.return_code == 130
+
+
+async def ctrl_c_in_the_first_dialog(app: DrApp, size: tuple[int, int]) -> None:
+    async with app.run_test(size=size) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.focused, Input), "incident prompt")
+        await pilot.press("ctrl+c")  # from a text box too, where it used to copy
+        await wait_for_exit(app)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_ctrl_c_quits_from_a_text_box(site: Site, size: tuple[int, int]) -> None:
+    app = DrApp(site.config)
+    asyncio.run(ctrl_c_in_the_first_dialog(app, size))
+    assert app.return_code == 0
+
+
+async def keys_follow_focus(app: DrApp, size: tuple[int, int]) -> None:
+    async with app.run_test(size=size) as pilot:
+        await start_run(pilot)
+        keys = footer(app)
+        assert {"Run step", "Skip", "Backups", "Help", "Quit"} <= keys
+        assert not keys & {"Retry", "Filter", "Sort", "Glacier restore"}  # nothing failed
+        await pilot.press("b")
+        keys = footer(app)
+        assert {"Filter", "Sort", "Quit"} <= keys  # the browser's own keys
+        assert "Glacier restore" not in keys  # the highlighted backup is not archived
+        assert "Sort" in screen_text(pilot).splitlines()[-1]
+
+        # the palette lists what applies, with its key
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette), "palette")
+        for query, shown, hidden in (
+            ("run step", "Run step  r", "Retry"),  # nothing failed
+            ("help", "Help  ?", "Roll back"),  # no aside copy
+        ):
+            await pilot.press("ctrl+u", *query)
+            await pilot.pause(0.3)
+            text = screen_text(pilot)
+            assert shown in text and hidden not in text, text
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, CommandPalette), "closed")
+
+        # in a dialog the checklist offers nothing: b and q type into the box
+        app.checklist.focus()
+        await pilot.press("home", "s")  # step 1 may be skipped: the dialog asks why
+        await wait_for(pilot, lambda: isinstance(app.screen, SkipReasonScreen), "skip reason")
+        await pilot.pause()
+        assert footer(app) == set()
+        await pilot.press("b", "q")
+        assert app.screen.query_one(Input).value == "bq" and app.is_running
+        await pilot.press("escape")
+        await pilot.pause()
+        assert {"Run step", "Quit"} <= footer(app)
+        await pilot.press("q")
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_footer_and_palette_follow_focus_and_state(site: Site, size: tuple[int, int]) -> None:
+    site.backup()
+    asyncio.run(keys_follow_focus(DrApp(site.config), size))
