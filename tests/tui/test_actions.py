@@ -4,6 +4,7 @@ incident time, the command palette, drill mode, and the CLI entry."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -245,7 +246,9 @@ async def terminal_gone(app: DrApp) -> None:
         await start_run(pilot)
         await pilot.press("home", "r")
         await wait_for(pilot, lambda: status(app, "app_offline") is StepStatus.RUNNING, "running")
-        app._check_terminal()  # pytest's stdin is no terminal: as after an SSH hang-up
+        # the terminal watcher, on its thread as in the app: pytest's stdin is no terminal,
+        # as after an SSH hang-up
+        threading.Thread(target=app._watch_terminal, daemon=True).start()
         await wait_for_exit(app)
 
 
