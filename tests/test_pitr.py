@@ -59,6 +59,8 @@ from tests.conftest import (
     write_runbook,
 )
 
+pytestmark = pytest.mark.slow  # a PITR scenario: base backup, WAL, recovered servers
+
 ROOT = os.geteuid() == 0
 ROWS = {1: 40, 2: 25, 3: 30}  # batch -> rows; each row is its own transaction
 

@@ -103,6 +103,7 @@ def hold_pg_restore_at_a_row(site: Site, release: str) -> None:
 
 
 @pytest.mark.parametrize("method", ["serial", "parallel", "custom"])
+@pytest.mark.slow
 def test_server_crash_mid_load_fails_clearly_and_resumes(
     site: Site, pg_cluster: Cluster, method: str
 ) -> None:
@@ -261,6 +262,7 @@ NAMES = ["preskool-db", "MixedCase", "x; DROP DATABASE postgres", 'it\'s "quoted
 
 
 @pytest.mark.parametrize("name", NAMES, ids=["dash", "mixed-case", "hostile", "quotes"])
+@pytest.mark.slow
 def test_names_that_need_quoting_are_only_names(
     site: Site, database: Database, pg_cluster: Cluster, name: str
 ) -> None:

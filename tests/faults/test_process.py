@@ -156,6 +156,7 @@ SCENES = {
 
 @pytest.mark.parametrize("signame", list(SIGNALS))
 @pytest.mark.parametrize("step", list(SCENES))
+@pytest.mark.slow
 def test_signal_during_a_long_step_then_resume(
     site: Site, request: pytest.FixtureRequest, step: str, signame: str
 ) -> None:

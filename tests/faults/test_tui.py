@@ -130,6 +130,7 @@ async def finish_after_the_load(pilot: Pilot[Any], app: DrApp) -> None:
 # ---------------------------------------------------------------- resize
 
 
+@pytest.mark.slow
 def test_resize_to_40x12_and_back_during_the_load(site: Site) -> None:
     """The terminal shrinks to 40x12 while step 6 loads, then grows to 80x24 and 120x40: no
     crash, the load goes on and completes, the checklist shows the journal at every size."""
@@ -249,6 +250,7 @@ HANG_UP_EXIT_BOUND = 40.0
 
 
 @pytest.mark.parametrize("sighup", ["forward", "ignore"])
+@pytest.mark.slow
 def test_closed_tmux_pane_mid_load_exits_130_and_frees_the_lock(site: Site, sighup: str) -> None:
     """A real terminal (a tmux pane) closed while step 6 loads: the TUI process ends with 130
     within seconds (its event loop is stuck writing to the dead terminal), the journal says
@@ -299,6 +301,7 @@ def test_closed_tmux_pane_mid_load_exits_130_and_frees_the_lock(site: Site, sigh
 # ---------------------------------------------------------------- output flood
 
 
+@pytest.mark.slow
 def test_output_flood_keeps_the_log_bounded_and_keys_working(site: Site) -> None:
     """app.stop prints 200,000 lines: a key pressed while it still runs is handled, and the
     log panel, shown and then hidden, holds at most MAX_LINES lines: the newest ones."""
@@ -351,6 +354,7 @@ async def flood_the_log(app: DrApp, site: Site, release: Path) -> None:
         await pilot.press("q")
 
 
+@pytest.mark.slow
 def test_event_flood_before_the_log_was_ever_shown(site: Site) -> None:
     """200,000 log events while the log panel has never been on screen: the waiting lines
     stay bounded, a key is handled, and panel 4 then shows the newest lines and how many
