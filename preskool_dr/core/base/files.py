@@ -9,6 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
+# Backups hold the whole database: what the tool writes is readable by its owner only.
 PRIVATE_FILE_MODE = 0o600
 
 

@@ -41,7 +41,6 @@ _MD5_RE = re.compile(r"[0-9a-fA-F]{32}")
 # GNU text/binary form `<hex>  <name>` / `<hex> *<name>`, and the BSD `--tag` form.
 _GNU_LINE = re.compile(r"(?P<md5>[0-9a-fA-F]{32}) [ *](?P<name>.+)")
 _BSD_LINE = re.compile(r"MD5 \((?P<name>.+)\) = (?P<md5>[0-9a-fA-F]{32})")
-# Backups hold the whole database: what the tool writes is readable by its owner only.
 # pg_dump's plain format opens with this banner and closes with the "complete" one, which it
 # writes only after the last object; since PostgreSQL 17.6/16.10/15.14 a `\unrestrict KEY`
 # line may follow it. Only the head and a small tail of the text are kept while streaming.
