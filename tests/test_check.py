@@ -15,7 +15,7 @@ import pytest
 
 from preskool_dr.core.base.events import utcnow
 from preskool_dr.core.base.ports import free_port
-from preskool_dr.core.monitor.check import read_restore_test_result, record_restore_test_result
+from preskool_dr.core.restore.test_record import read_restore_test_result, record_restore_test_result
 from preskool_dr.core.storage import catalog
 from tests.conftest import AWS_SECRET, REPO, Database, run_cli
 
