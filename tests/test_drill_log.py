@@ -35,7 +35,8 @@ from preskool_dr.core.drill.log import (
     verify_log,
 )
 from preskool_dr.core.drill.signing import NAMESPACE, SigningKey, key_from_file, resolve_key, sign
-from tests.conftest import PASSWORD, REPO
+from tests.support.leaks import PASSWORD
+from tests.support.runbook import REPO
 
 PYTHON = str(REPO / ".venv" / "bin" / "python")
 PASSPHRASE = "correct-horse-MARKER-91"

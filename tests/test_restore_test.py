@@ -22,14 +22,11 @@ from preskool_dr.core.base.events import Event, Notice
 from preskool_dr.core.restore import restore_test
 from preskool_dr.core.storage import catalog
 from preskool_dr.demo.cluster import Cluster
-from tests.conftest import PASSWORD, REPO, Database, make_database
-from tests.test_restore_stream import (
-    LockWhenCreated,
-    drop_database,
-    dump_sql,
-    psql_children,
-    write_backup,
-)
+from tests.support.backups import dump_sql, write_backup
+from tests.support.db import Database, drop_database, make_database
+from tests.support.leaks import PASSWORD
+from tests.support.loaders import LockWhenCreated, live_psql_children
+from tests.support.runbook import REPO
 
 SCRATCH = "preskool_restore_test"  # restore_test.database in the shipped runbook.yaml
 NAME = "preskool-backup-20260220_020000.sql.gz"
@@ -277,7 +274,7 @@ def test_signal_mid_restore_drops_the_scratch_database(
             # psql is now mid-COPY, waiting on the lock: the restore is under way.
             blocker.wait_for_waiter()
             head = _read_until(proc, "[OK]    create database")
-            children = psql_children(proc.pid)
+            children = live_psql_children(proc.pid)
             assert len(children) == 1
             proc.send_signal(signum)
             out, err = proc.communicate(timeout=120)

@@ -23,17 +23,11 @@ import pytest
 from preskool_dr.core.base.ports import free_port
 from preskool_dr.core.storage import catalog, checksum
 from preskool_dr.core.storage.s3store import S3Store
-from tests.faults.conftest import (
-    Fault,
-    FaultProxy,
-    Site,
-    assert_no_partial_backups,
-    assert_says,
-    s3_only_backup,
-    the_error,
-    wait_for_size,
-)
-from tests.test_s3store import moto_checks_credentials
+from tests.support.backups import s3_only_backup
+from tests.support.checks import assert_no_partial_backups, assert_says, the_error, wait_for_size
+from tests.support.moto import moto_checks_credentials
+from tests.support.s3proxy import Fault, FaultProxy
+from tests.support.site import Site
 
 GZ = ".sql.gz"  # the faults hit the backup object, not its sidecar or meta
 

@@ -30,8 +30,7 @@ from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
 from preskool_dr.tui.screens.resume_run import ResumeRunScreen
 from preskool_dr.tui.widgets.log_panel import MAX_LINES
-from tests.faults.conftest import (
-    Site,
+from tests.support.backups import (
     backup_sql,
     blocker,
     create_db,
@@ -39,7 +38,8 @@ from tests.faults.conftest import (
     rewrite_backup,
     wait_until_blocked,
 )
-from tests.tui.conftest import (
+from tests.support.site import Site
+from tests.support.tui import (
     STEP_TITLES,
     confirm_recreate,
     run_selected,
