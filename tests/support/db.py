@@ -81,18 +81,28 @@ def start_private_cluster() -> Cluster:
 
 def seeded_template(cluster: Cluster, scale: float) -> str:
     """The name of a database seeded once at `scale` (as the app role), made on first use.
-    Copying it with CREATE DATABASE ... TEMPLATE is much cheaper than seeding again; nothing
-    connects to it after seeding (a template must have no sessions)."""
+    Copying it with CREATE DATABASE ... TEMPLATE is much cheaper than seeding again. It is
+    seeded under another name and renamed when complete, then closed to connections (a
+    template must have no sessions, autovacuum's included)."""
     name = f"seeded_template_{round(scale * 1000)}"
+    building = sql.Identifier(f"{name}_building")
     with _superuser(cluster) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
             return name
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(building))
         conn.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(name), sql.Identifier(APP_ROLE)
-            )
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(building, sql.Identifier(APP_ROLE))
         )
-    seed_database(cluster.conninfo(name, user=APP_ROLE), password=PASSWORD, scale=scale)
+    seed_database(
+        cluster.conninfo(f"{name}_building", user=APP_ROLE), password=PASSWORD, scale=scale
+    )
+    with _superuser(cluster) as conn:
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(building, sql.Identifier(name))
+        )
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(name))
+        )
     return name
 
 
