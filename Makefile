@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo bench postgres clean
+.PHONY: test check lint demo bench postgres clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,8 +23,14 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# The whole suite (what CI runs).
 test: $(STAMP) postgres lint
 	bash scripts/run-pytest.sh $(BIN)/pytest -q $(PYTEST_ARGS)
+
+# The fast tier for the edit loop: still real PostgreSQL and S3, without the cases marked
+# slow (tmux, PITR, output floods, big loads, kills mid-run).
+check: $(STAMP) postgres lint
+	bash scripts/run-pytest.sh $(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP) postgres
 	$(BIN)/preskool-dr demo $(DEMO_ARGS)

@@ -146,6 +146,7 @@ def test_part_boundaries(
     assert fingerprint(target) == fingerprint(source)
 
 
+@pytest.mark.slow
 def test_pgbench_parallel_equals_serial(scratch: Callable[[], Database], tmp_path: Path) -> None:
     source = scratch()
     subprocess.run(

@@ -44,6 +44,9 @@ from tests.support.pitr import (
 )
 from tests.support.signing import assert_openssh_verifies, make_signing_key
 
+# Every case here recovers a cluster (or needs the scenario built): the slow tier.
+pytestmark = pytest.mark.slow
+
 # ---------------------------------------------------------------- helpers for a recovery
 
 

@@ -204,6 +204,7 @@ def test_sql_error_mid_load_fails_with_the_statement_and_rolls_back(site: Site) 
     assert Journal(site.config().state_dir).load(state.run_id).result == "rolled-back"
 
 
+@pytest.mark.slow
 def test_kill_9_during_the_load_then_resume(
     tmp_path: Path,
     site: Site,

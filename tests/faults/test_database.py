@@ -102,6 +102,7 @@ def hold_pg_restore_at_a_row(site: Site, release: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(release)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["serial", "parallel", "custom"])
 def test_server_crash_mid_load_fails_clearly_and_resumes(
     site: Site, pg_cluster: Cluster, method: str
@@ -260,6 +261,7 @@ def payments(cluster: Cluster, name: str) -> int:
 NAMES = ["preskool-db", "MixedCase", "x; DROP DATABASE postgres", 'it\'s "quoted"']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES, ids=["dash", "mixed-case", "hostile", "quotes"])
 def test_names_that_need_quoting_are_only_names(
     site: Site, database: Database, pg_cluster: Cluster, name: str

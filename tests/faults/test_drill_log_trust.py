@@ -133,6 +133,7 @@ def check_json(site: Site, prom: Path) -> tuple[int, dict[str, Any], dict[str, f
 # ---------------------------------------------------------------- a cut or emptied log
 
 
+@pytest.mark.slow
 def test_cut_tail_is_invalid_naming_the_missing_runs_entry(drill_site: Site) -> None:
     """Two real drills, then the last line of the drill log deleted: verify, VALID before
     the cut, is INVALID (exit 1) after it, naming the second drill's run and entry."""
@@ -153,6 +154,7 @@ def test_cut_tail_is_invalid_naming_the_missing_runs_entry(drill_site: Site) -> 
     assert_says(verdict, "line 2 (missing)", f"run {run_of(site, sha)}", sha[:12])
 
 
+@pytest.mark.slow
 def test_emptied_log_is_invalid(drill_site: Site) -> None:
     """A drill, then the drill log emptied (truncated to 0 bytes): verify is INVALID, not
     "0 drills, valid", and names the run whose entry is gone."""
@@ -197,6 +199,7 @@ def test_expect_head_fails_on_another_head(
 # ---------------------------------------------------------------- check
 
 
+@pytest.mark.slow
 def test_check_after_a_cut_is_critical_naming_the_drill_log(
     drill_site: Site, tmp_path: Path
 ) -> None:
@@ -234,6 +237,7 @@ def test_check_after_a_cut_is_critical_naming_the_drill_log(
     assert nagios.stdout.startswith("PRESKOOL_DR CRITICAL - Drill log cut or rewritten")
 
 
+@pytest.mark.slow
 def test_check_notices_a_replaced_history_without_journals(
     drill_site: Site, tmp_path: Path
 ) -> None:

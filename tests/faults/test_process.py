@@ -155,6 +155,7 @@ SCENES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signame", list(SIGNALS))
 @pytest.mark.parametrize("step", list(SCENES))
 def test_signal_during_a_long_step_then_resume(

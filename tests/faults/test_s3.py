@@ -101,6 +101,7 @@ def test_missing_object_is_exit_2(site: Site, s3: str) -> None:
     ],
     ids=["slowdown-503", "internal-error-500", "slow-answers"],
 )
+@pytest.mark.slow
 def test_throttling_and_5xx_are_retried(
     site: Site, s3_proxy: FaultProxy, faults: list[Fault]
 ) -> None:
@@ -139,6 +140,7 @@ def test_persistent_5xx_fails_before_downtime(site: Site, s3_proxy: FaultProxy) 
     site.assert_no_leak(result)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["reset", "cut"])
 def test_connection_broken_half_way_is_resumed_with_range(
     site: Site, s3_proxy: FaultProxy, how: str
@@ -164,6 +166,7 @@ def test_connection_broken_half_way_is_resumed_with_range(
     site.assert_no_leak(result)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("storage_class", ["GLACIER", "DEEP_ARCHIVE"])
 def test_archived_backup_says_how_to_get_it(site: Site, s3: str, storage_class: str) -> None:
     """An object in GLACIER/DEEP_ARCHIVE: verify exits 3 with the restore request to make,

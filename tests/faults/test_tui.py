@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from textual.pilot import Pilot
 from textual.widgets import ContentSwitcher
 
@@ -124,6 +125,7 @@ async def finish_after_the_load(pilot: Pilot[Any], app: DrApp) -> None:
 # ---------------------------------------------------------------- resize
 
 
+@pytest.mark.slow
 def test_resize_to_40x12_and_back_during_the_load(site: Site) -> None:
     """The terminal shrinks to 40x12 while step 6 loads, then grows to 80x24 and 120x40: no
     crash, the load goes on and completes, the checklist shows the journal at every size."""
@@ -227,6 +229,7 @@ async def resume_and_finish(app: DrApp, run_id: str) -> None:
 # ---------------------------------------------------------------- output flood
 
 
+@pytest.mark.slow
 def test_output_flood_keeps_the_log_bounded_and_keys_working(site: Site) -> None:
     """app.stop prints 200,000 lines: a key pressed while it still runs is handled, and the
     log panel, shown and then hidden, holds at most MAX_LINES lines: the newest ones."""
@@ -279,6 +282,7 @@ async def flood_the_log(app: DrApp, site: Site, release: Path) -> None:
         await pilot.press("q")
 
 
+@pytest.mark.slow
 def test_event_flood_before_the_log_was_ever_shown(site: Site) -> None:
     """200,000 log events while the log panel has never been on screen: the waiting lines
     stay bounded, a key is handled, and panel 4 then shows the newest lines and how many

@@ -123,6 +123,7 @@ async def start_recovery(
     await wait_for(pilot, lambda: screen.runner is not None, "the recovery started")
 
 
+@pytest.mark.slow
 def test_pitr_from_the_tui_recovers_exactly_the_rows_before_the_target(
     scenario: Scenario, operator_env: Config, new_dirs: list[Path]
 ) -> None:
@@ -205,6 +206,7 @@ async def recover_from_the_tui(
         await wait_for_exit(app)
 
 
+@pytest.mark.slow
 def test_quitting_mid_recovery_asks_then_stops_and_shows_the_running_server(
     scenario: Scenario, operator_env: Config, new_dirs: list[Path]
 ) -> None:
@@ -277,6 +279,7 @@ async def quit_mid_recovery(
         await wait_for_exit(app)
 
 
+@pytest.mark.slow
 def test_a_failed_recovery_makes_the_tui_exit_1(
     scenario: Scenario,
     operator_env: Config,
@@ -317,6 +320,7 @@ async def fail_from_the_tui(app: DrApp, data_dir: Path) -> None:
         await wait_for_exit(app)
 
 
+@pytest.mark.slow
 def test_pitr_drill_from_the_tui_signs_an_entry_with_its_rpo(
     scenario: Scenario,
     operator_env: Config,
