@@ -69,7 +69,7 @@ def call_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Com
     (argparse's usage errors exit 2 there too); no interpreter start-up per call."""
     out, err = io.StringIO(), io.StringIO()
     with (
-        _environment(os.environ if env is None else env),
+        _environment(dict(os.environ) if env is None else dict(env)),
         contextlib.redirect_stdout(out),
         contextlib.redirect_stderr(err),
     ):

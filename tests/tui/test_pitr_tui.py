@@ -1,5 +1,5 @@
 """Point-in-time recovery from the TUI (`p`), on a real cluster whose archive_command is the
-product's wal-push (tests/test_pitr.py's scenario): the ranges, refusals shown inline, the
+product's wal-push (tests/support/pitr.py's scenario): the ranges, refusals shown inline, the
 typed confirmation, the seven steps, the RPO and the stop command; exactly the rows before
 the target on the recovered server; quitting mid-run. Plus a snapshot of the form."""
 
@@ -53,8 +53,8 @@ from tests.support.pitr import (
 from tests.support.signing import assert_openssh_verifies, make_signing_key
 from tests.support.tui import WAIT_SECONDS, screen_text, wait_for, wait_for_exit
 
-# The module-scoped cluster with WAL archiving, a base backup and three batches of rows, and
-# the data directories recovered into (their servers are stopped afterwards).
+# `scenario` (the cluster archiving WAL, built once per session) and `new_dirs` come from
+# tests/conftest.py, `frozen` (a site only on disk) from tests/tui/conftest.py.
 
 
 @pytest.fixture
