@@ -1,5 +1,6 @@
-"""`preskool-dr restore-test` end to end: real pg_dump backups, the real cluster, the CLI in a
-subprocess, and the scratch database gone afterwards whatever happened."""
+"""`preskool-dr restore-test` end to end: real pg_dump backups, the real cluster, the CLI
+in-process for what it prints and records (a child process where it is killed), and the
+scratch database gone afterwards whatever happened."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from preskool_dr.core.restore import restore_test
 from preskool_dr.core.storage import catalog
 from preskool_dr.demo.cluster import Cluster
 from tests.support.backups import dump_sql, write_backup
+from tests.support.cli import call_cli
 from tests.support.db import Database, drop_database, make_database
 from tests.support.leaks import PASSWORD
 from tests.support.loaders import LockWhenCreated, live_psql_children
@@ -60,14 +62,8 @@ def make_backup(db: Database, backup_dir: Path, *, with_meta: bool = True) -> Pa
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "preskool_dr", "restore-test", *args],
-        cwd=REPO,
-        env=os.environ.copy(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    """`preskool-dr restore-test ARGS` in-process (the killed runs below are children)."""
+    return call_cli("restore-test", *args)
 
 
 def last_result(dr_env: dict[str, str]) -> dict[str, object]:
