@@ -6,8 +6,10 @@
 - `cli`: `preskool-dr` as a child process or in-process, with captured output.
 - `child`: a CLI run in the background whose output lines a test waits for.
 - `checks`: what a failure must look like (one error line, exit code, no partial file).
-- `backups`: hand-made and doctored backups, a backup served through a FIFO.
+- `backups`: backups made by hand, from pg_dump, or doctored; uploads to the bucket.
+- `fifo`: a backup served through a named pipe that can stop half way.
 - `s3proxy`: an HTTP proxy in front of moto's server that injects faults.
+- `moto`: moto's control API (restore transitions, credential checks).
 - `health`: health-URL stubs.
 - `signing`: ssh-keygen keys and a check with stock OpenSSH.
 - `site`: the restore site (database, app commands, health URL, runbook).
