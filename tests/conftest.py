@@ -1,101 +1,42 @@
-"""Real components for every test: one private PostgreSQL cluster per session, a fresh
-database per test, moto's S3 server over real HTTP, and an isolated environment."""
+"""Fixtures for every test: one private PostgreSQL cluster per session, a fresh database per
+test (a copy of a seeded template), moto's S3 server over real HTTP, an isolated
+environment, the restore site and the PITR scenario. The helpers live in tests/support."""
 
 from __future__ import annotations
 
-import gzip
 import os
-import subprocess
-import sys
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
-import psycopg
 import pytest
-from psycopg import sql
 
 from preskool_dr.core.base.ports import free_port
 from preskool_dr.demo.cluster import Cluster, create_cluster
-from preskool_dr.demo.seed import seed_database
-
-REPO = Path(__file__).resolve().parent.parent
-APP_ROLE = "preskool"
-PASSWORD = "pw-MARKER-7f3a9c"  # a marker: tests grep written files for it
+from tests.support.db import (
+    APP_ROLE,
+    Database,
+    create_app_role,
+    drop_database,
+    drop_database_and_copies,
+    make_database,
+)
+from tests.support.leaks import AWS_SECRET, PASSWORD
+from tests.support.pitr import Scenario, built_scenario, stop_server
+from tests.support.runbook import REPO
+from tests.support.site import Site, recording_site, standin_site
 
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[Cluster]:
     cluster = create_cluster(password=PASSWORD)
     try:
-        with psycopg.connect(cluster.conninfo(), password=PASSWORD, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                    sql.Identifier(APP_ROLE), sql.Literal(PASSWORD)
-                )
-            )
+        create_app_role(cluster)
         yield cluster
     finally:
         cluster.remove()
-
-
-@dataclass
-class Database:
-    """A fresh database in the session cluster, owned by the app role."""
-
-    cluster: Cluster
-    name: str
-
-    def connect(self, dbname: str | None = None) -> psycopg.Connection:
-        return psycopg.connect(
-            self.cluster.conninfo(dbname or self.name), password=PASSWORD, autocommit=True
-        )
-
-    def row_counts(self, dbname: str | None = None) -> dict[str, int]:
-        with self.connect(dbname) as conn:
-            tables = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
-                )
-            ]
-            return {
-                t: conn.execute(
-                    sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))
-                ).fetchone()[0]
-                for t in tables
-            }
-
-    def accepts_connections(self, dbname: str | None = None) -> bool:
-        """False for a database that is missing or closed (step 5's placeholder)."""
-        with self.connect("postgres") as conn:
-            row = conn.execute(
-                "SELECT datallowconn FROM pg_database WHERE datname = %s", (dbname or self.name,)
-            ).fetchone()
-            return bool(row and row[0])
-
-    def exists(self, dbname: str) -> bool:
-        with self.connect("postgres") as conn:
-            return (
-                conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
-                is not None
-            )
-
-
-def make_database(cluster: Cluster, *, seeded: bool = True, scale: float = 0.05) -> Database:
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(cluster.conninfo(), password=PASSWORD, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(name), sql.Identifier(APP_ROLE)
-            )
-        )
-    db = Database(cluster, name)
-    if seeded:
-        seed_database(cluster.conninfo(name, user=APP_ROLE), password=PASSWORD, scale=scale)
-    return db
 
 
 @pytest.fixture
@@ -103,25 +44,7 @@ def database(pg_cluster: Cluster) -> Iterator[Database]:
     """A fresh, seeded PreSkool database; dropped afterwards (with any _before_ copies)."""
     db = make_database(pg_cluster)
     yield db
-    with psycopg.connect(pg_cluster.conninfo(), password=PASSWORD, autocommit=True) as conn:
-        names = [
-            r[0]
-            for r in conn.execute(
-                "SELECT datname FROM pg_database WHERE datname LIKE %s", (db.name + "%",)
-            )
-        ]
-        for name in names:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-
-
-def drop_database(db: Database) -> None:
-    """Drop `db` (and end its sessions)."""
-    with db.connect("postgres") as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db.name))
-        )
+    drop_database_and_copies(db)
 
 
 @pytest.fixture
@@ -135,7 +58,13 @@ def scratch(pg_cluster: Cluster) -> Iterator[Callable[[], Database]]:
 
     yield make
     for db in made:
-        drop_database(db)
+        drop_database(pg_cluster, db.name)
+
+
+@pytest.fixture
+def pgpassword(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PGPASSWORD set in this process, as the loaders' psql children need it."""
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)
 
 
 @pytest.fixture
@@ -191,9 +120,6 @@ def s3_server() -> Iterator[str]:
         server.stop()
 
 
-AWS_SECRET = "aws-secret-MARKER-42"  # a marker: tests grep outputs for it
-
-
 def _use_new_bucket(monkeypatch: pytest.MonkeyPatch, server: str) -> str:
     bucket = f"preskool-test-{uuid.uuid4().hex[:8]}"
     for key, value in {
@@ -221,120 +147,46 @@ def s3(monkeypatch: pytest.MonkeyPatch, s3_server: str, dr_env: dict[str, str]) 
 
 
 @pytest.fixture
-def app_runbook(tmp_path: Path, dr_env: dict[str, str]) -> Iterator[Path]:
-    """runbook.yaml whose `app` commands and health URL drive a running stand-in app: what
-    a whole nine-step restore of the test database needs."""
-    from preskool_dr.demo import standin_app
+def site_app() -> str:
+    """The app a `site` runs: "standin" (the stand-in app) here; tests/tui overrides it with
+    "recording" (commands that only record their calls, behind an always-healthy URL)."""
+    return "standin"
 
-    app_dir = tmp_path / "app"
-    server = standin_app.start_server(app_dir, env=dr_env)
+
+@pytest.fixture
+def site(
+    site_app: str,
+    tmp_path: Path,
+    dr_env: dict[str, str],
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Site]:
+    """The restore site on the test database (tests/support/site.py); its runbook is the one
+    in effect (PRESKOOL_DR_RUNBOOK), as on a configured host."""
+    if site_app == "recording":
+        made = recording_site(database, tmp_path)
+    else:
+        made = standin_site(database, tmp_path, dr_env)
+    monkeypatch.setenv("PRESKOOL_DR_RUNBOOK", str(made.runbook))
     try:
-        yield write_runbook(
-            tmp_path,
-            app={
-                "stop": standin_app.command("stop", app_dir),
-                "start": standin_app.command("start", app_dir),
-                "migrate": standin_app.command("migrate", app_dir),
-                "cwd": str(tmp_path),
-                "health_url": server.health_url,
-                "timeout_seconds": 60,
-                "health_wait_seconds": 20,
-            },
-        )
+        yield made
     finally:
-        server.stop()
+        made.close()
 
 
-def write_runbook(folder: Path, **sections: dict) -> Path:
-    """A copy of the repo's runbook.yaml with some top-level sections merged/replaced."""
-    import yaml
-
-    data = yaml.safe_load((REPO / "runbook.yaml").read_text())
-    for key, value in sections.items():
-        if isinstance(data.get(key), dict) and isinstance(value, dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
-    path = folder / "runbook.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+@pytest.fixture(scope="session")
+def scenario() -> Iterator[Scenario]:
+    """The PITR scenario (tests/support/pitr.py), built once for the whole session: a
+    cluster archiving WAL with wal-push, a base backup and three batches of rows."""
+    with built_scenario() as built:
+        yield built
 
 
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, **kwargs: object
-) -> subprocess.CompletedProcess[str]:
-    """`python -m preskool_dr ARGS` as a real child process, in the test's environment."""
-    return subprocess.run(
-        [sys.executable, "-m", "preskool_dr", *args],
-        env=env if env is not None else os.environ.copy(),
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=240,
-        check=False,
-        **kwargs,  # type: ignore[arg-type]
-    )
-
-
-def pg_dump_shaped(body: bytes) -> bytes:
-    """`body` between the banners pg_dump's plain output starts and ends with: a hand-made
-    backup must look like a whole dump to pass verify's content check."""
-    return (
-        b"--\n-- PostgreSQL database dump\n--\n\n"
-        + body
-        + b"\n--\n-- PostgreSQL database dump complete\n--\n\n"
-    )
-
-
-def assert_no_secrets(*texts: str, folder: Path | None = None) -> None:
-    for text in texts:
-        assert PASSWORD not in text
-        assert AWS_SECRET not in text
-    for path in folder.rglob("*") if folder else ():
-        if path.is_file():
-            data = path.read_bytes()
-            if path.name.endswith(".gz"):
-                data = gzip.decompress(data)
-            assert PASSWORD.encode() not in data, path
-            assert AWS_SECRET.encode() not in data, path
-
-
-def make_signing_key(folder: Path, principal: str) -> tuple[Path, Path]:
-    """A fresh ed25519 key (no passphrase) and an allowed_signers file naming `principal`."""
-    key = folder / f"{principal}_ed25519"
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", principal, "-f", str(key)],
-        check=True,
-    )
-    kind, blob = (folder / f"{principal}_ed25519.pub").read_text().split()[:2]
-    allowed = folder / "allowed_signers"
-    allowed.write_text(f'{principal} namespaces="preskool-dr-drill" {kind} {blob}\n')
-    return key, allowed
-
-
-def assert_openssh_verifies(entry: dict, allowed: Path, principal: str, folder: Path) -> None:
-    """The entry's signature checks with stock `ssh-keygen -Y verify`, not only our code."""
-    from preskool_dr.core.drill.entry import canonical_bytes
-
-    unsigned = {k: v for k, v in entry.items() if k != "signature"}
-    signature = folder / "entry.sig"
-    signature.write_text(entry["signature"])
-    check = subprocess.run(
-        [
-            "ssh-keygen",
-            "-Y",
-            "verify",
-            "-f",
-            str(allowed),
-            "-I",
-            principal,
-            "-n",
-            "preskool-dr-drill",
-            "-s",
-            str(signature),
-        ],
-        input=canonical_bytes(unsigned),
-        capture_output=True,
-        check=False,
-    )
-    assert check.returncode == 0, check.stderr
+@pytest.fixture
+def new_dirs(scenario: Scenario) -> Iterator[list[Path]]:
+    """Data directories a test recovers into; every server there is stopped afterwards."""
+    made: list[Path] = []
+    yield made
+    for folder in made:
+        stop_server(folder)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -30,7 +30,9 @@ from preskool_dr.core.base.events import Event, Notice, Progress, ignore_events,
 from preskool_dr.core.storage.backup_names import backup_name, parse_backup_name
 from preskool_dr.core.storage.meta import BackupMeta, write_meta
 from preskool_dr.demo.cluster import Cluster
-from tests.conftest import APP_ROLE, Database, assert_no_secrets, run_cli
+from tests.support.cli import call_cli, run_cli
+from tests.support.db import APP_ROLE, Database
+from tests.support.leaks import assert_no_secrets
 
 NAME_RE = r"preskool-backup-\d{8}_\d{6}\.sql\.gz"
 
@@ -59,7 +61,7 @@ def test_backup_prints_the_seed_lines_and_writes_a_verified_backup(
     dr_env: dict[str, str], database: Database
 ) -> None:
     backup_dir = Path(dr_env["BACKUP_DIR"])
-    result = run_cli("backup")
+    result = call_cli("backup")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == BANNER_RULE == "═" * 56
@@ -131,7 +133,7 @@ def test_gunzip_into_psql_reproduces_every_table_while_the_app_writes(
     writer = threading.Thread(target=app_writes)
     writer.start()
     try:
-        result = run_cli("backup")
+        result = call_cli("backup")
     finally:
         stop.set()
         writer.join()
@@ -172,7 +174,7 @@ def test_gunzip_into_psql_reproduces_every_table_while_the_app_writes(
 def test_weekly_backup_uploads_three_files_and_the_dump_as_glacier(
     s3: str, database: Database
 ) -> None:
-    result = run_cli("backup", "--kind", "weekly")
+    result = call_cli("backup", "--kind", "weekly")
     assert result.returncode == 0, result.stderr
     name = re.search(NAME_RE, result.stdout)
     assert name
@@ -203,13 +205,13 @@ def test_weekly_backup_uploads_three_files_and_the_dump_as_glacier(
 
 def test_daily_uploads_standard_and_no_upload_touches_nothing(s3: str, database: Database) -> None:
     client = boto3.client("s3")
-    skipped = run_cli("backup", "--no-upload")
+    skipped = call_cli("backup", "--no-upload")
     assert skipped.returncode == 0, skipped.stderr
     assert "[BACKUP] S3 upload skipped (--no-upload)" in skipped.stdout
     assert client.list_objects_v2(Bucket=s3).get("KeyCount") == 0
     # A second backup in the same second would collide on its name: start it in the next one.
     time.sleep(1.05 - time.time() % 1)
-    uploaded = run_cli("backup")
+    uploaded = call_cli("backup")
     assert uploaded.returncode == 0, uploaded.stderr
     name = re.findall(NAME_RE, uploaded.stdout)[0]
     head = client.head_object(Bucket=s3, Key=f"preskool-backups/{name}")
@@ -220,7 +222,7 @@ def test_upload_failure_fails_the_run_and_keeps_the_local_backup(
     s3: str, database: Database
 ) -> None:
     env = os.environ | {"S3_BUCKET": "no-such-bucket-preskool"}
-    result = run_cli("backup", env=env)
+    result = call_cli("backup", env=env)
     assert result.returncode == 1
     fail = [ln for ln in result.stderr.splitlines() if ln.startswith("[FAIL]")]
     assert len(fail) == 1 and "S3 upload failed" in fail[0] and "is kept" in fail[0]
@@ -261,7 +263,7 @@ def test_retention_deletes_only_old_backups_of_the_same_kind(s3: str, database: 
             path.unlink()
         staging.rmdir()
 
-    result = run_cli("backup")
+    result = call_cli("backup")
     assert result.returncode == 0, result.stderr
     assert "[OK]    Deleted 2 old backup(s)" in result.stdout
     new = re.findall(NAME_RE, result.stdout)[0]
@@ -280,7 +282,7 @@ def test_retention_deletes_only_old_backups_of_the_same_kind(s3: str, database: 
 
     # A pre-deploy run keeps its backup local (the seed: "Pre-deployment ... Local") and
     # applies the 7-day pre-deploy limit only.
-    later = run_cli("backup", "--kind", "pre-deploy")
+    later = call_cli("backup", "--kind", "pre-deploy")
     assert later.returncode == 0, later.stderr
     assert "S3 upload skipped: pre-deploy backups stay local" in later.stdout
     assert "[OK]    Deleted 1 old backup(s)" in later.stdout
@@ -305,14 +307,14 @@ def assert_failed_cleanly(result: subprocess.CompletedProcess[str], backup_dir: 
 
 def test_wrong_password_fails_without_a_file(dr_env: dict[str, str], database: Database) -> None:
     wrong = "wrong-pw-MARKER-5e1d"
-    result = run_cli("backup", env=os.environ | {"PGPASSWORD": wrong})
+    result = call_cli("backup", env=os.environ | {"PGPASSWORD": wrong})
     fail = assert_failed_cleanly(result, Path(dr_env["BACKUP_DIR"]))
     assert "password authentication failed" in fail and "PGPASSWORD" in fail
     assert wrong not in result.stdout + result.stderr
 
 
 def test_missing_database_fails_without_a_file(dr_env: dict[str, str], database: Database) -> None:
-    result = run_cli("backup", env=os.environ | {"DB_NAME": "no_such_db"})
+    result = call_cli("backup", env=os.environ | {"DB_NAME": "no_such_db"})
     fail = assert_failed_cleanly(result, Path(dr_env["BACKUP_DIR"]))
     assert 'database "no_such_db" does not exist' in fail
 
@@ -328,7 +330,7 @@ def test_pg_dump_failing_half_way_leaves_no_file(
         conn.execute("GRANT SELECT ON zzz_secret TO preskool")
         conn.execute("ALTER TABLE zzz_secret ENABLE ROW LEVEL SECURITY")
         conn.execute("CREATE POLICY only_some ON zzz_secret USING (id > 1)")
-    result = run_cli("backup")
+    result = call_cli("backup")
     fail = assert_failed_cleanly(result, Path(dr_env["BACKUP_DIR"]))
     assert "pg_dump failed (exit status 1)" in fail
     assert 'row-level security policy for table "zzz_secret"' in fail
@@ -393,7 +395,7 @@ def test_leftover_part_of_a_killed_run_is_removed(
     backup_dir = Path(dr_env["BACKUP_DIR"])
     stale = backup_dir / ".preskool-backup-20260101_020000.sql.gz.part"
     stale.write_bytes(b"\x1f\x8b half")
-    result = run_cli("backup")
+    result = call_cli("backup")
     assert result.returncode == 0, result.stderr
     assert f"[WARN]  Removed {stale.name} left by an interrupted backup" in result.stdout
     assert not stale.exists()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import hashlib
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -23,58 +22,14 @@ from preskool_dr.core.storage.fetch import discard_download, fetch_backup, reque
 from preskool_dr.core.storage.layout import companion_path, meta_path
 from preskool_dr.core.storage.meta import BackupMeta, read_meta, write_meta
 from preskool_dr.core.storage.s3store import S3Store
-from tests.conftest import REPO
-from tests.test_checksum import sql_text
+from tests.support.backups import make_backup, make_base_backup, s3_store, upload_backup
+from tests.support.runbook import REPO
 
 T0 = datetime(2026, 2, 20, 2, 0, 0, tzinfo=UTC)
 
 
-def make_backup(
-    directory: Path,
-    at: datetime,
-    kind: str | None = "daily",
-    *,
-    sidecar: bool = True,
-    seed: int = 1,
-) -> Path:
-    """A small logical backup written with the gzip module (+ sidecar, + meta when `kind`)."""
-    name = backup_name(kind if kind in KINDS and kind != "base" else "daily", at)
-    path = directory / name
-    path.write_bytes(gzip.compress(sql_text(300, seed)))
-    md5 = hashlib.md5(path.read_bytes()).hexdigest()
-    if sidecar:
-        write_sidecar(path, md5)
-    if kind is not None:
-        meta = BackupMeta(name, kind, at, "preskool_db", path.stat().st_size, md5, {"students": 3})
-        write_meta(path, meta)
-    return path
-
-
-def make_base_backup(directory: Path, at: datetime) -> Path:
-    folder = directory / backup_name("base", at)
-    folder.mkdir()
-    for member in ("base.tar.gz", "pg_wal.tar.gz"):
-        path = folder / member
-        path.write_bytes(gzip.compress(sql_text(50, len(member))))
-        write_sidecar(path, hashlib.md5(path.read_bytes()).hexdigest())
-    return folder
-
-
 def local_config(backup_dir: Path) -> Config:
     return load_config(REPO / "runbook.yaml", env={"BACKUP_DIR": str(backup_dir)})
-
-
-def s3_store(config: Config) -> S3Store:
-    assert config.backups.s3_bucket
-    return S3Store(config.backups.s3_bucket, config.backups.s3_prefix)
-
-
-def upload_backup(store: S3Store, path: Path, storage_class: str = "STANDARD") -> None:
-    """As `backup` does: sidecar and meta first, always STANDARD."""
-    for extra in (sidecar_path(path), meta_path(path)):
-        if extra.exists():
-            store.upload(extra)
-    store.upload(path, storage_class=storage_class)
 
 
 # ---------------------------------------------------------------- names and meta

@@ -19,9 +19,12 @@ from preskool_dr.core.restore.test_record import (
     read_restore_test_result,
     record_restore_test_result,
 )
-from preskool_dr.core.storage.backup_names import backup_name
-from preskool_dr.core.storage.meta import BackupMeta, write_meta
-from tests.conftest import AWS_SECRET, REPO, Database, run_cli
+from tests.support.backups import fabricate
+from tests.support.checks import check_line
+from tests.support.cli import call_cli
+from tests.support.db import Database
+from tests.support.leaks import AWS_SECRET
+from tests.support.runbook import REPO
 
 MIB = 1024 * 1024
 CHECKS = ["backup_age", "backup_size", "s3_replication", "restore_test"]
@@ -41,26 +44,11 @@ def check_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return backup_dir
 
 
-def fabricate(folder: Path, hours: float, size: int = 2 * MIB, kind: str = "daily") -> Path:
-    """A backup named `hours` ago, `size` bytes (sparse: only the size matters), with meta."""
-    at = utcnow() - timedelta(hours=hours)
-    path = folder / backup_name("daily", at)
-    with path.open("wb") as handle:
-        handle.truncate(size)
-    write_meta(path, BackupMeta(path.name, kind, at, "preskool_db", size, "0" * 32))
-    return path
-
-
 def check(*args: str, env: dict[str, str] | None = None) -> tuple[int, list[str]]:
-    result = run_cli("check", *args, env=env)
+    result = call_cli("check", *args, env=env)
     assert result.stderr == ""
     assert AWS_SECRET not in result.stdout
     return result.returncode, result.stdout.splitlines()
-
-
-def check_line(lines: list[str], name: str) -> str:
-    (line,) = [ln for ln in lines[1:] if re.match(rf"\w+ +{name}: ", ln)]
-    return line
 
 
 # ---------------------------------------------------------------- states and exit codes
@@ -140,7 +128,7 @@ def test_bad_config_is_unknown(check_env: Path, tmp_path: Path) -> None:
     assert data["status"] == "UNKNOWN" and data["exit_code"] == 3
     assert "DB_PORT" in data["checks"][0]["summary"]
     # --runbook before the subcommand, pointing nowhere.
-    result = run_cli("--runbook", str(tmp_path / "missing.yaml"), "check")
+    result = call_cli("--runbook", str(tmp_path / "missing.yaml"), "check")
     assert result.returncode == 3 and "runbook file not found" in result.stdout
 
 

@@ -23,19 +23,9 @@ from preskool_dr.core.storage.checksum import (
     verify_with_sidecar,
     write_sidecar,
 )
-from tests.conftest import pg_dump_shaped
+from tests.support.backups import sql_text
 
 NAME = "preskool-backup-20260220_020000.sql.gz"
-
-
-def sql_text(lines: int = 2000, seed: int = 1) -> bytes:
-    """Dump-like text: compressible but not trivially so."""
-    rng = random.Random(seed)
-    rows = (
-        f"INSERT INTO students VALUES ({i}, 'name-{rng.randrange(10**9)}', '{rng.random():.12f}');"
-        for i in range(lines)
-    )
-    return pg_dump_shaped(("\n".join(rows) + "\n").encode())
 
 
 def md5_of(path: Path) -> str:

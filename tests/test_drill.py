@@ -4,11 +4,9 @@ with stock OpenSSH."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,41 +14,35 @@ import pytest
 from preskool_dr.core.backup.take import run_backup
 from preskool_dr.core.base.config import load_config
 from preskool_dr.demo import standin_app
-from tests.conftest import Database, assert_openssh_verifies, make_signing_key, write_runbook
-from tests.test_restore_engine import Site
+from tests.support.runbook import write_runbook
+from tests.support.signing import assert_openssh_verifies, make_signing_key
+from tests.support.site import Site
 
 
 @pytest.fixture
-def drill_site(tmp_path: Path, dr_env: dict[str, str], database: Database) -> Iterator[Site]:
-    app_dir = tmp_path / "app"
-    server = standin_app.start_server(app_dir, env=dr_env)
-    drill_db = f"{database.name}_drill"
-    try:
-        runbook = write_runbook(
-            tmp_path,
-            app={
-                "stop": standin_app.command("stop", app_dir),
-                "start": standin_app.command("start", app_dir),
-                "migrate": standin_app.command("migrate", app_dir),
-                "health_url": server.health_url,
+def drill_site(site: Site) -> Site:
+    """The site with a drill section: restore into `<db>_drill`, migrate and check health
+    there (the stand-in app's health URL asked about that database)."""
+    assert site.server is not None
+    drill_db = f"{site.db.name}_drill"
+    write_runbook(
+        site.root,
+        app=site.app,
+        drill={
+            "target_db": drill_db,
+            "app": {
+                "migrate": standin_app.command("migrate", site.app_dir),
+                "health_url": f"{site.server.health_url}?db={drill_db}",
+                "health_wait_seconds": 20,
             },
-            drill={
-                "target_db": drill_db,
-                "app": {
-                    "migrate": standin_app.command("migrate", app_dir),
-                    "health_url": f"{server.health_url}?db={drill_db}",
-                    "health_wait_seconds": 20,
-                },
-            },
-        )
-        yield Site(database, app_dir, runbook, dict(os.environ))
-    finally:
-        server.stop()
+        },
+    )
+    return site
 
 
 def test_drill_restores_elsewhere_and_signs_an_entry(drill_site: Site, tmp_path: Path) -> None:
     site = drill_site
-    config = load_config(site.runbook, env=site.env)
+    config = load_config(site.runbook, env=site.env())
     run_backup(config, "daily", upload=False)
     production_before = site.db.row_counts()
     key, allowed = make_signing_key(tmp_path, "alice")
@@ -123,7 +115,7 @@ def test_drill_restores_elsewhere_and_signs_an_entry(drill_site: Site, tmp_path:
 
 def test_drill_refuses_the_production_database(drill_site: Site) -> None:
     site = drill_site
-    run_backup(load_config(site.runbook, env=site.env), "daily", upload=False)
+    run_backup(load_config(site.runbook, env=site.env()), "daily", upload=False)
     result = site.cli(
         "restore", "latest", "--drill", "--target-db", site.db.name, "--confirm", site.db.name
     )
@@ -136,10 +128,10 @@ def test_drill_without_key_is_recorded_unsigned_and_drop_after(
     drill_site: Site, tmp_path: Path
 ) -> None:
     site = drill_site
-    config = load_config(site.runbook, env={**site.env, "SSH_AUTH_SOCK": ""})
+    config = load_config(site.runbook, env={**site.env(), "SSH_AUTH_SOCK": ""})
     run_backup(config, "daily", upload=False)
     log = tmp_path / f"log-{uuid.uuid4().hex[:6]}.jsonl"
-    env = {k: v for k, v in site.env.items() if k != "SSH_AUTH_SOCK"}
+    env = {k: v for k, v in site.env().items() if k != "SSH_AUTH_SOCK"}
     result = subprocess.run(
         [
             sys.executable,

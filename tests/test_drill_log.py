@@ -31,7 +31,8 @@ from preskool_dr.core.drill.export import MARKDOWN_HEADER, format_duration
 from preskool_dr.core.drill.repair import repair_log
 from preskool_dr.core.drill.signing import NAMESPACE, SigningKey, key_from_file, resolve_key, sign
 from preskool_dr.core.drill.verify import verify_log
-from tests.conftest import PASSWORD, REPO
+from tests.support.leaks import PASSWORD
+from tests.support.runbook import REPO
 
 PYTHON = str(REPO / ".venv" / "bin" / "python")
 PASSPHRASE = "correct-horse-MARKER-91"

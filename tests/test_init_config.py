@@ -24,7 +24,8 @@ import pytest
 from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.runbook_file import shipped_runbook_path
 from preskool_dr.core.base.site_init import default_layout
-from tests.conftest import REPO, run_cli
+from tests.support.cli import run_cli
+from tests.support.runbook import REPO
 
 SECRET = "s3cret-MARKER-91c2"
 

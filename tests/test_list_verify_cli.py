@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,9 +15,9 @@ import pytest
 from preskool_dr.core.base.config import load_config
 from preskool_dr.core.storage.backup_names import backup_name
 from preskool_dr.core.storage.checksum import sidecar_path, write_sidecar
-from tests.conftest import AWS_SECRET as SECRET
-from tests.conftest import REPO, pg_dump_shaped
-from tests.test_catalog import make_backup, s3_store, upload_backup
+from tests.support.backups import make_backup, pg_dump_shaped, s3_store, upload_backup
+from tests.support.cli import call_cli
+from tests.support.leaks import AWS_SECRET as SECRET
 
 pytestmark = pytest.mark.usefixtures("s3_bucket")
 
@@ -26,14 +25,8 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [str(REPO / ".venv/bin/python"), "-m", "preskool_dr", *args],
-        env=os.environ.copy(),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    """`preskool-dr ARGS` in-process: these tests read what list and verify print."""
+    result = call_cli(*args)
     assert SECRET not in result.stdout + result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     return result

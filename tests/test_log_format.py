@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from preskool_dr.cli.output import JSON_PROGRESS_INTERVAL, JsonLog
 from preskool_dr.core.backup.take import run_backup
-from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.events import Progress, StepChanged, StepStatus
-from tests.conftest import PASSWORD, Database, assert_no_secrets, run_cli
+from tests.support.cli import run_cli
+from tests.support.leaks import PASSWORD, assert_no_secrets
+from tests.support.site import Site
 
 REQUIRED_KEYS = {"time", "event", "step", "level", "message"}
 # the order the headless restore runs them: the backup is checked before the app goes down
@@ -48,15 +47,15 @@ def json_lines(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]
     return records
 
 
-def test_restore_logs_every_step_transition_as_json(app_runbook: Path, database: Database) -> None:
-    run_backup(load_config(app_runbook, env=os.environ), "daily", upload=False)
+def test_restore_logs_every_step_transition_as_json(site: Site) -> None:
+    run_backup(site.config(), "daily", upload=False)
     result = run_cli(
         "--runbook",
-        str(app_runbook),
+        str(site.runbook),
         "restore",
         "latest",
         "--confirm",
-        database.name,
+        site.db.name,
         "--log-format",
         "json",
     )

@@ -27,7 +27,10 @@ from preskool_dr.core.base.ports import free_port
 from preskool_dr.core.drill.append import append_entry
 from preskool_dr.core.drill.entry import DRILL_FIELDS
 from preskool_dr.core.storage.checksum import atomic_write
-from tests.conftest import REPO, Database, assert_no_secrets, make_signing_key, write_runbook
+from tests.support.db import Database
+from tests.support.leaks import assert_no_secrets
+from tests.support.runbook import REPO, write_runbook
+from tests.support.signing import make_signing_key
 
 TOKEN = "hook-TOKEN-5d1e9b"  # a marker: never in any output
 

@@ -34,19 +34,14 @@ from preskool_dr.core.restore.loaders.stream import RestoreError, stream_restore
 from preskool_dr.core.storage import catalog, checksum
 from preskool_dr.core.storage.layout import companion_path
 from preskool_dr.core.storage.meta import read_meta, write_meta
-from tests import test_parallel_restore as shared
-from tests.conftest import Database, assert_no_secrets, run_cli, write_runbook
-from tests.test_parallel_restore import (
-    AWKWARD_SCHEMA,
-    as_app,
-    assert_same,
-    fingerprint,
-    libpq,
-    psql_children,
-)
+from tests.support.cli import run_cli
+from tests.support.db import Database, as_app, libpq
+from tests.support.leaks import assert_no_secrets
+from tests.support.loaders import AWKWARD_SCHEMA, assert_same, fingerprint, psql_children
+from tests.support.runbook import write_runbook
 
-# the same fixture: PGPASSWORD set for the loaders
-password_in_env = shared.password_in_env
+# PGPASSWORD set for the loaders
+pytestmark = pytest.mark.usefixtures("pgpassword")
 
 
 def config_for(tmp_path: Path, **restore: object) -> Config:

@@ -20,7 +20,9 @@ import pytest
 from psycopg import sql
 
 from preskool_dr.demo.cluster import Cluster
-from tests.conftest import PASSWORD, Database, run_cli
+from tests.support.cli import run_cli
+from tests.support.db import Database
+from tests.support.leaks import PASSWORD
 
 ADMIN_PASSWORD = "admin-pw-MARKER-5d1e"  # not the app role's: one pgpass line per role
 

@@ -9,23 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
-import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
-import psycopg
 import pytest
 
 from preskool_dr.cli.main import main
@@ -36,7 +29,6 @@ from preskool_dr.core.backup.wal.settings import WalSettings
 from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import Cancelled
 from preskool_dr.core.base.events import Event, Progress, StepChanged, StepStatus
-from preskool_dr.core.base.pgbin import find_pg_bin
 from preskool_dr.core.base.ports import free_port
 from preskool_dr.core.drill.entry import DRILL_FIELDS, sha256_hex
 from preskool_dr.core.pitr.journal import journal_path
@@ -48,205 +40,23 @@ from preskool_dr.core.storage import catalog, checksum
 from preskool_dr.core.storage.fetch import fetch_backup
 from preskool_dr.core.storage.layout import meta_path
 from preskool_dr.core.storage.meta import iso_utc
-from preskool_dr.demo.cluster import SUPERUSER, Cluster, create_cluster
-from tests.conftest import (
-    PASSWORD,
-    REPO,
-    assert_no_secrets,
-    assert_openssh_verifies,
-    make_signing_key,
-    run_cli,
-    write_runbook,
+from tests.support.cli import run_cli
+from tests.support.leaks import assert_no_secrets
+from tests.support.pitr import (
+    ROWS,
+    Scenario,
+    copy_backups,
+    drill_runbook,
+    new_data_dir,
+    scenario_env,
+    sql,
 )
+from tests.support.signing import assert_openssh_verifies, make_signing_key
 
-pytestmark = pytest.mark.slow  # a PITR scenario: base backup, WAL, recovered servers
-
-ROOT = os.geteuid() == 0
-ROWS = {1: 40, 2: 25, 3: 30}  # batch -> rows; each row is its own transaction
-
-
-@dataclass
-class Scenario:
-    cluster: Cluster
-    root: Path  # scratch space the postgres OS user can reach
-    backup_dir: Path
-    python: str  # what the server runs wal-push/wal-fetch with
-    base_name: str
-    base_output: str
-    target: datetime  # after batch 2, before batch 3
-    batch2_segment: str
-    batch3_segment: str
-
-
-def chown_to_server(path: Path) -> None:
-    if ROOT:
-        shutil.chown(path, SUPERUSER, SUPERUSER)
-        for child in path.rglob("*"):
-            shutil.chown(child, SUPERUSER, SUPERUSER)
-
-
-def server_python(folder: Path) -> str:
-    """A Python the server's OS user can run with preskool_dr importable. As root the test
-    venv's interpreter lives under /root (0700), so build a venv from the system Python of
-    the same version that sees this checkout and the test venv's packages."""
-    if not ROOT:
-        return sys.executable
-    probe = ["runuser", "-u", SUPERUSER, "--", sys.executable, "-c", "import preskool_dr"]
-    if subprocess.run(probe, capture_output=True, cwd="/", check=False).returncode == 0:
-        return sys.executable
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    system = shutil.which(version, path="/usr/bin:/usr/local/bin")
-    if system is None:
-        pytest.skip(f"no {version} the postgres user can run")
-    venv = folder / "server-venv"
-    subprocess.run([system, "-m", "venv", "--without-pip", str(venv)], check=True)
-    (site,) = venv.glob("lib/python*/site-packages")
-    (site / "preskool-dr-tests.pth").write_text(f"{REPO}\n{sysconfig.get_paths()['purelib']}\n")
-    subprocess.run(["chmod", "-R", "go+rX", str(venv)], check=True)
-    return str(venv / "bin" / "python")
-
-
-def sql(cluster: Cluster, query: str, port: int | None = None) -> list[tuple]:
-    with psycopg.connect(
-        host="127.0.0.1",
-        port=port or cluster.port,
-        user=SUPERUSER,
-        dbname="postgres",
-        password=PASSWORD,
-        autocommit=True,
-    ) as conn:
-        cursor = conn.execute(query)
-        return cursor.fetchall() if cursor.description else []
-
-
-def insert_batch(cluster: Cluster, batch: int) -> None:
-    with psycopg.connect(
-        cluster.conninfo(), password=PASSWORD, autocommit=True
-    ) as conn:  # autocommit: one transaction (one commit record) per row
-        for n in range(ROWS[batch]):
-            conn.execute("INSERT INTO pitr_events (batch, n) VALUES (%s, %s)", (batch, n))
-
-
-def switch_wal(cluster: Cluster) -> str:
-    """Close the current segment (so it is archived); returns its name."""
-    (row,) = sql(cluster, "SELECT pg_walfile_name(pg_current_wal_lsn())")
-    sql(cluster, "SELECT pg_switch_wal()")
-    return str(row[0])
-
-
-def wait_archived(cluster: Cluster, archive: Path, name: str) -> None:
-    """Wait (with a generous deadline, not a timing assertion) until `name` is archived."""
-    deadline = time.monotonic() + 180
-    while not (archive / name).exists():
-        if time.monotonic() > deadline:
-            stats = sql(cluster, "SELECT * FROM pg_stat_archiver")
-            log = (cluster.root / "server.log").read_text()[-3000:]
-            pytest.fail(f"{name} was never archived: {stats}\n{log}")
-        time.sleep(0.2)
-
-
-def cli_env(cluster: Cluster, backup_dir: Path, state: Path) -> dict[str, str]:
-    """The operator's environment for `cluster` (the shipped runbook, no S3)."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AWS_", "PG", "DB_", "PRESKOOL_DR_", "S3_", "BACKUP_"))
-    }
-    return {
-        **env,
-        "DB_HOST": cluster.host,
-        "DB_PORT": str(cluster.port),
-        "DB_NAME": "postgres",
-        "DB_USER": SUPERUSER,
-        "PGPASSWORD": PASSWORD,
-        "BACKUP_DIR": str(backup_dir),
-        "PRESKOOL_DR_STATE_DIR": str(state),
-        "PRESKOOL_DR_RUNBOOK": str(REPO / "runbook.yaml"),
-    }
-
-
-@pytest.fixture(scope="module")
-def scenario() -> Iterator[Scenario]:
-    root = Path(tempfile.mkdtemp(prefix="preskool-pitr-test-"))
-    root.chmod(0o755)
-    backup_dir = root / "backups"
-    (backup_dir / "wal").mkdir(parents=True)
-    backup_dir.chmod(0o755)
-    chown_to_server(backup_dir / "wal")
-    python = server_python(root)
-    cluster = create_cluster(password=PASSWORD)
-    try:
-        archive_command = (
-            f"env BACKUP_DIR={shlex.quote(str(backup_dir))} {shlex.quote(python)} "
-            "-m preskool_dr wal-push %p"
-        )
-        sql(cluster, "ALTER SYSTEM SET archive_mode = 'on'")
-        sql(cluster, f"ALTER SYSTEM SET archive_command = '{archive_command}'")
-        cluster.stop()
-        cluster.start()
-        sql(
-            cluster,
-            "CREATE TABLE pitr_events (id serial PRIMARY KEY, batch int NOT NULL, n int NOT NULL,"
-            " at timestamptz NOT NULL DEFAULT clock_timestamp())",
-        )
-        insert_batch(cluster, 1)
-        result = run_cli("backup", "--kind", "base", env=cli_env(cluster, backup_dir, root / "s"))
-        assert result.returncode == 0, result.stdout + result.stderr
-        (base_name,) = [p.name for p in backup_dir.iterdir() if p.is_dir() and p.name != "wal"]
-        switch_wal(cluster)  # batch 2 starts a segment of its own
-        insert_batch(cluster, 2)
-        (row,) = sql(cluster, "SELECT pg_sleep(0.05), clock_timestamp()")
-        target = row[1]
-        sql(cluster, "SELECT pg_sleep(0.05)")
-        batch2_segment = switch_wal(cluster)
-        insert_batch(cluster, 3)
-        batch3_segment = switch_wal(cluster)
-        wait_archived(cluster, backup_dir / "wal", batch3_segment)
-        yield Scenario(
-            cluster,
-            root,
-            backup_dir,
-            python,
-            base_name,
-            result.stdout,
-            target,
-            batch2_segment,
-            batch3_segment,
-        )
-    finally:
-        cluster.remove()
-        shutil.rmtree(root, ignore_errors=True)
-
+# Every case here recovers a cluster (or needs the scenario built): the slow tier.
+pytestmark = pytest.mark.slow
 
 # ---------------------------------------------------------------- helpers for a recovery
-
-
-def stop_server(data_dir: Path) -> None:
-    if (data_dir / "postmaster.pid").exists():
-        argv = [find_pg_bin("pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w", "stop"]
-        if ROOT:
-            argv = ["runuser", "-u", SUPERUSER, "--", *argv]
-        subprocess.run(argv, capture_output=True, check=False, cwd="/")
-
-
-@pytest.fixture
-def new_dirs(scenario: Scenario) -> Iterator[list[Path]]:
-    """Data directories a test recovers into; every server there is stopped afterwards."""
-    made: list[Path] = []
-    yield made
-    for folder in made:
-        stop_server(folder)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def new_data_dir(scenario: Scenario, made: list[Path]) -> Path:
-    folder = scenario.root / f"recovered-{uuid.uuid4().hex[:8]}"
-    made.append(folder)
-    return folder
-
-
-def base_env(scenario: Scenario, state: Path, backup_dir: Path | None = None) -> dict[str, str]:
-    return cli_env(scenario.cluster, backup_dir or scenario.backup_dir, state)
 
 
 def pitr_args(
@@ -278,19 +88,11 @@ def run_pitr(
     python: str | None = None,
     runbook: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    env = base_env(scenario, state, backup_dir)
+    env = scenario_env(scenario, state, backup_dir)
     if runbook is not None:
         env["PRESKOOL_DR_RUNBOOK"] = str(runbook)
     args = pitr_args(scenario, target, data_dir, port, python)
     return run_cli(*args, *extra, env=env)
-
-
-def copy_backups(scenario: Scenario, name: str) -> Path:
-    """A private copy of BACKUP_DIR (base backup + archive) a test may damage."""
-    copy = scenario.root / f"{name}-{uuid.uuid4().hex[:6]}"
-    shutil.copytree(scenario.backup_dir, copy)
-    chown_to_server(copy / "wal")
-    return copy
 
 
 # ---------------------------------------------------------------- the base backup
@@ -320,7 +122,7 @@ def test_base_backup_is_listed_verified_and_describes_its_wal_range(
     assert info.start_time < info.end_time < scenario.target
     assert parse_lsn(info.start_lsn) <= parse_lsn(info.end_lsn)
 
-    env = base_env(scenario, tmp_path / "state")
+    env = scenario_env(scenario, tmp_path / "state")
     listed = json.loads(run_cli("list", "--json", env=env).stdout)
     (record,) = [r for r in listed if r["name"] == scenario.base_name]
     assert record["kind"] == "base" and record["has_md5"] and record["locations"] == ["local"]
@@ -329,7 +131,7 @@ def test_base_backup_is_listed_verified_and_describes_its_wal_range(
 
 
 def test_check_reports_the_wal_archive(scenario: Scenario, tmp_path: Path) -> None:
-    result = run_cli("check", "--json", env=base_env(scenario, tmp_path / "state"))
+    result = run_cli("check", "--json", env=scenario_env(scenario, tmp_path / "state"))
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
     archive = checks["wal_archive"]
     assert archive["status"] == "OK", archive
@@ -342,7 +144,7 @@ def test_check_reports_the_wal_archive(scenario: Scenario, tmp_path: Path) -> No
 def test_pitr_recovers_exactly_the_rows_before_the_target(
     scenario: Scenario, tmp_path: Path, new_dirs: list[Path]
 ) -> None:
-    env = base_env(scenario, tmp_path / "state")
+    env = scenario_env(scenario, tmp_path / "state")
     ranges = json.loads(run_cli("pitr", "--ranges", "--json", env=env).stdout)
     (shown,) = ranges
     assert shown["base_backup"] == scenario.base_name and shown["gap"] is None
@@ -415,7 +217,7 @@ def test_unsafe_requests_are_refused(
     assert (data_dir / "PG_VERSION").read_text() == "15\n"
 
     fresh = new_data_dir(scenario, new_dirs)
-    env = base_env(scenario, tmp_path / "s")
+    env = scenario_env(scenario, tmp_path / "s")
     mismatch = run_cli(
         "pitr",
         *("--target-time", scenario.target.isoformat(), "--data-dir", str(fresh)),
@@ -445,7 +247,7 @@ def test_wal_gap_is_refused_naming_the_missing_segment(
     assert f"WAL gap: segment {scenario.batch2_segment} is missing" in result.stderr
     assert not data_dir.exists()
 
-    env = base_env(scenario, tmp_path / "s", backups)
+    env = scenario_env(scenario, tmp_path / "s", backups)
     report = json.loads(run_cli("check", "--json", env=env).stdout)
     (archive,) = [c for c in report["checks"] if c["name"] == "wal_archive"]
     assert archive["status"] == "CRITICAL" and scenario.batch2_segment in archive["summary"]
@@ -533,7 +335,7 @@ def test_interrupted_replay_leaves_the_server_running_and_journalled(
     scenario: Scenario, tmp_path: Path, new_dirs: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The core API the TUI drives: events out, a cancel flag in."""
-    env = base_env(scenario, tmp_path / "state")
+    env = scenario_env(scenario, tmp_path / "state")
     for var in list(os.environ):
         if var not in env:
             monkeypatch.delenv(var)
@@ -600,24 +402,6 @@ def test_damaged_base_backup_or_meta_is_caught_before_extraction(
 # ---------------------------------------------------------------- the PITR drill
 
 
-def drill_runbook(folder: Path) -> Path:
-    """The shipped runbook, with the scenario's table as the one a recovered copy must have."""
-    folder.mkdir(parents=True, exist_ok=True)
-    return write_runbook(
-        folder,
-        restore_test={
-            "required_tables": ["pitr_events"],
-            "smoke_queries": [
-                {
-                    "name": "events present",
-                    "sql": "SELECT count(*) FROM pitr_events",
-                    "min_value": 1,
-                }
-            ],
-        },
-    )
-
-
 def test_pitr_drill_reports_an_rpo_under_an_hour_in_a_signed_entry(
     scenario: Scenario, tmp_path: Path, new_dirs: list[Path]
 ) -> None:
@@ -665,7 +449,7 @@ def test_pitr_drill_reports_an_rpo_under_an_hour_in_a_signed_entry(
     assert entry["target"] == f"postgres@localhost:{journal['port']} ({data_dir})"
 
     assert_openssh_verifies(entry, allowed, "alice", tmp_path)
-    env = base_env(scenario, state)
+    env = scenario_env(scenario, state)
     verify = run_cli(
         "drill-log", "verify", "--drill-log", str(log), "--allowed-signers", str(allowed), env=env
     )
@@ -714,7 +498,7 @@ def start_pitr_process(
             "preskool_dr",
             *pitr_args(scenario, scenario.target, data_dir, port, None),
         ],
-        env=base_env(scenario, state),
+        env=scenario_env(scenario, state),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -764,7 +548,7 @@ def test_pitr_stopped_by_sigterm_while_extracting_resumes_and_reaches_the_target
     assert record["result"] == "interrupted"
     resume = f"preskool-dr pitr --resume {record['run_id']} --confirm {data_dir}"
     assert f"resume: {resume}" in out
-    env = base_env(scenario, state)
+    env = scenario_env(scenario, state)
 
     wrong = run_cli("pitr", "--resume", record["run_id"], "--confirm", "/elsewhere", env=env)
     assert wrong.returncode == 2 and "does not repeat run" in wrong.stderr
@@ -809,7 +593,7 @@ def test_pitr_killed_after_its_server_started_is_reattached_by_resume(
     assert record["result"] == "running" and record["steps"]["start"] == "done"
     assert (data_dir / "postmaster.pid").exists()
 
-    env = base_env(scenario, state)
+    env = scenario_env(scenario, state)
     result = run_cli("pitr", "--resume", record["run_id"], "--confirm", str(data_dir), env=env)
     out = result.stdout
     assert result.returncode == 0, out + result.stderr

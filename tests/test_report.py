@@ -5,21 +5,21 @@ rarely shows, from a journal made by hand)."""
 from __future__ import annotations
 
 import json
-import os
 import stat
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from preskool_dr.core.backup.take import run_backup
-from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.events import StepStatus
 from preskool_dr.core.base.settings import Thresholds
 from preskool_dr.core.base.steps import StepId
 from preskool_dr.core.restore.journal import BackupChoice, Journal, RunState, StepRecord
 from preskool_dr.core.restore.report import build_report, to_markdown, write_markdown
 from preskool_dr.core.storage import checksum
-from tests.conftest import Database, assert_no_secrets, run_cli
+from tests.support.cli import run_cli
+from tests.support.leaks import assert_no_secrets
+from tests.support.site import Site
 
 CONTRACT_STEP_KEYS = {"id", "title", "started_at", "finished_at", "result"}
 
@@ -32,18 +32,18 @@ def is_utc_iso(text: object) -> bool:
     )
 
 
-def test_report_of_a_real_restore(app_runbook: Path, database: Database) -> None:
-    config = load_config(app_runbook, env=os.environ)
+def test_report_of_a_real_restore(site: Site) -> None:
+    config = site.config()
     backup = run_backup(config, "daily", upload=False).path
     md5 = checksum.read_sidecar(checksum.sidecar_path(backup)).md5
     restore = run_cli(
-        "--runbook", str(app_runbook), "restore", "latest", "--confirm", database.name
+        "--runbook", str(site.runbook), "restore", "latest", "--confirm", site.db.name
     )
     assert restore.returncode == 0, restore.stdout + restore.stderr
     (state,) = Journal(config.state_dir).runs()
 
     as_json = run_cli(
-        "--runbook", str(app_runbook), "restore", "--report", state.run_id, "--format", "json"
+        "--runbook", str(site.runbook), "restore", "--report", state.run_id, "--format", "json"
     )
     assert as_json.returncode == 0, as_json.stderr
     report = json.loads(as_json.stdout)
@@ -64,7 +64,7 @@ def test_report_of_a_real_restore(app_runbook: Path, database: Database) -> None
         assert step["result"] == "done"
         assert step["performed_by"] == state.operator
 
-    markdown = run_cli("--runbook", str(app_runbook), "restore", "--report", state.run_id)
+    markdown = run_cli("--runbook", str(site.runbook), "restore", "--report", state.run_id)
     assert markdown.returncode == 0, markdown.stderr
     text = markdown.stdout
     assert f"# Restore run {state.run_id}: done" in text

@@ -5,95 +5,29 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import signal
 import stat
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import boto3
 import pytest
 
 from preskool_dr.core.backup.take import run_backup
-from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import LockedError, UsageError
 from preskool_dr.core.base.events import Event, Progress, StepStatus
-from preskool_dr.core.base.settings import Config
 from preskool_dr.core.restore.engine import Engine, RunOptions
 from preskool_dr.core.restore.journal import Journal
 from preskool_dr.core.restore.steps.db_names import aside_name
 from preskool_dr.core.storage import checksum
 from preskool_dr.core.storage.layout import companion_path
-from preskool_dr.demo import standin_app
-from tests.conftest import PASSWORD, Database, make_database, write_runbook
-
-CHECKSUM_SQL = "SELECT md5(string_agg(s::text, '|' ORDER BY s.id)) FROM students s"
-
-
-@dataclass
-class Site:
-    """A restore target: database, stand-in app, runbook and environment."""
-
-    db: Database
-    app_dir: Path
-    runbook: Path
-    env: dict[str, str]
-
-    def config(self) -> Config:
-        return load_config(self.runbook, env=self.env)
-
-    def cli(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "preskool_dr", "--runbook", str(self.runbook), *args],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=timeout,
-            check=False,
-        )
-
-    def checksum(self, dbname: str | None = None) -> str:
-        with self.db.connect(dbname) as conn:
-            return conn.execute(CHECKSUM_SQL).fetchone()[0]
-
-    def calls(self) -> list[str]:
-        return standin_app.read_calls(self.app_dir)
-
-
-@pytest.fixture
-def site(tmp_path: Path, dr_env: dict[str, str], database: Database) -> Iterator[Site]:
-    app_dir = tmp_path / "app"
-    server = standin_app.start_server(app_dir, env=dr_env)
-    try:
-        runbook = write_runbook(
-            tmp_path,
-            app={
-                "stop": standin_app.command("stop", app_dir),
-                "start": standin_app.command("start", app_dir),
-                "migrate": standin_app.command("migrate", app_dir),
-                "cwd": str(tmp_path),
-                "health_url": server.health_url,
-                "timeout_seconds": 60,
-                "health_wait_seconds": 20,
-            },
-        )
-        yield Site(database, app_dir, runbook, dict(os.environ))
-    finally:
-        server.stop()
-
-
-def take_backup(site: Site) -> Path:
-    return run_backup(site.config(), "daily", upload=False).path
-
-
-def change_data(site: Site) -> None:
-    with site.db.connect() as conn:
-        conn.execute("DELETE FROM payments WHERE id % 3 = 0")
-        conn.execute("UPDATE students SET first_name = 'CHANGED' WHERE id % 5 = 0")
+from tests.support.db import make_database
+from tests.support.leaks import PASSWORD
+from tests.support.site import Site
 
 
 def files_under(*roots: Path) -> Iterator[Path]:
@@ -103,9 +37,9 @@ def files_under(*roots: Path) -> Iterator[Path]:
 
 
 def test_full_headless_restore_brings_back_the_backup(site: Site, tmp_path: Path) -> None:
-    backup = take_backup(site)
+    backup = site.backup()
     counts_at_backup, sum_at_backup = site.db.row_counts(), site.checksum()
-    change_data(site)
+    site.change_data()
     assert site.db.row_counts() != counts_at_backup
 
     result = site.cli("restore", "latest", "--confirm", site.db.name)
@@ -159,7 +93,7 @@ def test_full_headless_restore_brings_back_the_backup(site: Site, tmp_path: Path
 
 
 def test_wrong_confirmation_changes_nothing(site: Site) -> None:
-    take_backup(site)
+    site.backup()
     before = site.db.row_counts()
     for confirm in ("preskool_db_typo", ""):
         result = site.cli("restore", "latest", "--confirm", confirm)
@@ -223,8 +157,8 @@ def _cut_at_a_line(path: Path) -> None:
 def test_bad_backup_stops_before_anything_is_touched(
     site: Site, damage, md5_ok: bool, gzip_ok: bool, dump_bad: bool
 ) -> None:
-    backup = take_backup(site)
-    change_data(site)
+    backup = site.backup()
+    site.change_data()
     before, before_sum = site.db.row_counts(), site.checksum()
     damage(backup)
 
@@ -246,8 +180,8 @@ def test_bad_backup_stops_before_anything_is_touched(
 
 
 def test_sql_error_mid_load_fails_with_the_statement_and_rolls_back(site: Site) -> None:
-    backup = take_backup(site)
-    change_data(site)
+    backup = site.backup()
+    site.change_data()
     before_sum = site.checksum()
     # a backup whose SQL breaks half way: valid gzip, valid md5, bad statement
     sql_text = gzip.decompress(backup.read_bytes()).decode()
@@ -280,12 +214,12 @@ def test_kill_9_during_the_load_then_resume(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     big = make_database(pg_cluster, scale=0.6)  # a load long enough to kill in the middle
-    env = {**site.env, "DB_NAME": big.name}
-    site = Site(big, site.app_dir, site.runbook, env)
     monkeypatch.setenv("DB_NAME", big.name)
-    take_backup(site)
+    env = site.env()
+    site = replace(site, db=big)
+    site.backup()
     counts, total = big.row_counts(), site.checksum()
-    change_data(site)
+    site.change_data()
 
     proc = subprocess.Popen(
         [
@@ -326,7 +260,7 @@ def test_kill_9_during_the_load_then_resume(
 
 
 def test_two_runs_on_one_target_the_second_gets_the_lock_error(site: Site) -> None:
-    take_backup(site)
+    site.backup()
     config = site.config()
     first = Engine.start(config, RunOptions(backup_spec="latest", operator="alice"))
     try:
@@ -343,7 +277,7 @@ def test_two_runs_on_one_target_the_second_gets_the_lock_error(site: Site) -> No
 
 def test_engine_steps_for_a_front_end(site: Site) -> None:
     """What the TUI relies on: blocked reasons, skip rules, events, a wrong confirmation."""
-    take_backup(site)
+    site.backup()
     events: list[Event] = []
     engine = Engine.start(site.config(), RunOptions(), on_event=events.append)
     try:
@@ -385,7 +319,7 @@ def s3_key(site: Site, name: str) -> str:
 def test_s3_restore_downloads_and_uses_the_custom_companion(s3: str, site: Site) -> None:
     backup = s3_only(site, custom=True)
     sum_at_backup = site.checksum()
-    change_data(site)
+    site.change_data()
 
     result = site.cli("restore", backup.name, "--confirm", site.db.name)
 
@@ -430,7 +364,7 @@ def test_s3_companion_missing_or_bad_falls_back_to_the_plain_file(
 ) -> None:
     backup = s3_only(site, custom=True)
     sum_at_backup = site.checksum()
-    change_data(site)
+    site.change_data()
     damage(site, s3, companion_path(backup).name)
 
     result = site.cli("restore", backup.name, "--confirm", site.db.name)
@@ -472,7 +406,7 @@ def test_downloaded_copy_that_fails_verify_is_removed_and_fetched_afresh(
     finally:
         engine.close()
     # a local backup the operator put there is never removed, however bad
-    local = take_backup(site)
+    local = site.backup()
     _md5_mismatch(local)
     engine = Engine.start(site.config(), RunOptions(backup_spec=local.name, operator="ops"))
     try:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import random
-import subprocess
 import threading
 import time
 import zlib
@@ -15,58 +13,20 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from preskool_dr.core.base import database
 from preskool_dr.core.base.errors import Cancelled, NotFoundError, VerificationError
 from preskool_dr.core.base.events import Event, LogLine, Progress
 from preskool_dr.core.base.settings import DatabaseSettings
 from preskool_dr.core.restore.loaders.stream import RestoreError, StreamResult, stream_restore
-from preskool_dr.core.storage import checksum
 from preskool_dr.core.storage.dumptext import DumpText
 from preskool_dr.demo.cluster import Cluster
-from tests.conftest import APP_ROLE, PASSWORD, Database, make_database
+from tests.support.backups import dump_sql, write_backup
+from tests.support.db import APP_ROLE, Database, drop_database, make_database
+from tests.support.leaks import PASSWORD
+from tests.support.loaders import LockWhenCreated, live_psql_children, wait_until
 
-# ---------------------------------------------------------------- helpers (test_restore_test too)
-
-
-def dump_sql(db: Database) -> bytes:
-    """What the real pg_dump writes for `db` (plain SQL, as `preskool-dr backup` runs it)."""
-    env = {**os.environ, **db.cluster.env, "PGDATABASE": db.name}
-    return subprocess.run(
-        ["pg_dump", "--format=plain"], env=env, capture_output=True, check=True
-    ).stdout
-
-
-def write_backup(path: Path, sql_text: bytes) -> Path:
-    """Gzip `sql_text` to `path` with its md5 sidecar, as a backup would be."""
-    path.write_bytes(gzip.compress(sql_text, 6))
-    checksum.write_sidecar(path, hashlib.md5(path.read_bytes()).hexdigest())
-    return path
-
-
-def drop_database(cluster: Cluster, name: str) -> None:
-    with psycopg.connect(cluster.conninfo(), password=PASSWORD, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-
-
-def psql_children(parent: int) -> list[int]:
-    """Live psql processes whose parent is `parent` (read from /proc, no mocks)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if comm == "psql" and int(fields[1]) == parent and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
+# ---------------------------------------------------------------- helpers
 
 
 def sessions_on(cluster: Cluster, dbname: str) -> int:
@@ -76,73 +36,6 @@ def sessions_on(cluster: Cluster, dbname: str) -> int:
             (dbname,),
         ).fetchone()
         return int(row[0]) if row else 0
-
-
-def wait_until(predicate: Callable[[], bool], what: str, limit: float = 60.0) -> None:
-    """Poll (not a timed assertion: the limit only stops a hung test)."""
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
-
-
-class LockWhenCreated:
-    """Holds a SHARE lock on `table` in `dbname` as soon as the restore creates it, so psql's
-    COPY into it waits: a deterministic stand-in for a slow restore, not a timing guess."""
-
-    def __init__(self, cluster: Cluster, dbname: str, table: str) -> None:
-        self.cluster, self.dbname, self.table = cluster, dbname, table
-        self.release = threading.Event()
-        self.locked = threading.Event()
-        self.thread = threading.Thread(target=self._hold, daemon=True)
-
-    def _exists(self) -> bool:
-        try:
-            with psycopg.connect(
-                self.cluster.conninfo(self.dbname), password=PASSWORD, autocommit=True
-            ) as conn:
-                return (
-                    conn.execute("SELECT to_regclass(%s)", (f"public.{self.table}",)).fetchone()[0]
-                    is not None
-                )
-        except psycopg.OperationalError:
-            return False  # the database does not exist yet
-
-    def _hold(self) -> None:
-        wait_until(self._exists, f"{self.table} to be created in {self.dbname}")
-        conn = psycopg.connect(self.cluster.conninfo(self.dbname), password=PASSWORD)
-        try:
-            conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(sql.Identifier(self.table)))
-            self.locked.set()
-            self.release.wait()
-            conn.rollback()
-        except psycopg.OperationalError:
-            pass  # the code under test ended this session to drop the database: fine
-        finally:
-            conn.close()
-
-    def waiting(self) -> bool:
-        """Some session in the database waits for our lock."""
-        with psycopg.connect(self.cluster.conninfo(), password=PASSWORD, autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
-                "AND wait_event_type = 'Lock'",
-                (self.dbname,),
-            ).fetchone()
-            return bool(row and row[0])
-
-    def wait_for_waiter(self) -> None:
-        wait_until(self.locked.is_set, f"the lock on {self.table}")
-        wait_until(self.waiting, "psql to wait for the lock")
-
-    def __enter__(self) -> LockWhenCreated:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release.set()
-        self.thread.join(timeout=30)
 
 
 # ---------------------------------------------------------------- fixtures
@@ -276,7 +169,7 @@ def test_sql_error_half_way_names_line_and_statement(
     assert f"input line {line:,}" in message
     assert "ERROR:" in message and '"not a number"' in message
     assert error.statement in message
-    assert psql_children(os.getpid()) == []
+    assert live_psql_children(os.getpid()) == []
     counts = target.row_counts()
     assert counts["grades"] == database.row_counts()["grades"]  # loaded before the error
     assert counts["students"] == 0  # after it: never loaded
@@ -320,7 +213,7 @@ def test_truncated_gzip_stops_without_committing_the_open_copy(
     with pytest.raises(VerificationError, match="ends in the middle of its gzip data"):
         stream_restore(backup, app_env)
 
-    assert psql_children(os.getpid()) == []
+    assert live_psql_children(os.getpid()) == []
     counts = target.row_counts()
     assert counts["academic_years"] == database.row_counts()["academic_years"]
     # psql was stopped, not given EOF: the half-sent COPY was rolled back, not committed.
@@ -352,7 +245,7 @@ def test_corrupt_gzip_is_a_verification_error(
     with pytest.raises(VerificationError, match=message):
         stream_restore(backup, app_env)
 
-    assert psql_children(os.getpid()) == []
+    assert live_psql_children(os.getpid()) == []
     wait_until(lambda: sessions_on(target.cluster, target.name) == 0, "psql's session to end")
 
 
@@ -412,7 +305,7 @@ def test_cancel_mid_stream_stops_psql(
         stream_restore(big_backup, app_env, on_event=on_event, cancel=cancel)
 
     assert seen and seen[0].done < big_backup.stat().st_size
-    assert psql_children(os.getpid()) == []
+    assert live_psql_children(os.getpid()) == []
     wait_until(lambda: sessions_on(target.cluster, target.name) == 0, "psql's session to end")
 
 
@@ -429,7 +322,7 @@ def test_cancel_while_psql_is_blocked(
         with pytest.raises(Cancelled):
             stream_restore(big_backup, app_env, cancel=cancel)
         blocked.join()
-    assert psql_children(os.getpid()) == []
+    assert live_psql_children(os.getpid()) == []
 
 
 # ---------------------------------------------------------------- COPY tracking

@@ -1,5 +1,6 @@
-"""`preskool-dr restore-test` end to end: real pg_dump backups, the real cluster, the CLI in a
-subprocess, and the scratch database gone afterwards whatever happened."""
+"""`preskool-dr restore-test` end to end: real pg_dump backups, the real cluster, the CLI
+in-process for what it prints and records (a child process where it is killed), and the
+scratch database gone afterwards whatever happened."""
 
 from __future__ import annotations
 
@@ -22,14 +23,12 @@ from preskool_dr.core.base.events import Event, Notice
 from preskool_dr.core.restore import restore_test
 from preskool_dr.core.storage.meta import BackupMeta, read_meta, write_meta
 from preskool_dr.demo.cluster import Cluster
-from tests.conftest import PASSWORD, REPO, Database, make_database
-from tests.test_restore_stream import (
-    LockWhenCreated,
-    drop_database,
-    dump_sql,
-    psql_children,
-    write_backup,
-)
+from tests.support.backups import dump_sql, write_backup
+from tests.support.cli import call_cli
+from tests.support.db import Database, drop_database, make_database
+from tests.support.leaks import PASSWORD
+from tests.support.loaders import LockWhenCreated, live_psql_children
+from tests.support.runbook import REPO
 
 SCRATCH = "preskool_restore_test"  # restore_test.database in the shipped runbook.yaml
 NAME = "preskool-backup-20260220_020000.sql.gz"
@@ -70,14 +69,8 @@ def db_size(db: Database) -> int:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "preskool_dr", "restore-test", *args],
-        cwd=REPO,
-        env=os.environ.copy(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    """`preskool-dr restore-test ARGS` in-process (the killed runs below are children)."""
+    return call_cli("restore-test", *args)
 
 
 def last_result(dr_env: dict[str, str]) -> dict[str, object]:
@@ -284,7 +277,7 @@ def test_signal_mid_restore_drops_the_scratch_database(
             # psql is now mid-COPY, waiting on the lock: the restore is under way.
             blocker.wait_for_waiter()
             head = _read_until(proc, "[OK]    create database")
-            children = psql_children(proc.pid)
+            children = live_psql_children(proc.pid)
             assert len(children) == 1
             proc.send_signal(signum)
             out, err = proc.communicate(timeout=120)

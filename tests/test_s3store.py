@@ -5,14 +5,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
-import os
 import random
 import threading
-import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,43 +25,10 @@ from preskool_dr.core.storage.s3store import (
     parse_s3_url,
     store_for_url,
 )
+from tests.support.moto import moto_checks_credentials, restores_stay_in_progress_briefly
 
 SECRET = "aws-secret-MARKER-42"
 NAME = "preskool-backup-20260220_020000.sql.gz"
-
-
-def moto_api(path: str, body: bytes) -> None:
-    """Drive moto's own control API (state transitions, auth) over HTTP."""
-    request = urllib.request.Request(
-        os.environ["AWS_ENDPOINT_URL"] + path,
-        data=body,
-        method="POST",
-        headers={"Content-Type": "text/plain"},
-    )
-    with urllib.request.urlopen(request) as response:
-        response.read()
-
-
-@contextmanager
-def restores_stay_in_progress_briefly() -> Iterator[None]:
-    """Moto finishes restores at once; with a manual transition the first HEAD after the
-    request still reports `ongoing-request="true"` (later reads move it to restored)."""
-    model = {"model_name": "s3::keyrestore"}
-    transition = {**model, "transition": {"progression": "manual", "times": 1}}
-    moto_api("/moto-api/state-manager/set-transition", json.dumps(transition).encode())
-    try:
-        yield
-    finally:
-        moto_api("/moto-api/state-manager/unset-transition", json.dumps(model).encode())
-
-
-@contextmanager
-def moto_checks_credentials() -> Iterator[None]:
-    moto_api("/moto-api/reset-auth", b"0")
-    try:
-        yield
-    finally:
-        moto_api("/moto-api/reset-auth", b"inf")
 
 
 def backup_bytes(size: int = 3 * 1024 * 1024 + 12345) -> bytes:

@@ -19,7 +19,8 @@ import pytest
 
 from preskool_dr.core.base.host_files import environment_file, read_environment_file
 from preskool_dr.core.base.schedule import Settings, render
-from tests.conftest import REPO, run_cli
+from tests.support.cli import run_cli
+from tests.support.runbook import REPO
 
 # The seed runbook, section 1 (and the check every 5 minutes): job -> (Sunday only, hour,
 # minute); hour None = every 5 minutes. Written out here, not taken from the code under test.

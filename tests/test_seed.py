@@ -1,4 +1,4 @@
-from tests.conftest import Database
+from tests.support.db import Database
 
 
 def test_seeded_database_has_the_preskool_tables_with_rows(database: Database) -> None:

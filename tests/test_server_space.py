@@ -14,7 +14,8 @@ from preskool_dr.core.base.events import StepStatus
 from preskool_dr.core.restore.engine import Engine, RunOptions
 from preskool_dr.core.restore.server_space import check_server_space
 from preskool_dr.core.storage.meta import BackupMeta, read_meta, write_meta
-from tests.conftest import Database, run_cli
+from tests.support.cli import run_cli
+from tests.support.db import Database
 
 HUGE = 10 << 50  # 10 PiB: no test machine has that free
 OLD_META = BackupMeta(

@@ -12,7 +12,7 @@ import pytest
 
 from preskool_dr.core.base.space import MARGIN_MIN, free_bytes, shortfall, with_margin
 from preskool_dr.core.storage.s3store import S3Store
-from tests.conftest import run_cli
+from tests.support.cli import run_cli
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

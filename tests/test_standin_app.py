@@ -22,7 +22,8 @@ from preskool_dr.demo.standin_app import (
     read_calls,
     start_server,
 )
-from tests.conftest import PASSWORD, Database, make_database
+from tests.support.db import Database, make_database
+from tests.support.leaks import PASSWORD
 
 
 def get(url: str) -> tuple[int, dict[str, str]]:

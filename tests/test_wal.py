@@ -23,7 +23,8 @@ from preskool_dr.core.backup.wal.names import Segment, check_name, format_lsn, p
 from preskool_dr.core.backup.wal.push import push
 from preskool_dr.core.backup.wal.settings import FILE_MODE, WalSettings
 from preskool_dr.core.base.errors import DrError, UsageError, VerificationError
-from tests.conftest import AWS_SECRET, run_cli
+from tests.support.cli import call_cli, run_cli
+from tests.support.leaks import AWS_SECRET
 
 SEGMENT_SIZE = 16 * 1024 * 1024
 SEG1 = "000000010000000000000001"
@@ -85,7 +86,7 @@ def test_push_then_fetch_round_trip_with_md5sum_sidecar(
     archive_env: WalSettings, tmp_path: Path
 ) -> None:
     source = make_segment(tmp_path / "pg_wal", SEG1, b"a")
-    result = run_cli("wal-push", str(source))
+    result = call_cli("wal-push", str(source))
     assert result.returncode == 0, result.stderr
     assert result.stdout == "" and result.stderr == ""  # one quiet line per segment: none
     archived = archive_env.archive_dir / SEG1
@@ -97,7 +98,7 @@ def test_push_then_fetch_round_trip_with_md5sum_sidecar(
 
     dest = tmp_path / "restore" / "pg_wal" / "RECOVERYXLOG"
     dest.parent.mkdir(parents=True)
-    result = run_cli("wal-fetch", SEG1, str(dest))
+    result = call_cli("wal-fetch", SEG1, str(dest))
     assert result.returncode == 0, result.stderr
     assert md5(dest) == md5(source)
     assert not list(dest.parent.glob(".*.tmp"))
@@ -122,7 +123,7 @@ def test_push_is_idempotent_and_refuses_different_content(
     assert again.local == "already archived" and again.md5 == first.md5
 
     other = make_segment(tmp_path / "other" / "pg_wal", SEG1, b"b")
-    result = run_cli("wal-push", str(other))
+    result = call_cli("wal-push", str(other))
     assert result.returncode == 1
     assert "already archived with different content" in result.stderr
     assert "refusing to overwrite" in result.stderr
@@ -141,13 +142,13 @@ def test_push_repairs_a_missing_sidecar_of_an_identical_segment(
 
 
 def test_push_failures(archive_env: WalSettings, tmp_path: Path) -> None:
-    missing = run_cli("wal-push", str(tmp_path / "pg_wal" / SEG1))
+    missing = call_cli("wal-push", str(tmp_path / "pg_wal" / SEG1))
     assert missing.returncode == 1 and "cannot read" in missing.stderr
     not_wal = tmp_path / "postgresql.conf"
     not_wal.write_text("x")
-    bad_name = run_cli("wal-push", str(not_wal))
+    bad_name = call_cli("wal-push", str(not_wal))
     assert bad_name.returncode == 1 and "not a WAL file name" in bad_name.stderr
-    bad_fetch = run_cli("wal-fetch", "../../etc/passwd", str(tmp_path / "x"))
+    bad_fetch = call_cli("wal-fetch", "../../etc/passwd", str(tmp_path / "x"))
     assert bad_fetch.returncode == EXIT_ABORT_RECOVERY and "not a WAL file name" in bad_fetch.stderr
     assert not archive_env.archive_dir.exists() or not any(archive_env.archive_dir.iterdir())
 
@@ -160,7 +161,7 @@ def test_push_into_an_unwritable_archive_says_who_must_own_it(
     archive_env.archive_dir.chmod(0o500)
     source = make_segment(tmp_path / "pg_wal", SEG1)
     try:
-        result = run_cli("wal-push", str(source))
+        result = call_cli("wal-push", str(source))
     finally:
         archive_env.archive_dir.chmod(0o700)
     assert result.returncode == 1 and "writable by the database server's OS user" in result.stderr
@@ -170,7 +171,7 @@ def test_fetch_missing_segment_exits_1_and_writes_nothing(
     archive_env: WalSettings, tmp_path: Path
 ) -> None:
     dest = tmp_path / "RECOVERYXLOG"
-    result = run_cli("wal-fetch", "00000002.history", str(dest))
+    result = call_cli("wal-fetch", "00000002.history", str(dest))
     assert result.returncode == 1
     assert "00000002.history is not in the WAL archive" in result.stderr
     assert not dest.exists()
@@ -188,7 +189,7 @@ def test_fetch_of_a_damaged_segment_stops_recovery_instead_of_ending_it(
         handle.seek(SEGMENT_SIZE // 2)
         handle.write(b"\x01")
     dest = tmp_path / "RECOVERYXLOG"
-    result = run_cli("wal-fetch", SEG1, str(dest))
+    result = call_cli("wal-fetch", SEG1, str(dest))
     assert result.returncode == EXIT_ABORT_RECOVERY > 125  # PostgreSQL aborts on > 125
     assert "fails its checksum" in result.stderr
     # One line: what happened, why it stops the recovery, what to do.
@@ -198,7 +199,7 @@ def test_fetch_of_a_damaged_segment_stops_recovery_instead_of_ending_it(
     assert not dest.exists() and not list(tmp_path.glob(".RECOVERYXLOG.*"))
 
     archived.with_name(SEG1 + ".md5").unlink()
-    no_sidecar = run_cli("wal-fetch", SEG1, str(dest))
+    no_sidecar = call_cli("wal-fetch", SEG1, str(dest))
     assert no_sidecar.returncode == EXIT_ABORT_RECOVERY
     assert "checksum file" in no_sidecar.stderr and "missing" in no_sidecar.stderr
 
@@ -292,13 +293,13 @@ def test_missing_bucket_fails_push_with_the_bucket_named(
 ) -> None:
     monkeypatch.setenv("S3_BUCKET", s3 + "-gone")
     source = make_segment(tmp_path / "pg_wal", SEG1)
-    result = run_cli("wal-push", str(source))
+    result = call_cli("wal-push", str(source))
     assert result.returncode == 1
     assert f"bucket '{s3}-gone' does not exist" in result.stderr
     assert AWS_SECRET not in result.stderr + result.stdout
     # A restore_command that cannot reach its archive must stop recovery, not end it.
-    fetched = run_cli("wal-fetch", SEG2, str(tmp_path / "RECOVERYXLOG"))
-    assert fetched.returncode == EXIT_ABORT_RECOVERY and "does not exist" in fetched.stderr
+    fetch = call_cli("wal-fetch", SEG2, str(tmp_path / "RECOVERYXLOG"))
+    assert fetch.returncode == EXIT_ABORT_RECOVERY and "does not exist" in fetch.stderr
 
 
 # ---------------------------------------------------------------- listing and health

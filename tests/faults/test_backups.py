@@ -20,16 +20,9 @@ import pytest
 
 from preskool_dr.core.base.events import StepStatus
 from preskool_dr.core.storage import checksum
-from tests.faults.conftest import (
-    Site,
-    assert_no_partial_backups,
-    assert_says,
-    backup_sql,
-    error_lines,
-    insert_before,
-    rewrite_backup,
-    the_error,
-)
+from tests.support.backups import backup_sql, insert_before, rewrite_backup
+from tests.support.checks import assert_no_partial_backups, assert_says, error_lines, the_error
+from tests.support.site import Site
 
 
 def truncated(path: Path) -> str:

@@ -24,18 +24,11 @@ from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import UsageError
 from preskool_dr.core.restore.engine import Engine, RunOptions
 from preskool_dr.core.restore.journal import Journal
-from tests.conftest import REPO
-from tests.faults.conftest import (
-    Site,
-    assert_says,
-    backup_sql,
-    cli_argv,
-    insert_before,
-    rewrite_backup,
-    run,
-    the_error,
-)
-from tests.test_catalog import make_backup
+from tests.support.backups import backup_sql, insert_before, make_backup, rewrite_backup
+from tests.support.checks import assert_says, the_error
+from tests.support.cli import cli_argv, run
+from tests.support.runbook import REPO
+from tests.support.site import Site
 
 RUNBOOK = (REPO / "runbook.yaml").read_text()
 NOW = datetime.now(UTC).replace(microsecond=0)

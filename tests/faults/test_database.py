@@ -30,19 +30,19 @@ from preskool_dr.core.restore.engine import Engine, RunOptions
 from preskool_dr.core.restore.journal import Journal
 from preskool_dr.demo import standin_app
 from preskool_dr.demo.cluster import Cluster
-from tests.conftest import APP_ROLE, PASSWORD, Database, write_runbook
-from tests.faults.conftest import (
-    Site,
-    assert_says,
+from tests.support.backups import (
     backup_sql,
     blocker,
     create_db,
     insert_before,
     rewrite_backup,
-    start_private_cluster,
-    the_error,
     wait_until_blocked,
 )
+from tests.support.checks import assert_says, the_error
+from tests.support.db import APP_ROLE, Database, start_private_cluster
+from tests.support.leaks import PASSWORD
+from tests.support.runbook import write_runbook
+from tests.support.site import Site
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +102,7 @@ def hold_pg_restore_at_a_row(site: Site, release: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(release)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["serial", "parallel", "custom"])
 @pytest.mark.slow
 def test_server_crash_mid_load_fails_clearly_and_resumes(
@@ -261,6 +262,7 @@ def payments(cluster: Cluster, name: str) -> int:
 NAMES = ["preskool-db", "MixedCase", "x; DROP DATABASE postgres", 'it\'s "quoted"']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES, ids=["dash", "mixed-case", "hostile", "quotes"])
 @pytest.mark.slow
 def test_names_that_need_quoting_are_only_names(

@@ -26,8 +26,10 @@ from preskool_dr.core.drill.append import append_entry
 from preskool_dr.core.drill.entry import read_log
 from preskool_dr.core.drill.signing import NAMESPACE, SigningKey, key_from_file
 from preskool_dr.core.drill.verify import verify_log
-from tests.conftest import REPO
-from tests.faults.conftest import DRILL_FIELDS, assert_says, cli_argv, run, the_error
+from tests.support.checks import assert_says, the_error
+from tests.support.cli import cli_argv, run
+from tests.support.runbook import REPO
+from tests.support.signing import DRILL_FIELDS
 
 APPENDER = textwrap.dedent("""\
     import sys, time

@@ -30,8 +30,11 @@ from preskool_dr.core.drill.entry import canonical_bytes, sha256_hex
 from preskool_dr.core.drill.signing import SigningKey, key_from_file, sign
 from preskool_dr.core.restore.journal import Journal
 from preskool_dr.demo import standin_app
-from tests.conftest import make_signing_key, write_runbook
-from tests.faults.conftest import DRILL_FIELDS, Site, assert_says, cli_argv, run, the_error
+from tests.support.checks import assert_says, the_error
+from tests.support.cli import cli_argv, run
+from tests.support.runbook import write_runbook
+from tests.support.signing import DRILL_FIELDS, make_signing_key
+from tests.support.site import Site
 
 PROM_SAMPLE = re.compile(r"^(preskool_dr_[a-z0-9_]+)(\{[^}]*\})? (-?[0-9.e+]+)$")
 

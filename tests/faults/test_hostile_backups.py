@@ -31,8 +31,10 @@ from preskool_dr.core.restore.loaders.parallel import parallel_restore
 from preskool_dr.core.restore.loaders.stream import RestoreError, stream_restore
 from preskool_dr.core.storage import checksum
 from preskool_dr.core.storage.dumptext import MetaCommandError
-from tests.conftest import AWS_SECRET, PASSWORD, pg_dump_shaped
-from tests.faults.conftest import Site, assert_says, error_lines, the_error
+from tests.support.backups import pg_dump_shaped
+from tests.support.checks import assert_says, error_lines, the_error
+from tests.support.leaks import AWS_SECRET, PASSWORD
+from tests.support.site import Site
 
 HOSTILE_NAME = "preskool-backup-20260101_000000.sql.gz"
 MARKER_TABLE = "hostile_marker"

@@ -42,19 +42,14 @@ from preskool_dr.core.storage.backup_names import backup_name
 from preskool_dr.core.storage.fetch import discard_download, fetch_backup
 from preskool_dr.core.storage.layout import companion_path, meta_path
 from preskool_dr.core.storage.meta import BackupMeta, read_meta, write_meta
-from tests.conftest import AWS_SECRET, REPO, assert_no_secrets
-from tests.faults.conftest import (
-    HANG_GUARD,
-    Child,
-    Fault,
-    FaultProxy,
-    Site,
-    assert_says,
-    cli_argv,
-    run,
-    the_error,
-)
-from tests.test_check import check_line, fabricate
+from tests.support.backups import fabricate
+from tests.support.checks import assert_says, check_line, the_error
+from tests.support.child import Child
+from tests.support.cli import HANG_GUARD, cli_argv, run
+from tests.support.leaks import AWS_SECRET, assert_no_secrets
+from tests.support.runbook import REPO
+from tests.support.s3proxy import Fault, FaultProxy
+from tests.support.site import Site
 
 PREFIX = "preskool-backups/"
 GOOD_AT = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)

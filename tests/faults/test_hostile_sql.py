@@ -31,15 +31,12 @@ from preskool_dr.core.base.events import Event, Notice
 from preskool_dr.core.restore.loaders.parallel import parallel_restore
 from preskool_dr.core.restore.loaders.stream import RestoreError
 from preskool_dr.core.storage.dumptext import MetaCommandError
-from tests.conftest import APP_ROLE, PASSWORD, Database, write_runbook
-from tests.faults.conftest import Site, backup_sql, insert_before, rewrite_backup
-from tests.test_parallel_restore import (
-    assert_same,
-    dump_gz,
-    libpq,
-    psql_children,
-    server_sessions,
-)
+from tests.support.backups import backup_sql, dump_gz, insert_before, rewrite_backup
+from tests.support.db import APP_ROLE, Database, libpq
+from tests.support.leaks import PASSWORD
+from tests.support.loaders import assert_same, psql_children, server_sessions
+from tests.support.runbook import write_runbook
+from tests.support.site import Site
 
 TOC_DATA = "--\n-- Name: x; Type: TABLE DATA; Schema: public; Owner: -\n--\n\n"
 TOC_INDEX = "--\n-- Name: zz_fake; Type: INDEX; Schema: public; Owner: -\n--\n\n"

@@ -33,19 +33,19 @@ from preskool_dr.core.base.events import StepStatus
 from preskool_dr.core.base.lock import ServerLock, lock_path
 from preskool_dr.core.restore.journal import Journal
 from preskool_dr.core.storage import checksum
-from tests.conftest import APP_ROLE, PASSWORD
-from tests.faults.conftest import (
-    Child,
-    Site,
-    assert_says,
+from tests.support.backups import (
     backup_sql,
     blocker,
     create_db,
     insert_before,
     rewrite_backup,
-    the_error,
     wait_until_blocked,
 )
+from tests.support.checks import assert_says, the_error
+from tests.support.child import Child
+from tests.support.db import APP_ROLE
+from tests.support.leaks import PASSWORD
+from tests.support.site import Site
 
 NOT_ACCEPTING = "is not currently accepting connections"
 

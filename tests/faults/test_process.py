@@ -30,27 +30,28 @@ from preskool_dr.core.base.ports import free_port
 from preskool_dr.core.restore.engine import OUTPUT_TAIL
 from preskool_dr.core.restore.journal import Journal
 from preskool_dr.demo import standin_app
-from tests.faults.conftest import (
-    Child,
-    Fault,
-    FaultProxy,
-    FifoBackup,
-    HealthStub,
-    Site,
-    assert_no_partial_backups,
-    assert_says,
+from tests.support.backups import (
     backup_sql,
     blocker,
     create_db,
     insert_before,
     padded,
-    processes_with,
     rewrite_backup,
     s3_only_backup,
-    the_error,
-    wait_for_size,
     wait_until_blocked,
 )
+from tests.support.checks import (
+    assert_no_partial_backups,
+    assert_says,
+    processes_with,
+    the_error,
+    wait_for_size,
+)
+from tests.support.child import Child
+from tests.support.fifo import FifoBackup
+from tests.support.health import HealthStub
+from tests.support.s3proxy import Fault, FaultProxy
+from tests.support.site import Site
 
 SIGNALS = {
     "SIGKILL": signal.SIGKILL,
@@ -154,6 +155,7 @@ SCENES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signame", list(SIGNALS))
 @pytest.mark.parametrize("step", list(SCENES))
 @pytest.mark.slow

@@ -24,8 +24,11 @@ from psycopg import sql
 
 from preskool_dr.core.base import database
 from preskool_dr.core.storage.meta import read_meta
-from tests.conftest import APP_ROLE, PASSWORD, write_runbook
-from tests.faults.conftest import Site, backup_sql, insert_before, rewrite_backup
+from tests.support.backups import backup_sql, insert_before, rewrite_backup
+from tests.support.db import APP_ROLE
+from tests.support.leaks import PASSWORD
+from tests.support.runbook import write_runbook
+from tests.support.site import Site
 
 # The operator's smoke query: `lower(gender)` on a char(1) column. The backup's
 # public.lower(bpchar) is an exact type match and beats pg_catalog.lower(text).

@@ -22,8 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, write_runbook
-from tests.faults.conftest import Site, assert_says, cli_argv, run, the_error
+from tests.support.checks import assert_says, the_error
+from tests.support.cli import cli_argv, run
+from tests.support.runbook import REPO, write_runbook
+from tests.support.site import Site
 
 SYSTEM_RUNBOOK = Path("/etc/preskool-dr/runbook.yaml")
 

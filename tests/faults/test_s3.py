@@ -24,17 +24,11 @@ from preskool_dr.core.base.ports import free_port
 from preskool_dr.core.storage import checksum
 from preskool_dr.core.storage.layout import meta_path
 from preskool_dr.core.storage.s3store import S3Store
-from tests.faults.conftest import (
-    Fault,
-    FaultProxy,
-    Site,
-    assert_no_partial_backups,
-    assert_says,
-    s3_only_backup,
-    the_error,
-    wait_for_size,
-)
-from tests.test_s3store import moto_checks_credentials
+from tests.support.backups import s3_only_backup
+from tests.support.checks import assert_no_partial_backups, assert_says, the_error, wait_for_size
+from tests.support.moto import moto_checks_credentials
+from tests.support.s3proxy import Fault, FaultProxy
+from tests.support.site import Site
 
 GZ = ".sql.gz"  # the faults hit the backup object, not its sidecar or meta
 
@@ -147,6 +141,7 @@ def test_persistent_5xx_fails_before_downtime(site: Site, s3_proxy: FaultProxy) 
     site.assert_no_leak(result)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["reset", "cut"])
 @pytest.mark.slow
 def test_connection_broken_half_way_is_resumed_with_range(
@@ -173,6 +168,7 @@ def test_connection_broken_half_way_is_resumed_with_range(
     site.assert_no_leak(result)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("storage_class", ["GLACIER", "DEEP_ARCHIVE"])
 @pytest.mark.slow
 def test_archived_backup_says_how_to_get_it(site: Site, s3: str, storage_class: str) -> None:

@@ -25,21 +25,18 @@ import pytest
 from preskool_dr.core.backup.take import run_backup
 from preskool_dr.core.base.events import StepStatus, utcnow
 from preskool_dr.core.restore.engine import Engine, RunOptions
-from tests.faults.conftest import (
+from tests.support.backups import s3_only_backup
+from tests.support.checks import (
     FINAL_NAME,
-    Child,
-    Fault,
-    FaultProxy,
-    Site,
     assert_no_partial_backups,
     assert_says,
-    cli_argv,
-    run,
-    s3_only_backup,
     the_error,
     wait_for_size,
-    without_dac_override,
 )
+from tests.support.child import Child
+from tests.support.cli import cli_argv, run, without_dac_override
+from tests.support.s3proxy import Fault, FaultProxy
+from tests.support.site import Site
 
 LIMIT = 3 << 19  # 1.5 MiB: room for a first 1 MiB chunk of the download, not the whole
 

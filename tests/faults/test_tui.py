@@ -34,18 +34,18 @@ from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
 from preskool_dr.tui.screens.resume_run import ResumeRunScreen
 from preskool_dr.tui.widgets.log_panel import MAX_LINES
 from preskool_dr.tui.widgets.summary_panel import SummaryPanel
-from tests.faults.conftest import (
-    Site,
+from tests.support.backups import (
     backup_sql,
     blocker,
-    cli_argv,
     create_db,
     insert_before,
     rewrite_backup,
     wait_until_blocked,
 )
-from tests.terminal import Tmux, alive, children
-from tests.tui.conftest import (
+from tests.support.cli import cli_argv
+from tests.support.site import Site
+from tests.support.terminal import Tmux, alive, children
+from tests.support.tui import (
     STEP_TITLES,
     confirm_recreate,
     run_selected,

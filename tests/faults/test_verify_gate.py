@@ -41,9 +41,11 @@ from preskool_dr.core.storage.s3store import S3Store
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.screens.incident_time import IncidentTimeScreen
 from preskool_dr.tui.screens.resume_run import ResumeRunScreen
-from tests.conftest import write_runbook
-from tests.faults.conftest import FifoBackup, Site, assert_says, the_error
-from tests.tui.conftest import wait_for
+from tests.support.checks import assert_says, the_error
+from tests.support.fifo import FifoBackup
+from tests.support.runbook import write_runbook
+from tests.support.site import Site
+from tests.support.tui import wait_for
 
 
 def other_backup(site: Site, *, custom: bool = False) -> Path:

@@ -21,8 +21,8 @@ from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
 from preskool_dr.tui.screens.incident_time import IncidentTimeScreen, parse_incident_time
 from preskool_dr.tui.screens.skip_reason import SkipReasonScreen
 from preskool_dr.tui.widgets.step_info import StepInfo
-from tests.tui.conftest import (
-    Site,
+from tests.support.site import Site
+from tests.support.tui import (
     confirm_recreate,
     run_selected,
     screen_text,
@@ -127,14 +127,14 @@ async def keys_on_a_run(app: DrApp, site: Site) -> None:
             "the skip in the log",
         )
         await pilot.press("q")
-    state = Journal(site.config.state_dir).load(app.engine.state.run_id)  # type: ignore[union-attr]
+    state = Journal(site.config().state_dir).load(app.engine.state.run_id)  # type: ignore[union-attr]
     assert state.step("app_offline").skip_reason == "stopped by the host team"
     assert state.incident_declared_at.strftime("%Y-%m-%d %H:%M") == earlier
 
 
 def test_keys_on_a_run(site: Site) -> None:
     site.backup()
-    app = DrApp(site.config)
+    app = DrApp(site.config())
     asyncio.run(keys_on_a_run(app, site))
     assert app.return_code == 130
 
@@ -169,7 +169,7 @@ async def drill_header(app: DrApp) -> None:
 
 
 def test_drill_banner(site: Site) -> None:
-    asyncio.run(drill_header(DrApp(site.config, drill=True)))
+    asyncio.run(drill_header(DrApp(site.config(), drill=True)))
 
 
 def test_cli_options_reach_the_app(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -185,7 +185,7 @@ def test_cli_options_reach_the_app(site: Site, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(DrApp, "run", fake_run)
 
     class Ctx:
-        config = site.config
+        config = site.config()
 
     assert tui_run(args, Ctx()) == 130
     assert seen == {"drill": True, "target": "rehearsal", "backup": "latest"}
@@ -205,7 +205,7 @@ async def start_with_backup_option(app: DrApp) -> None:
 
 def test_backup_option_starts_the_run(site: Site) -> None:
     site.backup()
-    app = DrApp(site.config, backup="latest")
+    app = DrApp(site.config(), backup="latest")
     asyncio.run(start_with_backup_option(app))
     assert app.return_code == 130
 
@@ -215,11 +215,11 @@ async def recreate_then_roll_back(app: DrApp, site: Site) -> None:
         await start_run(pilot)
         for step_id in ("download", "verify", "app_offline"):
             await run_selected(pilot, step_id)
-        await confirm_recreate(pilot, site.database)
+        await confirm_recreate(pilot, site.db)
         assert app.engine is not None and app.engine.state.aside_state == "renamed"
         # the target is step 5's new database: empty, closed until step 6's checks pass
-        assert site.database.exists(site.database.name)
-        assert not site.database.accepts_connections()
+        assert site.db.exists(site.db.name)
+        assert not site.db.accepts_connections()
         await pilot.press("ctrl+p")
         await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette), "palette")
         await pilot.press(*"Roll back")
@@ -227,18 +227,18 @@ async def recreate_then_roll_back(app: DrApp, site: Site) -> None:
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmNameScreen), "rollback dialog")
         assert "renamed back" in screen_text(pilot)
-        await pilot.press(*site.database.name, "enter")
+        await pilot.press(*site.db.name, "enter")
         await wait_for(pilot, lambda: app.engine.state.result == "rolled-back", "rolled back")  # type: ignore[union-attr]
         await pilot.press("q")
 
 
 def test_rollback_from_the_palette(site: Site) -> None:
     site.backup()
-    before = site.database.row_counts()
-    app = DrApp(site.config)
+    before = site.db.row_counts()
+    app = DrApp(site.config())
     asyncio.run(recreate_then_roll_back(app, site))
     assert app.return_code == 0  # a rolled-back run is finished
-    assert site.database.row_counts() == before
+    assert site.db.row_counts() == before
 
 
 async def terminal_gone(app: DrApp) -> None:
@@ -254,8 +254,8 @@ async def terminal_gone(app: DrApp) -> None:
 
 def test_terminal_check_stops_the_step(slow_site: Site) -> None:
     slow_site.backup()
-    app = DrApp(slow_site.config)
+    app = DrApp(slow_site.config())
     asyncio.run(terminal_gone(app))
     assert app.return_code == 130 and app.hung_up
-    (state,) = Journal(slow_site.config.state_dir).unfinished()
+    (state,) = Journal(slow_site.config().state_dir).unfinished()
     assert state.step("app_offline").status is StepStatus.FAILED

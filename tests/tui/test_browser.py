@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 import boto3
 from textual.widgets import DataTable
 
-from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.events import StepStatus
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.messages import EngineProgress
 from preskool_dr.tui.widgets.backup_browser import SORT_KEYS
 from preskool_dr.tui.widgets.restore_panel import RestorePanel
-from tests.tui.conftest import Site, log_text, run_selected, screen_text, status, wait_for
+from tests.support.site import Site
+from tests.support.tui import log_text, run_selected, screen_text, status, wait_for
 
 DAYS = [
     (datetime(2026, 2, 18, 2, 0, tzinfo=UTC), "daily"),
@@ -85,7 +85,7 @@ async def browse(app: DrApp) -> None:
 def test_browse_filter_sort_and_choose(site: Site) -> None:
     for at, kind in DAYS:
         site.backup(at=at, kind=kind)
-    app = DrApp(site.config)
+    app = DrApp(site.config())
     asyncio.run(browse(app))
 
 
@@ -129,7 +129,6 @@ async def download_from_s3(app: DrApp, messages: list[object]) -> None:
 
 
 def test_s3_only_backup_downloads_and_glacier_is_marked(site: Site, s3: str) -> None:
-    site.config = load_config(site.runbook)  # with the bucket
     path = site.backup(at=datetime(2026, 2, 20, 2, 0, tzinfo=UTC), upload=True)
     client = boto3.client("s3")
     archived = "preskool-backup-20260101_020000.sql.gz"
@@ -145,7 +144,7 @@ def test_s3_only_backup_downloads_and_glacier_is_marked(site: Site, s3: str) -> 
         )
     for local in path.parent.iterdir():  # S3 only from here on
         local.unlink()
-    app = DrApp(site.config)
+    app = DrApp(site.config())
     messages: list[object] = []
     asyncio.run(download_from_s3(app, messages))
     downloads = [

@@ -10,26 +10,25 @@ from pathlib import Path
 import pytest
 import yaml
 
-from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.events import StepStatus
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
 from preskool_dr.tui.screens.sign_off import SignOffScreen
-from tests.conftest import assert_openssh_verifies, make_signing_key
-from tests.tui.conftest import Site, run_selected, screen_text, start_run, status, wait_for
+from tests.support.signing import assert_openssh_verifies, make_signing_key
+from tests.support.site import Site
+from tests.support.tui import run_selected, screen_text, start_run, status, wait_for
 
 
 def drill_site(site: Site, monkeypatch: pytest.MonkeyPatch) -> tuple[Site, str]:
     """The site's runbook with drill.target_db and drill-only app commands (migrate, health)."""
     data = yaml.safe_load(site.runbook.read_text())
-    drill_db = f"{site.database.name}_drill"
+    drill_db = f"{site.db.name}_drill"
     data["drill"] = {
         "target_db": drill_db,
         "app": {"migrate": data["app"]["migrate"], "health_url": data["app"]["health_url"]},
     }
     site.runbook.write_text(yaml.safe_dump(data, sort_keys=False))
     monkeypatch.setenv("PRESKOOL_DR_RUNBOOK", str(site.runbook))
-    site.config = load_config(site.runbook)
     return site, drill_db
 
 
@@ -42,10 +41,10 @@ def test_drill_end_to_end_with_sign_off(
 async def drive_drill(site: Site, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     site, drill_db = drill_site(site, monkeypatch)
     site.backup()
-    production = site.database.row_counts()
+    production = site.db.row_counts()
     key, allowed = make_signing_key(tmp_path, "ops-lead")
     log = tmp_path / "drill-log.jsonl"
-    app = DrApp(site.config, drill=True, operator="oncall", sign_key=key, drill_log=log)
+    app = DrApp(site.config(), drill=True, operator="oncall", sign_key=key, drill_log=log)
 
     async with app.run_test(size=(80, 24)) as pilot:
         await start_run(pilot)
@@ -85,8 +84,8 @@ async def drive_drill(site: Site, monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
         await wait_for(pilot, lambda: log.exists() and log.stat().st_size > 0, "entry appended")
         assert "[DRILL]" in screen_text(pilot)
 
-    assert site.database.row_counts() == production  # production untouched
-    assert not any(c.startswith(("stop", "start")) for c in site.calls_made())
+    assert site.db.row_counts() == production  # production untouched
+    assert not any(c.startswith(("stop", "start")) for c in site.calls())
     entry = json.loads(log.read_text())
     assert entry["performed_by"] == "ops-lead" and entry["result"] == "pass"
     assert entry["target"].startswith(drill_db)

@@ -13,15 +13,8 @@ from preskool_dr.core.restore.journal import Journal
 from preskool_dr.core.storage import checksum
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.screens.quit_confirm import QuitScreen
-from tests.tui.conftest import (
-    Site,
-    run_selected,
-    screen_text,
-    start_run,
-    status,
-    wait_for,
-    wait_for_exit,
-)
+from tests.support.site import Site
+from tests.support.tui import run_selected, screen_text, start_run, status, wait_for, wait_for_exit
 
 
 async def start_slow_step(app: DrApp) -> None:
@@ -46,17 +39,17 @@ async def start_slow_step(app: DrApp) -> None:
 
 def assert_interrupted_and_resumable(site: Site, app: DrApp) -> None:
     assert app.return_code == 130
-    (state,) = Journal(site.config.state_dir).unfinished()
+    (state,) = Journal(site.config().state_dir).unfinished()
     assert state.result == "interrupted"
     step = state.step("app_offline")
     assert step.status is StepStatus.FAILED and "interrupted" in step.detail
     assert state.step("identify").status is StepStatus.DONE
-    assert site.database.row_counts()["students"] > 0  # production untouched
+    assert site.db.row_counts()["students"] > 0  # production untouched
 
 
 def test_quit_while_a_step_runs_asks_then_records_it(slow_site: Site) -> None:
     slow_site.backup()
-    app = DrApp(slow_site.config)
+    app = DrApp(slow_site.config())
     asyncio.run(start_slow_step(app))
     assert_interrupted_and_resumable(slow_site, app)
     assert app.engine is not None and not app.engine._lock.held  # the lock is released
@@ -73,7 +66,7 @@ async def sigterm_mid_step(app: DrApp) -> None:
 
 def test_sigterm_mid_step_exits_130_with_the_journal_resumable(slow_site: Site) -> None:
     slow_site.backup()
-    app = DrApp(slow_site.config)
+    app = DrApp(slow_site.config())
     asyncio.run(sigterm_mid_step(app))
     assert app.hung_up and app.stop_signal == signal.SIGTERM
     assert_interrupted_and_resumable(slow_site, app)
@@ -113,10 +106,10 @@ def test_failed_step_shows_why_and_exits_1(site: Site) -> None:
     data = bytearray(backup.read_bytes())
     data[len(data) // 2] ^= 0xFF
     backup.write_bytes(bytes(data))
-    app = DrApp(site.config)
+    app = DrApp(site.config())
     asyncio.run(verify_a_corrupt_backup(app, site))
     assert app.return_code == 1
-    assert site.database.row_counts()["students"] > 0
+    assert site.db.row_counts()["students"] > 0
 
 
 def test_checksum_panel_names_the_check_that_failed(site: Site) -> None:
@@ -125,7 +118,7 @@ def test_checksum_panel_names_the_check_that_failed(site: Site) -> None:
     backup = site.backup()
     backup.write_bytes(gzip.compress(b"id,first_name\n1,Ada\n"))
     checksum.write_sidecar(backup, checksum.verify_file(backup, None).actual_md5)
-    app = DrApp(site.config)
+    app = DrApp(site.config())
 
     async def drive() -> None:
         async with app.run_test(size=(80, 24), notifications=True) as pilot:

@@ -13,7 +13,8 @@ from preskool_dr.core.base.events import StepStatus
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.screens.quit_confirm import QuitScreen
 from preskool_dr.tui.screens.skip_reason import SkipReasonScreen
-from tests.tui.conftest import Site, screen_text, start_run, status, wait_for, wait_for_exit
+from tests.support.site import Site
+from tests.support.tui import screen_text, start_run, status, wait_for, wait_for_exit
 
 SIZES = [(80, 24), (120, 40)]
 
@@ -47,7 +48,7 @@ async def ctrl_c_while_running(app: DrApp, size: tuple[int, int]) -> None:
 @pytest.mark.parametrize("size", SIZES)
 def test_ctrl_c_quits_with_the_same_question_as_q(slow_site: Site, size: tuple[int, int]) -> None:
     slow_site.backup()
-    app = DrApp(slow_site.config)
+    app = DrApp(slow_site.config())
     asyncio.run(ctrl_c_while_running(app, size))
     assert app.return_code == 130
 
@@ -61,7 +62,7 @@ async def ctrl_c_in_the_first_dialog(app: DrApp, size: tuple[int, int]) -> None:
 
 @pytest.mark.parametrize("size", SIZES)
 def test_ctrl_c_quits_from_a_text_box(site: Site, size: tuple[int, int]) -> None:
-    app = DrApp(site.config)
+    app = DrApp(site.config())
     asyncio.run(ctrl_c_in_the_first_dialog(app, size))
     assert app.return_code == 0
 
@@ -109,4 +110,4 @@ async def keys_follow_focus(app: DrApp, size: tuple[int, int]) -> None:
 @pytest.mark.parametrize("size", SIZES)
 def test_footer_and_palette_follow_focus_and_state(site: Site, size: tuple[int, int]) -> None:
     site.backup()
-    asyncio.run(keys_follow_focus(DrApp(site.config), size))
+    asyncio.run(keys_follow_focus(DrApp(site.config()), size))

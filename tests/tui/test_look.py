@@ -15,7 +15,8 @@ from textual.widget import Widget
 from preskool_dr.core.base.events import StepStatus
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.widgets.backup_browser import CHOSEN, FAILED_VERIFY, NARROW
-from tests.tui.conftest import Site, run_selected, screen_text, start_run, status, wait_for
+from tests.support.site import Site
+from tests.support.tui import run_selected, screen_text, start_run, status, wait_for
 
 SIZES = [(80, 24), (120, 40)]
 
@@ -63,7 +64,7 @@ async def selected_row_everywhere(app: DrApp, size: tuple[int, int], no_color: b
 @pytest.mark.parametrize("size", SIZES)
 def test_selected_step_stays_readable(site: Site, size: tuple[int, int]) -> None:
     site.backup()
-    asyncio.run(selected_row_everywhere(DrApp(site.config), size, no_color=False))
+    asyncio.run(selected_row_everywhere(DrApp(site.config()), size, no_color=False))
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -72,7 +73,7 @@ def test_selected_step_under_no_color(
 ) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
     site.backup()
-    asyncio.run(selected_row_everywhere(DrApp(site.config), size, no_color=True))
+    asyncio.run(selected_row_everywhere(DrApp(site.config()), size, no_color=True))
 
 
 def browser_row(app: DrApp, name: str) -> list[str]:
@@ -108,4 +109,4 @@ async def browser_marks(app: DrApp, site: Site, size: tuple[int, int], path: Pat
 @pytest.mark.parametrize("size", SIZES)
 def test_backup_browser_shows_what_decides(site: Site, size: tuple[int, int]) -> None:
     path = site.backup()
-    asyncio.run(browser_marks(DrApp(site.config), site, size, path))
+    asyncio.run(browser_marks(DrApp(site.config()), site, size, path))

@@ -10,7 +10,8 @@ import pytest
 from preskool_dr.core.base.events import Notice
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.screens.skip_reason import SkipReasonScreen
-from tests.tui.conftest import Site, log_text, start_run, wait_for
+from tests.support.site import Site
+from tests.support.tui import log_text, start_run, wait_for
 
 SIZES = [(80, 24), (120, 40)]
 
@@ -52,4 +53,4 @@ async def notices(app: DrApp, size: tuple[int, int]) -> None:
 @pytest.mark.parametrize("size", SIZES)
 def test_notifications_never_cover_a_dialog(site: Site, size: tuple[int, int]) -> None:
     site.backup()
-    asyncio.run(notices(DrApp(site.config), size))
+    asyncio.run(notices(DrApp(site.config()), size))

@@ -1,5 +1,5 @@
 """Point-in-time recovery from the TUI (`p`), on a real cluster whose archive_command is the
-product's wal-push (tests/test_pitr.py's scenario): the ranges, refusals shown inline, the
+product's wal-push (tests/support/pitr.py's scenario): the ranges, refusals shown inline, the
 typed confirmation, the seven steps, the RPO and the stop command; exactly the rows before
 the target on the recovered server; quitting mid-run. Plus a snapshot of the form."""
 
@@ -34,35 +34,31 @@ from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
 from preskool_dr.tui.screens.incident_time import IncidentTimeScreen
 from preskool_dr.tui.screens.pitr import PitrScreen, StopRecoveryScreen
 from preskool_dr.tui.widgets.pitr_ranges import seconds, span, whole_seconds
-from tests import test_pitr
-from tests.conftest import assert_no_secrets, assert_openssh_verifies, make_signing_key
-from tests.test_pitr import (
+from tests.support.leaks import assert_no_secrets
+from tests.support.pitr import (
     ROWS,
     Scenario,
-    base_env,
     copy_backups,
     drill_runbook,
     insert_batch,
     new_data_dir,
+    scenario_env,
     sql,
     stop_server,
     switch_wal,
     wait_archived,
 )
-from tests.tui import test_snapshots
-from tests.tui.conftest import WAIT_SECONDS, screen_text, wait_for, wait_for_exit
+from tests.support.signing import assert_openssh_verifies, make_signing_key
+from tests.support.tui import WAIT_SECONDS, screen_text, wait_for, wait_for_exit
 
-# The module-scoped cluster with WAL archiving, a base backup and three batches of rows, and
-# the data directories recovered into (their servers are stopped afterwards).
-scenario = test_pitr.scenario
-new_dirs = test_pitr.new_dirs
-frozen = test_snapshots.frozen
+# `scenario` (the cluster archiving WAL, built once per session) and `new_dirs` come from
+# tests/conftest.py, `frozen` (a site only on disk) from tests/tui/conftest.py.
 
 
 @pytest.fixture
 def operator_env(scenario: Scenario, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
     """The operator's environment for the scenario (no S3), as the TUI loads it."""
-    env = base_env(scenario, tmp_path / "state")
+    env = scenario_env(scenario, tmp_path / "state")
     for var in list(os.environ):
         if var not in env:
             monkeypatch.delenv(var)

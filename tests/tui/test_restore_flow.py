@@ -22,10 +22,10 @@ from preskool_dr.tui.widgets.checksum_panel import ChecksumPanel
 from preskool_dr.tui.widgets.restore_panel import RestorePanel
 from preskool_dr.tui.widgets.rto_timer import RtoTimer
 from preskool_dr.tui.widgets.summary_panel import SummaryPanel
-from tests.conftest import PASSWORD
-from tests.tui.conftest import (
+from tests.support.leaks import PASSWORD
+from tests.support.site import Site
+from tests.support.tui import (
     STEP_TITLES,
-    Site,
     confirm_recreate,
     run_selected,
     screen_text,
@@ -41,8 +41,8 @@ async def finish_run(pilot: Pilot[Any], site: Site) -> None:
     app = pilot.app
     assert isinstance(app, DrApp)
     await run_selected(pilot, "app_offline")
-    assert site.calls_made()[-1] == f"stop {site.database.name}"
-    await confirm_recreate(pilot, site.database)
+    assert site.calls()[-1] == f"stop {site.db.name}"
+    await confirm_recreate(pilot, site.db)
     await run_selected(pilot, "restore")
     await pilot.pause()
     panel = app.query_one(RestorePanel)
@@ -61,10 +61,8 @@ async def finish_run(pilot: Pilot[Any], site: Site) -> None:
     assert app.engine is not None
     state = app.engine.state
     assert state.result == "done"
-    assert site.calls_made()[-3:] == [
-        f"{name} {site.database.name}" for name in ("stop", "migrate", "start")
-    ]
-    assert site.database.row_counts() == site.database.row_counts(state.aside_db)
+    assert site.calls()[-3:] == [f"{name} {site.db.name}" for name in ("stop", "migrate", "start")]
+    assert site.db.row_counts() == site.db.row_counts(state.aside_db)
     # the run has ended: its summary replaces the toast, steps no longer run, and the
     # aside copy is offered there (d), not by a dialog that pops up by itself
     await wait_for(pilot, lambda: app.query_one(SummaryPanel).display, "summary")
@@ -85,13 +83,13 @@ async def finish_run(pilot: Pilot[Any], site: Site) -> None:
     await pilot.press("d")
     await wait_for(pilot, lambda: isinstance(app.screen, ConfirmNameScreen), "drop-aside dialog")
     assert state.aside_db in screen_text(pilot)
-    await pilot.press(*site.database.name, "enter")  # the target's name is not the aside's
+    await pilot.press(*site.db.name, "enter")  # the target's name is not the aside's
     await pilot.pause()
     assert isinstance(app.screen, ConfirmNameScreen)
-    assert site.database.exists(state.aside_db)
+    assert site.db.exists(state.aside_db)
     await pilot.press("ctrl+u", *state.aside_db, "enter")  # clear the line, type the aside name
     await wait_for(pilot, lambda: state.aside_state == "dropped", "aside dropped")
-    assert not site.database.exists(state.aside_db)
+    assert not site.db.exists(state.aside_db)
     await wait_for(pilot, lambda: "dropped" in screen_text(pilot), "summary redrawn")
     assert f"aside copy {state.aside_db} dropped" in summary.lines
     assert "Drop aside copy" not in screen_text(pilot)
@@ -101,7 +99,7 @@ async def finish_run(pilot: Pilot[Any], site: Site) -> None:
 def test_complete_restore(site: Site, size: tuple[int, int]) -> None:
     site.backup()
     messages: list[Message] = []
-    app = DrApp(site.config)
+    app = DrApp(site.config())
     asyncio.run(drive_complete_restore(app, site, size, messages))
     assert app.return_code == 0
     phases = {m.progress.phase for m in messages if isinstance(m, EngineProgress)}
@@ -110,11 +108,11 @@ def test_complete_restore(site: Site, size: tuple[int, int]) -> None:
         m.progress for m in messages if isinstance(m, EngineProgress) and m.progress.phase == "load"
     ]
     assert loads[-1].done == loads[-1].total  # the bar reached the end
-    journal_text = next(site.config.state_dir.glob("runs/*.json")).read_text()
+    journal_text = next(site.config().state_dir.glob("runs/*.json")).read_text()
     assert PASSWORD not in journal_text
     # the postmortem's timeline, written when the run finished
-    (state,) = Journal(site.config.state_dir).runs()
-    report = site.config.state_dir / "reports" / f"{state.run_id}.md"
+    (state,) = Journal(site.config().state_dir).runs()
+    report = site.config().state_dir / "reports" / f"{state.run_id}.md"
     assert stat.S_IMODE(report.stat().st_mode) == 0o600
     assert state.backup is not None and state.backup.name in report.read_text()
     # printed to the shell on exit: the outcome and the report
@@ -130,7 +128,7 @@ async def drive_complete_restore(
     async with app.run_test(size=size, message_hook=messages.append) as pilot:
         await start_run(pilot)
         text = screen_text(pilot)
-        assert f"RESTORE {site.database.name}@" in text
+        assert f"RESTORE {site.db.name}@" in text
         assert f"run {app.engine.state.run_id}"[:40] in text  # type: ignore[union-attr]
         assert "✔ 2 Identify backup" in text
         assert "RPO " in text and "RTO 00:" in text
@@ -158,7 +156,7 @@ def test_quit_between_steps_then_resume(site: Site) -> None:
 
 
 async def drive_quit_then_resume(site: Site) -> None:
-    app = DrApp(site.config)
+    app = DrApp(site.config())
     async with app.run_test(size=(80, 24)) as pilot:
         await start_run(pilot)
         await run_selected(pilot, "download")
@@ -171,10 +169,10 @@ async def drive_quit_then_resume(site: Site) -> None:
         f"preskool-dr: run {run_id} is unfinished: stopped before step 1 App offline"
     )
     assert lines[-1] == "  resume: preskool-dr tui"
-    (unfinished,) = Journal(site.config.state_dir).unfinished()
+    (unfinished,) = Journal(site.config().state_dir).unfinished()
     assert unfinished.run_id == run_id
 
-    again = DrApp(site.config)
+    again = DrApp(site.config())
     async with again.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: isinstance(again.screen, ResumeRunScreen), "resume offer")
         # pushed is not yet drawn: the first frame can lag
@@ -190,4 +188,4 @@ async def drive_quit_then_resume(site: Site) -> None:
         await finish_run(pilot, site)
         await pilot.press("q")
     assert again.return_code == 0
-    assert Journal(site.config.state_dir).unfinished() == []
+    assert Journal(site.config().state_dir).unfinished() == []

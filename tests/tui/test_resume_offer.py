@@ -19,12 +19,13 @@ from preskool_dr.core.restore.journal import Journal
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.screens.incident_time import IncidentTimeScreen
 from preskool_dr.tui.screens.resume_run import NewRunScreen, ResumeRunScreen
-from tests.tui.conftest import Site, screen_text, wait_for
+from tests.support.site import Site
+from tests.support.tui import screen_text, wait_for
 
 
 def leftover_run(site: Site, *, drill: bool) -> str:
     """An unfinished run of that mode: started, then its process gone."""
-    engine = Engine.start(site.config, RunOptions(operator="night", drill=drill))
+    engine = Engine.start(site.config(), RunOptions(operator="night", drill=drill))
     engine.close()
     return engine.state.run_id
 
@@ -52,17 +53,17 @@ def test_the_offer_never_crosses_modes(site: Site, drill: bool) -> None:
     """A leftover run of the other mode is not offered (the incident time is asked at once);
     one of this mode is, alone."""
     other = leftover_run(site, drill=not drill)
-    offered, text = asyncio.run(offered_at_start(DrApp(site.config, drill=drill), (80, 24)))
+    offered, text = asyncio.run(offered_at_start(DrApp(site.config(), drill=drill), (80, 24)))
     assert offered == [] and other not in text
 
     same = leftover_run(site, drill=drill)
-    offered, text = asyncio.run(offered_at_start(DrApp(site.config, drill=drill), (80, 24)))
+    offered, text = asyncio.run(offered_at_start(DrApp(site.config(), drill=drill), (80, 24)))
     assert offered == [same] and same in text and other not in text
 
 
 def test_the_offer_lists_only_runs_of_this_target(site: Site) -> None:
     other = leftover_run(site, drill=False)
-    app = DrApp(site.config, target_db="another_db")
+    app = DrApp(site.config(), target_db="another_db")
     offered, text = asyncio.run(offered_at_start(app, (80, 24)))
     assert offered == [] and other not in text
 
@@ -80,11 +81,11 @@ async def resume_directly(app: DrApp, run_id: str) -> str:
 
 def test_a_drill_refuses_to_resume_a_production_run_by_any_path(site: Site) -> None:
     production = leftover_run(site, drill=False)
-    app = DrApp(site.config, drill=True)
+    app = DrApp(site.config(), drill=True)
     error = asyncio.run(resume_directly(app, production))
     assert "is a restore run and this is a drill: not resumed" in error
     assert app.engine is None
-    (state,) = Journal(site.config.state_dir).unfinished()
+    (state,) = Journal(site.config().state_dir).unfinished()
     assert state.run_id == production and state.mode == "restore"
 
 
@@ -98,7 +99,7 @@ DONE_TO_5 = ("app_offline", "identify", "download", "verify", "recreate_db")
 def interrupted_in_the_load(site: Site) -> str:
     """A run interrupted in step 6 after step 5 moved production aside (as the journal of a
     hang-up mid-load reads), its last step at STOPPED."""
-    engine = Engine.start(site.config, RunOptions(operator="night"))
+    engine = Engine.start(site.config(), RunOptions(operator="night"))
     state = engine.state
     for record in state.steps:
         if record.id in DONE_TO_5:
@@ -131,7 +132,7 @@ def test_the_offer_says_where_when_what_next_and_the_aside_copy(
     site: Site, size: tuple[int, int]
 ) -> None:
     run_id = interrupted_in_the_load(site)
-    text = asyncio.run(read_the_offer(DrApp(site.config, now=fixed_clock), size))
+    text = asyncio.run(read_the_offer(DrApp(site.config(), now=fixed_clock), size))
     flat = " ".join(text.split())  # a narrow dialog wraps the line
     assert run_id in flat
     assert "interrupted 3 min ago at 6 Restore (partial load); next: 6" in flat
@@ -143,15 +144,15 @@ def test_a_run_whose_process_died_reads_stopped_not_running(site: Site) -> None:
     """The journal says "running" (the process was killed): its lock is free, so the offer
     says "stopped"; while a process holds the lock it says so."""
     run_id = leftover_run(site, drill=False)  # started, never ended: result "running"
-    text = asyncio.run(read_the_offer(DrApp(site.config), (80, 24)))
+    text = asyncio.run(read_the_offer(DrApp(site.config()), (80, 24)))
     flat = " ".join(text.split())
     assert f"run {run_id}" in flat and "stopped" in flat and "running now" not in flat
 
-    (state,) = Journal(site.config.state_dir).unfinished()
+    (state,) = Journal(site.config().state_dir).unfinished()
     assert state.result == "running"
-    holder = Engine.resume(site.config, run_id)  # another process would hold it like this
+    holder = Engine.resume(site.config(), run_id)  # another process would hold it like this
     try:
-        text = asyncio.run(read_the_offer(DrApp(site.config), (80, 24)))
+        text = asyncio.run(read_the_offer(DrApp(site.config()), (80, 24)))
     finally:
         holder.close()
     assert "running now (its process holds the lock)" in " ".join(text.split())
@@ -180,14 +181,14 @@ async def esc_then_new_run(app: DrApp) -> list[str]:
 
 def test_esc_quits_and_a_new_run_is_asked_twice(site: Site) -> None:
     run_id = interrupted_in_the_load(site)
-    before = Journal(site.config.state_dir).load(run_id)
-    app = DrApp(site.config, now=fixed_clock)
+    before = Journal(site.config().state_dir).load(run_id)
+    app = DrApp(site.config(), now=fixed_clock)
     asyncio.run(read_the_offer(app, (80, 24)))  # ends with Esc
     assert app.return_code == 0
-    assert Journal(site.config.state_dir).runs() == [before]  # nothing started or changed
+    assert Journal(site.config().state_dir).runs() == [before]  # nothing started or changed
 
-    question, back, new = asyncio.run(esc_then_new_run(DrApp(site.config, now=fixed_clock)))
+    question, back, new = asyncio.run(esc_then_new_run(DrApp(site.config(), now=fixed_clock)))
     assert f"run {run_id}" in question and f"its aside copy {ASIDE} is kept" in question
     assert "y starts a new run" in question
     assert (back, new) == ("back to the offer", "incident time asked")
-    assert Journal(site.config.state_dir).runs() == [before]
+    assert Journal(site.config().state_dir).runs() == [before]

@@ -4,19 +4,14 @@ hand-written journal (resuming needs no database). Review a diff before --snapsh
 from __future__ import annotations
 
 import asyncio
-import gzip
-import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import ProgressBar
 
-from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.database import Snapshot
 from preskool_dr.core.base.events import LogLine, Progress, StepChanged, StepStatus
 from preskool_dr.core.restore.journal import (
@@ -27,18 +22,14 @@ from preskool_dr.core.restore.journal import (
     VerifyRecord,
 )
 from preskool_dr.core.storage import checksum
-from preskool_dr.core.storage.backup_names import parse_backup_name
-from preskool_dr.core.storage.meta import BackupMeta, write_meta
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.widgets.restore_panel import RestorePanel
 from preskool_dr.tui.widgets.run_header import RunHeader
 from preskool_dr.tui.widgets.step_info import StepInfo
-from tests.conftest import REPO
-from tests.tui.conftest import FIXED_NOW, STEP_TITLES, screen_text
+from tests.support.tui import FIXED_NOW, STEP_TITLES, TABLES, Frozen, screen_text
 
 RUN_ID = "20260220-041233-a1b2"
 MIB = 1024 * 1024
-TABLES = {"attendance": 48211, "grades": 20400, "students": 1200, "invoices": 3600, "users": 90}
 
 
 NAME = "preskool-backup-20260220_020000.sql.gz"
@@ -47,53 +38,6 @@ DETAILS = {
     "Gzip integrity check passed",
     "download": f"already local: /var/backups/preskool/{NAME}",
 }
-
-
-@dataclass
-class Frozen:
-    """A site that exists only on disk: db1:5432, three backups, maybe a journal."""
-
-    backup_dir: Path
-    state_dir: Path
-
-    def app(self, **options: Any) -> DrApp:
-        return DrApp(load_config(REPO / "runbook.yaml"), now=lambda: FIXED_NOW, **options)
-
-
-@pytest.fixture
-def frozen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Frozen:
-    for var in list(os.environ):
-        if var.startswith(("AWS_", "PG", "DB_", "PRESKOOL_DR_")) or var == "S3_BUCKET":
-            monkeypatch.delenv(var, raising=False)
-    site = Frozen(tmp_path / "backups", tmp_path / "state")
-    site.backup_dir.mkdir()
-    for stamp, kind, rows in (
-        ("20260218_020000", "daily", 1000),
-        ("20260219_010000", "weekly", 1100),
-        ("20260220_020000", "daily", 1200),
-    ):
-        name = f"preskool-backup-{stamp}.sql.gz"
-        data = gzip.compress(b"-- PostgreSQL database dump\n" * rows, mtime=0)
-        path = site.backup_dir / name
-        path.write_bytes(data)
-        md5 = checksum.md5_hasher()
-        md5.update(data)
-        checksum.write_sidecar(path, md5.hexdigest())
-        created = parse_backup_name(name)
-        assert created is not None
-        write_meta(
-            path,
-            BackupMeta(name, kind, created, "preskool_db", len(data), md5.hexdigest(), TABLES),
-        )
-    for key, value in {
-        "DB_HOST": "db1",
-        "DB_PORT": "5432",
-        "DB_NAME": "preskool_db",
-        "BACKUP_DIR": str(site.backup_dir),
-        "PRESKOOL_DR_STATE_DIR": str(site.state_dir),
-    }.items():
-        monkeypatch.setenv(key, value)
-    return site
 
 
 def write_journal(site: Frozen, done: tuple[str, ...]) -> None:
