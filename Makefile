@@ -23,13 +23,18 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Two workers (pytest-xdist) on this 2-core machine: most of a case is waiting on
+# PostgreSQL, a child process or the screen. PYTEST_JOBS=0 runs in one process.
+PYTEST_JOBS ?= 2
+PYTEST_PARALLEL := -n $(PYTEST_JOBS) --dist loadgroup
+
 test: $(STAMP) postgres lint
-	bash scripts/run-pytest.sh $(BIN)/pytest -q $(PYTEST_ARGS)
+	bash scripts/run-pytest.sh $(BIN)/pytest -q $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 # The fast tier for the edit loop: still real PostgreSQL and S3, without the cases marked
 # slow (PITR scenarios, tmux, floods, kill-and-resume matrices). CI runs `make test`.
 check: $(STAMP) postgres lint
-	bash scripts/run-pytest.sh $(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
+	bash scripts/run-pytest.sh $(BIN)/pytest -q $(PYTEST_PARALLEL) -m "not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP) postgres
 	$(BIN)/preskool-dr demo $(DEMO_ARGS)

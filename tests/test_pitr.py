@@ -54,7 +54,9 @@ from tests.support.pitr import (
 from tests.support.signing import assert_openssh_verifies, make_signing_key
 
 # Every case here recovers a cluster (or needs the scenario built): the slow tier.
-pytestmark = pytest.mark.slow
+# xdist_group: every module using the session's PITR scenario runs on one worker, which
+# builds it once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pitr")]
 
 # ---------------------------------------------------------------- helpers for a recovery
 

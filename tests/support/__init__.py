@@ -16,4 +16,5 @@
 - `loaders`: comparing restored databases, psql processes, server sessions.
 - `pitr`: the point-in-time-recovery scenario (a cluster archiving WAL with `wal-push`).
 - `tui`: driving the Textual app with Pilot and reading the screen.
+- `terminal`: a private tmux server running the CLI in a real terminal.
 """

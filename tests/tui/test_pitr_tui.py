@@ -55,6 +55,10 @@ from tests.support.tui import WAIT_SECONDS, screen_text, wait_for, wait_for_exit
 # tests/conftest.py, `frozen` (a site only on disk) from tests/tui/conftest.py.
 
 
+# On the worker that builds the PITR scenario (tests/test_pitr.py says why).
+pytestmark = pytest.mark.xdist_group("pitr")
+
+
 @pytest.fixture
 def operator_env(scenario: Scenario, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
     """The operator's environment for the scenario (no S3), as the TUI loads it."""
