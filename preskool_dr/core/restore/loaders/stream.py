@@ -31,7 +31,7 @@ from typing import IO
 
 from preskool_dr.core.base.errors import Cancelled, DrError, NotFoundError, VerificationError
 from preskool_dr.core.base.events import EventSink, LogLine, Notice, Progress, ignore_events
-from preskool_dr.core.base.procs import redact, run_command, spawn, terminate
+from preskool_dr.core.base.procs import close_child, redact, run_command, spawn, terminate
 from preskool_dr.core.base.steps import StepId
 from preskool_dr.core.storage.checksum import GZIP_WBITS
 from preskool_dr.core.storage.dumptext import DumpText, Finding, MetaCommandError
@@ -380,14 +380,7 @@ class _Load:
 
     def close(self) -> None:
         """Never leave psql running: stop it first (closing its input would COMMIT)."""
-        if self.proc.poll() is None:
-            terminate(self.proc)
-        with contextlib.suppress(OSError, ValueError):
-            self.stdin.close()
-        self.output.join()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
+        close_child(self.proc, self.output.join)
 
 
 def stream_restore(

@@ -23,7 +23,7 @@ import psycopg
 
 from preskool_dr.core.base.database import PINNED_SEARCH_PATH
 from preskool_dr.core.base.errors import DrError
-from preskool_dr.core.base.procs import spawn, terminate
+from preskool_dr.core.base.procs import close_child, spawn
 from preskool_dr.core.restore.loaders.parallel.jobs import Job, Stopped
 from preskool_dr.core.restore.loaders.parallel.pieces import TERMINATOR, BlockEnd, inflate
 from preskool_dr.core.restore.loaders.parallel.toc import Roots
@@ -141,14 +141,7 @@ class Psql:
             return code
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            terminate(self.proc)
-        with contextlib.suppress(OSError, ValueError):
-            self.stdin.close()
-        self.output.join()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
+        close_child(self.proc, self.output.join)
 
     def error(self) -> tuple[int | None, str, str]:
         """(input line, `ERROR: message (DETAIL) (CONTEXT)`, raw last line) from stderr."""
