@@ -3,7 +3,7 @@ psycopg connections that load COPY parts (`Copier`), the catalog query for table
 stopping the load's server sessions, and the errors a session's failure becomes.
 
 No meta-command from the backup runs: every psql starts under a `\\restrict` key of its own
-(stream.restrict_line), and what is written passes a DumpText first, which blanks
+(psql.restrict_line), and what is written passes a DumpText first, which blanks
 pg_dump's own `\\restrict`/`\\unrestrict` lines and refuses any other backslash line
 outside COPY data before psql reads it.
 """
@@ -27,14 +27,13 @@ from preskool_dr.core.base.procs import close_child, spawn
 from preskool_dr.core.restore.loaders.parallel.jobs import Job, Stopped
 from preskool_dr.core.restore.loaders.parallel.pieces import TERMINATOR, BlockEnd, inflate
 from preskool_dr.core.restore.loaders.parallel.toc import Roots
+from preskool_dr.core.restore.loaders.psql import PsqlOutput, restrict_line
 from preskool_dr.core.restore.loaders.stream import (
     PIPE_SIZE,
     PSQL_ERROR,
-    PsqlOutput,
     RestoreError,
     one_line,
     refused,
-    restrict_line,
     server_gone,
     short,
 )
