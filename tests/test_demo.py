@@ -25,7 +25,8 @@ from preskool_dr.cli.main import main
 from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.procs import run_command
 from preskool_dr.core.drill.signing import trust_root
-from preskool_dr.demo.sandbox import BUCKET, DATABASE, Sandbox, backup_plan, environment
+from preskool_dr.demo.backups import backup_plan
+from preskool_dr.demo.sandbox import BUCKET, DATABASE, Sandbox, environment
 from tests.support.terminal import Tmux, alive, children, wait_gone
 
 REPO = Path(__file__).resolve().parent.parent

@@ -21,6 +21,7 @@ from preskool_dr.core.base.errors import DrError, UsageError
 from preskool_dr.core.base.events import Event, Notice
 from preskool_dr.core.restore.engine import default_operator
 from preskool_dr.core.storage.catalog import BackupRecord
+from preskool_dr.demo.manifest import stop_sandbox
 from preskool_dr.demo.sandbox import (
     APP_ROLE,
     BUCKET,
@@ -28,7 +29,6 @@ from preskool_dr.demo.sandbox import (
     DEMO_SCALE,
     Sandbox,
     environment,
-    stop_sandbox,
 )
 
 EPILOG = """\

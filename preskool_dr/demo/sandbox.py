@@ -3,20 +3,19 @@
 A private PostgreSQL cluster with a seeded `preskool_db`, a local S3 endpoint (moto's
 server, as a child process so `--keep` can leave it running), the stand-in app with a
 health URL, a runbook.yaml pointing at all of it, and backups taken by the real backup
-code. `Sandbox.stop()` undoes everything it started; `sandbox.json` in the sandbox folder
-names the processes (never the password), so `stop_sandbox(DIR)` can do the same later.
+code (demo/backups.py). `Sandbox.stop()` undoes everything it started; `sandbox.json` in
+the sandbox folder names the processes (never the password), so `stop_sandbox(DIR)`
+(demo/manifest.py) can do the same later.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import os
 import secrets
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +23,6 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +32,19 @@ import psycopg
 import yaml
 from psycopg import sql
 
-from preskool_dr.core.backup.take import run_backup
 from preskool_dr.core.base import files, procs
 from preskool_dr.core.base.config import load_config
-from preskool_dr.core.base.errors import DrError, NotFoundError
-from preskool_dr.core.base.events import EventSink, Notice, ignore_events, utcnow
+from preskool_dr.core.base.errors import DrError
+from preskool_dr.core.base.events import EventSink, Notice, ignore_events
 from preskool_dr.core.base.ports import free_port
 from preskool_dr.core.base.runbook_file import shipped_runbook_path
 from preskool_dr.core.drill import signing
 from preskool_dr.core.restore.appctl import check_health
-from preskool_dr.core.storage import catalog, checksum
-from preskool_dr.core.storage.layout import meta_path
+from preskool_dr.core.storage import catalog
 from preskool_dr.demo import standin_app
+from preskool_dr.demo.backups import take_backups
 from preskool_dr.demo.cluster import Cluster, create_cluster
+from preskool_dr.demo.manifest import remove_cluster, write_manifest
 from preskool_dr.demo.seed import seed_database
 
 # Measured on a 2-core machine: scale 0.5 gives a ~4 MB gzip backup (5,000 students,
@@ -57,40 +55,10 @@ DATABASE = "preskool_db"
 APP_ROLE = "preskool"
 DRILL_DATABASE = "preskool_drill"
 BUCKET = "preskool-demo-backups"
-MANIFEST = "sandbox.json"
 # Variables of the operator's own setup that must not leak into the sandbox (a real
 # AWS profile, a PGSERVICE, a production BACKUP_DIR...).
 _FOREIGN_PREFIXES = ("PG", "AWS_", "DB_", "PRESKOOL_DR_")
 _FOREIGN_NAMES = ("S3_BUCKET", "BACKUP_DIR")
-
-
-@dataclass(frozen=True)
-class PlannedBackup:
-    kind: str
-    at: datetime
-
-
-def backup_plan(now: datetime) -> list[PlannedBackup]:
-    """The runbook's schedule, oldest first: the two latest dailies at 02:00, a pre-deploy
-    dump from the morning between them, the Sunday 01:00 weekly before the last daily, and
-    the weekly five Sundays before that (past its 30 days on disk, so retention leaves it
-    only in S3 GLACIER)."""
-    now = now.astimezone(UTC).replace(microsecond=0)
-    last_daily = now.replace(hour=2, minute=0, second=0)
-    if last_daily > now:
-        last_daily -= timedelta(days=1)
-    previous_daily = last_daily - timedelta(days=1)
-    # The weekly before the last daily, so the newest backup is always a daily.
-    days_since_sunday = (last_daily.weekday() - 6) % 7
-    weekly = (last_daily - timedelta(days=days_since_sunday)).replace(hour=1)
-    plan = [
-        PlannedBackup("weekly", weekly - timedelta(weeks=5)),
-        PlannedBackup("weekly", weekly),
-        PlannedBackup("daily", previous_daily),
-        PlannedBackup("pre-deploy", previous_daily + timedelta(hours=9)),
-        PlannedBackup("daily", last_daily),
-    ]
-    return sorted(plan, key=lambda b: b.at)
 
 
 @contextlib.contextmanager
@@ -346,35 +314,11 @@ class Sandbox:
         """Real backups, oldest first, with a school day of attendance between them so each
         one holds different data (as a week of real backups would)."""
         assert self.cluster is not None
-        plan = backup_plan(utcnow())
         with environment(self.full_environ()):
             config = load_config(self.runbook)
-            for number, planned in enumerate(plan, 1):
-                if number > 1:
-                    self._school_day()
-                on_event(
-                    Notice(
-                        "info",
-                        f"Backup {number}/{len(plan)}: {planned.kind} "
-                        f"{planned.at:%Y-%m-%d %H:%M} UTC...",
-                    )
-                )
-                result = run_backup(
-                    config,
-                    planned.kind,
-                    at=planned.at,
-                    on_event=lambda e: on_event(e) if _is_warning(e) else None,
-                )
-                # Local files carry the backup's time too, so `ls -lt` tells the same story.
-                stamp = planned.at.timestamp()
-                for path in (
-                    result.path,
-                    checksum.sidecar_path(result.path),
-                    meta_path(result.path),
-                ):
-                    os.utime(path, (stamp, stamp))
+            taken = take_backups(config, self._school_day, on_event)
             self.records = catalog.list_backups(config)
-        on_event(Notice("ok", f"{len(plan)} backups in {self.backup_dir} and s3://{BUCKET}/"))
+        on_event(Notice("ok", f"{taken} backups in {self.backup_dir} and s3://{BUCKET}/"))
 
     def _school_day(self) -> None:
         assert self.cluster is not None
@@ -389,25 +333,12 @@ class Sandbox:
 
     def _write_manifest(self) -> None:
         """What `stop_sandbox` needs to find the processes later; no secrets in it."""
-        cluster = self.cluster
-        data = {
-            "version": 1,
-            "dir": str(self.dir),
-            "cluster": None
-            if cluster is None
-            else {
-                "root": str(cluster.root),
-                "data_dir": str(cluster.data_dir),
-                "socket_dir": str(cluster.socket_dir),
-                "port": cluster.port,
-                "run_as": cluster.run_as,
-            },
-            "pids": {
-                "s3": self.s3_proc.pid if self.s3_proc else None,
-                "app": self.app.proc.pid if self.app else None,
-            },
-        }
-        files.atomic_write(self.dir / MANIFEST, (json.dumps(data, indent=2) + "\n").encode())
+        write_manifest(
+            self.dir,
+            self.cluster,
+            s3_pid=self.s3_proc.pid if self.s3_proc else None,
+            app_pid=self.app.proc.pid if self.app else None,
+        )
 
     # ------------------------------------------------------------ stopping
 
@@ -421,7 +352,7 @@ class Sandbox:
             procs.terminate(self.s3_proc)
             self.s3_proc = None
         if self.cluster is not None:
-            problems += _remove_cluster(self.cluster)
+            problems += remove_cluster(self.cluster)
             self.cluster = None
         shutil.rmtree(self.dir, ignore_errors=True)
         return problems
@@ -432,87 +363,7 @@ def _shown(argv: list[str]) -> str:
     return shlex.join(["python", *argv[1:]])
 
 
-def _is_warning(event: object) -> bool:
-    return isinstance(event, Notice) and event.level in ("warn", "error")
-
-
 def _port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(1)
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _remove_cluster(cluster: Cluster) -> list[str]:
-    try:
-        cluster.remove()
-    except (DrError, OSError) as exc:
-        return [f"PostgreSQL in {cluster.data_dir} may still run: {exc}"]
-    if cluster.is_running():
-        return [f"PostgreSQL in {cluster.data_dir} is still running"]
-    return []
-
-
-# ---------------------------------------------------------------- `demo --stop DIR`
-
-
-def stop_sandbox(folder: Path) -> list[str]:
-    """Stop a sandbox left running by `demo --keep` (or a killed demo), from its manifest."""
-    try:
-        data = json.loads((folder / MANIFEST).read_text())
-    except FileNotFoundError:
-        raise NotFoundError(
-            f"{folder} is not a demo sandbox (no {MANIFEST}): give the folder "
-            "`preskool-dr demo --keep` printed"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise DrError(f"cannot read {folder / MANIFEST}: {exc}") from None
-    problems: list[str] = []
-    markers = {"app": "preskool_dr.demo.standin_app", "s3": "moto.server"}
-    for name, pid in (data.get("pids") or {}).items():
-        if isinstance(pid, int) and name in markers:
-            problems += _stop_process_group(pid, markers[name])
-    info = data.get("cluster")
-    if info:
-        cluster = Cluster(
-            root=Path(info["root"]),
-            data_dir=Path(info["data_dir"]),
-            socket_dir=Path(info["socket_dir"]),
-            port=int(info["port"]),
-            password="",
-            run_as=info.get("run_as"),
-        )
-        problems += _remove_cluster(cluster)
-    shutil.rmtree(folder, ignore_errors=True)
-    return problems
-
-
-def _stop_process_group(pid: int, marker: str, grace: float = 5.0) -> list[str]:
-    """SIGTERM, then SIGKILL, the session `pid` leads, if it still runs the program we
-    started (a pid can be reused after a reboot)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return []  # already gone
-    if marker not in cmdline:
-        return []
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return []
-        except PermissionError:
-            return [f"not allowed to stop process {pid} ({marker}): stop it as its owner"]
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
-                return []
-            time.sleep(0.1)
-    return [f"process {pid} ({marker}) did not stop"]
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] == "Z"

@@ -52,7 +52,7 @@ def test_quit_while_a_step_runs_asks_then_records_it(slow_site: Site) -> None:
     app = DrApp(slow_site.config())
     asyncio.run(start_slow_step(app))
     assert_interrupted_and_resumable(slow_site, app)
-    assert app.engine is not None and not app.engine._lock.held  # the lock is released
+    assert app.engine is not None and not app.engine._locks.target.held  # the lock is released
 
 
 async def sigterm_mid_step(app: DrApp) -> None:

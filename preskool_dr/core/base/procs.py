@@ -6,6 +6,7 @@ psql or pg_dump mid-write; the engine decides when they stop.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -116,6 +117,21 @@ def terminate(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+def close_child(proc: subprocess.Popen[bytes], join_readers: Callable[[], None]) -> None:
+    """Tear down a child fed through a pipe (psql) and read by threads: stop it first if it
+    still runs (closing psql's input first would let it COMMIT what it has), close its
+    input, wait for the readers (`join_readers`), then close its output pipes."""
+    if proc.poll() is None:
+        terminate(proc)
+    with contextlib.suppress(OSError, ValueError):
+        if proc.stdin is not None:
+            proc.stdin.close()
+    join_readers()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import zlib
 from pathlib import Path
 from typing import IO, Any, cast
 
-from preskool_dr.core.backup.basebackup import BASE_TAR, MANIFEST, WAL_TAR
+from preskool_dr.core.backup.base_info import BASE_TAR, MANIFEST, WAL_TAR
 from preskool_dr.core.base import procs
 from preskool_dr.core.base.errors import Cancelled, DrError, VerificationError
 from preskool_dr.core.base.events import EventSink

@@ -27,7 +27,7 @@ import os
 import socket
 import threading
 import time
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 from preskool_dr.core.backup.basebackup import BASE_TAR
@@ -205,27 +205,7 @@ class PitrRun:
     def _plan_new(self) -> str:
         request = self.request
         plan = self._choose(f"target {iso(request.target)}")
-        now = utcnow()
-        self.state = PitrState(
-            run_id=new_run_id(now),
-            created_at=now,
-            operator=request.operator or default_operator(),
-            target=request.target,
-            incident=request.incident or request.target,
-            data_dir=str(self.data_dir),
-            port=request.port,
-            base_backup=plan.base.name,
-            range_start=plan.start,
-            range_end=plan.end,
-            server_log=str(self.data_dir / LOG_NAME),
-            steps={sid: StepStatus.PENDING.value for sid, _ in STEPS},
-            backup_md5=plan.base.members.get(BASE_TAR),
-            tool_host=socket.gethostname(),
-            declared_at=self._declared,
-            drill=request.drill,
-            server_python=request.server_python,
-            pid=os.getpid(),
-        )
+        self.state = new_state(request, plan, self.data_dir, self._declared)
         self._step("plan", StepStatus.DONE, f"{plan.base.name}; recoverable {plan.describe()}")
         self._notice(
             "info",
@@ -376,3 +356,30 @@ def run_pitr(
 ) -> PitrState:
     """Recover into request.data_dir and leave that server running, promoted."""
     return PitrRun(config, request, on_event=on_event, cancel=cancel).run()
+
+
+def new_state(
+    request: PitrRequest, plan: RecoverableRange, data_dir: Path, declared: datetime
+) -> PitrState:
+    """The journal record of a new run, once step 1 has chosen its base backup."""
+    now = utcnow()
+    return PitrState(
+        run_id=new_run_id(now),
+        created_at=now,
+        operator=request.operator or default_operator(),
+        target=request.target,
+        incident=request.incident or request.target,
+        data_dir=str(data_dir),
+        port=request.port,
+        base_backup=plan.base.name,
+        range_start=plan.start,
+        range_end=plan.end,
+        server_log=str(data_dir / LOG_NAME),
+        steps={sid: StepStatus.PENDING.value for sid, _ in STEPS},
+        backup_md5=plan.base.members.get(BASE_TAR),
+        tool_host=socket.gethostname(),
+        declared_at=declared,
+        drill=request.drill,
+        server_python=request.server_python,
+        pid=os.getpid(),
+    )

@@ -32,11 +32,11 @@ from preskool_dr.core.base.events import (
     ignore_events,
     utcnow,
 )
-from preskool_dr.core.base.lock import ServerLock, TargetLock, lock_path
 from preskool_dr.core.base.procs import redact
 from preskool_dr.core.base.settings import AppCommands, Config, DatabaseSettings
 from preskool_dr.core.base.steps import STEP_ID_LIST, StepId
 from preskool_dr.core.restore.journal import BackupChoice, Journal, RunState, StepRecord, new_run_id
+from preskool_dr.core.restore.run_locks import RunLocks
 from preskool_dr.core.restore.steps import ACTIONS, backup_checks, recreate_db
 from preskool_dr.core.restore.steps.context import StepAction
 
@@ -182,15 +182,8 @@ def _known(step_id: str) -> StepId:
 
 class Engine:
     """Owns one run: its journal record, its locks, and when each step may run; the steps'
-    actions are in core/restore/steps/.
-
-    Locks: the local flock (state folder) and the server's advisory lock on the target's
-    name (core/base/lock.py), both held from the moment the run is opened until `close()`: a
-    second restore of the same database is refused before it runs anything (whatever host
-    spelling, user or machine), and `backup` of the target is refused while the old
-    database is replaced and the new one loaded. The server's lock is taken at open when
-    the server answers, and checked again (taken, or taken back after a server restart)
-    before step 1 stops the app, before steps 5 and 6, and before a rollback or drop."""
+    actions are in core/restore/steps/. Its two locks (local and on the server) are held
+    from the moment the run is opened until `close()`: core/restore/run_locks.py."""
 
     def __init__(
         self,
@@ -204,14 +197,7 @@ class Engine:
         self.state = state
         self.on_event = on_event
         self.journal = journal or Journal(config.state_dir)
-        self._lock = TargetLock(
-            lock_path(config.state_dir, state.db_host, state.db_port, state.target_db),
-            run_id=state.run_id,
-            operator=state.operator,
-        )
-        self._server_lock = ServerLock(
-            config.database, state.target_db, run_id=state.run_id, operator=state.operator
-        )
+        self._locks = RunLocks(config, state)
         self._mutex = threading.Lock()  # one step at a time, whatever the front end does
 
     # ------------------------------------------------------------ lifecycle
@@ -222,7 +208,7 @@ class Engine:
     ) -> Engine:
         """Create a new run, take the target's lock and write the first journal record."""
         engine = cls(config, new_run_state(config, options), on_event=on_event)
-        engine._take_locks()
+        engine._locks.take()
         try:
             engine.save()
             if options.backup_spec:
@@ -241,7 +227,7 @@ class Engine:
             raise UsageError(f"run {run_id} already finished ({state.result}): nothing to resume")
         check_same_server(config, state, "resume")
         engine = cls(config, state, on_event=on_event, journal=journal)
-        engine._take_locks()
+        engine._locks.take()
         state.pid = os.getpid()
         for record in state.steps:
             if record.status is StepStatus.RUNNING:
@@ -269,29 +255,18 @@ class Engine:
         state = journal.load(run_id)
         check_same_server(config, state, action)
         engine = cls(config, state, on_event=on_event, journal=journal)
-        engine._take_locks()
+        engine._locks.take()
         return engine
 
-    def _take_locks(self) -> None:
-        """The local flock, then the server's lock; a server that does not answer now is
-        only needed (and its lock then required) by the steps that change it."""
-        self._lock.acquire()
-        try:
-            self._server_lock.try_acquire()
-        except BaseException:
-            self._lock.release()
-            raise
-
     def close(self) -> None:
-        self._server_lock.release()
-        self._lock.release()
+        self._locks.release()
 
     def save(self) -> None:
         self.journal.save(self.state)
 
     def ensure_server_lock(self) -> None:
         """Before the server is changed: its lock is held, or taken (back) now."""
-        self._server_lock.ensure()
+        self._locks.ensure_server()
 
     # ------------------------------------------------------------ queries
 

@@ -1,199 +1,56 @@
 """The S3 side of the catalog: list, upload, resumable download, Glacier restore requests.
 
-boto3 reads AWS_* (including AWS_ENDPOINT_URL) from the environment itself, so credentials
-never pass through our objects. Every failure leaves here as one DrError line naming the
-bucket/key and the next action: the operator reading it is in the middle of an outage.
+S3Store is the one object callers use for a bucket + prefix. Its jobs live beside it:
+the client, HEAD and the error lines in s3client.py, downloads (Range, resume) in
+s3download.py, archived objects and restore requests in s3archive.py.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-import boto3
 import botocore.exceptions
 from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
-from botocore.config import Config as BotoConfig
 
-from preskool_dr.core.base.errors import ArchivedError, Cancelled, DrError, NotFoundError
+from preskool_dr.core.base.errors import ArchivedError, DrError
 from preskool_dr.core.base.events import EventSink, ProgressMeter, ignore_events
-from preskool_dr.core.base.files import PRIVATE_FILE_MODE, fsync_dir
 from preskool_dr.core.base.paths import name_problem
-from preskool_dr.core.base.procs import redact
+from preskool_dr.core.storage import s3archive, s3download
 from preskool_dr.core.storage.checksum import CHUNK
+from preskool_dr.core.storage.s3client import (
+    _MISSING_KEY_CODES,
+    ARCHIVED_CLASSES,
+    HEAD_THREADS,
+    RESTORE_WAIT,
+    S3Client,
+    S3Object,
+    parse_restore_header,
+)
 
-ARCHIVED_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
-RESTORE_WAIT = {"GLACIER": "3-5 hours", "DEEP_ARCHIVE": "up to 12 hours"}
-HEAD_THREADS = 8
-RESUME_ATTEMPTS = 5  # a download broken half way goes on from its .part this often per call
-_ACCESS_CODES = {
-    "403",
-    "AccessDenied",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "ExpiredToken",
-    "InvalidToken",
-    "AllAccessDisabled",
-}
-_MISSING_KEY_CODES = {"404", "NoSuchKey", "NotFound"}
-_RETRYABLE_CODES = {
-    "SlowDown",
-    "Throttling",
-    "ThrottlingException",
-    "RequestTimeout",
-    "RequestLimitExceeded",
-    "ServiceUnavailable",
-    "InternalError",
-}
-_ONGOING = re.compile(r'ongoing-request\s*=\s*"(true|false)"')
+__all__ = [
+    "ARCHIVED_CLASSES",
+    "HEAD_THREADS",
+    "RESTORE_WAIT",
+    "S3Object",
+    "S3Store",
+    "parse_restore_header",
+    "parse_s3_url",
+    "store_for_url",
+]
 
 
-def parse_restore_header(value: str | None) -> str | None:
-    """The `Restore` (x-amz-restore) header as a state: None, "in-progress" or "available"."""
-    match = _ONGOING.search(value or "")
-    if match is None:
-        return None
-    return "in-progress" if match.group(1) == "true" else "available"
-
-
-class _Interrupted(DrError):
-    """A download's body stopped half way; what arrived is in the .part (resumable)."""
-
-
-@dataclass(frozen=True)
-class S3Object:
-    key: str
-    size: int
-    last_modified: datetime
-    storage_class: str  # "STANDARD" when S3 omits it
-    restore_state: str | None = None  # None, "in-progress", "available" (archived objects)
-
-    @property
-    def needs_restore(self) -> bool:
-        return self.storage_class in ARCHIVED_CLASSES and self.restore_state != "available"
-
-
-def _client_config() -> BotoConfig:
-    # AWS_MAX_ATTEMPTS / AWS_RETRY_MODE still win: an operator on a flaky link can raise them.
-    retries: dict[str, Any] = {
-        "mode": os.environ.get("AWS_RETRY_MODE") or "standard",
-        "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS") or 5),
-    }
-    return BotoConfig(
-        retries=retries,
-        connect_timeout=10,
-        read_timeout=60,
-        tcp_keepalive=True,
-        max_pool_connections=HEAD_THREADS * 2,
-    )
-
-
-class S3Store:
+class S3Store(S3Client):
     """One bucket + prefix. Errors become DrError (or ArchivedError/NotFoundError) with a
     one-line message naming the bucket/key and what to do next, never a traceback."""
-
-    def __init__(self, bucket: str, prefix: str = "preskool-backups/") -> None:
-        self.bucket = bucket
-        self.prefix = prefix
-        self._client: Any = None
-        self._client_lock = threading.Lock()
-
-    def url(self, name: str) -> str:
-        return f"s3://{self.bucket}/{self.prefix}{name}"
 
     def folder(self, name: str) -> S3Store:
         """The store for the members of folder `name` (a base backup's files)."""
         return S3Store(self.bucket, f"{self.prefix}{name}/")
-
-    def name_of(self, key: str) -> str:
-        """The name of a key relative to the prefix."""
-        return key[len(self.prefix) :] if key.startswith(self.prefix) else key
-
-    @property
-    def client(self) -> Any:
-        # Created on first use (and once): boto3 clients are thread-safe, sessions are not.
-        with self._client_lock:
-            if self._client is None:
-                try:
-                    self._client = boto3.session.Session().client("s3", config=_client_config())
-                except (botocore.exceptions.BotoCoreError, ValueError) as exc:
-                    raise DrError(
-                        f"cannot set up the S3 client: {redact(str(exc))}; "
-                        "check AWS_DEFAULT_REGION, AWS_ENDPOINT_URL and AWS_MAX_ATTEMPTS"
-                    ) from None
-            return self._client
-
-    # ------------------------------------------------------------ errors
-
-    def error(self, exc: Exception, name: str | None, action: str) -> DrError:
-        """One operator line for a boto3/botocore failure while `action`-ing `name`."""
-        where = self.url(name) if name is not None else f"s3://{self.bucket}/{self.prefix}"
-        if isinstance(exc, S3UploadFailedError) and isinstance(
-            exc.__context__, botocore.exceptions.ClientError
-        ):
-            exc = exc.__context__
-        if isinstance(exc, botocore.exceptions.ClientError):
-            return self._client_error(exc, where, action)
-        if isinstance(exc, botocore.exceptions.NoCredentialsError):
-            return DrError(
-                f"cannot {action} {where}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE / an instance role)"
-            )
-        if isinstance(
-            exc,
-            botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectTimeoutError,
-        ):
-            return DrError(
-                f"cannot {action} {where}: cannot reach the S3 endpoint "
-                f"({redact(str(exc))}); check the network and AWS_ENDPOINT_URL/AWS_DEFAULT_REGION"
-            )
-        if isinstance(exc, botocore.exceptions.ReadTimeoutError):
-            return DrError(
-                f"cannot {action} {where}: S3 stopped answering (read timeout); try again, "
-                "downloads resume where they stopped"
-            )
-        return DrError(f"cannot {action} {where}: {redact(str(exc))}")
-
-    def _client_error(
-        self, exc: botocore.exceptions.ClientError, where: str, action: str
-    ) -> DrError:
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        detail = redact(str(error.get("Message") or code or status))
-        if code == "NoSuchBucket":
-            return NotFoundError(
-                f"cannot {action} {where}: bucket {self.bucket!r} does not exist; "
-                "check S3_BUCKET (or backups.s3_bucket) and AWS_ENDPOINT_URL"
-            )
-        if code == "InvalidObjectState":
-            return ArchivedError(
-                f"{where} is archived and not restored yet; run "
-                f"`preskool-dr verify {where} --request-restore` and retry when it is available"
-            )
-        if code in _ACCESS_CODES or status == 403:
-            return DrError(
-                f"cannot {action} {where}: S3 denied access ({code or status}); check "
-                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and the bucket policy for "
-                f"s3://{self.bucket}"
-            )
-        if code in _MISSING_KEY_CODES or status == 404:
-            return NotFoundError(
-                f"{where} does not exist; run `preskool-dr list --source s3` to see the backups"
-            )
-        if code in _RETRYABLE_CODES or status >= 500:
-            return DrError(
-                f"cannot {action} {where}: S3 kept failing after retries ({code or status}: "
-                f"{detail}); wait a few minutes and run the command again"
-            )
-        return DrError(f"cannot {action} {where}: S3 said {code or status}: {detail}")
 
     # ------------------------------------------------------------ reading
 
@@ -226,47 +83,6 @@ class S3Store:
                 for index, head in zip(archived, heads, strict=True):
                     objects[index] = replace(objects[index], restore_state=head.restore_state)
         return objects
-
-    def head(self, name: str) -> S3Object:
-        """One object by name (relative to the prefix); NotFoundError when missing."""
-        key = self.prefix + name
-        try:
-            response = self.client.head_object(Bucket=self.bucket, Key=key)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            error = self.error(exc, name, "read")
-            if isinstance(error, NotFoundError):
-                # HEAD has no body, so a missing bucket also looks like a bare 404.
-                self.check_bucket()
-            raise error from None
-        return S3Object(
-            key=key,
-            size=int(response.get("ContentLength", 0)),
-            last_modified=response["LastModified"],
-            storage_class=response.get("StorageClass") or "STANDARD",
-            restore_state=parse_restore_header(response.get("Restore")),
-        )
-
-    def exists(self, name: str) -> bool:
-        try:
-            self.head(name)
-        except NotFoundError:
-            return False
-        return True
-
-    def check_bucket(self) -> None:
-        """NotFoundError naming the bucket when it does not exist (other errors are raised too)."""
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except botocore.exceptions.ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            if status == 404 or exc.response.get("Error", {}).get("Code") in (
-                "404",
-                "NoSuchBucket",
-            ):
-                exc.response["Error"]["Code"] = "NoSuchBucket"
-            raise self.error(exc, None, "read") from None
-        except botocore.exceptions.BotoCoreError as exc:
-            raise self.error(exc, None, "read") from None
 
     def get_bytes(self, name: str) -> bytes | None:
         """Small objects (sidecars, meta); None when missing."""
@@ -329,148 +145,16 @@ class S3Store:
         `dest`. ArchivedError when the object needs a Glacier restore first.
 
         A resumed .part is not trusted by itself: callers verify the result (MD5 + gzip)."""
-        obj = self.head(name)
-        if obj.needs_restore:
-            raise self.archived_error(name, obj)
-        part = dest.with_name(dest.name + ".part")
-        try:
-            offset = part.stat().st_size if part.exists() else 0
-            if offset > obj.size:
-                # Left over from a different (larger) object of the same name: start again.
-                part.unlink()
-                offset = 0
-            meter = ProgressMeter(on_event, step_id, "download", obj.size, done=offset)
-            if offset < obj.size:
-                self._fetch_resuming(name, part, offset, obj.size, meter, cancel)
-            else:  # nothing (more) to fetch: an empty object, or a .part already complete
-                os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, PRIVATE_FILE_MODE))
-                part.chmod(PRIVATE_FILE_MODE)
-            meter.finish()
-            got = part.stat().st_size
-            if got != obj.size:
-                raise DrError(
-                    f"download of {self.url(name)} stopped at {got} of {obj.size} bytes; "
-                    "run the command again to resume"
-                )
-            with part.open("rb+") as handle:
-                os.fsync(handle.fileno())
-            part.replace(dest)
-            fsync_dir(dest.parent)
-        except OSError as exc:
-            raise DrError(
-                f"cannot write {part}: {exc.strerror or exc}; check free space and permissions "
-                f"in {dest.parent}"
-            ) from None
-        return dest
-
-    def _fetch_resuming(
-        self,
-        name: str,
-        part: Path,
-        offset: int,
-        size: int,
-        meter: ProgressMeter,
-        cancel: threading.Event | None,
-    ) -> None:
-        """`_fetch_into`, going on with a Range request from what reached the .part when the
-        connection breaks half way (reset, cut short), up to RESUME_ATTEMPTS times."""
-        for attempt in range(1, RESUME_ATTEMPTS + 1):
-            try:
-                self._fetch_into(name, part, offset, size, meter, cancel)
-                return
-            except _Interrupted:
-                if attempt == RESUME_ATTEMPTS:
-                    raise
-                offset = part.stat().st_size
-
-    def _fetch_into(
-        self,
-        name: str,
-        part: Path,
-        offset: int,
-        size: int,
-        meter: ProgressMeter,
-        cancel: threading.Event | None,
-    ) -> None:
-        args: dict[str, Any] = {"Bucket": self.bucket, "Key": self.prefix + name}
-        if offset:
-            args["Range"] = f"bytes={offset}-"
-        try:
-            response = self.client.get_object(**args)
-            body = response["Body"]
-            if offset and not response.get("ContentRange"):
-                # The server ignored Range and sends the whole object: rewrite from the start.
-                offset = 0
-                meter.restart()
-            flags = (
-                os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if offset else os.O_TRUNC)
-            )
-            fd = os.open(part, flags, PRIVATE_FILE_MODE)
-            os.fchmod(fd, PRIVATE_FILE_MODE)  # also a .part left by an older version (0644)
-            with os.fdopen(fd, "ab" if offset else "wb") as handle:
-                try:
-                    for chunk in body.iter_chunks(CHUNK):
-                        if cancel is not None and cancel.is_set():
-                            raise Cancelled(
-                                f"download of {self.url(name)} cancelled at {meter.done} of "
-                                f"{size} bytes; run it again to resume from {part.name}"
-                            )
-                        handle.write(chunk)
-                        meter.add(len(chunk))
-                finally:
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                    body.close()
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            error = self.error(exc, name, "download")
-            if isinstance(exc, botocore.exceptions.BotoCoreError) and meter.done > offset:
-                error = _Interrupted(
-                    f"download of {self.url(name)} interrupted at {meter.done} of {size} bytes "
-                    f"({redact(str(exc))}); run the command again to resume from {part.name}"
-                )
-            raise error from None
+        return s3download.download(
+            self, name, dest, on_event=on_event, step_id=step_id, cancel=cancel
+        )
 
     def archived_error(self, name: str, obj: S3Object) -> ArchivedError:
-        where = self.url(name)
-        wait = RESTORE_WAIT.get(obj.storage_class, "hours")
-        if obj.restore_state == "in-progress":
-            return ArchivedError(
-                f"{where} is in {obj.storage_class} and its restore is still in progress "
-                f"(takes {wait}); retry later, `preskool-dr list --source s3` shows the state"
-            )
-        return ArchivedError(
-            f"{where} is in {obj.storage_class} and not restored yet; request a restore with "
-            f"`preskool-dr verify {where} --request-restore` (or `g` on it in the TUI's "
-            f"backup list), then retry in {wait}"
-        )
+        return s3archive.archived_error(self, name, obj)
 
     def request_restore(self, name: str, days: int = 7, tier: str = "Standard") -> str:
         """Ask S3 to restore an archived object; returns a one-line status for the operator."""
-        obj = self.head(name)
-        where = self.url(name)
-        if obj.storage_class not in ARCHIVED_CLASSES:
-            return f"{where} is in {obj.storage_class} storage: no restore needed"
-        if obj.restore_state == "available":
-            return f"{where} is already restored and can be downloaded now"
-        wait = RESTORE_WAIT.get(obj.storage_class, "hours")
-        if obj.restore_state == "in-progress":
-            return f"restore of {where} already in progress (takes {wait}); retry later"
-        try:
-            self.client.restore_object(
-                Bucket=self.bucket,
-                Key=self.prefix + name,
-                RestoreRequest={"Days": days, "GlacierJobParameters": {"Tier": tier}},
-            )
-        except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "RestoreAlreadyInProgress":
-                return f"restore of {where} already in progress (takes {wait}); retry later"
-            raise self.error(exc, name, "request a restore of") from None
-        except botocore.exceptions.BotoCoreError as exc:
-            raise self.error(exc, name, "request a restore of") from None
-        return (
-            f"restore requested for {where} ({tier} tier, {obj.storage_class}: usually {wait}; "
-            f"kept {days} days); check with `preskool-dr list --source s3`, then retry"
-        )
+        return s3archive.request_restore(self, name, days, tier)
 
     def delete(self, name: str) -> None:
         try:

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import re
-import secrets
 import subprocess
 import threading
 import time
@@ -27,12 +25,12 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from preskool_dr.core.base.errors import Cancelled, DrError, NotFoundError, VerificationError
-from preskool_dr.core.base.events import EventSink, LogLine, Notice, Progress, ignore_events
-from preskool_dr.core.base.procs import redact, run_command, spawn, terminate
+from preskool_dr.core.base.events import EventSink, Progress, ignore_events
+from preskool_dr.core.base.procs import close_child, spawn, terminate
 from preskool_dr.core.base.steps import StepId
+from preskool_dr.core.restore.loaders.psql import PsqlOutput, restrict_line
 from preskool_dr.core.storage.checksum import GZIP_WBITS
 from preskool_dr.core.storage.dumptext import DumpText, Finding, MetaCommandError
 
@@ -45,13 +43,8 @@ PIECE = 1 << 20  # decompressed bytes per write: bounds memory even for a gzip b
 PIPE_SIZE = 1 << 20  # the Linux maximum for unprivileged processes by default
 RECENT_BYTES = 8 << 20  # SQL kept to quote the failing statement; psql lags < 2 pieces
 PROGRESS_EVERY = 0.2  # seconds: >= 4 updates a second while data flows
-MAX_LOG_LINE = 4096  # bytes of one psql output line kept
-MAX_PENDING_LINES = 2000  # psql output lines waiting for the loading thread
 MAX_STATEMENT_CHARS = 240
 
-# The first minor release of each major whose psql has `\restrict` (CVE-2025-8714); 18 has it.
-RESTRICT_SINCE = {13: 22, 14: 19, 15: 14, 16: 10, 17: 6}
-_PSQL_VERSION = re.compile(r"\(PostgreSQL\) (\d+)(?:\.(\d+))?")
 PSQL_ERROR = re.compile(
     r"^psql:(?P<src>.*?):(?P<line>\d+): (?P<level>ERROR|FATAL|PANIC|error):\s*(?P<msg>.*)$"
 )
@@ -144,41 +137,6 @@ class _RecentSql:
             collected.append(held[k])
             k -= 1
         return one_line(" ".join(reversed(collected)))
-
-
-class PsqlOutput:
-    """Reads psql's stdout and stderr in threads; the loading thread drains the lines, so
-    the event sink is only ever called from one thread. `arrived` is set after every line
-    and at the end of either stream, so a reader waiting for one line need not poll."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.pending: deque[str] = deque(maxlen=MAX_PENDING_LINES)
-        self.stderr_tail: deque[str] = deque(maxlen=200)
-        self.arrived = threading.Event()
-        assert proc.stdout is not None and proc.stderr is not None
-        self._threads = [
-            threading.Thread(target=self._pump, args=(proc.stdout, False), daemon=True),
-            threading.Thread(target=self._pump, args=(proc.stderr, True), daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def _pump(self, stream: IO[bytes], is_stderr: bool) -> None:
-        while raw := stream.readline(MAX_LOG_LINE):
-            text = redact(raw.decode("utf-8", "replace").rstrip("\r\n"))
-            self.pending.append(text)
-            if is_stderr:
-                self.stderr_tail.append(text)
-            self.arrived.set()
-        self.arrived.set()
-
-    def drain(self, on_event: EventSink, step_id: str) -> None:
-        while self.pending:
-            on_event(LogLine("psql", self.pending.popleft(), step_id))
-
-    def join(self) -> None:
-        for thread in self._threads:
-            thread.join(timeout=5)
 
 
 class _PsqlGone(Exception):
@@ -380,14 +338,7 @@ class _Load:
 
     def close(self) -> None:
         """Never leave psql running: stop it first (closing its input would COMMIT)."""
-        if self.proc.poll() is None:
-            terminate(self.proc)
-        with contextlib.suppress(OSError, ValueError):
-            self.stdin.close()
-        self.output.join()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
+        close_child(self.proc, self.output.join)
 
 
 def stream_restore(
@@ -461,37 +412,6 @@ def refused(name: str, found: Finding, where: str = "") -> MetaCommandError:
         "commands on this host: restore another backup and find out who wrote this one",
         found,
     )
-
-
-@functools.cache
-def psql_restricts() -> bool:
-    """Whether psql on PATH has `\\restrict`. A version it does not print is assumed to have
-    it: a psql without it then stops at once, which is safe and says why."""
-    result = run_command(["psql", "--version"], timeout=60)
-    match = _PSQL_VERSION.search(result.output)
-    if match is None:
-        return True
-    major, minor = int(match[1]), int(match[2] or 0)
-    return major >= 18 or minor >= RESTRICT_SINCE.get(major, 1 << 30)
-
-
-def restrict_line(on_event: EventSink = ignore_events, step_id: str | None = None) -> bytes:
-    """`\\restrict KEY\\n` with a fresh random KEY, for the first line of a psql's input:
-    psql then refuses every meta-command (the backup cannot know KEY to `\\unrestrict`).
-    The key goes through the pipe, never argv. b"" (and a warning) when psql is too old: the
-    loaders' own scan of backslash lines is then the only guard."""
-    if psql_restricts():
-        return f"\\restrict {secrets.token_hex(32)}\n".encode()
-    on_event(
-        Notice(
-            "warn",
-            "psql on PATH has no \\restrict (PostgreSQL client 15.14/16.10/17.6 or later has "
-            "it): backslash commands a backup might carry are stopped only by preskool-dr's "
-            "own line scan; upgrade the PostgreSQL client tools",
-            step_id,
-        )
-    )
-    return b""
 
 
 def _watch(

@@ -30,11 +30,7 @@ from preskool_dr.core.restore.loaders.parallel.sessions import (
     copy_error,
     stop_backends,
 )
-from preskool_dr.core.restore.loaders.parallel.watchdog import (
-    WATCHDOG_SECONDS,
-    Watchdog,
-    waited_for,
-)
+from preskool_dr.core.restore.loaders.parallel.watchdog import WATCHDOG_SECONDS, Watchdog
 from preskool_dr.core.restore.loaders.stream import (
     PROGRESS_EVERY,
     READ_CHUNK,
@@ -317,27 +313,12 @@ class Restore:
                 self.fail(self.feed.session_error(session, None))
 
     def _check_watchdog(self) -> None:
-        """Under the lock: fail the load when nothing has moved for the watchdog's seconds -
-        no bytes scanned or loaded, no job finished, no server session of the load working
-        (a psql that never answers its sync marker, a COPY or an index build waiting for a
-        lock nobody releases). The failure stops every session, as any failure does."""
-        running = sorted(self.plan.running, key=lambda j: j.seq)
-        mark = (
-            self.feed.scan_offset,
-            self.plan.copies_done,
-            self.plan.post_done,
-            self.feed.serial_done,
-            self.feed.pre_data_running,
-            tuple((job.seq, job.pos) for job in running),
-        )
-        if self.watchdog.expired(mark) and not self.stop.is_set():
-            waits = waited_for(
-                pre_data=self.feed.pre_data_running,
-                jobs=[(s.role, job) for s, job in self.assigned.items() if job is not None],
-                data_session=self.feed.serial_closed and not self.feed.serial_done,
-                scanning=not self.feed.scan_done,
-            )
-            self.fail(self.watchdog.failure(self.name, waits))
+        """Under the lock: fail the load when nothing has moved for the watchdog's seconds
+        (what counts as moving: Watchdog.stalled). The failure stops every session, as any
+        failure does."""
+        failure = self.watchdog.stalled(self.name, self.feed, self.plan, self.assigned)
+        if failure is not None and not self.stop.is_set():
+            self.fail(failure)
 
     def _all_sessions(self) -> list[Psql]:
         return [s for s in (self.feed.schema, self.feed.serial, *self.sessions) if s is not None]

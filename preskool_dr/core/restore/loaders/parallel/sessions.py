@@ -3,7 +3,7 @@ psycopg connections that load COPY parts (`Copier`), the catalog query for table
 stopping the load's server sessions, and the errors a session's failure becomes.
 
 No meta-command from the backup runs: every psql starts under a `\\restrict` key of its own
-(stream.restrict_line), and what is written passes a DumpText first, which blanks
+(psql.restrict_line), and what is written passes a DumpText first, which blanks
 pg_dump's own `\\restrict`/`\\unrestrict` lines and refuses any other backslash line
 outside COPY data before psql reads it.
 """
@@ -23,18 +23,17 @@ import psycopg
 
 from preskool_dr.core.base.database import PINNED_SEARCH_PATH
 from preskool_dr.core.base.errors import DrError
-from preskool_dr.core.base.procs import spawn, terminate
+from preskool_dr.core.base.procs import close_child, spawn
 from preskool_dr.core.restore.loaders.parallel.jobs import Job, Stopped
 from preskool_dr.core.restore.loaders.parallel.pieces import TERMINATOR, BlockEnd, inflate
 from preskool_dr.core.restore.loaders.parallel.toc import Roots
+from preskool_dr.core.restore.loaders.psql import PsqlOutput, restrict_line
 from preskool_dr.core.restore.loaders.stream import (
     PIPE_SIZE,
     PSQL_ERROR,
-    PsqlOutput,
     RestoreError,
     one_line,
     refused,
-    restrict_line,
     server_gone,
     short,
 )
@@ -141,14 +140,7 @@ class Psql:
             return code
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            terminate(self.proc)
-        with contextlib.suppress(OSError, ValueError):
-            self.stdin.close()
-        self.output.join()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
+        close_child(self.proc, self.output.join)
 
     def error(self) -> tuple[int | None, str, str]:
         """(input line, `ERROR: message (DETAIL) (CONTEXT)`, raw last line) from stderr."""

@@ -10,12 +10,18 @@ import contextlib
 import threading
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import psycopg
 
 from preskool_dr.core.restore.loaders.parallel.jobs import COPY, Job
 from preskool_dr.core.restore.loaders.parallel.sessions import connect_env
 from preskool_dr.core.restore.loaders.stream import RestoreError, one_line
+
+if TYPE_CHECKING:
+    from preskool_dr.core.restore.loaders.parallel.feed import ScanFeed
+    from preskool_dr.core.restore.loaders.parallel.scheduler import Scheduler
+    from preskool_dr.core.restore.loaders.parallel.sessions import Psql
 
 # Seconds without progress (no bytes scanned or loaded, no job finished, no server session
 # of the load running) after which a wait is given up: a CREATE INDEX that runs for an hour
@@ -47,6 +53,32 @@ class Watchdog:
             self._mark, self._moved_at = mark, now
         moved = max(self._moved_at, self.server_working_at)
         return now - moved >= self.seconds
+
+    def stalled(
+        self, name: str, feed: ScanFeed, plan: Scheduler, assigned: Mapping[Psql, Job | None]
+    ) -> RestoreError | None:
+        """Under the load's lock: its failure when nothing has moved for `seconds` - no bytes
+        scanned or loaded, no job finished, no server session of the load working (a psql
+        that never answers its sync marker, a COPY or an index build waiting for a lock
+        nobody releases); else None."""
+        running = sorted(plan.running, key=lambda j: j.seq)
+        mark = (
+            feed.scan_offset,
+            plan.copies_done,
+            plan.post_done,
+            feed.serial_done,
+            feed.pre_data_running,
+            tuple((job.seq, job.pos) for job in running),
+        )
+        if not self.expired(mark):
+            return None
+        waits = waited_for(
+            pre_data=feed.pre_data_running,
+            jobs=[(s.role, job) for s, job in assigned.items() if job is not None],
+            data_session=feed.serial_closed and not feed.serial_done,
+            scanning=not feed.scan_done,
+        )
+        return self.failure(name, waits)
 
     def failure(self, name: str, waits: list[str]) -> RestoreError:
         """The load's failure, naming `waits` (what it waits for, most telling first)."""

@@ -1,0 +1,79 @@
+"""The demo's backups: the runbook's schedule of the last days (`backup_plan`), taken for
+real, oldest first, with a school day of attendance between them (`take_backups`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from preskool_dr.core.backup.take import run_backup
+from preskool_dr.core.base.events import EventSink, Notice, utcnow
+from preskool_dr.core.base.settings import Config
+from preskool_dr.core.storage import checksum
+from preskool_dr.core.storage.layout import meta_path
+
+
+@dataclass(frozen=True)
+class PlannedBackup:
+    kind: str
+    at: datetime
+
+
+def backup_plan(now: datetime) -> list[PlannedBackup]:
+    """The runbook's schedule, oldest first: the two latest dailies at 02:00, a pre-deploy
+    dump from the morning between them, the Sunday 01:00 weekly before the last daily, and
+    the weekly five Sundays before that (past its 30 days on disk, so retention leaves it
+    only in S3 GLACIER)."""
+    now = now.astimezone(UTC).replace(microsecond=0)
+    last_daily = now.replace(hour=2, minute=0, second=0)
+    if last_daily > now:
+        last_daily -= timedelta(days=1)
+    previous_daily = last_daily - timedelta(days=1)
+    # The weekly before the last daily, so the newest backup is always a daily.
+    days_since_sunday = (last_daily.weekday() - 6) % 7
+    weekly = (last_daily - timedelta(days=days_since_sunday)).replace(hour=1)
+    plan = [
+        PlannedBackup("weekly", weekly - timedelta(weeks=5)),
+        PlannedBackup("weekly", weekly),
+        PlannedBackup("daily", previous_daily),
+        PlannedBackup("pre-deploy", previous_daily + timedelta(hours=9)),
+        PlannedBackup("daily", last_daily),
+    ]
+    return sorted(plan, key=lambda b: b.at)
+
+
+def take_backups(config: Config, school_day: Callable[[], None], on_event: EventSink) -> int:
+    """Real backups, oldest first, with a school day of attendance between them so each
+    one holds different data (as a week of real backups would); returns how many."""
+    plan = backup_plan(utcnow())
+    for number, planned in enumerate(plan, 1):
+        if number > 1:
+            school_day()
+        on_event(
+            Notice(
+                "info",
+                f"Backup {number}/{len(plan)}: {planned.kind} {planned.at:%Y-%m-%d %H:%M} UTC...",
+            )
+        )
+        result = run_backup(
+            config,
+            planned.kind,
+            at=planned.at,
+            on_event=lambda e: on_event(e) if _is_warning(e) else None,
+        )
+        # Local files carry the backup's time too, so `ls -lt` tells the same story.
+        stamp = planned.at.timestamp()
+        for path in (
+            result.path,
+            checksum.sidecar_path(result.path),
+            meta_path(result.path),
+        ):
+            os.utime(path, (stamp, stamp))
+    return len(plan)
+
+
+def _is_warning(event: object) -> bool:
+    return isinstance(event, Notice) and event.level in ("warn", "error")
