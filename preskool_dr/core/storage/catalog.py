@@ -135,7 +135,7 @@ def _local_record(path: Path) -> BackupRecord:
         restore_state=None,
         has_md5=bool(members) and all(sidecar_path(m).is_file() for m in members),
         meta=meta,
-        has_custom=name.endswith(".sql.gz") and companion_path(path).is_file(),
+        has_custom=is_logical_name(name) and companion_path(path).is_file(),
         meta_error=meta_error,
     )
 

@@ -1,0 +1,141 @@
+"""Encrypted backups (age): the runbook's recipients, `backup` writing `.sql.gz.age` with
+nothing in clear text on disk, the stock `age` tool decrypting it by hand, and verify,
+restore and restore-test decrypting in the stream with `--identity` or
+PRESKOOL_DR_AGE_IDENTITY. Real pg_dump, psql, PostgreSQL and the real `age` binary."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from preskool_dr.core.backup.take import run_backup
+from preskool_dr.core.base.config import load_config
+from preskool_dr.core.base.errors import ConfigError, UsageError
+from tests.support.age_keys import AgeKey, age_decrypt, encrypting_runbook, make_key
+from tests.support.cli import call_cli
+from tests.support.runbook import write_runbook
+
+# ---------------------------------------------------------------- the runbook
+
+
+def test_runbook_accepts_age_and_ssh_recipients(tmp_path: Path) -> None:
+    key = make_key(tmp_path)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "ssh")], check=True
+    )
+    ssh_public = (tmp_path / "ssh.pub").read_text().strip()
+    runbook = encrypting_runbook(tmp_path, key.recipient, ssh_public)
+    config = load_config(runbook, env={})
+    assert config.encryption.recipients == (key.recipient, ssh_public)
+    assert config.encryption.enabled
+    (tmp_path / "plain").mkdir()
+    assert not load_config(write_runbook(tmp_path / "plain"), env={}).encryption.enabled
+
+
+@pytest.mark.parametrize(
+    ("recipient", "says"),
+    [
+        ("age1notakey", "not a valid age recipient"),
+        ("AGE-SECRET-KEY-1QQQQ", "secret key"),
+        ("hello", "not an age recipient"),
+    ],
+)
+def test_a_bad_recipient_is_a_config_error_at_its_line(
+    tmp_path: Path, recipient: str, says: str
+) -> None:
+    key = make_key(tmp_path)
+    runbook = encrypting_runbook(tmp_path, key.recipient, recipient)
+    lines = runbook.read_text().splitlines()
+    expected = next(n for n, line in enumerate(lines, 1) if recipient in line)
+    with pytest.raises(ConfigError) as info:
+        load_config(runbook, env={})
+    assert f"{runbook}:{expected}:" in str(info.value)
+    assert "encryption.recipients[1]" in str(info.value) and says in str(info.value)
+    result = call_cli("--runbook", str(runbook), "config", "check")
+    assert result.returncode == 2, result.stderr
+    assert f"{runbook}:{expected}:" in result.stderr
+
+
+def test_an_encryption_section_without_recipients_is_refused(tmp_path: Path) -> None:
+    runbook = write_runbook(tmp_path, encryption={"recipients": []})
+    with pytest.raises(ConfigError, match="at least one age recipient"):
+        load_config(runbook, env={})
+
+
+# ---------------------------------------------------------------- backup
+
+
+def _encrypt_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *recipients: str) -> Path:
+    folder = tmp_path / "rb"
+    folder.mkdir(exist_ok=True)
+    runbook = encrypting_runbook(folder, *recipients)
+    monkeypatch.setenv("PRESKOOL_DR_RUNBOOK", str(runbook))
+    return runbook
+
+
+def test_backup_is_encrypted_before_it_touches_disk_and_age_decrypts_it(
+    dr_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = make_key(tmp_path / "keys")
+    runbook = _encrypt_site(tmp_path, monkeypatch, key.recipient)
+    result = call_cli("backup", "--no-upload")
+    assert result.returncode == 0, result.stderr + result.stdout
+    backup_dir = Path(dr_env["BACKUP_DIR"])
+    names = sorted(p.name for p in backup_dir.iterdir() if not p.name.startswith("."))
+    (backup,) = [n for n in names if n.endswith(".sql.gz.age")]
+    assert names == [backup, backup + ".md5", backup + ".meta.json"]
+    path = backup_dir / backup
+    data = path.read_bytes()
+    assert data.startswith(b"age-encryption.org/v1\n")
+    assert b"PostgreSQL database dump" not in data
+    # the sidecar is over the encrypted bytes: `md5sum --check` works without a key
+    md5 = hashlib.md5(data).hexdigest()
+    assert (backup_dir / (backup + ".md5")).read_text() == f"{md5}  {backup}\n"
+    meta = json.loads((backup_dir / (backup + ".meta.json")).read_text())
+    assert meta["encrypted"] is True and meta["md5"] == md5 and meta["size"] == len(data)
+    # the operator's manual path: age -d -i KEY F | gunzip -c
+    text = age_decrypt(path, key)
+    assert text.startswith(b"--\n-- PostgreSQL database dump")
+    assert b"-- PostgreSQL database dump complete" in text
+    assert b"COPY public.students" in text
+    assert runbook.exists()
+
+
+def test_a_recipient_broken_after_the_check_fails_the_backup_with_nothing_written(
+    dr_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fails closed: the recipients are parsed again at backup time, before any file."""
+    key = make_key(tmp_path / "keys")
+    _encrypt_site(tmp_path, monkeypatch, key.recipient)
+    config = load_config()
+    broken = dataclasses.replace(
+        config, encryption=dataclasses.replace(config.encryption, recipients=("age1broken",))
+    )
+    with pytest.raises(UsageError, match=r"recipients\[0\] is unusable.*nothing was written"):
+        run_backup(broken, "daily", upload=False)
+    assert [p.name for p in Path(dr_env["BACKUP_DIR"]).iterdir()] == []
+
+
+def test_custom_format_is_refused_with_encryption_rather_than_written_in_clear(
+    dr_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = make_key(tmp_path / "keys")
+    _encrypt_site(tmp_path, monkeypatch, key.recipient)
+    result = call_cli("backup", "--no-upload", "--format", "custom")
+    assert result.returncode == 2, result.stderr
+    assert "clear text" in result.stderr
+    assert [p.name for p in Path(dr_env["BACKUP_DIR"]).iterdir()] == []
+
+
+def _encrypted_backup(
+    dr_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, AgeKey]:
+    key = make_key(tmp_path / "keys")
+    _encrypt_site(tmp_path, monkeypatch, key.recipient)
+    result = run_backup(load_config(), "daily", upload=False)
+    return result.path, key
