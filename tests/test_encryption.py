@@ -19,6 +19,7 @@ from preskool_dr.core.base.errors import ConfigError, UsageError
 from tests.support.age_keys import AgeKey, age_decrypt, encrypting_runbook, make_key
 from tests.support.cli import call_cli
 from tests.support.runbook import write_runbook
+from tests.support.site import Site
 
 # ---------------------------------------------------------------- the runbook
 
@@ -139,3 +140,128 @@ def _encrypted_backup(
     _encrypt_site(tmp_path, monkeypatch, key.recipient)
     result = run_backup(load_config(), "daily", upload=False)
     return result.path, key
+
+
+# ---------------------------------------------------------------- verify
+
+
+def test_verify_without_a_key_checks_the_md5_and_says_the_content_was_not(
+    dr_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, _ = _encrypted_backup(dr_env, tmp_path, monkeypatch)
+    result = call_cli("verify", "latest")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "matches the sidecar" in result.stdout
+    assert "Gzip and content not checked: the backup is encrypted" in result.stdout
+    assert "--identity FILE" in result.stdout
+    report = json.loads(call_cli("verify", path.name, "--json").stdout)
+    (file,) = report["files"]
+    assert report["ok"] and file["encrypted"] and not file["gzip_checked"]
+
+
+def test_verify_with_the_identity_decrypts_and_checks_gzip_and_content(
+    dr_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, key = _encrypted_backup(dr_env, tmp_path, monkeypatch)
+    result = call_cli("--identity", str(key.identity), "verify", "latest")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Decrypted; gzip integrity check passed" in result.stdout
+    assert "Content is complete pg_dump output" in result.stdout
+    # the environment works as well as the option
+    monkeypatch.setenv("PRESKOOL_DR_AGE_IDENTITY", str(key.identity))
+    report = json.loads(call_cli("verify", path.name, "--json").stdout)
+    (file,) = report["files"]
+    assert report["ok"] and file["gzip_checked"] and file["dump_checked"] and file["dump_ok"]
+
+
+def test_verify_with_the_wrong_identity_is_a_clear_error(
+    dr_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, _ = _encrypted_backup(dr_env, tmp_path, monkeypatch)
+    other = make_key(tmp_path / "other")
+    result = call_cli("--identity", str(other.identity), "verify", path.name)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "matches none of its recipients" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert path.exists()  # the backup is not at fault and stays
+
+
+def test_verify_with_the_key_finds_damage_the_md5_would_also_find(
+    dr_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Damaged ciphertext resealed with an honest sidecar: only decryption finds it."""
+    path, key = _encrypted_backup(dr_env, tmp_path, monkeypatch)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    md5 = hashlib.md5(bytes(data)).hexdigest()
+    (path.parent / (path.name + ".md5")).write_text(f"{md5}  {path.name}\n")
+    assert call_cli("verify", path.name).returncode == 0  # without a key: md5 only
+    result = call_cli("--identity", str(key.identity), "verify", path.name)
+    assert result.returncode == 1, result.stdout
+    assert "does not decrypt: its encrypted data is damaged" in result.stdout
+
+
+# ---------------------------------------------------------------- restore
+
+
+def _encrypt(site: Site, *recipients: str) -> None:
+    write_runbook(site.root, app=site.app, encryption={"recipients": list(recipients)})
+
+
+def test_restore_with_identity_decrypts_in_the_stream_and_restores_exactly(
+    site: Site, tmp_path: Path
+) -> None:
+    key = make_key(tmp_path / "keys")
+    _encrypt(site, key.recipient)
+    before = site.checksum()
+    counts = site.db.row_counts()
+    backup = site.backup()
+    assert backup.name.endswith(".sql.gz.age")
+    site.change_data()
+    assert site.checksum() != before
+    result = site.cli(
+        "--identity", str(key.identity), "restore", backup.name, "--confirm", site.db.name
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert site.checksum() == before
+    restored = site.db.row_counts()
+    restored.pop("alembic_version", None)  # the stand-in app's migrate (step 8) adds it
+    assert restored == counts
+    assert "decrypted in the stream" in result.stdout
+    # nothing in clear text was left on disk
+    for folder in (site.state_dir, site.backup_dir):
+        for file in folder.rglob("*"):
+            if file.is_file() and not file.is_symlink():
+                assert b"PostgreSQL database dump" not in file.read_bytes(), file
+    site.assert_no_leak(result)
+
+
+def test_restore_without_identity_stops_before_downtime_saying_what_to_pass(
+    site: Site, tmp_path: Path
+) -> None:
+    key = make_key(tmp_path / "keys")
+    _encrypt(site, key.recipient)
+    backup = site.backup()
+    before = site.checksum()
+    result = site.restore(backup.name)
+    assert result.returncode == 1, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "is encrypted and no identity was given" in output
+    assert "--identity FILE" in output and "PRESKOOL_DR_AGE_IDENTITY" in output
+    assert "stop" not in site.calls()  # step 4 refused: the app was never taken down
+    assert site.checksum() == before
+
+
+def test_restore_test_decrypts_with_the_environment_identity(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = make_key(tmp_path / "keys")
+    _encrypt(site, key.recipient)
+    site.backup()
+    result = site.cli("restore-test", "latest")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "no identity was given" in result.stdout + result.stderr
+    env = site.env(PRESKOOL_DR_AGE_IDENTITY=str(key.identity))
+    result = site.cli("restore-test", "latest", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
