@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,9 @@ import pytest
 from preskool_dr.core.backup.take import run_backup
 from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import ConfigError, UsageError
+from preskool_dr.core.base.events import utcnow
 from tests.support.age_keys import AgeKey, age_decrypt, encrypting_runbook, make_key
+from tests.support.backups import make_backup
 from tests.support.cli import call_cli
 from tests.support.runbook import write_runbook
 from tests.support.site import Site
@@ -265,3 +268,26 @@ def test_restore_test_decrypts_with_the_environment_identity(
     env = site.env(PRESKOOL_DR_AGE_IDENTITY=str(key.identity))
     result = site.cli("restore-test", "latest", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------- check
+
+
+def _check_states(env: dict[str, str] | None = None) -> dict[str, str]:
+    report = json.loads(call_cli("check", "--json", env=env).stdout)
+    return {c["name"]: c["status"] for c in report["checks"]}
+
+
+def test_check_is_critical_when_the_newest_backup_is_clear_text_under_encryption(
+    dr_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clear = make_backup(Path(dr_env["BACKUP_DIR"]), utcnow() - timedelta(hours=1))
+    assert "encryption" not in _check_states()  # no encryption configured: no such check
+    key = make_key(tmp_path / "keys")
+    _encrypt_site(tmp_path, monkeypatch, key.recipient)
+    result = call_cli("check")
+    assert result.returncode == 2, result.stdout
+    assert f"Backup not encrypted: the newest backup {clear.name} is clear text" in result.stdout
+    assert _check_states()["encryption"] == "CRITICAL"
+    run_backup(load_config(), "daily", upload=False)
+    assert _check_states()["encryption"] == "OK"

@@ -20,6 +20,7 @@ from typing import Any
 from preskool_dr.core.backup import basebackup
 from preskool_dr.core.backup.common import human_size
 from preskool_dr.core.backup.wal.settings import WAL_DIRNAME
+from preskool_dr.core.base.age import is_encrypted_name
 from preskool_dr.core.base.errors import DrError, NotFoundError
 from preskool_dr.core.base.events import utcnow
 from preskool_dr.core.base.files import atomic_write
@@ -170,6 +171,7 @@ def run_checks(config: Config, now: datetime | None = None) -> HealthReport:
         *_wal_checks(config, now),
         *drill_checks,
         *_permission_checks(config),
+        *_encryption_check(config, latest),
     )
     if latest is not None:
         age = (now - latest.time).total_seconds()
@@ -395,6 +397,28 @@ def _age_check(config: Config, latest: BackupRecord | None, now: datetime) -> Ch
             age,
         )
     return CheckResult("backup_age", Status.OK, f"{about} is {hours:.1f} h old", age)
+
+
+def _encryption_check(config: Config, latest: BackupRecord | None) -> tuple[CheckResult, ...]:
+    """With encryption.recipients configured, the newest logical backup must be an
+    encrypted `.age` one: a clear-text backup taken since is CRITICAL (a runbook not in
+    effect for the scheduled backup, or a tool that writes clear text anyway)."""
+    if not config.encryption.enabled:
+        return ()
+    if latest is None:
+        return (CheckResult("encryption", Status.OK, "no backup to check yet"),)
+    if not is_encrypted_name(latest.name):
+        return (
+            CheckResult(
+                "encryption",
+                Status.CRITICAL,
+                f"Backup not encrypted: the newest backup {latest.name} is clear text although "
+                "encryption.recipients is configured; check that the scheduled backup uses "
+                "this runbook, then take a backup (it will be .sql.gz.age)",
+                False,
+            ),
+        )
+    return (CheckResult("encryption", Status.OK, f"{latest.name} is encrypted (age)", True),)
 
 
 def _size_check(config: Config, latest: BackupRecord | None) -> CheckResult:
