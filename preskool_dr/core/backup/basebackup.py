@@ -446,7 +446,9 @@ def apply_retention(
     for side in ("local", "s3") if s3 else ("local",):
         if repo.retention_days(KIND, side) is None:
             continue
-        deleted += repo.retain(KIND, side, keep=keep, now=now, listing=listing)
+        deleted += repo.retain(
+            KIND, side, keep=keep, now=now, listing=listing, on_event=on_event, step_id=STEP_ID
+        )
         pruned = _prune_wal(settings, listing(side), config, local=side == "local")
         if pruned:
             on_event(Notice("ok", _PRUNED[side].format(pruned), STEP_ID))

@@ -194,7 +194,7 @@ def _logical_backup(
             kind, upload=upload, local_only=local_only, on_event=on_event, step_id=STEP_ID
         )
         uploaded = repo.put(final, kind, on_event=on_event, step_id=STEP_ID) if s3 else ()
-        deleted = apply_retention(config, kind, keep=final.name, now=at, s3=s3)
+        deleted = apply_retention(config, kind, keep=final.name, now=at, s3=s3, on_event=on_event)
         on_event(Notice("ok", f"Deleted {deleted} old backup(s)", STEP_ID))
         return BackupResult(final, meta, uploaded, deleted)
 

@@ -159,7 +159,7 @@ def run_checks(config: Config, now: datetime | None = None) -> HealthReport:
         return unknown_report(str(exc))
     metrics: list[Metric] = []
     perfdata = ""
-    s3_check = _s3_check(config, latest_s3)
+    s3_check = _s3_check(config, latest_s3, now)
     restore_check, restore = _restore_test_check(config, now)
     drill_checks, drill_metrics = _drill_log_checks(config)
     metrics += drill_metrics
@@ -436,7 +436,7 @@ def _size_check(config: Config, latest: BackupRecord | None) -> CheckResult:
     return CheckResult("backup_size", Status.OK, f"latest backup is {human_size(size)}", size)
 
 
-def _s3_check(config: Config, latest: BackupRecord | None) -> CheckResult:
+def _s3_check(config: Config, latest: BackupRecord | None, now: datetime) -> CheckResult:
     repo = Repository.from_config(config)
     if not repo.has_s3:
         return CheckResult("s3_replication", Status.OK, "S3 not configured")
@@ -448,10 +448,23 @@ def _s3_check(config: Config, latest: BackupRecord | None) -> CheckResult:
         return CheckResult("s3_replication", Status.WARNING, f"S3 upload failed: {exc}", False)
     except DrError as exc:
         return CheckResult("s3_replication", Status.WARNING, f"S3 check failed: {exc}")
+    if repo.object_lock_mode is not None and repo.lock_for(latest.kind, now) is not None:
+        if obj.lock_mode is None or obj.lock_until is None:
+            return CheckResult(
+                "s3_replication",
+                Status.WARNING,
+                f"S3 copy not locked: {latest.name} is in {repo.url('')} without Object Lock "
+                f"although backups.object_lock.mode is {repo.object_lock_mode} (does the "
+                "bucket have Object Lock enabled?)",
+                True,
+            )
+        locked = f", Object Lock {obj.lock_mode} until {obj.lock_until:%Y-%m-%d %H:%M} UTC"
+    else:
+        locked = ""
     return CheckResult(
         "s3_replication",
         Status.OK,
-        f"{latest.name} is in {repo.url('')} ({obj.storage_class})",
+        f"{latest.name} is in {repo.url('')} ({obj.storage_class}{locked})",
         True,
     )
 

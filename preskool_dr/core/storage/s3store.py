@@ -74,10 +74,25 @@ class S3Object:
     last_modified: datetime
     storage_class: str  # "STANDARD" when S3 omits it
     restore_state: str | None = None  # None, "in-progress", "available" (archived objects)
+    # S3 Object Lock retention (from HEAD only; a listing does not carry it)
+    lock_mode: str | None = None  # GOVERNANCE | COMPLIANCE
+    lock_until: datetime | None = None
 
     @property
     def needs_restore(self) -> bool:
         return self.storage_class in ARCHIVED_CLASSES and self.restore_state != "available"
+
+    def locked_at(self, now: datetime) -> bool:
+        """Whether Object Lock forbids deleting this object at `now`."""
+        return self.lock_mode is not None and self.lock_until is not None and self.lock_until > now
+
+
+@dataclass(frozen=True)
+class ObjectLock:
+    """What an upload carries: `mode` retained until `until` (S3 Object Lock)."""
+
+    mode: str
+    until: datetime
 
 
 def _client_config() -> BotoConfig:
@@ -244,6 +259,8 @@ class S3Store:
             last_modified=response["LastModified"],
             storage_class=response.get("StorageClass") or "STANDARD",
             restore_state=parse_restore_header(response.get("Restore")),
+            lock_mode=response.get("ObjectLockMode"),
+            lock_until=response.get("ObjectLockRetainUntilDate"),
         )
 
     def exists(self, name: str) -> bool:
@@ -291,8 +308,10 @@ class S3Store:
         storage_class: str = "STANDARD",
         on_event: EventSink = ignore_events,
         step_id: str = "upload",
+        lock: ObjectLock | None = None,
     ) -> None:
-        """Upload `path` as prefix+name (default its basename), with Progress events."""
+        """Upload `path` as prefix+name (default its basename), with Progress events; with
+        `lock`, under S3 Object Lock retention (the bucket must have Object Lock enabled)."""
         name = name or path.name
         try:
             size = path.stat().st_size
@@ -304,7 +323,7 @@ class S3Store:
                 str(path),
                 self.bucket,
                 self.prefix + name,
-                ExtraArgs={"StorageClass": storage_class},
+                ExtraArgs=_upload_args(storage_class, lock),
                 Callback=meter.add,
                 Config=TransferConfig(multipart_chunksize=16 * CHUNK),
             )
@@ -477,6 +496,14 @@ class S3Store:
             self.client.delete_object(Bucket=self.bucket, Key=self.prefix + name)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise self.error(exc, name, "delete") from None
+
+
+def _upload_args(storage_class: str, lock: ObjectLock | None) -> dict[str, Any]:
+    args: dict[str, Any] = {"StorageClass": storage_class}
+    if lock is not None:
+        args["ObjectLockMode"] = lock.mode
+        args["ObjectLockRetainUntilDate"] = lock.until
+    return args
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
