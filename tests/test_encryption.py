@@ -5,6 +5,7 @@ PRESKOOL_DR_AGE_IDENTITY. Real pg_dump, psql, PostgreSQL and the real `age` bina
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -16,8 +17,8 @@ import pytest
 
 from preskool_dr.core.backup.take import run_backup
 from preskool_dr.core.base.config import load_config
-from preskool_dr.core.base.errors import ConfigError, UsageError
-from preskool_dr.core.base.events import utcnow
+from preskool_dr.core.base.errors import ConfigError, DrError, UsageError
+from preskool_dr.core.base.events import Event, Notice, utcnow
 from tests.support.age_keys import AgeKey, age_decrypt, encrypting_runbook, make_key
 from tests.support.backups import make_backup
 from tests.support.cli import call_cli
@@ -291,3 +292,17 @@ def test_check_is_critical_when_the_newest_backup_is_clear_text_under_encryption
     assert _check_states()["encryption"] == "CRITICAL"
     run_backup(load_config(), "daily", upload=False)
     assert _check_states()["encryption"] == "OK"
+
+
+def test_a_base_backup_under_encryption_says_it_is_clear_text(
+    dr_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Base backups are not encrypted yet: never silently (the WAL-G failure)."""
+    key = make_key(tmp_path / "keys")
+    _encrypt_site(tmp_path, monkeypatch, key.recipient)
+    events: list[Event] = []
+    # the test role may not stream a base backup: the warning comes before that matters
+    with contextlib.suppress(DrError):
+        run_backup(load_config(), "base", upload=False, on_event=events.append)
+    warnings = [e.text for e in events if isinstance(e, Notice) and e.level == "warn"]
+    assert any("base backups are not encrypted yet" in w for w in warnings), warnings

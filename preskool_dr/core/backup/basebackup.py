@@ -190,6 +190,17 @@ def run_base_backup(
                 STEP_ID,
             )
         )
+        if config.encryption.enabled:
+            # never silent: encryption is configured, and this artefact is not covered yet
+            on_event(
+                Notice(
+                    "warn",
+                    "base backups are not encrypted yet (docs/ENCRYPTION.md): this one and "
+                    "the WAL archive are written and uploaded in clear text although "
+                    "encryption.recipients is configured",
+                    STEP_ID,
+                )
+            )
         if facts.archive_mode == "off":
             on_event(
                 Notice(

@@ -30,6 +30,7 @@ IDENTITY_ENV = "PRESKOOL_DR_AGE_IDENTITY"
 HOW_TO_PASS = f"pass --identity FILE (or set {IDENTITY_ENV} to the file's path)"
 _QUEUED = 8  # chunks waiting between the producer and pyrage's thread
 _IDENTITY_MAX_BYTES = 1 << 20
+_PIECE = 1 << 20  # clear bytes handed on at once
 
 
 class DecryptionError(DrError):
@@ -268,9 +269,9 @@ class Encryptor:
         raise DrError(f"age encryption failed: {error}") from None
 
 
-def _decrypt_error(exc: BaseException, name: str, produced: int) -> DecryptionError:
+def _decrypt_error(exc: BaseException, name: str) -> DecryptionError:
     text = str(exc)
-    if "No matching keys" in text or (produced == 0 and "header" not in text.lower()):
+    if "No matching keys" in text:
         return DecryptionError(
             f"cannot decrypt {name}: the identity given matches none of its recipients "
             f"({text}); {HOW_TO_PASS} with the key that belongs to one of the runbook's "
@@ -293,24 +294,39 @@ def decrypt_to(
     returns the clear bytes. DecryptionError when it cannot (sink's own errors pass)."""
     produced = 0
     raised: list[BaseException] = []
+    pending: list[bytes] = []  # pyrage writes 8 KiB at a time: handed on in ~1 MiB pieces
+    held = 0
 
-    def take(data: bytes) -> None:
-        nonlocal produced
-        produced += len(data)
+    def flush() -> None:
+        nonlocal held
+        if not pending:
+            return
+        piece = b"".join(pending)
+        pending.clear()
+        held = 0
         try:
-            sink(data)
+            sink(piece)
         except BaseException as exc:
             raised.append(exc)
             raise
 
+    def take(data: bytes) -> None:
+        nonlocal produced, held
+        produced += len(data)
+        pending.append(data)
+        held += len(data)
+        if held >= _PIECE:
+            flush()
+
     try:
         pyrage.decrypt_io(reader, _SinkWriter(take), list(identities))
+        flush()
     except BaseException as exc:
         if raised:
             raise raised[0] from None
         if isinstance(exc, DrError | KeyboardInterrupt):
             raise
-        raise _decrypt_error(exc, name, produced) from None
+        raise _decrypt_error(exc, name) from None
     return produced
 
 
