@@ -9,10 +9,12 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import subprocess
 from datetime import timedelta
 from pathlib import Path
 
+import boto3
 import pytest
 
 from preskool_dr.core.backup.take import run_backup
@@ -306,3 +308,41 @@ def test_a_base_backup_under_encryption_says_it_is_clear_text(
         run_backup(load_config(), "base", upload=False, on_event=events.append)
     warnings = [e.text for e in events if isinstance(e, Notice) and e.level == "warn"]
     assert any("base backups are not encrypted yet" in w for w in warnings), warnings
+
+
+def test_encrypted_backup_goes_to_s3_as_age_and_verifies_from_there(
+    s3: str, s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Uploaded encrypted (the same bytes as on disk), listed and `latest` from S3 alone,
+    downloaded and decrypted in the stream by verify."""
+    key = make_key(tmp_path / "keys")
+    _encrypt_site(tmp_path, monkeypatch, key.recipient)
+    path = run_backup(load_config(), "daily", upload=True).path
+    client = boto3.client("s3", endpoint_url=s3_server)
+    keys = sorted(
+        o["Key"].rsplit("/", 1)[-1] for o in client.list_objects_v2(Bucket=s3)["Contents"]
+    )
+    assert keys == [path.name, path.name + ".md5", path.name + ".meta.json"]
+    body = client.get_object(Bucket=s3, Key=f"preskool-backups/{path.name}")["Body"].read()
+    assert body == path.read_bytes() and body.startswith(b"age-encryption.org/v1\n")
+    for name in keys:
+        (path.parent / name).unlink()
+    result = call_cli("--identity", str(key.identity), "verify", "latest")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "downloaded from s3://" in result.stdout
+    assert "Content is complete pg_dump output" in result.stdout
+
+
+def test_config_check_shows_the_recipients_and_where_the_identity_comes_from(
+    tmp_path: Path,
+) -> None:
+    key = make_key(tmp_path / "keys")
+    runbook = encrypting_runbook(tmp_path, key.recipient)
+    env = {**os.environ, "PRESKOOL_DR_AGE_IDENTITY": str(key.identity)}
+    result = call_cli("--runbook", str(runbook), "config", "check", env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("encryption.recipients") and key.recipient in line for line in lines)
+    (identity,) = [line for line in lines if line.startswith("encryption.identity")]
+    assert str(key.identity) in identity and "environment PRESKOOL_DR_AGE_IDENTITY" in identity
+    assert "AGE-SECRET-KEY" not in result.stdout
