@@ -10,7 +10,10 @@ import dataclasses
 import hashlib
 import json
 import os
+import resource
+import signal
 import subprocess
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,11 +22,11 @@ import pytest
 
 from preskool_dr.core.backup.take import run_backup
 from preskool_dr.core.base.config import load_config
-from preskool_dr.core.base.errors import ConfigError, DrError, UsageError
+from preskool_dr.core.base.errors import Cancelled, ConfigError, DrError, UsageError
 from preskool_dr.core.base.events import Event, Notice, utcnow
 from tests.support.age_keys import AgeKey, age_decrypt, encrypting_runbook, make_key
 from tests.support.backups import make_backup
-from tests.support.cli import call_cli
+from tests.support.cli import call_cli, run_cli
 from tests.support.runbook import write_runbook
 from tests.support.site import Site
 
@@ -346,3 +349,42 @@ def test_config_check_shows_the_recipients_and_where_the_identity_comes_from(
     (identity,) = [line for line in lines if line.startswith("encryption.identity")]
     assert str(key.identity) in identity and "environment PRESKOOL_DR_AGE_IDENTITY" in identity
     assert "AGE-SECRET-KEY" not in result.stdout
+
+
+def test_a_write_error_mid_encrypted_backup_leaves_no_file(
+    dr_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real write error (EFBIG from a file size limit) raised on the encryption thread
+    reaches the operator as the disk error it is, and nothing is left."""
+    key = make_key(tmp_path / "keys")
+    _encrypt_site(tmp_path, monkeypatch, key.recipient)
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death
+        resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, 32 * 1024))
+
+    result = run_cli("backup", "--no-upload", preexec_fn=limit_file_size)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "File too large" in result.stderr and "nothing was saved" in result.stderr
+    assert "Traceback" not in result.stderr
+    left = [
+        p.name for p in Path(dr_env["BACKUP_DIR"]).iterdir() if p.name != ".preskool-backup.lock"
+    ]
+    assert left == []
+
+
+def test_a_cancelled_encrypted_backup_stops_its_encryption_and_leaves_nothing(
+    dr_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = make_key(tmp_path / "keys")
+    _encrypt_site(tmp_path, monkeypatch, key.recipient)
+    cancel = threading.Event()
+    cancel.set()
+    before = {t.name for t in threading.enumerate()}
+    with pytest.raises(Cancelled):
+        run_backup(load_config(), "daily", upload=False, cancel=cancel)
+    assert "age-encrypt" not in {t.name for t in threading.enumerate()} - before
+    left = [
+        p.name for p in Path(dr_env["BACKUP_DIR"]).iterdir() if p.name != ".preskool-backup.lock"
+    ]
+    assert left == []

@@ -179,7 +179,12 @@ class _QueueReader:
 
     def read(self, size: int = -1) -> bytes:
         while not self._buffer and not self._ended:
-            chunk = self.chunks.get()
+            if self.aborted:
+                raise OSError("aborted")
+            try:
+                chunk = self.chunks.get(timeout=0.1)
+            except queue.Empty:
+                continue
             if chunk is None:
                 self._ended = True
             else:
@@ -221,6 +226,8 @@ class Encryptor:
         self._thread.start()
 
     def _take(self, data: bytes) -> None:
+        if self._reader.aborted:  # the file is being thrown away (and its fd closed)
+            raise OSError("aborted")
         try:
             self._sink(data)
         except BaseException as exc:  # the sink's own error (a full disk) is the one to raise
@@ -236,7 +243,7 @@ class Encryptor:
 
     def _drain(self) -> None:
         """After a failure, keep taking what the producer puts so that it never blocks."""
-        while True:
+        while not self._reader.aborted:
             with contextlib.suppress(queue.Empty):
                 if self._reader.chunks.get(timeout=0.1) is None:
                     return
@@ -256,11 +263,10 @@ class Encryptor:
             self._raise()
 
     def abort(self) -> None:
-        """Stop without finishing the file (it is being thrown away)."""
+        """Stop without finishing the file (it is being thrown away); once this returns the
+        sink is never called again (the caller closes what it writes to)."""
         self._reader.aborted = True
-        with contextlib.suppress(queue.Full):
-            self._reader.chunks.put(None, timeout=1)
-        self._thread.join(timeout=5)
+        self._thread.join()
 
     def _raise(self) -> None:
         error = self._error
