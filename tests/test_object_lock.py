@@ -115,3 +115,29 @@ def test_retention_keeps_a_locked_backup_and_says_until_when(
     assert (
         "Object Lock GOVERNANCE until" in kept[0] and "retention deletes it after that" in kept[0]
     )
+
+
+def test_check_warns_when_the_newest_upload_has_no_lock(
+    s3: str, s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _locked_bucket(s3_server, monkeypatch)
+    (tmp_path / "plain").mkdir()
+    plain = write_runbook(tmp_path / "plain", backups={"retention": RETENTION})
+    monkeypatch.setenv("PRESKOOL_DR_RUNBOOK", str(plain))
+    path = run_backup(load_config(), "daily", upload=True).path  # before the lock was set
+    _lock_runbook(tmp_path, monkeypatch)
+    states = json.loads(call_cli("check", "--json").stdout)
+    (s3_check,) = [c for c in states["checks"] if c["name"] == "s3_replication"]
+    assert s3_check["status"] == "WARNING"
+    assert f"S3 copy not locked: {path.name}" in s3_check["summary"]
+
+
+def test_an_upload_to_a_bucket_without_object_lock_fails_and_keeps_the_local_backup(
+    s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock is never dropped quietly: a bucket made without Object Lock refuses it."""
+    _lock_runbook(tmp_path, monkeypatch)
+    result = call_cli("backup")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "S3 upload failed" in result.stderr and "is kept" in result.stderr
+    assert "needs a bucket created with Object Lock enabled" in result.stderr

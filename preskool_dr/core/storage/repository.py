@@ -194,7 +194,14 @@ class Repository:
             # The store's message already says what to fix; the operator also needs to know
             # that the verified local copy survives.
             what = "local base backup" if folder else "local backup"
-            raise DrError(f"S3 upload failed: {exc} (the {what} {backup.name} is kept)") from None
+            hint = (
+                "; backups.object_lock needs a bucket created with Object Lock enabled"
+                if lock is not None and "objectlock" in str(exc).lower()
+                else ""
+            )
+            raise DrError(
+                f"S3 upload failed: {exc} (the {what} {backup.name} is kept){hint}"
+            ) from None
         extras = "+ .meta.json" if folder else "+ .md5, .meta.json"
         on_event(Notice("ok", f"Uploaded to S3: {shown} ({extras})", step_id))
         return tuple(self.url(item.name) for item in files)
