@@ -271,6 +271,11 @@ def test_restore_test_decrypts_with_the_environment_identity(
     result = site.cli("restore-test", "latest")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "no identity was given" in result.stdout + result.stderr
+    checks = json.loads(site.cli("check", "--json").stdout)["checks"]
+    (restore_test,) = [c for c in checks if c["name"] == "restore_test"]
+    assert (
+        restore_test["status"] == "WARNING" and "no identity was given" in restore_test["summary"]
+    )
     env = site.env(PRESKOOL_DR_AGE_IDENTITY=str(key.identity))
     result = site.cli("restore-test", "latest", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
