@@ -18,7 +18,8 @@ s3://$S3_BUCKET/preskool-backups/, merged by name, newest first.
 
 Columns: NAME, KIND (daily/weekly/pre-deploy/base, "unknown" without a .meta.json),
 TIME (UTC, from the name), AGE, SIZE, WHERE (local, s3), CLASS (S3 storage class),
-MD5 (a checksum sidecar exists), RESTORE (for GLACIER/DEEP_ARCHIVE copies:
+MD5 (a checksum sidecar exists; after CLASS, `(locked MODE to DATE)` when the S3 copy is
+under Object Lock and backups.object_lock is configured), RESTORE (for GLACIER/DEEP_ARCHIVE copies:
 needs restore / in progress / available). WHERE says BAD for a backup whose S3
 objects are refused (a key that would be saved outside BACKUP_DIR): it is never
 downloaded, and `latest` skips it. A .meta.json that cannot be read is reported
@@ -75,7 +76,12 @@ def row(record: BackupRecord, now: datetime) -> tuple[str, ...]:
         "+".join(record.locations)
         + (" (.part)" if record.has_part else "")
         + (" BAD" if record.bad else ""),
-        record.storage_class or "-",
+        (record.storage_class or "-")
+        + (
+            f" (locked {record.lock_mode} to {record.lock_until:%Y-%m-%d})"
+            if record.lock_until is not None and record.lock_until > now
+            else ""
+        ),
         "yes" if record.has_md5 else "no",
         restore,
     )

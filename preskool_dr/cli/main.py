@@ -4,6 +4,7 @@ with `register(subparsers)` and `run(args, ctx) -> exit code`."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import io
 import sys
@@ -49,12 +50,19 @@ class Context:
     """What every command gets: the parsed global options and the config, loaded on demand."""
 
     runbook: Path | None
+    identity: Path | None = None  # --identity: wins over PRESKOOL_DR_AGE_IDENTITY
     _config: Config | None = field(default=None, repr=False)
 
     @property
     def config(self) -> Config:
         if self._config is None:
-            self._config = load_config(self.runbook)
+            config = load_config(self.runbook)
+            if self.identity is not None:
+                encryption = dataclasses.replace(
+                    config.encryption, identity=self.identity.expanduser().resolve()
+                )
+                config = dataclasses.replace(config, encryption=encryption)
+            self._config = config
         return self._config
 
 
@@ -73,6 +81,14 @@ def build_parser(modules: tuple[str, ...] = COMMAND_MODULES) -> argparse.Argumen
         "$XDG_CONFIG_HOME/preskool-dr/runbook.yaml (~/.config), then "
         "/etc/preskool-dr/runbook.yaml; never the current directory). Refused when "
         "writable by group/others or owned by another user than you or root",
+    )
+    parser.add_argument(
+        "--identity",
+        type=Path,
+        metavar="FILE",
+        help="age identity file (age-keygen's AGE-SECRET-KEY-1... or an SSH private key) "
+        "that decrypts encrypted backups for restore, restore-test, verify and wal-fetch "
+        "(default: $PRESKOOL_DR_AGE_IDENTITY); keep it off the database host when you can",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in modules:
@@ -98,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args([*(argv or sys.argv[1:]), "tui"])
-    ctx = Context(runbook=args.runbook)
+    ctx = Context(runbook=args.runbook, identity=args.identity)
     log_format = getattr(args, "log_format", None)  # the long-running commands' option
     if log_format is not None:  # (so wal-push never imports cli.output)
         from preskool_dr.cli.output import use_log_format

@@ -154,3 +154,31 @@ def test_s3_only_backup_downloads_and_glacier_is_marked(site: Site, s3: str) -> 
     ]
     assert downloads and downloads[-1].done == downloads[-1].total
     assert path.exists()  # fetched back into BACKUP_DIR
+
+
+def test_the_browser_shows_the_object_lock_and_its_date() -> None:
+    """Issue 19: the browser's storage column says `locked MODE to DATE` while it holds."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from preskool_dr.core.storage.catalog import BackupRecord
+    from preskool_dr.tui.widgets.backup_browser import lock_text, storage_text
+
+    now = datetime.now(UTC)
+    record = BackupRecord(
+        name="preskool-backup-20260220_020000.sql.gz.age",
+        kind="daily",
+        time=now,
+        size=1,
+        local_path=None,
+        s3_url="s3://b/p/preskool-backup-20260220_020000.sql.gz.age",
+        storage_class="STANDARD",
+        restore_state=None,
+        has_md5=True,
+    )
+    assert storage_text(record) == "STANDARD" and lock_text(record) == ""
+    until = now + timedelta(days=30)
+    locked = replace(record, lock_mode="COMPLIANCE", lock_until=until)
+    assert storage_text(locked) == f"STANDARD (locked COMPLIANCE to {until:%Y-%m-%d})"
+    expired = replace(locked, lock_until=now - timedelta(days=1))
+    assert lock_text(expired) == ""

@@ -91,6 +91,17 @@ def run_base_backup(
                 STEP_ID,
             )
         )
+        if config.encryption.enabled:
+            # never silent: encryption is configured, and this artefact is not covered yet
+            on_event(
+                Notice(
+                    "warn",
+                    "base backups are not encrypted yet (docs/ENCRYPTION.md): this one and "
+                    "the WAL archive are written and uploaded in clear text although "
+                    "encryption.recipients is configured",
+                    STEP_ID,
+                )
+            )
         if facts.archive_mode == "off":
             on_event(
                 Notice(
@@ -347,7 +358,9 @@ def apply_retention(
     for side in ("local", "s3") if s3 else ("local",):
         if repo.retention_days(KIND, side) is None:
             continue
-        deleted += repo.retain(KIND, side, keep=keep, now=now, listing=listing)
+        deleted += repo.retain(
+            KIND, side, keep=keep, now=now, listing=listing, on_event=on_event, step_id=STEP_ID
+        )
         pruned = _prune_wal(settings, listing(side), config, local=side == "local")
         if pruned:
             on_event(Notice("ok", _PRUNED[side].format(pruned), STEP_ID))

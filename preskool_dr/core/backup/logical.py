@@ -34,7 +34,7 @@ from preskool_dr.core.backup.common import (
 )
 from preskool_dr.core.backup.companion import companion_dump
 from preskool_dr.core.backup.retention import apply_retention
-from preskool_dr.core.base import database, files, procs
+from preskool_dr.core.base import age, database, files, procs
 from preskool_dr.core.base.errors import (
     Cancelled,
     DrError,
@@ -74,6 +74,15 @@ def logical_backup(
     replaces the database it refuses, before it writes anything."""
     if kind not in LOGICAL_KINDS:
         raise UsageError(f"unknown backup kind {kind!r}: use one of {', '.join(LOGICAL_KINDS)}")
+    if config.encryption.enabled:
+        # fails closed: every recipient parsed again before anything is written
+        age.recipients(config.encryption.recipients)
+        if custom:
+            raise UsageError(
+                "--format custom is not available with encryption yet: its companion would "
+                "be written in clear text - nothing was written; take the plain backup "
+                "(it is encrypted)"
+            )
     with _restore_guard(config.database, on_event):
         return _logical_backup(config, kind, upload, at, on_event, cancel, custom)
 
@@ -134,12 +143,20 @@ def _logical_backup(
         ) from None
     with backup_dir_lock(backup_dir):
         _remove_stale_parts(backup_dir, on_event)
-        final = backup_dir / backup_name(kind, at)
+        encrypt = config.encryption.enabled
+        final = backup_dir / backup_name(kind, at, encrypted=encrypt)
+        recipients = age.recipients(config.encryption.recipients) if encrypt else None
         if final.exists():
             raise DrError(f"{final} already exists (a backup ran this second): retry in a moment")
         on_event(Notice("info", f"Dumping database '{config.database.name}'...", STEP_ID))
         dump = _dump(
-            config.database, final, config.backups.compress_level, on_event, cancel, custom
+            config.database,
+            final,
+            config.backups.compress_level,
+            on_event,
+            cancel,
+            custom,
+            recipients,
         )
         on_event(Notice("ok", f"Backup created: {final} ({human_size(dump.size)})", STEP_ID))
         on_event(Notice("ok", f"MD5: {dump.md5}", STEP_ID))
@@ -154,8 +171,13 @@ def _logical_backup(
             pg_dump_version=dump.pg_dump_version,
             companion_md5=dump.companion_md5,
             db_size_bytes=dump.db_size,
+            encrypted=encrypt,
         )
         _finish_local(final, meta, on_event)
+        if encrypt:
+            on_event(
+                Notice("ok", f"Encrypted with age to {len(recipients or ())} recipient(s)", STEP_ID)
+            )
         if dump.size < config.thresholds.min_backup_bytes:
             on_event(
                 Notice(
@@ -172,7 +194,7 @@ def _logical_backup(
             kind, upload=upload, local_only=local_only, on_event=on_event, step_id=STEP_ID
         )
         uploaded = repo.put(final, kind, on_event=on_event, step_id=STEP_ID) if s3 else ()
-        deleted = apply_retention(config, kind, keep=final.name, now=at, s3=s3)
+        deleted = apply_retention(config, kind, keep=final.name, now=at, s3=s3, on_event=on_event)
         on_event(Notice("ok", f"Deleted {deleted} old backup(s)", STEP_ID))
         return BackupResult(final, meta, uploaded, deleted)
 
@@ -197,6 +219,7 @@ def _dump(
     on_event: EventSink,
     cancel: threading.Event | None,
     custom: bool = False,
+    recipients: list[object] | None = None,
 ) -> _Dump:
     """pg_dump into `.NAME.part`, then fsync + rename to `final`; the part never survives.
     With `custom`, the companion dump runs beside it in the same snapshot."""
@@ -225,6 +248,7 @@ def _dump(
                         lambda: database.row_counts(conn),
                         on_event,
                         cancel,
+                        recipients,
                     )
         os.rename(part, final)
         files.fsync_dir(final.parent)
@@ -261,8 +285,10 @@ def _stream(
     count_rows: Callable[[], dict[str, int]],
     on_event: EventSink,
     cancel: threading.Event | None,
+    recipients: list[object] | None = None,
 ) -> tuple[int, str, dict[str, int]]:
-    """Run pg_dump, gzip its stdout into `part` in a thread while `count_rows` runs here."""
+    """Run pg_dump, gzip its stdout into `part` in a thread while `count_rows` runs here
+    (encrypted to `recipients` with age on the way, when given)."""
     fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with tempfile.TemporaryFile() as errors:
         try:
@@ -270,7 +296,7 @@ def _stream(
         except OSError as exc:
             os.close(fd)
             raise DrError(f"cannot start pg_dump: {exc.strerror}") from None
-        writer = _GzipWriter(proc, fd, part, level, on_event, cancel)
+        writer = _GzipWriter(proc, fd, part, level, on_event, cancel, recipients)
         thread = threading.Thread(target=writer.run, name="pg_dump-gzip", daemon=True)
         thread.start()
         try:
@@ -298,7 +324,12 @@ def _stream(
 class _GzipWriter:
     """Reads pg_dump's stdout in 1 MiB chunks, gzips, writes and hashes the compressed bytes,
     while a _ReadBack checks what reached the file; it raises VerificationError when that is
-    not what was written."""
+    not what was written.
+
+    With `recipients` the compressed bytes go through an age Encryptor before they reach
+    the file (clear text never touches the disk): the MD5 and the read-back are over the
+    encrypted bytes, and the gzip check is made on the compressed stream before encryption
+    (reading it back would need the identity, which the database host should not hold)."""
 
     def __init__(
         self,
@@ -308,8 +339,11 @@ class _GzipWriter:
         level: int,
         on_event: EventSink,
         cancel: threading.Event | None,
+        recipients: list[object] | None = None,
     ) -> None:
         self.proc = proc
+        self.recipients = recipients
+        self.compressed = 0  # gzip bytes produced (before any encryption)
         self.fd = fd
         self.part = part
         self.level = level
@@ -335,9 +369,26 @@ class _GzipWriter:
         backup, and `gunzip` reads concatenated members as one stream."""
         assert self.proc.stdout is not None
         meter = ProgressMeter(self.on_event, STEP_ID, "dump", None)  # counts pg_dump's bytes
-        check = _ReadBack(self.part, self.on_event)
+        encrypt = self.recipients is not None
+        check = _ReadBack(self.part, self.on_event, check_gzip=not encrypt)
+        clear = checksum.GzipChecker() if encrypt else None
+        encryptor = (
+            age.Encryptor(self.recipients or [], lambda data: self._write_file(data, check))
+            if encrypt
+            else None
+        )
         complete = False
         pending: deque[Future[bytes]] = deque()
+
+        def write(data: bytes) -> None:
+            self.compressed += len(data)
+            if encryptor is None:
+                self._write_file(data, check)
+                return
+            assert clear is not None
+            clear.feed(data)
+            encryptor.write(data)
+
         try:
             with ThreadPoolExecutor(COMPRESS_THREADS, "backup-gzip") as pool:
                 while chunk := self.proc.stdout.read(checksum.CHUNK):
@@ -348,18 +399,25 @@ class _GzipWriter:
                     )
                     meter.add(len(chunk))
                     if len(pending) > 2 * COMPRESS_THREADS:  # bounded memory
-                        self._write(pending.popleft().result(), check)
+                        write(pending.popleft().result())
                 while pending:
-                    self._write(pending.popleft().result(), check)
-            if self.size == 0:  # no output at all: still one (empty) gzip member
-                self._write(zlib.compress(b"", self.level, checksum.GZIP_WBITS), check)
+                    write(pending.popleft().result())
+            if self.compressed == 0:  # no output at all: still one (empty) gzip member
+                write(zlib.compress(b"", self.level, checksum.GZIP_WBITS))
+            if encryptor is not None:
+                encryptor.close()
+                encryptor = None
             os.fsync(self.fd)
             meter.finish()
             complete = True
         finally:
+            if encryptor is not None:  # failed before the end: the part is thrown away
+                encryptor.abort()
             check.end(complete)
         self.md5 = self._digest.hexdigest()
         problem = check.problem(meter.done)
+        if problem is None and clear is not None:
+            problem = _clear_problem(clear, meter.done)
         if problem is not None:
             raise VerificationError(
                 f"reading {self.part.name} back failed the gzip check ({problem}); "
@@ -372,7 +430,7 @@ class _GzipWriter:
                 "(dmesg) and run the backup again"
             )
 
-    def _write(self, data: bytes, check: _ReadBack) -> None:
+    def _write_file(self, data: bytes, check: _ReadBack) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(self.fd, view) :]
@@ -382,14 +440,25 @@ class _GzipWriter:
             check.written(self.size)
 
 
+def _clear_problem(clear: checksum.GzipChecker, sql_bytes: int) -> str | None:
+    """Why the compressed stream that went into the encryptor is not whole gzip data of
+    `sql_bytes` bytes of SQL."""
+    if (error := clear.finish()) is not None:
+        return error
+    if clear.text_bytes != sql_bytes:
+        return f"it holds {clear.text_bytes:,} bytes of SQL, pg_dump wrote {sql_bytes:,}"
+    return None
+
+
 class _ReadBack:
     """Reads a file back through its own descriptor while it is written, up to what the
     writer has handed to the kernel: MD5 of the bytes and a full decompression (CRC and
     length checked by zlib), so that the check costs no second pass after the dump. Once the
     writer is done it reports `verify` progress for what is left."""
 
-    def __init__(self, path: Path, on_event: EventSink) -> None:
+    def __init__(self, path: Path, on_event: EventSink, *, check_gzip: bool = True) -> None:
         self._fd = os.open(path, os.O_RDONLY)
+        self._check_gzip = check_gzip
         self._on_event = on_event
         self._cond = threading.Condition()
         self._written = 0
@@ -423,6 +492,8 @@ class _ReadBack:
         """Why the bytes read back are not whole gzip data of `sql_bytes` bytes of SQL."""
         if self._error is not None:
             return self._error
+        if not self._check_gzip:  # encrypted bytes: only the MD5 is compared
+            return None
         if (error := self._gzip.finish()) is not None:
             return error
         if self._gzip.text_bytes != sql_bytes:
@@ -450,7 +521,8 @@ class _ReadBack:
                     return
                 self._read += len(data)
                 self._digest.update(data)
-                self._gzip.feed(data)
+                if self._check_gzip:
+                    self._gzip.feed(data)
                 if meter is not None:
                     meter.add(len(data))
             assert meter is not None

@@ -20,11 +20,13 @@ from typing import Any
 
 import yaml
 
+from preskool_dr.core.base.age import IDENTITY_ENV, recipient_problem
 from preskool_dr.core.base.errors import ConfigError
 from preskool_dr.core.base.libpq_service import check_service
 from preskool_dr.core.base.paths import state_dir
 from preskool_dr.core.base.runbook_file import find_runbook, read_trusted
 from preskool_dr.core.base.settings import (
+    OBJECT_LOCK_MODES,
     RESTORE_METHODS,
     Config,
     RunbookFile,
@@ -232,6 +234,8 @@ def load_config(path: Path | None = None, env: typing.Mapping[str, str] | None =
     _check_thresholds(reader, parsed, data)
     _check_host(reader, parsed, data)
     _check_notify(reader, parsed, data)
+    _check_encryption(reader, parsed, data)
+    _check_object_lock(reader, parsed, data)
     return _apply_env(parsed, path, env)
 
 
@@ -369,6 +373,39 @@ def _check_retention(reader: _Reader, parsed: RunbookFile, data: _Mapping) -> No
             )
 
 
+def _check_encryption(reader: _Reader, parsed: RunbookFile, data: _Mapping) -> None:
+    section = data.get("encryption")
+    if not isinstance(section, _Mapping):
+        return
+    listed = section.get("recipients")
+    if not parsed.encryption.recipients:
+        # an `encryption:` section that encrypts to nobody would write clear text
+        reader.fail(
+            section.key_lines.get("recipients", section.line),
+            "encryption.recipients must list at least one age recipient (age1..., "
+            "ssh-ed25519 ... or ssh-rsa ...); remove the encryption section to write clear text",
+        )
+    for number, text in enumerate(parsed.encryption.recipients):
+        problem = recipient_problem(text)
+        if problem is not None:
+            line = getattr(listed, "line", 1) + number  # one `- recipient` per line
+            reader.fail(line, f"encryption.recipients[{number}]: {problem}")
+
+
+def _check_object_lock(reader: _Reader, parsed: RunbookFile, data: _Mapping) -> None:
+    lock = parsed.backups.object_lock
+    if lock is None or lock.mode in OBJECT_LOCK_MODES:
+        return
+    backups = data.get("backups")
+    section = backups.get("object_lock") if isinstance(backups, _Mapping) else None
+    line = section.key_lines.get("mode", section.line) if isinstance(section, _Mapping) else 1
+    reader.fail(
+        line,
+        f"backups.object_lock.mode {lock.mode!r}: use GOVERNANCE or COMPLIANCE "
+        "(S3 Object Lock retention modes)",
+    )
+
+
 # The runbook keys the environment wins over (see _apply_env), for `config check`.
 ENV_OVERRIDES = {
     "database.host": "DB_HOST",
@@ -378,6 +415,7 @@ ENV_OVERRIDES = {
     "database.admin_user": "DB_ADMIN_USER",
     "backups.dir": "BACKUP_DIR",
     "backups.s3_bucket": "S3_BUCKET",
+    "encryption.identity": IDENTITY_ENV,
 }
 
 
@@ -413,6 +451,10 @@ def _apply_env(parsed: RunbookFile, path: Path, env: typing.Mapping[str, str]) -
         backups = dataclasses.replace(backups, dir=Path(env["BACKUP_DIR"]).expanduser().resolve())
     if env.get("S3_BUCKET"):
         backups = dataclasses.replace(backups, s3_bucket=env["S3_BUCKET"])
+    encryption = parsed.encryption
+    if env.get(IDENTITY_ENV):
+        identity = Path(env[IDENTITY_ENV]).expanduser().resolve()
+        encryption = dataclasses.replace(encryption, identity=identity)
     explicit_state = env.get("PRESKOOL_DR_STATE_DIR")
     return Config(
         source=path,
@@ -424,6 +466,7 @@ def _apply_env(parsed: RunbookFile, path: Path, env: typing.Mapping[str, str]) -
         drill=parsed.drill,
         restore=parsed.restore,
         notify=parsed.notify,
+        encryption=encryption,
         steps=parsed.steps,
         state_dir=Path(explicit_state) if explicit_state else state_dir(),
     )

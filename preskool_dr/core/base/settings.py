@@ -104,6 +104,17 @@ class DatabaseSettings:
         return f"{self.name}@{self.host}:{self.port}"
 
 
+OBJECT_LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
+
+
+@dataclass(frozen=True)
+class ObjectLockSettings:
+    """S3 Object Lock on every upload: this mode, retained until upload time + the kind's
+    `s3_days` (the bucket must have been created with Object Lock enabled)."""
+
+    mode: str  # GOVERNANCE | COMPLIANCE
+
+
 @dataclass(frozen=True)
 class BackupSettings:
     dir: Path = Path("/var/backups/preskool")
@@ -111,6 +122,22 @@ class BackupSettings:
     s3_prefix: str = "preskool-backups/"
     retention: dict[str, Retention] = field(default_factory=dict)
     compress_level: int = _within(6, 0, 9, note="gzip levels")
+    object_lock: ObjectLockSettings | None = None
+
+
+@dataclass(frozen=True)
+class EncryptionSettings:
+    """age encryption of backups (core/base/age.py). `recipients`: public keys only (age1...,
+    ssh-ed25519 ..., ssh-rsa ...); the identity that decrypts belongs off the database host
+    where possible, and comes from `--identity FILE` or PRESKOOL_DR_AGE_IDENTITY (which win
+    over `identity` here)."""
+
+    recipients: tuple[str, ...] = ()
+    identity: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.recipients)
 
 
 @dataclass(frozen=True)
@@ -167,6 +194,7 @@ class Config:
     state_dir: Path
     restore: RestoreSettings = RestoreSettings()
     notify: NotifySettings = NotifySettings()
+    encryption: EncryptionSettings = EncryptionSettings()
 
     def step(self, step_id: str) -> StepText:
         for step in self.steps:
@@ -192,4 +220,5 @@ class RunbookFile:
     drill: DrillSettings = DrillSettings()
     restore: RestoreSettings = RestoreSettings()
     notify: NotifySettings = NotifySettings()
+    encryption: EncryptionSettings = EncryptionSettings()
     steps: tuple[StepText, ...] = ()

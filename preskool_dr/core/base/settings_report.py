@@ -37,7 +37,6 @@ ENVIRONMENT_ONLY = (
     ("AWS_REGION", False),
     ("AWS_ENDPOINT_URL", False),
     ("PRESKOOL_DR_NOTIFY_URLS", True),  # notification URLs carry tokens
-    ("PRESKOOL_DR_AGE_IDENTITY", False),
 )
 # `scheme://user:password@host`: the password part of a URL in any value
 _URL_PASSWORD = re.compile(r"(?P<head>://[^/:@\s]*:)[^@/\s]+@")
@@ -82,6 +81,7 @@ def effective_settings(
     for section in ("database", "backups", "thresholds", "restore_test", "app", "drill"):
         walk(section, getattr(config, section))
     walk("restore", config.restore)
+    walk("encryption", config.encryption)  # public keys and a path: nothing secret
     steps = ", ".join(step.id for step in config.steps)
     result.append(Setting("steps", f"{len(config.steps)} steps: {steps}", *source("steps")))
     if env.get("PRESKOOL_DR_STATE_DIR"):

@@ -20,6 +20,7 @@ from typing import Any
 from preskool_dr.core.backup import basebackup
 from preskool_dr.core.backup.common import human_size
 from preskool_dr.core.backup.wal.settings import WAL_DIRNAME
+from preskool_dr.core.base.age import is_encrypted_name
 from preskool_dr.core.base.errors import DrError, NotFoundError
 from preskool_dr.core.base.events import utcnow
 from preskool_dr.core.base.files import atomic_write
@@ -158,7 +159,7 @@ def run_checks(config: Config, now: datetime | None = None) -> HealthReport:
         return unknown_report(str(exc))
     metrics: list[Metric] = []
     perfdata = ""
-    s3_check = _s3_check(config, latest_s3)
+    s3_check = _s3_check(config, latest_s3, now)
     restore_check, restore = _restore_test_check(config, now)
     drill_checks, drill_metrics = _drill_log_checks(config)
     metrics += drill_metrics
@@ -170,6 +171,7 @@ def run_checks(config: Config, now: datetime | None = None) -> HealthReport:
         *_wal_checks(config, now),
         *drill_checks,
         *_permission_checks(config),
+        *_encryption_check(config, latest),
     )
     if latest is not None:
         age = (now - latest.time).total_seconds()
@@ -397,6 +399,28 @@ def _age_check(config: Config, latest: BackupRecord | None, now: datetime) -> Ch
     return CheckResult("backup_age", Status.OK, f"{about} is {hours:.1f} h old", age)
 
 
+def _encryption_check(config: Config, latest: BackupRecord | None) -> tuple[CheckResult, ...]:
+    """With encryption.recipients configured, the newest logical backup must be an
+    encrypted `.age` one: a clear-text backup taken since is CRITICAL (a runbook not in
+    effect for the scheduled backup, or a tool that writes clear text anyway)."""
+    if not config.encryption.enabled:
+        return ()
+    if latest is None:
+        return (CheckResult("encryption", Status.OK, "no backup to check yet"),)
+    if not is_encrypted_name(latest.name):
+        return (
+            CheckResult(
+                "encryption",
+                Status.CRITICAL,
+                f"Backup not encrypted: the newest backup {latest.name} is clear text although "
+                "encryption.recipients is configured; check that the scheduled backup uses "
+                "this runbook, then take a backup (it will be .sql.gz.age)",
+                False,
+            ),
+        )
+    return (CheckResult("encryption", Status.OK, f"{latest.name} is encrypted (age)", True),)
+
+
 def _size_check(config: Config, latest: BackupRecord | None) -> CheckResult:
     if latest is None:
         return CheckResult("backup_size", Status.OK, "no backup to measure")
@@ -412,7 +436,7 @@ def _size_check(config: Config, latest: BackupRecord | None) -> CheckResult:
     return CheckResult("backup_size", Status.OK, f"latest backup is {human_size(size)}", size)
 
 
-def _s3_check(config: Config, latest: BackupRecord | None) -> CheckResult:
+def _s3_check(config: Config, latest: BackupRecord | None, now: datetime) -> CheckResult:
     repo = Repository.from_config(config)
     if not repo.has_s3:
         return CheckResult("s3_replication", Status.OK, "S3 not configured")
@@ -424,10 +448,23 @@ def _s3_check(config: Config, latest: BackupRecord | None) -> CheckResult:
         return CheckResult("s3_replication", Status.WARNING, f"S3 upload failed: {exc}", False)
     except DrError as exc:
         return CheckResult("s3_replication", Status.WARNING, f"S3 check failed: {exc}")
+    if repo.object_lock_mode is not None and repo.lock_for(latest.kind, now) is not None:
+        if obj.lock_mode is None or obj.lock_until is None:
+            return CheckResult(
+                "s3_replication",
+                Status.WARNING,
+                f"S3 copy not locked: {latest.name} is in {repo.url('')} without Object Lock "
+                f"although backups.object_lock.mode is {repo.object_lock_mode} (does the "
+                "bucket have Object Lock enabled?)",
+                True,
+            )
+        locked = f", Object Lock {obj.lock_mode} until {obj.lock_until:%Y-%m-%d %H:%M} UTC"
+    else:
+        locked = ""
     return CheckResult(
         "s3_replication",
         Status.OK,
-        f"{latest.name} is in {repo.url('')} ({obj.storage_class})",
+        f"{latest.name} is in {repo.url('')} ({obj.storage_class}{locked})",
         True,
     )
 

@@ -20,7 +20,7 @@ from typing import Any
 import humanize
 import psycopg
 
-from preskool_dr.core.base import database
+from preskool_dr.core.base import age, database
 from preskool_dr.core.base.errors import (
     ArchivedError,
     Cancelled,
@@ -192,6 +192,7 @@ class _Run:
         self.checks: list[Check] = []
         self.row_counts: dict[str, int] = {}
         self.test_db = scratch_database_name(config)
+        self._identities: list[Any] | None = None  # of an encrypted backup
 
     def add(self, check: Check) -> None:
         self.checks.append(check)
@@ -215,9 +216,23 @@ class _Run:
 
     def test(self, backup: Path) -> None:
         """Verify, then restore into the scratch database and check it; drops it always."""
-        verify = checksum.verify_with_sidecar(
-            backup, on_event=self.on_event, step_id=STEP_ID, cancel=self.cancel, check_dump=True
-        )
+        try:
+            identities = (
+                age.need_identities(self.config.encryption.identity, backup.name)
+                if age.is_encrypted_name(backup.name)
+                else None
+            )
+            verify = checksum.verify_with_sidecar(
+                backup,
+                on_event=self.on_event,
+                step_id=STEP_ID,
+                cancel=self.cancel,
+                check_dump=True,
+                identities=identities,
+            )
+        except (age.DecryptionError, age.IdentityMissing) as exc:  # recorded: `check` sees it
+            self.add(_failed("decrypt", f"{exc} - not restored"))
+            return
         self.add(
             _passed("checksum", verify.findings())
             if verify.ok
@@ -225,6 +240,7 @@ class _Run:
         )
         if not verify.ok or not self._server_space(backup):
             return
+        self._identities = identities
         db = self.config.database
         lock = lock_path(self.config.state_dir, db.host, db.port, self.test_db)
         operator = _operator()
@@ -280,6 +296,7 @@ class _Run:
                     on_event=self.on_event,
                     step_id=STEP_ID,
                     cancel=self.cancel,
+                    identities=self._identities,
                 )
             return (
                 f"{len(result.tables_loaded)} tables loaded from "

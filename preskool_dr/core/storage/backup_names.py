@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+from preskool_dr.core.base.age import AGE_SUFFIX
 from preskool_dr.core.storage.checksum import SIDECAR_SUFFIX
 from preskool_dr.core.storage.layout import COMPANION_SUFFIX, META_SUFFIX
 
@@ -19,18 +20,22 @@ LOGICAL_PREFIX = "preskool-backup-"
 BASE_PREFIX = "preskool-base-"
 _TIME_FORMAT = "%Y%m%d_%H%M%S"
 # Used with fullmatch only: `$` would also match before a trailing newline.
-_LOGICAL_RE = re.compile(r"preskool-backup-(\d{8}_\d{6})\.sql\.gz")
+# `.sql.gz.age`: the same, encrypted with age (core/base/age.py)
+_LOGICAL_RE = re.compile(r"preskool-backup-(\d{8}_\d{6})\.sql\.gz(?:\.age)?")
 _BASE_RE = re.compile(r"preskool-base-(\d{8}_\d{6})(?:\.tar|\.tar\.gz)?")
 
 
-def backup_name(kind: str, at: datetime) -> str:
-    """`preskool-backup-YYYYMMDD_HHMMSS.sql.gz` (UTC) or `preskool-base-...` for kind base."""
+def backup_name(kind: str, at: datetime, *, encrypted: bool = False) -> str:
+    """`preskool-backup-YYYYMMDD_HHMMSS.sql.gz` (UTC; `.sql.gz.age` when `encrypted`) or
+    `preskool-base-...` for kind base."""
     if kind not in KINDS:
         raise ValueError(f"unknown backup kind {kind!r} (one of {', '.join(KINDS)})")
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
     stamp = at.astimezone(UTC).strftime(_TIME_FORMAT)
-    return f"{BASE_PREFIX}{stamp}" if kind == "base" else f"{LOGICAL_PREFIX}{stamp}.sql.gz"
+    if kind == "base":
+        return f"{BASE_PREFIX}{stamp}"
+    return f"{LOGICAL_PREFIX}{stamp}.sql.gz" + (AGE_SUFFIX if encrypted else "")
 
 
 def parse_backup_name(name: str) -> datetime | None:
@@ -49,10 +54,14 @@ def is_logical_name(name: str) -> bool:
 
 
 def companion_owner(name: str) -> str | None:
-    """`preskool-backup-X.dump` -> `preskool-backup-X.sql.gz`, the backup it belongs to."""
+    """`preskool-backup-X.dump` -> `preskool-backup-X.sql.gz`, the backup it belongs to
+    (`X.dump.age` -> `X.sql.gz.age`)."""
+    age = name.endswith(COMPANION_SUFFIX + AGE_SUFFIX)
+    if age:
+        name = name.removesuffix(AGE_SUFFIX)
     if not name.endswith(COMPANION_SUFFIX):
         return None
-    owner = name.removesuffix(COMPANION_SUFFIX) + ".sql.gz"
+    owner = name.removesuffix(COMPANION_SUFFIX) + ".sql.gz" + (AGE_SUFFIX if age else "")
     return owner if is_logical_name(owner) else None
 
 

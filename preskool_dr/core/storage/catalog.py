@@ -56,6 +56,9 @@ class BackupRecord:
     has_custom: bool = False  # a custom-format companion (`.dump`) sits beside it
     bad: str | None = None  # why its S3 objects are refused (never downloaded)
     meta_error: str | None = None  # why its .meta.json could not be used
+    # S3 Object Lock of the S3 copy (read only when backups.object_lock is configured)
+    lock_mode: str | None = None
+    lock_until: datetime | None = None
 
     @property
     def locations(self) -> list[str]:
@@ -102,6 +105,9 @@ class BackupRecord:
             "bad": self.bad,
             "meta_error": self.meta_error,
             "future": self.future,
+            "lock_mode": self.lock_mode,
+            "lock_until": iso_utc(self.lock_until) if self.lock_until is not None else None,
+            "locked": self.lock_until is not None and self.lock_until > datetime.now(UTC),
         }
 
 
@@ -135,7 +141,7 @@ def _local_record(path: Path) -> BackupRecord:
         restore_state=None,
         has_md5=bool(members) and all(sidecar_path(m).is_file() for m in members),
         meta=meta,
-        has_custom=name.endswith(".sql.gz") and companion_path(path).is_file(),
+        has_custom=is_logical_name(name) and companion_path(path).is_file(),
         meta_error=meta_error,
     )
 
@@ -209,17 +215,37 @@ def _fetch_metas(
         return {name: check_meta(blob) for name, blob in zip(names, blobs, strict=True)}
 
 
-def _scan_s3(store: S3Store, skip_meta: set[str]) -> dict[str, BackupRecord]:
+def _locks(store: S3Store, groups: dict[str, S3Group]) -> dict[str, tuple[str, datetime]]:
+    """The Object Lock of each backup's data (a listing does not carry it: one HEAD each)."""
+    names = [n for n, g in groups.items() if g.main is not None]
+    if not names:
+        return {}
+    with ThreadPoolExecutor(max_workers=HEAD_THREADS) as pool:
+        heads = pool.map(store.head, names)
+        return {
+            name: (head.lock_mode, head.lock_until)
+            for name, head in zip(names, heads, strict=True)
+            if head.lock_mode is not None and head.lock_until is not None
+        }
+
+
+def _scan_s3(
+    store: S3Store, skip_meta: set[str], *, with_locks: bool = False
+) -> dict[str, BackupRecord]:
     groups = group_s3(store, store.list_objects())
     # The kind lives in the meta object; fetch only the ones that exist and are not local.
     wanted = sorted(
         n for n, g in groups.items() if META_SUFFIX in g.attributes and n not in skip_meta
     )
     metas = _fetch_metas(store, wanted)
-    return {
-        name: _s3_record(store, name, group, *metas.get(name, (None, None)))
-        for name, group in groups.items()
-    }
+    locks = _locks(store, groups) if with_locks else {}
+    records = {}
+    for name, group in groups.items():
+        record = _s3_record(store, name, group, *metas.get(name, (None, None)))
+        if name in locks:
+            record = replace(record, lock_mode=locks[name][0], lock_until=locks[name][1])
+        records[name] = record
+    return records
 
 
 def _merge(local: BackupRecord | None, remote: BackupRecord | None) -> BackupRecord:
@@ -239,6 +265,8 @@ def _merge(local: BackupRecord | None, remote: BackupRecord | None) -> BackupRec
         meta=meta,
         has_custom=local.has_custom or remote.has_custom,
         meta_error=None if meta is not None else local.meta_error or remote.meta_error,
+        lock_mode=remote.lock_mode,
+        lock_until=remote.lock_until,
     )
 
 
@@ -274,7 +302,11 @@ def list_backups(
     remote: dict[str, BackupRecord] = {}
     if store is not None and source in ("s3", "all"):
         try:
-            remote = _scan_s3(store, skip_meta={n for n, r in local.items() if r.meta})
+            remote = _scan_s3(
+                store,
+                skip_meta={n for n, r in local.items() if r.meta},
+                with_locks=config.backups.object_lock is not None,
+            )
         except DrError as exc:
             if not tolerant:
                 raise

@@ -21,9 +21,12 @@ import re
 import stat
 import threading
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+from preskool_dr.core.base import age
 from preskool_dr.core.base.errors import Cancelled, DrError, NotFoundError, VerificationError
 from preskool_dr.core.base.events import EventSink, ProgressMeter, ignore_events
 from preskool_dr.core.base.files import PRIVATE_FILE_MODE, atomic_write
@@ -157,6 +160,9 @@ class VerifyResult:
     # was read (the digest then vouches for no state the file was ever in) or is not a
     # regular file (a pipe gives its next reader other bytes)
     identity: FileIdentity | None = None
+    # age-encrypted (`.age`): the MD5 is over the encrypted bytes; gzip and content were
+    # checked only when an identity decrypted it in the same pass (gzip_checked)
+    encrypted: bool = False
 
     @property
     def md5_ok(self) -> bool:
@@ -180,10 +186,15 @@ class VerifyResult:
         return f"MD5 mismatch: expected {self.expected_md5} (sidecar), actual {self.actual_md5}"
 
     def gzip_text(self) -> str:
+        if not self.gzip_checked and self.encrypted:
+            return (
+                "Gzip and content not checked: the backup is encrypted and no identity was "
+                f"given ({age.HOW_TO_PASS} to decrypt and check them in the same read)"
+            )
         if not self.gzip_checked:
             return "Gzip not checked (not a gzip file)"
         if self.gzip_ok:
-            return "Gzip integrity check passed"
+            return ("Decrypted; g" if self.encrypted else "G") + "zip integrity check passed"
         return f"Gzip integrity check failed: {self.gzip_error}"
 
     def dump_text(self) -> str:
@@ -313,15 +324,21 @@ class GzipChecker:
         )
 
 
-def text_line_at(path: Path, offset: int) -> int:
+def text_line_at(path: Path, offset: int, identities: Sequence[Any] | None = None) -> int:
     """The line number at `offset` of the decompressed text of `path`: the scan does not
     count lines (a third of its cost), so a finding's line is counted here, reading the
-    file again up to it (an error path)."""
+    file again up to it (an error path; decrypted again in the stream when `identities`)."""
     newlines = 0
-    with gzip.open(path, "rb") as text:
-        while offset > 0 and (piece := text.read(min(CHUNK, offset))):
-            newlines += piece.count(b"\n")
-            offset -= len(piece)
+    with path.open("rb") as raw:
+        source: Any = age.Decryptor(raw, identities, path.name) if identities else raw
+        try:
+            with gzip.GzipFile(fileobj=source, mode="rb") as text:
+                while offset > 0 and (piece := text.read(min(CHUNK, offset))):
+                    newlines += piece.count(b"\n")
+                    offset -= len(piece)
+        finally:
+            if identities:
+                source.close()
     return newlines + 1
 
 
@@ -364,11 +381,18 @@ def verify_file(
     check_gzip: bool = True,
     check_dump: bool = False,
     sidecar_error: str | None = None,
+    encrypted: bool = False,
+    identities: Sequence[Any] | None = None,
 ) -> VerifyResult:
     """Read `path` once: MD5 of the bytes and a full gzip decompression, with Progress events
     (phase "verify", at most ~10 a second). Raises Cancelled when `cancel` is set.
     `check_dump` (a logical backup: gzip of pg_dump plain output) also checks that the text
-    starts and ends like pg_dump's, from the same decompression."""
+    starts and ends like pg_dump's, from the same decompression.
+
+    `encrypted` (age): the MD5 is over the bytes as they are; with `identities` they are
+    also decrypted in the same read and the clear text gets the gzip and content checks,
+    without them those checks are left out (and said so). DecryptionError (exit 1) when
+    the identities match none of the file's recipients."""
     try:
         handle = path.open("rb")
     except FileNotFoundError:
@@ -376,24 +400,24 @@ def verify_file(
     except OSError as exc:
         raise DrError(f"cannot read {path}: {exc.strerror or exc}") from None
     digest = BackgroundDigest()
+    if encrypted and not identities:
+        check_gzip = check_dump = False
     checker = GzipChecker(scan_text=check_dump) if check_gzip else None
+    decrypt_error = None
     try:
         with handle:
             opened = os.fstat(handle.fileno())
             before = FileIdentity.of(opened)
             meter = ProgressMeter(on_event, step_id, "verify", before.size)
-            while chunk := handle.read(CHUNK):
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled(
-                        f"verification of {path.name} cancelled; run it again to verify"
-                    )
-                digest.update(chunk)
-                if checker is not None:
+            tee = _Tee(handle, digest, meter, cancel, path.name)
+            if encrypted and identities and checker is not None:
+                decrypt_error = _decrypt_into(tee, identities, checker, path.name)
+            while chunk := tee.read(CHUNK):  # all of it (the rest of it) for the MD5
+                if checker is not None and not encrypted:
                     checker.feed(chunk)
-                meter.add(len(chunk))
             meter.finish()
             after = FileIdentity.of(os.fstat(handle.fileno()))
-        gzip_error = checker.finish() if checker is not None else None
+        gzip_error = decrypt_error or (checker.finish() if checker is not None else None)
         actual_md5 = digest.hexdigest()
     finally:
         digest.close()
@@ -402,7 +426,7 @@ def verify_file(
         checker.text.finish()
         found = checker.text.found
     if found is not None and found.line == 0:
-        found = replace(found, line=text_line_at(path, found.offset))
+        found = replace(found, line=text_line_at(path, found.offset, identities))
     dump_checked = check_dump and checker is not None
     dump_error = None
     if dump_checked and checker is not None and gzip_error is None:
@@ -423,7 +447,69 @@ def verify_file(
         dump_checked=dump_checked,
         dump_error=dump_error,
         identity=after if after == before and stat.S_ISREG(opened.st_mode) else None,
+        encrypted=encrypted,
     )
+
+
+class _Tee:
+    """The file as a reader (for pyrage or the plain loop): whole chunks read, hashed and
+    counted once, handed out in the sizes asked for."""
+
+    def __init__(
+        self,
+        handle: Any,
+        digest: BackgroundDigest,
+        meter: ProgressMeter,
+        cancel: threading.Event | None,
+        name: str,
+    ) -> None:
+        self._handle = handle
+        self._digest = digest
+        self._meter = meter
+        self._cancel = cancel
+        self._name = name
+        self._buffer = memoryview(b"")
+        self.raised: BaseException | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._buffer:
+            if self._cancel is not None and self._cancel.is_set():
+                self.raised = Cancelled(
+                    f"verification of {self._name} cancelled; run it again to verify"
+                )
+                raise self.raised
+            chunk = self._handle.read(CHUNK)
+            if not chunk:
+                return b""
+            self._digest.update(chunk)
+            self._meter.add(len(chunk))
+            if size < 0 or size >= len(chunk):
+                return chunk  # the plain loop: no copy
+            self._buffer = memoryview(chunk)
+        if size < 0:
+            size = len(self._buffer)
+        out, self._buffer = self._buffer[:size], self._buffer[size:]
+        return bytes(out)
+
+
+def _decrypt_into(
+    tee: _Tee, identities: Sequence[Any], checker: GzipChecker, name: str
+) -> str | None:
+    """Decrypt what `tee` reads into `checker`; why it does not decrypt, or None.
+    A wrong key is no fault of the file: that DecryptionError is raised."""
+    try:
+        age.decrypt_to(tee, identities, checker.feed, name)
+    except age.DecryptionError as exc:
+        if tee.raised is not None:
+            raise tee.raised from None
+        if exc.wrong_key:
+            raise
+        return str(exc)
+    except BaseException:
+        if tee.raised is not None:
+            raise tee.raised from None
+        raise
+    return None
 
 
 def verify_with_sidecar(
@@ -434,9 +520,11 @@ def verify_with_sidecar(
     cancel: threading.Event | None = None,
     check_gzip: bool = True,
     check_dump: bool = False,
+    identities: Sequence[Any] | None = None,
 ) -> VerifyResult:
     """Verify `path` against `path.md5`. A missing, malformed or foreign sidecar does not stop
-    the gzip check: the operator learns both facts from one read."""
+    the gzip check: the operator learns both facts from one read. A `.age` file is
+    decrypted in the same read when `identities` are given (verify_file)."""
     try:
         expected: str | None = read_sidecar(sidecar_path(path), expected_name=path.name).md5
         problem = None
@@ -451,6 +539,8 @@ def verify_with_sidecar(
         check_gzip=check_gzip,
         check_dump=check_dump,
         sidecar_error=problem,
+        encrypted=age.is_encrypted_name(path.name),
+        identities=identities,
     )
 
 
@@ -472,13 +562,20 @@ def verify_backup(
     on_event: EventSink = ignore_events,
     step_id: str = "verify",
     cancel: threading.Event | None = None,
+    identities: Sequence[Any] | None = None,
 ) -> list[VerifyResult]:
     """`verify_with_sidecar` for a logical backup file (gzip of pg_dump output, content checked
-    too) or every member of a directory backup (gzip checked for `.gz` members)."""
+    too; decrypted on the way with `identities` when it is a `.age` file) or every member of
+    a directory backup (gzip checked for `.gz` members)."""
     if not path.is_dir():
         return [
             verify_with_sidecar(
-                path, on_event=on_event, step_id=step_id, cancel=cancel, check_dump=True
+                path,
+                on_event=on_event,
+                step_id=step_id,
+                cancel=cancel,
+                check_dump=True,
+                identities=identities,
             )
         ]
     members = backup_members(path)

@@ -19,7 +19,10 @@ def meta_path(backup: Path) -> Path:
 
 
 def companion_name(name: str) -> str:
-    """`preskool-backup-X.dump` for `preskool-backup-X.sql.gz`."""
+    """`preskool-backup-X.dump` for `preskool-backup-X.sql.gz` (`X.dump.age` for an
+    encrypted `X.sql.gz.age`)."""
+    if name.endswith(".sql.gz.age"):
+        return name.removesuffix(".sql.gz.age") + COMPANION_SUFFIX + ".age"
     return name.removesuffix(".sql.gz") + COMPANION_SUFFIX
 
 

@@ -38,6 +38,8 @@ class BackupMeta:
     # pg_database_size of the database when it was backed up: what a restore of it needs on
     # the server (core/restore/server_space.py). None: a backup from an older version.
     db_size_bytes: int | None = None
+    # encrypted with age (`.sql.gz.age`): `size` and `md5` are those of the encrypted bytes
+    encrypted: bool = False
 
     def to_json(self) -> dict[str, Any]:
         extra: dict[str, Any] = {"companion_md5": self.companion_md5} if self.companion_md5 else {}
@@ -53,6 +55,7 @@ class BackupMeta:
             "md5": self.md5,
             "row_counts": dict(self.row_counts),
             "pg_dump_version": self.pg_dump_version,
+            "encrypted": self.encrypted,
         }
 
     @classmethod
@@ -73,6 +76,7 @@ class BackupMeta:
             pg_dump_version=str(data.get("pg_dump_version") or ""),
             companion_md5=_md5_or_none(data.get("companion_md5")),
             db_size_bytes=_size_or_none(data.get("db_size_bytes")),
+            encrypted=data.get("encrypted") is True,
         )
 
 

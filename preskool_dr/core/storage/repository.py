@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from preskool_dr.core.base.errors import DrError, UsageError
-from preskool_dr.core.base.events import EventSink, Notice, ignore_events
+from preskool_dr.core.base.errors import DrError, NotFoundError, UsageError
+from preskool_dr.core.base.events import EventSink, Notice, ignore_events, utcnow
 from preskool_dr.core.base.settings import Config, Retention
 from preskool_dr.core.storage.checksum import backup_members, sidecar_path
 from preskool_dr.core.storage.layout import (
@@ -28,7 +28,7 @@ from preskool_dr.core.storage.layout import (
 )
 
 if TYPE_CHECKING:
-    from preskool_dr.core.storage.s3store import S3Store
+    from preskool_dr.core.storage.s3store import ObjectLock, S3Store
 
 
 class Dated(Protocol):
@@ -42,6 +42,15 @@ class Dated(Protocol):
 
     @property
     def time(self) -> datetime: ...
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A backup retention would delete from S3 but Object Lock still protects."""
+
+    name: str
+    mode: str
+    until: datetime
 
 
 @dataclass(frozen=True)
@@ -63,17 +72,20 @@ class Repository:
         bucket: str | None = None,
         prefix: str = "preskool-backups/",
         retention: Mapping[str, Retention] | None = None,
+        object_lock_mode: str | None = None,
     ) -> None:
         self.directory = directory
         self.bucket = bucket or None
         self.prefix = prefix
         self.retention = dict(retention or {})
+        self.object_lock_mode = object_lock_mode  # GOVERNANCE | COMPLIANCE on every upload
         self._s3: S3Store | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> Repository:
         backups = config.backups
-        return cls(backups.dir, backups.s3_bucket, backups.s3_prefix, backups.retention)
+        lock = backups.object_lock.mode if backups.object_lock is not None else None
+        return cls(backups.dir, backups.s3_bucket, backups.s3_prefix, backups.retention, lock)
 
     # ------------------------------------------------------------ where
 
@@ -135,6 +147,17 @@ class Repository:
             return False
         return True
 
+    def lock_for(self, kind: str, now: datetime) -> ObjectLock | None:
+        """The Object Lock an upload of `kind` at `now` carries: the configured mode, until
+        `now` + the kind's `s3_days`. None without object_lock, or for a kind kept for ever
+        (no `s3_days`: there is no date to lock it until)."""
+        days = self.retention_days(kind, "s3")
+        if self.object_lock_mode is None or days is None:
+            return None
+        from preskool_dr.core.storage.s3store import ObjectLock
+
+        return ObjectLock(self.object_lock_mode, now + timedelta(days=days))
+
     # ------------------------------------------------------------ put and get
 
     def put(self, backup: Path, kind: str, *, on_event: EventSink, step_id: str) -> tuple[str, ...]:
@@ -144,7 +167,18 @@ class Repository:
         folder = backup.is_dir()
         shown = self.url(f"{backup.name}/" if folder else backup.name)
         storage_class = self.storage_class(kind)
-        on_event(Notice("info", f"Uploading to {shown} ({storage_class})...", step_id))
+        lock = self.lock_for(kind, utcnow())
+        locked = f", Object Lock {lock.mode} until {_iso(lock.until)}" if lock else ""
+        on_event(Notice("info", f"Uploading to {shown} ({storage_class}{locked})...", step_id))
+        if self.object_lock_mode is not None and lock is None:
+            on_event(
+                Notice(
+                    "warn",
+                    f"{kind} backups have no backups.retention.{kind}.s3_days: uploaded "
+                    "without Object Lock (there is no date to lock them until)",
+                    step_id,
+                )
+            )
         files = _uploads(backup)
         try:
             for item in files:
@@ -154,12 +188,20 @@ class Repository:
                     storage_class=storage_class if item.data else "STANDARD",
                     on_event=on_event if item.data else ignore_events,
                     step_id=step_id,
+                    lock=lock,
                 )
         except DrError as exc:
             # The store's message already says what to fix; the operator also needs to know
             # that the verified local copy survives.
             what = "local base backup" if folder else "local backup"
-            raise DrError(f"S3 upload failed: {exc} (the {what} {backup.name} is kept)") from None
+            hint = (
+                "; backups.object_lock needs a bucket created with Object Lock enabled"
+                if lock is not None and "objectlock" in str(exc).lower()
+                else ""
+            )
+            raise DrError(
+                f"S3 upload failed: {exc} (the {what} {backup.name} is kept){hint}"
+            ) from None
         extras = "+ .meta.json" if folder else "+ .md5, .meta.json"
         on_event(Notice("ok", f"Uploaded to S3: {shown} ({extras})", step_id))
         return tuple(self.url(item.name) for item in files)
@@ -169,6 +211,23 @@ class Repository:
         return self.s3.get_bytes(name)
 
     # ------------------------------------------------------------ retain
+
+    def s3_lock(self, name: str, now: datetime) -> Kept | None:
+        """The Object Lock that still protects backup `name` in S3 at `now` (its file, or
+        any member of its folder), or None. Deleting a locked object in a versioned bucket
+        would only hide it behind a delete marker: retention never tries."""
+        try:
+            heads = [self.s3.head(name)]
+        except NotFoundError:  # a folder (base backup), or gone already
+            folder = self.s3.folder(name)
+            heads = [
+                folder.head(folder.name_of(obj.key))
+                for obj in folder.list_objects(with_restore_state=False)
+            ]
+        for head in heads:
+            if head.locked_at(now) and head.lock_mode and head.lock_until:
+                return Kept(name, head.lock_mode, head.lock_until)
+        return None
 
     def remove(self, name: str, side: str) -> None:
         """Delete backup `name` on `side`: its file or folder first, its meta last, so an
@@ -191,10 +250,13 @@ class Repository:
         keep: str,
         now: datetime,
         listing: Callable[[str], Iterable[Dated]],
+        on_event: EventSink = ignore_events,
+        step_id: str = "backup",
     ) -> int:
         """Delete the backups of `kind` on `side` older than their retention there; returns
         how many. `listing(side)` lists what is there; only backups whose meta names `kind`
-        go (one of unknown kind never does), and never `keep`."""
+        go (one of unknown kind never does), and never `keep`. In S3 a backup still under
+        Object Lock is kept, and a notice says until when."""
         days = self.retention_days(kind, side)
         if days is None:
             return 0
@@ -202,9 +264,25 @@ class Repository:
         expired = [
             r for r in listing(side) if r.kind == kind and r.name != keep and r.time < cutoff
         ]
+        deleted = 0
         for record in expired:
+            if side == "s3" and (kept := self.s3_lock(record.name, max(now, utcnow()))):
+                on_event(
+                    Notice(
+                        "info",
+                        f"Kept {self.url(kept.name)}: Object Lock {kept.mode} until "
+                        f"{_iso(kept.until)} (retention deletes it after that)",
+                        step_id,
+                    )
+                )
+                continue
             self.remove(record.name, side)
-        return len(expired)
+            deleted += 1
+        return deleted
+
+
+def _iso(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ") if at.utcoffset() is not None else at.isoformat()
 
 
 def _uploads(backup: Path) -> list[Upload]:

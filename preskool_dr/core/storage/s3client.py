@@ -63,10 +63,25 @@ class S3Object:
     last_modified: datetime
     storage_class: str  # "STANDARD" when S3 omits it
     restore_state: str | None = None  # None, "in-progress", "available" (archived objects)
+    # S3 Object Lock retention (from HEAD only; a listing does not carry it)
+    lock_mode: str | None = None  # GOVERNANCE | COMPLIANCE
+    lock_until: datetime | None = None
 
     @property
     def needs_restore(self) -> bool:
         return self.storage_class in ARCHIVED_CLASSES and self.restore_state != "available"
+
+    def locked_at(self, now: datetime) -> bool:
+        """Whether Object Lock forbids deleting this object at `now`."""
+        return self.lock_mode is not None and self.lock_until is not None and self.lock_until > now
+
+
+@dataclass(frozen=True)
+class ObjectLock:
+    """What an upload carries: `mode` retained until `until` (S3 Object Lock)."""
+
+    mode: str
+    until: datetime
 
 
 def _client_config() -> BotoConfig:
@@ -198,6 +213,8 @@ class S3Client:
             last_modified=response["LastModified"],
             storage_class=response.get("StorageClass") or "STANDARD",
             restore_state=parse_restore_header(response.get("Restore")),
+            lock_mode=response.get("ObjectLockMode"),
+            lock_until=response.get("ObjectLockRetainUntilDate"),
         )
 
     def exists(self, name: str) -> bool:

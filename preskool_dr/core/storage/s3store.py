@@ -12,6 +12,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import botocore.exceptions
 from boto3.exceptions import S3UploadFailedError
@@ -27,6 +28,7 @@ from preskool_dr.core.storage.s3client import (
     ARCHIVED_CLASSES,
     HEAD_THREADS,
     RESTORE_WAIT,
+    ObjectLock,
     S3Client,
     S3Object,
     parse_restore_header,
@@ -36,6 +38,7 @@ __all__ = [
     "ARCHIVED_CLASSES",
     "HEAD_THREADS",
     "RESTORE_WAIT",
+    "ObjectLock",
     "S3Object",
     "S3Store",
     "parse_restore_header",
@@ -107,8 +110,10 @@ class S3Store(S3Client):
         storage_class: str = "STANDARD",
         on_event: EventSink = ignore_events,
         step_id: str = "upload",
+        lock: ObjectLock | None = None,
     ) -> None:
-        """Upload `path` as prefix+name (default its basename), with Progress events."""
+        """Upload `path` as prefix+name (default its basename), with Progress events; with
+        `lock`, under S3 Object Lock retention (the bucket must have Object Lock enabled)."""
         name = name or path.name
         try:
             size = path.stat().st_size
@@ -120,7 +125,7 @@ class S3Store(S3Client):
                 str(path),
                 self.bucket,
                 self.prefix + name,
-                ExtraArgs={"StorageClass": storage_class},
+                ExtraArgs=_upload_args(storage_class, lock),
                 Callback=meter.add,
                 Config=TransferConfig(multipart_chunksize=16 * CHUNK),
             )
@@ -161,6 +166,14 @@ class S3Store(S3Client):
             self.client.delete_object(Bucket=self.bucket, Key=self.prefix + name)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise self.error(exc, name, "delete") from None
+
+
+def _upload_args(storage_class: str, lock: ObjectLock | None) -> dict[str, Any]:
+    args: dict[str, Any] = {"StorageClass": storage_class}
+    if lock is not None:
+        args["ObjectLockMode"] = lock.mode
+        args["ObjectLockRetainUntilDate"] = lock.until
+    return args
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:

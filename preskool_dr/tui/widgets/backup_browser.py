@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -14,6 +14,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
+from preskool_dr.core.base.age import is_encrypted_name
 from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.tui.format import size
 
@@ -80,8 +81,18 @@ def state_marks(record: BackupRecord, chosen: str | None, failed: set[str]) -> T
     return marks
 
 
+def lock_text(record: BackupRecord) -> str:
+    """`locked GOVERNANCE to 2026-03-01` while the S3 copy is under Object Lock, else ""."""
+    until = record.lock_until
+    if record.lock_mode is None or until is None or until <= datetime.now(UTC):
+        return ""
+    return f"locked {record.lock_mode} to {until:%Y-%m-%d}"
+
+
 def storage_text(record: BackupRecord) -> str:
     cls = record.storage_class or "-"
+    if lock := lock_text(record):
+        cls = f"{cls} ({lock})"
     if record.needs_restore:
         state = "restoring" if record.restore_state == "in-progress" else "archived: g restores"
         return f"{cls} ({state})"
@@ -237,9 +248,20 @@ class BackupBrowser(Vertical):
             detail.update(self.message if not self.filter_text else "No backup matches the filter.")
             return
         where = "+".join(record.locations)
+        extras = "".join(
+            f" · {extra}"
+            for extra in (
+                lock_text(record),
+                "encrypted (age): restoring it needs the identity"
+                if is_encrypted_name(record.name)
+                else "",
+            )
+            if extra
+        )
         text = (
             f"{record.name}\n"
-            f"{record.kind} · {size(record.size)} · {where} · {record.storage_class or 'disk'}\n"
+            f"{record.kind} · {size(record.size)} · {where} · {record.storage_class or 'disk'}"
+            f"{extras}\n"
         )
         if record.name in self.failed:
             text += f"{FAILED_VERIFY} failed the checksum step in this run: choose another one"

@@ -25,7 +25,9 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from preskool_dr.core.base import age
 from preskool_dr.core.base.errors import Cancelled, DrError, NotFoundError, VerificationError
 from preskool_dr.core.base.events import EventSink, Progress, ignore_events
 from preskool_dr.core.base.procs import close_child, spawn, terminate
@@ -152,8 +154,10 @@ class _Load:
         on_event: EventSink,
         step_id: str,
         cancel: threading.Event,
+        identities: list[Any] | None = None,
     ) -> None:
         self.backup = backup
+        self.identities = identities
         self.total = total
         self.proc = proc
         self.on_event = on_event
@@ -198,8 +202,12 @@ class _Load:
         )
 
     def pour(self) -> None:
-        """Decompress member after member (like gunzip) and write into psql."""
-        with self.backup.open("rb") as f:
+        """Decompress member after member (like gunzip) and write into psql; an encrypted
+        backup is decrypted on the way (`age -d | gunzip | psql`, in memory)."""
+        with contextlib.ExitStack() as stack:
+            f: Any = stack.enter_context(self.backup.open("rb"))
+            if self.identities:
+                f = stack.enter_context(age.Decryptor(f, self.identities, self.backup.name))
             inflater = zlib.decompressobj(GZIP_WBITS)
             in_member = False  # the current member has had input but not its trailer
             members = read = 0
@@ -348,9 +356,11 @@ def stream_restore(
     on_event: EventSink = ignore_events,
     step_id: str = StepId.RESTORE,
     cancel: threading.Event | None = None,
+    identities: list[Any] | None = None,
 ) -> StreamResult:
     """Load `backup` (plain SQL, gzip) into the database `env` names (PGHOST, PGPORT,
-    PGUSER, PGDATABASE; PGPASSWORD comes from this process's environment).
+    PGUSER, PGDATABASE; PGPASSWORD comes from this process's environment). With
+    `identities` the backup is age-encrypted and decrypted in the stream.
 
     Raises RestoreError on psql's first error, VerificationError on corrupt or truncated
     gzip data, Cancelled when `cancel` is set. psql is never left running.
@@ -369,7 +379,7 @@ def stream_restore(
             "(postgresql-client) so that psql is on PATH"
         ) from None
     try:
-        load = _Load(backup, total, proc, on_event, step_id, cancel)
+        load = _Load(backup, total, proc, on_event, step_id, cancel, identities)
         load.restrict(on_event, step_id)
     except BaseException:
         terminate(proc)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import humanize
 
+from preskool_dr.core.base import age
 from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.events import Notice, StepChanged, StepStatus
 from preskool_dr.core.base.steps import StepId
@@ -100,12 +101,20 @@ def verify(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOut
     choice = chosen_backup(run)
     if not choice.local_path:
         raise DrError("the backup is not local yet: run step 3 (Download) first")
+    # an encrypted backup is decrypted and checked here, before any downtime: without the
+    # identity there is nothing step 6 could load
+    identities = (
+        age.need_identities(run.config.encryption.identity, choice.name)
+        if age.is_encrypted_name(choice.name)
+        else None
+    )
     result = checksum.verify_with_sidecar(
         Path(choice.local_path),
         on_event=run.on_event,
         step_id=record.id,
         cancel=cancel,
         check_dump=True,
+        identities=identities,
     )
     state.verify = VerifyRecord(
         expected_md5=result.expected_md5,

@@ -16,7 +16,7 @@ from pathlib import Path
 import humanize
 import psycopg
 
-from preskool_dr.core.base import database
+from preskool_dr.core.base import age, database
 from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.events import Notice
 from preskool_dr.core.restore import restore_test
@@ -90,6 +90,16 @@ def _load(
     method = run.config.restore.method
     jobs = parallel_restore.resolve_jobs(run.config.restore.jobs)
     sink, step = run.on_event, record.id
+    name = run.state.backup.name if run.state.backup else backup.name
+    if age.is_encrypted_name(name):
+        # decrypted in the stream: the parallel loader would need the clear text on disk
+        identities = age.need_identities(run.config.encryption.identity, name)
+        if method == "parallel":
+            sink(Notice("info", f"{name} is encrypted: it is decrypted and loaded serially", step))
+        result = stream_restore(
+            backup, env, on_event=sink, step_id=step, cancel=cancel, identities=identities
+        )
+        return result, "serial, decrypted in the stream"
     if companion is not None:
         sink(Notice("info", f"using the custom-format companion {companion.name}", step))
         result = pg_restore.custom_restore(

@@ -1,0 +1,143 @@
+"""S3 Object Lock (issue 19): `backups.object_lock.mode` puts every upload under
+retention until upload time + the kind's `s3_days`; retention never tries to delete a
+locked backup and says until when it is kept; `list --json` and `check` show the lock.
+A real moto server over HTTP, with a bucket created with Object Lock enabled."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import boto3
+import pytest
+
+from preskool_dr.core.backup.take import run_backup
+from preskool_dr.core.base.config import load_config
+from preskool_dr.core.base.errors import ConfigError
+from preskool_dr.core.base.events import Event, Notice, utcnow
+from tests.support.cli import call_cli
+from tests.support.runbook import write_runbook
+
+RETENTION = {
+    "daily": {"local_days": 7, "s3_days": 30},
+    "weekly": {"local_days": 30, "s3_days": 365, "storage_class": "STANDARD"},
+}
+
+
+def _locked_bucket(server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    name = os.environ["S3_BUCKET"] + "-lock"
+    boto3.client("s3", endpoint_url=server).create_bucket(
+        Bucket=name, ObjectLockEnabledForBucket=True
+    )
+    monkeypatch.setenv("S3_BUCKET", name)
+    return name
+
+
+def _lock_runbook(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str = "GOVERNANCE"
+) -> Path:
+    runbook = write_runbook(
+        tmp_path, backups={"object_lock": {"mode": mode}, "retention": RETENTION}
+    )
+    monkeypatch.setenv("PRESKOOL_DR_RUNBOOK", str(runbook))
+    return runbook
+
+
+def test_object_lock_mode_must_be_governance_or_compliance(tmp_path: Path) -> None:
+    runbook = write_runbook(tmp_path, backups={"object_lock": {"mode": "FOREVER"}})
+    line = next(
+        n for n, text in enumerate(runbook.read_text().splitlines(), 1) if "FOREVER" in text
+    )
+    with pytest.raises(ConfigError, match=rf"{runbook}:{line}: backups.object_lock.mode 'FOREVER'"):
+        load_config(runbook, env={})
+
+
+def test_every_upload_carries_the_lock_and_list_shows_it(
+    s3: str, s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = _locked_bucket(s3_server, monkeypatch)
+    _lock_runbook(tmp_path, monkeypatch, "COMPLIANCE")
+    before = utcnow()
+    result = run_backup(load_config(), "daily", upload=True)
+    after = utcnow()
+    client = boto3.client("s3", endpoint_url=s3_server)
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert len(keys) == 3  # the backup, its sidecar and its meta
+    for key in keys:
+        head = client.head_object(Bucket=bucket, Key=key)
+        assert head["ObjectLockMode"] == "COMPLIANCE", key
+        until = head["ObjectLockRetainUntilDate"]
+        # upload time + daily's s3_days (S3 keeps the date to the second)
+        assert (
+            before + timedelta(days=30, seconds=-1)
+            <= until
+            <= after + timedelta(days=30, seconds=1)
+        )
+    listed = json.loads(call_cli("list", "--json").stdout)
+    (record,) = [r for r in listed if r["name"] == result.path.name]
+    assert record["lock_mode"] == "COMPLIANCE" and record["locked"] is True
+    assert record["lock_until"].startswith((before + timedelta(days=30)).strftime("%Y-%m-%d"))
+    table = call_cli("list").stdout
+    assert f"(locked COMPLIANCE to {record['lock_until'][:10]})" in table
+    states = json.loads(call_cli("check", "--json").stdout)
+    (s3_check,) = [c for c in states["checks"] if c["name"] == "s3_replication"]
+    assert s3_check["status"] == "OK" and "Object Lock COMPLIANCE" in s3_check["summary"]
+
+
+def test_retention_keeps_a_locked_backup_and_says_until_when(
+    s3: str, s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = _locked_bucket(s3_server, monkeypatch)
+    _lock_runbook(tmp_path, monkeypatch)
+    old_at = utcnow() - timedelta(days=40)
+    old = run_backup(load_config(), "daily", upload=True, at=old_at)  # locked 30 days from now
+    # a second old one uploaded without a lock: retention deletes that one as before
+    unlocked_at = utcnow() - timedelta(days=41)
+    (tmp_path / "plain").mkdir()
+    plain_runbook = write_runbook(tmp_path / "plain", backups={"retention": RETENTION})
+    monkeypatch.setenv("PRESKOOL_DR_RUNBOOK", str(plain_runbook))
+    unlocked = run_backup(load_config(), "daily", upload=True, at=unlocked_at)
+    _lock_runbook(tmp_path, monkeypatch)
+    events: list[Event] = []
+    run_backup(load_config(), "daily", upload=True, on_event=events.append)
+    client = boto3.client("s3", endpoint_url=s3_server)
+    keys = {o["Key"].rsplit("/", 1)[-1] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert old.path.name in keys and old.path.name + ".meta.json" in keys
+    assert unlocked.path.name not in keys
+    # no delete marker was ever put on the locked one
+    versions = client.list_object_versions(Bucket=bucket)
+    markers = {m["Key"].rsplit("/", 1)[-1] for m in versions.get("DeleteMarkers", [])}
+    assert not {n for n in markers if n.startswith(old.path.name)}
+    kept = [e.text for e in events if isinstance(e, Notice) and e.text.startswith("Kept ")]
+    assert len(kept) == 1 and old.path.name in kept[0]
+    assert (
+        "Object Lock GOVERNANCE until" in kept[0] and "retention deletes it after that" in kept[0]
+    )
+
+
+def test_check_warns_when_the_newest_upload_has_no_lock(
+    s3: str, s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _locked_bucket(s3_server, monkeypatch)
+    (tmp_path / "plain").mkdir()
+    plain = write_runbook(tmp_path / "plain", backups={"retention": RETENTION})
+    monkeypatch.setenv("PRESKOOL_DR_RUNBOOK", str(plain))
+    path = run_backup(load_config(), "daily", upload=True).path  # before the lock was set
+    _lock_runbook(tmp_path, monkeypatch)
+    states = json.loads(call_cli("check", "--json").stdout)
+    (s3_check,) = [c for c in states["checks"] if c["name"] == "s3_replication"]
+    assert s3_check["status"] == "WARNING"
+    assert f"S3 copy not locked: {path.name}" in s3_check["summary"]
+
+
+def test_an_upload_to_a_bucket_without_object_lock_fails_and_keeps_the_local_backup(
+    s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock is never dropped quietly: a bucket made without Object Lock refuses it."""
+    _lock_runbook(tmp_path, monkeypatch)
+    result = call_cli("backup")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "S3 upload failed" in result.stderr and "is kept" in result.stderr
+    assert "needs a bucket created with Object Lock enabled" in result.stderr
