@@ -285,7 +285,7 @@ class ChecklistScreen(Screen[None]):
 
     def _blocked(self, step_id: str) -> str | None:
         if self.engine is None:
-            return "no run yet: choose a backup (b, then Enter)"
+            return "no run yet: r shows backups, Enter chooses one"
         if self.engine.state.finished:
             return None  # nothing runs any more: the summary says what the run came to
         return self.engine.blocked_reason(step_id)
@@ -406,6 +406,11 @@ class ChecklistScreen(Screen[None]):
     def action_show_backups(self) -> None:
         self.panels.show("backups")
         self.browser.table.focus()
+
+    def show_backup_choice(self) -> None:
+        """The browser, its cursor on the newest backup that will pass its checks."""
+        self.action_show_backups()
+        self.browser.aim_at_newest_good()
 
     def action_filter_backups(self) -> None:
         self.panels.show("backups")
