@@ -22,6 +22,7 @@ from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.events import LogLine, Notice, StepChanged, StepStatus
 from preskool_dr.core.base.procs import redact
 from preskool_dr.core.restore.engine import Engine
+from preskool_dr.core.restore.journal import StepRecord
 from preskool_dr.core.restore.report import write_markdown
 from preskool_dr.tui.commands import ActionsProvider
 from preskool_dr.tui.format import health_try, step_line
@@ -281,7 +282,18 @@ class ChecklistScreen(Screen[None]):
             record,
             self._blocked(step_id),
             self._live.get(step_id),
+            self._ways_on(record),
         )
+
+    def _ways_on(self, record: StepRecord | None) -> str | None:
+        """After a failed step, the keys that go on from it: R retries it, u rolls back to
+        the old database when it is kept aside."""
+        if record is None or record.status is not StepStatus.FAILED:
+            return None
+        ways = ["R retry"] if self.offers("retry_step") else []
+        if self.offers("roll_back"):
+            ways.append("u roll back")
+        return " · ".join(ways) or None
 
     def _blocked(self, step_id: str) -> str | None:
         if self.engine is None:
@@ -329,8 +341,13 @@ class ChecklistScreen(Screen[None]):
             return state is not None and (
                 state.step(self.checklist.selected_id).status is StepStatus.FAILED
             )
-        if action in ("drop_aside", "rollback"):
-            return state is not None and state.aside_state == "renamed" and bool(state.aside_db)
+        kept = state is not None and state.aside_state == "renamed" and bool(state.aside_db)
+        if action in ("rollback", "roll_back"):
+            # u (in the footer) once a step failed; the palette's keyless entry otherwise
+            failed = state is not None and any(r.status is StepStatus.FAILED for r in state.steps)
+            return kept and failed == (action == "roll_back")
+        if action == "drop_aside":
+            return kept
         if action == "sign_off":
             return state is not None and state.mode == "drill" and state.drill_log_entry is None
         if action == "request_restore":
@@ -360,6 +377,9 @@ class ChecklistScreen(Screen[None]):
         self.commands.drop_aside()
 
     def action_rollback(self) -> None:
+        self.commands.rollback()
+
+    def action_roll_back(self) -> None:
         self.commands.rollback()
 
     def action_sign_off(self) -> None:
