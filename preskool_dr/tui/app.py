@@ -382,10 +382,13 @@ class DrApp(App[int]):
         worker = event.worker
         if worker.node is not self:
             return  # a screen's own worker (the PITR form's): that screen hears from it
+        # The state this message is about, not the worker's state now: a worker that has
+        # ended before the loop reads its earlier (pending, running) messages would otherwise
+        # have its report handled once per message (the "resumed" notice three times).
         report: object
-        if worker.state is WorkerState.SUCCESS:
+        if event.state is WorkerState.SUCCESS:
             report = worker.result
-        elif worker.state is WorkerState.ERROR:
+        elif event.state is WorkerState.ERROR:
             report = WorkFailed(worker.name or "worker", worker.error)
         else:
             return

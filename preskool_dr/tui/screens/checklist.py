@@ -40,7 +40,7 @@ from preskool_dr.tui.messages import (
 )
 from preskool_dr.tui.run_commands import RunCommands
 from preskool_dr.tui.run_host import RunHost
-from preskool_dr.tui.run_summary import RunFiles, summary_lines
+from preskool_dr.tui.run_summary import RunFiles, history, summary_lines
 from preskool_dr.tui.screens.checklist_keys import (
     CHECKLIST_BINDINGS,
     CHECKLIST_PALETTE_ONLY,
@@ -141,6 +141,8 @@ class ChecklistScreen(Screen[None]):
         self.checklist.focus()
         state = self.engine.state
         self.panels.show_resumed(state)
+        for when, source, text in history(state):  # what the log showed before the restart
+            self.log_panel.add(source, text, at=when)
         settled = sum(1 for r in state.steps if r.settled)
         self.host.notify(
             f"Resumed run {state.run_id}: {settled} of {len(state.steps)} steps settled",
