@@ -335,6 +335,13 @@ def test_demo_opens_the_tui_and_q_removes_everything(tmux: Callable[[str], Tmux]
     code = re.search(r"DEMO-EXIT=(\d+)", screen)
     assert code and code.group(1) in ("0", "130"), screen
     assert "Traceback" not in screen
+    # the shell's last lines say what ran and that the sandbox is gone (not "Press Enter")
+    shell = [line for line in screen.splitlines() if line.strip()]
+    at = next(i for i, line in enumerate(shell) if line.startswith("DEMO-EXIT="))
+    assert shell[at - 2 : at] == [
+        "preskool-dr: no run was started.",
+        "  sandbox stopped and removed: its PostgreSQL, S3, app and backups are gone",
+    ], screen
     assert_all_gone(data_dir, pg_pid, folder)
 
 

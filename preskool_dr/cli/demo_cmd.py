@@ -130,6 +130,7 @@ class _Guard:
         self.sandbox = sandbox
         self.keep = False
         self.done = False
+        self.problems: list[str] = []  # what stopping the sandbox could not do
         self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> _Guard:
@@ -165,7 +166,7 @@ class _Guard:
         # A second Ctrl-C or signal must not leave a half-stopped sandbox behind.
         held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (*SIGNALS, signal.SIGINT)}
         try:
-            problems = self.sandbox.stop()
+            problems = self.problems = self.sandbox.stop()
         finally:
             for sig, handler in held.items():
                 signal.signal(sig, handler)
@@ -205,10 +206,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         with _Guard(sandbox) as guard:
             sandbox.start(scale=args.scale, source_runbook=ctx.runbook, on_event=print_event)
             print(intro(sandbox, drill=args.drill))
-            code = 0
+            code, ran = 0, list[str]()
             if not args.no_tui:
                 try:
-                    code = _open_tui(sandbox, drill=args.drill)
+                    code, ran = _open_tui(sandbox, drill=args.drill)
                 finally:
                     guard.arm()
             guard.keep = args.keep
@@ -217,12 +218,34 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         _say("STOP", f"demo stopped by {name}; the sandbox was removed")
         return 128 + exc.signum
     if args.keep:
+        for line in ran:  # the TUI's own lines: the sandbox and its journal are still there
+            print(line)
         print(kept(sandbox))
+    elif ran:
+        for line in goodbye(ran, removed=not guard.problems):
+            print(line)
     return code
 
 
-def _open_tui(sandbox: Sandbox, *, drill: bool) -> int:
-    """Run the `tui` command in this process, with the sandbox as its whole environment."""
+def goodbye(summary: list[str], *, removed: bool) -> list[str]:
+    """What the shell shows last after the demo's TUI (instead of the prompt that opened
+    it): what ran, and that the sandbox went with its journal, so there is nothing to resume.
+    `summary`: the TUI's exit lines (tui_cmd.exit_summary), whose first says what ran."""
+    lines = [summary[0]]
+    if removed:
+        lines.append("  sandbox stopped and removed: its PostgreSQL, S3, app and backups are gone")
+    else:
+        lines.append("  sandbox stopped, but not all of it could be removed: see the WARN lines")
+    if "unfinished" in summary[0]:
+        lines.append(
+            "  the run's journal went with it: nothing to resume (demo --keep keeps a sandbox)"
+        )
+    return lines
+
+
+def _open_tui(sandbox: Sandbox, *, drill: bool) -> tuple[int, list[str]]:
+    """Run the `tui` command in this process, with the sandbox as its whole environment;
+    its exit code and its exit lines (what ran, where it is written, how to resume)."""
     if sys.stdin.isatty():
         with contextlib.suppress(EOFError):
             input("Press Enter to open the TUI (Ctrl-C stops the demo) ")
@@ -236,7 +259,7 @@ def _open_tui(sandbox: Sandbox, *, drill: bool) -> int:
     if app.stop_signal is not None:
         # the TUI stopped itself cleanly on SIGHUP/SIGTERM; now end the demo the same way
         raise _SignalExit(app.stop_signal)
-    return app.return_code or 0
+    return app.return_code or 0, tui_cmd.exit_summary(app)
 
 
 def intro(sandbox: Sandbox, *, drill: bool) -> str:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 EPILOG = """\
 keys (inside):
   r run the selected step   s skip it (asks why)   R retry a failed step
+  u roll back to the old database kept aside (after a failed step; asks its name)
   b backups   1-4 panels (Backups, Checksum, Restore, Log)   ? help   q quit
   p point-in-time recovery (base backup + archived WAL into a new data directory)
   ctrl+p lists every action by name. Step 5 asks for the database name typed.

@@ -1,9 +1,9 @@
 """`preskool-dr tui`: the App keeps the lifecycle; the screens do the rest.
 
-It holds the run (the engine, the incident time, the cancel event), owns the thread workers
-that do the engine's work (each returns a typed report, posted once the worker is over to
-the screen that shows the run), posts the engine's events to that screen, and decides when
-and how to leave: q, a hang-up or SIGTERM, the exit code. The checklist
+It holds the run (the engine, the incident time, the cancel event) and decides when and how
+to leave: q, a hang-up or SIGTERM, the exit code. What it inherits does the rest: the
+thread workers that do the engine's work and post its events and reports to the screen that
+shows the run (run_workers.py), and the notices (notices.py). The checklist
 (screens/checklist.py) is its first screen; `p` pushes the PITR screen over it.
 """
 
@@ -15,151 +15,44 @@ import gc
 import os
 import signal
 import sys
-import termios
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any, ClassVar, cast
 
-from textual import on, work
-from textual.app import App
 from textual.binding import Binding, BindingType
-from textual.message import Message
 from textual.message_pump import MessagePump
-from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen
-from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
+from textual.worker import WorkerCancelled, WorkerFailed
 
-from preskool_dr.core.base.errors import DrError, UsageError
-from preskool_dr.core.base.events import Event, Progress, StepStatus, utcnow
+from preskool_dr.core.base.events import StepStatus, utcnow
 from preskool_dr.core.base.settings import Config
-from preskool_dr.core.pitr.request import PitrRequest
 from preskool_dr.core.pitr.run import PitrRun
-from preskool_dr.core.restore.engine import Engine, RunOptions
-from preskool_dr.core.restore.journal import Journal
-from preskool_dr.core.storage import catalog
-from preskool_dr.core.storage.catalog import BackupRecord
-from preskool_dr.core.storage.fetch import request_restore
-from preskool_dr.tui.messages import (
-    BackupsListed,
-    DestructionPreviewed,
-    EngineEvent,
-    EngineProgress,
-    GlacierRestoreRequested,
-    PitrEnded,
-    RunChanged,
-    RunOpened,
-    RunResumed,
-    StepFinished,
-    WorkFailed,
+from preskool_dr.core.restore.engine import Engine
+from preskool_dr.tui.hang_up import (
+    EXIT_DONE,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    STOP_SIGNALS,
+    TERMINAL_CHECK_SECONDS,
+    HangUpWatchdog,
+    terminal_gone,
 )
-from preskool_dr.tui.resumable import why_not_resumable
+from preskool_dr.tui.notices import Toast
+from preskool_dr.tui.run_workers import RunWorkerApp
 from preskool_dr.tui.screens.checklist import ChecklistScreen
-from preskool_dr.tui.screens.pitr import PitrScreen, exit_code_after
 from preskool_dr.tui.screens.quit_confirm import QuitScreen
 from preskool_dr.tui.widgets.backup_browser import BackupBrowser
 from preskool_dr.tui.widgets.checklist import Checklist
 from preskool_dr.tui.widgets.log_panel import LogPanel
 from preskool_dr.tui.widgets.step_help import StepHelp
 
-EXIT_DONE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
-TOAST_CHARS = 160  # a longer message is cut in its toast; the log has all of it
-SMALL_SCREEN_COLUMNS = 100  # below this a toast covers much of the panels: one at a time
-SEVERITY_LABELS: dict[SeverityLevel, str] = {
-    "information": "info",
-    "warning": "warn",
-    "error": "error",
-}
-TERMINAL_CHECK_SECONDS = 5.0
-STOP_SIGNALS = (signal.SIGHUP, signal.SIGTERM)
-# After a hang-up: how long the step may take to record its interruption, then how long
-# Textual may take to shut down once the journal is saved, before the process ends itself.
-HANG_UP_STEP_SECONDS = 120.0
-HANG_UP_EXIT_SECONDS = 3.0
+__all__ = ["EXIT_DONE", "EXIT_FAILED", "EXIT_INTERRUPTED", "DrApp"]
 
 
-def freeze_heap() -> None:
-    """Take what the screen holds now out of the garbage collector's full passes.
-
-    A full pass walks every object the UI has made (widgets, styles, render caches) while
-    holding the interpreter: 80-110 ms on the benchmark machine during a restore, in which no
-    key is answered (bench/tui_bench.py: `?` p95 went from 100-180 ms to 75-80 ms with this).
-    Called once the screen is up and when a step or a PITR starts, so a run freezes a handful
-    of times. Objects are still freed by reference counting; reference cycles made before a
-    freeze wait until the app unmounts, which unfreezes them all.
-    """
-    gc.freeze()
-
-
-def terminal_gone(parent_pid: int) -> bool:
-    """The login shell died (we were re-parented) or stdin is no terminal any more."""
-    if os.getppid() != parent_pid:
-        return True
-    try:
-        termios.tcgetattr(sys.__stdin__.fileno() if sys.__stdin__ else 0)
-    except (termios.error, OSError, ValueError):
-        return True
-    return False
-
-
-class HangUpWatchdog:
-    """Ends the process (exit 130) a few seconds after a hang-up once the step has recorded
-    its interruption, unless the app has returned by then.
-
-    With the terminal gone, Textual's writer thread dies on EIO and the event loop then waits
-    for ever on the writer's full queue, in a redraw or in the shutdown: the loop never runs
-    again (nor the SIGTERM handler it would call), and a later resume would find this process
-    holding the run's lock. The watchdog is a plain thread, so it runs whatever the loop does.
-    `os._exit` releases the locks with the process: the lock file's flock with its descriptor,
-    the server lock with its connection. `before_exit` (the demo's: remove its sandbox) runs
-    first.
-    """
-
-    def __init__(
-        self, settled: Callable[[], bool], before_exit: Callable[[], object] | None = None
-    ) -> None:
-        self.settled = settled  # no step is running any more (its end is in the journal)
-        self.before_exit = before_exit
-        self.journal_saved = threading.Event()  # the loop got as far as closing the engine
-        self.returned = threading.Event()  # App.run returned: nothing to do
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._watch, name="hang-up", daemon=True)
-            self._thread.start()
-
-    def _watch(self) -> None:
-        # bounded: a step that never stops must not keep the process either
-        deadline = time.monotonic() + HANG_UP_STEP_SECONDS
-        while not (self.journal_saved.is_set() or self.settled()):
-            if time.monotonic() > deadline:
-                break
-            self.journal_saved.wait(0.2)
-        if self.returned.wait(HANG_UP_EXIT_SECONDS):
-            return
-        if self.before_exit is not None:
-            with contextlib.suppress(Exception):
-                self.before_exit()
-        os._exit(EXIT_INTERRUPTED)
-
-
-@dataclass(frozen=True)
-class Toast:
-    """A notification waiting for the dialog over the screen to close."""
-
-    message: str
-    title: str
-    severity: SeverityLevel
-    timeout: float | None
-    markup: bool
-
-
-class DrApp(App[int]):
+class DrApp(RunWorkerApp):
     """`preskool-dr tui`: the nine-step restore with the checklist and clock always in view."""
 
     CSS_PATH = "app.tcss"
@@ -216,10 +109,6 @@ class DrApp(App[int]):
     def get_default_screen(self) -> ChecklistScreen:
         return ChecklistScreen(self)
 
-    @property
-    def checklist_screen(self) -> ChecklistScreen:
-        return cast(ChecklistScreen, self.screen_stack[0])
-
     # The checklist screen's widgets, by the names tests and the benchmark use.
     @property
     def checklist(self) -> Checklist:
@@ -236,18 +125,6 @@ class DrApp(App[int]):
     @property
     def help(self) -> StepHelp:
         return self.checklist_screen.help
-
-    @property
-    def target_db(self) -> str:
-        if self.engine is not None:
-            return self.engine.state.target_db
-        if self.target_db_option:
-            return self.target_db_option
-        return self.config.drill.target_db if self.drill else self.config.database.name
-
-    def target_label(self) -> str:
-        db = self.config.database
-        return f"{self.target_db}@{db.host}:{db.port}"
 
     def on_mount(self) -> None:
         self._events_to = self.checklist_screen
@@ -266,198 +143,6 @@ class DrApp(App[int]):
             return super().run(*args, **kwargs)
         finally:
             self.watchdog.returned.set()  # what follows (the demo's cleanup) is not cut short
-
-    def freeze_heap_soon(self) -> None:
-        self.call_after_refresh(freeze_heap)
-
-    # ------------------------------------------------------------ the engine's work
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="engine", name="start")
-    def start_run(self, spec: str) -> RunOpened:
-        options = RunOptions(
-            target_db=self.target_db_option,
-            operator=self.operator,
-            incident_declared_at=self.incident_at,
-            drill=self.drill,
-        )
-        # The engine exists (and holds the target's lock) before the backup is identified,
-        # so a bad backup leaves a run the operator can fix by choosing another one.
-        self.engine = Engine.start(self.config, options, on_event=self.post_engine_event)
-        self.engine.choose_backup(spec)
-        return RunOpened()
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="engine", name="resume")
-    def resume_run(self, run_id: str) -> RunResumed:
-        state = Journal(self.config.state_dir).load(run_id)
-        reason = why_not_resumable(state, self.config, drill=self.drill, target_db=self.target_db)
-        if reason:  # the offer lists none of these: this guards every other way in
-            raise UsageError(f"{reason}: not resumed here")
-        self.engine = Engine.resume(self.config, run_id, on_event=self.post_engine_event)
-        return RunResumed()
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="engine", name="choose")
-    def choose_backup(self, spec: str) -> RunOpened:
-        assert self.engine is not None
-        self.engine.choose_backup(spec)
-        return RunOpened()
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="engine", name="step")
-    def run_engine_step(self, step_id: str, confirmation: str | None = None) -> StepFinished:
-        assert self.engine is not None
-        record = self.engine.run_step(step_id, confirmation=confirmation, cancel=self.cancel)
-        return StepFinished(record)
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="engine", name="drop-aside")
-    def drop_aside_copy(self, name: str) -> RunChanged:
-        assert self.engine is not None
-        self.engine.drop_aside(name)
-        return RunChanged()
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="engine", name="rollback")
-    def rollback_run(self, name: str) -> RunChanged:
-        assert self.engine is not None
-        self.engine.rollback(name)
-        return RunChanged()
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="preview", name="preview")
-    def preview_destruction(self) -> DestructionPreviewed:
-        """What step 5 would replace; the reason as text when the server cannot tell."""
-        assert self.engine is not None
-        try:
-            return DestructionPreviewed(self.engine.destruction_preview())
-        except DrError as exc:
-            return DestructionPreviewed(str(exc))
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="catalog", name="catalog")
-    def load_backups(self) -> BackupsListed:
-        backups = self.config.backups
-        warnings: list[str] = []
-        records = catalog.list_backups(self.config, "all", warnings)
-        where = f"{backups.dir}" + (
-            f" and s3://{backups.s3_bucket}" if backups.s3_bucket else " (no S3 bucket set)"
-        )
-        note = f"{len(records)} backups in {where}" if records else f"No backups found in {where}"
-        return BackupsListed(records, "; ".join([note, *warnings]))
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="s3", name="glacier")
-    def request_glacier_restore(self, record: BackupRecord) -> GlacierRestoreRequested:
-        return GlacierRestoreRequested(request_restore(record))
-
-    def start_pitr(self, request: PitrRequest) -> PitrRun:
-        """A point-in-time recovery in the engine's worker group, with a fresh cancel event
-        (q and a hang-up stop it like a step); UsageError when the request is refused."""
-        self.cancel = threading.Event()
-        runner = PitrRun(self.config, request, on_event=self.post_engine_event, cancel=self.cancel)
-        self.pitr_run = runner
-        self._events_to = self.pitr_screen()
-        self.freeze_heap_soon()
-        self.run_pitr(runner)
-        return runner
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="engine", name="pitr")
-    def run_pitr(self, runner: PitrRun) -> PitrEnded:
-        try:
-            return PitrEnded(runner.run(), None)
-        except DrError as exc:
-            return PitrEnded(runner.state, exc)
-        except Exception as exc:  # shown on the PITR screen like any failed step
-            unexpected = DrError(f"unexpected error: {type(exc).__name__}: {exc}")
-            return PitrEnded(runner.state, unexpected)
-
-    def pitr_screen(self) -> PitrScreen | None:
-        return next((s for s in reversed(self.screen_stack) if isinstance(s, PitrScreen)), None)
-
-    def post_engine_event(self, event: Event) -> None:
-        """The engine's callback, called from the worker's thread: post, never touch widgets."""
-        target = self._events_to or self
-        if isinstance(event, Progress):
-            target.post_message(EngineProgress(event))
-        else:
-            target.post_message(EngineEvent(event))
-
-    @on(Worker.StateChanged)
-    def _worker_changed(self, event: Worker.StateChanged) -> None:
-        """A worker is over: its report (or its failure) goes to the screen showing the run,
-        after the events the work posted there."""
-        worker = event.worker
-        if worker.node is not self:
-            return  # a screen's own worker (the PITR form's): that screen hears from it
-        report: object
-        if worker.state is WorkerState.SUCCESS:
-            report = worker.result
-        elif worker.state is WorkerState.ERROR:
-            report = WorkFailed(worker.name or "worker", worker.error)
-        else:
-            return
-        if isinstance(report, PitrEnded):
-            self.pitr_exit_code = exit_code_after(report.state, self.pitr_exit_code)
-            target = self._events_to
-            self.pitr_run = None
-            self._events_to = self.checklist_screen if self.screen_stack else None
-            if target is not None:
-                target.post_message(report)
-        elif isinstance(report, Message) and self.screen_stack:  # not once the app has closed
-            self.checklist_screen.post_message(report)
-
-    def engine_busy(self) -> bool:
-        return any(w.group == "engine" and w.is_running for w in self.workers)
-
-    def running_step(self) -> str | None:
-        if self.engine is None:
-            return None
-        for record in self.engine.state.steps:
-            if record.status is StepStatus.RUNNING:
-                return record.id
-        return None
-
-    def notify(
-        self,
-        message: str,
-        *,
-        title: str = "",
-        severity: SeverityLevel = "information",
-        timeout: float | None = None,
-        markup: bool = False,
-        source: str = "",
-    ) -> None:
-        """Every message of the app comes here. It goes into the log (panel 4, under
-        `source`, else the title, else its severity); only a warning or an error is also a
-        toast, and never over a dialog: it waits until the dialog is closed. A toast hides
-        part of the panels at 80 columns, so a small screen shows one at a time. Plain text
-        by default: engine messages may hold brackets that are not markup."""
-        self._log_notice(source or title.lower() or SEVERITY_LABELS[severity], message, severity)
-        if severity == "information":
-            return
-        toast = Toast(message, title, severity, timeout, markup)
-        if isinstance(self.screen, ModalScreen):
-            self.waiting_toasts.append(toast)
-        else:
-            self._show_toast(toast)
-
-    def show_waiting_toasts(self) -> None:
-        """The dialog is closed: what came while it was open, the newest last."""
-        waiting, self.waiting_toasts = self.waiting_toasts, []
-        for toast in waiting:
-            self._show_toast(toast)
-
-    def _show_toast(self, toast: Toast) -> None:
-        if self.size.width < SMALL_SCREEN_COLUMNS:
-            self.clear_notifications()
-        text = toast.message
-        if len(text) > TOAST_CHARS:
-            text = text[:TOAST_CHARS] + "… (all of it in the log: 4)"
-        super().notify(
-            text,
-            title=toast.title,
-            severity=toast.severity,
-            timeout=toast.timeout,
-            markup=toast.markup,
-        )
-
-    def _log_notice(self, source: str, message: str, severity: SeverityLevel) -> None:
-        panels = self.checklist_screen.query(LogPanel) if self.screen_stack else None
-        if panels:
-            panels.first().add(source, message, style="bold" if severity == "error" else "")
 
     # ------------------------------------------------------------ leaving
 

@@ -28,6 +28,9 @@ from preskool_dr.tui.screens.sign_off import DrillSignOff, SignedOff
 from preskool_dr.tui.screens.skip_reason import SkipReasonScreen
 from preskool_dr.tui.widgets.log_panel import LogPanel
 
+# r on these with no backup chosen opens the browser to choose one (the run needs it first)
+FIRST_STEPS = frozenset({"app_offline", "identify"})
+
 if TYPE_CHECKING:
     from datetime import datetime
 
@@ -49,6 +52,8 @@ class RunView(Protocol):
 
     def action_show_backups(self) -> None: ...
 
+    def show_backup_choice(self) -> None: ...
+
 
 class RunCommands:
     """The commands of one checklist screen, on the run its App holds."""
@@ -66,7 +71,7 @@ class RunCommands:
         """Refuse (and say why) what would race a running step or needs a run."""
         if self.engine is None:
             self.host.notify(
-                "No run yet: choose a backup first (b, then Enter).", severity="warning"
+                "No run yet: choose a backup first (r or b, then Enter).", severity="warning"
             )
             return False
         if self.host.engine_busy():
@@ -130,12 +135,18 @@ class RunCommands:
         if host.backup_spec:
             host.start_run(host.backup_spec)
         else:
-            self.screen.action_show_backups()
+            self.screen.show_backup_choice()
 
     # ------------------------------------------------------------ steps
 
     def run(self, step_id: str) -> None:
-        """r: run the step (step 2 chooses in the browser; step 5 asks its name first)."""
+        """r: run the step (step 2 chooses in the browser; step 5 asks its name first).
+        With no backup chosen yet, r on step 1 or 2 opens the browser on the newest good
+        backup: one more Enter chooses it and starts the run."""
+        if self.engine is None and step_id in FIRST_STEPS and not self.host.engine_busy():
+            self.screen.show_backup_choice()
+            self.host.notify("Enter chooses the highlighted backup and starts the run.")
+            return
         if step_id == "identify":
             self.screen.action_show_backups()
             self.host.notify("Highlight a backup and press Enter to choose it.")

@@ -4,6 +4,7 @@ lines printed to the shell when the TUI exits. Read from the journal (RunState) 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from preskool_dr.core.base.events import StepStatus
@@ -11,7 +12,9 @@ from preskool_dr.core.base.settings import Thresholds
 from preskool_dr.core.restore.engine import HEADLESS_ORDER
 from preskool_dr.core.restore.journal import Journal, RunState
 from preskool_dr.core.restore.report import build_report, report_path
-from preskool_dr.tui.format import clock, hms, hours_minutes
+from preskool_dr.tui.format import clock, hms, hours_minutes, step_line
+
+SETTLED_OR_FAILED = (StepStatus.DONE, StepStatus.SKIPPED, StepStatus.FAILED)
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,25 @@ def summary_lines(state: RunState, thresholds: Thresholds, files: RunFiles) -> l
     lines.append(f"journal {files.journal}")
     if files.report is not None:
         lines.append(f"report  {files.report}")
+    return lines
+
+
+def history(state: RunState) -> list[tuple[datetime, str, str]]:
+    """The run so far as the log panel showed it, rebuilt from the journal for a resumed
+    run: (when, source, text) for the incident and each step's start and end, oldest first."""
+    lines: list[tuple[datetime, str, str]] = []
+    when = state.incident_declared_at
+    if when is not None:
+        lines.append((when, "run", f"incident declared at {when:%Y-%m-%d %H:%M:%S} UTC"))
+    for record in state.steps:
+        source = f"step {record.number}"
+        if record.started_at is not None:
+            running = step_line(record.title, StepStatus.RUNNING, "")
+            lines.append((record.started_at, source, running))
+        ended = record.finished_at or record.started_at
+        if record.status in SETTLED_OR_FAILED and ended is not None:
+            lines.append((ended, source, step_line(record.title, record.status, record.detail)))
+    lines.sort(key=lambda line: line[0])  # stable: a step's start stays before its end
     return lines
 
 

@@ -9,7 +9,7 @@ import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,13 @@ from textual.pilot import Pilot
 
 from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.events import StepStatus
+from preskool_dr.core.restore.journal import (
+    BackupChoice,
+    Journal,
+    RunState,
+    StepRecord,
+    VerifyRecord,
+)
 from preskool_dr.core.storage import checksum
 from preskool_dr.core.storage.backup_names import parse_backup_name
 from preskool_dr.core.storage.meta import BackupMeta, write_meta
@@ -211,6 +218,70 @@ def frozen_site(folder: Path) -> Frozen:
             BackupMeta(name, kind, created, "preskool_db", len(data), md5.hexdigest(), TABLES),
         )
     return site
+
+
+# ---------------------------------------------------------------- a run only on disk
+
+RUN_ID = "20260220-041233-a1b2"
+
+
+NAME = "preskool-backup-20260220_020000.sql.gz"
+DETAILS = {
+    "verify": f"OK {NAME}: MD5 10cbbf6bb952845c267cebb76f9378c4 matches the sidecar; "
+    "Gzip integrity check passed",
+    "download": f"already local: /var/backups/preskool/{NAME}",
+}
+
+
+def write_journal(site: Frozen, done: tuple[str, ...]) -> None:
+    """A run at step `done[-1]`, each done step two minutes long, incident 42 min ago."""
+    started = FIXED_NOW - timedelta(minutes=42, seconds=17)
+    ids = ("app_offline", "identify", "download", "verify", "recreate_db", "restore")
+    steps = []
+    clock = started
+    for number, (step_id, title) in enumerate(
+        zip(
+            (*ids, "migrate", "app_online", "health"),
+            STEP_TITLES,
+            strict=True,
+        ),
+        start=1,
+    ):
+        record = StepRecord(step_id, number, title)
+        if step_id in done:
+            record.status = StepStatus.DONE
+            record.started_at, record.finished_at = clock, clock + timedelta(seconds=95)
+            record.detail = DETAILS.get(step_id, "done")
+            clock += timedelta(minutes=2)
+        steps.append(record)
+    name = "preskool-backup-20260220_020000.sql.gz"
+    backup = BackupChoice(
+        spec="latest",
+        name=name,
+        time=FIXED_NOW.replace(hour=2, minute=0, second=0),
+        local_path=str(site.backup_dir / name),
+        size=(site.backup_dir / name).stat().st_size,
+        md5=checksum.read_sidecar(checksum.sidecar_path(site.backup_dir / name)).md5,
+    )
+    state = RunState(
+        run_id=RUN_ID,
+        mode="restore",
+        operator="oncall",
+        tool_host="dr-host",
+        db_host="db1",
+        db_port=5432,
+        target_db="preskool_db",
+        recreate_mode="aside",
+        incident_declared_at=started,
+        created_at=started,
+        steps=steps,
+        backup=backup,
+        aside_db="preskool_db_before_20260220_041233_a1b2" if "recreate_db" in done else None,
+        aside_state="renamed" if "recreate_db" in done else None,
+        verify=VerifyRecord(backup.md5, backup.md5 or "", True, True) if "verify" in done else None,
+        result="interrupted",
+    )
+    Journal(site.state_dir).save(state)
 
 
 def log_text(app: DrApp) -> str:

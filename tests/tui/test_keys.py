@@ -4,6 +4,8 @@ offer what applies where the focus is, and nothing of the checklist's inside a d
 from __future__ import annotations
 
 import asyncio
+import shlex
+import time
 
 import pytest
 from textual.command import CommandPalette
@@ -13,7 +15,9 @@ from preskool_dr.core.base.events import StepStatus
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.screens.quit_confirm import QuitScreen
 from preskool_dr.tui.screens.skip_reason import SkipReasonScreen
+from tests.support.cli import cli_argv
 from tests.support.site import Site
+from tests.support.terminal import Tmux
 from tests.support.tui import screen_text, start_run, status, wait_for, wait_for_exit
 
 SIZES = [(80, 24), (120, 40)]
@@ -111,3 +115,56 @@ async def keys_follow_focus(app: DrApp, size: tuple[int, int]) -> None:
 def test_footer_and_palette_follow_focus_and_state(site: Site, size: tuple[int, int]) -> None:
     site.backup()
     asyncio.run(keys_follow_focus(DrApp(site.config()), size))
+
+
+# ---------------------------------------------------------------- in a real terminal (tmux)
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_real_terminal_asks_as_q_then_exits_130(slow_site: Site) -> None:
+    """Ctrl+C typed in a terminal (tmux) while step 1 runs: the question q asks, word for
+    word and without raw markup; n keeps the step running; then y quits with 130, the run
+    resumable, and the shell shows how to resume it."""
+    slow_site.backup()
+    argv = shlex.join(cli_argv("tui", runbook=slow_site.runbook))
+    pane = Tmux(
+        f"{argv}; echo TUI-EXIT=$?; sleep 600",
+        slow_site.root,
+        size=(100, 30),
+        env=slow_site.env(),
+    )
+    slow_site.cleanups.append(pane.kill)
+    pane.wait_for("incident", seconds=60)
+    pane.keys("Enter")  # declared now
+    pane.wait_for("Enter chooses it", seconds=60)
+    time.sleep(1)  # the list takes the focus once it is filled
+    pane.keys("Enter")  # the newest backup
+    pane.wait_for("✔ 2 Identify backup", seconds=60)
+    time.sleep(0.5)
+    pane.keys("Home", "r")  # step 1: app.stop runs until it is stopped
+    pane.wait_for("▶ 1 App offline", seconds=60)
+
+    def question(key: str) -> list[str]:
+        pane.keys(key)
+        screen = pane.wait_for("Quit while a step runs?", "y quits", seconds=30)
+        assert "[b]" not in screen and "[/b]" not in screen and "ctrl+q" not in screen, screen
+        return [line for line in screen.splitlines() if "█" in line]  # the dialog's rows
+
+    asked_by_q = question("q")
+    pane.keys("n")  # keep running
+    time.sleep(1)
+    screen = pane.screen()
+    assert "Quit while a step runs?" not in screen and "▶ 1 App offline" in screen, screen
+    assert question("C-c") == asked_by_q  # the same question, word for word
+    pane.keys("n")
+    time.sleep(1)
+    assert "▶ 1 App offline" in pane.screen()  # n: the step still runs
+    question("C-c")
+    pane.keys("y")
+    screen = pane.wait_for("TUI-EXIT=", seconds=120)
+    assert "TUI-EXIT=130" in screen, screen  # quit mid-run: the documented 130
+    assert "is unfinished" in screen and "resume: preskool-dr tui" in screen, screen
+    assert "Traceback" not in screen and "[b]" not in screen
+    state = slow_site.the_run()
+    assert state.result == "interrupted"
+    assert state.step("app_offline").status is StepStatus.FAILED

@@ -1,8 +1,10 @@
 """The checklist screen: the nine steps, the step's details, the RTO clock and the panels,
 with the keys that act on the run. The App under it owns the engine and its workers; this
-screen asks for work, then draws the engine's events and the workers' reports.
+screen asks for work, then draws the engine's events and the workers' reports. Its layout,
+its drawing, what applies now and the step help are RunScreen's (run_screen.py).
 
-Keys: r run, s skip, R retry, b backups, ? help, q quit, 1-4 panels, ctrl+p every action.
+Keys: r run, s skip, R retry, u roll back, b backups, ? help, q quit, 1-4 panels, ctrl+p
+every action.
 """
 
 from __future__ import annotations
@@ -11,12 +13,9 @@ from pathlib import Path
 from typing import ClassVar
 
 from textual import on
-from textual.app import ComposeResult
 from textual.binding import BindingType
-from textual.containers import Horizontal, Vertical
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
-from textual.widgets import Footer
 
 from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.events import LogLine, Notice, StepChanged, StepStatus
@@ -39,28 +38,21 @@ from preskool_dr.tui.messages import (
 )
 from preskool_dr.tui.run_commands import RunCommands
 from preskool_dr.tui.run_host import RunHost
-from preskool_dr.tui.run_summary import RunFiles, summary_lines
+from preskool_dr.tui.run_summary import RunFiles, history, summary_lines
 from preskool_dr.tui.screens.checklist_keys import (
     CHECKLIST_BINDINGS,
     CHECKLIST_PALETTE_ONLY,
-    RUN_ACTIONS,
 )
 from preskool_dr.tui.screens.pitr import PitrScreen
+from preskool_dr.tui.screens.run_screen import RunScreen
 from preskool_dr.tui.widgets.backup_browser import BackupBrowser
-from preskool_dr.tui.widgets.checklist import Checklist
-from preskool_dr.tui.widgets.log_panel import LogPanel
-from preskool_dr.tui.widgets.rto_timer import RtoTimer
-from preskool_dr.tui.widgets.run_header import RunHeader
-from preskool_dr.tui.widgets.run_panels import RunPanels
-from preskool_dr.tui.widgets.step_help import HELP_LAYER, StepHelp
-from preskool_dr.tui.widgets.step_info import StepInfo
+from preskool_dr.tui.widgets.step_help import HELP_LAYER
 from preskool_dr.tui.widgets.summary_panel import SummaryPanel
 
-STEP_ACTIONS = frozenset({"run_step", "skip_step", "retry_step"})
 NOTICE_SEVERITY: dict[str, SeverityLevel] = {"error": "error", "warn": "warning"}
 
 
-class ChecklistScreen(Screen[None]):
+class ChecklistScreen(RunScreen):
     """The App's first screen: the nine-step restore with the checklist and clock in view."""
 
     COMMANDS = Screen.COMMANDS | {ActionsProvider}
@@ -72,45 +64,6 @@ class ChecklistScreen(Screen[None]):
         self.host = host
         self.commands = RunCommands(host, self)
         self._live: dict[str, str] = {}  # a running step's live line, by step id
-
-    # ------------------------------------------------------------ layout
-
-    def compose(self) -> ComposeResult:
-        yield RunHeader(id="header")
-        with Horizontal(id="body"):
-            with Vertical(id="left") as left:
-                left.border_title = "Steps"
-                yield Checklist(self.host.config.steps, self.host.now, id="checklist")
-                yield StepInfo(id="step-info")
-            with Vertical(id="right"):
-                yield RtoTimer(id="rto")
-                yield RunPanels(self.host.now, id="panels")
-        yield Footer()
-        yield StepHelp()
-
-    @property
-    def engine(self) -> Engine | None:
-        return self.host.engine
-
-    @property
-    def checklist(self) -> Checklist:
-        return self.query_one(Checklist)
-
-    @property
-    def browser(self) -> BackupBrowser:
-        return self.query_one(BackupBrowser)
-
-    @property
-    def log_panel(self) -> LogPanel:
-        return self.query_one(LogPanel)
-
-    @property
-    def panels(self) -> RunPanels:
-        return self.query_one(RunPanels)
-
-    @property
-    def help(self) -> StepHelp:
-        return self.query_one(StepHelp)
 
     def on_mount(self) -> None:
         # The help dialog sits on its own layer, centred over the panels (which fill the
@@ -140,6 +93,8 @@ class ChecklistScreen(Screen[None]):
         self.checklist.focus()
         state = self.engine.state
         self.panels.show_resumed(state)
+        for when, source, text in history(state):  # what the log showed before the restart
+            self.log_panel.add(source, text, at=when)
         settled = sum(1 for r in state.steps if r.settled)
         self.host.notify(
             f"Resumed run {state.run_id}: {settled} of {len(state.steps)} steps settled",
@@ -241,102 +196,7 @@ class ChecklistScreen(Screen[None]):
         if event.status is not StepStatus.RUNNING:
             self.select_current()
 
-    # ------------------------------------------------------------ drawing
-
-    def refresh_run(self) -> None:
-        if not self.app.is_running or not self.query(RunHeader):
-            return  # shutting down, or a worker finished after the screen went away
-        app = self.host
-        state = self.engine.state if self.engine else None
-        self.query_one(RunHeader).show(
-            drill=state.mode == "drill" if state else app.drill,
-            target=state.target_label if state else app.target_label(),
-            run_id=state.run_id if state else None,
-        )
-        self.checklist.show(state.steps if state else [], self._current_step())
-        if state is not None and state.backup is not None:
-            failed = state.step("verify").status is StepStatus.FAILED
-            self.browser.show_run(state.backup.name, failed)
-        self._show_step_info()
-        self.refresh_bindings()
-        self.query_one(RtoTimer).show(state, app.incident_at, app.config.thresholds, app.now())
-        self.refresh_bindings()  # the footer follows the run (an ended run runs no step)
-
-    def _current_step(self) -> str | None:
-        if self.engine is None:
-            return None
-        return self.host.running_step() or self.engine.next_step()
-
-    def select_current(self) -> None:
-        current = self._current_step()
-        if current is not None:
-            self.checklist.select(current)
-
-    def _show_step_info(self) -> None:
-        step_id = self.checklist.selected_id
-        record = self.engine.step(step_id) if self.engine else None
-        self.query_one(StepInfo).show(
-            self.checklist.selected + 1,
-            self.host.config.step(step_id),
-            record,
-            self._blocked(step_id),
-            self._live.get(step_id),
-        )
-
-    def _blocked(self, step_id: str) -> str | None:
-        if self.engine is None:
-            return "no run yet: choose a backup (b, then Enter)"
-        if self.engine.state.finished:
-            return None  # nothing runs any more: the summary says what the run came to
-        return self.engine.blocked_reason(step_id)
-
-    @on(Checklist.Selected)
-    def _step_selected(self) -> None:
-        self._show_step_info()
-        self.refresh_bindings()  # Retry is offered on a failed step only
-        if self.help.is_open:
-            self._open_help()  # arrows page through the steps' help
-
-    def _tick(self) -> None:
-        timer = self.query(RtoTimer)
-        if not timer:
-            return  # the app is closing: its widgets went before this last tick
-        app = self.host
-        state = self.engine.state if self.engine else None
-        timer.first().show(state, app.incident_at, app.config.thresholds, app.now())
-        if app.running_step() is not None:
-            self.checklist.refresh()  # the running step's elapsed time
-
     # ------------------------------------------------------------ keys
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """The footer shows what applies now: nothing of the checklist's while a dialog is
-        over it (its keys type into the dialog), no run keys under the help."""
-        if not self.is_active:
-            return False
-        if action == "close_help":
-            return self.help.is_open
-        if action in RUN_ACTIONS and self.help.is_open:
-            return False
-        return self.offers(action)
-
-    def offers(self, action: str) -> bool:
-        """Whether `action` applies to the run as it stands (the footer and the palette)."""
-        state = self.engine.state if self.engine else None
-        if action in STEP_ACTIONS and state is not None and state.finished:
-            return False  # no step runs again in an ended run
-        if action == "retry_step":
-            return state is not None and (
-                state.step(self.checklist.selected_id).status is StepStatus.FAILED
-            )
-        if action in ("drop_aside", "rollback"):
-            return state is not None and state.aside_state == "renamed" and bool(state.aside_db)
-        if action == "sign_off":
-            return state is not None and state.mode == "drill" and state.drill_log_entry is None
-        if action == "request_restore":
-            record = self.browser.highlighted()
-            return record is not None and record.needs_restore
-        return True
 
     def on_screen_suspend(self) -> None:
         """A dialog came over the checklist: no toast covers it (they are in the log)."""
@@ -362,6 +222,9 @@ class ChecklistScreen(Screen[None]):
     def action_rollback(self) -> None:
         self.commands.rollback()
 
+    def action_roll_back(self) -> None:
+        self.commands.rollback()
+
     def action_sign_off(self) -> None:
         self.commands.sign_off()
 
@@ -372,25 +235,6 @@ class ChecklistScreen(Screen[None]):
     @on(BackupBrowser.RestoreRequested)
     def _restore_requested(self, message: BackupBrowser.RestoreRequested) -> None:
         self.host.request_glacier_restore(message.record)
-
-    def action_help(self) -> None:
-        if self.help.is_open:
-            self.help.close()
-        else:
-            self._open_help()
-
-    def action_close_help(self) -> None:
-        self.help.close()
-
-    def _open_help(self) -> None:
-        step_id = self.checklist.selected_id
-        record = self.engine.step(step_id) if self.engine else None
-        self.help.open(
-            self.checklist.selected + 1,
-            self.host.config.step(step_id),
-            record,
-            self._blocked(step_id),
-        )
 
     async def action_quit(self) -> None:
         if self.help.is_open:
@@ -406,6 +250,11 @@ class ChecklistScreen(Screen[None]):
     def action_show_backups(self) -> None:
         self.panels.show("backups")
         self.browser.table.focus()
+
+    def show_backup_choice(self) -> None:
+        """The browser, its cursor on the newest backup that will pass its checks."""
+        self.action_show_backups()
+        self.browser.aim_at_newest_good()
 
     def action_filter_backups(self) -> None:
         self.panels.show("backups")

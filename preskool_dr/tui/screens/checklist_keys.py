@@ -14,6 +14,15 @@ CHECKLIST_BINDINGS: list[BindingType] = [
     ),
     Binding("s", "skip_step", "Skip", tooltip="Skip the selected step (asks why)", id="skip-step"),
     Binding("R", "retry_step", "Retry", tooltip="Run a failed step again", id="retry-step"),
+    # after a failed step with the old database kept aside (a failed health check, say):
+    # the way back, beside R. The palette has it as "Roll back to the aside copy" otherwise.
+    Binding(
+        "u",
+        "roll_back",
+        "Roll back",
+        tooltip="Put the old database kept aside back as the target (asks the target name)",
+        id="roll-back",
+    ),
     Binding("b", "show_backups", "Backups", tooltip="Browse and choose backups", id="backups"),
     Binding("question_mark", "help", "Help", tooltip="Explain the selected step", id="step-help"),
     # priority: Esc must close the help before a focused widget's own Esc acts behind it
@@ -71,7 +80,7 @@ CHECKLIST_PALETTE_ONLY: tuple[tuple[str, str, str], ...] = (
     ),
     (
         "Roll back to the aside copy",
-        "Put the old database back as the target (asks the target name)",
+        "Put the old database back as the target (asks the target name); u after a failure",
         "rollback",
     ),
 )
@@ -79,5 +88,14 @@ CHECKLIST_PALETTE_ONLY: tuple[tuple[str, str, str], ...] = (
 # Keys that change the run (and the PITR): off, and out of the footer, while a dialog is over
 # the checklist or the help is open, so a stray key never starts a step behind it.
 RUN_ACTIONS = frozenset(
-    {"run_step", "skip_step", "retry_step", "incident_time", "drop_aside", "rollback", "pitr"}
+    {
+        "run_step",
+        "skip_step",
+        "retry_step",
+        "incident_time",
+        "drop_aside",
+        "rollback",
+        "roll_back",
+        "pitr",
+    }
 )

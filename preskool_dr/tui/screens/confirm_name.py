@@ -12,6 +12,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
+PLACEHOLDER = "type the database name"
+
 
 class ConfirmNameScreen(ModalScreen[str | None]):
     """Dismisses with the typed name when it equals `expected`; None on Esc."""
@@ -32,7 +34,8 @@ class ConfirmNameScreen(ModalScreen[str | None]):
             dialog.border_title = self.title_text
             yield Static(self.body, id="confirm-body", markup=False)
             yield Static(self.prompt, id="confirm-prompt", markup=False)
-            yield Input(placeholder=self.expected, id="confirm-input")
+            # never the answer as placeholder: grey text that equals it looks filled in
+            yield Input(placeholder=PLACEHOLDER, id="confirm-input")
             yield Static("", id="confirm-error", markup=False)
             yield Static("Enter confirms · Esc cancels", classes="dialog-keys")
 

@@ -15,6 +15,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from preskool_dr.core.base.age import is_encrypted_name
+from preskool_dr.core.storage.backup_names import is_logical_name
 from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.tui.format import size
 
@@ -89,6 +90,19 @@ def lock_text(record: BackupRecord) -> str:
     return f"locked {record.lock_mode} to {until:%Y-%m-%d}"
 
 
+def is_good(record: BackupRecord, failed: set[str]) -> bool:
+    """A backup the run can take as it is: a logical dump with its .md5 sidecar, downloadable
+    now (not archived), not refused, not dated in the future, not failed in this run."""
+    return (
+        is_logical_name(record.name)
+        and record.has_md5
+        and not record.needs_restore
+        and record.bad is None
+        and not record.future
+        and record.name not in failed
+    )
+
+
 def storage_text(record: BackupRecord) -> str:
     cls = record.storage_class or "-"
     if lock := lock_text(record):
@@ -141,6 +155,7 @@ class BackupBrowser(Vertical):
         self.chosen: str | None = None  # the run's backup
         self.failed: set[str] = set()  # backups whose checksum step failed in this run
         self.message = "Loading the backup catalog…"
+        self.aiming = False  # put the cursor on the newest good backup once they are listed
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="filter: text in name, kind, place or class", id="backup-filter")
@@ -226,7 +241,35 @@ class BackupBrowser(Vertical):
             )
         if keep is not None and keep.name in table.rows:
             table.move_cursor(row=table.get_row_index(keep.name))
+        if self.aiming and self.records:
+            self._aim()
         self._show_detail()
+
+    def newest_good(self) -> BackupRecord | None:
+        good = [r for r in self.records if is_good(r, self.failed)]
+        return max(good, key=lambda r: r.time) if good else None
+
+    def aim_at_newest_good(self) -> None:
+        """The cursor on the newest backup that will pass its checks, so Enter chooses it
+        (now, or once the catalog is listed)."""
+        self.aiming = True
+        if self.records and self.columns:
+            self._aim()
+            self._show_detail()
+
+    def _aim(self) -> None:
+        self.aiming = False
+        record = self.newest_good()
+        if record is None:
+            return
+        table = self.table
+        if record.name not in table.rows:  # hidden by the filter: show every backup again
+            box = self.query_one("#backup-filter", Input)
+            box.value, box.display = "", False
+            self.aiming = True
+            self._rebuild()
+            return
+        table.move_cursor(row=table.get_row_index(record.name))
 
     def _cells(self, record: BackupRecord) -> dict[str, Any]:
         wide = self.columns != NARROW

@@ -64,8 +64,9 @@ class LogPanel(BufferedLog):
         super().__init__(max_lines=MAX_LINES, id=id)
         self.now = now
 
-    def add(self, source: str, text: str, style: str = "") -> None:
-        line = Text(f"{self.now():%H:%M:%S} ", style="dim")
+    def add(self, source: str, text: str, style: str = "", at: datetime | None = None) -> None:
+        """A line stamped now, or `at` (a resumed run's history, from its journal)."""
+        line = Text(f"{at or self.now():%H:%M:%S} ", style="dim")
         line.append(f"[{source}] ", style="bold")
         line.append(text, style=style)
         self.push(line)

@@ -21,6 +21,7 @@ from preskool_dr.core.restore.journal import StepRecord
 
 KEYS = """\
 r  run the selected step          R  retry a failed step
+u  roll back (after a failure)    p  point-in-time recovery
 s  skip it (asks a reason)        b  backups browser
 ?  this help                      t  incident time (RTO start)
 /  filter backups                 g  request a Glacier restore

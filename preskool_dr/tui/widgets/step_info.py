@@ -18,11 +18,15 @@ class StepInfo(Static):
         record: StepRecord | None,
         blocked: str | None,
         live: str | None = None,
+        ways: str | None = None,
     ) -> None:
-        """`live`: what the running step is doing now (step 9's tries)."""
+        """`live`: what the running step is doing now (step 9's tries); `ways`: the keys
+        that go on from a failed step ("R retry · u roll back")."""
         # What stops the operator comes first: at 80x24 the last lines may be cut off.
         text = Text()
         text.append(f"Step {number}: {step.title}\n", style="bold")
+        if ways:  # before the failure's text, which may be long
+            text.append(ways + "\n", style="bold")
         running = record is not None and record.status is StepStatus.RUNNING
         if blocked and not running:
             text.append(f"blocked: {blocked}\n", style="bold")
