@@ -162,6 +162,8 @@ def built_scenario() -> Iterator[Scenario]:
         result = run_cli("backup", "--kind", "base", env=cli_env(cluster, backup_dir, root / "s"))
         assert result.returncode == 0, result.stdout + result.stderr
         (base_name,) = [p.name for p in backup_dir.iterdir() if p.is_dir() and p.name != "wal"]
+        # The recoverable range must hold a whole second: a target typed in the TUI names one.
+        sql(cluster, "SELECT pg_sleep(1.1)")
         switch_wal(cluster)  # batch 2 starts a segment of its own
         insert_batch(cluster, 2)
         (row,) = sql(cluster, "SELECT pg_sleep(0.05), clock_timestamp()")
