@@ -1,8 +1,9 @@
 """`check`: the seed's backup alerts (section 5) as Nagios states and Prometheus gauges.
 
 Backup age comes from the name (UTC) of the newest logical backup in BACKUP_DIR, not from
-the file's mtime, which a copy or a restore from S3 resets. A restore test never run and a
-missing bucket are reported but are not alerts.
+the file's mtime, which a copy or a restore from S3 resets. A missing bucket is reported
+but is not an alert; a restore test with no record in the state folder is a WARNING (never
+run, or run by a user whose state this one does not share: nobody knows the backups restore).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from preskool_dr.core.drill.recorded import journal_entries, lost_entries
 from preskool_dr.core.restore.test_record import (
     RestoreTestResult,
     read_restore_test_result,
+    restore_test_path,
 )
 from preskool_dr.core.storage import catalog
 from preskool_dr.core.storage.catalog import BackupRecord
@@ -443,7 +445,14 @@ def _restore_test_check(
     except DrError as exc:
         return CheckResult("restore_test", Status.WARNING, f"Restore test unknown: {exc}"), None
     if result is None:
-        return CheckResult("restore_test", Status.OK, "restore test never run"), None
+        # Never run, or run by someone whose state this user does not share: either way
+        # nobody knows the backups restore (the seed's weekly test is part of the schedule).
+        where = restore_test_path(config.state_dir)
+        summary = (
+            f"Restore test never run: no record in {where} (run `preskool-dr restore-test`; "
+            "if it runs as another user, give both the same state_dir in runbook.yaml)"
+        )
+        return CheckResult("restore_test", Status.WARNING, summary), None
     days = (now - result.finished_at).total_seconds() / 86400
     when = f"{days:.1f} d ago on {result.backup}"
     limit = config.thresholds.restore_test_max_age_days
