@@ -118,6 +118,8 @@ class Sandbox:
     s3_port: int | None = None
     app: standin_app.StandinServer | None = None
     records: list[catalog.BackupRecord] = field(default_factory=list)  # newest first
+    # what stop() stopped and removed, one line each, for the demo's last words
+    removed: list[str] = field(default_factory=list)
 
     @classmethod
     def create(cls, parent: Path | None = None) -> Sandbox:
@@ -411,19 +413,39 @@ class Sandbox:
 
     # ------------------------------------------------------------ stopping
 
+    def running(self) -> list[str]:
+        """What this sandbox has started and made, one line each (what --keep leaves)."""
+        parts = []
+        if self.cluster is not None:
+            parts.append(_describe_cluster(self.cluster))
+        if self.s3_proc is not None:
+            parts.append(f"the S3 endpoint (moto) at {self.s3_url}, pid {self.s3_proc.pid}")
+        if self.app is not None:
+            parts.append(f"the stand-in app at {self.app.url}, pid {self.app.proc.pid}")
+        if self.dir.exists():
+            parts.append(_describe_folder(self.dir))
+        return parts
+
     def stop(self) -> list[str]:
-        """Stop all that runs and delete the files; returns problems (never raises them)."""
+        """Stop all that runs and delete the files; returns problems (never raises them).
+        `removed` says what was stopped and removed."""
         problems: list[str] = []
         if self.app is not None:
             self.app.stop()
+            self.removed.append(
+                f"stopped the stand-in app ({self.app.url}, pid {self.app.proc.pid})"
+            )
             self.app = None
         if self.s3_proc is not None:
             procs.terminate(self.s3_proc)
+            self.removed.append(
+                f"stopped the S3 endpoint (moto, {self.s3_url}, pid {self.s3_proc.pid})"
+            )
             self.s3_proc = None
         if self.cluster is not None:
-            problems += _remove_cluster(self.cluster)
+            problems += _remove_cluster(self.cluster, self.removed)
             self.cluster = None
-        shutil.rmtree(self.dir, ignore_errors=True)
+        problems += _remove_folder(self.dir, self.removed)
         return problems
 
 
@@ -442,21 +464,45 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _remove_cluster(cluster: Cluster) -> list[str]:
+def _describe_cluster(cluster: Cluster) -> str:
+    return f"the private PostgreSQL on {cluster.host}:{cluster.port} (data in {cluster.data_dir})"
+
+
+def _describe_folder(folder: Path) -> str:
+    return f"the sandbox folder {folder} (runbook, backups, state, drill key)"
+
+
+def _remove_cluster(cluster: Cluster, removed: list[str]) -> list[str]:
     try:
         cluster.remove()
     except (DrError, OSError) as exc:
         return [f"PostgreSQL in {cluster.data_dir} may still run: {exc}"]
     if cluster.is_running():
         return [f"PostgreSQL in {cluster.data_dir} is still running"]
+    removed.append(
+        f"stopped the private PostgreSQL ({cluster.host}:{cluster.port}) and removed "
+        f"{cluster.root} (its data directory)"
+    )
+    return []
+
+
+def _remove_folder(folder: Path, removed: list[str]) -> list[str]:
+    if not folder.exists():
+        return []
+    shutil.rmtree(folder, ignore_errors=True)
+    if folder.exists():
+        return [f"could not remove all of {folder}: remove it by hand (rm -rf {folder})"]
+    removed.append(f"removed the temporary folder {folder} (runbook, backups, state, drill key)")
     return []
 
 
 # ---------------------------------------------------------------- `demo --stop DIR`
 
 
-def stop_sandbox(folder: Path) -> list[str]:
-    """Stop a sandbox left running by `demo --keep` (or a killed demo), from its manifest."""
+def stop_sandbox(folder: Path, removed: list[str] | None = None) -> list[str]:
+    """Stop a sandbox left running by `demo --keep` (or a killed demo), from its manifest;
+    returns problems. `removed` gets a line for each thing stopped or removed."""
+    removed = [] if removed is None else removed
     try:
         data = json.loads((folder / MANIFEST).read_text())
     except FileNotFoundError:
@@ -468,9 +514,13 @@ def stop_sandbox(folder: Path) -> list[str]:
         raise DrError(f"cannot read {folder / MANIFEST}: {exc}") from None
     problems: list[str] = []
     markers = {"app": "preskool_dr.demo.standin_app", "s3": "moto.server"}
+    what = {"app": "the stand-in app (pid {})", "s3": "the S3 endpoint (moto, pid {})"}
     for name, pid in (data.get("pids") or {}).items():
         if isinstance(pid, int) and name in markers:
-            problems += _stop_process_group(pid, markers[name])
+            trouble = _stop_process_group(pid, markers[name])
+            problems += trouble
+            if not trouble:
+                removed.append("stopped " + what[name].format(pid))
     info = data.get("cluster")
     if info:
         cluster = Cluster(
@@ -481,8 +531,8 @@ def stop_sandbox(folder: Path) -> list[str]:
             password="",
             run_as=info.get("run_as"),
         )
-        problems += _remove_cluster(cluster)
-    shutil.rmtree(folder, ignore_errors=True)
+        problems += _remove_cluster(cluster, removed)
+    problems += _remove_folder(folder, removed)
     return problems
 
 
