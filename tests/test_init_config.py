@@ -13,7 +13,6 @@ from __future__ import annotations
 import grp
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from preskool_dr.core.base.runbook_file import shipped_runbook_path
 from preskool_dr.core.base.site_init import default_layout
 from tests.support.cli import run_cli
 from tests.support.runbook import REPO
+from tests.support.wheel import build_wheel
 
 SECRET = "s3cret-MARKER-91c2"
 
@@ -244,23 +244,7 @@ def test_demo_without_its_extra_says_how_to_get_it(tmp_path: Path) -> None:
 def test_the_built_wheel_carries_the_template_and_init_works_from_it(tmp_path: Path) -> None:
     """The wheel, installed on its own (no checkout on the path) and run from `/`, writes a
     runbook from the template inside it, and config check accepts that runbook."""
-    wheels, source = tmp_path / "wheels", tmp_path / "source"
-    # a copy: pip builds in the source folder, and the checkout's build/ may hold stale files
-    shutil.copytree(
-        REPO,
-        source,
-        symlinks=True,
-        ignore=shutil.ignore_patterns(".*", "build", "dist", "*.egg-info", "__pycache__", "bench"),
-    )
-    built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert built.returncode == 0, built.stderr
-    (wheel,) = wheels.glob("preskool_dr-*.whl")
+    wheel = build_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as archive:
         packaged = archive.read("preskool_dr/data/runbook.yaml")
     assert packaged == shipped_runbook_path().read_bytes()
