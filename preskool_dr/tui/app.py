@@ -35,12 +35,14 @@ from textual.screen import ModalScreen
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
 from preskool_dr.core.base.errors import DrError, UsageError
-from preskool_dr.core.base.events import Event, Progress, StepStatus, utcnow
+from preskool_dr.core.base.events import Event, Progress, StepChanged, StepStatus, utcnow
+from preskool_dr.core.base.notify import Notifier
 from preskool_dr.core.base.settings import Config
 from preskool_dr.core.pitr.request import PitrRequest
 from preskool_dr.core.pitr.run import PitrRun
 from preskool_dr.core.restore.engine import Engine, RunOptions
 from preskool_dr.core.restore.journal import Journal
+from preskool_dr.core.restore.notices import RestoreNotifications, outcome_text
 from preskool_dr.core.storage import catalog
 from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.core.storage.fetch import request_restore
@@ -212,6 +214,12 @@ class DrApp(App[int]):
         # runs. Read from the worker's thread, so set before the work starts.
         self._events_to: MessagePump | None = None
         self.waiting_toasts: list[Toast] = []  # warnings that came while a dialog was open
+        # The same restore notifications as the CLI's (start, a failed step, the end); a
+        # delivery that fails is a warning in the log, like any other Notice.
+        self.notices = RestoreNotifications(
+            Notifier.from_config(config, on_event=self.post_engine_event)
+        )
+        self._notified: set[tuple[str, str]] = set()  # (run_id, "started"/"finished")
 
     def get_default_screen(self) -> ChecklistScreen:
         return ChecklistScreen(self)
@@ -282,8 +290,9 @@ class DrApp(App[int]):
         )
         # The engine exists (and holds the target's lock) before the backup is identified,
         # so a bad backup leaves a run the operator can fix by choosing another one.
-        self.engine = Engine.start(self.config, options, on_event=self.post_engine_event)
+        self.engine = Engine.start(self.config, options, on_event=self.restore_event)
         self.engine.choose_backup(spec)
+        self._notify_started()
         return RunOpened()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine", name="resume")
@@ -292,19 +301,23 @@ class DrApp(App[int]):
         reason = why_not_resumable(state, self.config, drill=self.drill, target_db=self.target_db)
         if reason:  # the offer lists none of these: this guards every other way in
             raise UsageError(f"{reason}: not resumed here")
-        self.engine = Engine.resume(self.config, run_id, on_event=self.post_engine_event)
+        self.engine = Engine.resume(self.config, run_id, on_event=self.restore_event)
+        self._notify_started(resumed=True)
         return RunResumed()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine", name="choose")
     def choose_backup(self, spec: str) -> RunOpened:
         assert self.engine is not None
         self.engine.choose_backup(spec)
+        self._notify_started()  # the first backup chosen may have been refused
         return RunOpened()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine", name="step")
     def run_engine_step(self, step_id: str, confirmation: str | None = None) -> StepFinished:
         assert self.engine is not None
         record = self.engine.run_step(step_id, confirmation=confirmation, cancel=self.cancel)
+        if self.engine.state.finished:
+            self._notify_finished()
         return StepFinished(record)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine", name="drop-aside")
@@ -317,6 +330,8 @@ class DrApp(App[int]):
     def rollback_run(self, name: str) -> RunChanged:
         assert self.engine is not None
         self.engine.rollback(name)
+        if self.engine.state.finished:
+            self._notify_finished()
         return RunChanged()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="preview", name="preview")
@@ -366,6 +381,33 @@ class DrApp(App[int]):
 
     def pitr_screen(self) -> PitrScreen | None:
         return next((s for s in reversed(self.screen_stack) if isinstance(s, PitrScreen)), None)
+
+    def restore_event(self, event: Event) -> None:
+        """The restore engine's callback: posted like every engine event, and a failed step
+        is notified (from the worker's thread, like the CLI does it)."""
+        self.post_engine_event(event)
+        if isinstance(event, StepChanged) and event.status is StepStatus.FAILED:
+            self.notices.step_failed(event, self.engine.state if self.engine else None)
+
+    def _notify_started(self, *, resumed: bool = False) -> None:
+        """Once per run and session: the run exists and its backup is chosen (or resumed)."""
+        if self.engine is None or (resumed is False and self.engine.state.backup is None):
+            return
+        key = (self.engine.state.run_id, "started")
+        if key not in self._notified:
+            self._notified.add(key)
+            self.notices.started(self.engine.state, resumed=resumed)
+
+    def _notify_finished(self) -> None:
+        """Once per run: done or rolled back, or left failed/interrupted when the TUI
+        closes after it started here."""
+        if self.engine is None:
+            return
+        state = self.engine.state
+        key = (state.run_id, "finished")
+        if key not in self._notified and (state.run_id, "started") in self._notified:
+            self._notified.add(key)
+            self.notices.finished(state, outcome_text(state, self.config.thresholds))
 
     def post_engine_event(self, event: Event) -> None:
         """The engine's callback, called from the worker's thread: post, never touch widgets."""
@@ -515,6 +557,8 @@ class DrApp(App[int]):
 
     def _close_engine(self) -> None:
         if self.engine is not None:
+            if self.engine.state.result in ("failed", "interrupted"):
+                self._notify_finished()  # the operator left it unfinished: say so
             self.engine.close()
 
     def _catch_stop_signals(self) -> None:
