@@ -335,3 +335,37 @@ def test_signing_a_drill_later_notifies(
     (note,) = receiver.of("drill_signed")
     assert note["title"] == "preskool-dr drill signed: drill-log line 1 signed by alice"
     assert len(receiver.posts) == 1
+
+
+def test_a_failing_wal_push_notifies_once_until_a_push_succeeds(
+    receiver: Receiver, base_env: dict[str, str], tmp_path: Path
+) -> None:
+    """PostgreSQL retries a failed archive_command every few seconds: the first failure
+    notifies (from PRESKOOL_DR_NOTIFY_URLS in the server's environment, no runbook), the
+    retries stay quiet, and after a successful push a new failure is news again."""
+    segment = "000000010000000000000001"
+    pg_wal = tmp_path / "pg_wal"
+    pg_wal.mkdir()
+    env = {**notify_env(receiver), "BACKUP_DIR": base_env["BACKUP_DIR"]}
+    env.pop("PRESKOOL_DR_RUNBOOK", None)
+
+    def push() -> subprocess.CompletedProcess[str]:
+        return cli("wal-push", str(pg_wal / segment), env=env)
+
+    first, retry = push(), push()  # the segment file is missing: both fail
+    assert (first.returncode, retry.returncode) == (1, 1), first.stderr
+    (note,) = receiver.of("wal_push_failed")
+    assert note["title"] == f"preskool-dr WAL archiving FAILED: segment {segment}"
+    assert f"cannot read {pg_wal / segment}" in note["message"]
+    assert note["type"] == "failure"
+
+    (pg_wal / segment).write_bytes(b"\x01" * 8192)
+    assert push().returncode == 0
+    assert len(receiver.of("wal_push_failed")) == 1  # success is not notified
+    assert not (Path(base_env["BACKUP_DIR"]) / "wal" / ".push-failure-notified").exists()
+
+    (pg_wal / segment).write_bytes(b"\x02" * 8192)  # other bytes under an archived name
+    again = push()
+    assert again.returncode == 1 and "refus" in again.stderr.lower(), again.stderr
+    assert len(receiver.of("wal_push_failed")) == 2
+    assert_no_secrets(first.stderr, again.stderr, json.dumps(receiver.posts))

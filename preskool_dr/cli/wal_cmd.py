@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from preskool_dr.core.backup.wal.alert import clear_push_failure, notify_push_failure
 from preskool_dr.core.backup.wal.fetch import WalMissing, fetch
 from preskool_dr.core.backup.wal.push import push
 from preskool_dr.core.backup.wal.settings import WalSettings
@@ -79,7 +80,9 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         try:
             push(args.path, settings)
         except DrError as exc:  # whatever the cause, PostgreSQL keeps the segment and retries
+            notify_push_failure(settings, args.path.name, str(exc))
             raise DrError(str(exc), exit_code=1) from None
+        clear_push_failure(settings)
         return 0
     try:
         result = fetch(args.name, args.dest, settings)

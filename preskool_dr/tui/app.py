@@ -38,6 +38,7 @@ from preskool_dr.core.base.errors import DrError, UsageError
 from preskool_dr.core.base.events import Event, Progress, StepChanged, StepStatus, utcnow
 from preskool_dr.core.base.notify import Notifier
 from preskool_dr.core.base.settings import Config
+from preskool_dr.core.pitr.notices import PitrNotices
 from preskool_dr.core.pitr.request import PitrRequest
 from preskool_dr.core.pitr.run import PitrRun
 from preskool_dr.core.restore.engine import Engine, RunOptions
@@ -220,6 +221,7 @@ class DrApp(App[int]):
             Notifier.from_config(config, on_event=self.post_engine_event)
         )
         self._notified: set[tuple[str, str]] = set()  # (run_id, "started"/"finished")
+        self._pitr_notices: PitrNotices | None = None  # the recovery under way's
 
     def get_default_screen(self) -> ChecklistScreen:
         return ChecklistScreen(self)
@@ -362,7 +364,10 @@ class DrApp(App[int]):
         """A point-in-time recovery in the engine's worker group, with a fresh cancel event
         (q and a hang-up stop it like a step); UsageError when the request is refused."""
         self.cancel = threading.Event()
-        runner = PitrRun(self.config, request, on_event=self.post_engine_event, cancel=self.cancel)
+        notices = PitrNotices(self.notices.notifier, self.post_engine_event)
+        runner = PitrRun(self.config, request, on_event=notices, cancel=self.cancel)
+        notices.runner = runner
+        self._pitr_notices = notices
         self.pitr_run = runner
         self._events_to = self.pitr_screen()
         self.freeze_heap_soon()
@@ -372,7 +377,10 @@ class DrApp(App[int]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine", name="pitr")
     def run_pitr(self, runner: PitrRun) -> PitrEnded:
         try:
-            return PitrEnded(runner.run(), None)
+            state = runner.run()
+            if self._pitr_notices is not None and self._pitr_notices.runner is runner:
+                self._pitr_notices.finished()
+            return PitrEnded(state, None)
         except DrError as exc:
             return PitrEnded(runner.state, exc)
         except Exception as exc:  # shown on the PITR screen like any failed step
