@@ -22,6 +22,8 @@ from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.events import utcnow
 from preskool_dr.core.base.paths import secure_dir, state_modes
 from preskool_dr.core.base.site_init import InitReport, ensure_system_group
+from preskool_dr.core.drill.append import append_entry
+from preskool_dr.core.drill.entry import DRILL_FIELDS
 from preskool_dr.core.restore.test_record import record_restore_test_result
 from tests.support.checks import check_line
 from tests.support.cli import run_cli, run_cli_as, run_python_as
@@ -99,10 +101,22 @@ def test_root_restore_test_counts_for_check_run_as_the_monitoring_user(
     assert (record.stat().st_gid, mode(record)) == (group.gr_gid, 0o640)  # never world-readable
     assert mode(record.parent) & 0o777 == 0o750 and record.parent.stat().st_gid == group.gr_gid
 
+    # A drill recorded by root: its log (and check's mark of it) readable by the group.
+    fields: dict[str, object] = dict.fromkeys(DRILL_FIELDS)
+    fields.update(performed_by="alice", result="pass")
+    log = append_entry(state / "drill-log.jsonl", fields, signer="alice", key=None).path
+    assert (log.stat().st_gid, mode(log)) == (group.gr_gid, 0o640)
+
     code, lines = check_as([group.gr_gid], runbook, monitoring_env(dr_env))
     assert check_line(lines, "restore_test").startswith(
         "OK       restore_test: restore test passed"
     )
+    assert check_line(lines, "drill_log").startswith("OK       drill_log: ")
+    assert "the mark is kept by root's check" in check_line(lines, "drill_log")
+    assert "UNKNOWN" not in lines[0] and "Permission denied" not in "\n".join(lines)
+    as_root = run_cli("check", env=env)  # the scheduled check (root) keeps the mark, 0640
+    assert "drill_log: " in as_root.stdout
+    assert mode(state / "drill-log-seen.json") == 0o640
 
     # A user outside the group reads neither the backups nor the state: never OK.
     code, lines = check_as([], runbook, monitoring_env(dr_env))
@@ -205,3 +219,23 @@ def test_runbook_state_dir_is_read_relative_and_the_environment_wins(
     )
     (setting,) = [ln for ln in overridden.stdout.splitlines() if ln.startswith("state_dir ")]
     assert f"not the runbook's state_dir, line {line}" in setting
+
+
+def test_a_user_who_cannot_write_roots_state_is_told_to_use_sudo(host_root: Path) -> None:
+    state = host_root / "state"
+    state.mkdir()
+    group = grp.getgrnam("preskool-dr").gr_gid
+    os.chown(state, 0, group)
+    state.chmod(0o2750)
+    program = (
+        "import sys; from pathlib import Path\n"
+        "from preskool_dr.core.base.paths import secure_state_subdir\n"
+        "try:\n"
+        f"    secure_state_subdir(Path({str(state / 'runs')!r}))\n"
+        "except Exception as exc:\n"
+        "    sys.exit(str(exc))\n"
+    )
+    refused = run_python_as(NOBODY, NOBODY, [group], "-c", program, env={})
+    assert refused.returncode == 1
+    assert f"cannot create the state folder {state / 'runs'}: Permission denied" in refused.stderr
+    assert "run this as root (sudo preskool-dr ...)" in refused.stderr

@@ -127,9 +127,16 @@ def secure_dir(path: Path, *, follow_symlink: bool) -> Path:
     except FileExistsError:
         pass  # a file or a dangling symlink: reported below
     except OSError as exc:
+        shared = _root_shared(path.parent) if isinstance(exc, PermissionError) else False
+        fix = (
+            f"{path.parent} is root's, shared read-only with its group (a system install): "
+            "run this as root (sudo preskool-dr ...)"
+            if shared
+            else "create it (mode 0700, owned by this user)"
+        )
         raise DrError(
-            f"cannot create the state folder {path}: {exc.strerror} - create it (mode 0700, "
-            "owned by this user) or set PRESKOOL_DR_STATE_DIR to a folder of your own"
+            f"cannot create the state folder {path}: {exc.strerror} - {fix}, or set "
+            "PRESKOOL_DR_STATE_DIR to a folder of your own"
         ) from None
     try:
         info = path.stat() if follow_symlink else path.lstat()
@@ -164,6 +171,14 @@ def secure_dir(path: Path, *, follow_symlink: bool) -> Path:
             f"(a symlink at a lock or journal path); nothing was changed - fix: chmod 700 {path}"
         )
     return path
+
+
+def _root_shared(folder: Path) -> bool:
+    """`folder` is root's and this user is not root (a system install's state folder)."""
+    try:
+        return folder.stat().st_uid == 0 and os.geteuid() != 0
+    except OSError:
+        return False
 
 
 def open_private_file(path: Path, flags: int, what: str, *, own: bool = True) -> int:
