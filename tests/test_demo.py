@@ -363,6 +363,10 @@ def test_demo_opens_the_tui_and_q_removes_everything(tmux: Callable[[str], Tmux]
     code = re.search(r"DEMO-EXIT=(\d+)", screen)
     assert code and code.group(1) in ("0", "130"), screen
     assert "Traceback" not in screen
+    # what it stopped and removed, once the TUI has given the terminal back
+    for line in ("stopped the stand-in app", "stopped the S3 endpoint", "stopped the private PostgreSQL",
+                 f"removed the temporary folder {folder}"):  # fmt: skip
+        assert f"[STOP]  {line}" in screen, screen
     assert_all_gone(data_dir, pg_pid, folder)
 
 
