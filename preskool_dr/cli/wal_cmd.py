@@ -38,6 +38,9 @@ Copies the segment into BACKUP_DIR/wal/<name> (temp file, fsync, read back, .md5
 sidecar, rename), then uploads it to S3 with Content-MD5 and checks what S3 stored.
 Pushing the same segment again succeeds; different content under an archived name is
 refused. Exit 0 archived, 1 not archived (PostgreSQL keeps the segment and retries).
+With PRESKOOL_DR_NOTIFY_URLS in that environment (Apprise URLs, comma-separated), a
+failure sends wal_push_failed: once, again hourly while it lasts, and anew after a push
+has succeeded (the mark: BACKUP_DIR/wal/.push-failure-notified).
 """
 
 FETCH_EPILOG = f"""\
