@@ -20,7 +20,7 @@ from preskool_dr.core.restore.test_record import (
     record_restore_test_result,
 )
 from tests.support.backups import fabricate
-from tests.support.checks import check_line
+from tests.support.checks import check_line, restore_test_passed
 from tests.support.cli import call_cli
 from tests.support.db import Database
 from tests.support.leaks import AWS_SECRET
@@ -41,6 +41,7 @@ def check_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("BACKUP_DIR", str(backup_dir))
     monkeypatch.setenv("PRESKOOL_DR_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("PRESKOOL_DR_RUNBOOK", str(REPO / "runbook.yaml"))
+    restore_test_passed(tmp_path / "state")  # the cases below are about the backups
     return backup_dir
 
 
@@ -66,7 +67,25 @@ def test_fresh_backup_is_ok_and_unset_things_are_reported_not_alerts(check_env: 
     assert len(lines) == 5
     assert check_line(lines, "backup_size") == "OK       backup_size: latest backup is 2.0M"
     assert check_line(lines, "s3_replication") == "OK       s3_replication: S3 not configured"
-    assert check_line(lines, "restore_test") == "OK       restore_test: restore test never run"
+    assert check_line(lines, "restore_test").startswith(
+        "OK       restore_test: restore test passed"
+    )
+
+
+def test_a_restore_test_never_recorded_is_a_warning(check_env: Path, tmp_path: Path) -> None:
+    """No record in the state folder: nobody knows the backups restore (or the test runs as
+    a user whose state this one does not see): WARNING, saying where it looked."""
+    fabricate(check_env, hours=2)
+    record = tmp_path / "state" / "restore-test" / "last.json"
+    record.unlink()
+    code, lines = check()
+    assert code == 1
+    assert lines[0].startswith("PRESKOOL_DR WARNING - Restore test never run: no record in")
+    assert check_line(lines, "restore_test") == (
+        f"WARNING  restore_test: Restore test never run: no record in {record} (run "
+        "`preskool-dr restore-test`; if it runs as another user, give both the same "
+        "state_dir in runbook.yaml)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -265,7 +284,7 @@ def test_restore_test_results(
 def test_unreadable_restore_test_result_is_a_warning(check_env: Path) -> None:
     fabricate(check_env, hours=1)
     state = Path(os.environ["PRESKOOL_DR_STATE_DIR"])
-    (state / "restore-test").mkdir(parents=True)
+    (state / "restore-test").mkdir(parents=True, exist_ok=True)
     (state / "restore-test" / "last.json").write_text('{"ok": "yes"')
     code, lines = check()
     assert code == 1
@@ -276,6 +295,7 @@ def test_unreadable_restore_test_result_is_a_warning(check_env: Path) -> None:
 
 
 def test_s3_replication(s3: str, database: Database) -> None:
+    restore_test_passed()
     backup_dir = Path(os.environ["BACKUP_DIR"])
     older = fabricate(backup_dir, hours=30)
     newest = fabricate(backup_dir, hours=2)

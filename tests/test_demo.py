@@ -55,6 +55,10 @@ def postmaster_pid(data_dir: Path) -> int:
     return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
 
 
+def postmaster_port(data_dir: Path) -> int:
+    return int((data_dir / "postmaster.pid").read_text().splitlines()[3])
+
+
 def assert_all_gone(data_dir: Path, pg_pid: int, sandbox_dir: Path) -> None:
     assert not alive(pg_pid), f"postmaster {pg_pid} still runs"
     assert not (data_dir / "postmaster.pid").exists()
@@ -220,12 +224,24 @@ def test_sandbox_stop_leaves_nothing_running(sandbox: Sandbox) -> None:
     """Runs last in this module: it stops the shared sandbox."""
     assert sandbox.cluster is not None and sandbox.app is not None
     data_dir = sandbox.cluster.data_dir
-    pg_pid = postmaster_pid(data_dir)
+    pg_pid, pg_port = postmaster_pid(data_dir), postmaster_port(data_dir)
     s3_port, app_port = sandbox.s3_port, sandbox.app.port
     assert s3_port is not None
     assert alive(pg_pid) and port_open(s3_port) and port_open(app_port)
+    running = sandbox.running()  # what --keep would list as left running
+    assert [part.split(" ")[1] for part in running] == ["private", "S3", "stand-in", "sandbox"]
+    assert str(data_dir) in running[0] and str(sandbox.dir) in running[3]
 
     assert sandbox.stop() == []
+
+    # what the demo prints when it ends: each part stopped or removed, by name
+    stopped = "\n".join(sandbox.removed)
+    assert f"stopped the stand-in app (http://127.0.0.1:{app_port}" in stopped
+    assert f"stopped the S3 endpoint (moto, http://127.0.0.1:{s3_port}" in stopped
+    assert f"stopped the private PostgreSQL (127.0.0.1:{pg_port})" in stopped
+    assert f"removed {data_dir.parent} (its data directory)" in stopped
+    assert f"removed the temporary folder {sandbox.dir}" in stopped
+    assert len(sandbox.removed) == 4
 
     assert_all_gone(data_dir, pg_pid, sandbox.dir)
     pg_ctl = shutil.which("pg_ctl") or "pg_ctl"
@@ -233,6 +249,7 @@ def test_sandbox_stop_leaves_nothing_running(sandbox: Sandbox) -> None:
     assert not port_open(s3_port)
     assert not port_open(app_port)
     assert sandbox.stop() == []  # idempotent
+    assert len(sandbox.removed) == 4  # nothing more to stop
 
 
 # ---------------------------------------------------------------- the command
@@ -258,6 +275,14 @@ def test_demo_keep_then_stop(tmp_path: Path) -> None:
     )
     assert kept.returncode == 0, kept.stderr
     folder = Path(re.search(r"demo --stop (\S+)", kept.stdout).group(1))  # type: ignore[union-attr]
+    left = kept.stdout.split("Left running (--keep), until you stop it:\n", 1)[1].split("\n\n")[0]
+    assert [line.split(" ")[4] for line in left.splitlines()] == [
+        "private",
+        "S3",
+        "stand-in",
+        "sandbox",
+    ]
+    assert "[STOP]" not in kept.stdout + kept.stderr  # nothing was stopped
     manifest = json.loads((folder / "sandbox.json").read_text())
     data_dir = Path(manifest["cluster"]["data_dir"])
     pg_pid = postmaster_pid(data_dir)
@@ -285,6 +310,10 @@ def test_demo_keep_then_stop(tmp_path: Path) -> None:
         check=False,
     )
     assert stopped.returncode == 0, stopped.stderr
+    assert "[STOP]  stopped the private PostgreSQL" in stopped.stdout
+    assert "[STOP]  stopped the S3 endpoint (moto, pid " in stopped.stdout
+    assert "[STOP]  stopped the stand-in app" in stopped.stdout
+    assert f"[STOP]  removed the temporary folder {folder}" in stopped.stdout
     assert_all_gone(data_dir, pg_pid, folder)
     assert not alive(manifest["pids"]["s3"]) and not alive(manifest["pids"]["app"])
 
@@ -335,6 +364,10 @@ def test_demo_opens_the_tui_and_q_removes_everything(tmux: Callable[[str], Tmux]
     code = re.search(r"DEMO-EXIT=(\d+)", screen)
     assert code and code.group(1) in ("0", "130"), screen
     assert "Traceback" not in screen
+    # what it stopped and removed, once the TUI has given the terminal back
+    for line in ("stopped the stand-in app", "stopped the S3 endpoint", "stopped the private PostgreSQL",
+                 f"removed the temporary folder {folder}"):  # fmt: skip
+        assert f"[STOP]  {line}" in screen, screen
     # the shell's last lines say what ran and that the sandbox is gone (not "Press Enter")
     shell = [line for line in screen.splitlines() if line.strip()]
     at = next(i for i, line in enumerate(shell) if line.startswith("DEMO-EXIT="))
@@ -424,4 +457,8 @@ def test_demo_sigterm_during_setup_removes_everything(tmp_path: Path) -> None:
             proc.wait()
     assert proc.returncode == 128 + signal.SIGTERM, "".join(lines) + rest
     assert "stopped by SIGTERM" in rest
+    # it says what it stopped and removed (the app and S3 may not have started yet)
+    assert "[STOP]  stopped the private PostgreSQL (127.0.0.1:" in rest
+    assert f"removed {data_dir.parent} (its data directory)" in rest
+    assert f"[STOP]  removed the temporary folder {folder}" in rest
     assert_all_gone(data_dir, pg_pid, folder)

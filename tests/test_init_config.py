@@ -10,9 +10,9 @@ with `file:line`; the shipped template is the package's own file.
 
 from __future__ import annotations
 
+import grp
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -26,6 +26,7 @@ from preskool_dr.core.base.runbook_file import shipped_runbook_path
 from preskool_dr.core.base.site_init import default_layout
 from tests.support.cli import run_cli
 from tests.support.runbook import REPO
+from tests.support.wheel import build_wheel
 
 SECRET = "s3cret-MARKER-91c2"
 
@@ -71,17 +72,22 @@ def test_init_writes_runbook_env_file_and_folders_with_safe_modes(
     env_file = runbook.parent / "preskool-dr.env"
     assert mode(runbook) & 0o022 == 0  # the trust check would refuse a writable one
     assert mode(env_file) == 0o600
-    folder_mode = 0o750 if os.geteuid() == 0 else 0o700
-    assert mode(tmp_path / "site-backups") == folder_mode
-    assert mode(tmp_path / "site-state") == folder_mode
+    system = os.geteuid() == 0
+    assert mode(tmp_path / "site-backups") == (0o750 if system else 0o700)
+    # a system install: root's, group preskool-dr (created when missing), set-group-ID
+    assert mode(tmp_path / "site-state") == (0o2750 if system else 0o700)
+    if system:
+        assert grp.getgrgid((tmp_path / "site-state").stat().st_gid).gr_name == "preskool-dr"
     text = runbook.read_text()
     assert text.startswith("# Written by `preskool-dr init`")
     assert f"  dir: {tmp_path / 'site-backups'}" in text
+    assert f"\nstate_dir: {tmp_path / 'site-state'}     # PRESKOOL_DR_STATE_DIR\n" in text
     config = load_config(runbook, env={})
     assert config.backups.dir == tmp_path / "site-backups"
+    assert config.state_dir == tmp_path / "site-state"  # the runbook names it, for everyone
     env_text = env_file.read_text()
     assert f"PRESKOOL_DR_RUNBOOK={runbook}" in env_text
-    assert f"PRESKOOL_DR_STATE_DIR={tmp_path / 'site-state'}" in env_text
+    assert "\n#PRESKOOL_DR_STATE_DIR=\n" in env_text  # one place: the runbook
     for secret in ("PGPASSWORD", "AWS_SECRET_ACCESS_KEY", "PGPASSFILE", "PGSERVICE"):
         assert f"#{secret}=" in env_text  # offered, commented out
     for written in (runbook, env_file, tmp_path / "site-backups", tmp_path / "site-state"):
@@ -238,23 +244,7 @@ def test_demo_without_its_extra_says_how_to_get_it(tmp_path: Path) -> None:
 def test_the_built_wheel_carries_the_template_and_init_works_from_it(tmp_path: Path) -> None:
     """The wheel, installed on its own (no checkout on the path) and run from `/`, writes a
     runbook from the template inside it, and config check accepts that runbook."""
-    wheels, source = tmp_path / "wheels", tmp_path / "source"
-    # a copy: pip builds in the source folder, and the checkout's build/ may hold stale files
-    shutil.copytree(
-        REPO,
-        source,
-        symlinks=True,
-        ignore=shutil.ignore_patterns(".*", "build", "dist", "*.egg-info", "__pycache__", "bench"),
-    )
-    built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert built.returncode == 0, built.stderr
-    (wheel,) = wheels.glob("preskool_dr-*.whl")
+    wheel = build_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as archive:
         packaged = archive.read("preskool_dr/data/runbook.yaml")
     assert packaged == shipped_runbook_path().read_bytes()
@@ -308,10 +298,13 @@ def test_the_built_wheel_carries_the_template_and_init_works_from_it(tmp_path: P
 def test_config_check_says_when_this_shell_differs_from_the_env_file(
     base_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """init's .env names the state folder the jobs use; a shell without it sees another."""
+    """An .env (as an older init wrote it) names the state folder the jobs use; a shell
+    without it sees another."""
     runbook, made = init(tmp_path)
     assert made.returncode == 0, made.stderr
     env_file = runbook.parent / "preskool-dr.env"
+    with env_file.open("a") as text:
+        text.write(f"PRESKOOL_DR_STATE_DIR={tmp_path / 'site-state'}\n")
     shell = run_cli("--runbook", str(runbook), "config", "check")  # state dir from base_env
     assert f"{env_file} sets PRESKOOL_DR_STATE_DIR={tmp_path / 'site-state'}" in shell.stdout
     loaded = os.environ | {

@@ -9,11 +9,8 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -29,52 +26,15 @@ from preskool_dr.core.drill.entry import DRILL_FIELDS
 from preskool_dr.core.storage.checksum import atomic_write
 from tests.support.db import Database
 from tests.support.leaks import assert_no_secrets
+from tests.support.notify import TOKEN, Receiver, webhook_receiver
 from tests.support.runbook import REPO, write_runbook
 from tests.support.signing import make_signing_key
-
-TOKEN = "hook-TOKEN-5d1e9b"  # a marker: never in any output
-
-
-@dataclass
-class Receiver:
-    """A webhook endpoint: records every POST; paths containing `fail` answer 500."""
-
-    port: int
-    posts: list[tuple[str, dict]] = field(default_factory=list)
-
-    def url(self, path: str = "hook") -> str:
-        return f"json://127.0.0.1:{self.port}/{path}/{TOKEN}"
-
-    def titles(self) -> list[str]:
-        return [body["title"] for _, body in self.posts]
-
-    def of(self, event: str) -> list[dict]:
-        return [body for _, body in self.posts if f"event: {event}\n" in body["message"]]
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    posts: list[tuple[str, dict]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", 0))
-            posts.append((self.path, json.loads(self.rfile.read(length))))
-            self.send_response(500 if "fail" in self.path else 200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield Receiver(server.server_address[1], posts)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with webhook_receiver() as found:
+        yield found
 
 
 def collect() -> tuple[list[str], EventSink]:
@@ -375,3 +335,37 @@ def test_signing_a_drill_later_notifies(
     (note,) = receiver.of("drill_signed")
     assert note["title"] == "preskool-dr drill signed: drill-log line 1 signed by alice"
     assert len(receiver.posts) == 1
+
+
+def test_a_failing_wal_push_notifies_once_until_a_push_succeeds(
+    receiver: Receiver, base_env: dict[str, str], tmp_path: Path
+) -> None:
+    """PostgreSQL retries a failed archive_command every few seconds: the first failure
+    notifies (from PRESKOOL_DR_NOTIFY_URLS in the server's environment, no runbook), the
+    retries stay quiet, and after a successful push a new failure is news again."""
+    segment = "000000010000000000000001"
+    pg_wal = tmp_path / "pg_wal"
+    pg_wal.mkdir()
+    env = {**notify_env(receiver), "BACKUP_DIR": base_env["BACKUP_DIR"]}
+    env.pop("PRESKOOL_DR_RUNBOOK", None)
+
+    def push() -> subprocess.CompletedProcess[str]:
+        return cli("wal-push", str(pg_wal / segment), env=env)
+
+    first, retry = push(), push()  # the segment file is missing: both fail
+    assert (first.returncode, retry.returncode) == (1, 1), first.stderr
+    (note,) = receiver.of("wal_push_failed")
+    assert note["title"] == f"preskool-dr WAL archiving FAILED: segment {segment}"
+    assert f"cannot read {pg_wal / segment}" in note["message"]
+    assert note["type"] == "failure"
+
+    (pg_wal / segment).write_bytes(b"\x01" * 8192)
+    assert push().returncode == 0
+    assert len(receiver.of("wal_push_failed")) == 1  # success is not notified
+    assert not (Path(base_env["BACKUP_DIR"]) / "wal" / ".push-failure-notified").exists()
+
+    (pg_wal / segment).write_bytes(b"\x02" * 8192)  # other bytes under an archived name
+    again = push()
+    assert again.returncode == 1 and "refus" in again.stderr.lower(), again.stderr
+    assert len(receiver.of("wal_push_failed")) == 2
+    assert_no_secrets(first.stderr, again.stderr, json.dumps(receiver.posts))

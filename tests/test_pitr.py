@@ -42,6 +42,7 @@ from preskool_dr.core.storage.layout import meta_path
 from preskool_dr.core.storage.meta import iso_utc
 from tests.support.cli import run_cli
 from tests.support.leaks import assert_no_secrets
+from tests.support.notify import Receiver, webhook_receiver
 from tests.support.pitr import (
     ROWS,
     Scenario,
@@ -89,10 +90,13 @@ def run_pitr(
     backup_dir: Path | None = None,
     python: str | None = None,
     runbook: Path | None = None,
+    notify: Receiver | None = None,
 ) -> subprocess.CompletedProcess[str]:
     env = scenario_env(scenario, state, backup_dir)
     if runbook is not None:
         env["PRESKOOL_DR_RUNBOOK"] = str(runbook)
+    if notify is not None:
+        env["PRESKOOL_DR_NOTIFY_URLS"] = notify.url()
     args = pitr_args(scenario, target, data_dir, port, python)
     return run_cli(*args, *extra, env=env)
 
@@ -155,9 +159,20 @@ def test_pitr_recovers_exactly_the_rows_before_the_target(
 
     data_dir = new_data_dir(scenario, new_dirs)
     port = free_port()
-    result = run_pitr(scenario, tmp_path / "state", scenario.target, data_dir, port=port)
+    with webhook_receiver() as receiver:
+        result = run_pitr(
+            scenario, tmp_path / "state", scenario.target, data_dir, port=port, notify=receiver
+        )
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
+    # notified: the run started, then reached the target (nothing failed)
+    (started,) = receiver.of("pitr_started")
+    (finished,) = receiver.of("pitr_finished")
+    assert started["title"].startswith("preskool-dr point-in-time recovery started: run ")
+    assert f"recovery of {scenario.base_name} + archived WAL" in started["message"]
+    assert finished["title"].endswith(" DONE") and finished["type"] == "success"
+    assert "rpo_seconds: " in finished["message"] and str(data_dir) in finished["message"]
+    assert receiver.of("pitr_failed") == [] and len(receiver.posts) == 2
     for number, (step_id, _) in enumerate(STEPS, 1):
         assert f"step {number}/7  {step_id:<12} DONE" in out
     assert "RESULT DONE" in out and "RPO achieved:" in out
@@ -263,10 +278,17 @@ def test_damaged_segment_stops_the_recovery_clearly(
         handle.seek(8192 + 100)
         handle.write(b"\xff\xff\xff")
     data_dir = new_data_dir(scenario, new_dirs)
-    result = run_pitr(scenario, tmp_path / "s", scenario.target, data_dir, backup_dir=backups)
+    with webhook_receiver() as receiver:
+        result = run_pitr(
+            scenario, tmp_path / "s", scenario.target, data_dir, backup_dir=backups, notify=receiver
+        )
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
     assert f"{backups}/wal/{scenario.batch2_segment} fails its checksum" in out
+    (failed,) = receiver.of("pitr_failed")
+    assert failed["title"].startswith("preskool-dr point-in-time recovery FAILED: run ")
+    assert failed["message"].startswith("step replay failed: ") and failed["type"] == "failure"
+    assert len(receiver.of("pitr_started")) == 1 and receiver.of("pitr_finished") == []
     assert "the server stopped during recovery" in out and "nothing is running" in out
     assert "step 6/7  replay       FAILED" in out
     assert not (data_dir / "postmaster.pid").exists()

@@ -161,6 +161,23 @@ def test_without_settings_the_state_folder_is_under_the_job_users_home(
     assert unknown.returncode == 2 and "no-such-user-9f2c" in unknown.stderr
 
 
+def test_the_runbooks_state_dir_is_the_jobs_state_folder(
+    base_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A system install names its state folder in the runbook: the units may write there."""
+    runbook = tmp_path / "etc" / "runbook.yaml"
+    runbook.parent.mkdir()
+    runbook.write_text((REPO / "runbook.yaml").read_text() + f"state_dir: {tmp_path}/shared\n")
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    units = split_printed_units(
+        print_schedule("systemd", "--env-file", str(empty), runbook=str(runbook))
+    )
+    writable = shlex.split(units["preskool-dr-backup.service"]["Service"]["ReadWritePaths"])
+    assert f"-{tmp_path}/shared" in writable
+    assert not any(path.endswith("/.local/state/preskool-dr") for path in writable)
+
+
 def test_cron_file_holds_the_seed_schedule_in_utc(base_env: dict[str, str]) -> None:
     text = print_schedule("cron", runbook=base_env["PRESKOOL_DR_RUNBOOK"])
     lines = [line for line in text.splitlines() if line and not line.startswith("#")]

@@ -26,8 +26,9 @@ checks (the seed's alert table):
   backup_size     newest backup smaller than 1 MiB: WARNING
   s3_replication  newest backup missing from s3://$S3_BUCKET/preskool-backups/: WARNING
                   (no bucket configured: reported, not an alert)
-  restore_test    last restore-test failed or older than 8 days: WARNING
-                  (never run: reported, not an alert)
+  restore_test    last restore-test failed, older than 8 days, or none recorded in the
+                  state folder: WARNING (a system install shares one state folder,
+                  /var/lib/preskool-dr, so root's weekly restore-test counts for every user)
 Thresholds come from runbook.yaml `thresholds`.
 
 examples:
@@ -89,13 +90,17 @@ def _notify_change(ctx: Any, report: HealthReport) -> None:
         config = ctx.config
     except DrError:
         return  # no runbook, no notify settings: the UNKNOWN answer says why
+    send = notifier(config, sys.stderr)
     try:
         change = record_state(config.state_dir, report)
     except OSError as exc:
-        tagged("WARN", f"notify: cannot remember the check state: {exc}", sys.stderr)
+        # The monitoring user of a system install reads the shared state but may not write
+        # it: that matters only when there is someone to notify.
+        if send.enabled:
+            tagged("WARN", f"notify: cannot remember the check state: {exc}", sys.stderr)
         return
     if change is not None:
-        notifier(config, sys.stderr).send(change.notification(config.database.label))
+        send.send(change.notification(config.database.label))
 
 
 def _report(ctx: Any) -> HealthReport:

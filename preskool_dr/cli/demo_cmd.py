@@ -170,6 +170,8 @@ class _Guard:
         finally:
             for sig, handler in held.items():
                 signal.signal(sig, handler)
+        for line in self.sandbox.removed:
+            _say("STOP", line)
         for problem in problems:
             _say("WARN", problem)
 
@@ -188,7 +190,10 @@ def print_event(event: Event) -> None:
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     if args.stop:
-        problems = stop_sandbox(args.stop)
+        removed: list[str] = []
+        problems = stop_sandbox(args.stop, removed)
+        for line in removed:
+            tagged("STOP", line)
         for problem in problems:
             tagged("WARN", problem, sys.stderr)
         if not problems:
@@ -295,7 +300,11 @@ def kept(sandbox: Sandbox) -> str:
     env = sandbox.env
     program = shlex.quote(sys.argv[0]) if sys.argv[0].endswith("preskool-dr") else "preskool-dr"
     exports = "\n".join(f"  export {k}={shlex.quote(v)}" for k, v in env.items())
+    left = "\n".join(f"  - {part}" for part in sandbox.running())
     return f"""
+Left running (--keep), until you stop it:
+{left}
+
 The sandbox is still running (--keep). Its password and AWS keys are throwaway ones made
 for it, printed only because you asked to keep it:
   PGPASSWORD={shlex.quote(sandbox.password)} psql -h {sandbox.cluster.host} \
@@ -306,4 +315,5 @@ To use preskool-dr on it from another shell:
   {program} list
 
 Stop and remove it:  {program} demo --stop {shlex.quote(str(sandbox.dir))}
+(it stops PostgreSQL, the S3 endpoint and the stand-in app, and removes the folders above)
 """

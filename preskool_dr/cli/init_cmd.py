@@ -14,7 +14,9 @@ EPILOG = """\
 examples:
   sudo preskool-dr init
       a system install: /etc/preskool-dr/runbook.yaml, /etc/preskool-dr/preskool-dr.env
-      (mode 0600, for the secrets), /var/backups/preskool and /var/lib/preskool-dr
+      (mode 0600, for the secrets), /var/backups/preskool and /var/lib/preskool-dr (the
+      runbook's state_dir: one state for root's jobs and the monitoring user's `check`;
+      group preskool-dr, created when missing: usermod -aG preskool-dr nagios)
   preskool-dr init
       the same for your user: ~/.config/preskool-dr/, ~/.local/share/preskool-dr/backups,
       ~/.local/state/preskool-dr
@@ -36,7 +38,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="write a first runbook.yaml, a 0600 file for the secrets, and the folders",
         description="Set up this host: a commented runbook.yaml from the shipped template, "
         "an environment file for the secrets (mode 0600, next to the runbook), and the "
-        "backup and state folders (0750 for a system install, 0700 for a user).",
+        "backup and state folders (0750 for a system install, the state folder 2750 with group preskool-dr; 0700 for a user).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -59,8 +61,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=Path,
         metavar="DIR",
         help="state folder (journals, restore-test record, drill log) written into the "
-        ".env file (default: $PRESKOOL_DR_STATE_DIR, else /var/lib/preskool-dr as root, "
-        "else $XDG_STATE_HOME/preskool-dr)",
+        "runbook as state_dir, so every user of it shares one state (default: "
+        "$PRESKOOL_DR_STATE_DIR, else /var/lib/preskool-dr as root: group preskool-dr, "
+        "created when missing, mode 2750; else $XDG_STATE_HOME/preskool-dr)",
     )
     parser.add_argument(
         "--force", action="store_true", help="replace an existing runbook (kept as .bak)"
@@ -86,6 +89,7 @@ Next:
      S3 bucket and AWS keys: uncomment them in {layout.env_file}.
   3. Check it:        preskool-dr{use} config check
   4. First backup:    preskool-dr{use} backup      then   preskool-dr{use} restore-test
-  cron and systemd read {layout.env_file} (it names the runbook and the state folder)."""
+  cron and systemd read {layout.env_file} (it names the runbook; the runbook names the
+  state folder, {layout.state_dir}, for every user)."""
     )
     return 0

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from preskool_dr import __version__
+from preskool_dr.cli.completion import INSTALL_HELP, add_completion_option
 from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.settings import Config
@@ -70,9 +71,11 @@ def build_parser(modules: tuple[str, ...] = COMMAND_MODULES) -> argparse.Argumen
     parser = argparse.ArgumentParser(
         prog="preskool-dr",
         description=DESCRIPTION,
+        epilog=INSTALL_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"preskool-dr {__version__}")
+    add_completion_option(parser)
     parser.add_argument(
         "--runbook",
         type=Path,

@@ -12,9 +12,10 @@ from typing import TextIO
 
 from preskool_dr.cli.output import tagged
 from preskool_dr.core.base.events import Event, EventSink, Notice, StepChanged, StepStatus
-from preskool_dr.core.base.notify import Notification, Notifier
+from preskool_dr.core.base.notify import Notifier
 from preskool_dr.core.base.settings import Config
 from preskool_dr.core.restore.engine import Engine
+from preskool_dr.core.restore.notices import RestoreNotifications
 
 
 def notifier(config: Config, stream: TextIO | None = None) -> Notifier:
@@ -32,56 +33,19 @@ class RestoreNotices:
 
     def __init__(self, config: Config, forward: EventSink) -> None:
         self.notifier = notifier(config)
+        self.notifications = RestoreNotifications(self.notifier)
         self.forward = forward
         self.engine: Engine | None = None  # set once the run exists: its id names it
 
     def __call__(self, event: Event) -> None:
         self.forward(event)
         if isinstance(event, StepChanged) and event.status is StepStatus.FAILED:
-            state = self.engine.state if self.engine else None
-            self.notifier.send(
-                Notification(
-                    "restore_step_failed",
-                    f"run {state.run_id}" if state else "restore",
-                    f"step {event.number} ({event.title}) failed: {event.detail}",
-                    details={
-                        "run_id": state.run_id if state else None,
-                        "step": event.step_id,
-                        "target": state.target_label if state else None,
-                        "backup": state.backup.name if state and state.backup else None,
-                    },
-                )
-            )
+            self.notifications.step_failed(event, self.engine.state if self.engine else None)
 
     def started(self, engine: Engine, *, resumed: bool = False) -> None:
         self.engine = engine
-        state = engine.state
-        backup = state.backup.name if state.backup else "?"
-        again = "resumed: " if resumed else ""
-        self.notifier.send(
-            Notification(
-                "restore_started",
-                f"run {state.run_id}",
-                f"{again}{state.mode} of {backup} into {state.target_label}",
-                details={"run_id": state.run_id, "backup": backup, "operator": state.operator},
-            )
-        )
+        self.notifications.started(engine.state, resumed=resumed)
 
     def finished(self, engine: Engine, outcome: str) -> None:
         """`outcome`: the RESULT line's RTO and RPO text."""
-        state = engine.state
-        self.notifier.send(
-            Notification(
-                "restore_finished",
-                f"run {state.run_id} {state.result.upper()}",
-                f"result {state.result.upper()}: {outcome}",
-                level={"done": "success", "interrupted": "warning"}.get(state.result, "failure"),
-                details={
-                    "run_id": state.run_id,
-                    "backup": state.backup.name if state.backup else None,
-                    "target": state.target_label,
-                    "rto_seconds": round(state.rto_seconds),
-                    "rpo_seconds": None if state.rpo_seconds is None else round(state.rpo_seconds),
-                },
-            )
-        )
+        self.notifications.finished(engine.state, outcome)

@@ -11,6 +11,7 @@ from pathlib import Path
 import humanize
 
 from preskool_dr.cli.main import Context
+from preskool_dr.cli.notifying import notifier
 from preskool_dr.cli.output import (
     TtyProgress,
     add_log_format_option,
@@ -22,8 +23,9 @@ from preskool_dr.cli.output import (
 )
 from preskool_dr.cli.restore_cmd import add_sign_off_options, sign_off
 from preskool_dr.core.base.errors import Cancelled, DrError, UsageError
-from preskool_dr.core.base.events import Event, Progress
+from preskool_dr.core.base.events import Event, EventSink, Progress
 from preskool_dr.core.pitr.journal import journal_path, resume_command
+from preskool_dr.core.pitr.notices import PitrNotices
 from preskool_dr.core.pitr.plan import RecoverableRange, recoverable_ranges
 from preskool_dr.core.pitr.request import PitrRequest, iso, parse_target
 from preskool_dr.core.pitr.run import PitrRun
@@ -116,7 +118,11 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if args.ranges:
         return _show_ranges(recoverable_ranges(config, on_event=print_event), args.json)
     cancel = threading.Event()
-    runner = _resumed(args, ctx, cancel) if args.resume else _new(args, ctx, cancel)
+    notices = PitrNotices(notifier(config), print_event)
+    runner = (
+        _resumed(args, ctx, cancel, notices) if args.resume else _new(args, ctx, cancel, notices)
+    )
+    notices.runner = runner
     request = runner.request
     say(
         f"point-in-time recovery to {iso(request.target)} into {runner.data_dir} "
@@ -127,6 +133,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     with cancel_on_signals(cancel):
         try:
             runner.run()
+            notices.finished()
         except Cancelled as exc:
             _summary(runner, exc)
             raise
@@ -141,7 +148,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     return 0 if passed else 1
 
 
-def _new(args: argparse.Namespace, ctx: Context, cancel: threading.Event) -> PitrRun:
+def _new(
+    args: argparse.Namespace, ctx: Context, cancel: threading.Event, on_event: EventSink
+) -> PitrRun:
     missing = [
         flag
         for flag, value in (
@@ -163,10 +172,12 @@ def _new(args: argparse.Namespace, ctx: Context, cancel: threading.Event) -> Pit
         operator=args.performed_by or "",
         drill=args.drill,
     )
-    return PitrRun(ctx.config, request, on_event=print_event, cancel=cancel)
+    return PitrRun(ctx.config, request, on_event=on_event, cancel=cancel)
 
 
-def _resumed(args: argparse.Namespace, ctx: Context, cancel: threading.Event) -> PitrRun:
+def _resumed(
+    args: argparse.Namespace, ctx: Context, cancel: threading.Event, on_event: EventSink
+) -> PitrRun:
     """The journal holds what was asked: options that would change it are refused."""
     given = [
         flag
@@ -185,7 +196,7 @@ def _resumed(args: argparse.Namespace, ctx: Context, cancel: threading.Event) ->
             f"--resume takes its settings from the run's journal: drop {', '.join(given)}"
         )
     return PitrRun.resume(
-        ctx.config, args.resume, args.confirm or "", on_event=print_event, cancel=cancel
+        ctx.config, args.resume, args.confirm or "", on_event=on_event, cancel=cancel
     )
 
 

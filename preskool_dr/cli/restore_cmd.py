@@ -8,8 +8,6 @@ import threading
 from datetime import datetime
 from pathlib import Path
 
-import humanize
-
 from preskool_dr.cli.main import Context
 from preskool_dr.cli.notifying import RestoreNotices, notifier
 from preskool_dr.cli.output import (
@@ -30,7 +28,8 @@ from preskool_dr.core.drill import record as drill
 from preskool_dr.core.drill import signing
 from preskool_dr.core.restore.engine import Engine, RunOptions
 from preskool_dr.core.restore.journal import Journal, parse_time
-from preskool_dr.core.restore.report import build_report, clock, to_markdown
+from preskool_dr.core.restore.notices import outcome_text
+from preskool_dr.core.restore.report import build_report, to_markdown
 from preskool_dr.core.storage import catalog
 
 EPILOG = """\
@@ -277,19 +276,10 @@ def print_event(event: Event) -> None:
 def _summary(engine: Engine) -> str:
     """Print the RESULT lines; return their RTO and RPO text (for the notification)."""
     state = engine.state
-    config = engine.config
-    target = config.thresholds.rto_minutes * 60
-    rto = state.rto_seconds
-    rto_text = f"RTO {clock(rto)} of {clock(target)} target ({rto / target:.0%})"
-    rpo = state.rpo_seconds
-    rpo_text = (
-        f"RPO {humanize.precisedelta(rpo, minimum_unit='minutes', format='%0.0f')} of "
-        f"{config.thresholds.rpo_hours:g} h"
-        if rpo is not None
-        else "RPO unknown (no backup chosen)"
-    )
+    rto, rpo = state.rto_seconds, state.rpo_seconds
+    outcome = outcome_text(state, engine.config.thresholds)
     say(
-        f"RESULT {state.result.upper()}  run {state.run_id}  {rto_text}  {rpo_text}",
+        f"RESULT {state.result.upper()}  run {state.run_id}  {outcome}",
         event="result",
         level="ok" if state.result == "done" else "error",
         run_id=state.run_id,
@@ -302,7 +292,7 @@ def _summary(engine: Engine) -> str:
         say(
             f"       resume: preskool-dr restore --resume {state.run_id} --confirm {state.target_db}"
         )
-    return f"{rto_text}  {rpo_text}"
+    return outcome
 
 
 def _report(config: Config, run_id: str, form: str) -> int:

@@ -37,8 +37,8 @@ examples:
   preskool-dr restore-test s3://preskool-prod-backups/preskool-backups/preskool-backup-20260220_020000.sql.gz
   preskool-dr restore-test --json            machine-readable: ok, backup, checks[], seconds
 
-cron (weekly, after the Sunday backup):
-  30 3 * * 0  preskool-dr restore-test >> /var/log/preskool-restore-test.log 2>&1
+cron (the seed's schedule: Sunday 03:00 UTC, after the weekly backup at 01:00; CRON_TZ=UTC):
+  0 3 * * 0  preskool-dr restore-test >> /var/log/preskool-restore-test.log 2>&1
 
 Needs DB_HOST/DB_PORT/DB_USER and PGPASSWORD for a role that may create and drop
 databases (database.admin_user, normally postgres). Exit 0 passed, 1 failed,

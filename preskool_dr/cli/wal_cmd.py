@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from preskool_dr.core.backup.wal.alert import clear_push_failure, notify_push_failure
 from preskool_dr.core.backup.wal.fetch import WalMissing, fetch
 from preskool_dr.core.backup.wal.push import push
 from preskool_dr.core.backup.wal.settings import WalSettings
@@ -37,6 +38,9 @@ Copies the segment into BACKUP_DIR/wal/<name> (temp file, fsync, read back, .md5
 sidecar, rename), then uploads it to S3 with Content-MD5 and checks what S3 stored.
 Pushing the same segment again succeeds; different content under an archived name is
 refused. Exit 0 archived, 1 not archived (PostgreSQL keeps the segment and retries).
+With PRESKOOL_DR_NOTIFY_URLS in that environment (Apprise URLs, comma-separated), a
+failure sends wal_push_failed: once, again hourly while it lasts, and anew after a push
+has succeeded (the mark: BACKUP_DIR/wal/.push-failure-notified).
 """
 
 FETCH_EPILOG = f"""\
@@ -79,7 +83,9 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         try:
             push(args.path, settings)
         except DrError as exc:  # whatever the cause, PostgreSQL keeps the segment and retries
+            notify_push_failure(settings, args.path.name, str(exc))
             raise DrError(str(exc), exit_code=1) from None
+        clear_push_failure(settings)
         return 0
     try:
         result = fetch(args.name, args.dest, settings)

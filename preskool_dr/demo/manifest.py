@@ -40,21 +40,46 @@ def write_manifest(
     files.atomic_write(folder / MANIFEST, (json.dumps(data, indent=2) + "\n").encode())
 
 
-def remove_cluster(cluster: Cluster) -> list[str]:
+def describe_cluster(cluster: Cluster) -> str:
+    return f"the private PostgreSQL on {cluster.host}:{cluster.port} (data in {cluster.data_dir})"
+
+
+def describe_folder(folder: Path) -> str:
+    return f"the sandbox folder {folder} (runbook, backups, state, drill key)"
+
+
+def remove_cluster(cluster: Cluster, removed: list[str]) -> list[str]:
+    """Stop and delete `cluster`; returns problems, and notes what went in `removed`."""
     try:
         cluster.remove()
     except (DrError, OSError) as exc:
         return [f"PostgreSQL in {cluster.data_dir} may still run: {exc}"]
     if cluster.is_running():
         return [f"PostgreSQL in {cluster.data_dir} is still running"]
+    removed.append(
+        f"stopped the private PostgreSQL ({cluster.host}:{cluster.port}) and removed "
+        f"{cluster.root} (its data directory)"
+    )
+    return []
+
+
+def remove_folder(folder: Path, removed: list[str]) -> list[str]:
+    if not folder.exists():
+        return []
+    shutil.rmtree(folder, ignore_errors=True)
+    if folder.exists():
+        return [f"could not remove all of {folder}: remove it by hand (rm -rf {folder})"]
+    removed.append(f"removed the temporary folder {folder} (runbook, backups, state, drill key)")
     return []
 
 
 # ---------------------------------------------------------------- `demo --stop DIR`
 
 
-def stop_sandbox(folder: Path) -> list[str]:
-    """Stop a sandbox left running by `demo --keep` (or a killed demo), from its manifest."""
+def stop_sandbox(folder: Path, removed: list[str] | None = None) -> list[str]:
+    """Stop a sandbox left running by `demo --keep` (or a killed demo), from its manifest;
+    returns problems. `removed` gets a line for each thing stopped or removed."""
+    removed = [] if removed is None else removed
     try:
         data = json.loads((folder / MANIFEST).read_text())
     except FileNotFoundError:
@@ -66,9 +91,13 @@ def stop_sandbox(folder: Path) -> list[str]:
         raise DrError(f"cannot read {folder / MANIFEST}: {exc}") from None
     problems: list[str] = []
     markers = {"app": "preskool_dr.demo.standin_app", "s3": "moto.server"}
+    what = {"app": "the stand-in app (pid {})", "s3": "the S3 endpoint (moto, pid {})"}
     for name, pid in (data.get("pids") or {}).items():
         if isinstance(pid, int) and name in markers:
-            problems += _stop_process_group(pid, markers[name])
+            trouble = _stop_process_group(pid, markers[name])
+            problems += trouble
+            if not trouble:
+                removed.append("stopped " + what[name].format(pid))
     info = data.get("cluster")
     if info:
         cluster = Cluster(
@@ -79,8 +108,8 @@ def stop_sandbox(folder: Path) -> list[str]:
             password="",
             run_as=info.get("run_as"),
         )
-        problems += remove_cluster(cluster)
-    shutil.rmtree(folder, ignore_errors=True)
+        problems += remove_cluster(cluster, removed)
+    problems += remove_folder(folder, removed)
     return problems
 
 

@@ -44,7 +44,13 @@ from preskool_dr.core.storage import catalog
 from preskool_dr.demo import standin_app
 from preskool_dr.demo.backups import take_backups
 from preskool_dr.demo.cluster import Cluster, create_cluster
-from preskool_dr.demo.manifest import remove_cluster, write_manifest
+from preskool_dr.demo.manifest import (
+    describe_cluster,
+    describe_folder,
+    remove_cluster,
+    remove_folder,
+    write_manifest,
+)
 from preskool_dr.demo.seed import seed_database
 
 # Measured on a 2-core machine: scale 0.5 gives a ~4 MB gzip backup (5,000 students,
@@ -86,6 +92,8 @@ class Sandbox:
     s3_port: int | None = None
     app: standin_app.StandinServer | None = None
     records: list[catalog.BackupRecord] = field(default_factory=list)  # newest first
+    # what stop() stopped and removed, one line each, for the demo's last words
+    removed: list[str] = field(default_factory=list)
 
     @classmethod
     def create(cls, parent: Path | None = None) -> Sandbox:
@@ -342,19 +350,39 @@ class Sandbox:
 
     # ------------------------------------------------------------ stopping
 
+    def running(self) -> list[str]:
+        """What this sandbox has started and made, one line each (what --keep leaves)."""
+        parts = []
+        if self.cluster is not None:
+            parts.append(describe_cluster(self.cluster))
+        if self.s3_proc is not None:
+            parts.append(f"the S3 endpoint (moto) at {self.s3_url}, pid {self.s3_proc.pid}")
+        if self.app is not None:
+            parts.append(f"the stand-in app at {self.app.url}, pid {self.app.proc.pid}")
+        if self.dir.exists():
+            parts.append(describe_folder(self.dir))
+        return parts
+
     def stop(self) -> list[str]:
-        """Stop all that runs and delete the files; returns problems (never raises them)."""
+        """Stop all that runs and delete the files; returns problems (never raises them).
+        `removed` says what was stopped and removed."""
         problems: list[str] = []
         if self.app is not None:
             self.app.stop()
+            self.removed.append(
+                f"stopped the stand-in app ({self.app.url}, pid {self.app.proc.pid})"
+            )
             self.app = None
         if self.s3_proc is not None:
             procs.terminate(self.s3_proc)
+            self.removed.append(
+                f"stopped the S3 endpoint (moto, {self.s3_url}, pid {self.s3_proc.pid})"
+            )
             self.s3_proc = None
         if self.cluster is not None:
-            problems += remove_cluster(self.cluster)
+            problems += remove_cluster(self.cluster, self.removed)
             self.cluster = None
-        shutil.rmtree(self.dir, ignore_errors=True)
+        problems += remove_folder(self.dir, self.removed)
         return problems
 
 

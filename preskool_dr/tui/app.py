@@ -28,9 +28,11 @@ from textual.screen import ModalScreen
 from textual.worker import WorkerCancelled, WorkerFailed
 
 from preskool_dr.core.base.events import StepStatus, utcnow
+from preskool_dr.core.base.notify import Notifier
 from preskool_dr.core.base.settings import Config
 from preskool_dr.core.pitr.run import PitrRun
 from preskool_dr.core.restore.engine import Engine
+from preskool_dr.core.restore.notices import RestoreNotifications
 from preskool_dr.tui.hang_up import (
     EXIT_DONE,
     EXIT_FAILED,
@@ -105,6 +107,12 @@ class DrApp(RunWorkerApp):
         # runs. Read from the worker's thread, so set before the work starts.
         self._events_to: MessagePump | None = None
         self.waiting_toasts: list[Toast] = []  # warnings that came while a dialog was open
+        # A delivery that fails is a warning in the log, like any other Notice.
+        self.notices = RestoreNotifications(
+            Notifier.from_config(config, on_event=self.post_engine_event)
+        )
+        self._notified = set()
+        self._pitr_notices = None
 
     def get_default_screen(self) -> ChecklistScreen:
         return ChecklistScreen(self)
@@ -200,6 +208,8 @@ class DrApp(RunWorkerApp):
 
     def _close_engine(self) -> None:
         if self.engine is not None:
+            if self.engine.state.result in ("failed", "interrupted"):
+                self._notify_finished()  # the operator left it unfinished: say so
             self.engine.close()
 
     def _catch_stop_signals(self) -> None:

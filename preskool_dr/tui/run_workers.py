@@ -13,12 +13,14 @@ from textual.message_pump import MessagePump
 from textual.worker import Worker, WorkerState
 
 from preskool_dr.core.base.errors import DrError, UsageError
-from preskool_dr.core.base.events import Event, Progress, StepStatus
+from preskool_dr.core.base.events import Event, Progress, StepChanged, StepStatus
 from preskool_dr.core.base.settings import Config
+from preskool_dr.core.pitr.notices import PitrNotices
 from preskool_dr.core.pitr.request import PitrRequest
 from preskool_dr.core.pitr.run import PitrRun
 from preskool_dr.core.restore.engine import Engine, RunOptions
 from preskool_dr.core.restore.journal import Journal
+from preskool_dr.core.restore.notices import RestoreNotifications, outcome_text
 from preskool_dr.core.storage import catalog
 from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.core.storage.fetch import request_restore
@@ -56,6 +58,10 @@ class RunWorkerApp(NoticeApp):
     # Where the engine's events go: the checklist, or the PITR screen while a recovery
     # runs. Read from the worker's thread, so set before the work starts.
     _events_to: MessagePump | None
+    # The same restore notifications as the CLI's (start, a failed step, the end).
+    notices: RestoreNotifications
+    _notified: set[tuple[str, str]]  # (run_id, "started"/"finished")
+    _pitr_notices: PitrNotices | None  # the recovery under way's
 
     @property
     def target_db(self) -> str:
@@ -84,8 +90,9 @@ class RunWorkerApp(NoticeApp):
         )
         # The engine exists (and holds the target's lock) before the backup is identified,
         # so a bad backup leaves a run the operator can fix by choosing another one.
-        self.engine = Engine.start(self.config, options, on_event=self.post_engine_event)
+        self.engine = Engine.start(self.config, options, on_event=self.restore_event)
         self.engine.choose_backup(spec)
+        self._notify_started()
         return RunOpened()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine", name="resume")
@@ -94,19 +101,23 @@ class RunWorkerApp(NoticeApp):
         reason = why_not_resumable(state, self.config, drill=self.drill, target_db=self.target_db)
         if reason:  # the offer lists none of these: this guards every other way in
             raise UsageError(f"{reason}: not resumed here")
-        self.engine = Engine.resume(self.config, run_id, on_event=self.post_engine_event)
+        self.engine = Engine.resume(self.config, run_id, on_event=self.restore_event)
+        self._notify_started(resumed=True)
         return RunResumed()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine", name="choose")
     def choose_backup(self, spec: str) -> RunOpened:
         assert self.engine is not None
         self.engine.choose_backup(spec)
+        self._notify_started()  # the first backup chosen may have been refused
         return RunOpened()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine", name="step")
     def run_engine_step(self, step_id: str, confirmation: str | None = None) -> StepFinished:
         assert self.engine is not None
         record = self.engine.run_step(step_id, confirmation=confirmation, cancel=self.cancel)
+        if self.engine.state.finished:
+            self._notify_finished()
         return StepFinished(record)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine", name="drop-aside")
@@ -119,6 +130,8 @@ class RunWorkerApp(NoticeApp):
     def rollback_run(self, name: str) -> RunChanged:
         assert self.engine is not None
         self.engine.rollback(name)
+        if self.engine.state.finished:
+            self._notify_finished()
         return RunChanged()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="preview", name="preview")
@@ -149,7 +162,10 @@ class RunWorkerApp(NoticeApp):
         """A point-in-time recovery in the engine's worker group, with a fresh cancel event
         (q and a hang-up stop it like a step); UsageError when the request is refused."""
         self.cancel = threading.Event()
-        runner = PitrRun(self.config, request, on_event=self.post_engine_event, cancel=self.cancel)
+        notices = PitrNotices(self.notices.notifier, self.post_engine_event)
+        runner = PitrRun(self.config, request, on_event=notices, cancel=self.cancel)
+        notices.runner = runner
+        self._pitr_notices = notices
         self.pitr_run = runner
         self._events_to = self.pitr_screen()
         self.freeze_heap_soon()
@@ -159,7 +175,10 @@ class RunWorkerApp(NoticeApp):
     @work(thread=True, exclusive=True, exit_on_error=False, group="engine", name="pitr")
     def run_pitr(self, runner: PitrRun) -> PitrEnded:
         try:
-            return PitrEnded(runner.run(), None)
+            state = runner.run()
+            if self._pitr_notices is not None and self._pitr_notices.runner is runner:
+                self._pitr_notices.finished()
+            return PitrEnded(state, None)
         except DrError as exc:
             return PitrEnded(runner.state, exc)
         except Exception as exc:  # shown on the PITR screen like any failed step
@@ -168,6 +187,33 @@ class RunWorkerApp(NoticeApp):
 
     def pitr_screen(self) -> PitrScreen | None:
         return next((s for s in reversed(self.screen_stack) if isinstance(s, PitrScreen)), None)
+
+    def restore_event(self, event: Event) -> None:
+        """The restore engine's callback: posted like every engine event, and a failed step
+        is notified (from the worker's thread, like the CLI does it)."""
+        self.post_engine_event(event)
+        if isinstance(event, StepChanged) and event.status is StepStatus.FAILED:
+            self.notices.step_failed(event, self.engine.state if self.engine else None)
+
+    def _notify_started(self, *, resumed: bool = False) -> None:
+        """Once per run and session: the run exists and its backup is chosen (or resumed)."""
+        if self.engine is None or (resumed is False and self.engine.state.backup is None):
+            return
+        key = (self.engine.state.run_id, "started")
+        if key not in self._notified:
+            self._notified.add(key)
+            self.notices.started(self.engine.state, resumed=resumed)
+
+    def _notify_finished(self) -> None:
+        """Once per run: done or rolled back, or left failed/interrupted when the TUI
+        closes after it started here."""
+        if self.engine is None:
+            return
+        state = self.engine.state
+        key = (state.run_id, "finished")
+        if key not in self._notified and (state.run_id, "started") in self._notified:
+            self._notified.add(key)
+            self.notices.finished(state, outcome_text(state, self.config.thresholds))
 
     def post_engine_event(self, event: Event) -> None:
         """The engine's callback, called from the worker's thread: post, never touch widgets."""

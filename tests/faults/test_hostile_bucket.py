@@ -43,7 +43,7 @@ from preskool_dr.core.storage.fetch import discard_download, fetch_backup
 from preskool_dr.core.storage.layout import companion_path, meta_path
 from preskool_dr.core.storage.meta import BackupMeta, read_meta, write_meta
 from tests.support.backups import fabricate
-from tests.support.checks import assert_says, check_line, the_error
+from tests.support.checks import assert_says, check_line, restore_test_passed, the_error
 from tests.support.child import Child
 from tests.support.cli import HANG_GUARD, cli_argv, run
 from tests.support.leaks import AWS_SECRET, assert_no_secrets
@@ -429,6 +429,7 @@ def test_check_warns_about_a_backup_dir_others_can_enter(base_env: dict[str, str
     folder and `chmod 700 DIR`; made private again, the warning is gone."""
     check_env = Path(base_env["BACKUP_DIR"])
     fabricate(check_env, hours=2)
+    restore_test_passed(Path(base_env["PRESKOOL_DR_STATE_DIR"]))
     for open_mode in (0o755, 0o711):
         check_env.chmod(open_mode)
         result = cli("check")

@@ -77,3 +77,21 @@ def check_line(lines: list[str], name: str) -> str:
     """`preskool-dr check`'s line for the check `name` (after the summary line)."""
     (line,) = [ln for ln in lines[1:] if re.match(rf"\w+ +{name}: ", ln)]
     return line
+
+
+def restore_test_passed(state_dir: Path | None = None, hours_ago: float = 1.0) -> Path:
+    """A restore test that passed `hours_ago` recorded in `state_dir` (default: the
+    environment's PRESKOOL_DR_STATE_DIR), for `check` cases about something else: without
+    one, `check` warns that no restore test was ever recorded."""
+    from datetime import timedelta
+
+    from preskool_dr.core.base.events import utcnow
+    from preskool_dr.core.restore.test_record import record_restore_test_result
+
+    return record_restore_test_result(
+        state_dir or Path(os.environ["PRESKOOL_DR_STATE_DIR"]),
+        ok=True,
+        backup="preskool-backup-fixture.sql.gz",
+        detail="recorded by the test",
+        finished_at=utcnow() - timedelta(hours=hours_ago),
+    )

@@ -92,3 +92,44 @@ def without_dac_override() -> list[str]:
         pytest.skip("running as root without setpriv: permission bits cannot be enforced")
     caps = "-dac_override,-dac_read_search"
     return [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}", "--"]
+
+
+def run_cli_as(
+    uid: int, gid: int, groups: list[int], *args: str, env: Mapping[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """`python -m preskool_dr ARGS` as another OS user: see run_python_as."""
+    return run_python_as(uid, gid, groups, "-m", "preskool_dr", *args, env=env)
+
+
+def run_python_as(
+    uid: int, gid: int, groups: list[int], *args: str, env: Mapping[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """`python ARGS` as another OS user (root only; skips otherwise), run from `/` by the
+    system's Python 3.11+ on this checkout and the venv's packages: the venv's own
+    interpreter may live where that user cannot reach (under /root). `groups` are the
+    supplementary groups (a monitoring user in `preskool-dr`, or none)."""
+    import sysconfig
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a command as another user")
+    setpriv = shutil.which("setpriv")
+    python = shutil.which("python3", path="/usr/bin:/usr/local/bin:/bin")
+    if setpriv is None or python is None:
+        pytest.skip("needs setpriv and a system python3 to run as another user")
+    version = subprocess.run(
+        [python, "-c", "import sys; print(sys.version_info >= (3, 11))"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if version.stdout.strip() != "True":
+        pytest.skip(f"{python} is older than Python 3.11")
+    checkout = Path(__file__).resolve().parents[2]
+    packages = sysconfig.get_paths()["purelib"]
+    user = [f"--reuid={uid}", f"--regid={gid}"]
+    user.append(f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups")
+    return run(
+        [setpriv, *user, "--", python, *args],
+        {**env, "PYTHONPATH": f"{checkout}:{packages}", "HOME": "/nonexistent"},
+        cwd="/",
+    )

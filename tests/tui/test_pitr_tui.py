@@ -35,6 +35,7 @@ from preskool_dr.tui.screens.incident_time import IncidentTimeScreen
 from preskool_dr.tui.screens.pitr import PitrScreen, StopRecoveryScreen
 from preskool_dr.tui.widgets.pitr_ranges import seconds, span, whole_seconds
 from tests.support.leaks import assert_no_secrets
+from tests.support.notify import webhook_receiver
 from tests.support.pitr import (
     ROWS,
     Scenario,
@@ -288,7 +289,8 @@ def test_a_failed_recovery_makes_the_tui_exit_1(
     new_dirs: list[Path],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Contract: the TUI exits 1 when a step failed, a PITR step too."""
+    """Contract: the TUI exits 1 when a step failed, a PITR step too; the recovery's start
+    and its failed step are notified as the CLI's `pitr` does."""
     backups = copy_backups(scenario, "tui-badbase")
     tar = backups / scenario.base_name / "base.tar.gz"
     with tar.open("r+b") as handle:
@@ -296,10 +298,17 @@ def test_a_failed_recovery_makes_the_tui_exit_1(
         handle.write(b"\x00\x01\x02\x03")
     monkeypatch.setenv("BACKUP_DIR", str(backups))
     data_dir = new_data_dir(scenario, new_dirs)
-    app = DrApp(load_config(), server_python=scenario.python)
-    asyncio.run(fail_from_the_tui(app, data_dir))
+    with webhook_receiver() as receiver:
+        monkeypatch.setenv("PRESKOOL_DR_NOTIFY_URLS", receiver.url())
+        app = DrApp(load_config(), server_python=scenario.python)
+        asyncio.run(fail_from_the_tui(app, data_dir))
     assert app.return_code == 1
     assert not data_dir.exists()
+    (started,) = receiver.of("pitr_started")
+    (failed,) = receiver.of("pitr_failed")
+    assert f"recovery of {scenario.base_name} + archived WAL" in started["message"]
+    assert failed["message"].startswith("step fetch failed: ")
+    assert receiver.of("pitr_finished") == []
 
 
 async def fail_from_the_tui(app: DrApp, data_dir: Path) -> None:

@@ -468,5 +468,6 @@ def _apply_env(parsed: RunbookFile, path: Path, env: typing.Mapping[str, str]) -
         notify=parsed.notify,
         encryption=encryption,
         steps=parsed.steps,
-        state_dir=Path(explicit_state) if explicit_state else state_dir(),
+        state_dir=Path(explicit_state) if explicit_state else parsed.state_dir or state_dir(),
+        runbook_state_dir=parsed.state_dir,
     )

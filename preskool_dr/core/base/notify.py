@@ -47,6 +47,10 @@ EVENTS: dict[str, tuple[str, str]] = {
     "restore_finished": ("restore finished", "info"),
     "drill_signed": ("drill signed", "info"),
     "drill_recorded": ("drill recorded, unsigned", "warning"),
+    "pitr_started": ("point-in-time recovery started", "info"),
+    "pitr_failed": ("point-in-time recovery FAILED", "failure"),
+    "pitr_finished": ("point-in-time recovery finished", "success"),
+    "wal_push_failed": ("WAL archiving FAILED", "failure"),
 }
 
 

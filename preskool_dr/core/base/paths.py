@@ -12,6 +12,10 @@ from pathlib import Path
 from preskool_dr.core.base.errors import DrError, VerificationError
 
 PRIVATE_DIR_MODE = 0o700  # backups and journals hold the whole database, hostnames, operators
+# A state folder shared with its group (a system install: root, group preskool-dr, 2750):
+# what `check` run as the monitoring user must read is written group-readable, never more.
+SHARED_DIR_MODE = 0o750
+SHARED_FILE_MODE = 0o640
 
 
 def state_dir() -> Path:
@@ -23,9 +27,24 @@ def state_dir() -> Path:
     return Path(xdg) / "preskool-dr"
 
 
-def ensure_private_dir(path: Path) -> Path:
+def state_modes(state: Path) -> tuple[int, int]:
+    """(folder mode, file mode) for what is written into the state folder `state`: 0750 and
+    0640 when the folder is shared with its group (its group may read and enter it, others
+    nothing: `init` as root makes it so), else 0700 and 0600."""
+    try:
+        mode = state.stat().st_mode
+    except OSError:
+        return PRIVATE_DIR_MODE, 0o600
+    if mode & 0o050 == 0o050 and not mode & 0o007:
+        return SHARED_DIR_MODE, SHARED_FILE_MODE
+    return PRIVATE_DIR_MODE, 0o600
+
+
+def ensure_private_dir(path: Path, mode: int = PRIVATE_DIR_MODE) -> Path:
     """Create `path` and every missing folder above it with mode 0700 (`mkdir -p` gives the
-    parents the umask's mode, often 0755). Folders that exist are left as they are."""
+    parents the umask's mode, often 0755), or `mode` (0750 in a shared state folder: set
+    whatever the umask, keeping the set-group-ID bit a folder inherits from its parent, so
+    its files stay in the shared group). Folders that exist are left as they are."""
     missing: list[Path] = []
     folder = path
     while not folder.is_dir():
@@ -35,10 +54,13 @@ def ensure_private_dir(path: Path) -> Path:
         folder = folder.parent
     for folder in reversed(missing):
         try:
-            folder.mkdir(mode=PRIVATE_DIR_MODE)
+            folder.mkdir(mode=mode)
         except FileExistsError:
             if not folder.is_dir():
                 raise
+            continue
+        if mode != PRIVATE_DIR_MODE:
+            os.chmod(folder, mode | (folder.stat().st_mode & stat.S_ISGID))
     return path
 
 
@@ -97,17 +119,24 @@ def secure_state_subdir(path: Path) -> Path:
 
 
 def secure_dir(path: Path, *, follow_symlink: bool) -> Path:
-    """Create `path` (0700) if missing; DrError unless it is a folder of this user that
-    group and others cannot write. The message says what is wrong and the command that
-    fixes it."""
+    """Create `path` (0700) if missing; DrError unless it is a folder of this user (or of
+    root: a system install's /var/lib/preskool-dr, shared read-only with a group) that group
+    and others cannot write. The message says what is wrong and the command that fixes it."""
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
     except FileExistsError:
         pass  # a file or a dangling symlink: reported below
     except OSError as exc:
+        shared = _root_shared(path.parent) if isinstance(exc, PermissionError) else False
+        fix = (
+            f"{path.parent} is root's, shared read-only with its group (a system install): "
+            "run this as root (sudo preskool-dr ...)"
+            if shared
+            else "create it (mode 0700, owned by this user)"
+        )
         raise DrError(
-            f"cannot create the state folder {path}: {exc.strerror} - create it (mode 0700, "
-            "owned by this user) or set PRESKOOL_DR_STATE_DIR to a folder of your own"
+            f"cannot create the state folder {path}: {exc.strerror} - {fix}, or set "
+            "PRESKOOL_DR_STATE_DIR to a folder of your own"
         ) from None
     try:
         info = path.stat() if follow_symlink else path.lstat()
@@ -128,7 +157,7 @@ def secure_dir(path: Path, *, follow_symlink: bool) -> Path:
             "PRESKOOL_DR_STATE_DIR to a folder of your own"
         )
     me = os.geteuid()
-    if info.st_uid != me:
+    if info.st_uid not in (me, 0):  # root can plant anything anywhere: trusting it costs nothing
         raise DrError(
             f"the state folder {path} belongs to {_user(info.st_uid)}, not to {_user(me)} who "
             "runs preskool-dr: its owner could plant files there (a symlink at a lock or "
@@ -142,6 +171,14 @@ def secure_dir(path: Path, *, follow_symlink: bool) -> Path:
             f"(a symlink at a lock or journal path); nothing was changed - fix: chmod 700 {path}"
         )
     return path
+
+
+def _root_shared(folder: Path) -> bool:
+    """`folder` is root's and this user is not root (a system install's state folder)."""
+    try:
+        return folder.stat().st_uid == 0 and os.geteuid() != 0
+    except OSError:
+        return False
 
 
 def open_private_file(path: Path, flags: int, what: str, *, own: bool = True) -> int:

@@ -111,7 +111,8 @@ def host_settings(
     """Settings for this host. The folders the jobs write are the ones the jobs will use:
     they see the environment file (`env_file`, default `environment_file()`), never the
     shell this runs in, so BACKUP_DIR and PRESKOOL_DR_STATE_DIR come from that file, then
-    the runbook, then the defaults (the state folder under the job user's home)."""
+    the runbook (backups.dir, state_dir), then the defaults (the state folder under the job
+    user's home)."""
     if check_every not in CHECK_INTERVALS:
         raise UsageError(
             f"the check interval must divide an hour evenly: one of {CHECK_INTERVALS} minutes"
@@ -127,13 +128,20 @@ def host_settings(
         found: Path | None = find_runbook(runbook, job_env)
     except ConfigError:
         found = None  # none anywhere yet (find_runbook never fails on an explicit path)
+    shared_state = None
     if found is not None:
-        backup_dir = load_config(found, job_env).backups.dir  # BACKUP_DIR wins there too
+        config = load_config(found, job_env)
+        backup_dir = config.backups.dir  # BACKUP_DIR wins there too
+        shared_state = config.runbook_state_dir
     else:
         backup_dir = Path(job_env.get("BACKUP_DIR") or BackupSettings().dir)
     explicit_state = job_env.get("PRESKOOL_DR_STATE_DIR")
     # what `paths.state_dir` gives the job: systemd and cron set no XDG_STATE_HOME
-    states = Path(explicit_state) if explicit_state else home / ".local/state/preskool-dr"
+    states = (
+        Path(explicit_state)
+        if explicit_state
+        else shared_state or home / ".local/state/preskool-dr"
+    )
     return Settings(
         executable=running_executable(),
         runbook=Path(os.path.abspath(runbook.expanduser())) if runbook else None,  # its link kept

@@ -195,6 +195,7 @@ class Config:
     restore: RestoreSettings = RestoreSettings()
     notify: NotifySettings = NotifySettings()
     encryption: EncryptionSettings = EncryptionSettings()
+    runbook_state_dir: Path | None = None  # the runbook's own `state_dir`, if it names one
 
     def step(self, step_id: str) -> StepText:
         for step in self.steps:
@@ -222,3 +223,7 @@ class RunbookFile:
     notify: NotifySettings = NotifySettings()
     encryption: EncryptionSettings = EncryptionSettings()
     steps: tuple[StepText, ...] = ()
+    # The state folder for everyone who uses this runbook (root's restore-test and the
+    # monitoring user's `check` alike); PRESKOOL_DR_STATE_DIR wins; None: the user's own
+    # $XDG_STATE_HOME/preskool-dr.
+    state_dir: Path | None = None

@@ -85,11 +85,15 @@ def effective_settings(
     steps = ", ".join(step.id for step in config.steps)
     result.append(Setting("steps", f"{len(config.steps)} steps: {steps}", *source("steps")))
     if env.get("PRESKOOL_DR_STATE_DIR"):
-        result.append(
-            Setting("state_dir", str(config.state_dir), "environment", "PRESKOOL_DR_STATE_DIR")
-        )
+        detail = "PRESKOOL_DR_STATE_DIR"
+        if "state_dir" in file_keys:  # others who read the runbook use another state
+            detail += (
+                f" (not the runbook's state_dir, line {file_keys['state_dir']}, which "
+                "`check` run by another user without it reads)"
+            )
+        result.append(Setting("state_dir", str(config.state_dir), "environment", detail))
     else:
-        result.append(Setting("state_dir", str(config.state_dir), "default"))
+        result.append(Setting("state_dir", str(config.state_dir), *source("state_dir")))
     for var, secret in ENVIRONMENT_ONLY:
         if env.get(var):
             shown = f"{MASK} (set)" if secret else mask_url_passwords(env[var])

@@ -2,9 +2,10 @@
 
 A system install (run as root) keeps everything where every role on the host finds it:
 /etc/preskool-dr for the runbook and the environment file, /var/backups/preskool for the
-backups and /var/lib/preskool-dr for the state, the folders readable by a `preskool-dr`
-group when that group exists (so `check` run as the monitoring user sees the restore-test
-record). A user install keeps it under the XDG folders, private to that user.
+backups and /var/lib/preskool-dr for the state, named in the runbook (`state_dir`, which
+every user of it reads) and readable by a `preskool-dr` group (created when missing), so
+`check` run as the monitoring user sees the record of the restore-test root ran. A user
+install keeps it under the XDG folders, private to that user.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import grp
 import os
 import re
 import shlex
+import shutil
 import typing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +23,7 @@ from pathlib import Path
 from preskool_dr import __version__
 from preskool_dr.core.base.errors import UsageError
 from preskool_dr.core.base.paths import state_dir
+from preskool_dr.core.base.procs import run_command
 from preskool_dr.core.base.runbook_file import runbook_search_path, shipped_runbook_path
 
 ENV_FILE_NAME = "preskool-dr.env"
@@ -31,6 +34,11 @@ RUNBOOK_MODE = 0o644  # no secrets in it; the monitoring user must read it
 ENV_FILE_MODE = 0o600  # passwords and keys
 # the template's backups.dir line, replaced by the folder init creates
 _BACKUP_DIR_LINE = re.compile(r"^(  dir: )/var/backups/preskool\b", re.MULTILINE)
+# the template's commented state_dir line, replaced by the state folder init creates
+_STATE_DIR_LINE = re.compile(r"^# (state_dir: )/var/lib/preskool-dr\b", re.MULTILINE)
+# A system state folder: root's, its group may read (the monitoring user is a member),
+# others nothing; set-group-ID, so what is written below it stays in that group.
+SYSTEM_STATE_MODE = 0o2750
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9._/+-]+")
 
 
@@ -50,6 +58,10 @@ class SiteLayout:
     @property
     def dir_mode(self) -> int:
         return 0o750 if self.system else 0o700
+
+    @property
+    def state_mode(self) -> int:
+        return SYSTEM_STATE_MODE if self.system else 0o700
 
 
 @dataclass
@@ -95,14 +107,23 @@ def default_layout(
     )
 
 
+def _yaml_path(folder: Path) -> str:
+    text = str(folder)
+    return text if _PLAIN_PATH.fullmatch(text) else '"' + text.replace('"', '\\"') + '"'
+
+
 def runbook_text(layout: SiteLayout, now: datetime | None = None) -> str:
-    """The shipped template with a header and backups.dir set to the folder init makes."""
+    """The shipped template with a header, backups.dir and state_dir set to the folders
+    init makes."""
     template = shipped_runbook_path().read_text(encoding="utf-8")
-    folder = str(layout.backup_dir)
-    value = folder if _PLAIN_PATH.fullmatch(folder) else '"' + folder.replace('"', '\\"') + '"'
+    value = _yaml_path(layout.backup_dir)
     text, replaced = _BACKUP_DIR_LINE.subn(lambda m: m.group(1) + value, template, count=1)
     if replaced != 1:
         raise AssertionError("the shipped runbook has no `  dir: /var/backups/preskool` line")
+    state = _yaml_path(layout.state_dir)
+    text, replaced = _STATE_DIR_LINE.subn(lambda m: m.group(1) + state, text, count=1)
+    if replaced != 1:
+        raise AssertionError("the shipped runbook has no `# state_dir: /var/lib/preskool-dr` line")
     stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
     header = (
         f"# Written by `preskool-dr init` on {stamp} (preskool-dr {__version__}).\n"
@@ -121,7 +142,9 @@ def env_file_text(layout: SiteLayout) -> str:
 # cron / a shell: set -a; . {shlex.quote(str(layout.env_file))}; set +a
 # These win over runbook.yaml. Never put a password in the runbook.
 PRESKOOL_DR_RUNBOOK={shlex.quote(str(layout.runbook))}
-PRESKOOL_DR_STATE_DIR={shlex.quote(str(layout.state_dir))}
+# The state folder is the runbook's state_dir ({layout.state_dir}), the same for every
+# user who reads the runbook; setting it here would give these jobs a state of their own.
+#PRESKOOL_DR_STATE_DIR=
 
 # Database passwords: best in a pgpass file (one line per role, so the admin role
 # `postgres` and the app role `preskool` can have different passwords), mode 0600:
@@ -162,7 +185,7 @@ def init_site(layout: SiteLayout, *, force: bool = False) -> InitReport:
             "with --force to replace it (the old file is kept as .bak), or with --path P to "
             "write somewhere else"
         )
-    group = _system_group() if layout.system else None
+    group = ensure_system_group(report) if layout.system else None
     config_dir = layout.runbook.parent
     if not config_dir.is_dir():
         config_dir.mkdir(parents=True, mode=0o755 if layout.system else 0o700)
@@ -181,42 +204,61 @@ def init_site(layout: SiteLayout, *, force: bool = False) -> InitReport:
             f"wrote {layout.env_file} (mode {ENV_FILE_MODE:04o}): secrets for cron and "
             "systemd, every secret line commented out"
         )
-    for what, folder in (("backup", layout.backup_dir), ("state", layout.state_dir)):
-        report.done.append(_make_folder(what, folder, layout.dir_mode, group))
+    report.done.append(_make_folder("backup", layout.backup_dir, layout.dir_mode, group))
+    report.done.append(_make_folder("state", layout.state_dir, layout.state_mode, group))
     if layout.system and group is None:
         report.notes.append(
             f"no `{SYSTEM_GROUP}` group: to let the monitoring user read the state, run "
             f"`groupadd --system {SYSTEM_GROUP}; chgrp {SYSTEM_GROUP} {layout.state_dir} "
-            f"{layout.backup_dir}` and add that user to the group"
+            f"{layout.backup_dir}; chmod 2750 {layout.state_dir}` and add that user to the group"
+        )
+    elif layout.system:
+        report.notes.append(
+            f"`check` run as another user (the monitoring one) reads the state when that user "
+            f"is in the `{SYSTEM_GROUP}` group: usermod -aG {SYSTEM_GROUP} nagios (or "
+            "prometheus, ...)"
         )
     return report
 
 
-def _system_group() -> int | None:
+def ensure_system_group(report: InitReport, name: str = SYSTEM_GROUP) -> int | None:
+    """The group `name`'s id, created (`groupadd --system`) when missing and we are root;
+    None when it cannot be had (then the report's note says what to run)."""
     try:
-        return grp.getgrnam(SYSTEM_GROUP).gr_gid
+        return grp.getgrnam(name).gr_gid
     except KeyError:
+        pass
+    groupadd = shutil.which("groupadd") or shutil.which("groupadd", path="/usr/sbin:/sbin")
+    if os.geteuid() != 0 or groupadd is None:
         return None
+    done = run_command([groupadd, "--system", name], timeout=60)
+    try:
+        gid = grp.getgrnam(name).gr_gid
+    except KeyError:
+        report.notes.append(f"groupadd --system {name} failed: {done.describe()}")
+        return None
+    report.done.append(f"created the system group {name} (gid {gid})")
+    return gid
 
 
 def _make_folder(what: str, folder: Path, mode: int, group: int | None) -> str:
     """Create `folder` with `mode` (parents: 0755 for a system folder, else 0700). One that
     exists keeps its mode and owner; the line says when group or others can write it."""
     if folder.is_dir():
-        current = folder.stat().st_mode & 0o777
+        current = folder.stat().st_mode & 0o7777
         warning = (
             f"; WARNING: group or others can write it, fix: chmod go-w {folder}"
             if current & 0o022
             else ""
         )
         return f"{what} folder {folder} exists (mode {current:04o}), left as it is{warning}"
-    folder.parent.mkdir(parents=True, exist_ok=True, mode=0o755 if mode == 0o750 else 0o700)
-    folder.mkdir(mode=mode)
-    os.chmod(folder, mode)  # mkdir's mode goes through the umask
+    folder.parent.mkdir(parents=True, exist_ok=True, mode=0o755 if mode & 0o050 else 0o700)
+    folder.mkdir(mode=mode & 0o777)
     owner = ""
     if group is not None:
         os.chown(folder, -1, group)
         owner = f", group {SYSTEM_GROUP}"
+    os.chmod(folder, mode)  # after chown, which clears set-group-ID; mkdir's goes via the umask
     return f"created the {what} folder {folder} (mode {mode:04o}{owner})"
 
 

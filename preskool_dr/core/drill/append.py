@@ -20,7 +20,7 @@ from preskool_dr import __version__
 from preskool_dr.core.base.errors import DrError, UsageError
 from preskool_dr.core.base.events import utcnow
 from preskool_dr.core.base.files import fsync_dir
-from preskool_dr.core.base.paths import ensure_private_dir
+from preskool_dr.core.base.paths import ensure_private_dir, state_modes
 from preskool_dr.core.base.safe_text import escape_control
 from preskool_dr.core.drill.entry import (
     ADDED_FIELDS,
@@ -203,8 +203,12 @@ def _locked_append(
     """Under the lock: read, refuse a torn tail, chain, sign, write once, fsync."""
     ensure_private_dir(path.parent)
     created = not path.exists()
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    # 0640 in a state folder shared with its group: `check` run as the monitoring user reads it
+    mode = state_modes(path.parent)[1]
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, mode)
     try:
+        if created:
+            os.fchmod(fd, mode)  # O_CREAT's mode went through the umask
         # Held while signing too: the signature covers prev_sha256, which another append
         # would change. Drills are rare, so a second appender waiting is fine.
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from preskool_dr.core.base.events import utcnow
 from preskool_dr.core.base.notify import Notification
-from preskool_dr.core.base.paths import ensure_private_dir
+from preskool_dr.core.base.paths import ensure_private_dir, state_modes
 from preskool_dr.core.monitor.check import HealthReport
 from preskool_dr.core.storage.checksum import atomic_write
 
@@ -49,7 +49,9 @@ def record_state(state_dir: Path, report: HealthReport) -> StateChange | None:
         return None
     record = {"state": after, "since": utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")}
     ensure_private_dir(state_dir)
-    atomic_write(path, (json.dumps(record, sort_keys=True) + "\n").encode(), mode=0o600)
+    atomic_write(
+        path, (json.dumps(record, sort_keys=True) + "\n").encode(), mode=state_modes(state_dir)[1]
+    )
     if before is None and after == "OK":
         return None
     return StateChange(before if isinstance(before, str) else None, after, report.summary)

@@ -13,7 +13,7 @@ from typing import Any
 from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.events import utcnow
 from preskool_dr.core.base.files import atomic_write
-from preskool_dr.core.base.paths import ensure_private_dir
+from preskool_dr.core.base.paths import ensure_private_dir, state_modes
 from preskool_dr.core.storage.meta import iso_utc
 
 RESTORE_TEST_FILE = Path("restore-test") / "last.json"
@@ -69,7 +69,9 @@ def record_restore_test_result(
     finished_at: datetime | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Replace `<state dir>/restore-test/last.json` atomically (mode 0600); returns its path.
+    """Replace `<state dir>/restore-test/last.json` atomically (mode 0600, 0640 in a state
+    folder shared with its group, so `check` run as the monitoring user reads it); returns
+    its path.
 
     `extra` adds fields (durations, table counts...) without overriding the four above.
     """
@@ -82,7 +84,8 @@ def record_restore_test_result(
         "detail": detail,
     }
     path = restore_test_path(state_dir)
-    ensure_private_dir(path.parent)
+    dir_mode, file_mode = state_modes(state_dir)
+    ensure_private_dir(path.parent, dir_mode)
     text = json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
-    atomic_write(path, text.encode(), mode=0o600)
+    atomic_write(path, text.encode(), mode=file_mode)
     return path
