@@ -5,6 +5,7 @@ errors go to stderr, which PostgreSQL copies into its log."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ from typing import Any
 from preskool_dr.core.backup.wal.alert import clear_push_failure, notify_push_failure
 from preskool_dr.core.backup.wal.fetch import WalMissing, fetch
 from preskool_dr.core.backup.wal.push import push
-from preskool_dr.core.backup.wal.settings import WalSettings
+from preskool_dr.core.backup.wal.settings import RECIPIENTS_ENV, WalSettings, push_recipients
+from preskool_dr.core.base.age import IDENTITY_ENV
 from preskool_dr.core.base.errors import DrError, UsageError
 
 # restore_command exit status 1 tells PostgreSQL "no such file": recovery ends there. A
@@ -24,7 +26,7 @@ ENVIRONMENT = """\
 environment (the database server's, as PostgreSQL runs these as its OS user):
   BACKUP_DIR   the archive is BACKUP_DIR/wal/ (default /var/backups/preskool)
   S3_BUCKET    also s3://$S3_BUCKET/wal/, with AWS_* (incl. AWS_ENDPOINT_URL) for access
-runbook.yaml is not read: set these in archive_command itself (see docs/PITR.md).
+runbook.yaml is not read for these: set them in archive_command itself (see docs/PITR.md).
 """
 
 PUSH_EPILOG = f"""\
@@ -41,6 +43,13 @@ refused. Exit 0 archived, 1 not archived (PostgreSQL keeps the segment and retri
 With PRESKOOL_DR_NOTIFY_URLS in that environment (Apprise URLs, comma-separated), a
 failure sends wal_push_failed: once, again hourly while it lasts, and anew after a push
 has succeeded (the mark: BACKUP_DIR/wal/.push-failure-notified).
+
+Encryption (docs/ENCRYPTION.md): {RECIPIENTS_ENV} (age recipients, comma-separated)
+or else `encryption.recipients` of the runbook found the usual way (--runbook,
+PRESKOOL_DR_RUNBOOK, ~/.config/preskool-dr/, /etc/preskool-dr/; only that key is
+read). Then the archive holds <name>.age (+ .md5 over the encrypted bytes, + .sha256
+of the clear segment) and nothing clear. Fails closed: a configured recipient that is
+unusable, or a runbook that exists but cannot be read, is exit 1 with nothing written.
 """
 
 FETCH_EPILOG = f"""\
@@ -49,7 +58,8 @@ recovery settings (preskool-dr pitr writes these itself):
 
 {ENVIRONMENT}
 Copies NAME from BACKUP_DIR/wal/ (else from S3) to DEST through a temp file, checked
-against its MD5. Exit 0 restored; 1 NAME is not in the archive (PostgreSQL reads that
+against its MD5; an encrypted <name>.age is decrypted on the way with --identity FILE
+or {IDENTITY_ENV} (a path readable by the server's OS user). Exit 0 restored; 1 NAME is not in the archive (PostgreSQL reads that
 as the end of the archive); {EXIT_ABORT_RECOVERY} NAME exists but is damaged or unreadable, which
 makes PostgreSQL stop the recovery instead of ending it early at that point.
 """
@@ -79,8 +89,12 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
     settings = WalSettings.from_env()
+    if ctx.identity is not None:
+        settings = dataclasses.replace(settings, identity=ctx.identity.expanduser().absolute())
     if args.command == "wal-push":
         try:
+            recipients, _ = push_recipients(ctx.runbook)
+            settings = dataclasses.replace(settings, recipients=recipients)
             push(args.path, settings)
         except DrError as exc:  # whatever the cause, PostgreSQL keeps the segment and retries
             notify_push_failure(settings, args.path.name, str(exc))

@@ -393,11 +393,12 @@ def _prune_wal(
         if segment is None or segment.number(size) >= limit:
             continue
         if local and item.local:
-            for path in (archive.directory / name, archive.directory / f"{name}.md5"):
-                path.unlink(missing_ok=True)
+            stored = item.local_file or name
+            for suffix in ("", ".md5", ".sha256"):  # .sha256: an encrypted one's clear digest
+                (archive.directory / f"{stored}{suffix}").unlink(missing_ok=True)
             removed += 1
         elif not local and item.s3 and archive.has_s3:
-            archive.s3.delete(name)
+            archive.s3.delete(item.s3_file or name)
             removed += 1
     return removed
 

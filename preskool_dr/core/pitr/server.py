@@ -20,6 +20,7 @@ import psycopg
 
 from preskool_dr.core.backup.wal.settings import WalSettings
 from preskool_dr.core.base import database, procs
+from preskool_dr.core.base.age import IDENTITY_ENV
 from preskool_dr.core.base.errors import DrError, UsageError
 from preskool_dr.core.base.events import EventSink, LogLine
 from preskool_dr.core.base.pgbin import find_pg_bin
@@ -76,6 +77,8 @@ def restore_command(python: str, settings: WalSettings) -> str:
     env = [f"BACKUP_DIR={shlex.quote(str(settings.backup_dir))}"]
     if settings.bucket:
         env.append(f"S3_BUCKET={shlex.quote(settings.bucket)}")
+    if settings.identity is not None:  # a path (the key stays in its file): encrypted WAL
+        env.append(f"{IDENTITY_ENV}={shlex.quote(str(settings.identity))}")
     return f"env {' '.join(env)} {shlex.quote(python)} -m preskool_dr wal-fetch %f %p"
 
 

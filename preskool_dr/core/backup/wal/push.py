@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from preskool_dr.core.backup.wal import crypt
 from preskool_dr.core.backup.wal.names import check_name
 from preskool_dr.core.backup.wal.s3 import NameTaken, get_chunks, head_object, object_md5, put_new
 from preskool_dr.core.backup.wal.settings import ARCHIVE_DIR_MODE, FILE_MODE, WalSettings
 from preskool_dr.core.backup.wal.temp_copy import file_chunks, file_md5, write_temp
-from preskool_dr.core.base import files
+from preskool_dr.core.base import age, files
 from preskool_dr.core.base.errors import DrError, VerificationError
 from preskool_dr.core.base.paths import ensure_private_dir, inside
 from preskool_dr.core.storage import checksum
@@ -40,8 +41,12 @@ def push(source: Path, settings: WalSettings) -> PushResult:
     already archived is refused (DrError): two clusters writing into one archive, or a
     damaged archive, must be looked at by a person, never overwritten. That holds for two
     pushes of one name at the same moment too: the copy is installed without replacing
-    anything (os.link locally, a conditional PUT in S3), so the loser compares instead."""
+    anything (os.link locally, a conditional PUT in S3), so the loser compares instead.
+
+    With `settings.recipients`, the archived file is `<name>.age` (see crypt.py); they are
+    parsed first, and an unusable one stops the push before anything is written."""
     name = check_name(source.name)
+    parsed = age.recipients(settings.recipients) if settings.recipients else None
     archive = settings.archive_dir
     try:
         ensure_private_dir(archive.parent)  # BACKUP_DIR, when the server is the first to write
@@ -49,6 +54,8 @@ def push(source: Path, settings: WalSettings) -> PushResult:
     except OSError as exc:
         raise _archive_error(archive, exc) from None
     final = inside(archive, name)
+    if parsed is not None and not final.exists():  # archived clear before: compared as such
+        return _push_encrypted(source, settings, parsed)
     try:
         if final.exists():
             md5 = file_md5(source)
@@ -62,6 +69,49 @@ def push(source: Path, settings: WalSettings) -> PushResult:
     repo = settings.repository
     remote = _push_s3(repo.s3, final, md5) if repo.has_s3 else None
     return PushResult(name, md5, local, remote)
+
+
+def _push_encrypted(source: Path, settings: WalSettings, recipients: list[Any]) -> PushResult:
+    name = source.name
+    final = inside(settings.archive_dir, crypt.stored_name(name))
+    try:
+        if final.exists():
+            sha256 = crypt.clear_sha256(source)
+            md5 = crypt.already_encrypted(sha256, final, FILE_MODE)
+            local = "already archived"
+        else:
+            md5, sha256, local = _encrypt_locally(source, final, recipients)
+    except OSError as exc:
+        if exc.filename == str(source):
+            raise DrError(f"cannot read {source}: {exc.strerror or exc}") from None
+        raise _archive_error(Path(exc.filename or final), exc) from None
+    repo = settings.repository
+    remote = _push_s3(repo.s3, final, md5, sha256) if repo.has_s3 else None
+    return PushResult(name, md5, local, remote)
+
+
+def _encrypt_locally(source: Path, final: Path, recipients: list[Any]) -> tuple[str, str, str]:
+    """Encrypt `source` into the archive as `final`: (md5, sha256, "archived" or "already
+    archived"). The clear digest and the md5 sidecar go in before the file, as in
+    `_archive_locally`; the loser of a race compares the clear digests."""
+    _remove_stale_temps(final)
+    tmp, md5, sha256 = crypt.encrypt_to_temp(source, final.parent, final.name, recipients)
+    try:
+        if file_md5(tmp) != md5:
+            raise VerificationError(
+                f"re-reading the encrypted copy of {source.name} in {final.parent} gave other "
+                "bytes than were written: check that disk (dmesg); PostgreSQL will retry"
+            )
+        tmp.chmod(FILE_MODE)
+        crypt.claim_digest(final, source.name, sha256, FILE_MODE)
+        if not final.exists():
+            checksum.write_sidecar(final, md5, mode=FILE_MODE)
+        if not files.install_new(tmp, final):
+            return crypt.already_encrypted(sha256, final, FILE_MODE), sha256, "already archived"
+        files.fsync_dir(final.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return md5, sha256, "archived"
 
 
 def _archive_error(path: Path, exc: OSError) -> DrError:
@@ -157,13 +207,16 @@ def _already_archived(md5: str, final: Path) -> str:
     return "already archived"
 
 
-def _push_s3(store: S3Store, path: Path, md5: str) -> str:
+def _push_s3(store: S3Store, path: Path, md5: str, sha256: str | None = None) -> str:
+    """Upload `path` as wal/<its name>; `sha256` (the clear segment's) for an encrypted one,
+    whose copies differ in bytes and are compared by it."""
     name = path.name
     head = head_object(store, name)
     if head is not None:
-        return _already_in_s3(store, name, head, md5)
+        return _already_in_s3(store, name, head, md5, sha256)
+    extra = {crypt.CLEAR_DIGEST_METADATA: sha256} if sha256 else None
     try:
-        put_new(store, path, md5)
+        put_new(store, path, md5, extra)
     except NameTaken:  # another server's push of this name landed between HEAD and PUT
         head = head_object(store, name)
         if head is None:
@@ -171,7 +224,7 @@ def _push_s3(store: S3Store, path: Path, md5: str) -> str:
                 f"{store.url(name)} was being written by another push at the same moment; "
                 "PostgreSQL will retry the segment"
             ) from None
-        return _already_in_s3(store, name, head, md5)
+        return _already_in_s3(store, name, head, md5, sha256)
     stored = head_object(store, name)
     if stored is None or object_md5(stored) != md5:
         raise VerificationError(
@@ -182,8 +235,20 @@ def _push_s3(store: S3Store, path: Path, md5: str) -> str:
     return "uploaded"
 
 
-def _already_in_s3(store: S3Store, name: str, head: Mapping[str, Any], md5: str) -> str:
-    """ "already in S3" when wal/<name> holds bytes with `md5`; DrError when other bytes."""
+def _already_in_s3(
+    store: S3Store, name: str, head: Mapping[str, Any], md5: str, sha256: str | None = None
+) -> str:
+    """ "already in S3" when wal/<name> holds bytes with `md5` (an encrypted one: the clear
+    segment with `sha256`); DrError when other bytes."""
+    if sha256 is not None:
+        recorded = str((head.get("Metadata") or {}).get(crypt.CLEAR_DIGEST_METADATA, ""))
+        if recorded != sha256:
+            raise DrError(
+                f"{store.url(name)} already exists holding another segment (clear sha256 "
+                f"{recorded or 'not recorded'}, local {sha256}): refusing to overwrite it; is "
+                "another cluster archiving into the same bucket?"
+            )
+        return "already in S3"
     remote = object_md5(head)
     if remote is None:  # uploaded by another tool (multipart): compare the bytes
         digest = checksum.md5_hasher()

@@ -65,7 +65,9 @@ class NameTaken(Exception):
     """A conditional PUT found the key already there (HTTP 412, or 409 for a concurrent one)."""
 
 
-def put_new(store: S3Store, path: Path, md5: str) -> None:
+def put_new(
+    store: S3Store, path: Path, md5: str, metadata: Mapping[str, str] | None = None
+) -> None:
     """PUT wal/<name> only if no object has that key (`If-None-Match: *`, which S3 checks
     atomically): the HEAD before it cannot stop two servers from both seeing no object."""
     import botocore.exceptions
@@ -74,7 +76,7 @@ def put_new(store: S3Store, path: Path, md5: str) -> None:
         "Bucket": store.bucket,
         "Key": store.prefix + path.name,
         "ContentMD5": base64.b64encode(bytes.fromhex(md5)).decode(),
-        "Metadata": {"md5": md5},
+        "Metadata": {**(metadata or {}), "md5": md5},
     }
     try:
         _put(store, path, {**args, "IfNoneMatch": "*"})
