@@ -3,6 +3,7 @@ in tmux (TUI, q, SIGHUP, Ctrl-C), each time checking that nothing it started sur
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -27,6 +28,8 @@ from preskool_dr.core.base.procs import run_command
 from preskool_dr.core.drill.signing import trust_root
 from preskool_dr.demo.backups import backup_plan
 from preskool_dr.demo.sandbox import BUCKET, DATABASE, Sandbox, environment
+from tests.support.age_keys import need_age
+from tests.support.cli import run_cli
 from tests.support.terminal import Tmux, alive, children, wait_gone
 
 REPO = Path(__file__).resolve().parent.parent
@@ -134,8 +137,14 @@ def test_sandbox_backups_are_local_and_in_s3_with_the_weekly_in_glacier(
     assert newest.kind == "daily"
     assert newest.locations == ["local", "s3"]
 
-    local = sorted(p.name for p in sandbox.backup_dir.glob("preskool-backup-*.sql.gz"))
+    local = sorted(p.name for p in sandbox.backup_dir.glob("preskool-backup-*.sql.gz*"))
+    local = [n for n in local if n.endswith((".sql.gz", ".sql.gz.age"))]
     assert len(local) == 4  # the old weekly is past its 30 days on disk
+    # the previous daily is encrypted to the sandbox's age key
+    encrypted = [r for r in sandbox.records if r.name.endswith(".sql.gz.age")]
+    assert [(r.kind, r.locations) for r in encrypted] == [("daily", ["local", "s3"])]
+    assert encrypted[0] is sandbox.records[2]  # after the newest daily and the pre-deploy
+    assert [n for n in local if n.endswith(".age")] == [encrypted[0].name]
     for name in local:
         md5_line = (sandbox.backup_dir / f"{name}.md5").read_text()
         assert re.fullmatch(rf"[0-9a-f]{{32}}  {re.escape(name)}\n", md5_line)
@@ -150,7 +159,7 @@ def test_sandbox_backups_are_local_and_in_s3_with_the_weekly_in_glacier(
     classes = {
         obj["Key"].removeprefix("preskool-backups/"): obj.get("StorageClass", "STANDARD")
         for obj in listing
-        if obj["Key"].endswith(".sql.gz")
+        if obj["Key"].endswith((".sql.gz", ".sql.gz.age"))
     }
     expected = {r.name: ("GLACIER" if r.kind == "weekly" else "STANDARD") for r in sandbox.records}
     pre_deploy = [r.name for r in sandbox.records if r.kind == "pre-deploy"]
@@ -161,6 +170,28 @@ def test_sandbox_backups_are_local_and_in_s3_with_the_weekly_in_glacier(
     assert oldest.kind == "weekly"
     assert oldest.locations == ["s3"]
     assert oldest.needs_restore
+
+
+def test_sandbox_encrypted_backup_decrypts_by_hand_and_restores_with_the_demo_identity(
+    sandbox: Sandbox,
+) -> None:
+    need_age()
+    (record,) = [r for r in sandbox.records if r.name.endswith(".age")]
+    path = sandbox.backup_dir / record.name
+    assert path.read_bytes().startswith(b"age-encryption.org/v1\n")
+    assert oct(sandbox.age_identity.stat().st_mode & 0o777) == "0o600"
+    clear = subprocess.run(
+        ["age", "-d", "-i", str(sandbox.age_identity), str(path)], check=True, capture_output=True
+    ).stdout
+    assert b"PostgreSQL database dump" in gzip.decompress(clear)[:4096]
+    # what the TUI gets: the sandbox's environment names the identity
+    env = sandbox.full_environ()
+    assert env["PRESKOOL_DR_AGE_IDENTITY"] == str(sandbox.age_identity)
+    result = run_cli("restore-test", record.name, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    without = {k: v for k, v in env.items() if k != "PRESKOOL_DR_AGE_IDENTITY"}
+    result = run_cli("restore-test", record.name, env=without)
+    assert result.returncode == 1 and "no identity was given" in result.stdout + result.stderr
 
 
 def test_sandbox_backups_hold_different_data(sandbox: Sandbox) -> None:

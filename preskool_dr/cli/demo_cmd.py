@@ -278,6 +278,7 @@ data in {sandbox.cluster.data_dir}
   S3 (moto)      {sandbox.s3_url}, bucket {BUCKET}
   Stand-in app   {sandbox.health_url}
   Runbook        {sandbox.runbook}
+  age identity   {sandbox.age_identity} (PRESKOOL_DR_AGE_IDENTITY: decrypts the .age backup)
   Backups, newest first:
 {backups}
 
@@ -292,6 +293,8 @@ def _describe(record: BackupRecord) -> str:
     if record.storage_class and record.storage_class != "STANDARD":
         where += f" ({record.storage_class})"
     note = ": archived, restore request first" if record.needs_restore else ""
+    if record.name.endswith(".age"):
+        note += " (encrypted)"
     return f"{record.name}  {record.kind:<10} {where}{note}"
 
 

@@ -1,9 +1,13 @@
 """The demo's backups: the runbook's schedule of the last days (`backup_plan`), taken for
-real, oldest first, with a school day of attendance between them (`take_backups`).
+real, oldest first, with a school day of attendance between them (`take_backups`). One of
+them (the previous daily) is encrypted with age to the sandbox's own key, so the demo shows
+an encrypted backup beside clear ones, and the TUI restores it with the identity the demo
+puts in its environment (PRESKOOL_DR_AGE_IDENTITY).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +24,7 @@ from preskool_dr.core.storage.layout import meta_path
 class PlannedBackup:
     kind: str
     at: datetime
+    encrypted: bool = False  # encrypted to the sandbox's age key
 
 
 def backup_plan(now: datetime) -> list[PlannedBackup]:
@@ -38,16 +43,22 @@ def backup_plan(now: datetime) -> list[PlannedBackup]:
     plan = [
         PlannedBackup("weekly", weekly - timedelta(weeks=5)),
         PlannedBackup("weekly", weekly),
-        PlannedBackup("daily", previous_daily),
+        PlannedBackup("daily", previous_daily, encrypted=True),
         PlannedBackup("pre-deploy", previous_daily + timedelta(hours=9)),
         PlannedBackup("daily", last_daily),
     ]
     return sorted(plan, key=lambda b: b.at)
 
 
-def take_backups(config: Config, school_day: Callable[[], None], on_event: EventSink) -> int:
+def take_backups(
+    config: Config,
+    school_day: Callable[[], None],
+    on_event: EventSink,
+    recipient: str | None = None,
+) -> int:
     """Real backups, oldest first, with a school day of attendance between them so each
-    one holds different data (as a week of real backups would); returns how many."""
+    one holds different data (as a week of real backups would); returns how many. The
+    planned `encrypted` one is encrypted to `recipient` (taken clear without one)."""
     plan = backup_plan(utcnow())
     for number, planned in enumerate(plan, 1):
         if number > 1:
@@ -55,11 +66,14 @@ def take_backups(config: Config, school_day: Callable[[], None], on_event: Event
         on_event(
             Notice(
                 "info",
-                f"Backup {number}/{len(plan)}: {planned.kind} {planned.at:%Y-%m-%d %H:%M} UTC...",
+                f"Backup {number}/{len(plan)}: {planned.kind} {planned.at:%Y-%m-%d %H:%M} UTC"
+                + (" (encrypted)" if planned.encrypted and recipient else "")
+                + "...",
             )
         )
+        encrypted = recipient is not None and planned.encrypted
         result = run_backup(
-            config,
+            _encrypting(config, recipient) if encrypted and recipient else config,
             planned.kind,
             at=planned.at,
             on_event=lambda e: on_event(e) if _is_warning(e) else None,
@@ -73,6 +87,13 @@ def take_backups(config: Config, school_day: Callable[[], None], on_event: Event
         ):
             os.utime(path, (stamp, stamp))
     return len(plan)
+
+
+def _encrypting(config: Config, recipient: str) -> Config:
+    """`config` with encryption to `recipient` for one backup (the runbook stays clear, so
+    `check` does not expect every backup to be encrypted)."""
+    encryption = dataclasses.replace(config.encryption, recipients=(recipient,))
+    return dataclasses.replace(config, encryption=encryption)
 
 
 def _is_warning(event: object) -> bool:

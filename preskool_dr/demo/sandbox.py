@@ -33,6 +33,7 @@ import yaml
 from psycopg import sql
 
 from preskool_dr.core.base import files, procs
+from preskool_dr.core.base.age import generate_identity
 from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.events import EventSink, Notice, ignore_events
@@ -122,6 +123,11 @@ class Sandbox:
         return self.dir / "drill-signing-key"
 
     @property
+    def age_identity(self) -> Path:
+        """The age key the demo's encrypted backup is encrypted to (made at start)."""
+        return self.dir / "demo-age.key"
+
+    @property
     def allowed_signers(self) -> Path:
         return self.dir / "allowed_signers"
 
@@ -154,6 +160,7 @@ class Sandbox:
             "AWS_SHARED_CREDENTIALS_FILE": str(self.dir / "aws-credentials-none"),
             "PRESKOOL_DR_STATE_DIR": str(self.state_dir),
             "PRESKOOL_DR_RUNBOOK": str(self.runbook),
+            "PRESKOOL_DR_AGE_IDENTITY": str(self.age_identity),
         }
 
     def full_environ(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -324,7 +331,8 @@ class Sandbox:
         assert self.cluster is not None
         with environment(self.full_environ()):
             config = load_config(self.runbook)
-            taken = take_backups(config, self._school_day, on_event)
+            recipient = generate_identity(self.age_identity)
+            taken = take_backups(config, self._school_day, on_event, recipient)
             self.records = catalog.list_backups(config)
         on_event(Notice("ok", f"{taken} backups in {self.backup_dir} and s3://{BUCKET}/"))
 

@@ -14,6 +14,7 @@ pyrage on a thread of its own, joined by a small bounded queue (memory stays fla
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -103,6 +104,18 @@ def recipients(texts: Iterable[str]) -> list[Any]:
 
 
 # ---------------------------------------------------------------- identities
+
+
+def generate_identity(path: Path) -> str:
+    """Write a new age identity to `path` (mode 0600, as `age-keygen -o` writes it: the stock
+    `age -d -i` reads it) and return its recipient (age1...). Refuses to replace a file."""
+    identity = pyrage.x25519.Identity.generate()
+    recipient = str(identity.to_public())
+    text = f"# public key: {recipient}\n{identity}\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    return recipient
 
 
 def load_identities(path: Path) -> list[Any]:
