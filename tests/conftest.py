@@ -182,6 +182,13 @@ def scenario() -> Iterator[Scenario]:
         yield built
 
 
+@pytest.fixture(scope="session")
+def encrypted_scenario() -> Iterator[Scenario]:
+    """The PITR scenario with its WAL archive age-encrypted (`Scenario.identity` decrypts)."""
+    with built_scenario(encrypted=True) as built:
+        yield built
+
+
 @pytest.fixture
 def new_dirs(scenario: Scenario) -> Iterator[list[Path]]:
     """Data directories a test recovers into; every server there is stopped afterwards."""

@@ -51,6 +51,7 @@ from tests.support.pitr import (
     new_data_dir,
     scenario_env,
     sql,
+    stop_server,
 )
 from tests.support.signing import assert_openssh_verifies, make_signing_key
 
@@ -204,6 +205,38 @@ def test_pitr_recovers_exactly_the_rows_before_the_target(
     assert f"BACKUP_DIR={scenario.backup_dir}" in auto and "wal-fetch %f %p" in auto
     assert not (data_dir / "recovery.signal").exists()  # removed by the promotion
     assert_no_secrets(out, result.stderr, auto, folder=tmp_path / "state")
+
+
+def test_pitr_replays_an_encrypted_wal_archive_with_the_identity(
+    encrypted_scenario: Scenario, tmp_path: Path
+) -> None:
+    scenario = encrypted_scenario
+    assert scenario.identity is not None
+    archived = sorted(p.name for p in (scenario.backup_dir / "wal").iterdir())
+    assert f"{scenario.batch2_segment}.age" in archived
+    assert not [n for n in archived if Segment.parse(n)]  # no clear segment in the archive
+    made: list[Path] = []
+    try:
+        data_dir = new_data_dir(scenario, made)
+        port = free_port()
+        result = run_cli(
+            "--identity",
+            str(scenario.identity),
+            *pitr_args(scenario, scenario.target, data_dir, port, None),
+            env=scenario_env(scenario, tmp_path / "state"),
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f'restored log file "{scenario.batch2_segment}" from archive' in result.stdout
+        rows = dict(
+            sql(scenario.cluster, "SELECT batch, count(*) FROM pitr_events GROUP BY 1", port)
+        )
+        assert rows == {1: ROWS[1], 2: ROWS[2]}
+        auto = (data_dir / "postgresql.auto.conf").read_text()
+        assert f"PRESKOOL_DR_AGE_IDENTITY={scenario.identity}" in auto
+    finally:
+        for folder in made:
+            stop_server(folder)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_target_outside_the_recoverable_range_is_refused_before_anything_starts(

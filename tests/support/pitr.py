@@ -23,6 +23,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from preskool_dr.core.base.age import generate_identity
 from preskool_dr.core.base.pgbin import find_pg_bin
 from preskool_dr.demo.cluster import SUPERUSER, Cluster, create_cluster
 from tests.support.cli import run_cli
@@ -44,6 +45,7 @@ class Scenario:
     target: datetime  # after batch 2, before batch 3
     batch2_segment: str
     batch3_segment: str
+    identity: Path | None = None  # the age key the archive is encrypted to, if it is
 
 
 def chown_to_server(path: Path) -> None:
@@ -105,7 +107,7 @@ def switch_wal(cluster: Cluster) -> str:
 def wait_archived(cluster: Cluster, archive: Path, name: str) -> None:
     """Wait (with a generous deadline, not a timing assertion) until `name` is archived."""
     deadline = time.monotonic() + 180
-    while not (archive / name).exists():
+    while not ((archive / name).exists() or (archive / f"{name}.age").exists()):
         if time.monotonic() > deadline:
             stats = sql(cluster, "SELECT * FROM pg_stat_archiver")
             log = (cluster.root / "server.log").read_text()[-3000:]
@@ -134,8 +136,10 @@ def cli_env(cluster: Cluster, backup_dir: Path, state: Path) -> dict[str, str]:
 
 
 @contextmanager
-def built_scenario() -> Iterator[Scenario]:
-    """The scenario, built once per session; its cluster and files are removed afterwards."""
+def built_scenario(*, encrypted: bool = False) -> Iterator[Scenario]:
+    """The scenario, built once per session; its cluster and files are removed afterwards.
+    `encrypted`: archive_command encrypts every segment to an age key made in the scenario's
+    folder (PRESKOOL_DR_AGE_RECIPIENTS), readable by the server's OS user for wal-fetch."""
     root = Path(tempfile.mkdtemp(prefix="preskool-pitr-test-"))
     root.chmod(0o755)
     backup_dir = root / "backups"
@@ -143,10 +147,15 @@ def built_scenario() -> Iterator[Scenario]:
     backup_dir.chmod(0o755)
     chown_to_server(backup_dir / "wal")
     python = server_python(root)
+    identity = root / "age.key" if encrypted else None
+    keys = ""
+    if identity is not None:
+        keys = f"PRESKOOL_DR_AGE_RECIPIENTS={generate_identity(identity)} "
+        identity.chmod(0o644)  # a test key: the server's OS user reads it in wal-fetch
     cluster = create_cluster(password=PASSWORD)
     try:
         archive_command = (
-            f"env BACKUP_DIR={shlex.quote(str(backup_dir))} {shlex.quote(python)} "
+            f"env BACKUP_DIR={shlex.quote(str(backup_dir))} {keys}{shlex.quote(python)} "
             "-m preskool_dr wal-push %p"
         )
         sql(cluster, "ALTER SYSTEM SET archive_mode = 'on'")
@@ -183,6 +192,7 @@ def built_scenario() -> Iterator[Scenario]:
             target,
             batch2_segment,
             batch3_segment,
+            identity,
         )
     finally:
         cluster.remove()
