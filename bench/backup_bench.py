@@ -10,10 +10,12 @@ from pathlib import Path
 from common import TOOL, Lab, Run, Series, alternate, say, shell, timed
 
 BASELINE = "pg_dump | gzip > F; md5sum F (runbook)"
+PLAIN = "preskool-dr backup (gzip level 6)"
+ENCRYPTED = "preskool-dr backup, age-encrypted (gzip level 6)"
 
 
 def _sizes(folder: Path) -> dict[str, int]:
-    plain = sum(p.stat().st_size for p in folder.glob("*.sql.gz"))
+    plain = sum(p.stat().st_size for p in folder.glob("*.sql.gz*") if not p.name.endswith(".md5"))
     custom = sum(p.stat().st_size for p in folder.glob("*.dump"))
     return {"plain_bytes": plain, "custom_bytes": custom}
 
@@ -21,6 +23,7 @@ def _sizes(folder: Path) -> dict[str, int]:
 def run(lab: Lab, dbname: str, repeats: int) -> dict[str, Series]:
     level6 = lab.runbook("backup-6", backups={"compress_level": 6})
     level1 = lab.runbook("backup-1", backups={"compress_level": 1})
+    encrypted = lab.encrypting_runbook("backup-6-age", backups={"compress_level": 6})
     folders: dict[str, Path] = {}
 
     def folder(variant: str) -> Path:
@@ -50,7 +53,8 @@ def run(lab: Lab, dbname: str, repeats: int) -> dict[str, Series]:
 
     variants = {
         BASELINE: raw,
-        "preskool-dr backup (gzip level 6)": product("p6", level6),
+        PLAIN: product("p6", level6),
+        ENCRYPTED: product("e6", encrypted),
         "preskool-dr backup (gzip level 1)": product("p1", level1),
         "preskool-dr backup --format custom (level 6)": product("c6", level6, "--format", "custom"),
     }

@@ -28,6 +28,7 @@ from psycopg import sql
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from preskool_dr.core.base.age import generate_identity  # noqa: E402
 from preskool_dr.demo.cluster import Cluster, create_cluster  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -351,6 +352,22 @@ class Lab:
         path = self.root / f"{name}.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         return path
+
+    def age_key(self) -> tuple[Path, str]:
+        """The bench's age identity file and its recipient (made once per lab)."""
+        path = self.root / "bench-age.key"
+        if not path.exists():
+            return path, generate_identity(path)
+        first = path.read_text().splitlines()[0]
+        return path, first.removeprefix("# public key: ")
+
+    def encrypting_runbook(self, name: str, **sections: Any) -> Path:
+        """`runbook(name, ...)` with encryption to the bench's key, and that key as the
+        identity (so restore decrypts)."""
+        identity, recipient = self.age_key()
+        return self.runbook(
+            name, encryption={"recipients": [recipient], "identity": str(identity)}, **sections
+        )
 
     def last_run(self, state: str = "state") -> dict[str, Any]:
         """The newest run journal: step timings and details."""

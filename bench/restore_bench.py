@@ -15,6 +15,8 @@ BASELINE = "gunzip -c F | psql (runbook)"
 # The baseline once more in every round: how far two runs of the very same command land from
 # each other in this pairing, the yardstick for a target within a few percent.
 NOISE = "gunzip -c F | psql, again (noise floor)"
+SERIAL = "preskool-dr restore, serial"
+ENCRYPTED = "preskool-dr restore, serial, age-encrypted backup"
 _LOAD = re.compile(r" in ([0-9.]+) s \((?P<how>[^)]*)\)")
 PROGRESS_MARK = "\rload: "  # how the CLI redraws its progress line for step 6
 
@@ -44,13 +46,15 @@ def product_restore(lab: Lab, runbook: Path, backup: Path, state: str) -> Run:
     )
 
 
-def run(lab: Lab, plain: Path, custom: Path, repeats: int) -> dict[str, Series]:
-    """`plain` has no companion; `custom` (a backup of the same data) has one."""
+def run(lab: Lab, plain: Path, custom: Path, encrypted: Path, repeats: int) -> dict[str, Series]:
+    """`plain` has no companion; `custom` (a backup of the same data) has one; `encrypted` is
+    the same data age-encrypted (`.sql.gz.age`), restored with the identity."""
     runbooks = {
         "serial": lab.runbook("restore-serial", restore={"method": "serial", "jobs": 1}),
         "par1": lab.runbook("restore-par1", restore={"method": "parallel", "jobs": 1}),
         "par2": lab.runbook("restore-par2", restore={"method": "parallel", "jobs": 2}),
         "custom2": lab.runbook("restore-custom2", restore={"method": "auto", "jobs": 2}),
+        "age": lab.encrypting_runbook("restore-age", restore={"method": "serial", "jobs": 1}),
     }
     dump = custom.with_name(custom.name.replace(".sql.gz", ".dump"))
     libpq = lab.env(TARGET)
@@ -58,9 +62,8 @@ def run(lab: Lab, plain: Path, custom: Path, repeats: int) -> dict[str, Series]:
     variants = {
         BASELINE: lambda: shell(runbook_command, libpq),
         NOISE: lambda: shell(runbook_command, libpq),
-        "preskool-dr restore, serial": lambda: product_restore(
-            lab, runbooks["serial"], plain, "state-serial"
-        ),
+        SERIAL: lambda: product_restore(lab, runbooks["serial"], plain, "state-serial"),
+        ENCRYPTED: lambda: product_restore(lab, runbooks["age"], encrypted, "state-age"),
         "preskool-dr restore, parallel N=1": lambda: product_restore(
             lab, runbooks["par1"], plain, "state-par1"
         ),

@@ -71,14 +71,19 @@ def machine(lab: Lab) -> dict[str, Any]:
     }
 
 
-def take_backups(lab: Lab) -> tuple[Path, Path]:
-    """A plain backup and, a second later, one with the custom-format companion."""
+def take_backups(lab: Lab) -> tuple[Path, Path, Path]:
+    """A plain backup, a second later one with the custom-format companion, and one more
+    of the same data encrypted with age (`.sql.gz.age`)."""
     env = lab.env(SOURCE_DB, runbook=lab.runbook("take"), state="state-take")
     timed([TOOL, "backup", "--no-upload"], env)
     time.sleep(1.1)  # backup names have one-second resolution
     timed([TOOL, "backup", "--no-upload", "--format", "custom"], env)
+    time.sleep(1.1)
+    encrypting = lab.env(SOURCE_DB, runbook=lab.encrypting_runbook("take-age"), state="state-take")
+    timed([TOOL, "backup", "--no-upload"], encrypting)
     plain, custom = sorted(lab.backup_dir.glob("preskool-backup-*.sql.gz"))
-    return plain, custom
+    (encrypted,) = lab.backup_dir.glob("preskool-backup-*.sql.gz.age")
+    return plain, custom, encrypted
 
 
 def sql_size(path: Path) -> int:
@@ -202,6 +207,13 @@ def summarize(r: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
         rate >= 4,
     )
     add(
+        "Encryption cost, restore: serial restore of the age-encrypted backup vs the same "
+        "restore of the clear one",
+        "<= 1.10x",
+        ratio(restore, restore_bench.ENCRYPTED, restore_bench.SERIAL),
+        1.10,
+    )
+    add(
         "Parallel plain restore, N=2",
         "<= 0.75x",
         ratio(restore, "preskool-dr restore, parallel N=2", base),
@@ -245,7 +257,13 @@ def summarize(r: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
         ratio(r["backup"], "preskool-dr backup (gzip level 6)", backup_bench.BASELINE),
         1.05,
     )
-    backups, plain = r["backup"], "preskool-dr backup (gzip level 6)"
+    add(
+        "Encryption cost, backup: `preskool-dr backup` with age recipients vs without",
+        "<= 1.10x",
+        ratio(r["backup"], backup_bench.ENCRYPTED, backup_bench.PLAIN),
+        1.10,
+    )
+    backups, plain = r["backup"], backup_bench.PLAIN
     fast = "preskool-dr backup (gzip level 1)"
     growth = backups[fast].extra_median("plain_bytes") / backups[plain].extra_median("plain_bytes")
     notes.append(
@@ -334,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         say(
             f"  {r['data']['size'] / 2**20:,.0f} MiB in {r['data']['seconds']:.0f} s; taking backups ..."
         )
-        plain, custom = take_backups(lab)
+        plain, custom, encrypted = take_backups(lab)
         r["plain_bytes"] = plain.stat().st_size
         r["plain_sql_bytes"] = sql_size(plain)
         r["custom_bytes"] = custom.with_name(custom.name.replace(".sql.gz", ".dump")).stat().st_size
@@ -342,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         r["big"] = generate_big_backup(
             lab.backup_dir / "preskool-backup-20200101_000000.sql.gz", args.big_gib
         )
-        r["restore"] = restore_bench.run(lab, plain, custom, restore_rounds)
+        r["restore"] = restore_bench.run(lab, plain, custom, encrypted, restore_rounds)
         r["restore_baseline"] = restore_bench.BASELINE
         r["restore_summary"] = restore_bench.summary(r["restore"])
         say("  projection: job times at N=1 ...")
