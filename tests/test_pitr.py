@@ -7,6 +7,7 @@ anything starts, and the base backup's S3 copy, retention and WAL pruning."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -40,6 +41,7 @@ from preskool_dr.core.storage import catalog, checksum
 from preskool_dr.core.storage.fetch import fetch_backup
 from preskool_dr.core.storage.layout import meta_path
 from preskool_dr.core.storage.meta import iso_utc
+from tests.support.age_keys import make_key
 from tests.support.cli import run_cli
 from tests.support.leaks import assert_no_secrets
 from tests.support.notify import Receiver, webhook_receiver
@@ -333,8 +335,13 @@ def test_damaged_segment_stops_the_recovery_clearly(
 # ---------------------------------------------------------------- S3, retention, pruning
 
 
+@pytest.mark.parametrize("encrypted", [False, True], ids=["clear-wal", "encrypted-wal"])
 def test_base_backup_in_s3_retention_and_wal_pruning(
-    s3: str, dr_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+    s3: str,
+    dr_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    encrypted: bool,
+    tmp_path: Path,
 ) -> None:
     backup_dir = Path(dr_env["BACKUP_DIR"])
     assert main(["backup", "--kind", "base"]) == 0
@@ -366,6 +373,11 @@ def test_base_backup_in_s3_retention_and_wal_pruning(
         client.upload_file(str(member), s3, f"preskool-backups/{old.name}/{member.name}")
     client.upload_file(str(meta_path(old)), s3, f"preskool-backups/{old.name}.meta.json")
     settings = WalSettings.from_env()
+    suffix = ""
+    if encrypted:  # archived as <name>.age (+ .md5, + .sha256): pruned all the same
+        recipient = make_key(tmp_path / "keys").recipient
+        settings = dataclasses.replace(settings, recipients=(recipient,))
+        suffix = ".age"
     start = info.start_segment.number(info.wal_segment_size)
     older = Segment.at(info.timeline, start - 1, info.wal_segment_size).name
     kept = Segment.at(info.timeline, start, info.wal_segment_size).name
@@ -383,8 +395,9 @@ def test_base_backup_in_s3_retention_and_wal_pruning(
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=s3)["Contents"]}
     assert not [k for k in keys if old.name in k]
     local = sorted(p.name for p in settings.archive_dir.iterdir())
-    assert older not in local and kept in local and "00000001.history" in local
-    assert f"wal/{older}" not in keys and f"wal/{kept}" in keys
+    assert not [n for n in local if n.startswith(older)]  # nor its .md5 / .sha256
+    assert f"{kept}{suffix}" in local and f"00000001.history{suffix}" in local
+    assert f"wal/{older}{suffix}" not in keys and f"wal/{kept}{suffix}" in keys
     assert_no_secrets(out, folder=backup_dir)
 
 
