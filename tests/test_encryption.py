@@ -5,7 +5,6 @@ PRESKOOL_DR_AGE_IDENTITY. Real pg_dump, psql, PostgreSQL and the real `age` bina
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -22,8 +21,9 @@ import pytest
 
 from preskool_dr.core.backup.take import run_backup
 from preskool_dr.core.base.config import load_config
-from preskool_dr.core.base.errors import Cancelled, ConfigError, DrError, UsageError
-from preskool_dr.core.base.events import Event, Notice, utcnow
+from preskool_dr.core.base.errors import Cancelled, ConfigError, UsageError
+from preskool_dr.core.base.events import utcnow
+from preskool_dr.core.storage.layout import meta_path
 from tests.support.age_keys import AgeKey, age_decrypt, encrypting_runbook, make_key
 from tests.support.backups import make_backup
 from tests.support.cli import call_cli, run_cli
@@ -304,18 +304,32 @@ def test_check_is_critical_when_the_newest_backup_is_clear_text_under_encryption
     assert _check_states()["encryption"] == "OK"
 
 
-def test_a_base_backup_under_encryption_says_it_is_clear_text(
+def test_a_base_backup_under_encryption_is_one_encrypted_tar(
     dr_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Base backups are not encrypted yet: never silently (the WAL-G failure)."""
+    """pg_basebackup's tar stream is encrypted as it is read: the folder holds only
+    base.tar.gz.age (WAL and manifest inside) and its sidecar; the stock tools open it."""
     key = make_key(tmp_path / "keys")
     _encrypt_site(tmp_path, monkeypatch, key.recipient)
-    events: list[Event] = []
-    # the test role may not stream a base backup: the warning comes before that matters
-    with contextlib.suppress(DrError):
-        run_backup(load_config(), "base", upload=False, on_event=events.append)
-    warnings = [e.text for e in events if isinstance(e, Notice) and e.level == "warn"]
-    assert any("base backups are not encrypted yet" in w for w in warnings), warnings
+    result = run_backup(load_config(), "base", upload=False)
+    folder = result.path
+    assert sorted(p.name for p in folder.iterdir()) == ["base.tar.gz.age", "base.tar.gz.age.md5"]
+    assert (folder / "base.tar.gz.age").read_bytes().startswith(b"age-encryption.org/v1\n")
+    check = subprocess.run(["md5sum", "--check", "base.tar.gz.age.md5"], cwd=folder)
+    assert check.returncode == 0
+    listing = subprocess.run(
+        f"age -d -i {key.identity} base.tar.gz.age | tar -tzf -",
+        shell=True,
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "backup_manifest" in listing and "PG_VERSION" in listing
+    meta = json.loads(meta_path(folder).read_text())
+    assert set(meta["base"]["members"]) == {"base.tar.gz.age"}
+    assert meta["md5"] == meta["base"]["members"]["base.tar.gz.age"]
+    assert call_cli("verify", folder.name).returncode == 0
 
 
 def test_encrypted_backup_goes_to_s3_as_age_and_verifies_from_there(

@@ -209,7 +209,7 @@ def test_pitr_recovers_exactly_the_rows_before_the_target(
     assert_no_secrets(out, result.stderr, auto, folder=tmp_path / "state")
 
 
-def test_pitr_replays_an_encrypted_wal_archive_with_the_identity(
+def test_pitr_from_an_encrypted_base_backup_and_wal_archive_with_the_identity(
     encrypted_scenario: Scenario, tmp_path: Path
 ) -> None:
     scenario = encrypted_scenario
@@ -217,6 +217,20 @@ def test_pitr_replays_an_encrypted_wal_archive_with_the_identity(
     archived = sorted(p.name for p in (scenario.backup_dir / "wal").iterdir())
     assert f"{scenario.batch2_segment}.age" in archived
     assert not [n for n in archived if Segment.parse(n)]  # no clear segment in the archive
+    # the base backup is one encrypted tar (WAL and manifest inside), nothing clear beside it
+    base = scenario.backup_dir / scenario.base_name
+    assert sorted(p.name for p in base.iterdir()) == ["base.tar.gz.age", "base.tar.gz.age.md5"]
+    assert "Encrypted with age" in scenario.base_output
+    by_hand = subprocess.run(
+        f"age -d -i {scenario.identity} base.tar.gz.age | tar -tzf -",
+        shell=True,
+        cwd=base,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "backup_manifest" in by_hand and "PG_VERSION" in by_hand
+    assert any(n.startswith("pg_wal/0000000") for n in by_hand)
     made: list[Path] = []
     try:
         data_dir = new_data_dir(scenario, made)

@@ -149,9 +149,14 @@ def built_scenario(*, encrypted: bool = False) -> Iterator[Scenario]:
     python = server_python(root)
     identity = root / "age.key" if encrypted else None
     keys = ""
+    backup_env: dict[str, str] = {}
     if identity is not None:
-        keys = f"PRESKOOL_DR_AGE_RECIPIENTS={generate_identity(identity)} "
+        recipient = generate_identity(identity)
+        keys = f"PRESKOOL_DR_AGE_RECIPIENTS={recipient} "
         identity.chmod(0o644)  # a test key: the server's OS user reads it in wal-fetch
+        # the base backup too: taken with a runbook that encrypts
+        runbook = write_runbook(root, encryption={"recipients": [recipient]})
+        backup_env["PRESKOOL_DR_RUNBOOK"] = str(runbook)
     cluster = create_cluster(password=PASSWORD)
     try:
         archive_command = (
@@ -168,7 +173,9 @@ def built_scenario(*, encrypted: bool = False) -> Iterator[Scenario]:
             " at timestamptz NOT NULL DEFAULT clock_timestamp())",
         )
         insert_batch(cluster, 1)
-        result = run_cli("backup", "--kind", "base", env=cli_env(cluster, backup_dir, root / "s"))
+        result = run_cli(
+            "backup", "--kind", "base", env=cli_env(cluster, backup_dir, root / "s") | backup_env
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         (base_name,) = [p.name for p in backup_dir.iterdir() if p.is_dir() and p.name != "wal"]
         # The recoverable range must hold a whole second: a target typed in the TUI names one.

@@ -20,6 +20,13 @@ from preskool_dr.core.storage.repository import Repository
 BASE_TAR = "base.tar.gz"
 WAL_TAR = "pg_wal.tar.gz"
 MANIFEST = "backup_manifest"
+# Encrypted (age): the whole backup is one tar stream, the WAL and the manifest inside it.
+BASE_TAR_AGE = BASE_TAR + ".age"
+
+
+def base_tar_md5(members: dict[str, str]) -> str | None:
+    """The MD5 of the base tar, clear or encrypted."""
+    return members.get(BASE_TAR) or members.get(BASE_TAR_AGE)
 
 
 @dataclass(frozen=True)
@@ -66,8 +73,8 @@ class BaseBackupInfo:
     def from_json(cls, data: dict[str, Any]) -> BaseBackupInfo:
         """ValueError/KeyError/TypeError when `data` is not a base section."""
         members = data["members"]
-        if not isinstance(members, dict) or BASE_TAR not in members:
-            raise ValueError(f"members must name {BASE_TAR}")
+        if not isinstance(members, dict) or not (BASE_TAR in members or BASE_TAR_AGE in members):
+            raise ValueError(f"members must name {BASE_TAR} or {BASE_TAR_AGE}")
         size = int(data["wal_segment_size"])
         if size <= 0 or size & (size - 1):
             raise ValueError(f"wal_segment_size {size} is not a power of two")

@@ -8,6 +8,11 @@ Layout in BACKUP_DIR, mirrored under s3://$S3_BUCKET/preskool-backups/:
     preskool-base-YYYYMMDD_HHMMSS/<file>.md5        md5sum sidecars (`md5sum -c *.md5` inside)
     preskool-base-YYYYMMDD_HHMMSS.meta.json         kind base, start/end LSN and time
 
+With encryption.recipients, pg_basebackup writes one gzip'd tar to its stdout (`-D - -Ft
+-z -X fetch`: the WAL it needs and backup_manifest inside the tar), which is encrypted with
+age as it is read: `base.tar.gz.age` and its md5 sidecar are the whole folder, and no clear
+byte reaches the disk. `age -d -i KEY base.tar.gz.age | tar -xzf - -C DIR` restores it.
+
 The folder is built under a hidden `.NAME.tmp` and renamed only once every file has been
 read back (MD5 + gzip integrity), so a folder carrying a final name is complete, like a
 logical backup file. In S3 the meta goes last: a base backup without its meta there is an
@@ -18,7 +23,10 @@ backups.retention.base, and with them the archived WAL no remaining base backup 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import tempfile
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,8 +38,10 @@ import psycopg
 
 from preskool_dr.core.backup.base_info import (
     BASE_TAR,
+    BASE_TAR_AGE,
     MANIFEST,
     BaseBackupInfo,
+    base_tar_md5,
     local_info,
     record_info,
 )
@@ -40,14 +50,20 @@ from preskool_dr.core.backup.wal.health import archive_health
 from preskool_dr.core.backup.wal.listing import list_archive
 from preskool_dr.core.backup.wal.names import Segment, parse_lsn
 from preskool_dr.core.backup.wal.settings import WalSettings
-from preskool_dr.core.base import database, files, procs
+from preskool_dr.core.base import age, database, files, procs
 from preskool_dr.core.base.errors import Cancelled, DrError, VerificationError
-from preskool_dr.core.base.events import EventSink, LogLine, Notice, ignore_events, utcnow
+from preskool_dr.core.base.events import (
+    EventSink,
+    LogLine,
+    Notice,
+    ProgressMeter,
+    ignore_events,
+    utcnow,
+)
 from preskool_dr.core.base.settings import Config, DatabaseSettings
 from preskool_dr.core.storage import catalog, checksum
 from preskool_dr.core.storage.backup_names import BASE_PREFIX, backup_name
 from preskool_dr.core.storage.catalog import BackupRecord
-from preskool_dr.core.storage.checksum import ProgressMeter
 from preskool_dr.core.storage.fetch import ensure_dir
 from preskool_dr.core.storage.layout import meta_path
 from preskool_dr.core.storage.meta import BackupMeta, iso_utc
@@ -72,6 +88,8 @@ def run_base_backup(
 ) -> BackupResult:
     """pg_basebackup of the whole cluster into BACKUP_DIR/preskool-base-<UTC time>/."""
     at = (at or utcnow()).astimezone(UTC).replace(microsecond=0)
+    # Fails closed: unusable recipients stop the backup before anything is written.
+    recipients = age.recipients(config.encryption.recipients) if config.encryption.enabled else None
     backup_dir = config.backups.dir
     ensure_dir(backup_dir)
     with backup_dir_lock(backup_dir):
@@ -91,14 +109,12 @@ def run_base_backup(
                 STEP_ID,
             )
         )
-        if config.encryption.enabled:
-            # never silent: encryption is configured, and this artefact is not covered yet
+        if recipients is not None:
             on_event(
                 Notice(
-                    "warn",
-                    "base backups are not encrypted yet (docs/ENCRYPTION.md): this one and "
-                    "the WAL archive are written and uploaded in clear text although "
-                    "encryption.recipients is configured",
+                    "info",
+                    f"Encrypted with age to {len(recipients)} recipient(s) as it is written: "
+                    f"{BASE_TAR_AGE} (WAL and manifest inside)",
                     STEP_ID,
                 )
             )
@@ -111,7 +127,7 @@ def run_base_backup(
                     STEP_ID,
                 )
             )
-        info, meta = _take(config, final, at, facts, on_event, cancel)
+        info, meta = _take(config, final, at, facts, on_event, cancel, recipients)
         on_event(
             Notice(
                 "ok",
@@ -184,15 +200,23 @@ def _take(
     facts: _ServerFacts,
     on_event: EventSink,
     cancel: threading.Event | None,
+    recipients: list[object] | None = None,
 ) -> tuple[BaseBackupInfo, BackupMeta]:
     """pg_basebackup into `.NAME.tmp`, checksums, meta, rename; nothing survives a failure."""
     db = config.database
     tmp = final.with_name(f".{final.name}{_TEMP_SUFFIX}")
     meta_file = meta_path(final)
     try:
-        tool_version = _pg_basebackup(db, tmp, final.name, on_event, cancel)
-        end_time = _server_now(db)
-        timeline, start_lsn, end_lsn = _manifest_range(tmp / MANIFEST)
+        if recipients is not None:
+            tool_version, wal_range = _pg_basebackup_encrypted(
+                db, tmp, final.name, recipients, on_event, cancel
+            )
+            end_time = _server_now(db)
+            timeline, start_lsn, end_lsn = wal_range
+        else:
+            tool_version = _pg_basebackup(db, tmp, final.name, on_event, cancel)
+            end_time = _server_now(db)
+            timeline, start_lsn, end_lsn = _manifest_range(tmp / MANIFEST)
         members = _checksum_members(tmp, on_event, cancel)
         info = BaseBackupInfo(
             name=final.name,
@@ -213,7 +237,7 @@ def _take(
             created_at=at,
             database=CLUSTER_LABEL,
             size=sum((tmp / m).stat().st_size for m in members),
-            md5=members[BASE_TAR],
+            md5=base_tar_md5(members) or "",
             pg_dump_version=tool_version,
         )
         text = json.dumps({**meta.to_json(), "base": info.to_json()}, indent=2, sort_keys=True)
@@ -279,6 +303,95 @@ def _pg_basebackup(
     return version.output.strip().splitlines()[0] if version.output.strip() else ""
 
 
+_START = re.compile(r"write-ahead log start point: (\S+) on timeline (\d+)")
+_END = re.compile(r"write-ahead log end point: (\S+)")
+
+
+def _pg_basebackup_encrypted(
+    db: DatabaseSettings,
+    tmp: Path,
+    label: str,
+    recipients: list[object],
+    on_event: EventSink,
+    cancel: threading.Event | None,
+) -> tuple[str, tuple[int, str, str]]:
+    """pg_basebackup's tar stream (stdout), encrypted with age into `tmp/base.tar.gz.age` as
+    it is read; (tool version, (timeline, start LSN, end LSN) from its --verbose lines)."""
+    version = procs.run_command(["pg_basebackup", "--version"], timeout=60)
+    if not version.ok:
+        raise DrError(
+            f"cannot run pg_basebackup ({version.describe()}): install the PostgreSQL client "
+            "tools (postgresql-client) and make sure pg_basebackup is on PATH"
+        )
+    argv = [
+        "pg_basebackup",
+        "--pgdata=-",
+        "--format=tar",
+        "--gzip",
+        "--wal-method=fetch",  # stream cannot go to stdout; the WAL lands inside the tar
+        "--manifest-checksums=SHA256",
+        "--checkpoint=fast",
+        f"--label={label}",
+        "--no-password",
+        "--verbose",
+    ]
+    tmp.mkdir(mode=0o700)
+    target = tmp / BASE_TAR_AGE
+    meter = ProgressMeter(on_event, STEP_ID, "base backup", None)
+    with tempfile.TemporaryFile() as errors:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            try:
+                proc = procs.spawn(
+                    argv, env=database.libpq_env(db, db.admin_db, admin=True), stderr=errors
+                )
+            except OSError as exc:
+                raise DrError(f"cannot start pg_basebackup: {exc.strerror}") from None
+            assert proc.stdout is not None
+            encryptor = age.Encryptor(recipients, out.write)
+            try:
+                while chunk := proc.stdout.read(checksum.CHUNK):
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled("base backup cancelled: the partial folder was removed")
+                    encryptor.write(chunk)
+                    meter.add(len(chunk))
+                encryptor.close()
+                returncode = proc.wait()
+            except BaseException:
+                encryptor.abort()
+                procs.terminate(proc)
+                raise
+            finally:
+                proc.stdout.close()
+            out.flush()
+            os.fsync(out.fileno())
+        meter.finish()
+        errors.seek(0)
+        text = errors.read().decode("utf-8", "replace")
+    for line in text.splitlines():
+        on_event(LogLine("pg_basebackup", procs.redact(line), STEP_ID))
+    if returncode != 0:
+        lines = [ln for ln in text.splitlines() if "error" in ln.lower()] or text.splitlines()
+        first = procs.redact(lines[0]) if lines else "no output"
+        raise DrError(
+            f"pg_basebackup failed (exit status {returncode}): {first} - nothing was "
+            "saved; the admin role needs REPLICATION and pg_hba.conf a `replication` line "
+            "for this host"
+        )
+    start, end = _START.search(text), _END.search(text)
+    if start is None or end is None:
+        raise VerificationError(
+            "pg_basebackup did not report its WAL start and end points: nothing was saved"
+        )
+    try:
+        parse_lsn(start[1])
+        parse_lsn(end[1])
+    except ValueError as exc:
+        raise VerificationError(f"pg_basebackup reported {exc}: nothing was saved") from None
+    tool = version.output.strip().splitlines()[0] if version.output.strip() else ""
+    return tool, (int(start[2]), start[1], end[1])
+
+
 def _watch_size(folder: Path, on_event: EventSink, stop: threading.Event) -> None:
     meter = ProgressMeter(on_event, STEP_ID, "base backup", None)
     while not stop.wait(0.5):
@@ -328,7 +441,7 @@ def _checksum_members(
             )
         checksum.write_sidecar(path, result.actual_md5)
         members[path.name] = result.actual_md5
-    if BASE_TAR not in members:
+    if base_tar_md5(members) is None:
         raise VerificationError(f"pg_basebackup wrote no {BASE_TAR}: nothing was saved")
     return members
 

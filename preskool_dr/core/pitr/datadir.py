@@ -1,20 +1,22 @@
 """The new data directory: the chosen base backup fetched and verified (MD5 sidecars
 against its meta.json, step 2), extracted into the directory and checked against the
 backup's SHA-256 manifest with pg_verifybackup (step 3); emptied when a resumed run starts
-again from the fetch."""
+again from the fetch. An encrypted base backup (`base.tar.gz.age`: the WAL and the manifest
+inside) is decrypted in the stream, file -> age -> gunzip -> tar, with the identity."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import shutil
 import tarfile
 import threading
 import zlib
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, BinaryIO, cast
 
-from preskool_dr.core.backup.base_info import BASE_TAR, MANIFEST, WAL_TAR
-from preskool_dr.core.base import procs
+from preskool_dr.core.backup.base_info import BASE_TAR, BASE_TAR_AGE, MANIFEST, WAL_TAR
+from preskool_dr.core.base import age, procs
 from preskool_dr.core.base.errors import Cancelled, DrError, VerificationError
 from preskool_dr.core.base.events import EventSink
 from preskool_dr.core.base.pgbin import find_pg_bin
@@ -30,7 +32,7 @@ def fetch_base_backup(
 ) -> tuple[Path, int]:
     """The verified local copy of the plan's base backup, and how many files it holds."""
     base = plan.base
-    extra = [m for m in base.members if m not in (BASE_TAR, WAL_TAR, MANIFEST)]
+    extra = [m for m in base.members if m not in (BASE_TAR, BASE_TAR_AGE, WAL_TAR, MANIFEST)]
     if extra:
         raise DrError(
             f"{base.name} holds tablespaces ({', '.join(extra)}): pitr restores only the "
@@ -52,11 +54,23 @@ def fetch_base_backup(
 
 
 def extract_base_backup(
-    backup_path: Path, data_dir: Path, on_event: EventSink, cancel: threading.Event
+    backup_path: Path,
+    data_dir: Path,
+    on_event: EventSink,
+    cancel: threading.Event,
+    identity: Path | None = None,
 ) -> None:
-    """base.tar.gz into `data_dir` (created 0700), pg_wal.tar.gz into its pg_wal."""
+    """base.tar.gz into `data_dir` (created 0700), pg_wal.tar.gz into its pg_wal; or the
+    encrypted base.tar.gz.age, decrypted with `identity` on the way."""
+    encrypted = backup_path / BASE_TAR_AGE
+    identities = None
+    if encrypted.exists():
+        identities = age.need_identities(identity, f"base backup {backup_path.name}")
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     data_dir.chmod(0o700)
+    if identities is not None:
+        _extract_tar(encrypted, data_dir, on_event, cancel, identities)
+        return
     _extract_tar(backup_path / BASE_TAR, data_dir, on_event, cancel)
     wal_tar = backup_path / WAL_TAR
     if wal_tar.exists():
@@ -67,10 +81,13 @@ def extract_base_backup(
 def manifest_mismatch(backup_path: Path, data_dir: Path, cancel: threading.Event) -> str | None:
     """pg_verifybackup's complaint about the extracted files, or None when every file
     matches the backup's manifest."""
+    manifest = backup_path / MANIFEST
+    if not manifest.exists():  # an encrypted backup: the manifest came out of its tar
+        manifest = data_dir / MANIFEST
     result = procs.run_command(
         [
             find_pg_bin("pg_verifybackup"),
-            f"--manifest-path={backup_path / MANIFEST}",
+            f"--manifest-path={manifest}",
             "--quiet",
             str(data_dir),
         ],
@@ -106,13 +123,26 @@ class _CountingReader:
         return data
 
 
-def _extract_tar(path: Path, dest: Path, on_event: EventSink, cancel: threading.Event) -> None:
+def _extract_tar(
+    path: Path,
+    dest: Path,
+    on_event: EventSink,
+    cancel: threading.Event,
+    identities: list[Any] | None = None,
+) -> None:
     meter = ProgressMeter(on_event, "extract", f"extract {path.name}", path.stat().st_size)
     # The "data" filter (Python 3.11.4+) refuses members that would land outside `dest`.
     options: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
     try:
-        with path.open("rb") as raw:
+        with path.open("rb") as raw, contextlib.ExitStack() as stack:
             reader = cast(IO[bytes], _CountingReader(raw, meter, cancel))
+            if identities is not None:
+                reader = cast(
+                    IO[bytes],
+                    stack.enter_context(
+                        age.Decryptor(cast(BinaryIO, reader), identities, path.name)
+                    ),
+                )
             # gzip.GzipFile, not tarfile's "r|gz": pg_basebackup's pg_wal.tar.gz is several
             # gzip members, and tarfile's stream mode reads only the first (an empty one).
             with (
@@ -121,6 +151,8 @@ def _extract_tar(path: Path, dest: Path, on_event: EventSink, cancel: threading.
             ):
                 # Members are MD5-verified pg_basebackup output.
                 archive.extractall(dest, **options)  # noqa: S202
+    except age.DecryptionError:
+        raise
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise DrError(f"cannot extract {path} into {dest}: {exc}") from None
     meter.finish()

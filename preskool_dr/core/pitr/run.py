@@ -30,7 +30,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from preskool_dr.core.backup.basebackup import BASE_TAR
+from preskool_dr.core.backup.base_info import base_tar_md5
 from preskool_dr.core.backup.wal.settings import WalSettings
 from preskool_dr.core.base.errors import Cancelled, DrError, VerificationError
 from preskool_dr.core.base.events import (
@@ -258,7 +258,13 @@ class PitrRun:
 
     def _extract(self) -> str:
         assert self.backup_path is not None
-        datadir.extract_base_backup(self.backup_path, self.data_dir, self.on_event, self.cancel)
+        datadir.extract_base_backup(
+            self.backup_path,
+            self.data_dir,
+            self.on_event,
+            self.cancel,
+            self.config.encryption.identity,
+        )
         mismatch = datadir.manifest_mismatch(self.backup_path, self.data_dir, self.cancel)
         self._check_cancel()
         if mismatch is not None:
@@ -376,7 +382,7 @@ def new_state(
         range_end=plan.end,
         server_log=str(data_dir / LOG_NAME),
         steps={sid: StepStatus.PENDING.value for sid, _ in STEPS},
-        backup_md5=plan.base.members.get(BASE_TAR),
+        backup_md5=base_tar_md5(plan.base.members),
         tool_host=socket.gethostname(),
         declared_at=declared,
         drill=request.drill,
