@@ -4,7 +4,9 @@ confirmation, progress, the RTO clock, quitting and resuming."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import stat
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,8 @@ from textual.pilot import Pilot
 from textual.widgets import ProgressBar
 
 from preskool_dr.cli.tui_cmd import exit_summary
+from preskool_dr.core.backup.take import run_backup
+from preskool_dr.core.base.age import IDENTITY_ENV
 from preskool_dr.core.restore.journal import Journal
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.messages import EngineProgress
@@ -22,6 +26,7 @@ from preskool_dr.tui.widgets.checksum_panel import ChecksumPanel
 from preskool_dr.tui.widgets.restore_panel import RestorePanel
 from preskool_dr.tui.widgets.rto_timer import RtoTimer
 from preskool_dr.tui.widgets.summary_panel import SummaryPanel
+from tests.support.age_keys import make_key
 from tests.support.leaks import PASSWORD
 from tests.support.site import Site
 from tests.support.tui import (
@@ -120,6 +125,26 @@ def test_complete_restore(site: Site, size: tuple[int, int]) -> None:
     assert lines[0].startswith(f"preskool-dr: run {state.run_id} done · RTO ")
     assert lines[1] == f"  report: {report}"
     assert len(lines) == 2  # the aside copy was dropped: no command for it
+
+
+def test_complete_restore_of_an_encrypted_backup_with_the_identity_in_the_environment(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the demo does: one backup encrypted to a key, PRESKOOL_DR_AGE_IDENTITY naming
+    that key in the TUI's environment; the TUI verifies (decrypting) and restores it."""
+    key = make_key(tmp_path / "keys")
+    config = site.config()
+    encrypting = dataclasses.replace(
+        config, encryption=dataclasses.replace(config.encryption, recipients=(key.recipient,))
+    )
+    path = run_backup(encrypting, "daily", upload=False).path
+    assert path.name.endswith(".sql.gz.age")
+    monkeypatch.setenv(IDENTITY_ENV, str(key.identity))
+    app = DrApp(site.config())
+    asyncio.run(drive_complete_restore(app, site, (120, 40), []))
+    assert app.return_code == 0
+    (state,) = Journal(site.config().state_dir).runs()
+    assert state.backup is not None and state.backup.name == path.name
 
 
 async def drive_complete_restore(
