@@ -305,14 +305,24 @@ def test_check_is_critical_when_the_newest_backup_is_clear_text_under_encryption
 
 
 def test_a_base_backup_under_encryption_is_one_encrypted_tar(
-    dr_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    s3: str, s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """pg_basebackup's tar stream is encrypted as it is read: the folder holds only
     base.tar.gz.age (WAL and manifest inside) and its sidecar; the stock tools open it."""
     key = make_key(tmp_path / "keys")
     _encrypt_site(tmp_path, monkeypatch, key.recipient)
-    result = run_backup(load_config(), "base", upload=False)
+    result = run_backup(load_config(), "base", upload=True)
     folder = result.path
+    keys = {
+        o["Key"]
+        for o in boto3.client("s3", endpoint_url=s3_server).list_objects_v2(Bucket=s3)["Contents"]
+    }
+    prefix = f"preskool-backups/{folder.name}"
+    assert {k for k in keys if k.startswith(prefix)} == {
+        f"{prefix}/base.tar.gz.age",
+        f"{prefix}/base.tar.gz.age.md5",
+        f"{prefix}.meta.json",
+    }
     assert sorted(p.name for p in folder.iterdir()) == ["base.tar.gz.age", "base.tar.gz.age.md5"]
     assert (folder / "base.tar.gz.age").read_bytes().startswith(b"age-encryption.org/v1\n")
     check = subprocess.run(["md5sum", "--check", "base.tar.gz.age.md5"], cwd=folder)
