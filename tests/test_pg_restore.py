@@ -37,7 +37,13 @@ from preskool_dr.core.storage.meta import read_meta, write_meta
 from tests.support.cli import run_cli
 from tests.support.db import Database, as_app, libpq
 from tests.support.leaks import assert_no_secrets
-from tests.support.loaders import AWKWARD_SCHEMA, assert_same, fingerprint, psql_children
+from tests.support.loaders import (
+    AWKWARD_SCHEMA,
+    assert_same,
+    children_named,
+    fingerprint,
+    psql_children,
+)
 from tests.support.runbook import write_runbook
 
 # PGPASSWORD set for the loaders
@@ -56,11 +62,6 @@ def config_for(tmp_path: Path, **restore: object) -> Config:
 
 def custom_backup(config: Config) -> Path:
     return run_backup(config, "daily", upload=False, custom=True).path
-
-
-def pg_restore_children() -> list[str]:
-    out = subprocess.run(["pgrep", "-x", "pg_restore"], capture_output=True, text=True)
-    return out.stdout.split()
 
 
 # ---------------------------------------------------------------- the companion backup
@@ -208,7 +209,7 @@ def test_custom_restore_failure_names_the_entry(
     message = str(caught.value)
     assert "pg_restore stopped at TOC entry" in message
     assert "already exists" in message
-    assert pg_restore_children() == []
+    assert children_named("pg_restore") == []
     assert_no_secrets(message)
 
 
@@ -238,7 +239,7 @@ def test_custom_restore_cancel(
         custom_restore(
             companion_path(plain), libpq(target), jobs=2, on_event=on_event, cancel=cancel
         )
-    assert pg_restore_children() == []
+    assert children_named("pg_restore") == []
     with target.connect("postgres") as conn:
         left = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'preskool-dr-pg_restore-%'"
@@ -330,7 +331,7 @@ def test_step_6_loader_choice(
     detail, _ = restore_detail(config, backup, database.name)
     assert expected in detail
     assert database.row_counts() == counts  # and validation passed (row counts vs meta)
-    assert psql_children() == [] and pg_restore_children() == []
+    assert psql_children() == [] and children_named("pg_restore") == []
 
 
 def test_bad_companion_falls_back_to_the_plain_file(

@@ -216,8 +216,9 @@ def assert_same(serial: Database, parallel: Database) -> None:
     assert fingerprint(parallel) == fingerprint(serial)
 
 
-def psql_children() -> list[int]:
-    """psql processes started by this test process (none may outlive a restore)."""
+def children_named(program: str) -> list[int]:
+    """`program` processes started by this test process (none may outlive a restore); other
+    processes of that name on the machine (another xdist worker's) do not count."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -228,9 +229,13 @@ def psql_children() -> list[int]:
             continue
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
         ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        if name == "psql" and ppid == os.getpid():
+        if name == program and ppid == os.getpid():
             found.append(int(entry.name))
     return found
+
+
+def psql_children() -> list[int]:
+    return children_named("psql")
 
 
 def live_psql_children(parent: int) -> list[int]:
