@@ -6,6 +6,7 @@ import argparse
 import sys
 import threading
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from preskool_dr.cli.main import Context
 from preskool_dr.cli.notifying import RestoreNotices, notifier
@@ -22,13 +23,14 @@ from preskool_dr.core.base.errors import UsageError
 from preskool_dr.core.base.events import Event
 from preskool_dr.core.base.notify import Notification
 from preskool_dr.core.base.settings import Config
-from preskool_dr.core.drill import record as drill
-from preskool_dr.core.drill import signing
 from preskool_dr.core.restore.engine import Engine, RunOptions
 from preskool_dr.core.restore.journal import Journal, parse_time
 from preskool_dr.core.restore.notices import outcome_text
 from preskool_dr.core.restore.report import build_report, to_markdown
 from preskool_dr.core.storage import catalog
+
+if TYPE_CHECKING:  # a drill's sign-off (and with it PITR and boto3) loads only for a drill
+    from preskool_dr.core.drill import record as drill
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
@@ -108,6 +110,8 @@ def _start(args: argparse.Namespace, ctx: Context, on_event: RestoreNotices) -> 
 
 def _sign_off(engine: Engine, args: argparse.Namespace) -> bool:
     """Drill: append the signed entry (pass or fail), then maybe drop the drill database."""
+    from preskool_dr.core.drill import record as drill
+
     passed = sign_off(engine, args, engine.state.operator)
     if args.drop_after or engine.config.drill.drop_after:
         drill.drop_drill_database(engine)
@@ -119,6 +123,9 @@ def _sign_off(engine: Engine, args: argparse.Namespace) -> bool:
 
 def sign_off(run: drill.DrillRun, args: argparse.Namespace, operator: str) -> bool:
     """Append the drill's entry (signed when a key is found) and say pass or fail."""
+    from preskool_dr.core.drill import record as drill
+    from preskool_dr.core.drill import signing
+
     key = signing.resolve_key(args.sign_key, run.config.drill.sign_key)
     result = drill.record(
         run,
