@@ -10,6 +10,7 @@ from pathlib import Path
 from common import TOOL, Lab, Run, Series, alternate, say, shell, timed
 
 BASELINE = "pg_dump | gzip > F; md5sum F (runbook)"
+DEFAULT = "preskool-dr backup (default runbook)"
 
 
 def _sizes(folder: Path) -> dict[str, int]:
@@ -19,6 +20,7 @@ def _sizes(folder: Path) -> dict[str, int]:
 
 
 def run(lab: Lab, dbname: str, repeats: int) -> dict[str, Series]:
+    default = lab.runbook("backup-default")  # the repo's runbook as shipped
     level6 = lab.runbook("backup-6", backups={"compress_level": 6})
     level1 = lab.runbook("backup-1", backups={"compress_level": 1})
     folders: dict[str, Path] = {}
@@ -50,6 +52,7 @@ def run(lab: Lab, dbname: str, repeats: int) -> dict[str, Series]:
 
     variants = {
         BASELINE: raw,
+        DEFAULT: product("default", default),
         "preskool-dr backup (gzip level 6)": product("p6", level6),
         "preskool-dr backup (gzip level 1)": product("p1", level1),
         "preskool-dr backup --format custom (level 6)": product("c6", level6, "--format", "custom"),
