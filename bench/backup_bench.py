@@ -12,6 +12,7 @@ from common import TOOL, Lab, Run, Series, alternate, say, shell, timed
 BASELINE = "pg_dump | gzip > F; md5sum F (runbook)"
 PLAIN = "preskool-dr backup (gzip level 6)"
 ENCRYPTED = "preskool-dr backup, age-encrypted (gzip level 6)"
+DEFAULT = "preskool-dr backup (default runbook)"
 
 
 def _sizes(folder: Path) -> dict[str, int]:
@@ -21,6 +22,7 @@ def _sizes(folder: Path) -> dict[str, int]:
 
 
 def run(lab: Lab, dbname: str, repeats: int) -> dict[str, Series]:
+    default = lab.runbook("backup-default")  # the repo's runbook as shipped
     level6 = lab.runbook("backup-6", backups={"compress_level": 6})
     level1 = lab.runbook("backup-1", backups={"compress_level": 1})
     encrypted = lab.encrypting_runbook("backup-6-age", backups={"compress_level": 6})
@@ -53,6 +55,7 @@ def run(lab: Lab, dbname: str, repeats: int) -> dict[str, Series]:
 
     variants = {
         BASELINE: raw,
+        DEFAULT: product("default", default),
         PLAIN: product("p6", level6),
         ENCRYPTED: product("e6", encrypted),
         "preskool-dr backup (gzip level 1)": product("p1", level1),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import whole_bench
 from common import Series
 
 MiB = 1 << 20
@@ -205,6 +206,27 @@ def render(r: dict[str, Any]) -> str:
         for name, s in r["backup"].items()
     }
     out += [*series_table(r["backup"], r["backup_baseline"], sizes), ""]
+    d = r["data"]
+    out += [
+        "## Whole commands (what an operator feels)",
+        "",
+        "The whole `preskool-dr restore F --confirm T --target-db T` (start-up, identify, "
+        "verify, checks, the load, validation; the app steps skip themselves) on the realistic "
+        "backup, taken by a default `preskool-dr backup`, against the runbook's steps 4-6 typed "
+        "by hand: `md5sum --check`, `createdb`, `gunzip -c F | psql`. Data: PreSkool scale "
+        f"{d['scale']} plus pgbench -s {d['pgbench_scale']} ({_mib(r['plain_bytes'])} gzip). "
+        "Before every run the target database is dropped and the server settles (CHECKPOINT, "
+        "sync). The default runbook's `restore.method` is `auto`.",
+        "",
+        *series_table(r["whole"], whole_bench.BY_HAND),
+        "",
+        "Start-up: wall time of each command to its exit, against a bare `python -c pass` "
+        "started the same way in the same rounds (`check --json` runs its real checks on a "
+        "local-only runbook).",
+        "",
+        *series_table(r["startup"], whole_bench.PYTHON),
+        "",
+    ]
     mem = r["memory"]
     out += [
         "## Memory",

@@ -25,6 +25,7 @@ import report
 import restore_bench
 import tui_bench
 import verify_bench
+import whole_bench
 from common import REPO, TOOL, Lab, Series, say, timed
 from datasets import build_realistic, generate_big_backup
 
@@ -273,6 +274,40 @@ def summarize(r: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
         f"{ratio(backups, fast, backup_bench.BASELINE)[0]:.2f}x of the baseline for a file "
         f"{growth - 1:.0%} larger; `--format custom` adds a second dump of the same snapshot."
     )
+    whole = r["whole"]
+    add(
+        "Whole `preskool-dr restore` (default runbook, default backup) vs steps 4-6 by hand",
+        "<= 0.80x",
+        ratio(whole, whole_bench.DEFAULT, whole_bench.BY_HAND),
+        0.80,
+    )
+    add(
+        "Whole `preskool-dr restore`, `restore.method: serial` vs steps 4-6 by hand",
+        "<= 1.05x",
+        ratio(whole, whole_bench.SERIAL, whole_bench.BY_HAND),
+        1.05,
+    )
+    add(
+        "Default `preskool-dr backup` vs `pg_dump | gzip`; `md5sum`",
+        "<= 1.10x",
+        ratio(r["backup"], backup_bench.DEFAULT, backup_bench.BASELINE),
+        1.10,
+    )
+    start = r["startup"]
+    python_ms = start[whole_bench.PYTHON].median * 1000
+    for name in (whole_bench.HELP, whole_bench.CHECK):
+        ms = start[name].median * 1000
+        rows.append(
+            {
+                "what": f"Start-up: `{name}` wall time",
+                "target": "<= 150 ms",
+                "result": f"{ms:.0f} ms median (`python -c pass` {python_ms:.0f} ms; "
+                f"{ratio(start, name, whole_bench.PYTHON)[0]:.2f}x of it, paired)",
+                "ok": ms <= 150,
+            }
+        )
+        if ms > 150:
+            notes.append(f"Start-up target not met: `{name}` {ms:.0f} ms (target 150 ms).")
     mem = r["memory"]
     small, big = (
         mem["small, serial"]["peak_rss"],
@@ -370,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         r["backup"] = backup_bench.run(lab, SOURCE_DB, args.repeats)
         r["backup_baseline"] = backup_bench.BASELINE
         r["memory"] = memory_bench.run(lab, r["big"], plain)
+        r["whole"] = whole_bench.restore(lab, plain, args.repeats)
+        r["startup"] = whole_bench.startup(lab)
         r["tui"] = [tui_bench.run(lab, plain, method) for method in ("serial", "parallel")]
         r["machine"]["load_after"] = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     r["total_seconds"] = time.perf_counter() - started

@@ -280,6 +280,37 @@ def test_quoted_table_names_find_their_tree() -> None:
     assert sink.posts[0].keys == frozenset({3})
 
 
+def test_names_with_semicolons_are_entry_headers() -> None:
+    """pg_dump writes schema and owner names as they are: a schema `we"ird; schema` still
+    starts a TABLE DATA entry (the fidelity test found this load stopped on it)."""
+    weird = (
+        b'--\n-- Data for Name: Odd Name; Type: TABLE DATA; Schema: we"ird; schema \xf0\x9f\xa6\x84; '
+        b"Owner: app; x\n--\n\n" + b'COPY public."Odd Name" (n) FROM stdin;\n1\n\\.\n\n\n'
+    )
+    sink = scan(
+        PREAMBLE
+        + SCHEMA
+        + DATA.replace(
+            b"\n\n\n--\n-- Name: b_id_seq", b"\n\n\n" + weird + b"--\n-- Name: b_id_seq", 1
+        )
+        + POST
+        + END
+    )
+    assert 'public."Odd Name"' in [j.label for j in sink.copies]
+
+
+def test_a_header_that_reads_two_ways_is_a_doubt() -> None:
+    """A name holding `; Type: X; Schema: ` makes the header's type unknowable: Unsure
+    (before anything loaded: the whole file goes serially), at the header's line."""
+    hidden = toc("a; Type: TABLE DATA; Schema: public; Owner: app; x", "INDEX")
+    dump = PREAMBLE + hidden + b"SELECT 1;\n\n" + SCHEMA + DATA + POST + END
+    with pytest.raises(Unsure) as unsure:
+        scan(dump)
+    assert not unsure.value.loaded
+    assert "reads as TABLE DATA and as INDEX" in unsure.value.reason
+    assert dump.split(b"\n")[unsure.value.line - 1].startswith(b"-- Name: a; Type: TABLE DATA")
+
+
 def rows_of(compressed: bytes, job: Job) -> bytes:
     """The decompressed text from a part's checkpoint on, as a session reads it."""
     checkpoint = job.checkpoint

@@ -25,6 +25,7 @@ from preskool_dr.core.base.errors import Cancelled, ConfigError
 from preskool_dr.core.base.events import Event, Notice, Progress, StepStatus, utcnow
 from preskool_dr.core.base.settings import Config
 from preskool_dr.core.restore.engine import Engine, RunOptions
+from preskool_dr.core.restore.journal import Journal, LoadRecord
 from preskool_dr.core.restore.loaders.pg_restore import (
     _Verbose,
     custom_restore,
@@ -34,10 +35,17 @@ from preskool_dr.core.restore.loaders.stream import RestoreError, stream_restore
 from preskool_dr.core.storage import catalog, checksum
 from preskool_dr.core.storage.layout import companion_path
 from preskool_dr.core.storage.meta import read_meta, write_meta
+from tests.support.backups import backup_sql, insert_before, rewrite_backup
 from tests.support.cli import run_cli
 from tests.support.db import Database, as_app, libpq
 from tests.support.leaks import assert_no_secrets
-from tests.support.loaders import AWKWARD_SCHEMA, assert_same, fingerprint, psql_children
+from tests.support.loaders import (
+    AWKWARD_SCHEMA,
+    assert_same,
+    children_named,
+    fingerprint,
+    psql_children,
+)
 from tests.support.runbook import write_runbook
 
 # PGPASSWORD set for the loaders
@@ -56,11 +64,6 @@ def config_for(tmp_path: Path, **restore: object) -> Config:
 
 def custom_backup(config: Config) -> Path:
     return run_backup(config, "daily", upload=False, custom=True).path
-
-
-def pg_restore_children() -> list[str]:
-    out = subprocess.run(["pgrep", "-x", "pg_restore"], capture_output=True, text=True)
-    return out.stdout.split()
 
 
 # ---------------------------------------------------------------- the companion backup
@@ -208,7 +211,7 @@ def test_custom_restore_failure_names_the_entry(
     message = str(caught.value)
     assert "pg_restore stopped at TOC entry" in message
     assert "already exists" in message
-    assert pg_restore_children() == []
+    assert children_named("pg_restore") == []
     assert_no_secrets(message)
 
 
@@ -238,7 +241,7 @@ def test_custom_restore_cancel(
         custom_restore(
             companion_path(plain), libpq(target), jobs=2, on_event=on_event, cancel=cancel
         )
-    assert pg_restore_children() == []
+    assert children_named("pg_restore") == []
     with target.connect("postgres") as conn:
         left = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'preskool-dr-pg_restore-%'"
@@ -290,7 +293,11 @@ def test_companion_not_used_unless_it_verifies(dr_env: dict[str, str], tmp_path:
 # ---------------------------------------------------------------- step 6 chooses its loader
 
 
-def restore_detail(config: Config, backup: Path, target: str) -> tuple[str, list[Event]]:
+def restore_detail(
+    config: Config, backup: Path, target: str
+) -> tuple[str, list[Event], LoadRecord | None]:
+    """Step 6's detail, the events and the journal's record of the loader (read back from
+    the journal file, as a resumed run or a report sees it)."""
     events: list[Event] = []
     engine = Engine.start(
         config,
@@ -301,36 +308,46 @@ def restore_detail(config: Config, backup: Path, target: str) -> tuple[str, list
         assert engine.run_all(target), [e for e in events if isinstance(e, Notice)]
         record = engine.step("restore")
         assert record.status is StepStatus.DONE
-        return record.detail, events
+        saved = Journal(config.state_dir).load(engine.state.run_id)
+        return record.detail, events, saved.load
     finally:
         engine.close()
 
 
 @pytest.mark.parametrize(
-    ("method", "companion", "expected"),
+    ("method", "companion", "loader", "said"),
     [
-        ("auto", True, "pg_restore -j 2 of "),
-        ("auto", False, "(serial)"),
-        ("parallel", False, "(2 parallel sessions)"),
-        ("parallel", True, "pg_restore -j 2 of "),
-        ("serial", True, "(serial)"),
+        ("auto", True, "pg_restore", "(pg_restore -j 2 of "),
+        ("auto", False, "serial", "(serial: there is no verified custom-format companion"),
+        ("parallel", False, "parallel", "(2 parallel sessions: restore.method is parallel"),
+        ("parallel", True, "pg_restore", "(pg_restore -j 2 of "),
+        ("serial", True, "serial", "(serial: restore.method is serial)"),
     ],
 )
 def test_step_6_loader_choice(
     method: str,
     companion: bool,
-    expected: str,
+    loader: str,
+    said: str,
     dr_env: dict[str, str],
     database: Database,
     tmp_path: Path,
 ) -> None:
+    """Step 6 says which loader it used and why: in a notice when it starts, in its detail
+    and in the journal (`load`)."""
     config = config_for(tmp_path, method=method, jobs=2)
     backup = run_backup(config, "daily", upload=False, custom=companion).path
     counts = database.row_counts()
-    detail, _ = restore_detail(config, backup, database.name)
-    assert expected in detail
+    detail, events, load = restore_detail(config, backup, database.name)
+    assert said in detail
+    assert load is not None and load.loader == loader
+    assert f"({load.how}: {load.reason})" in detail
+    if loader == "pg_restore":
+        assert f"restore.method is {method} and step 4 verified" in load.reason
+    notices = [e.text for e in events if isinstance(e, Notice) and e.step_id == "restore"]
+    assert f"{backup.name}: {load.how}, because {load.reason}" in " ".join(notices)
     assert database.row_counts() == counts  # and validation passed (row counts vs meta)
-    assert psql_children() == [] and pg_restore_children() == []
+    assert psql_children() == [] and children_named("pg_restore") == []
 
 
 def test_bad_companion_falls_back_to_the_plain_file(
@@ -339,9 +356,26 @@ def test_bad_companion_falls_back_to_the_plain_file(
     config = config_for(tmp_path, method="parallel", jobs=2)
     backup = custom_backup(config)
     companion_path(backup).write_bytes(b"damaged")
-    detail, events = restore_detail(config, backup, database.name)
-    assert "(2 parallel sessions)" in detail
+    detail, events, load = restore_detail(config, backup, database.name)
+    assert "(2 parallel sessions: " in detail
+    assert load is not None and load.loader == "parallel"
     assert any(isinstance(e, Notice) and e.level == "warn" and "not used" in e.text for e in events)
+
+
+def test_a_doubt_before_anything_loaded_is_recorded_as_serial(
+    dr_env: dict[str, str], database: Database, tmp_path: Path
+) -> None:
+    """The scanner's doubt in the pre-data hands the whole file to the serial stream: the
+    journal says serial and why, not "parallel sessions"."""
+    config = config_for(tmp_path, method="parallel", jobs=2)
+    backup = run_backup(config, "daily", upload=False).path
+    planted = b"CREATE TABLE public.zz_once (n integer);\n"  # among the preamble's settings
+    rewrite_backup(backup, insert_before(backup_sql(backup), b"SET row_security = off;\n", planted))
+    detail, _, load = restore_detail(config, backup, database.name)
+    assert load is not None and load.loader == "serial"
+    assert "the parallel loader cannot split it with certainty" in load.reason
+    assert "session settings" in load.reason
+    assert "parallel sessions" not in detail and "(serial: at line " in detail
 
 
 def test_restore_settings_are_validated(tmp_path: Path) -> None:

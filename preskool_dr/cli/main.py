@@ -1,5 +1,7 @@
-"""`preskool-dr`: argument parsing and dispatch. Each command lives in its own module
-with `register(subparsers)` and `run(args, ctx) -> exit code`."""
+"""`preskool-dr`: argument parsing and dispatch. Each command's parser lives in
+`cli/args/<command>.py` (`register(subparsers)`: options and help only) and the command in
+`cli/<command>_cmd.py` (`run(args, ctx) -> exit code`), imported only when it runs: `--help`
+and a command's start never import the others' dependencies (textual, boto3, psycopg...)."""
 
 from __future__ import annotations
 
@@ -10,32 +12,44 @@ import io
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from preskool_dr import __version__
 from preskool_dr.cli.completion import INSTALL_HELP, add_completion_option
-from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import DrError
-from preskool_dr.core.base.settings import Config
 
-# The order here is the order `--help` lists them in.
+if TYPE_CHECKING:
+    from preskool_dr.core.base.settings import Config
+
+# Parsers in cli/args/. The order here is the order `--help` lists them in.
 COMMAND_MODULES = (
-    "tui_cmd",
-    "demo_cmd",
-    "init_cmd",
-    "config_cmd",
-    "backup_cmd",
-    "list_cmd",
-    "verify_cmd",
-    "restore_test_cmd",
-    "restore_cmd",
-    "check_cmd",
-    "drill_log_cmd",
-    "wal_cmd",
-    "pitr_cmd",
-    "schedule_cmd",
+    "tui",
+    "demo",
+    "init",
+    "config",
+    "backup",
+    "list",
+    "verify",
+    "restore_test",
+    "restore",
+    "check",
+    "drill_log",
+    "wal",
+    "pitr",
+    "schedule",
 )
-# PostgreSQL runs these once per WAL segment: they skip importing every other command.
-PER_SEGMENT_COMMANDS = {"wal-push": "wal_cmd", "wal-fetch": "wal_cmd"}
+# PostgreSQL runs these once per WAL segment: they skip building every other parser.
+PER_SEGMENT_COMMANDS = {"wal-push": "wal", "wal-fetch": "wal"}
+# A command line that starts with a command's name builds that command's parser alone (its
+# options and help are the same; `check` from cron starts sooner). tests/test_cli_startup.py
+# keeps this equal to what the parsers register.
+COMMAND_PARSERS = {
+    **{name: name for name in ("tui", "demo", "init", "config", "backup", "list", "verify")},
+    **{name: name for name in ("restore", "check", "pitr", "schedule")},
+    "restore-test": "restore_test",
+    "drill-log": "drill_log",
+    **PER_SEGMENT_COMMANDS,
+}
 
 DESCRIPTION = """\
 Backup and disaster recovery for the PreSkool ERP PostgreSQL database.
@@ -57,6 +71,8 @@ class Context:
     @property
     def config(self) -> Config:
         if self._config is None:
+            from preskool_dr.core.base.config import load_config  # yaml: when a command asks
+
             config = load_config(self.runbook)
             if self.identity is not None:
                 encryption = dataclasses.replace(
@@ -95,7 +111,7 @@ def build_parser(modules: tuple[str, ...] = COMMAND_MODULES) -> argparse.Argumen
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in modules:
-        module = importlib.import_module(f"preskool_dr.cli.{name}")
+        module = importlib.import_module(f"preskool_dr.cli.args.{name}")
         module.register(sub)
     return parser
 
@@ -112,7 +128,7 @@ def _never_fail_on_output() -> None:
 def main(argv: list[str] | None = None) -> int:
     _never_fail_on_output()
     first = (sys.argv[1:] if argv is None else argv)[:1]
-    fast = PER_SEGMENT_COMMANDS.get(first[0]) if first else None
+    fast = COMMAND_PARSERS.get(first[0]) if first else None
     parser = build_parser((fast,) if fast else COMMAND_MODULES)
     args = parser.parse_args(argv)
     if args.command is None:

@@ -8,14 +8,15 @@ line and the command goes on with its own exit code.
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from preskool_dr.cli.output import tagged
 from preskool_dr.core.base.events import Event, EventSink, Notice, StepChanged, StepStatus
 from preskool_dr.core.base.notify import Notifier
 from preskool_dr.core.base.settings import Config
-from preskool_dr.core.restore.engine import Engine
-from preskool_dr.core.restore.notices import RestoreNotifications
+
+if TYPE_CHECKING:  # `check` and `backup` notify too: they never load the restore engine
+    from preskool_dr.core.restore.engine import Engine
 
 
 def notifier(config: Config, stream: TextIO | None = None) -> Notifier:
@@ -32,6 +33,8 @@ class RestoreNotices:
     """The restore's event sink: passes every event on, and notifies a failed step."""
 
     def __init__(self, config: Config, forward: EventSink) -> None:
+        from preskool_dr.core.restore.notices import RestoreNotifications
+
         self.notifier = notifier(config)
         self.notifications = RestoreNotifications(self.notifier)
         self.forward = forward

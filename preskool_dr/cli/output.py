@@ -7,7 +7,6 @@ object per line on stderr, for journald and log shippers, without each command k
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import signal
@@ -36,12 +35,6 @@ from preskool_dr.core.base.procs import redact
 
 BANNER_RULE = "═" * 56
 
-LOG_FORMATS = ("text", "json")
-LOG_FORMAT_HELP = (
-    "text (default): the lines shown here, on stdout; json: one JSON object per line on "
-    "stderr for each event (keys: time, event, step, level, message; progress events add "
-    "phase, done, total, unit, rate), for journald and log shippers"
-)
 JSON_PROGRESS_INTERVAL = 5.0  # seconds between progress lines of one phase: logs, not a bar
 TAG_LEVELS = {"OK": "ok", "PASS": "ok", "WARN": "warn", "FAIL": "error"}
 STATUS_LEVELS = {StepStatus.FAILED: "error", StepStatus.DONE: "ok", StepStatus.SKIPPED: "warn"}
@@ -117,11 +110,6 @@ class JsonLog:
 
 
 _json_log: JsonLog | None = None  # set by use_log_format("json")
-
-
-def add_log_format_option(parser: argparse.ArgumentParser) -> None:
-    """`--log-format text|json` for the long-running commands (main.py applies it)."""
-    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text", help=LOG_FORMAT_HELP)
 
 
 def use_log_format(name: str) -> None:

@@ -6,13 +6,12 @@ import argparse
 import sys
 import threading
 from datetime import datetime
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from preskool_dr.cli.main import Context
 from preskool_dr.cli.notifying import RestoreNotices, notifier
 from preskool_dr.cli.output import (
     TtyProgress,
-    add_log_format_option,
     cancel_on_signals,
     print_json,
     print_run_event,
@@ -24,114 +23,14 @@ from preskool_dr.core.base.errors import UsageError
 from preskool_dr.core.base.events import Event
 from preskool_dr.core.base.notify import Notification
 from preskool_dr.core.base.settings import Config
-from preskool_dr.core.drill import record as drill
-from preskool_dr.core.drill import signing
 from preskool_dr.core.restore.engine import Engine, RunOptions
 from preskool_dr.core.restore.journal import Journal, parse_time
 from preskool_dr.core.restore.notices import outcome_text
 from preskool_dr.core.restore.report import build_report, to_markdown
 from preskool_dr.core.storage import catalog
 
-EPILOG = """\
-examples:
-  preskool-dr restore latest --confirm preskool_db
-      restore the newest backup into DB_NAME (the old database is kept aside)
-  preskool-dr restore preskool-backup-20260220_020000.sql.gz --confirm preskool_db --mode drop
-      the runbook's plain DROP instead of keeping the old database aside
-  preskool-dr restore latest --drill --confirm preskool_drill --performed-by alice
-      quarterly drill into drill.target_db; production is never touched
-  preskool-dr restore --resume 20260220-041233-a1b2 --confirm preskool_db
-      continue a run that was interrupted (Ctrl-C, SSH dropped, kill)
-  preskool-dr restore --rollback 20260220-041233-a1b2 --confirm preskool_db
-      put the old database (kept aside by that run) back
-  preskool-dr restore --drop-aside 20260220-041233-a1b2 --confirm preskool_db_before_20260220_041233_a1b2
-      drop the old copy once the restored database is known good
-  preskool-dr restore --report 20260220-041233-a1b2 > postmortem-timeline.md
-      the run's timeline for the postmortem (--format json for scripts)
-  preskool-dr restore latest --confirm preskool_db --log-format json 2>> /var/log/preskool-dr.jsonl
-      one JSON line per event on stderr, for journald and log shippers
-
-Order: steps 2-4 (identify, download, verify) run before step 1 (app offline), so a bad
-backup costs no downtime. Run inside tmux or screen over SSH. Exit codes: 0 done,
-1 a step failed, 2 usage / confirmation mismatch / backup not found, 130 interrupted.
-"""
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "restore",
-        help="run the nine-step restore headless (same engine as the TUI)",
-        description="Restore a backup into the target database through the runbook's nine steps.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "backup",
-        nargs="?",
-        metavar="BACKUP",
-        help="a path, a file name in BACKUP_DIR, s3://bucket/key, or 'latest'",
-    )
-    parser.add_argument(
-        "--confirm",
-        metavar="DBNAME",
-        help="the target database's name, typed out: nothing runs unless it matches",
-    )
-    parser.add_argument("--target-db", metavar="NAME", help="restore into NAME instead of DB_NAME")
-    parser.add_argument(
-        "--mode",
-        choices=("aside", "drop"),
-        default="aside",
-        help="aside (default): rename the old database to <name>_before_<run>; drop: the seed's DROP",
-    )
-    parser.add_argument(
-        "--drill", action="store_true", help="a rehearsal: never touches production"
-    )
-    parser.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run")
-    parser.add_argument(
-        "--rollback", metavar="RUN_ID", help="put back the database kept aside by RUN_ID"
-    )
-    parser.add_argument("--drop-aside", metavar="RUN_ID", help="drop the copy kept aside by RUN_ID")
-    parser.add_argument(
-        "--list-runs", action="store_true", help="list runs in the journal and exit"
-    )
-    parser.add_argument(
-        "--report",
-        metavar="RUN_ID",
-        help="print RUN_ID's timeline for the postmortem (steps, backup, RTO/RPO) and exit",
-    )
-    parser.add_argument(
-        "--format",
-        choices=("markdown", "json"),
-        default="markdown",
-        help="with --report: markdown (default) or json",
-    )
-    parser.add_argument(
-        "--incident-at",
-        metavar="ISO8601",
-        help="when the incident was declared (UTC; default now): the RTO counts from here",
-    )
-    add_sign_off_options(parser)
-    parser.add_argument(
-        "--drop-after", action="store_true", help="drill: drop the drill database when done"
-    )
-    add_log_format_option(parser)
-    parser.set_defaults(handler=run)
-
-
-def add_sign_off_options(parser: argparse.ArgumentParser) -> None:
-    """A drill's entry in the drill log: who, signed how, where (restore and pitr)."""
-    parser.add_argument(
-        "--performed-by", metavar="NAME", help="operator name for the journal/drill log"
-    )
-    parser.add_argument(
-        "--signer", metavar="PRINCIPAL", help="drill-log signer (default --performed-by)"
-    )
-    parser.add_argument(
-        "--sign-key", type=Path, metavar="PATH", help="SSH key that signs the drill entry"
-    )
-    parser.add_argument(
-        "--drill-log", type=Path, metavar="PATH", help="drill log file to append to"
-    )
+if TYPE_CHECKING:  # a drill's sign-off (and with it PITR and boto3) loads only for a drill
+    from preskool_dr.core.drill import record as drill
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
@@ -211,6 +110,8 @@ def _start(args: argparse.Namespace, ctx: Context, on_event: RestoreNotices) -> 
 
 def _sign_off(engine: Engine, args: argparse.Namespace) -> bool:
     """Drill: append the signed entry (pass or fail), then maybe drop the drill database."""
+    from preskool_dr.core.drill import record as drill
+
     passed = sign_off(engine, args, engine.state.operator)
     if args.drop_after or engine.config.drill.drop_after:
         drill.drop_drill_database(engine)
@@ -222,6 +123,9 @@ def _sign_off(engine: Engine, args: argparse.Namespace) -> bool:
 
 def sign_off(run: drill.DrillRun, args: argparse.Namespace, operator: str) -> bool:
     """Append the drill's entry (signed when a key is found) and say pass or fail."""
+    from preskool_dr.core.drill import record as drill
+    from preskool_dr.core.drill import signing
+
     key = signing.resolve_key(args.sign_key, run.config.drill.sign_key)
     result = drill.record(
         run,

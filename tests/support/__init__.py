@@ -14,6 +14,7 @@
 - `signing`: ssh-keygen keys and a check with stock OpenSSH.
 - `site`: the restore site (database, app commands, health URL, runbook).
 - `loaders`: comparing restored databases, psql processes, server sessions.
+- `fidelity`: the hard schema (`hard_schema.sql`) and the restore-equals-source comparison.
 - `pitr`: the point-in-time-recovery scenario (a cluster archiving WAL with `wal-push`).
 - `tui`: driving the Textual app with Pilot and reading the screen.
 - `terminal`: a private tmux server running the CLI in a real terminal.

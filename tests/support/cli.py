@@ -11,13 +11,14 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from preskool_dr.cli.main import main
+from preskool_dr.demo.sandbox import environment
 
 HANG_GUARD = 180.0  # seconds: only ever reached when a case is broken, never a measurement
 
@@ -50,26 +51,13 @@ def run_cli(
     return run(cli_argv(*args), env, **kwargs)
 
 
-@contextlib.contextmanager
-def _environment(env: Mapping[str, str]) -> Iterator[None]:
-    """os.environ is exactly `env` inside (children the command starts inherit it)."""
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
 def call_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`preskool-dr ARGS` in this process: `main(argv)` with stdout and stderr captured and
     os.environ set to `env` for the call. Same exit code and output as the child process
     (argparse's usage errors exit 2 there too); no interpreter start-up per call."""
     out, err = io.StringIO(), io.StringIO()
     with (
-        _environment(dict(os.environ) if env is None else dict(env)),
+        environment(dict(os.environ) if env is None else dict(env)),
         contextlib.redirect_stdout(out),
         contextlib.redirect_stderr(err),
     ):

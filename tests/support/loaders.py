@@ -183,20 +183,26 @@ def schema_dump(db: Database) -> str:
 
 
 def fingerprint(db: Database) -> dict[str, object]:
-    """Row count and checksum of every relation holding rows, sequence states, large objects."""
+    """Row count and checksum of every relation holding rows (rows in their text form,
+    sorted: the same for any order of load), sequence states, large objects (count, then
+    each one's oid and md5), extensions. A materialized view left WITH NO DATA has no rows
+    to read: its entry says so (and a restore that filled it would differ)."""
     result: dict[str, object] = {}
     with db.connect() as conn:
         relations = conn.execute(
-            """SELECT n.nspname, c.relname, c.relkind FROM pg_class c
+            """SELECT n.nspname, c.relname, c.relkind, c.relispopulated FROM pg_class c
                JOIN pg_namespace n ON n.oid = c.relnamespace
                WHERE c.relkind IN ('r', 'm', 'S')
                  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
                ORDER BY 1, 2"""
         ).fetchall()
-        for schema, name, kind in relations:
+        for schema, name, kind, populated in relations:
             ident = sql.Identifier(schema, name)
             if kind == "S":
                 row = conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(ident))
+            elif not populated:
+                result[f"{schema}.{name}"] = "not populated"
+                continue
             else:
                 row = conn.execute(
                     sql.SQL(
@@ -206,7 +212,12 @@ def fingerprint(db: Database) -> dict[str, object]:
                 )
             result[f"{schema}.{name}"] = row.fetchone()
         result["large objects"] = conn.execute(
-            "SELECT array_agg(md5(lo_get(oid)) ORDER BY oid) FROM pg_largeobject_metadata"
+            "SELECT count(*), array_agg(oid::text || ' ' || md5(lo_get(oid)) ORDER BY oid)"
+            " FROM pg_largeobject_metadata"
+        ).fetchone()
+        result["extensions"] = conn.execute(
+            "SELECT array_agg(e.extname || ' ' || e.extversion || ' in ' || n.nspname"
+            " ORDER BY e.extname) FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
         ).fetchone()
     return result
 
@@ -216,8 +227,9 @@ def assert_same(serial: Database, parallel: Database) -> None:
     assert fingerprint(parallel) == fingerprint(serial)
 
 
-def psql_children() -> list[int]:
-    """psql processes started by this test process (none may outlive a restore)."""
+def children_named(program: str) -> list[int]:
+    """`program` processes started by this test process (none may outlive a restore); other
+    processes of that name on the machine (another xdist worker's) do not count."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -228,9 +240,13 @@ def psql_children() -> list[int]:
             continue
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
         ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        if name == "psql" and ppid == os.getpid():
+        if name == program and ppid == os.getpid():
             found.append(int(entry.name))
     return found
+
+
+def psql_children() -> list[int]:
+    return children_named("psql")
 
 
 def live_psql_children(parent: int) -> list[int]:

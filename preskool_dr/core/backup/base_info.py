@@ -10,13 +10,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from preskool_dr.core.backup.wal.health import archive_health
 from preskool_dr.core.backup.wal.names import Segment
+from preskool_dr.core.backup.wal.settings import WalSettings
+from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.settings import Config
+from preskool_dr.core.storage import catalog
 from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.core.storage.layout import META_SUFFIX, meta_path
 from preskool_dr.core.storage.meta import iso_utc, load_untrusted_json
 from preskool_dr.core.storage.repository import Repository
 
+BASE_KIND = "base"  # basebackup.KIND
 BASE_TAR = "base.tar.gz"
 WAL_TAR = "pg_wal.tar.gz"
 MANIFEST = "backup_manifest"
@@ -129,3 +134,28 @@ def record_info(config: Config, record: BackupRecord) -> BaseBackupInfo | None:
     if record.s3_url is None or not repo.has_s3:
         return None
     return parse_info(repo.get_bytes(record.name + META_SUFFIX))
+
+
+def base_records(config: Config, source: str) -> list[BackupRecord]:
+    return [r for r in catalog.list_backups(config, source) if r.kind == BASE_KIND]
+
+
+def pitr_health(config: Config, now: datetime) -> tuple[str, str, float | None] | None:
+    """(Nagios state name, summary, archive age in seconds) for `check`, or None when
+    point-in-time recovery is not in use here (no local WAL archive and no base backup).
+    Gaps count from the newest local base backup's first segment: older ones only narrow
+    what older base backups can reach."""
+    settings = WalSettings.from_config(config)
+    try:
+        records = base_records(config, "local") if config.backups.dir.is_dir() else []
+        if not records and not settings.archive_dir.is_dir():
+            return None
+        since = next(
+            (i.start_segment for r in records if r.local_path and (i := local_info(r.local_path))),
+            None,
+        )
+        health = archive_health(settings, now, since)
+    except DrError as exc:
+        return "WARNING", f"WAL archive unknown: {exc}", None
+    status, summary = health.verdict(config.thresholds.rpo_wal_hours, now)
+    return status, summary, health.age_seconds(now)

@@ -37,16 +37,16 @@ from pathlib import Path
 import psycopg
 
 from preskool_dr.core.backup.base_info import (
+    BASE_KIND,
     BASE_TAR,
     BASE_TAR_AGE,
     MANIFEST,
     BaseBackupInfo,
+    base_records,
     base_tar_md5,
-    local_info,
     record_info,
 )
 from preskool_dr.core.backup.common import BackupResult, backup_dir_lock, human_size
-from preskool_dr.core.backup.wal.health import archive_health
 from preskool_dr.core.backup.wal.listing import list_archive
 from preskool_dr.core.backup.wal.names import Segment, parse_lsn
 from preskool_dr.core.backup.wal.settings import WalSettings
@@ -61,7 +61,7 @@ from preskool_dr.core.base.events import (
     utcnow,
 )
 from preskool_dr.core.base.settings import Config, DatabaseSettings
-from preskool_dr.core.storage import catalog, checksum
+from preskool_dr.core.storage import checksum
 from preskool_dr.core.storage.backup_names import BASE_PREFIX, backup_name
 from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.core.storage.fetch import ensure_dir
@@ -69,7 +69,7 @@ from preskool_dr.core.storage.layout import meta_path
 from preskool_dr.core.storage.meta import BackupMeta, iso_utc
 from preskool_dr.core.storage.repository import Repository
 
-KIND = "base"
+KIND = BASE_KIND
 STEP_ID = "backup"
 CLUSTER_LABEL = "(whole cluster)"  # BackupMeta.database: a base backup holds every database
 _TEMP_SUFFIX = ".tmp"  # not `.part`: backup.py removes stale `.part` *files* under the lock
@@ -466,7 +466,7 @@ def apply_retention(
     then the archived WAL older than the oldest base backup left on each side."""
     repo = Repository.from_config(config)
     settings = WalSettings.from_config(config)
-    listing = partial(_base_records, config)
+    listing = partial(base_records, config)
     deleted = 0
     for side in ("local", "s3") if s3 else ("local",):
         if repo.retention_days(KIND, side) is None:
@@ -478,10 +478,6 @@ def apply_retention(
         if pruned:
             on_event(Notice("ok", _PRUNED[side].format(pruned), STEP_ID))
     return deleted
-
-
-def _base_records(config: Config, source: str) -> list[BackupRecord]:
-    return [r for r in catalog.list_backups(config, source) if r.kind == KIND]
 
 
 def _prune_wal(
@@ -517,24 +513,3 @@ def _prune_wal(
 
 
 # ---------------------------------------------------------------- health for `check`
-
-
-def pitr_health(config: Config, now: datetime) -> tuple[str, str, float | None] | None:
-    """(Nagios state name, summary, archive age in seconds) for `check`, or None when
-    point-in-time recovery is not in use here (no local WAL archive and no base backup).
-    Gaps count from the newest local base backup's first segment: older ones only narrow
-    what older base backups can reach."""
-    settings = WalSettings.from_config(config)
-    try:
-        records = _base_records(config, "local") if config.backups.dir.is_dir() else []
-        if not records and not settings.archive_dir.is_dir():
-            return None
-        since = next(
-            (i.start_segment for r in records if r.local_path and (i := local_info(r.local_path))),
-            None,
-        )
-        health = archive_health(settings, now, since)
-    except DrError as exc:
-        return "WARNING", f"WAL archive unknown: {exc}", None
-    status, summary = health.verdict(config.thresholds.rpo_wal_hours, now)
-    return status, summary, health.age_seconds(now)

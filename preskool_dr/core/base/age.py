@@ -21,14 +21,14 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import pyrage
-
 from preskool_dr.core.base.errors import DrError, UsageError
 
 AGE_SUFFIX = ".age"
 AGE_HEADER = b"age-encryption.org/v1\n"
 IDENTITY_ENV = "PRESKOOL_DR_AGE_IDENTITY"
 HOW_TO_PASS = f"pass --identity FILE (or set {IDENTITY_ENV} to the file's path)"
+# pyrage is imported in the functions that use it: loading the runbook (which checks
+# recipients only when encryption is on) and `check` never load it.
 _QUEUED = 8  # chunks waiting between the producer and pyrage's thread
 _IDENTITY_MAX_BYTES = 1 << 20
 _PIECE = 1 << 20  # clear bytes handed on at once
@@ -62,6 +62,8 @@ def recipient_problem(text: str) -> str | None:
 def parse_recipient(text: str) -> Any:
     """An age X25519 recipient (`age1...`) or an SSH public key (`ssh-ed25519 AAAA...`,
     `ssh-rsa AAAA...`, an authorized_keys line). ValueError saying why not."""
+    import pyrage
+
     text = text.strip()
     try:
         if text.startswith("age1"):
@@ -109,6 +111,8 @@ def recipients(texts: Iterable[str]) -> list[Any]:
 def generate_identity(path: Path) -> str:
     """Write a new age identity to `path` (mode 0600, as `age-keygen -o` writes it: the stock
     `age -d -i` reads it) and return its recipient (age1...). Refuses to replace a file."""
+    import pyrage
+
     identity = pyrage.x25519.Identity.generate()
     recipient = str(identity.to_public())
     text = f"# public key: {recipient}\n{identity}\n"
@@ -122,6 +126,8 @@ def load_identities(path: Path) -> list[Any]:
     """The identities in `path`: an age identity file (`AGE-SECRET-KEY-1...` lines, `#`
     comments, as `age-keygen -o` writes) or an unencrypted SSH private key (ed25519, RSA).
     DrError (exit 1) saying what is wrong and what to pass."""
+    import pyrage
+
     try:
         with path.open("rb") as handle:
             data = handle.read(_IDENTITY_MAX_BYTES + 1)
@@ -248,6 +254,8 @@ class Encryptor:
             raise
 
     def _run(self, recipients: list[Any], writer: _SinkWriter) -> None:
+        import pyrage
+
         try:
             pyrage.encrypt_io(self._reader, writer, recipients)
         except BaseException as exc:
@@ -311,6 +319,8 @@ def decrypt_to(
 ) -> int:
     """Decrypt everything `reader` gives, handing the clear text to `sink` as it comes;
     returns the clear bytes. DecryptionError when it cannot (sink's own errors pass)."""
+    import pyrage
+
     produced = 0
     raised: list[BaseException] = []
     pending: list[bytes] = []  # pyrage writes 8 KiB at a time: handed on in ~1 MiB pieces

@@ -18,11 +18,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import ConfigError, UsageError
 from preskool_dr.core.base.host_files import environment_file, read_environment_file
 from preskool_dr.core.base.runbook_file import find_runbook
-from preskool_dr.core.base.settings import BackupSettings
 
 DEFAULT_PROMETHEUS_FILE = Path("/var/lib/prometheus/node-exporter/preskool_dr.prom")
 CHECK_INTERVALS = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30)  # minutes that divide an hour evenly
@@ -130,10 +128,15 @@ def host_settings(
         found = None  # none anywhere yet (find_runbook never fails on an explicit path)
     shared_state = None
     if found is not None:
+        # imported here: `--help` shows this module's schedule without loading yaml
+        from preskool_dr.core.base.config import load_config
+
         config = load_config(found, job_env)
         backup_dir = config.backups.dir  # BACKUP_DIR wins there too
         shared_state = config.runbook_state_dir
     else:
+        from preskool_dr.core.base.settings import BackupSettings
+
         backup_dir = Path(job_env.get("BACKUP_DIR") or BackupSettings().dir)
     explicit_state = job_env.get("PRESKOOL_DR_STATE_DIR")
     # what `paths.state_dir` gives the job: systemd and cron set no XDG_STATE_HOME

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from preskool_dr.core.base.errors import DrError, UsageError
 from preskool_dr.core.base.procs import run_command, spawn, terminate
+from preskool_dr.core.drill.names import NAMESPACE
 
-NAMESPACE = "preskool-dr-drill"
 SSH_KEYGEN = "ssh-keygen"
 TIMEOUT_SECONDS = 60.0
 _KEY_TYPES = ("ssh-", "ecdsa-", "sk-")

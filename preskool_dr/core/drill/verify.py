@@ -22,15 +22,12 @@ from preskool_dr.core.drill.entry import (
 )
 from preskool_dr.core.drill.recorded import JournalEntry, lost_entries
 from preskool_dr.core.drill.signing import (
-    NAMESPACE,
     SignatureCheck,
     TrustRoot,
     check_content,
     trust_root,
     verify,
 )
-
-ALLOWED_SIGNERS_EXAMPLE = f'alice namespaces="{NAMESPACE}" ssh-ed25519 AAAA...'
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-from preskool_dr.core.backup import basebackup
+from preskool_dr.core.backup.base_info import pitr_health
 from preskool_dr.core.backup.common import human_size
 from preskool_dr.core.backup.wal.settings import WAL_DIRNAME
 from preskool_dr.core.base.age import is_encrypted_name
@@ -223,7 +223,7 @@ def run_checks(config: Config, now: datetime | None = None) -> HealthReport:
 def _wal_checks(config: Config, now: datetime) -> tuple[CheckResult, ...]:
     """The WAL archive (age against thresholds.rpo_wal_hours, gaps), once point-in-time
     recovery is in use: a local archive or a base backup exists."""
-    found = basebackup.pitr_health(config, now)
+    found = pitr_health(config, now)
     if found is None:
         return ()
     status, summary, age = found

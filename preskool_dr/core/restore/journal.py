@@ -104,6 +104,16 @@ class VerifyRecord:
 
 
 @dataclass
+class LoadRecord:
+    """How step 6 loaded the backup, and why that way (the operator reads why a restore
+    was not as fast as expected here, also after the run)."""
+
+    loader: str  # "pg_restore" | "parallel" | "serial"
+    how: str  # e.g. "pg_restore -j 4 of X.dump", "4 parallel sessions", "serial"
+    reason: str  # why this loader, and why not a faster one
+
+
+@dataclass
 class RunState:
     run_id: str
     mode: str  # "restore" | "drill"
@@ -126,6 +136,7 @@ class RunState:
     pid: int | None = None
     app_accessible_at: datetime | None = None
     verify: VerifyRecord | None = None
+    load: LoadRecord | None = None  # step 6's loader and why (None until it chose one)
     validation: list[dict[str, Any]] = field(default_factory=list)
     drill_log_entry: str | None = None  # sha256 of the drill-log line written for this run
     drill_log_line: int | None = None  # its line number, and the log it went to: so a log

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from preskool_dr.core.base.errors import DrError, NotFoundError, UsageError
 from preskool_dr.core.base.settings import Config
@@ -26,13 +26,11 @@ from preskool_dr.core.storage.checksum import SIDECAR_SUFFIX, backup_members, si
 from preskool_dr.core.storage.layout import COMPANION_SUFFIX, META_SUFFIX, companion_path
 from preskool_dr.core.storage.meta import BackupMeta, check_meta, iso_utc, read_meta_checked
 from preskool_dr.core.storage.repository import Repository
+from preskool_dr.core.storage.s3_classes import ARCHIVED_CLASSES, HEAD_THREADS
 from preskool_dr.core.storage.s3_groups import S3Group, group_s3, s3_group_for
-from preskool_dr.core.storage.s3store import (
-    ARCHIVED_CLASSES,
-    HEAD_THREADS,
-    S3Store,
-    store_for_url,
-)
+
+if TYPE_CHECKING:  # boto3 loads only when S3 is listed (`check`, `list --source local`)
+    from preskool_dr.core.storage.s3store import S3Store
 
 SOURCES = ("local", "s3", "all")
 # A name dated more than this past the clock is never `latest`: a host whose clock is wrong,
@@ -360,6 +358,8 @@ def resolve_backup(config: Config, spec: str) -> BackupRecord:
         return logical[0]
     if spec.startswith("s3://"):
         try:
+            from preskool_dr.core.storage.s3store import store_for_url
+
             store, name = store_for_url(spec.rstrip("/"))
         except ValueError as exc:
             raise UsageError(str(exc)) from None

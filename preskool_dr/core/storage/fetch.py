@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from preskool_dr.core.base.errors import (
     Cancelled,
@@ -31,8 +32,11 @@ from preskool_dr.core.storage.layout import (
     remove_local,
 )
 from preskool_dr.core.storage.meta import read_meta
+from preskool_dr.core.storage.s3_classes import ARCHIVED_CLASSES
 from preskool_dr.core.storage.s3_groups import S3Group, s3_group_for
-from preskool_dr.core.storage.s3store import ARCHIVED_CLASSES, S3Store, store_for_url
+
+if TYPE_CHECKING:  # boto3 loads when a backup is fetched from S3, not for a local one
+    from preskool_dr.core.storage.s3store import S3Store
 
 
 def request_restore(record: BackupRecord, days: int = 7) -> str:
@@ -40,6 +44,8 @@ def request_restore(record: BackupRecord, days: int = 7) -> str:
     returns the operator's line about the backup itself."""
     if record.s3_url is None:
         raise UsageError(f"{record.name} is not in S3: no restore needed")
+    from preskool_dr.core.storage.s3store import store_for_url
+
     store, name = store_for_url(record.s3_url)
     group = s3_group_for(store, name)
     if group.main is not None:
@@ -95,6 +101,8 @@ def fetch_backup(
         return record.local_path
     if record.s3_url is None:
         raise NotFoundError(f"{record.name} has no local copy and no S3 copy")
+    from preskool_dr.core.storage.s3store import store_for_url
+
     store, name = store_for_url(record.s3_url)
     group = s3_group_for(store, name)
     if group.bad is not None and group.main is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from preskool_dr.core.base.errors import NotFoundError
 from preskool_dr.core.base.paths import name_problem
@@ -16,7 +17,9 @@ from preskool_dr.core.storage.backup_names import (
 )
 from preskool_dr.core.storage.checksum import SIDECAR_SUFFIX
 from preskool_dr.core.storage.layout import COMPANION_SUFFIX, META_SUFFIX, companion_name
-from preskool_dr.core.storage.s3store import S3Object, S3Store
+
+if TYPE_CHECKING:
+    from preskool_dr.core.storage.s3store import S3Object, S3Store
 
 
 @dataclass

@@ -22,10 +22,10 @@ from botocore.config import Config as BotoConfig
 
 from preskool_dr.core.base.errors import ArchivedError, DrError, NotFoundError
 from preskool_dr.core.base.procs import redact
+from preskool_dr.core.storage.s3_classes import ARCHIVED_CLASSES as ARCHIVED_CLASSES
+from preskool_dr.core.storage.s3_classes import HEAD_THREADS as HEAD_THREADS
 
-ARCHIVED_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
 RESTORE_WAIT = {"GLACIER": "3-5 hours", "DEEP_ARCHIVE": "up to 12 hours"}
-HEAD_THREADS = 8
 _ACCESS_CODES = {
     "403",
     "AccessDenied",

@@ -69,6 +69,8 @@ class StreamResult:
     sql_bytes: int
     tables_loaded: tuple[str, ...]
     seconds: float
+    # set when the parallel loader handed the whole file to the serial stream: why
+    serial_reason: str | None = None
 
 
 class RestoreError(DrError):

@@ -20,7 +20,7 @@ from preskool_dr.core.base import age, database
 from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.events import Notice
 from preskool_dr.core.restore import restore_test
-from preskool_dr.core.restore.journal import StepRecord
+from preskool_dr.core.restore.journal import LoadRecord, StepRecord
 from preskool_dr.core.restore.loaders import parallel as parallel_restore
 from preskool_dr.core.restore.loaders import pg_restore
 from preskool_dr.core.restore.loaders.stream import StreamResult, stream_restore
@@ -86,36 +86,74 @@ def _load(
     """The loader (restore.method): the custom-format companion step 4 accepted goes to
     pg_restore -j (never with method serial: `verified_files` offers none); without one,
     parallel splits the plain file over `jobs` sessions and auto/serial stream it like the
-    runbook."""
+    runbook. Which path and why goes to the step's output (a notice) and the journal
+    (`RunState.load`); the returned text (for the step's detail) says both."""
     method = run.config.restore.method
     jobs = parallel_restore.resolve_jobs(run.config.restore.jobs)
     sink, step = run.on_event, record.id
     name = run.state.backup.name if run.state.backup else backup.name
+    run.state.load = None
+
+    def chose(loader: str, how: str, reason: str, level: str = "info") -> None:
+        run.state.load = LoadRecord(loader, how, reason)
+        run.save()
+        sink(Notice(level, f"loading {name}: {how}, because {reason}", step))
+
     if age.is_encrypted_name(name):
         # decrypted in the stream: the parallel loader would need the clear text on disk
         identities = age.need_identities(run.config.encryption.identity, name)
-        if method == "parallel":
-            sink(Notice("info", f"{name} is encrypted: it is decrypted and loaded serially", step))
+        chose(
+            "serial",
+            "serial, decrypted in the stream",
+            "the backup is encrypted and only the serial stream decrypts as it loads",
+            "warn" if method == "parallel" else "info",
+        )
         result = stream_restore(
             backup, env, on_event=sink, step_id=step, cancel=cancel, identities=identities
         )
-        return result, "serial, decrypted in the stream"
+        return result, _said(run.state.load)
     if companion is not None:
-        sink(Notice("info", f"using the custom-format companion {companion.name}", step))
+        chose(
+            "pg_restore",
+            f"pg_restore -j {jobs} of {companion.name}",
+            f"restore.method is {method} and step 4 verified the custom-format companion",
+        )
         result = pg_restore.custom_restore(
             companion, env, jobs=jobs, on_event=sink, step_id=step, cancel=cancel
         )
-        return result, f"pg_restore -j {jobs} of {companion.name}"
+        return result, _said(run.state.load)
     if method == "parallel":
-        reason = parallel_restore.unsupported_reason(backup)
-        if reason is None:
+        unsupported = parallel_restore.unsupported_reason(backup)
+        if unsupported is None:
+            chose(
+                "parallel",
+                f"{jobs} parallel sessions",
+                "restore.method is parallel and there is no verified custom-format companion",
+            )
             result = parallel_restore.parallel_restore(
                 backup, env, jobs=jobs, on_event=sink, step_id=step, cancel=cancel
             )
-            return result, f"{jobs} parallel sessions"
-        sink(Notice("warn", f"{backup.name} is loaded serially: {reason}", step))
+            if result.serial_reason is not None:  # it handed the file to the serial stream
+                run.state.load = LoadRecord("serial", "serial", result.serial_reason)
+            return result, _said(run.state.load)
+        chose("serial", "serial", f"the parallel loader cannot split it: {unsupported}", "warn")
+    elif method == "serial":
+        chose("serial", "serial", "restore.method is serial")
+    else:
+        chose(
+            "serial",
+            "serial",
+            "there is no verified custom-format companion (`backup --format custom` makes "
+            "one; restore.method: parallel splits the plain file instead)",
+        )
     result = stream_restore(backup, env, on_event=sink, step_id=step, cancel=cancel)
-    return result, "serial"
+    return result, _said(run.state.load)
+
+
+def _said(load: LoadRecord | None) -> str:
+    """The loader and its reason, for the step's detail."""
+    assert load is not None
+    return f"{load.how}: {load.reason}"
 
 
 def _validate(run: StepRun, dbname: str) -> list[dict[str, object]]:

@@ -5,6 +5,7 @@ progress events and the failure handling (the package's docstring tells the whol
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import secrets
 import threading
@@ -406,12 +407,9 @@ def parallel_restore(
             line=unsure.line,
             error=unsure.reason,
         ) from None
+    why = f"at {where} the parallel loader cannot split it with certainty ({unsure.reason})"
     on_event(
-        Notice(
-            "warn",
-            f"{backup.name} is loaded serially: at {where} the parallel loader cannot split "
-            f"it with certainty ({unsure.reason}); nothing had been loaded",
-            step_id,
-        )
+        Notice("warn", f"{backup.name} is loaded serially: {why}; nothing had been loaded", step_id)
     )
-    return stream_restore(backup, env, on_event=on_event, step_id=step_id, cancel=cancel)
+    result = stream_restore(backup, env, on_event=on_event, step_id=step_id, cancel=cancel)
+    return dataclasses.replace(result, serial_reason=why)

@@ -24,15 +24,16 @@ from preskool_dr.core.restore.loaders.parallel.pieces import BlockEnd, Piece
 from preskool_dr.core.restore.loaders.parallel.post_data import Entry, PostJobs
 from preskool_dr.core.restore.loaders.parallel.toc import (
     DATA_TYPES,
-    HEADER,
     SETTING,
     TRAILER,
+    AmbiguousHeader,
     Roots,
     entry_keys,
     name_key,
     preamble_doubt,
     setting_key,
 )
+from preskool_dr.core.restore.loaders.parallel.toc import header as toc_header
 from preskool_dr.core.storage.sql_lexer import NEED_MORE, SqlLexer, copy_statement
 
 MAX_CANDIDATE = 65536  # bytes a header may span across pieces
@@ -202,7 +203,14 @@ class Scanner:
                 if k < 0 and not final and n - i < MAX_CANDIDATE:
                     break  # maybe a header: wait for the rest of it
                 line = buf[i + 3 : j] if j >= 0 else b""
-                header = HEADER.fullmatch(line) if k >= 0 else None
+                try:
+                    header = toc_header(line) if k >= 0 else None
+                except AmbiguousHeader as exc:
+                    raise Unsure(
+                        str(exc),
+                        self.sink.line_at(self.buf_pos + i + 3),
+                        loaded=self.pre_held is None,
+                    ) from None
                 if k >= 0 and buf[j + 1 : k] == b"--" and (header or line == TRAILER):
                     self.lexer.feed(buf[i : k + 1])
                     self._check_lexer()

@@ -10,10 +10,37 @@ DATA_TYPES = frozenset({"TABLE DATA", "SEQUENCE SET", "BLOBS", "LARGE OBJECTS"})
 ATTACHED_TYPES = frozenset({"COMMENT", "SECURITY LABEL"})  # belong to the entry before
 GROUPS = {"CONSTRAINT": "build", "INDEX": "build", "TRIGGER": "trigger", "FK CONSTRAINT": "fk"}
 
+# pg_dump writes `-- Name: N; Type: T; Schema: S; Owner: O[; Tablespace: X]` with the names
+# as they are: any of them may hold `; ` (a schema "a; b" is legal). The type is one of
+# pg_dump's upper-case words, so the line reads one way unless a name itself holds
+# `; Type: `: `header` reads it from both ends and refuses a line the two readings disagree on.
 HEADER = re.compile(
-    rb"-- (?:Data for )?Name: (?P<name>.*); Type: (?P<type>[A-Z][A-Z ]*); "
-    rb"Schema: [^;]*; Owner: [^;]*(?:; Tablespace: .*)?"
+    rb"-- (?:Data for )?Name: (?P<name>.*); Type: (?P<type>[A-Z][A-Z ]*); Schema: .*; Owner: .*"
 )
+_HEADER_FIRST = re.compile(
+    rb"-- (?:Data for )?Name: (?P<name>.*?); Type: (?P<type>[A-Z][A-Z ]*?); Schema: .*; Owner: .*"
+)
+
+
+class AmbiguousHeader(ValueError):
+    """An entry header whose names hide another `; Type: `: its type cannot be told."""
+
+
+def header(line: bytes) -> re.Match[bytes] | None:
+    """The entry header on `line` (without its newline), or None: not a header.
+    AmbiguousHeader when the line reads as two entries of different types."""
+    last = HEADER.fullmatch(line)
+    if last is None:
+        return None
+    first = _HEADER_FIRST.fullmatch(line)
+    if first is not None and first["type"] != last["type"]:
+        raise AmbiguousHeader(
+            "an entry header whose object names hide another `; Type: ` "
+            f"(reads as {first['type'].decode()} and as {last['type'].decode()})"
+        )
+    return last
+
+
 TRAILER = b"-- PostgreSQL database dump complete"
 # one statement each: a value holds no `;` outside quotes (settings are replayed per job)
 _VALUE = rb"""(?:[^;'"\\]|'(?:[^'\\]|'')*'|"(?:[^"]|"")*")*"""
