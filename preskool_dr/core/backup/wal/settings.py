@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from preskool_dr.core.base.age import IDENTITY_ENV
 from preskool_dr.core.base.errors import DrError
@@ -96,6 +95,8 @@ def push_recipients(
         f"readable by this user (e.g. chgrp postgres + chmod 0640), or set {RECIPIENTS_ENV} "
         "in archive_command"
     )
+    import yaml  # here: `check` imports this module and must start without yaml
+
     try:
         data = yaml.safe_load(read_trusted(path))
     except OSError as exc:
