@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from preskool_dr.core.base.age import IDENTITY_ENV
 from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.runbook_file import find_runbook, read_trusted
