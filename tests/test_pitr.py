@@ -23,7 +23,7 @@ import boto3
 import pytest
 
 from preskool_dr.cli.main import main
-from preskool_dr.core.backup import basebackup
+from preskool_dr.core.backup import base_info
 from preskool_dr.core.backup.wal.names import Segment, parse_lsn
 from preskool_dr.core.backup.wal.push import push
 from preskool_dr.core.backup.wal.settings import WalSettings
@@ -126,7 +126,7 @@ def test_base_backup_is_listed_verified_and_describes_its_wal_range(
     assert subprocess.run(["md5sum", "--check", *sidecars], cwd=folder).returncode == 0
     meta = json.loads(meta_path(folder).read_text())
     assert meta["kind"] == "base" and meta["md5"] == meta["base"]["members"]["base.tar.gz"]
-    info = basebackup.local_info(folder)
+    info = base_info.local_info(folder)
     assert info is not None and info.archive_mode == "on" and info.timeline == 1
     assert info.start_time < info.end_time < scenario.target
     assert parse_lsn(info.start_lsn) <= parse_lsn(info.end_lsn)
@@ -258,7 +258,7 @@ def test_pitr_from_an_encrypted_base_backup_and_wal_archive_with_the_identity(
 def test_target_outside_the_recoverable_range_is_refused_before_anything_starts(
     scenario: Scenario, tmp_path: Path, new_dirs: list[Path]
 ) -> None:
-    info = basebackup.local_info(scenario.backup_dir / scenario.base_name)
+    info = base_info.local_info(scenario.backup_dir / scenario.base_name)
     assert info is not None
     data_dir = new_data_dir(scenario, new_dirs)
     too_early = run_pitr(scenario, tmp_path / "s", info.start_time - timedelta(minutes=1), data_dir)
@@ -373,12 +373,12 @@ def test_base_backup_in_s3_retention_and_wal_pruning(
     shutil.rmtree(first)
     meta_path(first).unlink()
     record = catalog.resolve_backup(config, first.name)
-    assert basebackup.record_info(config, record) is not None
+    assert base_info.record_info(config, record) is not None
     fetched = fetch_backup(config, record)
     assert all(r.ok for r in checksum.verify_backup(fetched))
 
     # An expired base backup (local and S3) and WAL older than every base backup left.
-    info = basebackup.local_info(first)
+    info = base_info.local_info(first)
     assert info is not None
     old = backup_dir / "preskool-base-20200101_000000"
     shutil.copytree(first, old)
@@ -476,7 +476,7 @@ def test_damaged_base_backup_or_meta_is_caught_before_extraction(
     meta = meta_path(backups / scenario.base_name)
     for garbage in ("{not json", json.dumps({"kind": "base", "base": {"members": {}}})):
         meta.write_text(garbage)
-        assert basebackup.local_info(backups / scenario.base_name) is None
+        assert base_info.local_info(backups / scenario.base_name) is None
         result = run_pitr(scenario, tmp_path / "s", scenario.target, data_dir, backup_dir=backups)
         assert result.returncode == 2
         assert "has no readable meta.json" in result.stdout

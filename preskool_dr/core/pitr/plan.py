@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from preskool_dr.core.backup import basebackup
+from preskool_dr.core.backup import base_info
 from preskool_dr.core.backup.basebackup import BaseBackupInfo
 from preskool_dr.core.backup.wal.fetch import fetch
 from preskool_dr.core.backup.wal.listing import list_archive
@@ -83,7 +83,7 @@ def recoverable_ranges(
         if record.bad is not None:  # e.g. a member key with `..`: never downloaded
             on_event(Notice("warn", f"{record.name} is refused: {record.bad}; not used", "plan"))
             continue
-        info = basebackup.record_info(config, record)
+        info = base_info.record_info(config, record)
         if info is None:
             on_event(
                 Notice(
