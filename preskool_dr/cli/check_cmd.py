@@ -9,15 +9,15 @@ from typing import Any
 from preskool_dr.cli.notifying import notifier
 from preskool_dr.cli.output import print_json, tagged
 from preskool_dr.core.base.errors import DrError
-from preskool_dr.core.monitor.check import (
+from preskool_dr.core.monitor.check import run_checks
+from preskool_dr.core.monitor.check_state import record_state
+from preskool_dr.core.monitor.report import (
     CheckResult,
     HealthReport,
     Status,
-    run_checks,
     unknown_report,
     write_prometheus,
 )
-from preskool_dr.core.monitor.check_state import record_state
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:

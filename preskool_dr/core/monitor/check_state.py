@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from preskool_dr.core.base.events import utcnow
+from preskool_dr.core.base.files import atomic_write
 from preskool_dr.core.base.notify import Notification
 from preskool_dr.core.base.paths import ensure_private_dir, state_modes
-from preskool_dr.core.monitor.check import HealthReport
-from preskool_dr.core.storage.checksum import atomic_write
+from preskool_dr.core.monitor.report import HealthReport
 
 CHECK_STATE_FILE = "check-state.json"
 

@@ -18,12 +18,11 @@ from typing import IO, Any, BinaryIO, cast
 from preskool_dr.core.backup.base_info import BASE_TAR, BASE_TAR_AGE, MANIFEST, WAL_TAR
 from preskool_dr.core.base import age, procs
 from preskool_dr.core.base.errors import Cancelled, DrError, VerificationError
-from preskool_dr.core.base.events import EventSink
+from preskool_dr.core.base.events import EventSink, ProgressMeter
 from preskool_dr.core.base.pgbin import find_pg_bin
 from preskool_dr.core.base.settings import Config
 from preskool_dr.core.pitr.plan import RecoverableRange
 from preskool_dr.core.storage import checksum
-from preskool_dr.core.storage.checksum import ProgressMeter
 from preskool_dr.core.storage.fetch import fetch_backup
 
 

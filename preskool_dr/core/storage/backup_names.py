@@ -10,8 +10,8 @@ import re
 from datetime import UTC, datetime
 
 from preskool_dr.core.base.age import AGE_SUFFIX
-from preskool_dr.core.storage.checksum import SIDECAR_SUFFIX
 from preskool_dr.core.storage.layout import COMPANION_SUFFIX, META_SUFFIX
+from preskool_dr.core.storage.sidecar import SIDECAR_SUFFIX
 
 KINDS = ("daily", "weekly", "pre-deploy", "base")
 PART_SUFFIX = ".part"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from preskool_dr.core.storage.checksum import sidecar_path
+from preskool_dr.core.storage.sidecar import sidecar_path
 
 META_SUFFIX = ".meta.json"
 COMPANION_SUFFIX = ".dump"  # `backup --format custom`: pg_dump -Fc beside the .sql.gz

@@ -15,8 +15,8 @@ from preskool_dr.core.storage.backup_names import (
     parse_backup_name,
     split_attribute,
 )
-from preskool_dr.core.storage.checksum import SIDECAR_SUFFIX
 from preskool_dr.core.storage.layout import COMPANION_SUFFIX, META_SUFFIX, companion_name
+from preskool_dr.core.storage.sidecar import SIDECAR_SUFFIX
 
 if TYPE_CHECKING:
     from preskool_dr.core.storage.s3store import S3Object, S3Store
