@@ -26,7 +26,12 @@ from typing import Any
 from preskool_dr.core.base import age
 from preskool_dr.core.base.errors import Cancelled, DrError, NotFoundError, VerificationError
 from preskool_dr.core.base.events import EventSink, ProgressMeter, ignore_events
-from preskool_dr.core.storage.dumptext import DUMP_HEAD, DumpText, Finding
+from preskool_dr.core.storage.dumptext import (
+    DUMP_HEAD,
+    DumpText,
+    dump_shape_error,
+    meta_command_error,
+)
 from preskool_dr.core.storage.sidecar import (
     SIDECAR_SUFFIX,
     Sidecar,
@@ -54,10 +59,7 @@ _MAX_INFLATE = 8 * CHUNK
 GZIP_WBITS = 16 + zlib.MAX_WBITS  # gzip header and trailer, no zlib/raw guessing
 _GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_HEADER_MIN = 10  # a member shorter than its fixed header is not a gzip member at all
-# pg_dump's plain format opens with this banner and closes with the "complete" one, which it
-# writes only after the last object; since PostgreSQL 17.6/16.10/15.14 a `\unrestrict KEY`
-# line may follow it. Only the head and a small tail of the text are kept while streaming.
-DUMP_COMPLETE = b"\n-- PostgreSQL database dump complete\n"
+# Only the head and a small tail of the text are kept while streaming (dump_shape_error).
 _DUMP_TAIL_KEEP = 1024
 
 
@@ -274,35 +276,6 @@ def text_line_at(path: Path, offset: int, identities: Sequence[Any] | None = Non
             if identities:
                 source.close()
     return newlines + 1
-
-
-def dump_shape_error(head: bytes, tail: bytes) -> str | None:
-    """Why a text whose first and last bytes are `head` and `tail` is not whole pg_dump plain
-    output, or None when it is."""
-    if not head.startswith(DUMP_HEAD):
-        return (
-            "the text does not start with pg_dump's `-- PostgreSQL database dump` banner: "
-            "this is not a pg_dump backup"
-        )
-    at = tail.rfind(DUMP_COMPLETE)
-    after = tail[at + len(DUMP_COMPLETE) :].splitlines() if at >= 0 else None
-    if after is None or not all(
-        line.strip() in (b"", b"--") or line.startswith(b"\\unrestrict ") for line in after
-    ):
-        return (
-            "the text does not end with pg_dump's `-- PostgreSQL database dump complete` "
-            "line: the dump was cut short (pg_dump stopped early, or the text was cut and "
-            "compressed again)"
-        )
-    return None
-
-
-def meta_command_error(found: Finding) -> str:
-    """What verify and step 4 say about a backup that holds a psql meta-command."""
-    return (
-        f"{found.describe()}: psql would run it on the host that restores this backup; "
-        "do not restore it: restore another backup and find out who wrote this one"
-    )
 
 
 def verify_file(

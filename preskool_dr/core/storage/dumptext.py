@@ -29,6 +29,10 @@ from preskool_dr.core.storage.sql_lexer import NEED_MORE, copy_statement
 
 # pg_dump's plain output opens with this banner; `\restrict KEY` follows after a blank line.
 DUMP_HEAD = b"--\n-- PostgreSQL database dump\n--\n"
+# pg_dump's plain format opens with that banner and closes with the "complete" one, which it
+# writes only after the last object; since PostgreSQL 17.6/16.10/15.14 a `\unrestrict KEY`
+# line may follow it.
+DUMP_COMPLETE = b"\n-- PostgreSQL database dump complete\n"
 RESTRICT_AT = len(DUMP_HEAD) + 1  # text offset of pg_dump's `\restrict` line
 MAX_LINE = 65536  # bytes a COPY header or a backslash line may span across chunks
 _RESTRICT = re.compile(rb"\\(restrict|unrestrict) ([A-Za-z0-9]+)[ \t\r]*")
@@ -307,3 +311,32 @@ class DumpText:
 
 def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
+
+
+def dump_shape_error(head: bytes, tail: bytes) -> str | None:
+    """Why a text whose first and last bytes are `head` and `tail` is not whole pg_dump plain
+    output, or None when it is."""
+    if not head.startswith(DUMP_HEAD):
+        return (
+            "the text does not start with pg_dump's `-- PostgreSQL database dump` banner: "
+            "this is not a pg_dump backup"
+        )
+    at = tail.rfind(DUMP_COMPLETE)
+    after = tail[at + len(DUMP_COMPLETE) :].splitlines() if at >= 0 else None
+    if after is None or not all(
+        line.strip() in (b"", b"--") or line.startswith(b"\\unrestrict ") for line in after
+    ):
+        return (
+            "the text does not end with pg_dump's `-- PostgreSQL database dump complete` "
+            "line: the dump was cut short (pg_dump stopped early, or the text was cut and "
+            "compressed again)"
+        )
+    return None
+
+
+def meta_command_error(found: Finding) -> str:
+    """What verify and step 4 say about a backup that holds a psql meta-command."""
+    return (
+        f"{found.describe()}: psql would run it on the host that restores this backup; "
+        "do not restore it: restore another backup and find out who wrote this one"
+    )
