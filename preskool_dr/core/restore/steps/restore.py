@@ -27,6 +27,7 @@ from preskool_dr.core.restore.loaders.stream import StreamResult, stream_restore
 from preskool_dr.core.restore.steps.context import StepOutcome, StepRun
 from preskool_dr.core.restore.steps.db_names import loading_name
 from preskool_dr.core.restore.steps.verify_gate import verified_files
+from preskool_dr.core.storage.layout import companion_path
 from preskool_dr.core.storage.meta import read_meta
 
 
@@ -49,10 +50,9 @@ def restore(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOu
                         database.block_and_terminate(conn, name)
                         database.drop_database(conn, name)
                 database.create_database(conn, s.target_db, None, allow_connections=False)
-                database.create_database(conn, loading, db.user)
-                closed_acl = database.revoke_public_connect(conn, loading)
+                closed_acl = _create_loading(conn, loading, db.user)
             env = database.libpq_env(db, loading)
-            result, how = _load(run, backup, companion, env, record, cancel)
+            result, how = _load(run, backup, companion, env, record, cancel, loading)
             checks = _validate(run, loading)
             failed = [c for c in checks if not c["ok"]]
             if failed:
@@ -82,40 +82,104 @@ def _load(
     env: dict[str, str],
     record: StepRecord,
     cancel: threading.Event,
+    loading: str,
 ) -> tuple[StreamResult, str]:
-    """The loader (restore.method): the custom-format companion step 4 accepted goes to
+    """The loader (restore.method), said with its reason in a Notice and in the step's
+    detail (the journal): the custom-format companion step 4 accepted goes to
     pg_restore -j (never with method serial: `verified_files` offers none); without one,
-    parallel splits the plain file over `jobs` sessions and auto/serial stream it like the
-    runbook."""
+    auto and parallel split the plain file over `jobs` sessions when the scanner accepts
+    it (auto only with 2 sessions or more: one only adds work), else the runbook's
+    serial stream (auto also when the parallel load stops on text it cannot split after
+    it began: `loading` is then made afresh)."""
     method = run.config.restore.method
     jobs = parallel_restore.resolve_jobs(run.config.restore.jobs)
     sink, step = run.on_event, record.id
     name = run.state.backup.name if run.state.backup else backup.name
+
+    def took(how: str, why: str) -> str:
+        sink(Notice("info", f"loading with {how}: {why}", step))
+        return f"{how}: {why}"
+
     if age.is_encrypted_name(name):
         # decrypted in the stream: the parallel loader would need the clear text on disk
         identities = age.need_identities(run.config.encryption.identity, name)
-        if method == "parallel":
-            sink(Notice("info", f"{name} is encrypted: it is decrypted and loaded serially", step))
+        how = took(
+            "the serial stream, decrypted in the stream",
+            f"{name} is encrypted (no companion, and the parallel loader would need "
+            "the clear text on disk)",
+        )
         result = stream_restore(
             backup, env, on_event=sink, step_id=step, cancel=cancel, identities=identities
         )
-        return result, "serial, decrypted in the stream"
+        return result, how
     if companion is not None:
-        sink(Notice("info", f"using the custom-format companion {companion.name}", step))
+        how = took(
+            f"pg_restore -j {jobs} of the custom-format companion {companion.name}",
+            "it matches the MD5 in the backup's .meta.json",
+        )
         result = pg_restore.custom_restore(
             companion, env, jobs=jobs, on_event=sink, step_id=step, cancel=cancel
         )
-        return result, f"pg_restore -j {jobs} of {companion.name}"
-    if method == "parallel":
-        reason = parallel_restore.unsupported_reason(backup)
-        if reason is None:
+        return result, how
+    if method == "serial":
+        how = took("the serial stream", "restore.method is serial")
+        return stream_restore(backup, env, on_event=sink, step_id=step, cancel=cancel), how
+    no_companion = _no_companion_reason(run)
+    reason = parallel_restore.unsupported_reason(backup)
+    if reason is None and method == "auto" and jobs < 2:
+        reason = "restore.jobs gives one session, and the parallel loader needs two to gain"
+    if reason is None:
+        how = took(f"{jobs} parallel sessions over the plain backup", no_companion)
+        went_serial: list[str] = []
+        try:
             result = parallel_restore.parallel_restore(
-                backup, env, jobs=jobs, on_event=sink, step_id=step, cancel=cancel
+                backup,
+                env,
+                jobs=jobs,
+                on_event=sink,
+                step_id=step,
+                cancel=cancel,
+                on_serial=went_serial.append,
             )
-            return result, f"{jobs} parallel sessions"
-        sink(Notice("warn", f"{backup.name} is loaded serially: {reason}", step))
-    result = stream_restore(backup, env, on_event=sink, step_id=step, cancel=cancel)
-    return result, "serial"
+        except parallel_restore.SplitUnsure as exc:
+            if method != "auto":
+                raise
+            sink(Notice("warn", f"{exc.error} at line {exc.line:,}: starting again", step))
+            with database.connect(run.config.database, admin=True) as conn:
+                database.block_and_terminate(conn, loading)
+                database.drop_database(conn, loading)
+                _create_loading(conn, loading, run.config.database.user)
+            how = took(
+                "the serial stream",
+                f"{no_companion}, and the parallel loader could not split {backup.name} "
+                f"with certainty at line {exc.line:,} ({exc.error})",
+            )
+            result = stream_restore(backup, env, on_event=sink, step_id=step, cancel=cancel)
+        if went_serial:  # it said so in a warning; the step's detail says it too
+            how = f"the serial stream: {no_companion}, and {went_serial[0]}"
+        return result, how
+    how = took(
+        "the serial stream",
+        f"{no_companion}, and the plain backup is not split: {reason}",
+    )
+    return stream_restore(backup, env, on_event=sink, step_id=step, cancel=cancel), how
+
+
+def _create_loading(conn: psycopg.Connection, loading: str, owner: str) -> list[str] | None:
+    """The database the load goes into, owned by the app role, closed to other roles;
+    returns the ACL that left (for `_open_loaded`)."""
+    database.create_database(conn, loading, owner)
+    return database.revoke_public_connect(conn, loading)
+
+
+def _no_companion_reason(run: StepRun) -> str:
+    """Why step 6 has no custom-format companion to load (method auto or parallel)."""
+    choice = run.state.backup
+    local = Path(choice.local_path) if choice and choice.local_path else None
+    if local is None or not companion_path(local).is_file():
+        return "no usable custom-format companion (.dump) beside the backup"
+    # step 4 or the verify gate refused it, and said why in a warning
+    return "its custom-format companion was not accepted (see the warning above)"
 
 
 def _validate(run: StepRun, dbname: str) -> list[dict[str, object]]:

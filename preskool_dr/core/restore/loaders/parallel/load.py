@@ -11,7 +11,7 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import psycopg
@@ -55,6 +55,11 @@ def resolve_jobs(configured: int) -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+class SplitUnsure(RestoreError):
+    """The scanner met text it cannot split with certainty after part of the file was
+    loaded: the database holds a partial load (a fresh one can take the serial stream)."""
 
 
 def unsupported_reason(backup: Path) -> str | None:
@@ -378,6 +383,7 @@ def parallel_restore(
     cancel: threading.Event | None = None,
     split_bytes: int = SPLIT_BYTES,
     watchdog: float = WATCHDOG_SECONDS,
+    on_serial: Callable[[str], None] | None = None,
 ) -> StreamResult:
     """Load `backup` (pg_dump plain SQL, gzip) into the database `env` names (PGHOST, PGPORT,
     PGUSER, PGDATABASE; PGPASSWORD comes from this process's environment) over `jobs`
@@ -388,7 +394,8 @@ def parallel_restore(
 
     Text the scanner cannot split with certainty (see core/storage/sql_lexer.py) sends the whole
     file through `stream_restore` instead when it shows before anything was loaded (in the
-    pre-data, where it mostly would); later it stops the load with a RestoreError. A load in
+    pre-data, where it mostly would; `on_serial` hears why); later it stops the load with a
+    SplitUnsure (a RestoreError). A load in
     which nothing moves for `watchdog` seconds fails with a message naming what it waited
     for, instead of waiting forever."""
     cancel = cancel or threading.Event()
@@ -399,19 +406,18 @@ def parallel_restore(
         unsure = exc
     where = f"line {unsure.line:,} of {backup.name}"
     if unsure.loaded:
-        raise RestoreError(
+        raise SplitUnsure(
             f"restore stopped at {where}: the parallel loader cannot split it with "
             f"certainty ({unsure.reason}) and part of it is already loaded - the database "
             "holds a partial load; restore it with restore.method: serial in runbook.yaml",
             line=unsure.line,
             error=unsure.reason,
         ) from None
-    on_event(
-        Notice(
-            "warn",
-            f"{backup.name} is loaded serially: at {where} the parallel loader cannot split "
-            f"it with certainty ({unsure.reason}); nothing had been loaded",
-            step_id,
-        )
+    why = (
+        f"at {where} the parallel loader cannot split it with certainty ({unsure.reason}); "
+        "nothing had been loaded"
     )
+    on_event(Notice("warn", f"{backup.name} is loaded serially: {why}", step_id))
+    if on_serial is not None:
+        on_serial(why)
     return stream_restore(backup, env, on_event=on_event, step_id=step_id, cancel=cancel)
