@@ -33,6 +33,7 @@ from preskool_dr.demo.cluster import Cluster
 from tests.support.cli import call_cli, run_cli
 from tests.support.db import APP_ROLE, Database
 from tests.support.leaks import assert_no_secrets
+from tests.support.runbook import write_runbook
 
 NAME_RE = r"preskool-backup-\d{8}_\d{6}\.sql\.gz"
 
@@ -57,10 +58,20 @@ def write_fake_backup(folder: Path, kind: str | None, age: timedelta) -> Path:
 # ---------------------------------------------------------------- the happy path
 
 
+@pytest.mark.parametrize("companion", [True, False], ids=["default", "companion-off"])
 def test_backup_prints_the_seed_lines_and_writes_a_verified_backup(
-    dr_env: dict[str, str], database: Database
+    dr_env: dict[str, str],
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    companion: bool,
 ) -> None:
+    """The seed's lines and files; the default also writes the custom-format companion
+    and says so after them, and `backups.companion: false` is exactly the seed's backup."""
     backup_dir = Path(dr_env["BACKUP_DIR"])
+    if not companion:
+        runbook = write_runbook(tmp_path, backups={"companion": False})
+        monkeypatch.setenv("PRESKOOL_DR_RUNBOOK", str(runbook))
     result = call_cli("backup")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -79,19 +90,26 @@ def test_backup_prints_the_seed_lines_and_writes_a_verified_backup(
     assert md5_line, lines[5]
     assert lines[6] == "[OK]    Checksum verified ✓"
     assert lines[7] == "[OK]    Gzip integrity check passed"
+    path = Path(created.group(1))
+    name = path.name
+    dump = name.removesuffix(".sql.gz") + ".dump"
+    if companion:
+        said = re.fullmatch(
+            rf"\[OK\]    Custom-format companion: {re.escape(dump)} \(\d+ TOC entries, "
+            r"MD5 ([0-9a-f]{32})\), from the same snapshot",
+            lines.pop(8),
+        )
+        assert said, result.stdout
     # The test database is far below 1 MiB: the seed's "Backup small" alert, said at once.
     assert lines[8].startswith("[WARN]  Backup is only ")
     assert lines[9:] == ["[OK]    Deleted 0 old backup(s)"]
 
-    path = Path(created.group(1))
     assert path.parent == backup_dir
-    name = path.name
     assert backups_in(backup_dir) == [name]
-    assert sorted(p.name for p in backup_dir.iterdir() if not p.name.startswith(".")) == [
-        name,
-        name + ".md5",
-        name + ".meta.json",
-    ]
+    companion_files = [dump, dump + ".md5"] if companion else []
+    assert sorted(p.name for p in backup_dir.iterdir() if not p.name.startswith(".")) == sorted(
+        [name, name + ".md5", name + ".meta.json", *companion_files]
+    )
     assert not list(backup_dir.glob("*.part")) and not list(backup_dir.glob(".*.part"))
     assert path.stat().st_mode & 0o777 == 0o600
     digest = hashlib.md5(path.read_bytes()).hexdigest()
@@ -109,6 +127,12 @@ def test_backup_prints_the_seed_lines_and_writes_a_verified_backup(
     assert meta["database"] == database.name
     assert meta["pg_dump_version"].startswith("pg_dump (PostgreSQL)")
     assert meta["row_counts"] == database.row_counts()
+    if companion:
+        dump_md5 = hashlib.md5((backup_dir / dump).read_bytes()).hexdigest()
+        assert meta["companion_md5"] == said.group(1) == dump_md5
+        assert (backup_dir / (dump + ".md5")).read_text() == f"{dump_md5}  {dump}\n"
+    else:
+        assert "companion_md5" not in meta
     # Name time is UTC and is the time in the banner.
     stamp = parse_backup_name(name)
     assert stamp is not None and stamp.strftime("%H:%M:%S %Y") in lines[1].replace(" UTC", "")
@@ -180,14 +204,18 @@ def test_weekly_backup_uploads_three_files_and_the_dump_as_glacier(
     assert name
     url = f"s3://{s3}/preskool-backups/{name.group(0)}"
     assert f"[BACKUP] Uploading to {url} (GLACIER)..." in result.stdout
-    assert f"[OK]    Uploaded to S3: {url} (+ .md5, .meta.json)" in result.stdout
+    dump = name.group(0).removesuffix(".sql.gz") + ".dump"
+    assert f"[OK]    Uploaded to S3: {url} (+ .md5, .meta.json, {dump} + .md5)" in result.stdout
     client = boto3.client("s3")
     listed = client.list_objects_v2(Bucket=s3, Prefix="preskool-backups/")["Contents"]
     classes = {o["Key"].removeprefix("preskool-backups/"): o.get("StorageClass") for o in listed}
+    # the default companion travels with it: data in the kind's class, sidecars STANDARD
     assert classes == {
         name.group(0): "GLACIER",
         name.group(0) + ".md5": "STANDARD",
         name.group(0) + ".meta.json": "STANDARD",
+        dump: "GLACIER",
+        dump + ".md5": "STANDARD",
     }
     sidecar = client.get_object(Bucket=s3, Key=f"preskool-backups/{name.group(0)}.md5")
     local = Path(os.environ["BACKUP_DIR"]) / (name.group(0) + ".md5")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -45,6 +46,7 @@ from tests.support.loaders import (
     children_named,
     fingerprint,
     psql_children,
+    schema_dump,
 )
 from tests.support.runbook import write_runbook
 
@@ -95,7 +97,9 @@ def test_backup_writes_a_verified_companion(dr_env: dict[str, str], tmp_path: Pa
 
 
 def test_plain_backup_has_no_companion(dr_env: dict[str, str], tmp_path: Path) -> None:
-    config = config_for(tmp_path)
+    """`backups.companion: false`: only the seed's .sql.gz (and --format plain, custom=False)."""
+    runbook = write_runbook(tmp_path, backups={"companion": False})
+    config = load_config(runbook)
     plain = run_backup(config, "daily", upload=False).path
     assert not companion_path(plain).exists()
     assert catalog.list_backups(config, "local")[0].has_custom is False
@@ -114,6 +118,67 @@ def test_companion_comes_from_the_same_snapshot(
     custom_restore(companion_path(plain), libpq(from_custom), jobs=2)
     assert_same(from_plain, from_custom)
     assert fingerprint(from_custom) == fingerprint(database)
+
+
+def test_default_backup_dumps_both_from_one_snapshot_while_the_app_writes(
+    dr_env: dict[str, str],
+    database: Database,
+    scratch: Callable[[], Database],
+    tmp_path: Path,
+) -> None:
+    """The default backup (backups.companion on) writes the companion too, and both dumps
+    read the one exported snapshot: rows inserted from another connection all through the
+    backup land in neither or in both, so the plain and the custom restore are equal, row
+    for row, and equal to the counts taken in that snapshot."""
+    with as_app(database) as conn:  # a bigger table: the dumps take a while
+        conn.execute(
+            "CREATE TABLE zz_bulk AS SELECT g AS n, md5(g::text) AS t FROM generate_series(1, 200000) g"
+        )
+    config = config_for(tmp_path)
+    assert config.backups.companion is True
+    stop, started = threading.Event(), threading.Event()
+    inserted = 0
+
+    def app_writes() -> None:
+        nonlocal inserted
+        with database.connect() as conn:
+            while not stop.is_set():
+                conn.execute("INSERT INTO roles (name) VALUES (%s)", (f"during-{inserted}",))
+                inserted += 1
+                started.set()
+
+    writer = threading.Thread(target=app_writes)
+    writer.start()
+    try:
+        assert started.wait(30)
+        before = inserted
+        result = run_backup(config, "daily", upload=False)
+        during = inserted - before
+    finally:
+        stop.set()
+        writer.join()
+    assert during > 0  # the app wrote while both dumps ran
+    plain = result.path
+    assert companion_path(plain).is_file() and result.meta.companion_md5 is not None
+    from_plain, from_custom = scratch(), scratch()
+    stream_restore(plain, libpq(from_plain))
+    custom_restore(companion_path(plain), libpq(from_custom), jobs=2)
+    assert schema_dump(from_plain) == schema_dump(from_custom)
+    # Every table's rows are the snapshot's in both. A sequence's state is not: PostgreSQL
+    # reads it outside MVCC, so each pg_dump saves the value it saw when it read it (one
+    # dump alone does the same); both are past every id the snapshot holds.
+    same, custom = fingerprint(from_plain), fingerprint(from_custom)
+    seq = "public.roles_id_seq"
+    assert {k: v for k, v in same.items() if k != seq} == {
+        k: v for k, v in custom.items() if k != seq
+    }
+    counts = from_plain.row_counts()
+    assert counts == from_custom.row_counts() == result.meta.row_counts
+    assert database.row_counts()["roles"] > counts["roles"]  # rows came after the snapshot
+    for restored, state in ((from_plain, same[seq]), (from_custom, custom[seq])):
+        with restored.connect() as conn:
+            row = conn.execute("SELECT max(id) FROM roles").fetchone()
+        assert row is not None and isinstance(state, tuple) and state[0] >= row[0]
 
 
 def test_companion_is_uploaded_listed_and_expired_with_the_backup(s3: str, tmp_path: Path) -> None:
@@ -314,19 +379,28 @@ def restore_detail(
         engine.close()
 
 
+NO_COMPANION = "no usable custom-format companion (.dump) beside the backup"
+VERIFIED = "step 4 verified the custom-format companion"
+
+
 @pytest.mark.parametrize(
-    ("method", "companion", "loader", "said"),
+    ("method", "companion", "jobs", "loader", "said"),
     [
-        ("auto", True, "pg_restore", "(pg_restore -j 2 of "),
-        ("auto", False, "serial", "(serial: there is no verified custom-format companion"),
-        ("parallel", False, "parallel", "(2 parallel sessions: restore.method is parallel"),
-        ("parallel", True, "pg_restore", "(pg_restore -j 2 of "),
-        ("serial", True, "serial", "(serial: restore.method is serial)"),
+        # the default backup has the companion: auto loads it with pg_restore -j
+        ("auto", None, 2, "pg_restore", f"restore.method is auto and {VERIFIED})"),
+        ("auto", True, 2, "pg_restore", f"restore.method is auto and {VERIFIED})"),
+        # no companion: the parallel plain loader, then serial when one session is all
+        ("auto", False, 2, "parallel", f"(2 parallel sessions: restore.method is auto: {NO_COMPANION})"),
+        ("auto", False, 1, "serial", f"(serial: {NO_COMPANION}, and restore.jobs gives one session)"),
+        ("parallel", False, 2, "parallel", f"(2 parallel sessions: restore.method is parallel: {NO_COMPANION})"),
+        ("parallel", True, 2, "pg_restore", f"restore.method is parallel and {VERIFIED})"),
+        ("serial", True, 2, "serial", "(serial: restore.method is serial)"),
     ],
-)
+)  # fmt: skip
 def test_step_6_loader_choice(
     method: str,
-    companion: bool,
+    companion: bool | None,
+    jobs: int,
     loader: str,
     said: str,
     dr_env: dict[str, str],
@@ -335,15 +409,14 @@ def test_step_6_loader_choice(
 ) -> None:
     """Step 6 says which loader it used and why: in a notice when it starts, in its detail
     and in the journal (`load`)."""
-    config = config_for(tmp_path, method=method, jobs=2)
+    config = config_for(tmp_path, method=method, jobs=jobs)
     backup = run_backup(config, "daily", upload=False, custom=companion).path
+    assert companion_path(backup).is_file() == (companion is not False)
     counts = database.row_counts()
     detail, events, load = restore_detail(config, backup, database.name)
     assert said in detail
     assert load is not None and load.loader == loader
     assert f"({load.how}: {load.reason})" in detail
-    if loader == "pg_restore":
-        assert f"restore.method is {method} and step 4 verified" in load.reason
     notices = [e.text for e in events if isinstance(e, Notice) and e.step_id == "restore"]
     assert f"{backup.name}: {load.how}, because {load.reason}" in " ".join(notices)
     assert database.row_counts() == counts  # and validation passed (row counts vs meta)
@@ -357,25 +430,37 @@ def test_bad_companion_falls_back_to_the_plain_file(
     backup = custom_backup(config)
     companion_path(backup).write_bytes(b"damaged")
     detail, events, load = restore_detail(config, backup, database.name)
-    assert "(2 parallel sessions: " in detail
+    assert (
+        "(2 parallel sessions: restore.method is parallel: its custom-format companion was "
+        "not accepted (see the warning above))" in detail
+    )
     assert load is not None and load.loader == "parallel"
     assert any(isinstance(e, Notice) and e.level == "warn" and "not used" in e.text for e in events)
 
 
+@pytest.mark.parametrize("method", ["auto", "parallel"])
 def test_a_doubt_before_anything_loaded_is_recorded_as_serial(
-    dr_env: dict[str, str], database: Database, tmp_path: Path
+    method: str, dr_env: dict[str, str], database: Database, tmp_path: Path
 ) -> None:
-    """The scanner's doubt in the pre-data hands the whole file to the serial stream: the
-    journal says serial and why, not "parallel sessions"."""
-    config = config_for(tmp_path, method="parallel", jobs=2)
-    backup = run_backup(config, "daily", upload=False).path
-    planted = b"CREATE TABLE public.zz_once (n integer);\n"  # among the preamble's settings
+    """A statement planted among pg_dump's opening settings (which every parallel session
+    would replay): the scanner's doubt in the pre-data hands the whole file to the serial
+    stream, and the journal says serial and why, not "parallel sessions"."""
+    config = config_for(tmp_path, method=method, jobs=2)
+    backup = run_backup(config, "daily", upload=False, custom=False).path
+    planted = b"CREATE TABLE public.zz_once (n integer);\n"
     rewrite_backup(backup, insert_before(backup_sql(backup), b"SET row_security = off;\n", planted))
-    detail, _, load = restore_detail(config, backup, database.name)
+    counts = database.row_counts()
+    detail, events, load = restore_detail(config, backup, database.name)
     assert load is not None and load.loader == "serial"
     assert "the parallel loader cannot split it with certainty" in load.reason
     assert "session settings" in load.reason
     assert "parallel sessions" not in detail and "(serial: at line " in detail
+    said = [e.text for e in events if isinstance(e, Notice)]
+    assert any("is loaded serially: at line" in text for text in said), said
+    (journal,) = (config.state_dir / "runs").glob("*.json")
+    steps = json.loads(journal.read_text())["steps"]
+    assert [s["detail"] for s in steps if s["id"] == "restore"] == [detail]
+    assert database.row_counts() == {**counts, "zz_once": 0}
 
 
 def test_restore_settings_are_validated(tmp_path: Path) -> None:

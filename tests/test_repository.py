@@ -140,7 +140,9 @@ def test_put_a_logical_backup_small_files_standard_data_in_its_class(
     notices = [e for e in events if isinstance(e, Notice)]
     assert notices == [
         Notice("info", f"Uploading to {repo.url(name)} (GLACIER)...", "backup"),
-        Notice("ok", f"Uploaded to S3: {repo.url(name)} (+ .md5, .meta.json)", "backup"),
+        Notice(
+            "ok", f"Uploaded to S3: {repo.url(name)} (+ .md5, .meta.json, {dump} + .md5)", "backup"
+        ),
     ]
     # progress for the data only, the small files go quietly
     done = {e.total for e in events if isinstance(e, Progress) and e.done == e.total}

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
             upload=not args.no_upload,
             at=started,
             on_event=printer,
-            custom=args.format == "custom",
+            custom=None if args.format is None else args.format == "custom",
         )
     except DrError as exc:
         printer.end_progress()

@@ -16,8 +16,7 @@ from datetime import UTC, datetime, timedelta
 from preskool_dr.core.backup.take import run_backup
 from preskool_dr.core.base.events import EventSink, Notice, utcnow
 from preskool_dr.core.base.settings import Config
-from preskool_dr.core.storage import checksum
-from preskool_dr.core.storage.layout import meta_path
+from preskool_dr.core.storage.layout import with_attributes
 
 
 @dataclass(frozen=True)
@@ -80,12 +79,9 @@ def take_backups(
         )
         # Local files carry the backup's time too, so `ls -lt` tells the same story.
         stamp = planned.at.timestamp()
-        for path in (
-            result.path,
-            checksum.sidecar_path(result.path),
-            meta_path(result.path),
-        ):
-            os.utime(path, (stamp, stamp))
+        for path in with_attributes(result.path):
+            if path.exists():  # the custom-format companion and its .md5 by default
+                os.utime(path, (stamp, stamp))
     return len(plan)
 
 

@@ -22,6 +22,7 @@ from preskool_dr.core.base.events import StepStatus
 from preskool_dr.core.storage import checksum
 from tests.support.backups import backup_sql, insert_before, rewrite_backup
 from tests.support.checks import assert_no_partial_backups, assert_says, error_lines, the_error
+from tests.support.runbook import write_runbook
 from tests.support.site import Site
 
 
@@ -130,7 +131,9 @@ def test_damaged_backup_is_refused_before_downtime(
 
 def test_sql_error_half_way_names_the_line_and_rolls_back(site: Site) -> None:
     """SQL that fails half way: the error names input line N and the statement; the old
-    database is aside and --rollback brings it back."""
+    database is aside and --rollback brings it back. (The serial stream names the line;
+    the parallel loader, auto's choice for a plain file, names the session.)"""
+    write_runbook(site.root, app=site.app, restore={"method": "serial"})
     backup = site.backup()
     site.change_data()
     before = site.checksum()

@@ -27,7 +27,7 @@ from preskool_dr.core.restore.journal import Journal
 from tests.support.backups import backup_sql, insert_before, make_backup, rewrite_backup
 from tests.support.checks import assert_says, the_error
 from tests.support.cli import cli_argv, run
-from tests.support.runbook import REPO
+from tests.support.runbook import REPO, write_runbook
 from tests.support.site import Site
 
 RUNBOOK = (REPO / "runbook.yaml").read_text()
@@ -288,7 +288,9 @@ def test_non_utf8_file_names_are_listed_not_fatal(
 
 def test_non_utf8_psql_output_is_shown_replaced(site: Site) -> None:
     """psql prints bytes that are not UTF-8 (a LATIN1 session's error): the load stops with
-    one line naming the input line, the bytes replaced; rollback works."""
+    one line naming the input line (the serial stream does), the bytes replaced; rollback
+    works."""
+    write_runbook(site.root, app=site.app, restore={"method": "serial"})
     backup = site.backup()
     before = site.checksum()
     bad = b"SET client_encoding = 'LATIN1';\nSELECT 'caf\xe9'::int;\n"

@@ -129,7 +129,12 @@ def test_all_attacks_through_the_cli(site: Site) -> None:
     attacks: it succeeds, public.victim is there, the comments and the odd table's rows
     are the source's, byte for byte."""
     plant(site.db, *ATTACKS)
-    write_runbook(site.root, app=site.app, restore={"method": "parallel", "jobs": 2})
+    write_runbook(
+        site.root,
+        app=site.app,
+        restore={"method": "parallel", "jobs": 2},
+        backups={"companion": False},  # the plain loader, not pg_restore, is under test
+    )
     backup = site.backup()
     query = (
         "SELECT obj_description('public.zz_notes'::regclass, 'pg_class'),"

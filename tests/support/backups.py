@@ -22,7 +22,7 @@ from preskool_dr.core.base.settings import Config
 from preskool_dr.core.storage import checksum
 from preskool_dr.core.storage.backup_names import KINDS, backup_name
 from preskool_dr.core.storage.checksum import sidecar_path, write_sidecar
-from preskool_dr.core.storage.layout import meta_path
+from preskool_dr.core.storage.layout import companion_path, meta_path
 from preskool_dr.core.storage.meta import BackupMeta, read_meta, write_meta
 from preskool_dr.core.storage.s3store import S3Store
 from tests.support.cli import HANG_GUARD
@@ -137,13 +137,18 @@ def backup_sql(path: Path) -> bytes:
 
 def rewrite_backup(path: Path, data: bytes, *, compressed: bool = False) -> None:
     """Replace a backup's bytes and re-seal it (sidecar and meta md5 follow), so only the
-    content can be wrong: what a broken dump with an honest checksum looks like."""
+    content can be wrong: what a broken dump with an honest checksum looks like. Its
+    custom-format companion (made by default) goes: it is no longer the same dump, and
+    step 6 would load it instead of the doctored text."""
     path.write_bytes(data if compressed else gzip.compress(data, compresslevel=1))
     md5 = hashlib.md5(path.read_bytes()).hexdigest()
     checksum.write_sidecar(path, md5)
+    companion = companion_path(path)
+    for gone in (companion, checksum.sidecar_path(companion)):
+        gone.unlink(missing_ok=True)
     meta = read_meta(path)
     if meta is not None:
-        write_meta(path, replace(meta, md5=md5, size=path.stat().st_size))
+        write_meta(path, replace(meta, md5=md5, size=path.stat().st_size, companion_md5=None))
 
 
 def insert_before(sql_bytes: bytes, anchor: bytes, extra: bytes) -> bytes:

@@ -92,8 +92,9 @@ class _CompanionDump:
         for raw in self.proc.stderr:
             self.errors.append(procs.redact(raw.decode("utf-8", "replace").strip()))
 
-    def finish(self, on_event: EventSink, step_id: str) -> str:
-        """Wait for pg_dump, then checksum, sidecar and a TOC read; returns its MD5."""
+    def finish(self, on_event: EventSink, step_id: str) -> tuple[str, int]:
+        """Wait for pg_dump, then checksum, sidecar and a TOC read; returns its MD5 and
+        the number of TOC entries."""
         code = self.proc.wait()
         self._reader.join(timeout=5)
         if code != 0:
@@ -115,15 +116,7 @@ class _CompanionDump:
         )
         checksum.write_sidecar(self.final, result.actual_md5)
         entries = read_toc(self.final)
-        on_event(
-            Notice(
-                "ok",
-                f"Custom-format companion: {self.final.name} "
-                f"({len(entries)} TOC entries, MD5 {result.actual_md5})",
-                step_id,
-            )
-        )
-        return result.actual_md5
+        return result.actual_md5, len(entries)
 
     def discard(self) -> None:
         procs.terminate(self.proc)
@@ -138,6 +131,19 @@ class CompanionDigest:
     when no companion was made), for the plain backup's .meta.json."""
 
     md5: str | None = None
+    name: str = ""
+    toc_entries: int = 0
+
+    def notice(self, step_id: str = "backup") -> Notice | None:
+        """The `[OK]` line that tells of it (said after the seed's lines of the .sql.gz)."""
+        if self.md5 is None:
+            return None
+        return Notice(
+            "ok",
+            f"Custom-format companion: {self.name} "
+            f"({self.toc_entries} TOC entries, MD5 {self.md5}), from the same snapshot",
+            step_id,
+        )
 
 
 @contextlib.contextmanager
@@ -162,7 +168,8 @@ def companion_dump(
     dump = _CompanionDump(db, snapshot_id, backup, level)
     try:
         yield digest
-        digest.md5 = dump.finish(on_event, step_id)
+        digest.md5, digest.toc_entries = dump.finish(on_event, step_id)
+        digest.name = dump.final.name
     except BaseException:
         dump.discard()
         raise

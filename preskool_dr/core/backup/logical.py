@@ -32,7 +32,7 @@ from preskool_dr.core.backup.common import (
     disk_error,
     human_size,
 )
-from preskool_dr.core.backup.companion import companion_dump
+from preskool_dr.core.backup.companion import CompanionDigest, companion_dump
 from preskool_dr.core.backup.retention import apply_retention
 from preskool_dr.core.base import age, database, files, procs
 from preskool_dr.core.base.errors import (
@@ -65,10 +65,11 @@ def logical_backup(
     at: datetime | None = None,
     on_event: EventSink = ignore_events,
     cancel: threading.Event | None = None,
-    custom: bool = False,
+    custom: bool | None = None,
 ) -> BackupResult:
     """Take one logical backup of `config.database` into BACKUP_DIR, named by `at` (UTC).
-    `custom` adds a pg_dump -Fc companion of the same snapshot (core/backup/companion.py).
+    `custom` adds a pg_dump -Fc companion of the same snapshot (core/backup/companion.py);
+    None: as `backups.companion` says (on by default, never with encryption).
 
     It first takes the target's server lock shared (core/base/lock.py): while a restore
     replaces the database it refuses, before it writes anything."""
@@ -83,6 +84,8 @@ def logical_backup(
                 "be written in clear text - nothing was written; take the plain backup "
                 "(it is encrypted)"
             )
+    if custom is None:
+        custom = config.backups.companion and not config.encryption.enabled
     with _restore_guard(config.database, on_event):
         return _logical_backup(config, kind, upload, at, on_event, cancel, custom)
 
@@ -169,15 +172,27 @@ def _logical_backup(
             md5=dump.md5,
             row_counts=dump.row_counts,
             pg_dump_version=dump.pg_dump_version,
-            companion_md5=dump.companion_md5,
+            companion_md5=dump.companion.md5,
             db_size_bytes=dump.db_size,
             encrypted=encrypt,
         )
         _finish_local(final, meta, on_event)
+        if (said := dump.companion.notice(STEP_ID)) is not None:
+            on_event(said)
         if encrypt:
             on_event(
                 Notice("ok", f"Encrypted with age to {len(recipients or ())} recipient(s)", STEP_ID)
             )
+            if config.backups.companion:
+                on_event(
+                    Notice(
+                        "info",
+                        "No custom-format companion (backups.companion): it would be written "
+                        "in clear text beside the encrypted backup; a restore loads the "
+                        ".sql.gz.age with the serial stream",
+                        STEP_ID,
+                    )
+                )
         if dump.size < config.thresholds.min_backup_bytes:
             on_event(
                 Notice(
@@ -208,7 +223,7 @@ class _Dump:
     md5: str
     row_counts: dict[str, int]
     pg_dump_version: str
-    companion_md5: str | None = None
+    companion: CompanionDigest
     db_size: int | None = None
 
 
@@ -264,7 +279,7 @@ def _dump(
     except BaseException:
         part.unlink(missing_ok=True)
         raise
-    return _Dump(size, md5, counts, version, companion.md5, db_size)
+    return _Dump(size, md5, counts, version, companion, db_size)
 
 
 def _pg_dump_version() -> str:

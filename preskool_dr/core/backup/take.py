@@ -21,9 +21,11 @@ def run_backup(
     at: datetime | None = None,
     on_event: EventSink = ignore_events,
     cancel: threading.Event | None = None,
-    custom: bool = False,
+    custom: bool | None = None,
 ) -> BackupResult:
-    """Take one backup of `kind` into BACKUP_DIR (and S3), named by `at` (UTC)."""
+    """Take one backup of `kind` into BACKUP_DIR (and S3), named by `at` (UTC). A logical
+    backup gets its custom-format companion when `custom` says so, or with None as
+    `backups.companion` says (core/backup/logical.py)."""
     if kind == "base":
         return run_base_backup(config, upload=upload, at=at, on_event=on_event, cancel=cancel)
     return logical_backup(

@@ -122,6 +122,9 @@ class BackupSettings:
     s3_prefix: str = "preskool-backups/"
     retention: dict[str, Retention] = field(default_factory=dict)
     compress_level: int = _within(6, 0, 9, note="gzip levels")
+    # a pg_dump -Fc companion (NAME.dump) of the same snapshot beside every logical backup,
+    # for pg_restore -j in step 6; false: only the runbook's .sql.gz (not with encryption)
+    companion: bool = True
     object_lock: ObjectLockSettings | None = None
 
 

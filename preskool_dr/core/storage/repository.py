@@ -203,6 +203,8 @@ class Repository:
                 f"S3 upload failed: {exc} (the {what} {backup.name} is kept){hint}"
             ) from None
         extras = "+ .meta.json" if folder else "+ .md5, .meta.json"
+        if any(item.path == companion_path(backup) for item in files):
+            extras += f", {companion_path(backup).name} + .md5"
         on_event(Notice("ok", f"Uploaded to S3: {shown} ({extras})", step_id))
         return tuple(self.url(item.name) for item in files)
 

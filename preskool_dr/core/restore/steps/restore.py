@@ -27,6 +27,7 @@ from preskool_dr.core.restore.loaders.stream import StreamResult, stream_restore
 from preskool_dr.core.restore.steps.context import StepOutcome, StepRun
 from preskool_dr.core.restore.steps.db_names import loading_name
 from preskool_dr.core.restore.steps.verify_gate import verified_files
+from preskool_dr.core.storage.layout import companion_path
 from preskool_dr.core.storage.meta import read_meta
 
 
@@ -49,10 +50,9 @@ def restore(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOu
                         database.block_and_terminate(conn, name)
                         database.drop_database(conn, name)
                 database.create_database(conn, s.target_db, None, allow_connections=False)
-                database.create_database(conn, loading, db.user)
-                closed_acl = database.revoke_public_connect(conn, loading)
+                closed_acl = _create_loading(conn, loading, db.user)
             env = database.libpq_env(db, loading)
-            result, how = _load(run, backup, companion, env, record, cancel)
+            result, how = _load(run, backup, companion, env, record, cancel, loading)
             checks = _validate(run, loading)
             failed = [c for c in checks if not c["ok"]]
             if failed:
@@ -82,12 +82,15 @@ def _load(
     env: dict[str, str],
     record: StepRecord,
     cancel: threading.Event,
+    loading: str,
 ) -> tuple[StreamResult, str]:
     """The loader (restore.method): the custom-format companion step 4 accepted goes to
     pg_restore -j (never with method serial: `verified_files` offers none); without one,
-    parallel splits the plain file over `jobs` sessions and auto/serial stream it like the
-    runbook. Which path and why goes to the step's output (a notice) and the journal
-    (`RunState.load`); the returned text (for the step's detail) says both."""
+    auto and parallel split the plain file over `jobs` sessions when the scanner accepts
+    it (auto only with 2 sessions or more: one only adds work), else the runbook's serial
+    stream (auto also when the parallel load stops on text it cannot split after it began:
+    `loading` is then made afresh). Which path and why goes to the step's output (a notice)
+    and the journal (`RunState.load`); the returned text (for the step's detail) says both."""
     method = run.config.restore.method
     jobs = parallel_restore.resolve_jobs(run.config.restore.jobs)
     sink, step = run.on_event, record.id
@@ -98,6 +101,9 @@ def _load(
         run.state.load = LoadRecord(loader, how, reason)
         run.save()
         sink(Notice(level, f"loading {name}: {how}, because {reason}", step))
+
+    def serial() -> StreamResult:
+        return stream_restore(backup, env, on_event=sink, step_id=step, cancel=cancel)
 
     if age.is_encrypted_name(name):
         # decrypted in the stream: the parallel loader would need the clear text on disk
@@ -122,31 +128,41 @@ def _load(
             companion, env, jobs=jobs, on_event=sink, step_id=step, cancel=cancel
         )
         return result, _said(run.state.load)
-    if method == "parallel":
-        unsupported = parallel_restore.unsupported_reason(backup)
-        if unsupported is None:
-            chose(
-                "parallel",
-                f"{jobs} parallel sessions",
-                "restore.method is parallel and there is no verified custom-format companion",
-            )
-            result = parallel_restore.parallel_restore(
-                backup, env, jobs=jobs, on_event=sink, step_id=step, cancel=cancel
-            )
-            if result.serial_reason is not None:  # it handed the file to the serial stream
-                run.state.load = LoadRecord("serial", "serial", result.serial_reason)
-            return result, _said(run.state.load)
-        chose("serial", "serial", f"the parallel loader cannot split it: {unsupported}", "warn")
-    elif method == "serial":
+    if method == "serial":
         chose("serial", "serial", "restore.method is serial")
-    else:
+        return serial(), _said(run.state.load)
+    no_companion = _no_companion_reason(run)
+    unsupported = parallel_restore.unsupported_reason(backup)
+    if unsupported is None and method == "auto" and jobs < 2:
+        chose("serial", "serial", f"{no_companion}, and restore.jobs gives one session")
+        return serial(), _said(run.state.load)
+    if unsupported is not None:
+        chose("serial", "serial", f"the parallel loader cannot split it: {unsupported}", "warn")
+        return serial(), _said(run.state.load)
+    chose("parallel", f"{jobs} parallel sessions", f"restore.method is {method}: {no_companion}")
+    try:
+        result = parallel_restore.parallel_restore(
+            backup, env, jobs=jobs, on_event=sink, step_id=step, cancel=cancel
+        )
+    except parallel_restore.SplitUnsure as exc:
+        if method != "auto":
+            raise
+        sink(Notice("warn", f"{exc.error} at line {exc.line:,}: starting again", step))
+        with database.connect(run.config.database, admin=True) as conn:
+            database.block_and_terminate(conn, loading)
+            database.drop_database(conn, loading)
+            _create_loading(conn, loading, run.config.database.user)
         chose(
             "serial",
             "serial",
-            "there is no verified custom-format companion (`backup --format custom` makes "
-            "one; restore.method: parallel splits the plain file instead)",
+            f"the parallel loader could not split {backup.name} with certainty at line "
+            f"{exc.line:,} ({exc.error})",
+            "warn",
         )
-    result = stream_restore(backup, env, on_event=sink, step_id=step, cancel=cancel)
+        return serial(), _said(run.state.load)
+    if result.serial_reason is not None:  # it handed the file to the serial stream
+        run.state.load = LoadRecord("serial", "serial", result.serial_reason)
+        run.save()
     return result, _said(run.state.load)
 
 
@@ -154,6 +170,23 @@ def _said(load: LoadRecord | None) -> str:
     """The loader and its reason, for the step's detail."""
     assert load is not None
     return f"{load.how}: {load.reason}"
+
+
+def _create_loading(conn: psycopg.Connection, loading: str, owner: str) -> list[str] | None:
+    """The database the load goes into, owned by the app role, closed to other roles;
+    returns the ACL that left (for `_open_loaded`)."""
+    database.create_database(conn, loading, owner)
+    return database.revoke_public_connect(conn, loading)
+
+
+def _no_companion_reason(run: StepRun) -> str:
+    """Why step 6 has no custom-format companion to load (method auto or parallel)."""
+    choice = run.state.backup
+    local = Path(choice.local_path) if choice and choice.local_path else None
+    if local is None or not companion_path(local).is_file():
+        return "no usable custom-format companion (.dump) beside the backup"
+    # step 4 or the verify gate refused it, and said why in a warning
+    return "its custom-format companion was not accepted (see the warning above)"
 
 
 def _validate(run: StepRun, dbname: str) -> list[dict[str, object]]:

@@ -54,6 +54,7 @@ Where things are (the scanner and the scheduler are pure code, tested without Po
 
 from preskool_dr.core.restore.loaders.parallel.load import (
     SPLIT_BYTES,
+    SplitUnsure,
     parallel_restore,
     resolve_jobs,
     unsupported_reason,
@@ -64,6 +65,7 @@ from preskool_dr.core.restore.loaders.parallel.watchdog import WATCHDOG_SECONDS
 __all__ = [
     "SPLIT_BYTES",
     "WATCHDOG_SECONDS",
+    "SplitUnsure",
     "parallel_restore",
     "resolve_jobs",
     "stop_backends",

@@ -58,6 +58,11 @@ def resolve_jobs(configured: int) -> int:
         return max(1, os.cpu_count() or 1)
 
 
+class SplitUnsure(RestoreError):
+    """The scanner met text it cannot split with certainty after part of the file was
+    loaded: the database holds a partial load (a fresh one can take the serial stream)."""
+
+
 def unsupported_reason(backup: Path) -> str | None:
     """Why `backup` cannot be split (it is not pg_dump's plain output of one database), or
     None. Reads only the head of the file; the load itself still checks everything."""
@@ -389,7 +394,8 @@ def parallel_restore(
 
     Text the scanner cannot split with certainty (see core/storage/sql_lexer.py) sends the whole
     file through `stream_restore` instead when it shows before anything was loaded (in the
-    pre-data, where it mostly would); later it stops the load with a RestoreError. A load in
+    pre-data, where it mostly would; the result's `serial_reason` says why); later it stops
+    the load with a SplitUnsure (a RestoreError). A load in
     which nothing moves for `watchdog` seconds fails with a message naming what it waited
     for, instead of waiting forever."""
     cancel = cancel or threading.Event()
@@ -400,7 +406,7 @@ def parallel_restore(
         unsure = exc
     where = f"line {unsure.line:,} of {backup.name}"
     if unsure.loaded:
-        raise RestoreError(
+        raise SplitUnsure(
             f"restore stopped at {where}: the parallel loader cannot split it with "
             f"certainty ({unsure.reason}) and part of it is already loaded - the database "
             "holds a partial load; restore it with restore.method: serial in runbook.yaml",
