@@ -17,8 +17,8 @@ examples:
   preskool-dr backup                       daily backup (what cron runs at 02:00 UTC)
   preskool-dr backup --kind pre-deploy     before a release; kept locally for 7 days
   preskool-dr backup --kind weekly         Sunday archive; uploaded as GLACIER
-  preskool-dr backup --format custom       also a pg_dump -Fc companion (.dump) that
-                                           restores faster (pg_restore -j, one per core)
+  preskool-dr backup --format plain        only the runbook's .sql.gz this time (no
+                                           .dump companion; see backups.companion)
   preskool-dr backup --kind base           physical base backup for `pitr` (docs/PITR.md)
   S3_BUCKET=preskool-prod-backups preskool-dr backup
 
@@ -28,8 +28,10 @@ cron (the seed's schedule):
 
 The database comes from DB_HOST/DB_PORT/DB_NAME/DB_USER with PGPASSWORD in the
 environment; the file goes to BACKUP_DIR as preskool-backup-YYYYMMDD_HHMMSS.sql.gz
-(UTC) with a .md5 sidecar and a .meta.json (kind, row counts). A backup that fails
-leaves no file behind under that name. Exit 0 when every step passed, 1 otherwise.
+(UTC) with a .md5 sidecar and a .meta.json (kind, row counts). Beside it, from the
+same snapshot, a pg_dump -Fc companion NAME.dump (own .md5) that step 6 restores with
+pg_restore -j, unless backups.companion is false or backups are encrypted. A backup that
+fails leaves no file behind under that name. Exit 0 when every step passed, 1 otherwise.
 """
 
 
@@ -60,9 +62,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--format",
         choices=("plain", "custom"),
-        default="plain",
-        help="plain (default): the runbook's .sql.gz; custom: also a pg_dump -Fc companion "
-        "NAME.dump (own .md5, uploaded beside it) that step 6 restores with pg_restore -j",
+        default=None,
+        help="plain: only the runbook's .sql.gz; custom: also a pg_dump -Fc companion "
+        "NAME.dump of the same snapshot (own .md5, uploaded beside it) that step 6 restores "
+        "with pg_restore -j (default: as backups.companion in runbook.yaml says: custom, "
+        "plain when backups are encrypted)",
     )
     add_log_format_option(parser)
     parser.set_defaults(handler=lazy("backup_cmd", "run"))
