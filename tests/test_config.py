@@ -105,7 +105,7 @@ def test_relative_paths_resolve_against_the_runbook_folder(tmp_path: Path) -> No
         (("    title: App offline\n", ""), "is missing required key 'title'"),
         (("    daily:  ", "    hourly: "), ":25: backups.retention.hourly: unknown backup kind"),
         (
-            ("  companion: true", "  companion: often"),
+            ("  companion: false", "  companion: often"),
             ":23: backups.companion must be true or false, got text 'often'",
         ),
     ],

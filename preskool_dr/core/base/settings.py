@@ -123,8 +123,9 @@ class BackupSettings:
     retention: dict[str, Retention] = field(default_factory=dict)
     compress_level: int = _within(6, 0, 9, note="gzip levels")
     # a pg_dump -Fc companion (NAME.dump) of the same snapshot beside every logical backup,
-    # for pg_restore -j in step 6; false: only the runbook's .sql.gz (not with encryption)
-    companion: bool = True
+    # for pg_restore -j in step 6 (off by default: it costs ~1.5x the backup's time and
+    # twice its space); false: only the runbook's .sql.gz (never with encryption)
+    companion: bool = False
     object_lock: ObjectLockSettings | None = None
 
 
