@@ -13,9 +13,11 @@ from pathlib import Path
 import boto3
 import pytest
 
+from preskool_dr.cli.main import main
 from preskool_dr.core.backup.take import run_backup
+from preskool_dr.core.backup.wal.settings import push_lock
 from preskool_dr.core.base.config import load_config
-from preskool_dr.core.base.errors import ConfigError
+from preskool_dr.core.base.errors import ConfigError, DrError
 from preskool_dr.core.base.events import Event, Notice, utcnow
 from tests.support.cli import call_cli
 from tests.support.runbook import write_runbook
@@ -141,3 +143,69 @@ def test_an_upload_to_a_bucket_without_object_lock_fails_and_keeps_the_local_bac
     assert result.returncode == 1, result.stdout + result.stderr
     assert "S3 upload failed" in result.stderr and "is kept" in result.stderr
     assert "needs a bucket created with Object Lock enabled" in result.stderr
+
+
+# ---------------------------------------------------------------- WAL (wal-push)
+
+WAL_RETENTION = {"base": {"local_days": 7, "s3_days": 14}}
+SEGMENT = "000000010000000000000007"
+
+
+def _wal_lock_runbook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runbook = write_runbook(
+        tmp_path,
+        backups={"object_lock": {"mode": "GOVERNANCE"}, "retention": WAL_RETENTION},
+    )
+    monkeypatch.setenv("PRESKOOL_DR_RUNBOOK", str(runbook))
+    monkeypatch.setenv("BACKUP_DIR", str(tmp_path / "archive-host"))
+
+
+def test_wal_push_locks_each_segment_until_base_s3_days(
+    s3: str, s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = _locked_bucket(s3_server, monkeypatch)
+    _wal_lock_runbook(tmp_path, monkeypatch)
+    source = tmp_path / "pg_wal" / SEGMENT
+    source.parent.mkdir()
+    source.write_bytes(b"w" * 8192)
+    before = utcnow()
+    assert main(["wal-push", str(source)]) == 0
+    after = utcnow()
+    head = boto3.client("s3", endpoint_url=s3_server).head_object(
+        Bucket=bucket, Key=f"wal/{SEGMENT}"
+    )
+    assert head["ObjectLockMode"] == "GOVERNANCE"
+    until = head["ObjectLockRetainUntilDate"]
+    assert before + timedelta(days=14, seconds=-1) <= until <= after + timedelta(days=14, seconds=1)
+    assert main(["wal-push", str(source)]) == 0  # idempotent: already in S3
+
+
+def test_wal_push_fails_rather_than_store_an_unlocked_copy(
+    s3: str,
+    s3_server: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A bucket made without Object Lock: exit 1 (PostgreSQL keeps the segment and
+    retries), nothing in S3."""
+    _wal_lock_runbook(tmp_path, monkeypatch)
+    source = tmp_path / "pg_wal" / SEGMENT
+    source.parent.mkdir()
+    source.write_bytes(b"w" * 8192)
+    assert main(["wal-push", str(source)]) == 1
+    err = capfd.readouterr().err
+    assert "needs a bucket created with Object Lock enabled" in err
+    listed = boto3.client("s3", endpoint_url=s3_server).list_objects_v2(Bucket=s3)
+    assert not [o for o in listed.get("Contents", []) if o["Key"].startswith("wal/")]
+
+
+def test_wal_push_refuses_an_invalid_lock_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runbook = write_runbook(tmp_path, backups={"object_lock": {"mode": "FOREVER"}})
+    with pytest.raises(DrError, match="backups.object_lock.mode must be one of"):
+        push_lock(runbook, env={})
+    (tmp_path / "plain").mkdir()
+    plain = write_runbook(tmp_path / "plain", backups={"retention": WAL_RETENTION})
+    assert push_lock(plain, env={}) == (None, None)
