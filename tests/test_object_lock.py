@@ -21,6 +21,7 @@ import pytest
 from preskool_dr.cli.main import main
 from preskool_dr.core.backup import base_info
 from preskool_dr.core.backup.take import run_backup
+from preskool_dr.core.backup.wal.health import archive_health
 from preskool_dr.core.backup.wal.names import Segment
 from preskool_dr.core.backup.wal.push import push
 from preskool_dr.core.backup.wal.settings import WalSettings, push_lock
@@ -207,6 +208,28 @@ def test_wal_push_fails_rather_than_store_an_unlocked_copy(
     assert "needs a bucket created with Object Lock enabled" in err
     listed = boto3.client("s3", endpoint_url=s3_server).list_objects_v2(Bucket=s3)
     assert not [o for o in listed.get("Contents", []) if o["Key"].startswith("wal/")]
+
+
+def test_check_warns_when_the_newest_wal_segment_in_s3_has_no_lock(
+    s3: str, s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _locked_bucket(s3_server, monkeypatch)
+    _wal_lock_runbook(tmp_path, monkeypatch)
+    settings = WalSettings.from_config(load_config())
+    assert settings.lock_mode == "GOVERNANCE"
+    source = tmp_path / "pg_wal" / SEGMENT
+    source.parent.mkdir()
+    source.write_bytes(b"w" * 8192)
+    push(source, dataclasses.replace(settings, lock_mode=None))  # archived before the lock
+    now = utcnow()
+    status, summary = archive_health(settings, now).verdict(24.0, now)
+    assert status == "WARNING", summary
+    assert f"S3 copy not locked: WAL segment {SEGMENT} is in S3 without Object Lock" in summary
+    newer = source.with_name("000000010000000000000008")
+    newer.write_bytes(b"v" * 8192)
+    push(newer, settings)
+    now = utcnow()
+    assert archive_health(settings, now).verdict(24.0, now)[0] == "OK"
 
 
 def test_wal_push_refuses_an_invalid_lock_mode(
