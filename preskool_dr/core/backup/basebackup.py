@@ -51,7 +51,7 @@ from preskool_dr.core.backup.wal.listing import list_archive
 from preskool_dr.core.backup.wal.names import Segment, parse_lsn
 from preskool_dr.core.backup.wal.settings import WalSettings
 from preskool_dr.core.base import age, database, files, procs
-from preskool_dr.core.base.errors import Cancelled, DrError, VerificationError
+from preskool_dr.core.base.errors import Cancelled, DrError, NotFoundError, VerificationError
 from preskool_dr.core.base.events import (
     EventSink,
     LogLine,
@@ -519,7 +519,10 @@ def _prune_wal(
             removed += 1
         elif not local and item.s3 and archive.has_s3:
             stored = item.s3_file or name
-            head = archive.s3.head(stored)
+            try:
+                head = archive.s3.head(stored)
+            except NotFoundError:  # removed meanwhile (another host's pruning)
+                continue
             if head.locked_at(now) and head.lock_until is not None:
                 locked.append(head.lock_until)
                 continue
