@@ -29,6 +29,7 @@ from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import ConfigError, DrError
 from preskool_dr.core.base.events import Event, Notice, utcnow
 from preskool_dr.core.storage.layout import meta_path
+from tests.support.age_keys import make_key
 from tests.support.cli import call_cli
 from tests.support.runbook import write_runbook
 
@@ -188,6 +189,16 @@ def test_wal_push_locks_each_segment_until_base_s3_days(
     until = head["ObjectLockRetainUntilDate"]
     assert before + timedelta(days=14, seconds=-1) <= until <= after + timedelta(days=14, seconds=1)
     assert main(["wal-push", str(source)]) == 0  # idempotent: already in S3
+    # an encrypted segment (<name>.age) carries the lock too
+    monkeypatch.setenv("PRESKOOL_DR_AGE_RECIPIENTS", make_key(tmp_path / "keys").recipient)
+    encrypted = source.with_name("000000010000000000000008")
+    encrypted.write_bytes(b"e" * 8192)
+    assert main(["wal-push", str(encrypted)]) == 0
+    head = boto3.client("s3", endpoint_url=s3_server).head_object(
+        Bucket=bucket, Key=f"wal/{encrypted.name}.age"
+    )
+    assert head["ObjectLockMode"] == "GOVERNANCE"
+    assert head["ObjectLockRetainUntilDate"] >= before + timedelta(days=14, seconds=-1)
 
 
 def test_wal_push_fails_rather_than_store_an_unlocked_copy(
