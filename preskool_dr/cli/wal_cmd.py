@@ -13,7 +13,7 @@ from preskool_dr.cli.args.wal import EXIT_ABORT_RECOVERY
 from preskool_dr.core.backup.wal.alert import clear_push_failure, notify_push_failure
 from preskool_dr.core.backup.wal.fetch import WalMissing, fetch
 from preskool_dr.core.backup.wal.push import push
-from preskool_dr.core.backup.wal.settings import WalSettings, push_recipients
+from preskool_dr.core.backup.wal.settings import WalSettings, push_lock, push_recipients
 from preskool_dr.core.base.errors import DrError, UsageError
 
 # restore_command exit status 1 tells PostgreSQL "no such file": recovery ends there. A
@@ -28,7 +28,10 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     if args.command == "wal-push":
         try:
             recipients, _ = push_recipients(ctx.runbook)
-            settings = dataclasses.replace(settings, recipients=recipients)
+            lock_mode, lock_days = push_lock(ctx.runbook)
+            settings = dataclasses.replace(
+                settings, recipients=recipients, lock_mode=lock_mode, lock_days=lock_days
+            )
             push(args.path, settings)
         except DrError as exc:  # whatever the cause, PostgreSQL keeps the segment and retries
             notify_push_failure(settings, args.path.name, str(exc))

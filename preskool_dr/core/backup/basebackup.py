@@ -51,7 +51,7 @@ from preskool_dr.core.backup.wal.listing import list_archive
 from preskool_dr.core.backup.wal.names import Segment, parse_lsn
 from preskool_dr.core.backup.wal.settings import WalSettings
 from preskool_dr.core.base import age, database, files, procs
-from preskool_dr.core.base.errors import Cancelled, DrError, VerificationError
+from preskool_dr.core.base.errors import Cancelled, DrError, NotFoundError, VerificationError
 from preskool_dr.core.base.events import (
     EventSink,
     LogLine,
@@ -474,18 +474,27 @@ def apply_retention(
         deleted += repo.retain(
             KIND, side, keep=keep, now=now, listing=listing, on_event=on_event, step_id=STEP_ID
         )
-        pruned = _prune_wal(settings, listing(side), config, local=side == "local")
+        pruned = _prune_wal(
+            settings, listing(side), config, local=side == "local", on_event=on_event
+        )
         if pruned:
             on_event(Notice("ok", _PRUNED[side].format(pruned), STEP_ID))
     return deleted
 
 
 def _prune_wal(
-    settings: WalSettings, remaining: Iterable[BackupRecord], config: Config, *, local: bool
+    settings: WalSettings,
+    remaining: Iterable[BackupRecord],
+    config: Config,
+    *,
+    local: bool,
+    on_event: EventSink = ignore_events,
 ) -> int:
     """Remove archived WAL before the oldest remaining base backup's first segment, the way
     pg_archivecleanup does (position only, any timeline; history files are kept). Nothing
-    is removed unless every remaining base backup's meta can be read."""
+    is removed unless every remaining base backup's meta can be read. An S3 segment still
+    under Object Lock is kept (deleting it in a versioned bucket would only hide it behind
+    a delete marker); a notice says how many and until when."""
     infos = [record_info(config, r) for r in remaining]
     if not infos or any(i is None for i in infos):
         return 0
@@ -496,7 +505,9 @@ def _prune_wal(
     size = oldest.wal_segment_size
     limit = oldest.start_segment.number(size)
     removed = 0
+    locked: list[datetime] = []
     archive = settings.repository
+    now = utcnow()
     for name, item in list_archive(settings, include_s3=not local).items():
         segment = Segment.parse(name[:24])
         if segment is None or segment.number(size) >= limit:
@@ -507,8 +518,26 @@ def _prune_wal(
                 (archive.directory / f"{stored}{suffix}").unlink(missing_ok=True)
             removed += 1
         elif not local and item.s3 and archive.has_s3:
-            archive.s3.delete(item.s3_file or name)
+            stored = item.s3_file or name
+            try:
+                head = archive.s3.head(stored)
+            except NotFoundError:  # removed meanwhile (another host's pruning)
+                continue
+            if head.locked_at(now) and head.lock_until is not None:
+                locked.append(head.lock_until)
+                continue
+            archive.s3.delete(stored)
             removed += 1
+    if locked:
+        on_event(
+            Notice(
+                "info",
+                f"Kept {len(locked)} WAL file(s) in {archive.url('')} no base backup needs: "
+                f"Object Lock until {iso_utc(min(locked))} to {iso_utc(max(locked))} "
+                "(pruning deletes each after its date)",
+                STEP_ID,
+            )
+        )
     return removed
 
 

@@ -6,7 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from preskool_dr.core.backup.wal.listing import find_gaps, list_archive, segment_size
+from preskool_dr.core.backup.wal.listing import (
+    ArchivedFile,
+    find_gaps,
+    list_archive,
+    segment_size,
+)
 from preskool_dr.core.backup.wal.names import Segment
 from preskool_dr.core.backup.wal.settings import WalSettings
 from preskool_dr.core.base.errors import DrError
@@ -26,6 +31,9 @@ class ArchiveHealth:
     missing: tuple[str, ...]  # gap segments (since the oldest base backup)
     not_in_s3: int
     s3_error: str | None = None
+    # the newest S3 segment, when it has no Object Lock although backups.object_lock is set
+    unlocked: str | None = None
+    lock_mode: str | None = None
 
     def age_seconds(self, now: datetime) -> float | None:
         if self.newest_time is None:
@@ -63,11 +71,34 @@ class ArchiveHealth:
             )
         if self.s3_error is not None:
             return "WARNING", f"{newest}, but S3 could not be checked: {self.s3_error}"
+        if self.unlocked is not None:
+            return "WARNING", (
+                f"S3 copy not locked: WAL segment {self.unlocked} is in S3 without Object Lock "
+                f"although backups.object_lock.mode is {self.lock_mode} (does the bucket have "
+                f"Object Lock enabled?); {newest}"
+            )
         if self.not_in_s3:
             return "WARNING", (
                 f"{self.not_in_s3} archived WAL segment(s) are not in S3 yet; {newest}"
             )
         return "OK", f"{newest}; {self.segments} segments, no gaps"
+
+
+def _newest_unlocked(
+    settings: WalSettings, segments: list[ArchivedFile], now: datetime
+) -> str | None:
+    """The newest segment in S3 when it carries no Object Lock although one is configured
+    (one HEAD); None when it is locked, or no lock is configured, or S3 cannot tell."""
+    if settings.lock(now) is None:
+        return None
+    newest = max((f for f in segments if f.s3), key=lambda f: (f.time, f.name), default=None)
+    if newest is None:
+        return None
+    try:
+        head = settings.repository.s3.head(newest.s3_file or newest.name)
+    except DrError:
+        return None  # gone meanwhile, or S3 unreachable: the listing already said so
+    return None if head.lock_mode else newest.name
 
 
 def archive_health(
@@ -92,6 +123,8 @@ def archive_health(
         if settings.bucket and not f.s3 and (now - f.time).total_seconds() > S3_GRACE_SECONDS
     ]
     return ArchiveHealth(
+        unlocked=None if s3_error else _newest_unlocked(settings, segments, now),
+        lock_mode=settings.lock_mode,
         where=settings.where,
         segments=len(segments),
         newest=newest.name if newest else None,

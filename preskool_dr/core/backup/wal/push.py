@@ -16,11 +16,12 @@ from preskool_dr.core.backup.wal.settings import ARCHIVE_DIR_MODE, FILE_MODE, Wa
 from preskool_dr.core.backup.wal.temp_copy import file_chunks, file_md5, write_temp
 from preskool_dr.core.base import age, files
 from preskool_dr.core.base.errors import DrError, VerificationError
+from preskool_dr.core.base.events import utcnow
 from preskool_dr.core.base.paths import ensure_private_dir, inside
 from preskool_dr.core.storage import checksum
 
 if TYPE_CHECKING:
-    from preskool_dr.core.storage.s3store import S3Store
+    from preskool_dr.core.storage.s3store import ObjectLock, S3Store
 
 # A push's temp copy older than this was left by a killed push (one takes seconds).
 STALE_TEMP_SECONDS = 3600
@@ -67,7 +68,7 @@ def push(source: Path, settings: WalSettings) -> PushResult:
             raise DrError(f"cannot read {source}: {exc.strerror or exc}") from None
         raise _archive_error(Path(exc.filename or final), exc) from None
     repo = settings.repository
-    remote = _push_s3(repo.s3, final, md5) if repo.has_s3 else None
+    remote = _push_s3(repo.s3, final, md5, lock=settings.lock(utcnow())) if repo.has_s3 else None
     return PushResult(name, md5, local, remote)
 
 
@@ -86,7 +87,8 @@ def _push_encrypted(source: Path, settings: WalSettings, recipients: list[Any]) 
             raise DrError(f"cannot read {source}: {exc.strerror or exc}") from None
         raise _archive_error(Path(exc.filename or final), exc) from None
     repo = settings.repository
-    remote = _push_s3(repo.s3, final, md5, sha256) if repo.has_s3 else None
+    lock = settings.lock(utcnow())
+    remote = _push_s3(repo.s3, final, md5, sha256, lock) if repo.has_s3 else None
     return PushResult(name, md5, local, remote)
 
 
@@ -207,16 +209,31 @@ def _already_archived(md5: str, final: Path) -> str:
     return "already archived"
 
 
-def _push_s3(store: S3Store, path: Path, md5: str, sha256: str | None = None) -> str:
+def _push_s3(
+    store: S3Store,
+    path: Path,
+    md5: str,
+    sha256: str | None = None,
+    lock: ObjectLock | None = None,
+) -> str:
     """Upload `path` as wal/<its name>; `sha256` (the clear segment's) for an encrypted one,
-    whose copies differ in bytes and are compared by it."""
+    whose copies differ in bytes and are compared by it. With `lock`, under Object Lock:
+    fails (PostgreSQL retries) rather than leave an unlocked copy when the lock is not
+    applied. A copy already there is compared, not locked again."""
     name = path.name
     head = head_object(store, name)
     if head is not None:
         return _already_in_s3(store, name, head, md5, sha256)
     extra = {crypt.CLEAR_DIGEST_METADATA: sha256} if sha256 else None
     try:
-        put_new(store, path, md5, extra)
+        put_new(store, path, md5, extra, lock)
+    except DrError as exc:
+        if lock is not None and "objectlock" in str(exc).lower().replace(" ", ""):
+            raise DrError(
+                f"{exc}; backups.object_lock needs a bucket created with Object Lock enabled "
+                "(PostgreSQL retries the segment)"
+            ) from None
+        raise
     except NameTaken:  # another server's push of this name landed between HEAD and PUT
         head = head_object(store, name)
         if head is None:
@@ -231,6 +248,12 @@ def _push_s3(store: S3Store, path: Path, md5: str, sha256: str | None = None) ->
             f"{store.url(name)} does not hold what was uploaded (md5 "
             f"{object_md5(stored) if stored else 'missing'}, expected {md5}); "
             "PostgreSQL will retry the segment"
+        )
+    if lock is not None and stored.get("ObjectLockMode") != lock.mode:
+        raise VerificationError(
+            f"{store.url(name)} was stored without Object Lock {lock.mode} (the store "
+            f"answered {stored.get('ObjectLockMode') or 'no lock'}): is Object Lock enabled on "
+            "the bucket? PostgreSQL will retry the segment"
         )
     return "uploaded"
 

@@ -13,7 +13,7 @@ from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.storage import checksum
 
 if TYPE_CHECKING:
-    from preskool_dr.core.storage.s3store import S3Store
+    from preskool_dr.core.storage.s3store import ObjectLock, S3Store
 
 _MD5_RE = re.compile(r"[0-9a-f]{32}")
 _PLAIN_ETAG = re.compile(r'"?([0-9a-f]{32})"?')
@@ -66,10 +66,15 @@ class NameTaken(Exception):
 
 
 def put_new(
-    store: S3Store, path: Path, md5: str, metadata: Mapping[str, str] | None = None
+    store: S3Store,
+    path: Path,
+    md5: str,
+    metadata: Mapping[str, str] | None = None,
+    lock: ObjectLock | None = None,
 ) -> None:
     """PUT wal/<name> only if no object has that key (`If-None-Match: *`, which S3 checks
-    atomically): the HEAD before it cannot stop two servers from both seeing no object."""
+    atomically): the HEAD before it cannot stop two servers from both seeing no object.
+    With `lock`, under S3 Object Lock retention (refused by a bucket without Object Lock)."""
     import botocore.exceptions
 
     args: dict[str, Any] = {
@@ -78,6 +83,9 @@ def put_new(
         "ContentMD5": base64.b64encode(bytes.fromhex(md5)).decode(),
         "Metadata": {**(metadata or {}), "md5": md5},
     }
+    if lock is not None:
+        args["ObjectLockMode"] = lock.mode
+        args["ObjectLockRetainUntilDate"] = lock.until
     try:
         _put(store, path, {**args, "IfNoneMatch": "*"})
     except botocore.exceptions.ClientError as exc:
