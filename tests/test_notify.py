@@ -19,11 +19,11 @@ from preskool_dr.core.backup.take import run_backup
 from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import ConfigError
 from preskool_dr.core.base.events import Event, EventSink, Notice
+from preskool_dr.core.base.files import atomic_write
 from preskool_dr.core.base.notify import EVENT_ENV, Notification, Notifier
 from preskool_dr.core.base.ports import free_port
 from preskool_dr.core.drill.append import append_entry
 from preskool_dr.core.drill.entry import DRILL_FIELDS
-from preskool_dr.core.storage.checksum import atomic_write
 from tests.support.db import Database
 from tests.support.leaks import assert_no_secrets
 from tests.support.notify import TOKEN, Receiver, webhook_receiver
