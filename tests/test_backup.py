@@ -22,7 +22,7 @@ import pytest
 from psycopg import sql
 
 from preskool_dr.cli.output import BANNER_RULE
-from preskool_dr.core.backup.logical import _ReadBack
+from preskool_dr.core.backup.gzip_writer import ReadBack
 from preskool_dr.core.backup.take import run_backup
 from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import Cancelled
@@ -487,7 +487,7 @@ def test_read_back_finds_what_differs_from_what_was_written(
         sql_bytes += 1
     path = tmp_path / "part"
     path.write_bytes(data)
-    check = _ReadBack(path, ignore_events)
+    check = ReadBack(path, ignore_events)
     check.written(written)
     check.end(complete=True)
     found = check.problem(sql_bytes)

@@ -28,10 +28,8 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 
 import psycopg
@@ -42,16 +40,13 @@ from preskool_dr.core.backup.base_info import (
     BASE_TAR_AGE,
     MANIFEST,
     BaseBackupInfo,
-    base_records,
     base_tar_md5,
-    record_info,
 )
+from preskool_dr.core.backup.base_retention import apply_retention
 from preskool_dr.core.backup.common import BackupResult, backup_dir_lock, human_size
-from preskool_dr.core.backup.wal.listing import list_archive
-from preskool_dr.core.backup.wal.names import Segment, parse_lsn
-from preskool_dr.core.backup.wal.settings import WalSettings
+from preskool_dr.core.backup.wal.names import parse_lsn
 from preskool_dr.core.base import age, database, files, procs
-from preskool_dr.core.base.errors import Cancelled, DrError, NotFoundError, VerificationError
+from preskool_dr.core.base.errors import Cancelled, DrError, VerificationError
 from preskool_dr.core.base.events import (
     EventSink,
     LogLine,
@@ -63,7 +58,6 @@ from preskool_dr.core.base.events import (
 from preskool_dr.core.base.settings import Config, DatabaseSettings
 from preskool_dr.core.storage import checksum
 from preskool_dr.core.storage.backup_names import BASE_PREFIX, backup_name
-from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.core.storage.fetch import ensure_dir
 from preskool_dr.core.storage.layout import meta_path
 from preskool_dr.core.storage.meta import BackupMeta, iso_utc
@@ -444,101 +438,3 @@ def _checksum_members(
     if base_tar_md5(members) is None:
         raise VerificationError(f"pg_basebackup wrote no {BASE_TAR}: nothing was saved")
     return members
-
-
-# ---------------------------------------------------------------- retention
-
-_PRUNED = {
-    "local": "Removed {} archived WAL file(s) no base backup needs",
-    "s3": "Removed {} WAL file(s) from S3 no base backup needs",
-}
-
-
-def apply_retention(
-    config: Config,
-    *,
-    keep: str,
-    now: datetime,
-    s3: bool,
-    on_event: EventSink = ignore_events,
-) -> int:
-    """Delete base backups older than backups.retention.base (local and, with `s3`, in S3),
-    then the archived WAL older than the oldest base backup left on each side."""
-    repo = Repository.from_config(config)
-    settings = WalSettings.from_config(config)
-    listing = partial(base_records, config)
-    deleted = 0
-    for side in ("local", "s3") if s3 else ("local",):
-        if repo.retention_days(KIND, side) is None:
-            continue
-        deleted += repo.retain(
-            KIND, side, keep=keep, now=now, listing=listing, on_event=on_event, step_id=STEP_ID
-        )
-        pruned = _prune_wal(
-            settings, listing(side), config, local=side == "local", on_event=on_event
-        )
-        if pruned:
-            on_event(Notice("ok", _PRUNED[side].format(pruned), STEP_ID))
-    return deleted
-
-
-def _prune_wal(
-    settings: WalSettings,
-    remaining: Iterable[BackupRecord],
-    config: Config,
-    *,
-    local: bool,
-    on_event: EventSink = ignore_events,
-) -> int:
-    """Remove archived WAL before the oldest remaining base backup's first segment, the way
-    pg_archivecleanup does (position only, any timeline; history files are kept). Nothing
-    is removed unless every remaining base backup's meta can be read. An S3 segment still
-    under Object Lock is kept (deleting it in a versioned bucket would only hide it behind
-    a delete marker); a notice says how many and until when."""
-    infos = [record_info(config, r) for r in remaining]
-    if not infos or any(i is None for i in infos):
-        return 0
-    oldest = min(
-        (i for i in infos if i is not None),
-        key=lambda i: i.start_segment.number(i.wal_segment_size),
-    )
-    size = oldest.wal_segment_size
-    limit = oldest.start_segment.number(size)
-    removed = 0
-    locked: list[datetime] = []
-    archive = settings.repository
-    now = utcnow()
-    for name, item in list_archive(settings, include_s3=not local).items():
-        segment = Segment.parse(name[:24])
-        if segment is None or segment.number(size) >= limit:
-            continue
-        if local and item.local:
-            stored = item.local_file or name
-            for suffix in ("", ".md5", ".sha256"):  # .sha256: an encrypted one's clear digest
-                (archive.directory / f"{stored}{suffix}").unlink(missing_ok=True)
-            removed += 1
-        elif not local and item.s3 and archive.has_s3:
-            stored = item.s3_file or name
-            try:
-                head = archive.s3.head(stored)
-            except NotFoundError:  # removed meanwhile (another host's pruning)
-                continue
-            if head.locked_at(now) and head.lock_until is not None:
-                locked.append(head.lock_until)
-                continue
-            archive.s3.delete(stored)
-            removed += 1
-    if locked:
-        on_event(
-            Notice(
-                "info",
-                f"Kept {len(locked)} WAL file(s) in {archive.url('')} no base backup needs: "
-                f"Object Lock until {iso_utc(min(locked))} to {iso_utc(max(locked))} "
-                "(pruning deletes each after its date)",
-                STEP_ID,
-            )
-        )
-    return removed
-
-
-# ---------------------------------------------------------------- health for `check`
