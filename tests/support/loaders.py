@@ -227,9 +227,11 @@ def assert_same(serial: Database, parallel: Database) -> None:
     assert fingerprint(parallel) == fingerprint(serial)
 
 
-def children_named(program: str) -> list[int]:
-    """`program` processes started by this test process (none may outlive a restore); other
-    processes of that name on the machine (another xdist worker's) do not count."""
+def children_named(program: str, parent: int | None = None, *, live: bool = False) -> list[int]:
+    """`program` processes whose parent is `parent` (default: this test process; none may
+    outlive a restore), read from /proc; another xdist worker's do not count. `live`:
+    zombies (exited, not yet reaped) do not count either."""
+    parent = os.getpid() if parent is None else parent
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -239,8 +241,8 @@ def children_named(program: str) -> list[int]:
         except OSError:
             continue
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        if name == program and ppid == os.getpid():
+        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
+        if name == program and int(ppid) == parent and not (live and state == "Z"):
             found.append(int(entry.name))
     return found
 
@@ -250,20 +252,7 @@ def psql_children() -> list[int]:
 
 
 def live_psql_children(parent: int) -> list[int]:
-    """Live psql processes whose parent is `parent` (read from /proc, no mocks)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if comm == "psql" and int(fields[1]) == parent and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
+    return children_named("psql", parent, live=True)
 
 
 def server_sessions(db: Database) -> int:
