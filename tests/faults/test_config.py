@@ -64,6 +64,10 @@ NONSENSE_NUMBERS = [
      "backups.compress_level must be from 0 to 9 (gzip levels), got 12"),
     ("rto-not-a-number", "  rto_minutes: 120 ", "  rto_minutes: .nan ",
      "thresholds.rto_minutes must be a finite number, got nan"),
+    ("memory-with-options", "  maintenance_work_mem: 512MB", "  maintenance_work_mem: 1GB -c fsync=off",
+     "restore.maintenance_work_mem '1GB -c fsync=off': write a size such as 512MB"),
+    ("memory-without-unit", "  maintenance_work_mem: 512MB", "  maintenance_work_mem: '512'",
+     "restore.maintenance_work_mem '512': write a size such as 512MB"),
     ("missing-before-late", "  backup_missing_hours: 26 ", "  backup_missing_hours: 2 ",
      "thresholds.backup_missing_hours (2) must be at least thresholds.backup_warn_age_hours"),
 ]  # fmt: skip

@@ -26,6 +26,7 @@ from preskool_dr.core.base.libpq_service import check_service
 from preskool_dr.core.base.paths import state_dir
 from preskool_dr.core.base.runbook_file import find_runbook, read_trusted
 from preskool_dr.core.base.settings import (
+    MEMORY_SIZE,
     OBJECT_LOCK_MODES,
     RESTORE_METHODS,
     Config,
@@ -289,6 +290,13 @@ def _check_restore(reader: _Reader, parsed: RunbookFile, data: _Mapping) -> None
         reader.fail(
             lines.get("method", 1),
             f"restore.method {parsed.restore.method!r}: use one of {', '.join(RESTORE_METHODS)}",
+        )
+    memory = parsed.restore.maintenance_work_mem
+    if memory is not None and not MEMORY_SIZE.fullmatch(memory):
+        reader.fail(
+            lines.get("maintenance_work_mem", 1),
+            f"restore.maintenance_work_mem {memory!r}: write a size such as 512MB or 2GB "
+            "(kB, MB or GB), or null to keep the server's own setting",
         )
 
 

@@ -7,6 +7,7 @@ Identifiers are always quoted with psycopg.sql.Identifier, so a database named
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ import psycopg
 from psycopg import sql
 
 from preskool_dr.core.base.errors import DrError, UsageError
-from preskool_dr.core.base.settings import DatabaseSettings
+from preskool_dr.core.base.settings import MEMORY_SIZE, DatabaseSettings
 
 MAX_IDENTIFIER_BYTES = 63
 
@@ -100,6 +101,22 @@ def libpq_env(db: DatabaseSettings, dbname: str, *, admin: bool = False) -> dict
         "PGAPPNAME": "preskool-dr",
         "PGCONNECT_TIMEOUT": "10",
     }
+
+
+def load_env(db: DatabaseSettings, dbname: str, maintenance_work_mem: str | None) -> dict[str, str]:
+    """`libpq_env` for the sessions that load a backup into `dbname`: PGOPTIONS also raises
+    maintenance_work_mem for them alone, so that the index and key builds after the data
+    sort in memory (PostgreSQL's advice for a restore, "Populating a Database"). The
+    operator's own PGOPTIONS come first; a later -c wins, so ours holds."""
+    env = libpq_env(db, dbname)
+    options = os.environ.get("PGOPTIONS", "").strip()
+    if maintenance_work_mem is not None:
+        if not MEMORY_SIZE.fullmatch(maintenance_work_mem):  # the runbook check's rule
+            raise ValueError(f"not a memory size: {maintenance_work_mem!r}")
+        options = f"{options} -c maintenance_work_mem={maintenance_work_mem}".strip()
+    if options:
+        env["PGOPTIONS"] = options
+    return env
 
 
 def database_exists(conn: psycopg.Connection, name: str) -> bool:

@@ -4,6 +4,7 @@ them): immutable records, with their defaults; no secrets (those stay in the env
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,8 @@ class RestoreTestSettings:
 
 
 RESTORE_METHODS = ("auto", "serial", "parallel")
+# restore.maintenance_work_mem: a PostgreSQL size, nothing else, as it goes into PGOPTIONS
+MEMORY_SIZE = re.compile(r"[1-9][0-9]{0,8}(kB|MB|GB)", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,9 @@ class RestoreSettings:
 
     method: str = "auto"  # auto | parallel | serial (runbook.yaml says what each does)
     jobs: int = _within(0, 0, note="0 = one per CPU core")  # sessions for a parallel load
+    # for the load's own sessions only (PGOPTIONS): index and key builds sort in memory
+    # instead of on disk; None keeps the server's setting
+    maintenance_work_mem: str | None = "512MB"
 
 
 @dataclass(frozen=True)

@@ -292,7 +292,7 @@ class _Run:
             ) as pin:
                 result = stream_restore(
                     pin.load_path,
-                    database.libpq_env(db, self.test_db),
+                    database.load_env(db, self.test_db, self.config.restore.maintenance_work_mem),
                     on_event=self.on_event,
                     step_id=STEP_ID,
                     cancel=self.cancel,

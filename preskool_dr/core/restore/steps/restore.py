@@ -51,7 +51,7 @@ def restore(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOu
                         database.drop_database(conn, name)
                 database.create_database(conn, s.target_db, None, allow_connections=False)
                 closed_acl = _create_loading(conn, loading, db.user)
-            env = database.libpq_env(db, loading)
+            env = database.load_env(db, loading, run.config.restore.maintenance_work_mem)
             result, how = _load(run, backup, companion, env, record, cancel, loading)
             checks = _validate(run, loading)
             failed = [c for c in checks if not c["ok"]]

@@ -227,9 +227,10 @@ def connect_env(
     """A psycopg connection to where `env` points psql (PGHOST, PGPORT, PGUSER, PGDATABASE);
     the password comes from this process's environment, as for psql. `pinned`: for the
     tool's own queries, search_path is pg_catalog only (see database.PINNED_SEARCH_PATH);
-    the loading sessions keep the server's default, as psql does."""
+    the loading sessions keep the server's default, as psql does, and the load's PGOPTIONS
+    (database.load_env)."""
     return psycopg.connect(
-        options=f"-c search_path={PINNED_SEARCH_PATH}" if pinned else None,
+        options=f"-c search_path={PINNED_SEARCH_PATH}" if pinned else env.get("PGOPTIONS"),
         host=env.get("PGHOST"),
         port=env.get("PGPORT"),
         user=env.get("PGUSER"),
