@@ -7,17 +7,16 @@ its rows; text it cannot be sure of raises Unsure (loaded or not), odd files sto
 from __future__ import annotations
 
 import gzip
-import zlib
 from dataclasses import dataclass, field
 
 import pytest
 
+from preskool_dr.core.base import deflate
 from preskool_dr.core.base.errors import DrError, VerificationError
 from preskool_dr.core.restore.loaders.parallel.jobs import COPY, SERIAL, Job
 from preskool_dr.core.restore.loaders.parallel.pieces import Piece
 from preskool_dr.core.restore.loaders.parallel.scanner import Scanner, Unsure
 from preskool_dr.core.restore.loaders.parallel.toc import Roots
-from preskool_dr.core.storage.checksum import GZIP_WBITS
 
 PREAMBLE = (
     b"--\n-- PostgreSQL database dump\n--\n\n"
@@ -132,7 +131,7 @@ def pieces(text: bytes, size: int) -> tuple[bytes, list[Piece]]:
     compressed bytes at a time, each piece with the zlib state before it, as the load's
     scanner gets them."""
     compressed = gzip.compress(text, compresslevel=0)
-    inflater = zlib.decompressobj(GZIP_WBITS)
+    inflater = deflate.decompressor()
     found = []
     for start in range(0, len(compressed), size):
         chunk = compressed[start : start + size]

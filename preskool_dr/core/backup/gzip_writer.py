@@ -7,13 +7,12 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
-import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from preskool_dr.core.backup.common import STEP_ID
-from preskool_dr.core.base import age, procs
+from preskool_dr.core.base import age, deflate, procs
 from preskool_dr.core.base.errors import Cancelled, VerificationError
 from preskool_dr.core.base.events import EventSink, ProgressMeter
 from preskool_dr.core.storage import checksum
@@ -95,16 +94,14 @@ class GzipWriter:
                 while chunk := self.proc.stdout.read(checksum.CHUNK):
                     if self.cancel is not None and self.cancel.is_set():
                         raise Cancelled("backup cancelled: the partial file was removed")
-                    pending.append(
-                        pool.submit(zlib.compress, chunk, self.level, checksum.GZIP_WBITS)
-                    )
+                    pending.append(pool.submit(deflate.compress, chunk, self.level))
                     meter.add(len(chunk))
                     if len(pending) > 2 * COMPRESS_THREADS:  # bounded memory
                         write(pending.popleft().result())
                 while pending:
                     write(pending.popleft().result())
             if self.compressed == 0:  # no output at all: still one (empty) gzip member
-                write(zlib.compress(b"", self.level, checksum.GZIP_WBITS))
+                write(deflate.compress(b"", self.level))
             if encryptor is not None:
                 encryptor.close()
                 encryptor = None

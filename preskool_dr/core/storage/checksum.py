@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import gzip
 import os
-import queue
 import stat
 import threading
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from preskool_dr.core.base import age
+from preskool_dr.core.base import age, deflate
 from preskool_dr.core.base.errors import Cancelled, DrError, NotFoundError, VerificationError
 from preskool_dr.core.base.events import EventSink, ProgressMeter, ignore_events
+from preskool_dr.core.storage.background import Background, BackgroundDigest
 from preskool_dr.core.storage.dumptext import (
     DUMP_HEAD,
     DumpText,
@@ -56,7 +55,6 @@ __all__ = [
 CHUNK = 1024 * 1024
 # Decompressed output is thrown away; capping it keeps memory flat on highly compressible dumps.
 _MAX_INFLATE = 8 * CHUNK
-GZIP_WBITS = 16 + zlib.MAX_WBITS  # gzip header and trailer, no zlib/raw guessing
 _GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_HEADER_MIN = 10  # a member shorter than its fixed header is not a gzip member at all
 # Only the head and a small tail of the text are kept while streaming (dump_shape_error).
@@ -151,44 +149,13 @@ class VerifyResult:
         return f"{'OK' if self.ok else 'BAD'} {self.path.name}: {self.findings()}"
 
 
-class BackgroundDigest:
-    """An MD5 computed on its own thread. hashlib releases the GIL while it hashes, so on a
-    second core the digest runs while the verifying thread inflates and scans the text (which
-    holds the GIL in `bytes.find`): verify then costs what the decompression and the scan
-    cost, not that plus the MD5 (docs/PERFORMANCE.md's verify target)."""
-
-    _QUEUED = 8  # chunks waiting for the digest
-
-    def __init__(self) -> None:
-        self._digest = md5_hasher()
-        self._chunks: queue.Queue[bytes | None] = queue.Queue(self._QUEUED)
-        self._thread = threading.Thread(target=self._run, name="verify-md5", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (chunk := self._chunks.get()) is not None:
-            self._digest.update(chunk)
-
-    def update(self, chunk: bytes) -> None:
-        self._chunks.put(chunk)
-
-    def hexdigest(self) -> str:
-        self.close()
-        return self._digest.hexdigest()
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._chunks.put(None)
-            self._thread.join()
-
-
 class GzipChecker:
     """Incremental `gunzip -t`: every member decompressed (CRC and length checked by zlib),
     several concatenated members accepted, anything after the last member rejected.
     `scan_text`: the decompressed text is also followed by a DumpText (meta-commands)."""
 
     def __init__(self, *, scan_text: bool = False) -> None:
-        self._inflater = zlib.decompressobj(GZIP_WBITS)
+        self._inflater = deflate.decompressor()
         self._members = 1
         self._member_head = b""  # the first bytes of the current member, for the magic check
         self._member_bytes = 0  # compressed bytes fed to the current member
@@ -199,11 +166,13 @@ class GzipChecker:
         self.text_bytes = 0  # decompressed bytes so far
         # a finding's line is counted afterwards (text_line_at): an error path
         self.text = DumpText(count_lines=False) if scan_text else None
+        # the scan runs beside the inflating (two cores); at most 2 chunks of 8 MiB wait
+        self._scan = Background(self.text.feed, "verify-scan", 2) if self.text else None
 
     def _keep(self, text: bytes) -> None:
         self.text_bytes += len(text)
-        if self.text is not None:
-            self.text.feed(text)
+        if self._scan is not None:
+            self._scan.update(text)
         if len(self.head) < len(DUMP_HEAD):
             self.head += text[: len(DUMP_HEAD) - len(self.head)]
         # slice before joining: an 8 MiB output must not be copied to keep 1 KiB of it
@@ -219,7 +188,7 @@ class GzipChecker:
     def feed(self, data: bytes) -> None:
         while data and self.error is None:
             if self._inflater.eof:
-                self._inflater = zlib.decompressobj(GZIP_WBITS)
+                self._inflater = deflate.decompressor()
                 self._members += 1
                 self._member_head = b""
                 self._member_bytes = 0
@@ -234,7 +203,7 @@ class GzipChecker:
                     return
             try:
                 self._keep(self._inflater.decompress(data, _MAX_INFLATE))
-            except zlib.error as exc:
+            except deflate.error as exc:
                 self.error = f"corrupt gzip data after byte {self._offset}: {exc}"
                 return
             inflater = self._inflater
@@ -244,8 +213,14 @@ class GzipChecker:
             self._offset += consumed
             data = rest
 
+    def close(self) -> None:
+        """Wait for the text scan to catch up (`text` is complete after it)."""
+        if self._scan is not None:
+            self._scan.close()
+
     def finish(self) -> str | None:
         """The error, or None when the stream ended exactly at the end of a member."""
+        self.close()
         if self.error is not None:
             return self.error
         if self._inflater.eof:
@@ -328,6 +303,8 @@ def verify_file(
         actual_md5 = digest.hexdigest()
     finally:
         digest.close()
+        if checker is not None:
+            checker.close()
     found = None
     if checker is not None and checker.text is not None:
         checker.text.finish()

@@ -1,7 +1,7 @@
 """Step 6: stream a plain-SQL gzip backup into psql, with progress, table tracking and
 the first error reported as the operator needs it (line, statement, psql's message).
 
-This is `gunzip -c F | psql -v ON_ERROR_STOP=1` done in one process: Python's zlib
+This is `gunzip -c F | psql -v ON_ERROR_STOP=1` done in one process: zlib-ng (base/deflate.py)
 decompresses (it releases the GIL, as gunzip runs beside psql), psql reads a 1 MiB pipe.
 Nothing here looks at data rows one by one: COPY blocks are found with `bytes.find` on
 whole chunks, so the load costs what the pipe costs.
@@ -20,20 +20,18 @@ import re
 import subprocess
 import threading
 import time
-import zlib
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from preskool_dr.core.base import age
+from preskool_dr.core.base import age, deflate
 from preskool_dr.core.base.errors import Cancelled, DrError, NotFoundError, VerificationError
 from preskool_dr.core.base.events import EventSink, Progress, ignore_events
 from preskool_dr.core.base.procs import close_child, spawn, terminate
 from preskool_dr.core.base.steps import StepId
 from preskool_dr.core.restore.loaders.psql import PsqlOutput, restrict_line
-from preskool_dr.core.storage.checksum import GZIP_WBITS
 from preskool_dr.core.storage.dumptext import DumpText, Finding, MetaCommandError
 
 # -X: no ~/.psqlrc (it could turn on \timing, pagers or AUTOCOMMIT off); `-f -` makes psql
@@ -210,7 +208,7 @@ class _Load:
             f: Any = stack.enter_context(self.backup.open("rb"))
             if self.identities:
                 f = stack.enter_context(age.Decryptor(f, self.identities, self.backup.name))
-            inflater = zlib.decompressobj(GZIP_WBITS)
+            inflater = deflate.decompressor()
             in_member = False  # the current member has had input but not its trailer
             members = read = 0
             while chunk := f.read(READ_CHUNK):
@@ -220,13 +218,13 @@ class _Load:
                     in_member = True
                     try:
                         out = inflater.decompress(data, PIECE)
-                    except zlib.error as exc:
+                    except deflate.error as exc:
                         raise self._corrupt(read - len(data), members, str(exc)) from None
                     if inflater.eof:
                         members += 1
                         in_member = False
                         data = inflater.unused_data
-                        inflater = zlib.decompressobj(GZIP_WBITS)
+                        inflater = deflate.decompressor()
                     else:
                         data = inflater.unconsumed_tail
                     self.done = read - len(data)

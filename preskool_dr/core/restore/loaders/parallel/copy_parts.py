@@ -8,12 +8,13 @@ which a session inflates its rows. Pure code: no PostgreSQL, no processes, no th
 
 from __future__ import annotations
 
-import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from preskool_dr.core.base import deflate
+from preskool_dr.core.base.deflate import Decompress
 from preskool_dr.core.restore.loaders.parallel.jobs import COPY, Job
 from preskool_dr.core.restore.loaders.parallel.pieces import Checkpoint, Piece
 
@@ -38,7 +39,7 @@ class PartSink(Protocol):
 class _Snap:
     sql_pos: int  # decompressed offset where the piece starts
     offset: int  # compressed offset of its input
-    state: zlib._Decompress
+    state: Decompress
 
 
 class CopyParts:
@@ -97,7 +98,7 @@ class CopyParts:
             header=header,
             block=block,
             part=part,
-            checkpoint=Checkpoint(snap.offset, snap.state.copy(), at - snap.sql_pos),
+            checkpoint=Checkpoint(snap.offset, deflate.copy_state(snap.state), at - snap.sql_pos),
             start=start,
             pos=start,
         )

@@ -10,13 +10,13 @@ import os
 import secrets
 import threading
 import time
-import zlib
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 
 import psycopg
 
+from preskool_dr.core.base import deflate
 from preskool_dr.core.base.errors import Cancelled, NotFoundError
 from preskool_dr.core.base.events import EventSink, LogLine, Notice, Progress, ignore_events
 from preskool_dr.core.restore.loaders.parallel.feed import ScanFeed
@@ -69,7 +69,7 @@ def unsupported_reason(backup: Path) -> str | None:
     try:
         with backup.open("rb") as f:
             head = new_inflater().decompress(f.read(READ_CHUNK), PROBE_BYTES)
-    except (OSError, zlib.error) as exc:
+    except (OSError, deflate.error) as exc:
         return f"cannot read its start ({exc})"
     if not head.startswith(b"--\n-- PostgreSQL database dump\n--\n"):
         return "it does not start like pg_dump's plain output"

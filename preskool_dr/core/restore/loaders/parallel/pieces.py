@@ -7,14 +7,14 @@ piece (`snapshots`), so that a session can later inflate one COPY part on its ow
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
+from preskool_dr.core.base import deflate
+from preskool_dr.core.base.deflate import Decompress
 from preskool_dr.core.base.errors import VerificationError
 from preskool_dr.core.restore.loaders.stream import PIECE, READ_CHUNK
-from preskool_dr.core.storage.checksum import GZIP_WBITS
 
 TERMINATOR = b"\n\\.\n"  # ends a COPY block; its first newline may be the header's own
 
@@ -24,7 +24,7 @@ class Checkpoint:
     """Where a session starts inflating a COPY part on its own."""
 
     offset: int  # compressed byte to read from
-    inflater: zlib._Decompress  # the zlib state before that byte (a private copy)
+    inflater: Decompress  # the zlib state before that byte (a private copy)
     skip: int  # decompressed bytes to drop before the part's first row
 
 
@@ -33,15 +33,15 @@ class Piece:
     data: bytes
     start: int  # compressed offset of the input this piece came from
     end: int  # compressed offset after it
-    before: zlib._Decompress | None  # the zlib state at `start` (scanner only)
+    before: Decompress | None  # the zlib state at `start` (scanner only)
 
 
-def new_inflater() -> zlib._Decompress:
-    return zlib.decompressobj(GZIP_WBITS)
+def new_inflater() -> Decompress:
+    return deflate.decompressor()
 
 
 def inflate(
-    f: IO[bytes], inflater: zlib._Decompress, offset: int, name: str, *, snapshots: bool
+    f: IO[bytes], inflater: Decompress, offset: int, name: str, *, snapshots: bool
 ) -> Iterator[Piece]:
     """Decompressed pieces of at most PIECE bytes from compressed `offset` on, member after
     member (like gunzip). VerificationError on corrupt or truncated data."""
@@ -54,10 +54,10 @@ def inflate(
                 inflater = new_inflater()
             in_member = True
             start = chunk_end - len(data)
-            before = inflater.copy() if snapshots else None
+            before = deflate.copy_state(inflater) if snapshots else None
             try:
                 out = inflater.decompress(data, PIECE)
-            except zlib.error as exc:
+            except deflate.error as exc:
                 raise VerificationError(
                     f"{name} is corrupt at compressed byte {start:,} ({exc}): the load was "
                     "stopped; check it with `preskool-dr verify` and restore another backup"
