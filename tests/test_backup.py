@@ -58,7 +58,7 @@ def write_fake_backup(folder: Path, kind: str | None, age: timedelta) -> Path:
 # ---------------------------------------------------------------- the happy path
 
 
-@pytest.mark.parametrize("companion", [False, True], ids=["default", "companion-on"])
+@pytest.mark.parametrize("companion", [True, False], ids=["default", "companion-off"])
 def test_backup_prints_the_seed_lines_and_writes_a_verified_backup(
     dr_env: dict[str, str],
     database: Database,
@@ -66,11 +66,11 @@ def test_backup_prints_the_seed_lines_and_writes_a_verified_backup(
     tmp_path: Path,
     companion: bool,
 ) -> None:
-    """The seed's lines and files: the default is exactly the seed's backup, and
-    `backups.companion: true` also writes the custom-format companion and says so after them."""
+    """The seed's lines and files; the default also writes the custom-format companion
+    and says so after them, and `backups.companion: false` is exactly the seed's backup."""
     backup_dir = Path(dr_env["BACKUP_DIR"])
-    if companion:
-        runbook = write_runbook(tmp_path, backups={"companion": True})
+    if not companion:
+        runbook = write_runbook(tmp_path, backups={"companion": False})
         monkeypatch.setenv("PRESKOOL_DR_RUNBOOK", str(runbook))
     result = call_cli("backup")
     assert result.returncode == 0, result.stderr
@@ -204,14 +204,18 @@ def test_weekly_backup_uploads_three_files_and_the_dump_as_glacier(
     assert name
     url = f"s3://{s3}/preskool-backups/{name.group(0)}"
     assert f"[BACKUP] Uploading to {url} (GLACIER)..." in result.stdout
-    assert f"[OK]    Uploaded to S3: {url} (+ .md5, .meta.json)" in result.stdout
+    dump = name.group(0).removesuffix(".sql.gz") + ".dump"
+    assert f"[OK]    Uploaded to S3: {url} (+ .md5, .meta.json, {dump} + .md5)" in result.stdout
     client = boto3.client("s3")
     listed = client.list_objects_v2(Bucket=s3, Prefix="preskool-backups/")["Contents"]
     classes = {o["Key"].removeprefix("preskool-backups/"): o.get("StorageClass") for o in listed}
+    # the default companion travels with it: data in the kind's class, sidecars STANDARD
     assert classes == {
         name.group(0): "GLACIER",
         name.group(0) + ".md5": "STANDARD",
         name.group(0) + ".meta.json": "STANDARD",
+        dump: "GLACIER",
+        dump + ".md5": "STANDARD",
     }
     sidecar = client.get_object(Bucket=s3, Key=f"preskool-backups/{name.group(0)}.md5")
     local = Path(os.environ["BACKUP_DIR"]) / (name.group(0) + ".md5")

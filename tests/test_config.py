@@ -95,18 +95,18 @@ def test_relative_paths_resolve_against_the_runbook_folder(tmp_path: Path) -> No
         (("  port: 5432", "  prot: 5432"), ":9: unknown key database.prot"),
         (
             ("  rto_minutes: 120 ", "  rto_minutes: true "),
-            ":31: thresholds.rto_minutes must be a number",
+            ":32: thresholds.rto_minutes must be a number",
         ),
         (("  - id: migrate", "  - id: migrations"), "unknown step id 'migrations'"),
         (
             ("  stop: [docker-compose, stop, frontend, backend]", "  stop: docker-compose stop"),
-            ":72: app.stop must be a list",
+            ":73: app.stop must be a list",
         ),
         (("    title: App offline\n", ""), "is missing required key 'title'"),
-        (("    daily:  ", "    hourly: "), ":25: backups.retention.hourly: unknown backup kind"),
+        (("    daily:  ", "    hourly: "), ":26: backups.retention.hourly: unknown backup kind"),
         (
-            ("  companion: false", "  companion: often"),
-            ":23: backups.companion must be true or false, got text 'often'",
+            ("  companion: true", "  companion: often"),
+            ":24: backups.companion must be true or false, got text 'often'",
         ),
     ],
 )

@@ -77,7 +77,8 @@ def test_every_upload_carries_the_lock_and_list_shows_it(
     after = utcnow()
     client = boto3.client("s3", endpoint_url=s3_server)
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]
-    assert len(keys) == 3  # the backup, its sidecar and its meta
+    # the backup, its sidecar and its meta, the custom-format companion and its sidecar
+    assert len(keys) == 5
     for key in keys:
         head = client.head_object(Bucket=bucket, Key=key)
         assert head["ObjectLockMode"] == "COMPLIANCE", key

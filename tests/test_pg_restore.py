@@ -120,14 +120,14 @@ def test_companion_comes_from_the_same_snapshot(
     assert fingerprint(from_custom) == fingerprint(database)
 
 
-def test_companion_and_plain_dumps_share_one_snapshot_while_the_app_writes(
+def test_default_backup_dumps_both_from_one_snapshot_while_the_app_writes(
     dr_env: dict[str, str],
     database: Database,
     scratch: Callable[[], Database],
     tmp_path: Path,
 ) -> None:
-    """A backup with the companion (backups.companion: true) dumps both from the one
-    exported snapshot: rows inserted from another connection all through the
+    """The default backup (backups.companion on) writes the companion too, and both dumps
+    read the one exported snapshot: rows inserted from another connection all through the
     backup land in neither or in both, so the plain and the custom restore are equal, row
     for row, and equal to the counts taken in that snapshot."""
     with as_app(database) as conn:  # a bigger table: the dumps take a while
@@ -135,9 +135,7 @@ def test_companion_and_plain_dumps_share_one_snapshot_while_the_app_writes(
             "CREATE TABLE zz_bulk AS SELECT g AS n, md5(g::text) AS t FROM generate_series(1, 200000) g"
         )
     config = config_for(tmp_path)
-    config = dataclasses.replace(
-        config, backups=dataclasses.replace(config.backups, companion=True)
-    )
+    assert config.backups.companion is True
     stop, started = threading.Event(), threading.Event()
     inserted = 0
 
@@ -388,10 +386,10 @@ VERIFIED = "step 4 verified the custom-format companion"
 @pytest.mark.parametrize(
     ("method", "companion", "jobs", "loader", "said"),
     [
-        # a backup with the companion: auto loads it with pg_restore -j
+        # the default backup has the companion: auto loads it with pg_restore -j
+        ("auto", None, 2, "pg_restore", f"restore.method is auto and {VERIFIED})"),
         ("auto", True, 2, "pg_restore", f"restore.method is auto and {VERIFIED})"),
-        # none (the default backup): the parallel plain loader, serial when one session is all
-        ("auto", None, 2, "parallel", f"(2 parallel sessions: restore.method is auto: {NO_COMPANION})"),
+        # no companion: the parallel plain loader, then serial when one session is all
         ("auto", False, 2, "parallel", f"(2 parallel sessions: restore.method is auto: {NO_COMPANION})"),
         ("auto", False, 1, "serial", f"(serial: {NO_COMPANION}, and restore.jobs gives one session)"),
         ("parallel", False, 2, "parallel", f"(2 parallel sessions: restore.method is parallel: {NO_COMPANION})"),
@@ -413,7 +411,7 @@ def test_step_6_loader_choice(
     and in the journal (`load`)."""
     config = config_for(tmp_path, method=method, jobs=jobs)
     backup = run_backup(config, "daily", upload=False, custom=companion).path
-    assert companion_path(backup).is_file() == bool(companion)
+    assert companion_path(backup).is_file() == (companion is not False)
     counts = database.row_counts()
     detail, events, load = restore_detail(config, backup, database.name)
     assert said in detail

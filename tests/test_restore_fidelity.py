@@ -36,7 +36,7 @@ from tests.support.site import Site
 # (restore.method, backup arguments, the loader step 6 must have used)
 LOADERS = {
     "serial": ("serial", [], "serial"),
-    "parallel": ("parallel", [], "parallel"),
+    "parallel": ("parallel", ["--format", "plain"], "parallel"),
     "custom": ("auto", ["--format", "custom"], "pg_restore"),
 }
 

@@ -246,7 +246,7 @@ def _dump(
                 # what a restore of it will need on the server (checked before step 5)
                 db_size = database.database_size(conn, db.name)
                 with companion_dump(
-                    db, snapshot_id, final, enabled=custom, level=level, on_event=on_event
+                    db, snapshot_id, final, enabled=custom, on_event=on_event
                 ) as companion:
                     size, md5, counts = _stream(
                         ["pg_dump", "--format=plain", "--no-password", f"--snapshot={snapshot_id}"],
