@@ -10,9 +10,10 @@ from pathlib import Path
 from common import TOOL, Lab, Run, Series, alternate, say, shell, timed
 
 BASELINE = "pg_dump | gzip > F; md5sum F (runbook)"
-PLAIN = "preskool-dr backup (gzip level 6)"
+PLAIN = "preskool-dr backup --format plain (gzip level 6)"
 ENCRYPTED = "preskool-dr backup, age-encrypted (gzip level 6)"
-DEFAULT = "preskool-dr backup (default runbook)"
+DEFAULT = "preskool-dr backup (default runbook: .sql.gz + companion)"
+FAST = "preskool-dr backup --format plain (gzip level 1)"
 
 
 def _sizes(folder: Path) -> dict[str, int]:
@@ -56,10 +57,9 @@ def run(lab: Lab, dbname: str, repeats: int) -> dict[str, Series]:
     variants = {
         BASELINE: raw,
         DEFAULT: product("default", default),
-        PLAIN: product("p6", level6),
+        PLAIN: product("p6", level6, "--format", "plain"),
         ENCRYPTED: product("e6", encrypted),
-        "preskool-dr backup (gzip level 1)": product("p1", level1),
-        "preskool-dr backup --format custom (level 6)": product("c6", level6, "--format", "custom"),
+        FAST: product("p1", level1, "--format", "plain"),
     }
     say(f"  backup: {len(variants)} variants x {repeats}")
     series = alternate(variants, repeats)

@@ -195,7 +195,9 @@ def render(r: dict[str, Any]) -> str:
         "`pg_dump | gzip > F` then `md5sum F > F.md5` (gzip's default level 6). "
         "`preskool-dr backup` also counts rows in the dump's snapshot, writes the meta file, "
         "and reads the file back (MD5 and gzip check, beside the dump: no second pass after "
-        "it) before it names it a backup.",
+        "it) before it names it a backup; it deflates with zlib-ng on every core. The default "
+        "backup also writes the custom-format companion (`pg_dump -Fc -Z 1`) from the same "
+        "snapshot, at the same time.",
         "",
     ]
     sizes = {
@@ -212,11 +214,13 @@ def render(r: dict[str, Any]) -> str:
         "",
         "The whole `preskool-dr restore F --confirm T --target-db T` (start-up, identify, "
         "verify, checks, the load, validation; the app steps skip themselves) on the realistic "
-        "backup, taken by a default `preskool-dr backup`, against the runbook's steps 4-6 typed "
+        "backup, taken by a default `preskool-dr backup` (the .sql.gz and its custom-format "
+        "companion), against the runbook's steps 4-6 typed "
         "by hand: `md5sum --check`, `createdb`, `gunzip -c F | psql`. Data: PreSkool scale "
         f"{d['scale']} plus pgbench -s {d['pgbench_scale']} ({_mib(r['plain_bytes'])} gzip). "
         "Before every run the target database is dropped and the server settles (CHECKPOINT, "
-        "sync). The default runbook's `restore.method` is `auto`.",
+        "sync). The default runbook's `restore.method` is `auto`: it loads the companion with "
+        "pg_restore -j; `serial` streams the .sql.gz.",
         "",
         *series_table(r["whole"], whole_bench.BY_HAND),
         "",
