@@ -21,7 +21,7 @@ import pytest
 from preskool_dr.core.base.errors import ArchivedError, Cancelled
 from preskool_dr.core.base.events import Event, Progress
 from preskool_dr.core.storage import s3download
-from preskool_dr.core.storage.checksum import FileIdentity
+from preskool_dr.core.storage.checksum import FileIdentity, verify_file
 from preskool_dr.core.storage.s3store import S3Store
 from preskool_dr.core.storage.streamcheck import StreamCheck
 from tests.support.s3proxy import Fault, FaultProxy
@@ -197,3 +197,41 @@ def test_a_server_ignoring_range_gets_the_whole_object_once_more(
     check = checked_download(store, dest)
     assert dest.read_bytes() == data
     assert check.result(dest).actual_md5 == hashlib.md5(data).hexdigest()
+
+
+def _dump_text() -> bytes:
+    body = b"".join(b"INSERT INTO t VALUES (%d);\n" % i for i in range(200_000))
+    return (
+        b"--\n-- PostgreSQL database dump\n--\n\n" + body + b"\n--\n"
+        b"-- PostgreSQL database dump complete\n--\n\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "fine"),
+    [
+        (gzip.compress(_dump_text(), compresslevel=1), True),
+        (gzip.compress(b"id,name\n" * 300_000), False),  # valid gzip, not pg_dump output
+        (gzip.compress(_dump_text(), compresslevel=1)[:-9], False),  # truncated
+        (gzip.compress(_dump_text(), compresslevel=1) + b"garbage", False),
+    ],
+    ids=["dump", "not-a-dump", "truncated", "trailing-garbage"],
+)
+def test_the_checks_made_while_downloading_are_verify_files(
+    bucket_proxy: FaultProxy, tmp_path: Path, content: bytes, fine: bool
+) -> None:
+    """The same findings as verify_file reading the downloaded file (step 4's own read)."""
+    store = uploaded(tmp_path, content)
+    dest = target(tmp_path)
+    check = StreamCheck(check_gzip=True, check_dump=True)
+    try:
+        store.download(NAME, dest, check=check)
+    finally:
+        check.close()
+    assert len(bucket_proxy.gets(NAME)) > 1 or len(content) <= PART
+    streamed = check.result(dest)
+    read = verify_file(dest, None, check_dump=True)
+    fields = ("actual_md5", "size", "gzip_ok", "gzip_error", "dump_checked", "dump_error")
+    assert [getattr(streamed, f) for f in fields] == [getattr(read, f) for f in fields]
+    assert streamed.identity == read.identity
+    assert (streamed.gzip_ok and streamed.dump_error is None) is fine

@@ -176,17 +176,17 @@ def download(
 def _take_prefix(transfer: _Transfer, offset: int) -> None:
     """What the `.part` already holds: read once into the check (when there is one), and
     the file position put at its end."""
-    handle = transfer.handle
-    if transfer.check is not None:
-        while transfer.written < offset:
-            transfer.check_cancel()
-            chunk = handle.read(min(CHUNK, offset - transfer.written))
-            if not chunk:
-                break
-            transfer.check.feed(chunk)
-            transfer.written += len(chunk)
-    transfer.written = offset
-    handle.seek(offset)
+    handle, check = transfer.handle, transfer.check
+    if check is None:
+        transfer.written = offset
+    while check is not None and transfer.written < offset:
+        transfer.check_cancel()
+        chunk = handle.read(min(CHUNK, offset - transfer.written))
+        if not chunk:
+            break  # shorter than it was a moment ago: go on from what was hashed
+        check.feed(chunk)
+        transfer.written += len(chunk)
+    handle.seek(transfer.written)
 
 
 def _fetch_rest(transfer: _Transfer) -> None:
