@@ -224,6 +224,15 @@ def render(r: dict[str, Any]) -> str:
         "",
         *series_table(r["whole"], whole_bench.BY_HAND),
         "",
+        "From S3: the same backup only in a bucket (moto's S3 server on localhost, so the "
+        "network is not what is measured), each variant downloading into an empty folder. "
+        "By hand: boto3's default managed transfer of the backup and its sidecar (what "
+        "`aws s3 cp` does: parallel ranged GETs), then the same steps 4-6. `preskool-dr "
+        "restore NAME`: step 3 downloads with parallel ranged GETs and computes the MD5, the "
+        "gzip test and the content check as it writes, so step 4 does not read the file again.",
+        "",
+        *series_table(r["whole_s3"], whole_bench.S3_BY_HAND),
+        "",
         "Start-up: wall time of each command to its exit, against a bare `python -c pass` "
         "started the same way in the same rounds (`check --json` runs its real checks on a "
         "local-only runbook).",

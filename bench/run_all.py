@@ -290,6 +290,13 @@ def summarize(r: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
         1.05,
     )
     add(
+        "Whole restore from S3: `preskool-dr restore NAME` (backup only in S3) vs boto3's "
+        "default transfer (`aws s3 cp`) + steps 4-6 by hand",
+        "<= 0.75x",
+        ratio(r["whole_s3"], whole_bench.S3_DEFAULT, whole_bench.S3_BY_HAND),
+        0.75,
+    )
+    add(
         "Default `preskool-dr backup` vs `pg_dump | gzip`; `md5sum`",
         "<= 1.10x",
         ratio(r["backup"], backup_bench.DEFAULT, backup_bench.BASELINE),
@@ -408,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         r["backup_baseline"] = backup_bench.BASELINE
         r["memory"] = memory_bench.run(lab, r["big"], plain)
         r["whole"] = whole_bench.restore(lab, custom, args.repeats)  # the default backup
+        r["whole_s3"] = whole_bench.from_s3(lab, custom, args.repeats)
         r["startup"] = whole_bench.startup(lab)
         r["tui"] = [tui_bench.run(lab, plain, method) for method in ("serial", "parallel")]
         r["machine"]["load_after"] = " / ".join(f"{x:.1f}" for x in os.getloadavg())

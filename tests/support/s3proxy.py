@@ -30,7 +30,8 @@ class Fault:
     then wait for `release()`, which sends the rest or resets the connection (RST) half way;
     cut: send `after_bytes`, then close the connection cleanly (a short body); delay: wait
     `seconds` before answering normally; hold: keep the request from S3 until `release()`,
-    then pass it on (a PUT that lands later than others). `times` < 0: every matching
+    then pass it on (a PUT that lands later than others); norange: pass the request on
+    without its Range header (a server that ignores Range). `times` < 0: every matching
     request."""
 
     action: str
@@ -154,6 +155,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 self.wfile.write(data)
             return
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+        if fault is not None and fault.action == "norange":
+            headers = {k: v for k, v in headers.items() if k.lower() != "range"}
         upstream = http.client.HTTPConnection(*proxy.upstream, timeout=60)
         try:
             upstream.request(self.command, self.path, body=body, headers=headers)

@@ -39,6 +39,7 @@ from preskool_dr.core.restore.journal import BackupChoice, Journal, RunState, St
 from preskool_dr.core.restore.run_locks import RunLocks
 from preskool_dr.core.restore.steps import ACTIONS, backup_checks, recreate_db
 from preskool_dr.core.restore.steps.context import StepAction
+from preskool_dr.core.storage.checksum import VerifyResult
 
 # Headless order: check the backup (2-4) before taking the app offline (1), so a bad
 # backup costs no downtime. The checklist keeps the runbook's numbering.
@@ -199,6 +200,9 @@ class Engine:
         self.journal = journal or Journal(config.state_dir)
         self._locks = RunLocks(config, state)
         self._mutex = threading.Lock()  # one step at a time, whatever the front end does
+        # step 3's checks made while downloading, by local path: step 4 of this process
+        # uses them instead of reading the file again (backup_checks.verify)
+        self.fetched: dict[str, VerifyResult] = {}
 
     # ------------------------------------------------------------ lifecycle
 

@@ -35,6 +35,7 @@ from preskool_dr.core.storage.sidecar import (
     SIDECAR_SUFFIX,
     Sidecar,
     create_sidecar,
+    expected_md5,
     md5_hasher,
     read_sidecar,
     sidecar_path,
@@ -46,6 +47,7 @@ __all__ = [
     "SIDECAR_SUFFIX",
     "Sidecar",
     "create_sidecar",
+    "expected_md5",
     "md5_hasher",
     "read_sidecar",
     "sidecar_path",
@@ -234,6 +236,27 @@ class GzipChecker:
             "(an interrupted copy or a full disk?)"
         )
 
+    def dump_error(
+        self, path: Path, gzip_error: str | None, identities: Sequence[Any] | None = None
+    ) -> str | None:
+        """Once the whole stream is fed (and `finish`ed into `gzip_error`): why the text is
+        not whole pg_dump output, or None (also when it was not scanned, or the gzip is too
+        damaged to tell). A finding's line is counted by reading `path` again (an error path)."""
+        if self.text is None:
+            return None
+        self.close()  # the scan thread has seen every byte
+        self.text.finish()
+        found = self.text.found
+        if gzip_error is not None:
+            return None
+        if found is not None and found.line == 0:
+            found = replace(found, line=text_line_at(path, found.offset, identities))
+        # the shape first: text that is not pg_dump output at all is named as such, even
+        # when its bytes happen to hold a line that starts with a backslash
+        return dump_shape_error(self.head, self.tail) or (
+            meta_command_error(found) if found is not None else None
+        )
+
 
 def text_line_at(path: Path, offset: int, identities: Sequence[Any] | None = None) -> int:
     """The line number at `offset` of the decompressed text of `path`: the scan does not
@@ -305,20 +328,10 @@ def verify_file(
         digest.close()
         if checker is not None:
             checker.close()
-    found = None
-    if checker is not None and checker.text is not None:
-        checker.text.finish()
-        found = checker.text.found
-    if found is not None and found.line == 0:
-        found = replace(found, line=text_line_at(path, found.offset, identities))
     dump_checked = check_dump and checker is not None
     dump_error = None
-    if dump_checked and checker is not None and gzip_error is None:
-        # the shape first: text that is not pg_dump output at all is named as such, even
-        # when its bytes happen to hold a line that starts with a backslash
-        dump_error = dump_shape_error(checker.head, checker.tail) or (
-            meta_command_error(found) if found is not None else None
-        )
+    if checker is not None:
+        dump_error = checker.dump_error(path, gzip_error, identities)
     return VerifyResult(
         path=path,
         size=meter.done,
@@ -409,11 +422,7 @@ def verify_with_sidecar(
     """Verify `path` against `path.md5`. A missing, malformed or foreign sidecar does not stop
     the gzip check: the operator learns both facts from one read. A `.age` file is
     decrypted in the same read when `identities` are given (verify_file)."""
-    try:
-        expected: str | None = read_sidecar(sidecar_path(path), expected_name=path.name).md5
-        problem = None
-    except VerificationError as exc:
-        expected, problem = None, str(exc)
+    expected, problem = expected_md5(path)
     return verify_file(
         path,
         expected,

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from preskool_dr.core.base import age
 from preskool_dr.core.base.errors import (
     Cancelled,
     DrError,
@@ -23,7 +25,12 @@ from preskool_dr.core.base.settings import Config
 from preskool_dr.core.base.space import free_bytes, shortfall
 from preskool_dr.core.storage.backup_names import PART_SUFFIX
 from preskool_dr.core.storage.catalog import BackupRecord
-from preskool_dr.core.storage.checksum import SIDECAR_SUFFIX, sidecar_path, verify_file
+from preskool_dr.core.storage.checksum import (
+    SIDECAR_SUFFIX,
+    VerifyResult,
+    sidecar_path,
+    verify_file,
+)
 from preskool_dr.core.storage.layout import (
     COMPANION_SUFFIX,
     META_SUFFIX,
@@ -34,6 +41,7 @@ from preskool_dr.core.storage.layout import (
 from preskool_dr.core.storage.meta import read_meta
 from preskool_dr.core.storage.s3_classes import ARCHIVED_CLASSES
 from preskool_dr.core.storage.s3_groups import S3Group, s3_group_for
+from preskool_dr.core.storage.streamcheck import StreamCheck
 
 if TYPE_CHECKING:  # boto3 loads when a backup is fetched from S3, not for a local one
     from preskool_dr.core.storage.s3store import S3Store
@@ -91,12 +99,16 @@ def fetch_backup(
     step_id: str = "download",
     cancel: threading.Event | None = None,
     with_companion: bool = False,
+    checked: Callable[[VerifyResult], None] | None = None,
 ) -> Path:
     """Make the backup, its sidecar and meta local in BACKUP_DIR (download when only in S3,
     resumable); returns the local path. ArchivedError when a Glacier restore is needed.
     `with_companion` also fetches a logical backup's custom-format companion (`.dump` and
     its `.md5`) when S3 has one; a companion that cannot be fetched is reported and left
-    out (the plain backup restores without it), never a failure of the fetch."""
+    out (the plain backup restores without it), never a failure of the fetch.
+    `checked`: a single-file backup that is downloaded (and not encrypted) is also hashed
+    and gzip/content-checked in the download's one pass, and the findings (without the
+    sidecar comparison, which is the caller's) are handed to it."""
     if record.local_path is not None:
         return record.local_path
     if record.s3_url is None:
@@ -121,7 +133,18 @@ def fetch_backup(
     if group.main is not None:
         _save_small(store, name + SIDECAR_SUFFIX, sidecar_path(dest))
         _save_small(store, name + META_SUFFIX, meta_path(dest))
-        store.download(name, dest, on_event=on_event, step_id=step_id, cancel=cancel)
+        check = None
+        if checked is not None and not age.is_encrypted_name(name):
+            check = StreamCheck(check_gzip=True, check_dump=True)  # what verify_backup checks
+        try:
+            store.download(
+                name, dest, on_event=on_event, step_id=step_id, cancel=cancel, check=check
+            )
+            if check is not None and checked is not None:
+                checked(check.result(dest))
+        finally:
+            if check is not None:
+                check.close()
         if with_companion and COMPANION_SUFFIX in group.attributes:
             _fetch_companion(store, dest, on_event, step_id, cancel)
         return dest

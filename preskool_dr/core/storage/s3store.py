@@ -33,6 +33,7 @@ from preskool_dr.core.storage.s3client import (
     S3Object,
     parse_restore_header,
 )
+from preskool_dr.core.storage.streamcheck import StreamCheck
 
 __all__ = [
     "ARCHIVED_CLASSES",
@@ -145,13 +146,15 @@ class S3Store(S3Client):
         on_event: EventSink = ignore_events,
         step_id: str = "download",
         cancel: threading.Event | None = None,
+        check: StreamCheck | None = None,
     ) -> Path:
-        """Download to `dest.part` (resuming an existing .part with HTTP Range), then rename to
-        `dest`. ArchivedError when the object needs a Glacier restore first.
+        """Download to `dest.part` (resuming an existing .part; parallel ranged GETs for a
+        large object), then rename to `dest`. ArchivedError when the object needs a Glacier
+        restore first. `check` is fed the final file's bytes in the same pass (s3download).
 
         A resumed .part is not trusted by itself: callers verify the result (MD5 + gzip)."""
         return s3download.download(
-            self, name, dest, on_event=on_event, step_id=step_id, cancel=cancel
+            self, name, dest, on_event=on_event, step_id=step_id, cancel=cancel, check=check
         )
 
     def archived_error(self, name: str, obj: S3Object) -> ArchivedError:

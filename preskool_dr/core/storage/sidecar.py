@@ -93,3 +93,12 @@ def read_sidecar(path: Path, expected_name: str | None = None) -> Sidecar:
             "it belongs to another backup"
         )
     return sidecar
+
+
+def expected_md5(backup: Path) -> tuple[str | None, str | None]:
+    """The MD5 `backup`'s sidecar promises (lower case), or None and why there is none
+    (missing, malformed, naming another file)."""
+    try:
+        return read_sidecar(sidecar_path(backup), expected_name=backup.name).md5.lower(), None
+    except VerificationError as exc:
+        return None, str(exc)

@@ -83,6 +83,7 @@ def download(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepO
             "no S3 copy: put it back, or choose another backup in step 2"
         )
     backup = catalog.resolve_backup(run.config, choice.s3_url)
+    run.fetched.clear()
     path = fetch_backup(
         run.config,
         backup,
@@ -90,6 +91,7 @@ def download(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepO
         step_id=record.id,
         cancel=cancel,
         with_companion=run.config.restore.method != "serial",
+        checked=lambda result: run.fetched.__setitem__(str(result.path), result),
     )
     run.state.backup = dataclasses.replace(choice, local_path=str(path), downloaded=True)
     return f"downloaded to {path}"
@@ -108,14 +110,17 @@ def verify(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOut
         if age.is_encrypted_name(choice.name)
         else None
     )
-    result = checksum.verify_with_sidecar(
-        Path(choice.local_path),
-        on_event=run.on_event,
-        step_id=record.id,
-        cancel=cancel,
-        check_dump=True,
-        identities=identities,
-    )
+    result = _checked_while_downloading(run, choice)
+    read_once = result is not None
+    if result is None:
+        result = checksum.verify_with_sidecar(
+            Path(choice.local_path),
+            on_event=run.on_event,
+            step_id=record.id,
+            cancel=cancel,
+            check_dump=True,
+            identities=identities,
+        )
     state.verify = VerifyRecord(
         expected_md5=result.expected_md5,
         actual_md5=result.actual_md5,
@@ -163,7 +168,27 @@ def verify(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOut
     if run.config.restore.method != "serial":
         _check_companion(run, Path(choice.local_path), downloaded, record, cancel)
     # the last check before the headless restore takes the app offline (step 1)
-    return f"{result.describe()}; {recreate_db.server_space(run)}"
+    how = " (checked while step 3 downloaded it: not read again)" if read_once else ""
+    return f"{result.describe()}{how}; {recreate_db.server_space(run)}"
+
+
+def _checked_while_downloading(run: StepRun, choice: BackupChoice) -> checksum.VerifyResult | None:
+    """Step 3's findings for the file it downloaded in this process (the same MD5, gzip and
+    content checks, made in the download's one pass: s3download.py), compared with the
+    sidecar as it is now; None when there are none or the file is no longer the one step 3
+    wrote (same device, inode, size, mtime and ctime), and step 4 reads it again."""
+    found = run.fetched.pop(choice.local_path or "", None)
+    if found is None or not choice.downloaded or found.identity is None:
+        return None
+    path = Path(found.path)
+    try:
+        now = checksum.FileIdentity.of(os.stat(path, follow_symlinks=False))
+    except OSError:
+        return None
+    if now != found.identity:
+        return None
+    expected, problem = checksum.expected_md5(path)
+    return dataclasses.replace(found, expected_md5=expected, sidecar_error=problem)
 
 
 def _discard_download(run: StepRun, record: StepRecord) -> str:

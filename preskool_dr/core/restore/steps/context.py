@@ -11,12 +11,15 @@ from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.events import EventSink, StepStatus
 from preskool_dr.core.base.settings import AppCommands, Config
 from preskool_dr.core.restore.journal import BackupChoice, RunState, StepRecord
+from preskool_dr.core.storage.checksum import VerifyResult
 
 
 class StepRun(Protocol):
     config: Config
     state: RunState  # the journal record: an action changes it, the engine saves it
     on_event: EventSink
+    # step 3's findings from its download's one pass, by local path (this process only)
+    fetched: dict[str, VerifyResult]
 
     @property
     def drill(self) -> bool: ...
