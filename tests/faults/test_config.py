@@ -26,7 +26,7 @@ from preskool_dr.core.restore.engine import Engine, RunOptions
 from preskool_dr.core.restore.journal import Journal
 from tests.support.backups import backup_sql, insert_before, make_backup, rewrite_backup
 from tests.support.checks import assert_says, the_error
-from tests.support.cli import cli_argv, run
+from tests.support.cli import call_cli, cli_argv, run
 from tests.support.runbook import REPO, write_runbook
 from tests.support.site import Site
 
@@ -124,11 +124,12 @@ BAD = bad_runbooks()
 def test_malformed_runbook_names_file_and_line(
     base_env: dict[str, str], tmp_path: Path, text: bytes, line: int, expected: str
 ) -> None:
-    """A malformed runbook.yaml: exit 2, one line `<file>:<line>: <what>`, nothing runs."""
+    """A malformed runbook.yaml: exit 2, one line `<file>:<line>: <what>`, nothing runs.
+    In-process (call_cli): what is said and decided, not how a process ends, is the point."""
     path = tmp_path / "runbook.yaml"
     path.write_bytes(text)
     for args in (("list",), ("restore", "latest", "--confirm", "preskool_db")):
-        result = run(cli_argv(*args, runbook=path))
+        result = call_cli("--runbook", str(path), *args)
         assert result.returncode == 2, result.stdout + result.stderr
         assert_says(the_error(result), f"preskool-dr: error: {path}:{line}: ", expected)
     assert not (Path(base_env["PRESKOOL_DR_STATE_DIR"]) / "runs").exists()
@@ -240,10 +241,10 @@ def test_damaged_journal_is_refused_by_path(base_env: dict[str, str], damage) ->
     naming the file; --list-runs still lists the others."""
     journal, run_id = _journal_run(base_env)
     damage(journal.path(run_id))
-    resumed = run(cli_argv("restore", "--resume", run_id, "--confirm", "preskool_db"))
+    resumed = call_cli("restore", "--resume", run_id, "--confirm", "preskool_db")
     assert resumed.returncode == 2, resumed.stdout + resumed.stderr
     assert_says(the_error(resumed), str(journal.path(run_id)), "cannot be resumed")
-    listed = run(cli_argv("restore", "--list-runs"))
+    listed = call_cli("restore", "--list-runs")
     assert listed.returncode == 0 and "Traceback" not in listed.stderr
 
 
