@@ -119,7 +119,15 @@ def _no_marker_table(site: Site) -> None:
         c.execute(f"DROP TABLE IF EXISTS public.{MARKER_TABLE}")
 
 
-@pytest.mark.parametrize("case", HOSTILE, ids=[c.id for c in HOSTILE])
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(
+            c, id=c.id, marks=() if c.id in ("shell", "copy_to_file") else pytest.mark.slow
+        )
+        for c in HOSTILE
+    ],
+)  # the fast tier keeps two meta-commands, `make test` runs all
 def test_meta_command_is_refused_by_verify_restore_and_restore_test(
     site: Site, tmp_path: Path, case: Hostile
 ) -> None:
@@ -193,6 +201,7 @@ def test_psql_refuses_a_command_hidden_mid_line(site: Site, tmp_path: Path, load
     assert not case.ran(tmp_path / "files", site)
 
 
+@pytest.mark.slow
 def test_real_pg_dump_backup_with_its_restrict_pair_still_restores(site: Site) -> None:
     """pg_dump's own \\restrict/\\unrestrict lines are accepted: the backup verifies, and
     the restore brings the data back."""

@@ -70,6 +70,7 @@ def limit_file_size() -> None:
 
 
 @pytest.mark.parametrize("how", ["tmpfs", "rlimit"])
+@pytest.mark.slow
 def test_disk_full_while_downloading_keeps_the_part_and_resumes(
     site: Site, s3_proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
@@ -282,6 +283,7 @@ def test_damaged_part_is_not_trusted(site: Site, s3_proxy: FaultProxy) -> None:
     site.assert_no_leak(result)
 
 
+@pytest.mark.slow
 def test_damaged_part_that_failed_verify_is_downloaded_afresh(
     site: Site, s3_proxy: FaultProxy
 ) -> None:
