@@ -259,7 +259,7 @@ def big_database(pg_cluster: Cluster) -> Iterator[Database]:
     drop_database(pg_cluster, db.name)
 
 
-@pytest.mark.xdist_group("restore_test_big_database")  # one worker builds big_database
+@pytest.mark.xdist_group("scale_0_3")  # builds (or reuses) the worker's scale-0.3 template
 @pytest.mark.parametrize(
     "signum",
     [
