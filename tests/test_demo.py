@@ -475,6 +475,7 @@ def test_demo_ctrl_c_during_setup_removes_everything(tmux: Callable[[str], Tmux]
     assert_all_gone(data_dir, pg_pid, folder)
 
 
+@pytest.mark.slow
 def test_demo_sigterm_during_setup_removes_everything(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [str(PROGRAM), "demo", "--scale", "0.05"],

@@ -287,6 +287,7 @@ def test_non_utf8_file_names_are_listed_not_fatal(
     assert checked.returncode in (0, 1, 2), checked.stdout + checked.stderr
 
 
+@pytest.mark.slow
 def test_non_utf8_psql_output_is_shown_replaced(site: Site) -> None:
     """psql prints bytes that are not UTF-8 (a LATIN1 session's error): the load stops with
     one line naming the input line (the serial stream does), the bytes replaced; rollback

@@ -262,6 +262,7 @@ def test_killed_download_part_is_resumed_with_range(site: Site, s3_proxy: FaultP
     site.assert_no_leak(again)
 
 
+@pytest.mark.slow
 def test_damaged_part_is_not_trusted(site: Site, s3_proxy: FaultProxy) -> None:
     """A .part damaged on disk is resumed, then caught by the checksum: the restore stops at
     step 4 with the app up and production untouched."""

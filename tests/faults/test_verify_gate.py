@@ -431,6 +431,7 @@ def test_resume_refuses_another_server(site: Site, which: str) -> None:
     assert after.notes == before.notes  # not even marked as resumed
 
 
+@pytest.mark.slow
 def test_tui_offers_no_resume_of_another_servers_run(site: Site) -> None:
     """The TUI's resume offer lists only runs of the server DB_HOST/DB_PORT point at: with
     DB_PORT changed, the unfinished run is not offered (the incident time is asked instead);
