@@ -342,6 +342,7 @@ def test_fetch_archived_backup_needs_restore(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("s3_bucket")
+@pytest.mark.slow
 def test_fetch_folder_backup_from_s3(tmp_path: Path) -> None:
     config = load_config()
     store = s3_store(config)

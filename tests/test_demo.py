@@ -104,6 +104,10 @@ def test_backup_plan_follows_the_runbook_schedule(now: datetime) -> None:
 # ---------------------------------------------------------------- the sandbox in-process
 
 
+# The tests on the sandbox share one worker (--dist loadgroup), so it is built once.
+SANDBOX = pytest.mark.xdist_group("demo_sandbox")
+
+
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     box = Sandbox.create(tmp_path_factory.mktemp("demo"))
@@ -114,6 +118,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
         box.stop()
 
 
+@SANDBOX
 def test_sandbox_database_is_seeded(sandbox: Sandbox) -> None:
     assert sandbox.cluster is not None
     conninfo = sandbox.cluster.conninfo(DATABASE, user="preskool")
@@ -126,6 +131,7 @@ def test_sandbox_database_is_seeded(sandbox: Sandbox) -> None:
     assert owner == ("preskool",)
 
 
+@SANDBOX
 def test_sandbox_backups_are_local_and_in_s3_with_the_weekly_in_glacier(
     sandbox: Sandbox,
 ) -> None:
@@ -172,6 +178,7 @@ def test_sandbox_backups_are_local_and_in_s3_with_the_weekly_in_glacier(
     assert oldest.needs_restore
 
 
+@SANDBOX
 def test_sandbox_encrypted_backup_decrypts_by_hand_and_restores_with_the_demo_identity(
     sandbox: Sandbox,
 ) -> None:
@@ -194,6 +201,7 @@ def test_sandbox_encrypted_backup_decrypts_by_hand_and_restores_with_the_demo_id
     assert result.returncode == 1 and "no identity was given" in result.stdout + result.stderr
 
 
+@SANDBOX
 def test_sandbox_backups_hold_different_data(sandbox: Sandbox) -> None:
     attendance = [r.meta.row_counts["attendance"] for r in reversed(sandbox.records) if r.meta]
     assert len(attendance) == 5
@@ -201,6 +209,7 @@ def test_sandbox_backups_hold_different_data(sandbox: Sandbox) -> None:
     assert len(set(attendance)) == 5
 
 
+@SANDBOX
 def test_sandbox_runbook_drives_the_stand_in_app(sandbox: Sandbox) -> None:
     config = load_config(sandbox.runbook, env=sandbox.env)
     assert config.database.port == sandbox.cluster.port  # type: ignore[union-attr]
@@ -232,6 +241,7 @@ def test_sandbox_runbook_drives_the_stand_in_app(sandbox: Sandbox) -> None:
         assert response.status == 200
 
 
+@SANDBOX
 def test_sandbox_writes_no_secret_to_its_files(sandbox: Sandbox) -> None:
     for path in sandbox.dir.rglob("*"):
         if path.is_file() and path.suffix != ".gz":
@@ -241,6 +251,7 @@ def test_sandbox_writes_no_secret_to_its_files(sandbox: Sandbox) -> None:
     assert sandbox.password not in (sandbox.dir / "sandbox.json").read_text()
 
 
+@SANDBOX
 def test_sandbox_environment_hides_the_operators_own_settings(sandbox: Sandbox) -> None:
     env = sandbox.full_environ(
         {"PATH": "/bin", "PGSERVICE": "prod", "AWS_PROFILE": "prod", "S3_BUCKET": "prod-bucket"}
@@ -251,6 +262,7 @@ def test_sandbox_environment_hides_the_operators_own_settings(sandbox: Sandbox) 
     assert env["S3_BUCKET"] == BUCKET
 
 
+@SANDBOX
 def test_sandbox_stop_leaves_nothing_running(sandbox: Sandbox) -> None:
     """Runs last in this module: it stops the shared sandbox."""
     assert sandbox.cluster is not None and sandbox.app is not None
@@ -463,6 +475,7 @@ def test_demo_ctrl_c_during_setup_removes_everything(tmux: Callable[[str], Tmux]
     assert_all_gone(data_dir, pg_pid, folder)
 
 
+@pytest.mark.slow
 def test_demo_sigterm_during_setup_removes_everything(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [str(PROGRAM), "demo", "--scale", "0.05"],

@@ -124,6 +124,7 @@ def test_drill_refuses_the_production_database(drill_site: Site) -> None:
     assert site.calls() == []
 
 
+@pytest.mark.slow
 def test_drill_without_key_is_recorded_unsigned_and_drop_after(
     drill_site: Site, tmp_path: Path
 ) -> None:

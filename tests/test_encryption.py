@@ -262,6 +262,7 @@ def test_restore_without_identity_stops_before_downtime_saying_what_to_pass(
     assert site.checksum() == before
 
 
+@pytest.mark.slow
 def test_restore_test_decrypts_with_the_environment_identity(
     site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -304,6 +305,7 @@ def test_check_is_critical_when_the_newest_backup_is_clear_text_under_encryption
     assert _check_states()["encryption"] == "OK"
 
 
+@pytest.mark.slow
 def test_a_base_backup_under_encryption_is_one_encrypted_tar(
     s3: str, s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -241,6 +241,7 @@ def test_demo_without_its_extra_says_how_to_get_it(tmp_path: Path) -> None:
     assert "pipx install" in result.stderr and "pip install 'preskool-dr[demo]'" in result.stderr
 
 
+@pytest.mark.slow
 def test_the_built_wheel_carries_the_template_and_init_works_from_it(tmp_path: Path) -> None:
     """The wheel, installed on its own (no checkout on the path) and run from `/`, writes a
     runbook from the template inside it, and config check accepts that runbook."""

@@ -211,6 +211,7 @@ def test_verify_downloads_an_s3_only_backup() -> None:
     assert "\r" not in result.stderr  # no progress line when stderr is not a terminal
 
 
+@pytest.mark.slow
 def test_verify_archived_backup_exit_3_and_restore_request() -> None:
     config = load_config()
     store = s3_store(config)

@@ -206,6 +206,7 @@ def test_backup_failure_with_a_failing_receiver_keeps_its_exit_code(
     assert TOKEN not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_backup_success_notifies_only_with_on_success(
     receiver: Receiver, dr_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -224,6 +225,7 @@ def test_backup_success_notifies_only_with_on_success(
     assert_no_secrets(result.stdout, result.stderr, json.dumps(receiver.posts))
 
 
+@pytest.mark.slow
 def test_restore_test_failure_notifies(receiver: Receiver, dr_env: dict[str, str]) -> None:
     result = cli("restore-test", "preskool-backup-20200101_020000.sql.gz", env=notify_env(receiver))
 
@@ -284,6 +286,7 @@ def drill(receiver: Receiver, folder: Path, target: str, migrate: str, *args: st
     )
 
 
+@pytest.mark.slow
 def test_restore_drill_notifies_start_finish_and_signature(
     receiver: Receiver, drill_db: str, tmp_path: Path
 ) -> None:
@@ -306,6 +309,7 @@ def test_restore_drill_notifies_start_finish_and_signature(
     assert_no_secrets(result.stdout, result.stderr, json.dumps(receiver.posts))
 
 
+@pytest.mark.slow
 def test_a_failed_restore_step_notifies(receiver: Receiver, drill_db: str, tmp_path: Path) -> None:
     result = drill(receiver, tmp_path, drill_db, "false")
 

@@ -67,6 +67,7 @@ def test_object_lock_mode_must_be_governance_or_compliance(tmp_path: Path) -> No
         load_config(runbook, env={})
 
 
+@pytest.mark.slow
 def test_every_upload_carries_the_lock_and_list_shows_it(
     s3: str, s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -100,6 +101,7 @@ def test_every_upload_carries_the_lock_and_list_shows_it(
     assert s3_check["status"] == "OK" and "Object Lock COMPLIANCE" in s3_check["summary"]
 
 
+@pytest.mark.slow
 def test_retention_keeps_a_locked_backup_and_says_until_when(
     s3: str, s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -172,6 +174,7 @@ def _wal_lock_runbook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BACKUP_DIR", str(tmp_path / "archive-host"))
 
 
+@pytest.mark.slow
 def test_wal_push_locks_each_segment_until_base_s3_days(
     s3: str, s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -222,6 +225,7 @@ def test_wal_push_fails_rather_than_store_an_unlocked_copy(
     assert not [o for o in listed.get("Contents", []) if o["Key"].startswith("wal/")]
 
 
+@pytest.mark.slow
 def test_check_warns_when_the_newest_wal_segment_in_s3_has_no_lock(
     s3: str, s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

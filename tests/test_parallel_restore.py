@@ -96,6 +96,7 @@ def test_tables_split_into_parts_equal_serial(
     assert dones == sorted(dones)
 
 
+@pytest.mark.slow
 def test_awkward_schema_in_parts_equals_serial(
     scratch: Callable[[], Database], tmp_path: Path
 ) -> None:
@@ -163,6 +164,7 @@ def test_pgbench_parallel_equals_serial(scratch: Callable[[], Database], tmp_pat
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
+@pytest.mark.slow
 def test_awkward_schema_parallel_equals_serial(
     jobs: int, scratch: Callable[[], Database], tmp_path: Path
 ) -> None:

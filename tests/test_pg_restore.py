@@ -120,6 +120,7 @@ def test_companion_comes_from_the_same_snapshot(
     assert fingerprint(from_custom) == fingerprint(database)
 
 
+@pytest.mark.slow
 def test_default_backup_dumps_both_from_one_snapshot_while_the_app_writes(
     dr_env: dict[str, str],
     database: Database,
@@ -181,6 +182,7 @@ def test_default_backup_dumps_both_from_one_snapshot_while_the_app_writes(
         assert row is not None and isinstance(state, tuple) and state[0] >= row[0]
 
 
+@pytest.mark.slow
 def test_companion_is_uploaded_listed_and_expired_with_the_backup(s3: str, tmp_path: Path) -> None:
     config = config_for(tmp_path)
     old = run_backup(config, "daily", custom=True, at=utcnow().replace(year=2020)).path
@@ -209,6 +211,7 @@ def test_format_custom_is_refused_for_base_backups(dr_env: dict[str, str]) -> No
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
+@pytest.mark.slow
 def test_custom_restore_equals_plain_on_awkward_schema(
     jobs: int,
     scratch: Callable[[], Database],
@@ -388,12 +391,12 @@ VERIFIED = "step 4 verified the custom-format companion"
     [
         # the default backup has the companion: auto loads it with pg_restore -j
         ("auto", None, 2, "pg_restore", f"restore.method is auto and {VERIFIED})"),
-        ("auto", True, 2, "pg_restore", f"restore.method is auto and {VERIFIED})"),
+        pytest.param("auto", True, 2, "pg_restore", f"restore.method is auto and {VERIFIED})", marks=pytest.mark.slow),
         # no companion: the parallel plain loader, then serial when one session is all
         ("auto", False, 2, "parallel", f"(2 parallel sessions: restore.method is auto: {NO_COMPANION})"),
         ("auto", False, 1, "serial", f"(serial: {NO_COMPANION}, and restore.jobs gives one session)"),
-        ("parallel", False, 2, "parallel", f"(2 parallel sessions: restore.method is parallel: {NO_COMPANION})"),
-        ("parallel", True, 2, "pg_restore", f"restore.method is parallel and {VERIFIED})"),
+        pytest.param("parallel", False, 2, "parallel", f"(2 parallel sessions: restore.method is parallel: {NO_COMPANION})", marks=pytest.mark.slow),
+        pytest.param("parallel", True, 2, "pg_restore", f"restore.method is parallel and {VERIFIED})", marks=pytest.mark.slow),
         ("serial", True, 2, "serial", "(serial: restore.method is serial)"),
     ],
 )  # fmt: skip
@@ -438,7 +441,7 @@ def test_bad_companion_falls_back_to_the_plain_file(
     assert any(isinstance(e, Notice) and e.level == "warn" and "not used" in e.text for e in events)
 
 
-@pytest.mark.parametrize("method", ["auto", "parallel"])
+@pytest.mark.parametrize("method", ["auto", pytest.param("parallel", marks=pytest.mark.slow)])
 def test_a_doubt_before_anything_loaded_is_recorded_as_serial(
     method: str, dr_env: dict[str, str], database: Database, tmp_path: Path
 ) -> None:

@@ -53,7 +53,7 @@ def without_passwords(dr_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("where", ["PGPASSFILE", "home"])
+@pytest.mark.parametrize("where", [pytest.param("PGPASSFILE", marks=pytest.mark.slow), "home"])
 def test_backup_and_restore_test_with_a_pgpass_file_only(
     dr_env: dict[str, str], pg_cluster: Cluster, admin_role: str, tmp_path: Path, where: str
 ) -> None:

@@ -92,6 +92,7 @@ def test_full_headless_restore_brings_back_the_backup(site: Site, tmp_path: Path
     assert not site.db.exists(state.aside_db)
 
 
+@pytest.mark.slow
 def test_wrong_confirmation_changes_nothing(site: Site) -> None:
     site.backup()
     before = site.db.row_counts()
@@ -149,7 +150,7 @@ def _cut_at_a_line(path: Path) -> None:
     [
         (_corrupt_bitflip, True, False, False),
         (_truncate, False, False, False),
-        (_md5_mismatch, False, True, False),
+        pytest.param(_md5_mismatch, False, True, False, marks=pytest.mark.slow),
         (_not_a_dump, True, True, True),
         (_cut_at_a_line, True, True, True),
     ],
@@ -179,6 +180,7 @@ def test_bad_backup_stops_before_anything_is_touched(
     assert bool(state.verify.dump_error) is dump_bad
 
 
+@pytest.mark.slow
 def test_sql_error_mid_load_fails_with_the_statement_and_rolls_back(site: Site) -> None:
     backup = site.backup()
     site.change_data()
@@ -316,6 +318,7 @@ def s3_key(site: Site, name: str) -> str:
     return site.config().backups.s3_prefix + name
 
 
+@pytest.mark.slow
 def test_s3_restore_downloads_and_uses_the_custom_companion(s3: str, site: Site) -> None:
     backup = s3_only(site, custom=True)
     sum_at_backup = site.checksum()
@@ -359,6 +362,7 @@ def _archived(site: Site, s3: str, name: str) -> None:
         (_archived, "not downloaded"),
     ],
 )
+@pytest.mark.slow
 def test_s3_companion_missing_or_bad_falls_back_to_the_plain_file(
     s3: str, site: Site, damage, says: str
 ) -> None:
@@ -381,6 +385,7 @@ def test_s3_companion_missing_or_bad_falls_back_to_the_plain_file(
     assert site.checksum() == sum_at_backup
 
 
+@pytest.mark.slow
 def test_downloaded_copy_that_fails_verify_is_removed_and_fetched_afresh(
     s3: str, site: Site
 ) -> None:

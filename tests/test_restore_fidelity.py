@@ -63,6 +63,7 @@ def hard_site(site: Site) -> Iterator[Site]:
 
 
 @pytest.mark.parametrize("loader", list(LOADERS))
+@pytest.mark.slow
 def test_restore_equals_source(loader: str, hard_site: Site) -> None:
     site = hard_site
     method, backup_args, used = LOADERS[loader]
@@ -116,6 +117,7 @@ DAMAGE = {
 
 
 @pytest.mark.usefixtures("pgpassword")  # for pg_dump
+@pytest.mark.slow
 def test_the_comparison_sees_each_kind_of_difference(
     scratch: Callable[[], Database],
 ) -> None:

@@ -116,6 +116,7 @@ def test_multi_member_gzip_loads_like_gunzip(
     assert target.row_counts() == database.row_counts()
 
 
+@pytest.mark.xdist_group("scale_0_3")  # builds (or reuses) the worker's scale-0.3 template
 def test_progress_rises_to_the_total_and_names_tables(
     big_backup: Path, target: Database, app_env: dict[str, str]
 ) -> None:
@@ -290,6 +291,7 @@ def test_non_utf8_psql_output_does_not_crash(
 # ---------------------------------------------------------------- cancel
 
 
+@pytest.mark.xdist_group("scale_0_3")  # builds (or reuses) the worker's scale-0.3 template
 def test_cancel_mid_stream_stops_psql(
     big_backup: Path, target: Database, app_env: dict[str, str]
 ) -> None:
@@ -309,6 +311,7 @@ def test_cancel_mid_stream_stops_psql(
     wait_until(lambda: sessions_on(target.cluster, target.name) == 0, "psql's session to end")
 
 
+@pytest.mark.xdist_group("scale_0_3")  # builds (or reuses) the worker's scale-0.3 template
 def test_cancel_while_psql_is_blocked(
     big_backup: Path, target: Database, app_env: dict[str, str]
 ) -> None:

@@ -259,7 +259,14 @@ def big_database(pg_cluster: Cluster) -> Iterator[Database]:
     drop_database(pg_cluster, db.name)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.xdist_group("scale_0_3")  # builds (or reuses) the worker's scale-0.3 template
+@pytest.mark.parametrize(
+    "signum",
+    [
+        pytest.param(signal.SIGINT, id="SIGINT"),
+        pytest.param(signal.SIGTERM, id="SIGTERM", marks=pytest.mark.slow),
+    ],
+)
 def test_signal_mid_restore_drops_the_scratch_database(
     big_database: Database, dr_env: dict[str, str], pg_cluster: Cluster, signum: int
 ) -> None:

@@ -50,6 +50,7 @@ def test_s3_urls() -> None:
         parse_s3_url("https://b/x")
 
 
+@pytest.mark.slow
 def test_upload_and_list_more_than_a_thousand_objects(s3_bucket: str, tmp_path: Path) -> None:
     store = S3Store(s3_bucket)
     client = boto3.client("s3")

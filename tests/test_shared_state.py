@@ -68,6 +68,7 @@ def check_as(gid_groups: list[int], runbook: Path, env: dict[str, str]) -> tuple
     return done.returncode, done.stdout.splitlines()
 
 
+@pytest.mark.slow
 def test_root_restore_test_counts_for_check_run_as_the_monitoring_user(
     dr_env: dict[str, str], database: Database, host_root: Path
 ) -> None:

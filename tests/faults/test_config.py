@@ -26,7 +26,7 @@ from preskool_dr.core.restore.engine import Engine, RunOptions
 from preskool_dr.core.restore.journal import Journal
 from tests.support.backups import backup_sql, insert_before, make_backup, rewrite_backup
 from tests.support.checks import assert_says, the_error
-from tests.support.cli import cli_argv, run
+from tests.support.cli import call_cli, cli_argv, run
 from tests.support.runbook import REPO, write_runbook
 from tests.support.site import Site
 
@@ -128,11 +128,12 @@ BAD = bad_runbooks()
 def test_malformed_runbook_names_file_and_line(
     base_env: dict[str, str], tmp_path: Path, text: bytes, line: int, expected: str
 ) -> None:
-    """A malformed runbook.yaml: exit 2, one line `<file>:<line>: <what>`, nothing runs."""
+    """A malformed runbook.yaml: exit 2, one line `<file>:<line>: <what>`, nothing runs.
+    In-process (call_cli): what is said and decided, not how a process ends, is the point."""
     path = tmp_path / "runbook.yaml"
     path.write_bytes(text)
     for args in (("list",), ("restore", "latest", "--confirm", "preskool_db")):
-        result = run(cli_argv(*args, runbook=path))
+        result = call_cli("--runbook", str(path), *args)
         assert result.returncode == 2, result.stdout + result.stderr
         assert_says(the_error(result), f"preskool-dr: error: {path}:{line}: ", expected)
     assert not (Path(base_env["PRESKOOL_DR_STATE_DIR"]) / "runs").exists()
@@ -244,10 +245,10 @@ def test_damaged_journal_is_refused_by_path(base_env: dict[str, str], damage) ->
     naming the file; --list-runs still lists the others."""
     journal, run_id = _journal_run(base_env)
     damage(journal.path(run_id))
-    resumed = run(cli_argv("restore", "--resume", run_id, "--confirm", "preskool_db"))
+    resumed = call_cli("restore", "--resume", run_id, "--confirm", "preskool_db")
     assert resumed.returncode == 2, resumed.stdout + resumed.stderr
     assert_says(the_error(resumed), str(journal.path(run_id)), "cannot be resumed")
-    listed = run(cli_argv("restore", "--list-runs"))
+    listed = call_cli("restore", "--list-runs")
     assert listed.returncode == 0 and "Traceback" not in listed.stderr
 
 
@@ -290,6 +291,7 @@ def test_non_utf8_file_names_are_listed_not_fatal(
     assert checked.returncode in (0, 1, 2), checked.stdout + checked.stderr
 
 
+@pytest.mark.slow
 def test_non_utf8_psql_output_is_shown_replaced(site: Site) -> None:
     """psql prints bytes that are not UTF-8 (a LATIN1 session's error): the load stops with
     one line naming the input line (the serial stream does), the bytes replaced; rollback

@@ -44,6 +44,9 @@ from tests.support.leaks import PASSWORD
 from tests.support.runbook import write_runbook
 from tests.support.site import Site
 
+# The module's own cluster is started once: every case runs on one worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("faults_database_cluster")
+
 
 @pytest.fixture(scope="module")
 def pg_cluster() -> Iterator[Cluster]:
@@ -153,6 +156,7 @@ def test_server_crash_mid_load_fails_clearly_and_resumes(
     site.assert_no_leak(result, resumed)
 
 
+@pytest.mark.slow
 def test_wrong_password_leaves_the_app_running(site: Site) -> None:
     """A wrong PGPASSWORD: the run fails before step 1 with libpq's reason and PGPASSWORD
     named; the wrong password is printed nowhere; --resume with the right one completes."""

@@ -135,6 +135,7 @@ def test_dot_dot_key_is_listed_bad_refused_and_never_written_outside(
     assert not (backup_dir / HOSTILE).exists()
 
 
+@pytest.mark.slow
 def test_restore_of_a_dot_dot_backup_fails_before_downtime(site: Site, s3: str) -> None:
     """`restore` of a backup whose folder holds a `..` key: exit 1 naming the key, the app
     is never stopped, the database untouched, nothing written outside BACKUP_DIR."""
@@ -232,8 +233,23 @@ BAD_METAS = {
 }
 
 
-@pytest.mark.parametrize("where", ["s3", "local"])
-@pytest.mark.parametrize("payload", sorted(BAD_METAS))
+# The fast tier keeps a listing and a nesting bomb in a local folder; `make test` runs all.
+FAST_METAS = {("list", "local"), ("deep-nesting", "local")}
+
+
+@pytest.mark.parametrize(
+    ("payload", "where"),
+    [
+        pytest.param(
+            payload,
+            where,
+            id=f"{payload}-{where}",
+            marks=() if (payload, where) in FAST_METAS else pytest.mark.slow,
+        )
+        for payload in sorted(BAD_METAS)
+        for where in ("s3", "local")
+    ],
+)
 def test_bad_metadata_is_reported_and_list_and_latest_go_on(
     s3_bucket: str, tmp_path: Path, payload: str, where: str
 ) -> None:
@@ -373,6 +389,7 @@ def fresh_backup_dir(
     yield backup_dir
 
 
+@pytest.mark.slow
 def test_downloads_are_0600_in_folders_created_0700(fresh_backup_dir: Path, tmp_path: Path) -> None:
     """A logical backup (with its custom-format companion) and a folder base backup, only in
     S3, are downloaded by `verify`: every file 0600 (backup, .md5, .meta.json, companion,

@@ -200,6 +200,7 @@ def test_unclassifiable_post_data_stops_the_load(
     assert psql_children() == []
 
 
+@pytest.mark.slow
 def test_stuck_session_fails_on_the_watchdog(
     scratch: Callable[[], Database], tmp_path: Path
 ) -> None:

@@ -128,6 +128,7 @@ def loading_db(site: Site) -> str:
 # ---------------------------------------------------------------- while a restore loads
 
 
+@pytest.mark.slow
 def test_nobody_else_connects_while_step_6_loads(site: Site, reporter: str) -> None:
     """Held in step 6: the app role cannot connect to the target database, another role
     cannot connect to the database being loaded; after the run both can reach the target."""
@@ -139,6 +140,7 @@ def test_nobody_else_connects_while_step_6_loads(site: Site, reporter: str) -> N
     app_role_connect(site, site.db.name, user=reporter).close()
 
 
+@pytest.mark.slow
 def test_backup_during_a_restore_refuses_and_writes_nothing(site: Site) -> None:
     """Held in step 6: `preskool-dr backup` exits 1 naming the restore's run, user, host
     and pid, and leaves BACKUP_DIR exactly as it was (no partial or "verified" backup)."""
@@ -153,6 +155,7 @@ def test_backup_during_a_restore_refuses_and_writes_nothing(site: Site) -> None:
 
 
 @pytest.mark.parametrize("how", ["localhost", "another state folder"])
+@pytest.mark.slow
 def test_a_second_restore_of_the_database_is_refused(site: Site, tmp_path: Path, how: str) -> None:
     """Held in step 6 (run through DB_HOST=127.0.0.1): a second restore of the same
     database through DB_HOST=localhost, or from another user's state folder, is refused
@@ -175,6 +178,7 @@ def test_a_second_restore_of_the_database_is_refused(site: Site, tmp_path: Path,
     assert Journal(other_state).runs() == []
 
 
+@pytest.mark.slow
 def test_a_killed_load_stays_closed_until_the_resumed_checks_pass(site: Site) -> None:
     """SIGKILL in step 6: the target accepts no connection (it does not show the half
     load), and it opens only when a resumed run's load has passed its checks."""

@@ -210,6 +210,7 @@ def test_signal_during_a_long_step_then_resume(
     site.assert_no_leak(stopped, resumed)
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_target_the_second_is_refused(
     site: Site, health_stub: Callable[[int | None], HealthStub]
 ) -> None:
@@ -240,6 +241,7 @@ def test_two_runs_on_one_target_the_second_is_refused(
     site.assert_no_leak(second, twice, done)
 
 
+@pytest.mark.slow
 def test_stale_lock_of_a_dead_process_is_taken_over(site: Site) -> None:
     """A lock file left by a process that no longer exists (its flock died with it) names
     someone else: the next run takes the lock and completes."""
@@ -257,6 +259,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over(site: Site) -> None:
     site.assert_no_leak(result)
 
 
+@pytest.mark.slow
 def test_hanging_app_command_is_stopped_by_its_timeout(site: Site) -> None:
     """app.stop hangs: it is killed at app.timeout_seconds, step 1 fails naming the key and
     the timeout, nothing is left running, production untouched; fixed, --resume completes."""
@@ -306,6 +309,7 @@ def test_failing_app_command_fails_its_step_and_resumes(site: Site) -> None:
     site.assert_no_leak(result, resumed)
 
 
+@pytest.mark.slow
 def test_app_command_that_prints_a_lot_keeps_a_bounded_tail(site: Site) -> None:
     """app.migrate prints 200,000 lines: the step passes, the journal keeps only the last
     lines, and it stays small."""
@@ -321,6 +325,7 @@ def test_app_command_that_prints_a_lot_keeps_a_bounded_tail(site: Site) -> None:
     site.assert_no_leak(result)
 
 
+@pytest.mark.slow
 def test_app_command_printing_invalid_utf8_is_shown_replaced(site: Site) -> None:
     """An app command that prints bytes that are not UTF-8: shown with replacement
     characters, nothing crashes."""
@@ -334,6 +339,7 @@ def test_app_command_printing_invalid_utf8_is_shown_replaced(site: Site) -> None
 
 
 @pytest.mark.parametrize("how", ["500", "timeout", "unreachable"])
+@pytest.mark.slow
 def test_failing_health_url_fails_step_9(
     site: Site, health_stub: Callable[[int | None], HealthStub], how: str
 ) -> None:

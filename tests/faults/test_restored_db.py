@@ -155,6 +155,7 @@ def test_restore_test_counts_are_not_shadowed(site: Site, marker: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_a_connection_keeps_its_pinned_search_path(site: Site, marker: str) -> None:
     """`database.connect` into the restored database, as the app role and as the admin:
     the startup option wins over the database's and the role's own search_path settings."""

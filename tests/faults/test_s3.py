@@ -44,6 +44,7 @@ def untouched(site: Site, before: str, result: subprocess.CompletedProcess[str])
     assert "Traceback" not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_wrong_credentials_are_one_line(site: Site, s3: str) -> None:
     """403 (wrong keys): list, verify and restore each print one line naming the bucket and
     AWS_ACCESS_KEY_ID; exit 1; nothing is restored."""
@@ -78,6 +79,7 @@ def test_missing_bucket_is_exit_2(site: Site, s3: str) -> None:
     site.assert_no_leak(listed, verified)
 
 
+@pytest.mark.slow
 def test_missing_object_is_exit_2(site: Site, s3: str) -> None:
     """An object that does not exist: verify and restore exit 2 and point at `list`; no run
     is created."""
@@ -120,6 +122,7 @@ def test_throttling_and_5xx_are_retried(
     site.assert_no_leak(result)
 
 
+@pytest.mark.slow
 def test_persistent_5xx_fails_before_downtime(site: Site, s3_proxy: FaultProxy) -> None:
     """S3 answering 500 to every download: step 3 fails after the retries with one line
     (code, wait and retry); no .part, the app still up, production untouched."""
@@ -205,7 +208,14 @@ def test_archived_backup_says_how_to_get_it(site: Site, s3: str, storage_class: 
     site.assert_no_leak(verified, restored, requested, again)
 
 
-@pytest.mark.parametrize("command", ["list-s3", "verify-s3", "restore-local"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param("list-s3", marks=pytest.mark.slow),
+        "verify-s3",
+        pytest.param("restore-local", marks=pytest.mark.slow),
+    ],
+)
 def test_unreachable_endpoint(site: Site, s3: str, command: str) -> None:
     """The S3 endpoint is unreachable (a closed port): S3 commands fail with one line naming
     AWS_ENDPOINT_URL; a local backup still restores."""

@@ -70,6 +70,7 @@ def limit_file_size() -> None:
 
 
 @pytest.mark.parametrize("how", ["tmpfs", "rlimit"])
+@pytest.mark.slow
 def test_disk_full_while_downloading_keeps_the_part_and_resumes(
     site: Site, s3_proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
@@ -261,6 +262,7 @@ def test_killed_download_part_is_resumed_with_range(site: Site, s3_proxy: FaultP
     site.assert_no_leak(again)
 
 
+@pytest.mark.slow
 def test_damaged_part_is_not_trusted(site: Site, s3_proxy: FaultProxy) -> None:
     """A .part damaged on disk is resumed, then caught by the checksum: the restore stops at
     step 4 with the app up and production untouched."""
@@ -282,6 +284,7 @@ def test_damaged_part_is_not_trusted(site: Site, s3_proxy: FaultProxy) -> None:
     site.assert_no_leak(result)
 
 
+@pytest.mark.slow
 def test_damaged_part_that_failed_verify_is_downloaded_afresh(
     site: Site, s3_proxy: FaultProxy
 ) -> None:

@@ -180,6 +180,7 @@ async def resize_during_the_load(app: DrApp, site: Site, release: str) -> None:
 # ---------------------------------------------------------------- SSH hang-up
 
 
+@pytest.mark.slow
 def test_hangup_mid_load_then_resume_in_the_tui(site: Site) -> None:
     """The SSH session drops (SIGHUP) while step 6 loads: exit 130, step 6 recorded as
     interrupted, the old database aside; the next TUI offers the run and finishes it."""

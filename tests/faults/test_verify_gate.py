@@ -266,6 +266,7 @@ def test_a_pipe_never_passes_step_4(site: Site, tmp_path: Path) -> None:
         engine.close()
 
 
+@pytest.mark.slow
 def test_same_s3_backup_chosen_again_is_downloaded_and_verified_again(s3: str, site: Site) -> None:
     """Steps 3-4 passed for s3://bucket/key; choosing the same S3 backup again (the bucket
     may hold other bytes by now) makes steps 3-4 due again."""
@@ -304,9 +305,18 @@ def meta_without_companion_md5(site: Site, backup: Path) -> None:
     site.change_data()
 
 
-@pytest.mark.parametrize("method", ["auto", "parallel"])
 @pytest.mark.parametrize(
-    "tamper", [substituted_companion, meta_without_companion_md5], ids=["substituted", "old-meta"]
+    ("tamper", "method"),
+    [
+        pytest.param(substituted_companion, "auto", id="substituted-auto"),
+        pytest.param(
+            substituted_companion, "parallel", id="substituted-parallel", marks=pytest.mark.slow
+        ),
+        pytest.param(
+            meta_without_companion_md5, "auto", id="old-meta-auto", marks=pytest.mark.slow
+        ),
+        pytest.param(meta_without_companion_md5, "parallel", id="old-meta-parallel"),
+    ],
 )
 def test_companion_without_the_recorded_md5_is_never_loaded(
     site: Site, method: str, tamper: Callable[[Site, Path], None]
@@ -366,6 +376,7 @@ def other_server(site: Site, which: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("which", ["DB_PORT", "DB_HOST"])
+@pytest.mark.slow
 def test_rollback_and_drop_aside_refuse_another_server(site: Site, which: str) -> None:
     """A finished run, then DB_HOST or DB_PORT changed: --rollback and --drop-aside exit 2
     naming the run's server and today's, and touch nothing; with the run's server named
@@ -420,6 +431,7 @@ def test_resume_refuses_another_server(site: Site, which: str) -> None:
     assert after.notes == before.notes  # not even marked as resumed
 
 
+@pytest.mark.slow
 def test_tui_offers_no_resume_of_another_servers_run(site: Site) -> None:
     """The TUI's resume offer lists only runs of the server DB_HOST/DB_PORT point at: with
     DB_PORT changed, the unfinished run is not offered (the incident time is asked instead);

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from rich.console import Console
 from textual.pilot import Pilot
 
@@ -33,6 +34,22 @@ from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
 from preskool_dr.tui.screens.incident_time import IncidentTimeScreen
 from tests.support.db import Database
 from tests.support.runbook import REPO
+
+
+def sizes_fast_one(
+    sizes: list[tuple[int, int]], fast: tuple[int, int], *, named: bool = True
+) -> list[Any]:
+    """Terminal sizes as parameters: the fast tier (`make check`) runs the case at `fast`
+    only, `make test` at every size. Ids are `80x24` (named) or pytest's own `size0`."""
+    return [
+        pytest.param(
+            size,
+            id=f"{size[0]}x{size[1]}" if named else f"size{i}",
+            marks=() if size == fast else pytest.mark.slow,
+        )
+        for i, size in enumerate(sizes)
+    ]
+
 
 WAIT_SECONDS = 180.0  # an upper bound for a hung test, never a performance assertion
 FIXED_NOW = datetime(2026, 2, 20, 4, 54, 17, tzinfo=UTC)

@@ -132,6 +132,7 @@ async def keys_on_a_run(app: DrApp, site: Site) -> None:
     assert state.incident_declared_at.strftime("%Y-%m-%d %H:%M") == earlier
 
 
+@pytest.mark.slow
 def test_keys_on_a_run(site: Site) -> None:
     site.backup()
     app = DrApp(site.config())
@@ -232,6 +233,7 @@ async def recreate_then_roll_back(app: DrApp, site: Site) -> None:
         await pilot.press("q")
 
 
+@pytest.mark.slow
 def test_rollback_from_the_palette(site: Site) -> None:
     site.backup()
     before = site.db.row_counts()
@@ -252,6 +254,7 @@ async def terminal_gone(app: DrApp) -> None:
         await wait_for_exit(app)
 
 
+@pytest.mark.slow
 def test_terminal_check_stops_the_step(slow_site: Site) -> None:
     slow_site.backup()
     app = DrApp(slow_site.config())

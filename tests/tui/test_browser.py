@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 
 import boto3
+import pytest
 from textual.widgets import DataTable
 
 from preskool_dr.core.base.events import StepStatus
@@ -128,6 +129,7 @@ async def download_from_s3(app: DrApp, messages: list[object]) -> None:
         await run_selected(pilot, "verify")
 
 
+@pytest.mark.slow
 def test_s3_only_backup_downloads_and_glacier_is_marked(site: Site, s3: str) -> None:
     path = site.backup(at=datetime(2026, 2, 20, 2, 0, tzinfo=UTC), upload=True)
     client = boto3.client("s3")

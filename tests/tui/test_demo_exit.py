@@ -13,7 +13,7 @@ from preskool_dr.cli.tui_cmd import exit_summary
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.screens.incident_time import IncidentTimeScreen
 from tests.support.site import Site
-from tests.support.tui import start_run, wait_for, wait_for_exit
+from tests.support.tui import sizes_fast_one, start_run, wait_for, wait_for_exit
 
 SIZES = [(80, 24), (120, 40)]
 
@@ -29,7 +29,7 @@ async def quit_after(app: DrApp, size: tuple[int, int], *, start: bool) -> None:
         await wait_for_exit(app)
 
 
-@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("size", sizes_fast_one(SIZES, (120, 40)))
 def test_the_demo_says_what_ran_and_that_the_sandbox_is_gone(
     site: Site, size: tuple[int, int]
 ) -> None:

@@ -32,6 +32,7 @@ def drill_site(site: Site, monkeypatch: pytest.MonkeyPatch) -> tuple[Site, str]:
     return site, drill_db
 
 
+@pytest.mark.slow
 def test_drill_end_to_end_with_sign_off(
     site: Site, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

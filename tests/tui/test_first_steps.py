@@ -16,7 +16,7 @@ from preskool_dr.core.storage import checksum
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
 from tests.support.site import Site
-from tests.support.tui import screen_text, status, wait_for
+from tests.support.tui import screen_text, sizes_fast_one, status, wait_for
 
 SIZES = [(80, 24), (120, 40)]
 GOOD = "preskool-backup-20260219_010000.sql.gz"
@@ -49,7 +49,7 @@ async def r_opens_the_browser(app: DrApp, size: tuple[int, int]) -> None:
         assert app.engine.state.backup.name == GOOD
 
 
-@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("size", sizes_fast_one(SIZES, (120, 40)))
 def test_r_with_no_backup_opens_the_browser_on_the_newest_good_one(
     site: Site, size: tuple[int, int]
 ) -> None:

@@ -8,6 +8,8 @@ import gzip
 import os
 import signal
 
+import pytest
+
 from preskool_dr.core.base.events import StepStatus
 from preskool_dr.core.restore.journal import Journal
 from preskool_dr.core.storage import checksum
@@ -55,6 +57,7 @@ def assert_interrupted_and_resumable(site: Site, app: DrApp) -> None:
     assert site.db.row_counts()["students"] > 0  # production untouched
 
 
+@pytest.mark.slow
 def test_quit_while_a_step_runs_asks_then_records_it(slow_site: Site) -> None:
     slow_site.backup()
     app = DrApp(slow_site.config())
@@ -106,6 +109,7 @@ async def verify_a_corrupt_backup(app: DrApp, site: Site) -> None:
         await wait_for_exit(app)
 
 
+@pytest.mark.slow
 def test_failed_step_shows_why_and_exits_1(site: Site) -> None:
     backup = site.backup()
     # same length, different bytes: a bit flip the sidecar catches
@@ -118,6 +122,7 @@ def test_failed_step_shows_why_and_exits_1(site: Site) -> None:
     assert site.db.row_counts()["students"] > 0
 
 
+@pytest.mark.slow
 def test_checksum_panel_names_the_check_that_failed(site: Site) -> None:
     """Valid gzip with a matching sidecar that is not pg_dump output: MD5 and gzip pass, the
     content line is the one that fails (not a gzip failure)."""

@@ -18,7 +18,14 @@ from preskool_dr.tui.screens.skip_reason import SkipReasonScreen
 from tests.support.cli import cli_argv
 from tests.support.site import Site
 from tests.support.terminal import Tmux
-from tests.support.tui import screen_text, start_run, status, wait_for, wait_for_exit
+from tests.support.tui import (
+    screen_text,
+    sizes_fast_one,
+    start_run,
+    status,
+    wait_for,
+    wait_for_exit,
+)
 
 SIZES = [(80, 24), (120, 40)]
 
@@ -49,7 +56,7 @@ async def ctrl_c_while_running(app: DrApp, size: tuple[int, int]) -> None:
         await wait_for_exit(app)
 
 
-@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("size", sizes_fast_one(SIZES, (80, 24), named=False))
 def test_ctrl_c_quits_with_the_same_question_as_q(slow_site: Site, size: tuple[int, int]) -> None:
     slow_site.backup()
     app = DrApp(slow_site.config())
@@ -111,7 +118,7 @@ async def keys_follow_focus(app: DrApp, size: tuple[int, int]) -> None:
         await pilot.press("q")
 
 
-@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("size", sizes_fast_one(SIZES, (80, 24), named=False))
 def test_footer_and_palette_follow_focus_and_state(site: Site, size: tuple[int, int]) -> None:
     site.backup()
     asyncio.run(keys_follow_focus(DrApp(site.config()), size))

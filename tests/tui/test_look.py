@@ -16,7 +16,7 @@ from preskool_dr.core.base.events import StepStatus
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.widgets.backup_browser import CHOSEN, FAILED_VERIFY, NARROW
 from tests.support.site import Site
-from tests.support.tui import run_selected, screen_text, start_run, status, wait_for
+from tests.support.tui import run_selected, screen_text, sizes_fast_one, start_run, status, wait_for
 
 SIZES = [(80, 24), (120, 40)]
 
@@ -68,7 +68,7 @@ def test_selected_step_stays_readable(site: Site, size: tuple[int, int]) -> None
     asyncio.run(selected_row_everywhere(DrApp(site.config()), size, no_color=False))
 
 
-@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("size", sizes_fast_one(SIZES, (120, 40), named=False))
 def test_selected_step_under_no_color(
     site: Site, size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -107,7 +107,7 @@ async def browser_marks(app: DrApp, site: Site, size: tuple[int, int], path: Pat
         await pilot.press("q")
 
 
-@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("size", sizes_fast_one(SIZES, (80, 24), named=False))
 def test_backup_browser_shows_what_decides(site: Site, size: tuple[int, int]) -> None:
     path = site.backup()
     asyncio.run(browser_marks(DrApp(site.config()), site, size, path))

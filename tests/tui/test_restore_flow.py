@@ -34,6 +34,7 @@ from tests.support.tui import (
     confirm_recreate,
     run_selected,
     screen_text,
+    sizes_fast_one,
     start_run,
     wait_for,
 )
@@ -102,7 +103,7 @@ async def finish_run(pilot: Pilot[Any], site: Site) -> None:
     assert "Drop aside copy" not in screen_text(pilot)
 
 
-@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("size", sizes_fast_one(SIZES, (120, 40)))
 def test_complete_restore(site: Site, size: tuple[int, int]) -> None:
     site.backup()
     messages: list[Message] = []
@@ -129,6 +130,7 @@ def test_complete_restore(site: Site, size: tuple[int, int]) -> None:
     assert len(lines) == 2  # the aside copy was dropped: no command for it
 
 
+@pytest.mark.slow
 def test_complete_restore_of_an_encrypted_backup_with_the_identity_in_the_environment(
     site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -177,6 +179,7 @@ async def drive_complete_restore(
         await pilot.press("q")
 
 
+@pytest.mark.slow
 def test_quit_between_steps_then_resume(site: Site) -> None:
     site.backup()
     asyncio.run(drive_quit_then_resume(site))

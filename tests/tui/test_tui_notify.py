@@ -54,6 +54,7 @@ async def fail_step_one_and_quit(pilot: Pilot[Any], receiver: Receiver) -> str:
     return run_id
 
 
+@pytest.mark.slow
 def test_a_failed_step_and_leaving_the_run_notify(site: Site, receiver: Receiver) -> None:
     site.backup()
     site.set_app(stop=["false"])  # step 1 fails
@@ -78,6 +79,7 @@ def test_a_failed_step_and_leaving_the_run_notify(site: Site, receiver: Receiver
     assert_no_secrets(json.dumps(receiver.posts))
 
 
+@pytest.mark.slow
 def test_a_completed_run_notifies_start_and_finish_once(site: Site, receiver: Receiver) -> None:
     site.backup()
     app = DrApp(site.config(), operator="alice")
