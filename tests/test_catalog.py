@@ -263,6 +263,7 @@ def test_fetch_s3_only_backup_with_sidecar_and_meta(tmp_path: Path) -> None:
     assert local.local_path == path and fetch_backup(config, local) == path
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("s3_bucket")
 def test_fetch_with_companion_and_discard_download(tmp_path: Path) -> None:
     config = load_config()

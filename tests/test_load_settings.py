@@ -49,7 +49,11 @@ def test_copy_sessions_connect_with_the_load_options(
 
 @pytest.mark.parametrize(
     ("method", "setting", "seen"),
-    [("serial", "512MB", "512MB"), ("parallel", "300MB", "300MB"), ("serial", None, "64MB")],
+    [
+        ("serial", "512MB", "512MB"),
+        ("parallel", "300MB", "300MB"),
+        pytest.param("serial", None, "64MB", marks=pytest.mark.slow),
+    ],
 )
 def test_the_load_runs_with_the_setting(
     site: Site, method: str, setting: str | None, seen: str

@@ -80,6 +80,7 @@ def test_a_500_is_retried_then_logged_without_the_token(receiver: Receiver) -> N
     assert TOKEN not in warning
 
 
+@pytest.mark.slow
 def test_an_unreachable_or_hanging_receiver_costs_at_most_the_deadline() -> None:
     closed = free_port()
     hanging = socket.socket()  # accepts connections into its backlog, never answers

@@ -146,6 +146,7 @@ def test_damaged_backup_is_refused_before_downtime(
     site.assert_no_leak(verify, result)
 
 
+@pytest.mark.slow
 def test_sql_error_half_way_names_the_line_and_rolls_back(site: Site) -> None:
     """SQL that fails half way: the error names input line N and the statement; the old
     database is aside and --rollback brings it back. (The serial stream names the line;

@@ -101,6 +101,7 @@ def mode(path: Path) -> int:
 # ---------------------------------------------------------------- keys that climb out
 
 
+@pytest.mark.slow
 def test_dot_dot_key_is_listed_bad_refused_and_never_written_outside(
     s3_bucket: str, tmp_path: Path
 ) -> None:

@@ -83,6 +83,7 @@ async def browse(app: DrApp) -> None:
         assert "RPO " in screen_text(pilot)
 
 
+@pytest.mark.slow
 def test_browse_filter_sort_and_choose(site: Site) -> None:
     for at, kind in DAYS:
         site.backup(at=at, kind=kind)
