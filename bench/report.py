@@ -235,7 +235,9 @@ def render(r: dict[str, Any]) -> str:
         "",
         "Start-up: wall time of each command to its exit, against a bare `python -c pass` "
         "started the same way in the same rounds (`check --json` runs its real checks on a "
-        "local-only runbook).",
+        "local-only runbook). The package's modules are compiled to bytecode first, as pip "
+        "compiles an installed wheel's (this machine's environment sets "
+        "PYTHONDONTWRITEBYTECODE, which otherwise compiles every module at every start).",
         "",
         *series_table(r["startup"], whole_bench.PYTHON),
         "",
