@@ -90,10 +90,14 @@ def render(r: dict[str, Any]) -> str:
         "",
         f"- CPU: {m['cpu']}, {m['cores']} cores; RAM {m['ram_gib']:.0f} GiB; {m['kernel']}",
         f"- PostgreSQL server {m['server']}; client tools: {m['pg_dump']}",
-        f"- Python {m['python']}, zlib {m['zlib']}, psycopg {m['psycopg']}, "
+        f"- Python {m['python']}, zlib {m['zlib']} (pg_dump, gzip), zlib-ng "
+        f"{m.get('zlib_ng', '?')} (preskool-dr), psycopg {m['psycopg']}, "
         f"textual {m['textual']}; preskool-dr {m['preskool_dr']}",
         "- The cluster is the project's private test cluster (`fsync=off`, default settings "
         "otherwise), on the same machine as the tools.",
+        "- preskool-dr runs as installed: its modules are compiled to bytecode before the runs, "
+        "as pip compiles a wheel's (this machine sets PYTHONDONTWRITEBYTECODE, under which a "
+        "checkout compiles every module it imports at every start).",
         "",
         "## Data",
         "",
@@ -235,9 +239,7 @@ def render(r: dict[str, Any]) -> str:
         "",
         "Start-up: wall time of each command to its exit, against a bare `python -c pass` "
         "started the same way in the same rounds (`check --json` runs its real checks on a "
-        "local-only runbook). The package's modules are compiled to bytecode first, as pip "
-        "compiles an installed wheel's (this machine's environment sets "
-        "PYTHONDONTWRITEBYTECODE, which otherwise compiles every module at every start).",
+        "local-only runbook).",
         "",
         *series_table(r["startup"], whole_bench.PYTHON),
         "",

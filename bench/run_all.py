@@ -65,6 +65,7 @@ def machine(lab: Lab) -> dict[str, Any]:
         "pg_dump": pg_dump.stdout.decode().strip(),
         "python": platform.python_version(),
         "zlib": zlib.ZLIB_RUNTIME_VERSION,
+        "zlib_ng": importlib.metadata.version("zlib-ng"),
         "psycopg": importlib.metadata.version("psycopg"),
         "textual": importlib.metadata.version("textual"),
         "preskool_dr": preskool_dr.__version__,
@@ -387,6 +388,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     restore_rounds = args.repeats if args.quick else max(args.repeats, RESTORE_ROUNDS)
     r: dict[str, Any] = {"repeats": args.repeats, "restore_repeats": restore_rounds}
+    # The tool as installed: pip compiles a wheel's modules to bytecode, while a checkout
+    # run with PYTHONDONTWRITEBYTECODE (this sandbox sets it) compiles every module it
+    # imports at every start (~40 ms of `check --json`, more for `restore`).
+    timed([sys.executable, "-m", "compileall", "-q", str(REPO / "preskool_dr")], dict(os.environ))
     with Lab.open() as lab:
         r["machine"] = machine(lab)
         say(f"data: PreSkool scale {args.scale} + pgbench -s {args.pgbench_scale} ...")

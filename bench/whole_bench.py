@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from common import APP_ROLE, REPO, TOOL, Lab, Run, Series, alternate, on_a_tty, say, shell, timed
+from common import APP_ROLE, TOOL, Lab, Run, Series, alternate, on_a_tty, say, shell, timed
 
 from preskool_dr.core.base.ports import free_port
 from preskool_dr.demo.cluster import SUPERUSER
@@ -74,10 +74,6 @@ def startup(lab: Lab, repeats: int = STARTUP_ROUNDS) -> dict[str, Series]:
     """Wall time to an answer. `check --json` runs its real checks on a local-only runbook
     (no S3 bucket, no database connection); its exit code is the health, not an error."""
     env = lab.env("postgres", runbook=lab.runbook("startup"), state="state-startup")
-    # As installed: pip compiles a wheel's modules to bytecode, while a checkout run with
-    # PYTHONDONTWRITEBYTECODE (this sandbox sets it) would compile every module at every
-    # start (~40 ms of `check --json` here). Compiled once, as pip would.
-    timed([sys.executable, "-m", "compileall", "-q", str(REPO / "preskool_dr")], env)
     variants = {
         PYTHON: lambda: timed([sys.executable, "-c", "pass"], env)[0],
         HELP: lambda: timed([TOOL, "--help"], env)[0],
