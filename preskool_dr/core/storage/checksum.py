@@ -329,9 +329,7 @@ def verify_file(
         if checker is not None:
             checker.close()
     dump_checked = check_dump and checker is not None
-    dump_error = None
-    if checker is not None:
-        dump_error = checker.dump_error(path, gzip_error, identities)
+    dump_error = checker.dump_error(path, gzip_error, identities) if checker is not None else None
     return VerifyResult(
         path=path,
         size=meter.done,

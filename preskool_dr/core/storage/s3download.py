@@ -100,12 +100,13 @@ class _Transfer:
             f"{self.size} bytes; run it again to resume from {self.part.name}"
         )
 
-    def interrupted(self, exc: Exception) -> _Interrupted:
+    def interrupted(self, exc: Exception, got: int) -> _Interrupted:
+        """A body that broke after `got` of its bytes arrived."""
         return _Interrupted(
             f"download of {self.store.url(self.name)} interrupted at {self.written} of "
             f"{self.size} bytes ({redact(str(exc))}); run the command again to resume from "
             f"{self.part.name}",
-            0,
+            got,
         )
 
 
@@ -294,7 +295,5 @@ def _get(transfer: _Transfer, first: int, last: int | None, sink: Callable[[byte
             body.close()
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
         if isinstance(exc, botocore.exceptions.BotoCoreError) and got:
-            error = transfer.interrupted(exc)
-            error.got = got
-            raise error from None
+            raise transfer.interrupted(exc, got) from None
         raise store.error(exc, transfer.name, "download") from None
