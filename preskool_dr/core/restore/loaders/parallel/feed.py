@@ -9,8 +9,9 @@ import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from preskool_dr.core.base import deflate
 from preskool_dr.core.restore.loaders.parallel.jobs import Job, Stopped
-from preskool_dr.core.restore.loaders.parallel.pieces import inflate, new_inflater
+from preskool_dr.core.restore.loaders.parallel.pieces import inflate
 from preskool_dr.core.restore.loaders.parallel.scanner import Scanner
 from preskool_dr.core.restore.loaders.parallel.scheduler import Scheduler
 from preskool_dr.core.restore.loaders.parallel.sessions import Psql, session_error, table_trees
@@ -62,7 +63,7 @@ class ScanFeed:
         self.schema = Psql(self.env, self.token, "schema")
         scanner = Scanner(self, self.name, self.split_bytes)
         with self.backup.open("rb") as f:
-            for piece in inflate(f, new_inflater(), 0, self.name, snapshots=True):
+            for piece in inflate(f, deflate.decompressor(), 0, self.name, snapshots=True):
                 if self.stop.is_set():
                     raise Stopped
                 scanner.feed(piece)
@@ -150,7 +151,7 @@ class ScanFeed:
         """The line of the decompressed byte `offset` (read again: only for a message)."""
         lines = 1
         with self.backup.open("rb") as f:
-            for piece in inflate(f, new_inflater(), 0, self.name, snapshots=False):
+            for piece in inflate(f, deflate.decompressor(), 0, self.name, snapshots=False):
                 if offset <= len(piece.data):
                     return lines + piece.data.count(b"\n", 0, offset)
                 lines += piece.data.count(b"\n")

@@ -21,7 +21,6 @@ from preskool_dr.core.base.errors import Cancelled, NotFoundError
 from preskool_dr.core.base.events import EventSink, LogLine, Notice, Progress, ignore_events
 from preskool_dr.core.restore.loaders.parallel.feed import ScanFeed
 from preskool_dr.core.restore.loaders.parallel.jobs import COPY, Job, Stopped
-from preskool_dr.core.restore.loaders.parallel.pieces import new_inflater
 from preskool_dr.core.restore.loaders.parallel.scanner import Unsure
 from preskool_dr.core.restore.loaders.parallel.scheduler import Scheduler
 from preskool_dr.core.restore.loaders.parallel.sessions import (
@@ -68,7 +67,7 @@ def unsupported_reason(backup: Path) -> str | None:
     None. Reads only the head of the file; the load itself still checks everything."""
     try:
         with backup.open("rb") as f:
-            head = new_inflater().decompress(f.read(READ_CHUNK), PROBE_BYTES)
+            head = deflate.decompressor().decompress(f.read(READ_CHUNK), PROBE_BYTES)
     except (OSError, deflate.error) as exc:
         return f"cannot read its start ({exc})"
     if not head.startswith(b"--\n-- PostgreSQL database dump\n--\n"):

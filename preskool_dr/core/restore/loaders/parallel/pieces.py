@@ -36,10 +36,6 @@ class Piece:
     before: Decompress | None  # the zlib state at `start` (scanner only)
 
 
-def new_inflater() -> Decompress:
-    return deflate.decompressor()
-
-
 def inflate(
     f: IO[bytes], inflater: Decompress, offset: int, name: str, *, snapshots: bool
 ) -> Iterator[Piece]:
@@ -51,7 +47,7 @@ def inflate(
         data = chunk
         while data:
             if inflater.eof:
-                inflater = new_inflater()
+                inflater = deflate.decompressor()
             in_member = True
             start = chunk_end - len(data)
             before = deflate.copy_state(inflater) if snapshots else None
