@@ -29,6 +29,7 @@ from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import ConfigError, DrError
 from preskool_dr.core.base.events import Event, Notice, utcnow
 from preskool_dr.core.storage.layout import meta_path
+from preskool_dr.core.storage.s3store import ObjectLock, S3Store
 from tests.support.age_keys import make_key
 from tests.support.cli import call_cli
 from tests.support.runbook import write_runbook
@@ -344,3 +345,22 @@ def test_base_backup_is_locked_and_pruning_keeps_locked_wal_and_backups(
     assert [k for k in keys if "20200102" in k]
     markers = client.list_object_versions(Bucket=bucket).get("DeleteMarkers", [])
     assert not [m for m in markers if locked in m["Key"] or "20200102" in m["Key"]]
+
+
+def test_a_multipart_upload_is_locked_too(
+    s3: str, s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over boto3's 8 MiB threshold an upload is multipart; moto's server completes such an
+    object without the lock its CreateMultipartUpload carried, so the upload reads the
+    lock back and puts the retention on the object itself."""
+    bucket = _locked_bucket(s3_server, monkeypatch)
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(9 * 1024 * 1024))
+    until = (utcnow() + timedelta(days=3)).replace(microsecond=0)
+    S3Store(bucket).upload(big, lock=ObjectLock("GOVERNANCE", until))
+    head = boto3.client("s3", endpoint_url=s3_server).head_object(
+        Bucket=bucket, Key=S3Store(bucket).prefix + "big.bin"
+    )
+    assert head["ETag"].strip('"').endswith("-1")  # multipart indeed (one 16 MiB part)
+    assert head["ObjectLockMode"] == "GOVERNANCE"
+    assert head["ObjectLockRetainUntilDate"] == until

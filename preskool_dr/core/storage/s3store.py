@@ -121,6 +121,7 @@ class S3Store(S3Client):
         except OSError as exc:
             raise DrError(f"cannot upload {path}: {exc.strerror or exc}") from None
         meter = ProgressMeter(on_event, step_id, "upload", size)
+        transfer = TransferConfig(multipart_chunksize=16 * CHUNK)
         try:
             self.client.upload_file(
                 str(path),
@@ -128,8 +129,10 @@ class S3Store(S3Client):
                 self.prefix + name,
                 ExtraArgs=_upload_args(storage_class, lock),
                 Callback=meter.add,
-                Config=TransferConfig(multipart_chunksize=16 * CHUNK),
+                Config=transfer,
             )
+            if lock is not None and size >= transfer.multipart_threshold:
+                self._confirm_lock(name, lock)
         except (
             botocore.exceptions.BotoCoreError,
             botocore.exceptions.ClientError,
@@ -137,6 +140,21 @@ class S3Store(S3Client):
         ) as exc:
             raise self.error(exc, name, "upload to") from None
         meter.finish()
+
+    def _confirm_lock(self, name: str, lock: ObjectLock) -> None:
+        """A multipart upload's lock is read back: a store can take the lock headers of
+        CreateMultipartUpload and still complete the object unlocked (moto's server does).
+        Then the retention is put on the object itself; a store that refuses that fails the
+        upload, never leaving a copy that only looks locked."""
+        key = self.prefix + name
+        head = self.client.head_object(Bucket=self.bucket, Key=key)
+        if head.get("ObjectLockMode") == lock.mode and head.get("ObjectLockRetainUntilDate"):
+            return
+        self.client.put_object_retention(
+            Bucket=self.bucket,
+            Key=key,
+            Retention={"Mode": lock.mode, "RetainUntilDate": lock.until},
+        )
 
     def download(
         self,
