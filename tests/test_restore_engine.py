@@ -27,6 +27,7 @@ from preskool_dr.core.storage import checksum
 from preskool_dr.core.storage.layout import companion_path
 from tests.support.db import make_database
 from tests.support.leaks import PASSWORD
+from tests.support.runbook import write_runbook
 from tests.support.site import Site
 
 
@@ -209,15 +210,25 @@ def test_sql_error_mid_load_fails_with_the_statement_and_rolls_back(site: Site) 
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("early", "kill_at"),
+    [
+        (False, "restore      RUNNING"),  # step 6's own load
+        (True, "step 6's load starts now"),  # the load started while step 4 verifies
+    ],
+)
 def test_kill_9_during_the_load_then_resume(
     tmp_path: Path,
     site: Site,
     pg_cluster,
     monkeypatch: pytest.MonkeyPatch,
+    early: bool,
+    kill_at: str,
 ) -> None:
     big = make_database(pg_cluster, scale=0.6)  # a load long enough to kill in the middle
     monkeypatch.setenv("DB_NAME", big.name)
     env = site.env()
+    write_runbook(site.root, app=site.app, restore={"early_load": early})
     site = replace(site, db=big)
     site.backup()
     counts, total = big.row_counts(), site.checksum()
@@ -242,14 +253,16 @@ def test_kill_9_during_the_load_then_resume(
     )
     assert proc.stdout is not None
     for line in proc.stdout:
-        if "restore" in line and "RUNNING" in line:
-            time.sleep(0.5)
+        if kill_at in line:
+            time.sleep(0.3)
             proc.send_signal(signal.SIGKILL)
             break
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     (state,) = Journal(site.config().state_dir).runs()
-    assert state.step("restore").status is StepStatus.RUNNING  # the journal says where it died
+    # the journal says where it died: in step 6, or (early) while steps 4 to 6 ran beside the load
+    running = [s.id for s in state.steps if s.status is StepStatus.RUNNING]
+    assert running == ["restore"] if not early else len(running) == 1, running
 
     resumed = site.cli("restore", "--resume", state.run_id, "--confirm", big.name)
 

@@ -37,8 +37,8 @@ from preskool_dr.core.base.settings import AppCommands, Config, DatabaseSettings
 from preskool_dr.core.base.steps import STEP_ID_LIST, StepId
 from preskool_dr.core.restore.journal import BackupChoice, Journal, RunState, StepRecord, new_run_id
 from preskool_dr.core.restore.run_locks import RunLocks
-from preskool_dr.core.restore.steps import ACTIONS, backup_checks, recreate_db
-from preskool_dr.core.restore.steps.context import StepAction
+from preskool_dr.core.restore.steps import ACTIONS, backup_checks, early_load, recreate_db
+from preskool_dr.core.restore.steps.context import EarlyLoad, StepAction
 from preskool_dr.core.storage.checksum import VerifyResult
 
 # Headless order: check the backup (2-4) before taking the app offline (1), so a bad
@@ -203,6 +203,8 @@ class Engine:
         # step 3's checks made while downloading, by local path: step 4 of this process
         # uses them instead of reading the file again (backup_checks.verify)
         self.fetched: dict[str, VerifyResult] = {}
+        # step 6's load, started by `run_all` as step 4 begins (core/restore/steps/early_load.py)
+        self.early_load: EarlyLoad | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -263,7 +265,14 @@ class Engine:
         return engine
 
     def close(self) -> None:
+        self._stop_early_load()
         self._locks.release()
+
+    def _stop_early_load(self) -> None:
+        """A load started early that step 6 did not take ends, and its database goes."""
+        if self.early_load is not None:
+            self.early_load.stop()
+            self.early_load = None
 
     def save(self) -> None:
         self.journal.save(self.state)
@@ -361,18 +370,25 @@ class Engine:
     def run_all(self, confirmation: str | None, cancel: threading.Event | None = None) -> bool:
         """Headless: every unsettled step in order; stops at the first failure."""
         self.check_confirmation(confirmation)
-        while (step_id := self.next_step()) is not None:
-            if cancel is not None and cancel.is_set():
-                self._interrupted(None)
-                return False
-            reason = self.blocked_reason(step_id)
-            if reason:
-                self.on_event(Notice("error", f"cannot run {step_id}: {reason}", step_id))
-                return False
-            record = self.run_step(step_id, confirmation=confirmation, cancel=cancel)
-            if record.status is StepStatus.FAILED:
-                return False
-        return self.state.result == "done"
+        try:
+            while (step_id := self.next_step()) is not None:
+                if cancel is not None and cancel.is_set():
+                    self._interrupted(None)
+                    return False
+                reason = self.blocked_reason(step_id)
+                if reason:
+                    self.on_event(Notice("error", f"cannot run {step_id}: {reason}", step_id))
+                    return False
+                if step_id is StepId.VERIFY and self.early_load is None:
+                    # step 6's load runs beside steps 4 and 5 (production is untouched
+                    # until step 5); step 6 takes it only if step 4 passed
+                    self.early_load = early_load.start(self)
+                record = self.run_step(step_id, confirmation=confirmation, cancel=cancel)
+                if record.status is StepStatus.FAILED:
+                    return False
+            return self.state.result == "done"
+        finally:
+            self._stop_early_load()
 
     def rollback(self, confirmation: str | None) -> None:
         """Put the aside copy back as the target database (after a failed or bad restore)."""

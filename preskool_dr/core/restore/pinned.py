@@ -22,7 +22,9 @@ After the load the open file's identity is compared again, so a write into the f
 the load (possible only for its owner) fails the step instead of passing as verified.
 
 Why not hash while loading: psql and pg_restore commit as they go, so a mismatch found at
-the end would be found after the content reached the database. Without /proc (not Linux)
+the end would be found after the content reached the database. (A headless run's load that
+starts while step 4 verifies, core/restore/steps/early_load.py, goes only into the closed
+loading database, and step 6 drops it unless step 4 passed on the files it opened.) Without /proc (not Linux)
 the loaders get the backup's own path: the identity checks before and after the load
 remain, with the time between the check and the loader's open as the gap.
 """
@@ -90,7 +92,7 @@ def open_verified(
                 f"{path} is not a regular file any more (step 4 verified one): put the "
                 "verified file back, or start a new run to verify and restore it"
             )
-        link = _link_to_fd(folder, path, fd)
+        link = link_to_fd(folder, path, fd)
         now = FileIdentity.of(opened)
         if rehash or now != identity:
             # Read the open file through the link (the same open file, and the messages keep
@@ -134,7 +136,7 @@ def open_verified(
                 folder.rmdir()  # only once empty (the companion may still be linked)
 
 
-def _link_to_fd(folder: Path, path: Path, fd: int) -> Path:
+def link_to_fd(folder: Path, path: Path, fd: int) -> Path:
     """`folder/<path's name>`: a symlink to this process's descriptor `fd` (the open file
     itself, also for child processes); without /proc, `path` is all the loaders can get."""
     target = Path(f"/proc/{os.getpid()}/fd/{fd}")

@@ -217,7 +217,6 @@ def custom_restore(
     except FileNotFoundError:
         raise NotFoundError(f"backup {dump} does not exist: check the path") from None
     cancel = cancel or threading.Event()
-    total = len(read_toc(dump))
     jobs = max(1, jobs)
     appname = f"preskool-dr-pg_restore-{os.getpid()}"
     argv = [
@@ -242,6 +241,7 @@ def custom_restore(
     rate = 0.0
     last_at, last_done = started, 0
     try:
+        total = len(read_toc(dump))  # the progress total, read while pg_restore starts
         while True:
             done, current, tables = verbose.snapshot()
             now = time.monotonic()

@@ -10,8 +10,28 @@ from typing import Protocol
 from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.events import EventSink, StepStatus
 from preskool_dr.core.base.settings import AppCommands, Config
-from preskool_dr.core.restore.journal import BackupChoice, RunState, StepRecord
+from preskool_dr.core.restore.journal import BackupChoice, LoadRecord, RunState, StepRecord
+from preskool_dr.core.restore.loaders.stream import StreamResult
 from preskool_dr.core.storage.checksum import VerifyResult
+
+
+class EarlyLoad(Protocol):
+    """Step 6's load started while step 4 verified (early_load.py), as step 6 takes it."""
+
+    closed_acl: list[str] | None  # what the loading database's ACL lost (step 6 restores it)
+
+    def unusable_reason(self, choice: BackupChoice) -> str | None:
+        """Why step 6 may not take it (None: it may): it read other files than step 4
+        verified, or a companion step 4 did not accept."""
+
+    def wait(self, cancel: threading.Event) -> tuple[StreamResult, LoadRecord]:
+        """The load's result and loader once it ends (its error raised)."""
+
+    def stop(self) -> None:
+        """End it and drop its database."""
+
+    def close(self) -> None:
+        """Close its files (once step 6 took it)."""
 
 
 class StepRun(Protocol):
@@ -20,6 +40,8 @@ class StepRun(Protocol):
     on_event: EventSink
     # step 3's findings from its download's one pass, by local path (this process only)
     fetched: dict[str, VerifyResult]
+    # step 6's load, when a headless run started it while step 4 verified (step 6 takes it)
+    early_load: EarlyLoad | None
 
     @property
     def drill(self) -> bool: ...

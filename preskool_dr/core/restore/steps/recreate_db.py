@@ -31,8 +31,10 @@ def recreate_db(run: StepRun, record: StepRecord, cancel: threading.Event) -> St
     db = run.config.database
     run.ensure_server_lock()
     # The verify gate, before anything is destroyed: the backup (and the companion step 6
-    # would load) is read again in full and must have the MD5 step 4 recorded.
-    with verified_files(run, record, cancel, rehash=True):
+    # would load) is read again in full and must have the MD5 step 4 recorded. Not while
+    # step 6's load, started early, holds them open: this process verified them seconds ago,
+    # and a file replaced or written since has another identity, which the gate rehashes.
+    with verified_files(run, record, cancel, rehash=run.early_load is None):
         pass
     space = server_space(run)  # NoSpaceError before anything is renamed or dropped
     snap = database.snapshot(db, s.target_db)

@@ -4,7 +4,8 @@ The loaders connect as the app role (the backup's SQL never runs as superuser), 
 PostgreSQL cannot admit one session of a role and refuse another: so the load goes into
 `<target>_loading_<run id>`, a name no application uses, that other roles may not connect
 to, while the target stays step 5's closed, empty placeholder. When the restore-test's
-checks pass on the load, it takes the target's name and opens.
+checks pass on the load, it takes the target's name and opens. A headless run started
+that load while step 4 verified (early_load.py): step 6 then waits for it instead.
 """
 
 from __future__ import annotations
@@ -16,18 +17,17 @@ from pathlib import Path
 import humanize
 import psycopg
 
-from preskool_dr.core.base import age, database
+from preskool_dr.core.base import database
 from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.events import Notice
 from preskool_dr.core.restore import restore_test
 from preskool_dr.core.restore.journal import LoadRecord, StepRecord
-from preskool_dr.core.restore.loaders import parallel as parallel_restore
-from preskool_dr.core.restore.loaders import pg_restore
-from preskool_dr.core.restore.loaders.stream import StreamResult, stream_restore
-from preskool_dr.core.restore.steps.context import StepOutcome, StepRun
+from preskool_dr.core.restore.loaders.stream import StreamResult
+from preskool_dr.core.restore.steps import loader
+from preskool_dr.core.restore.steps.context import StepOutcome, StepRun, chosen_backup
 from preskool_dr.core.restore.steps.db_names import loading_name
+from preskool_dr.core.restore.steps.early_load import EARLY
 from preskool_dr.core.restore.steps.verify_gate import verified_files
-from preskool_dr.core.storage.layout import companion_path
 from preskool_dr.core.storage.meta import read_meta
 
 
@@ -37,28 +37,24 @@ def restore(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOu
     db = run.config.database
     run.ensure_server_lock()
     loading = loading_name(s.target_db, s.run_id)
+    early, run.early_load = run.early_load, None  # taken once: a retry loads afresh
     try:
-        # The verify gate: the files are opened (and checked against step 4's record)
-        # before the target is touched, and the loaders read those open files; leaving
-        # the block checks that nothing wrote to them meanwhile.
-        with verified_files(run, record, cancel, rehash=False) as (backup, companion):
-            # Redo from a clean database every time: a retry or a resumed run may find a
-            # half load.
-            with database.connect(db, admin=True) as conn:
-                for name in (s.target_db, loading):
-                    if database.database_exists(conn, name):
-                        database.block_and_terminate(conn, name)
-                        database.drop_database(conn, name)
-                database.create_database(conn, s.target_db, None, allow_connections=False)
-                closed_acl = _create_loading(conn, loading, db.user)
-            env = database.load_env(db, loading, run.config.restore.maintenance_work_mem)
-            result, how = _load(run, backup, companion, env, record, cancel, loading)
-            checks = _validate(run, loading)
-            failed = [c for c in checks if not c["ok"]]
-            if failed:
-                raise DrError(
-                    f"restore loaded but validation failed: {failed[0]['name']}: {failed[0]['detail']}"
-                )
+        if early is not None and (why := early.unusable_reason(chosen_backup(run))):
+            run.on_event(Notice("warn", f"the load started early is dropped: {why}", record.id))
+            early.stop()
+            early = None
+        if early is not None:
+            result, choice = early.wait(cancel)
+            closed_acl = early.closed_acl
+        else:
+            result, choice, closed_acl = _load_verified(run, record, cancel, loading)
+        s.load = choice
+        checks = _validate(run, loading)
+        failed = [c for c in checks if not c["ok"]]
+        if failed:
+            raise DrError(
+                f"restore loaded but validation failed: {failed[0]['name']}: {failed[0]['detail']}"
+            )
     except BaseException:
         # a half or failed load stays closed to everyone (the next attempt drops it)
         with (
@@ -67,126 +63,55 @@ def restore(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOu
         ):
             database.block_and_terminate(conn, loading)
         raise
+    finally:
+        if early is not None:
+            early.close()
     _open_loaded(run, loading, closed_acl)
     return (
         f"loaded {len(result.tables_loaded)} tables, "
         f"{humanize.naturalsize(result.compressed_bytes, binary=True)} compressed in "
-        f"{result.seconds:.1f} s ({how}); {len(checks)} checks passed"
+        f"{result.seconds:.1f} s ({choice.how}: {choice.reason})"
+        f"{', ' + EARLY if choice.early else ''}; {len(checks)} checks passed"
     )
 
 
-def _load(
-    run: StepRun,
-    backup: Path,
-    companion: Path | None,
-    env: dict[str, str],
-    record: StepRecord,
-    cancel: threading.Event,
-    loading: str,
-) -> tuple[StreamResult, str]:
-    """The loader (restore.method): the custom-format companion step 4 accepted goes to
-    pg_restore -j (never with method serial: `verified_files` offers none); without one,
-    auto and parallel split the plain file over `jobs` sessions when the scanner accepts
-    it (auto only with 2 sessions or more: one only adds work), else the runbook's serial
-    stream (auto also when the parallel load stops on text it cannot split after it began:
-    `loading` is then made afresh). Which path and why goes to the step's output (a notice)
-    and the journal (`RunState.load`); the returned text (for the step's detail) says both."""
-    method = run.config.restore.method
-    jobs = parallel_restore.resolve_jobs(run.config.restore.jobs)
-    sink, step = run.on_event, record.id
-    name = run.state.backup.name if run.state.backup else backup.name
-    run.state.load = None
+def _load_verified(
+    run: StepRun, record: StepRecord, cancel: threading.Event, loading: str
+) -> tuple[StreamResult, LoadRecord, list[str] | None]:
+    """The load as step 6 makes it itself: through the verify gate, into `loading` made
+    afresh (a retry or a resumed run may find a half load), next to step 5's closed
+    placeholder. Returns the result, the loader chosen and why, and the ACL `loading` lost."""
+    s = run.state
+    db = run.config.database
+    chosen: list[LoadRecord] = []
 
-    def chose(loader: str, how: str, reason: str, level: str = "info") -> None:
-        run.state.load = LoadRecord(loader, how, reason)
+    def decided(choice: LoadRecord, level: str | None) -> None:
+        chosen.append(choice)
+        s.load = choice
         run.save()
-        sink(Notice(level, f"loading {name}: {how}, because {reason}", step))
+        if level is not None:
+            name = s.backup.name if s.backup else "the backup"
+            run.on_event(
+                Notice(level, f"loading {name}: {choice.how}, because {choice.reason}", record.id)
+            )
 
-    def serial() -> StreamResult:
-        return stream_restore(backup, env, on_event=sink, step_id=step, cancel=cancel)
-
-    if age.is_encrypted_name(name):
-        # decrypted in the stream: the parallel loader would need the clear text on disk
-        identities = age.need_identities(run.config.encryption.identity, name)
-        chose(
-            "serial",
-            "serial, decrypted in the stream",
-            "the backup is encrypted and only the serial stream decrypts as it loads",
-            "warn" if method == "parallel" else "info",
+    s.load = None
+    # The verify gate: the files are opened (and checked against step 4's record) before
+    # the target is touched, and the loaders read those open files; leaving the block
+    # checks that nothing wrote to them meanwhile.
+    with verified_files(run, record, cancel, rehash=False) as (backup, companion):
+        with database.connect(db, admin=True) as conn:
+            for name in (s.target_db, loading):
+                if database.database_exists(conn, name):
+                    database.block_and_terminate(conn, name)
+                    database.drop_database(conn, name)
+            database.create_database(conn, s.target_db, None, allow_connections=False)
+            closed_acl = loader.create_loading(conn, loading, db.user)
+        env = database.load_env(db, loading, run.config.restore.maintenance_work_mem)
+        result = loader.load(
+            run, backup, companion, env, cancel, loading, sink=run.on_event, decided=decided
         )
-        result = stream_restore(
-            backup, env, on_event=sink, step_id=step, cancel=cancel, identities=identities
-        )
-        return result, _said(run.state.load)
-    if companion is not None:
-        chose(
-            "pg_restore",
-            f"pg_restore -j {jobs} of {companion.name}",
-            f"restore.method is {method} and step 4 verified the custom-format companion",
-        )
-        result = pg_restore.custom_restore(
-            companion, env, jobs=jobs, on_event=sink, step_id=step, cancel=cancel
-        )
-        return result, _said(run.state.load)
-    if method == "serial":
-        chose("serial", "serial", "restore.method is serial")
-        return serial(), _said(run.state.load)
-    no_companion = _no_companion_reason(run)
-    unsupported = parallel_restore.unsupported_reason(backup)
-    if unsupported is None and method == "auto" and jobs < 2:
-        chose("serial", "serial", f"{no_companion}, and restore.jobs gives one session")
-        return serial(), _said(run.state.load)
-    if unsupported is not None:
-        chose("serial", "serial", f"the parallel loader cannot split it: {unsupported}", "warn")
-        return serial(), _said(run.state.load)
-    chose("parallel", f"{jobs} parallel sessions", f"restore.method is {method}: {no_companion}")
-    try:
-        result = parallel_restore.parallel_restore(
-            backup, env, jobs=jobs, on_event=sink, step_id=step, cancel=cancel
-        )
-    except parallel_restore.SplitUnsure as exc:
-        if method != "auto":
-            raise
-        sink(Notice("warn", f"{exc.error} at line {exc.line:,}: starting again", step))
-        with database.connect(run.config.database, admin=True) as conn:
-            database.block_and_terminate(conn, loading)
-            database.drop_database(conn, loading)
-            _create_loading(conn, loading, run.config.database.user)
-        chose(
-            "serial",
-            "serial",
-            f"the parallel loader could not split {backup.name} with certainty at line "
-            f"{exc.line:,} ({exc.error})",
-            "warn",
-        )
-        return serial(), _said(run.state.load)
-    if result.serial_reason is not None:  # it handed the file to the serial stream
-        run.state.load = LoadRecord("serial", "serial", result.serial_reason)
-        run.save()
-    return result, _said(run.state.load)
-
-
-def _said(load: LoadRecord | None) -> str:
-    """The loader and its reason, for the step's detail."""
-    assert load is not None
-    return f"{load.how}: {load.reason}"
-
-
-def _create_loading(conn: psycopg.Connection, loading: str, owner: str) -> list[str] | None:
-    """The database the load goes into, owned by the app role, closed to other roles;
-    returns the ACL that left (for `_open_loaded`)."""
-    database.create_database(conn, loading, owner)
-    return database.revoke_public_connect(conn, loading)
-
-
-def _no_companion_reason(run: StepRun) -> str:
-    """Why step 6 has no custom-format companion to load (method auto or parallel)."""
-    choice = run.state.backup
-    local = Path(choice.local_path) if choice and choice.local_path else None
-    if local is None or not companion_path(local).is_file():
-        return "no usable custom-format companion (.dump) beside the backup"
-    # step 4 or the verify gate refused it, and said why in a warning
-    return "its custom-format companion was not accepted (see the warning above)"
+    return result, chosen[-1], closed_acl
 
 
 def _validate(run: StepRun, dbname: str) -> list[dict[str, object]]:

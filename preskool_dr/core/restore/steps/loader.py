@@ -1,0 +1,129 @@
+"""Step 6's choice of loader (restore.method) and the load itself, into the closed
+`<target>_loading_<run id>` database; shared by step 6 (restore.py) and the load that
+headless runs start while step 4 verifies (early_load.py)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+
+from preskool_dr.core.base import age, database
+from preskool_dr.core.base.events import EventSink, Notice
+from preskool_dr.core.base.steps import StepId
+from preskool_dr.core.restore.journal import LoadRecord
+from preskool_dr.core.restore.loaders import parallel as parallel_restore
+from preskool_dr.core.restore.loaders import pg_restore
+from preskool_dr.core.restore.loaders.stream import StreamResult, stream_restore
+from preskool_dr.core.restore.steps.context import StepRun
+from preskool_dr.core.storage.layout import companion_path
+
+# Told which loader was chosen and why; the level of the notice the operator gets (None:
+# record it without a notice)
+Decided = Callable[[LoadRecord, str | None], None]
+
+
+def load(
+    run: StepRun,
+    backup: Path,
+    companion: Path | None,
+    env: dict[str, str],
+    cancel: threading.Event,
+    loading: str,
+    *,
+    sink: EventSink,
+    decided: Decided,
+) -> StreamResult:
+    """The loader (restore.method): the custom-format companion step 4 accepted goes to
+    pg_restore -j (never with method serial: `verified_files` offers none); without one,
+    auto and parallel split the plain file over `jobs` sessions when the scanner accepts
+    it (auto only with 2 sessions or more: one only adds work), else the runbook's serial
+    stream (auto also when the parallel load stops on text it cannot split after it began:
+    `loading` is then made afresh). Which path and why goes to `decided` (the caller puts
+    it in the step's output and the journal, `RunState.load`)."""
+    method = run.config.restore.method
+    jobs = parallel_restore.resolve_jobs(run.config.restore.jobs)
+    step = StepId.RESTORE
+    name = run.state.backup.name if run.state.backup else backup.name
+
+    def chose(loader: str, how: str, reason: str, level: str = "info") -> None:
+        decided(LoadRecord(loader, how, reason), level)
+
+    def serial() -> StreamResult:
+        return stream_restore(backup, env, on_event=sink, step_id=step, cancel=cancel)
+
+    if age.is_encrypted_name(name):
+        # decrypted in the stream: the parallel loader would need the clear text on disk
+        identities = age.need_identities(run.config.encryption.identity, name)
+        chose(
+            "serial",
+            "serial, decrypted in the stream",
+            "the backup is encrypted and only the serial stream decrypts as it loads",
+            "warn" if method == "parallel" else "info",
+        )
+        return stream_restore(
+            backup, env, on_event=sink, step_id=step, cancel=cancel, identities=identities
+        )
+    if companion is not None:
+        chose(
+            "pg_restore",
+            f"pg_restore -j {jobs} of {companion.name}",
+            f"restore.method is {method} and step 4 verified the custom-format companion",
+        )
+        return pg_restore.custom_restore(
+            companion, env, jobs=jobs, on_event=sink, step_id=step, cancel=cancel
+        )
+    if method == "serial":
+        chose("serial", "serial", "restore.method is serial")
+        return serial()
+    no_companion = _no_companion_reason(run)
+    unsupported = parallel_restore.unsupported_reason(backup)
+    if unsupported is None and method == "auto" and jobs < 2:
+        chose("serial", "serial", f"{no_companion}, and restore.jobs gives one session")
+        return serial()
+    if unsupported is not None:
+        chose("serial", "serial", f"the parallel loader cannot split it: {unsupported}", "warn")
+        return serial()
+    chose("parallel", f"{jobs} parallel sessions", f"restore.method is {method}: {no_companion}")
+    try:
+        result = parallel_restore.parallel_restore(
+            backup, env, jobs=jobs, on_event=sink, step_id=step, cancel=cancel
+        )
+    except parallel_restore.SplitUnsure as exc:
+        if method != "auto":
+            raise
+        sink(Notice("warn", f"{exc.error} at line {exc.line:,}: starting again", step))
+        with database.connect(run.config.database, admin=True) as conn:
+            database.block_and_terminate(conn, loading)
+            database.drop_database(conn, loading)
+            create_loading(conn, loading, run.config.database.user)
+        chose(
+            "serial",
+            "serial",
+            f"the parallel loader could not split {backup.name} with certainty at line "
+            f"{exc.line:,} ({exc.error})",
+            "warn",
+        )
+        return serial()
+    if result.serial_reason is not None:  # it handed the file to the serial stream
+        decided(LoadRecord("serial", "serial", result.serial_reason), None)
+    return result
+
+
+def create_loading(conn: psycopg.Connection, loading: str, owner: str) -> list[str] | None:
+    """The database the load goes into, owned by the app role, closed to other roles;
+    returns the ACL that left (for step 6's `_open_loaded`)."""
+    database.create_database(conn, loading, owner)
+    return database.revoke_public_connect(conn, loading)
+
+
+def _no_companion_reason(run: StepRun) -> str:
+    """Why step 6 has no custom-format companion to load (method auto or parallel)."""
+    choice = run.state.backup
+    local = Path(choice.local_path) if choice and choice.local_path else None
+    if local is None or not companion_path(local).is_file():
+        return "no usable custom-format companion (.dump) beside the backup"
+    # step 4 or the verify gate refused it, and said why in a warning
+    return "its custom-format companion was not accepted (see the warning above)"

@@ -1,0 +1,140 @@
+"""Step 6's load started while step 4 verifies (core/restore/steps/early_load.py): headless
+runs overlap the checks with the load into the closed loading database, and step 6 takes
+that load only when it read the very files step 4 verified. Real cluster, real loaders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from preskool_dr.core.base.events import Event, Notice, StepStatus
+from preskool_dr.core.restore.engine import Engine, RunOptions
+from preskool_dr.core.restore.steps import early_load
+from preskool_dr.core.restore.steps.early_load import EARLY
+from tests.support.runbook import write_runbook
+from tests.support.site import Site
+
+
+def loading_databases(site: Site) -> list[str]:
+    with site.db.connect("postgres") as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", (site.db.name + "_loading_%",)
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+@pytest.mark.parametrize("method", ["auto", "serial"])
+def test_the_headless_restore_loads_while_step_4_verifies(site: Site, method: str) -> None:
+    write_runbook(site.root, app=site.app, restore={"method": method})
+    site.backup()
+    counts, total = site.db.row_counts(), site.checksum()
+    site.change_data()
+
+    result = site.restore()
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    restored = site.db.row_counts()
+    restored.pop("alembic_version")
+    assert restored == counts and site.checksum() == total
+    out = result.stdout
+    # said before step 4 runs; the loader's own line waits for step 6 (held back meanwhile)
+    starts = out.index("step 6's load starts now")
+    assert starts < out.index("step 4/9  verify       DONE")
+    assert out.index("step 6/9  restore      RUNNING") < out.index("[INFO]  loading ")
+    state = site.the_run()
+    assert state.load is not None and state.load.early
+    assert EARLY in state.step("restore").detail
+    assert loading_databases(site) == []
+    site.assert_no_leak(result)
+
+
+def test_restore_early_load_false_waits_for_step_4(site: Site) -> None:
+    write_runbook(site.root, app=site.app, restore={"early_load": False})
+    site.backup()
+
+    result = site.restore()
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "starts now" not in result.stdout
+    state = site.the_run()
+    assert state.load is not None and not state.load.early
+    assert EARLY not in state.step("restore").detail
+
+
+def test_a_backup_that_fails_step_4_drops_the_early_load(site: Site) -> None:
+    backup = site.backup()
+    site.change_data()
+    before = site.checksum()
+    data = bytearray(backup.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # the MD5 and the gzip stream fail; the load may begin
+    backup.write_bytes(bytes(data))
+
+    result = site.restore()
+
+    assert result.returncode == 1
+    assert "step 6's load starts now" in result.stdout
+    assert "has not been touched" in result.stdout
+    assert site.checksum() == before
+    assert loading_databases(site) == []
+    state = site.the_run()
+    assert state.step("verify").status is StepStatus.FAILED
+    assert state.step("recreate_db").status is StepStatus.PENDING
+    assert state.load is None  # nothing was loaded as far as the journal knows
+    assert site.calls() == []
+
+
+def test_a_backup_replaced_after_the_load_began_is_loaded_again_from_the_verified_file(
+    site: Site,
+) -> None:
+    """The load opened the file before step 4; the file is then replaced (same bytes,
+    another inode): step 4 verifies the new one, so step 6 drops the early load and loads
+    the verified file through the verify gate."""
+    backup = site.backup()
+    counts = site.db.row_counts()
+    site.change_data()
+    events: list[Event] = []
+    engine = Engine.start(
+        site.config(),
+        RunOptions(backup_spec=str(backup), target_db=site.db.name),
+        on_event=events.append,
+    )
+    try:
+        early = early_load.start(engine)
+        assert early is not None
+        engine.early_load = early
+        copy = backup.with_name("copy.tmp")
+        shutil.copy2(backup, copy)
+        os.replace(copy, backup)
+
+        assert engine.run_all(site.db.name)
+    finally:
+        engine.close()
+
+    warnings = [e.text for e in events if isinstance(e, Notice) and e.level == "warn"]
+    assert any("the load started early is dropped" in w for w in warnings), warnings
+    assert engine.state.load is not None and not engine.state.load.early
+    restored = site.db.row_counts()
+    restored.pop("alembic_version")
+    assert restored == counts
+    assert loading_databases(site) == []
+    assert not (site.config().state_dir / "load" / f"{engine.state.run_id}-early").exists()
+
+
+def test_an_engine_closed_before_step_6_stops_the_early_load(site: Site) -> None:
+    """A run that ends before step 6 (an interrupted operator, a failed step 5) leaves no
+    load running and no loading database behind."""
+    backup = site.backup()
+    engine = Engine.start(
+        site.config(), RunOptions(backup_spec=str(backup), target_db=site.db.name)
+    )
+    try:
+        engine.early_load = early_load.start(engine)
+        assert engine.early_load is not None
+        assert loading_databases(site) == [engine.early_load.loading]
+    finally:
+        engine.close()
+    assert engine.early_load is None
+    assert loading_databases(site) == []
+    assert backup.is_file()
