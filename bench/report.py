@@ -228,6 +228,15 @@ def render(r: dict[str, Any]) -> str:
         "",
         *series_table(r["whole"], whole_bench.BY_HAND),
         "",
+        "The same data shape at twice the size (`--larger`), where the fixed costs weigh "
+        "less but the checks that run beside the load grow with it: PreSkool scale "
+        f"{r['larger']['scale']} plus pgbench -s {r['larger']['pgbench_scale']} "
+        f"({r['larger']['rows']:,} rows, {_mib(r['larger']['size'])} on disk, "
+        f"{_mib(r['larger']['plain_bytes'])} gzip), {len(r['whole_larger'][whole_bench.BY_HAND].runs)} "
+        "rounds (a round takes ~20 s; the budget allows no more).",
+        "",
+        *series_table(r["whole_larger"], whole_bench.BY_HAND),
+        "",
         "From S3: the same backup only in a bucket (moto's S3 server on localhost, so the "
         "network is not what is measured), each variant downloading into an empty folder. "
         "By hand: boto3's default managed transfer of the backup and its sidecar (what "

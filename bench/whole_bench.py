@@ -35,10 +35,10 @@ _DOWNLOAD = (
 )
 
 
-def restore(lab: Lab, plain: Path, repeats: int) -> dict[str, Series]:
+def restore(lab: Lab, plain: Path, repeats: int, *, serial: bool = True) -> dict[str, Series]:
     """`plain` is a default `preskool-dr backup` (its .md5 sidecar beside it). Before every
     run of any variant the target is dropped (the command creates it, as the hand-typed
-    steps do) and the server settles (CHECKPOINT, sync)."""
+    steps do) and the server settles (CHECKPOINT, sync). `serial`: also the serial loader."""
     runbooks = {
         DEFAULT: lab.runbook("whole-default"),  # the repo's runbook, app commands removed
         SERIAL: lab.runbook("whole-serial", restore={"method": "serial"}),
@@ -59,6 +59,8 @@ def restore(lab: Lab, plain: Path, repeats: int) -> dict[str, Series]:
         DEFAULT: lambda: product(DEFAULT, "state-whole-default"),
         SERIAL: lambda: product(SERIAL, "state-whole-serial"),
     }
+    if not serial:
+        del variants[SERIAL]
     say(f"  whole restore: {len(variants)} variants x {repeats}, alternating")
 
     def before(name: str) -> None:

@@ -12,8 +12,9 @@
 | 8    | app_online  | application.py    |
 | 9    | health      | application.py    |
 
-Steps 5 and 6 pass the verify gate (verify_gate.py) first. An action sees its run through
-`context.StepRun`.
+Steps 5 and 6 pass the verify gate (verify_gate.py) first. Step 6's loader choice is
+loader.py; a headless run starts that load as step 4 begins (early_load.py). An action sees
+its run through `context.StepRun`.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ import dataclasses
 import os
 import stat
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,7 @@ from preskool_dr.core.storage.checksum import FileIdentity
 from preskool_dr.core.storage.layout import companion_path
 
 EARLY = "started while step 4 verified"
+HELD_LINES = 200
 
 
 @dataclass
@@ -78,7 +80,9 @@ class EarlyLoad:
     error: BaseException | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
-    _held: list[Event] = field(default_factory=list)
+    # held back until step 6 waits: its notices, and the last of its children's lines
+    _notices: list[Event] = field(default_factory=list)
+    _lines: deque[Event] = field(default_factory=lambda: deque(maxlen=HELD_LINES))
     _released: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -161,19 +165,23 @@ class EarlyLoad:
 
     def _sink(self, event: Event) -> None:
         """The loader's events: held back while steps 4 and 5 run (their own lines and
-        progress come first), progress dropped meanwhile; passed on once step 6 waits."""
+        progress come first; progress is dropped meanwhile, psql's and pg_restore's lines
+        kept to the last HELD_LINES); passed on once step 6 waits."""
         with self._lock:
             if self._released:
                 self.run.on_event(event)
+            elif isinstance(event, Notice):
+                self._notices.append(event)
             elif not isinstance(event, Progress):
-                self._held.append(event)
+                self._lines.append(event)
 
     def _release(self) -> None:
         with self._lock:
             self._released = True
-            held, self._held = self._held, []
-            for event in held:
+            for event in [*self._notices, *self._lines]:
                 self.run.on_event(event)
+            self._notices.clear()
+            self._lines.clear()
 
 
 def start(run: StepRun) -> EarlyLoad | None:
