@@ -4,6 +4,7 @@ that load only when it read the very files step 4 verified. Real cluster, real l
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 
@@ -13,6 +14,7 @@ from preskool_dr.core.base.events import Event, Notice, StepStatus
 from preskool_dr.core.restore.engine import Engine, RunOptions
 from preskool_dr.core.restore.steps import early_load
 from preskool_dr.core.restore.steps.early_load import EARLY
+from preskool_dr.core.storage import checksum
 from tests.support.runbook import write_runbook
 from tests.support.site import Site
 
@@ -63,13 +65,39 @@ def test_restore_early_load_false_waits_for_step_4(site: Site) -> None:
     assert EARLY not in state.step("restore").detail
 
 
-def test_a_backup_that_fails_step_4_drops_the_early_load(site: Site) -> None:
+def test_a_backup_whose_md5_fails_is_never_loaded_early(site: Site) -> None:
+    """The early load hashes the files through its open descriptors first: a backup that
+    is not what its sidecar says runs no SQL anywhere, as without the early load."""
     backup = site.backup()
     site.change_data()
     before = site.checksum()
     data = bytearray(backup.read_bytes())
-    data[len(data) // 2] ^= 0xFF  # the MD5 and the gzip stream fail; the load may begin
+    data[len(data) // 2] ^= 0xFF
     backup.write_bytes(bytes(data))
+
+    result = site.restore()
+
+    assert result.returncode == 1
+    assert "starts now" not in result.stdout
+    assert "has not been touched" in result.stdout
+    assert site.checksum() == before
+    assert loading_databases(site) == []
+    state = site.the_run()
+    assert state.step("verify").status is StepStatus.FAILED
+    assert state.verify is not None and not state.verify.md5_ok
+    assert state.load is None
+
+
+def test_a_backup_that_fails_the_rest_of_step_4_drops_the_early_load(site: Site) -> None:
+    """The MD5 matches (the sidecar was written for the damaged file), so the load starts;
+    step 4's content check fails: the load is stopped and its database dropped."""
+    backup = site.backup()
+    site.change_data()
+    before = site.checksum()
+    text = gzip.decompress(backup.read_bytes())
+    cut = text.rindex(b"\n", 0, len(text) * 3 // 4) + 1  # whole lines, no trailer
+    backup.write_bytes(gzip.compress(text[:cut]))
+    checksum.write_sidecar(backup, checksum.verify_file(backup, None).actual_md5)
 
     result = site.restore()
 
@@ -80,9 +108,11 @@ def test_a_backup_that_fails_step_4_drops_the_early_load(site: Site) -> None:
     assert loading_databases(site) == []
     state = site.the_run()
     assert state.step("verify").status is StepStatus.FAILED
+    assert state.verify is not None and state.verify.dump_error
     assert state.step("recreate_db").status is StepStatus.PENDING
     assert state.load is None  # nothing was loaded as far as the journal knows
     assert site.calls() == []
+    assert not (site.state_dir / "load" / f"{state.run_id}-early").exists()
 
 
 def test_a_backup_replaced_after_the_load_began_is_loaded_again_from_the_verified_file(

@@ -138,3 +138,18 @@ def test_restore_test_refuses_before_it_creates_the_scratch_database(
     assert passed.returncode == 0, passed.stdout
     space = json.loads(passed.stdout)["checks"][1]
     assert space["status"] == "skipped" and "not measured" in space["detail"]
+
+
+def test_a_load_started_early_counts_as_space_the_restore_has(
+    dr_env: dict[str, str], database: Database
+) -> None:
+    """The early load (steps/early_load.py) has written part of the restore by the time
+    step 4 and step 5 measure the disk: what it holds counts as free, else a fitting
+    restore would be refused half way."""
+    path, meta = backup_with(None)
+    write_meta(path, meta)
+    db = load_config().database
+    plain = check_server_space(db, meta)
+    counted = check_server_space(db, meta, loading=database.name)
+    assert f"{database.name} holds)" in counted.detail
+    assert f"{database.name} holds" not in plain.detail

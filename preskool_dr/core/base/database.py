@@ -238,6 +238,13 @@ def drop_database(conn: psycopg.Connection, name: str) -> None:
     conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 
+def end_and_drop(conn: psycopg.Connection, name: str) -> None:
+    """Drop `name` if it exists, its sessions ended first (a half load, a placeholder)."""
+    if database_exists(conn, name):
+        block_and_terminate(conn, name)
+        drop_database(conn, name)
+
+
 def require_role(conn: psycopg.Connection, role: str) -> None:
     """DrError when the role that is to own the restored database does not exist."""
     if not role_exists(conn, role):

@@ -7,7 +7,9 @@ engine opens the file once (`open_verified`) and checks that open file against t
 - step 5 (`rehash=True`) reads the whole file again and compares the MD5. It is the last
   moment at which a refusal costs nothing but the downtime so far; MD5 alone (no gzip) reads
   at ~650 MB/s on one core, seconds for a multi-GB backup that step 4 just read (page cache),
-  small beside the load that follows.
+  small beside the load that follows. While a load started early holds the files
+  (core/restore/steps/early_load.py: it opened them here and hashed them through the open
+  files before it began), step 5 compares the identity instead, as step 6 does.
 - step 6 compares the identity: a file renamed into place has another inode, and any write
   changes ctime, which no unprivileged process can set back. Only when the identity differs
   (a copy put back, a remount) is the open file hashed again; it is loaded only when the MD5
@@ -22,11 +24,10 @@ After the load the open file's identity is compared again, so a write into the f
 the load (possible only for its owner) fails the step instead of passing as verified.
 
 Why not hash while loading: psql and pg_restore commit as they go, so a mismatch found at
-the end would be found after the content reached the database. (A headless run's load that
-starts while step 4 verifies, core/restore/steps/early_load.py, goes only into the closed
-loading database, and step 6 drops it unless step 4 passed on the files it opened.) Without /proc (not Linux)
-the loaders get the backup's own path: the identity checks before and after the load
-remain, with the time between the check and the loader's open as the gap.
+the end would be found after the content reached the database. (The load a headless run
+starts as step 4 begins hashes its open files first, for the same reason.) Without /proc
+(not Linux) the loaders get the backup's own path: the identity checks before and after the
+load remain, with the time between the check and the loader's open as the gap.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def open_verified(
     docstring); GateError when it is not that file. On a normal exit of the block the open
     file's identity is checked again (GateError when it was written meanwhile)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: a pipe put at the path is refused below instead of blocking here
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         raise GateError(
             f"{path}, verified in step 4, is gone: put it back, or start a new run to "

@@ -36,23 +36,32 @@ def _not_measured(why: str) -> ServerSpace:
 
 
 def check_server_space(
-    db: DatabaseSettings, meta: BackupMeta | None, *, dropped: str | None = None
+    db: DatabaseSettings,
+    meta: BackupMeta | None,
+    *,
+    dropped: str | None = None,
+    loading: str | None = None,
 ) -> ServerSpace:
     """Enough room ("server space: 1.2 GiB needed, 30.0 GiB free in DIR"), or "server
     space: not measured (why)"; NoSpaceError when the server's disk cannot take the
-    restored database. `dropped` names a database the restore drops first: its size
-    counts as free."""
+    restored database. `dropped` names a database the restore drops first, `loading` one
+    this restore is loading already (a load started early): their sizes count as free."""
     if meta is None or meta.db_size_bytes is None:
         return _not_measured(
             "the backup's .meta.json records no database size: a backup from an older version"
         )
-    where = _local_data_directory(db, dropped)
+    where = _local_data_directory(db, tuple(name for name in (dropped, loading) if name))
     if isinstance(where, str):
         return _not_measured(where)
-    data_dir, freed = where
-    free = free_bytes(data_dir) + freed
+    data_dir, sizes = where
+    free = free_bytes(data_dir) + sum(sizes.values())
     restored = meta.db_size_bytes
-    counting = f" (counting the {size_text(freed)} dropping {dropped} frees)" if freed else ""
+    counts = [
+        f"the {size_text(size)} {what}"
+        for name, what in ((dropped, f"dropping {dropped} frees"), (loading, f"{loading} holds"))
+        if name and (size := sizes.get(name))
+    ]
+    counting = f" (counting {' and '.join(counts)})" if counts else ""
     problem = shortfall(
         restored,
         free,
@@ -70,20 +79,22 @@ def check_server_space(
     )
 
 
-def _local_data_directory(db: DatabaseSettings, dropped: str | None) -> tuple[Path, int] | str:
-    """(the server's data directory, bytes dropping `dropped` frees) when the directory is
-    on this host, else why it cannot be measured."""
+def _local_data_directory(
+    db: DatabaseSettings, counted: tuple[str, ...]
+) -> tuple[Path, dict[str, int]] | str:
+    """(the server's data directory, the size of each `counted` database that exists) when
+    the directory is on this host, else why it cannot be measured."""
     try:
         with database.connect(db, admin=True) as conn:
             row = conn.execute(
                 "SELECT pg_catalog.current_setting('data_directory'), "
                 "pg_catalog.host(pg_catalog.inet_server_addr())"
             ).fetchone()
-            freed = (
-                database.database_size(conn, dropped)
-                if dropped and database.database_exists(conn, dropped)
-                else 0
-            )
+            sizes = {
+                name: database.database_size(conn, name)
+                for name in counted
+                if database.database_exists(conn, name)
+            }
     except psycopg.errors.InsufficientPrivilege:
         return (
             f"{db.admin_user} may not read the server's data_directory (a superuser or a "
@@ -100,4 +111,4 @@ def _local_data_directory(db: DatabaseSettings, dropped: str | None) -> tuple[Pa
     path = Path(directory)
     if not path.is_absolute() or not path.is_dir():
         return f"its data directory {directory} is not on this host"
-    return path, freed
+    return path, sizes

@@ -241,7 +241,12 @@ def custom_restore(
     rate = 0.0
     last_at, last_done = started, 0
     try:
-        total = len(read_toc(dump))  # the progress total, read while pg_restore starts
+        try:
+            total = len(read_toc(dump))  # the progress total, read while pg_restore starts
+        except BaseException:
+            procs.terminate(proc)
+            stop_backends(env, appname)  # its sessions may have begun
+            raise
         while True:
             done, current, tables = verbose.snapshot()
             now = time.monotonic()

@@ -1,30 +1,33 @@
-"""Step 6's load, started while step 4 verifies: headless runs (`Engine.run_all`) only.
+"""Step 6's load, started as step 4 begins: headless runs (`Engine.run_all`) only.
 
-The load goes where step 6's always goes, `<target>_loading_<run id>`: a database made
-for this run, closed to every role but the app role that loads it, that nothing else uses
-or backs up. Step 4's checks (a full read, inflate and scan of the backup, the companion's
-MD5 and table of contents) and step 5 then run beside the load instead of before it, and
-production is untouched until step 5, as before. The load only becomes the target in
-step 6, and only when
-- step 4 passed, and the files the load opened are the ones step 4 verified (device,
-  inode, size, mtime, ctime: the verify gate's identity, core/restore/pinned.py), also
-  after the load (nothing wrote to them meanwhile);
-- a companion it loaded is the one step 4 accepted;
-- the restore-test's checks pass on it (step 6, as for any load).
-Otherwise it is stopped and dropped, and step 6 loads the verified file as it always does.
+Before it starts, the files it will read are opened and hashed through the open file
+(core/restore/pinned.py): the .sql.gz must have the MD5 of its sidecar, a custom-format
+companion the MD5 its .meta.json recorded. So, as in step 6, no byte of a backup that fails
+its checksum reaches the database. The rest of step 4 (gzip integrity, the content scan,
+the companion's table of contents, server space), step 1 and step 5 then run beside the
+load instead of before it.
 
-What it gives up: the backup's SQL starts running (as the app role, in that closed
-database, psql meta-commands refused as in every load) before step 4's MD5 verdict.
-`restore.early_load: false` waits for step 4 instead. Encrypted backups are not loaded
-early (step 4 is where their identity is first needed).
+The load goes where step 6's always goes, `<target>_loading_<run id>`, closed to every role
+but the app role, which loads it (as in step 6; note that this role also owns production,
+and the app may still be online while step 4 runs). Step 6 takes the load only when
+- step 4 passed, on the very files the load opened (device, inode, size, mtime, ctime),
+  and a companion it loaded is the one step 4 accepted;
+- nothing wrote to those files while they were loaded;
+- the restore-test's checks pass on it (as for any load).
+Otherwise step 6 drops it and loads the verified file through the gate. A run that fails or
+is stopped before step 6 drops it; one killed outright leaves it to `--resume`, which drops
+it before loading again.
+
+What it gives up: the backup's SQL starts running before step 4's gzip and content checks
+have finished (its meta-commands are refused as they come, as in every load).
+`restore.early_load: false` waits for step 4. Encrypted backups are not loaded early (step 4
+is where their identity is first needed).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
-import stat
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -43,37 +46,25 @@ from preskool_dr.core.restore.steps import loader
 from preskool_dr.core.restore.steps.context import StepRun
 from preskool_dr.core.restore.steps.db_names import loading_name
 from preskool_dr.core.restore.steps.recreate_db import server_space
-from preskool_dr.core.storage.checksum import FileIdentity
+from preskool_dr.core.storage import checksum
 from preskool_dr.core.storage.layout import companion_path
+from preskool_dr.core.storage.meta import read_meta
 
 EARLY = "started while step 4 verified"
 HELD_LINES = 200
 
 
 @dataclass
-class _Opened:
-    """A file the early load reads, held open (the loaders open it through `link`)."""
-
-    path: Path
-    fd: int
-    link: Path  # `path` itself where there is no /proc
-    identity: FileIdentity
-
-    def unchanged(self) -> bool:
-        return FileIdentity.of(os.fstat(self.fd)) == self.identity
-
-
-@dataclass
 class EarlyLoad:
-    """One load running on its own thread; step 6 takes it (`unusable_reason`, `wait`,
-    `close`) or it is stopped (`stop`: the load ends and its database is dropped). Step 6
-    sees it through context.EarlyLoad."""
+    """One load running on its own thread, reading files held open and hashed (`files`);
+    step 6 takes it (`unusable_reason`, `wait`, `close`) or it is stopped (`stop`: the load
+    ends and its database is dropped). Step 6 sees it through context.EarlyLoad."""
 
     run: StepRun
     loading: str
-    backup: _Opened
-    companion: _Opened | None
-    folder: Path
+    backup: pinned.Pinned
+    companion: pinned.Pinned | None
+    files: contextlib.ExitStack  # leaving it checks that nothing wrote to them
     closed_acl: list[str] | None = None
     choice: LoadRecord | None = None
     result: StreamResult | None = None
@@ -111,33 +102,27 @@ class EarlyLoad:
             self._thread.join(0.1)
         if self.error is not None:
             raise self.error
-        for opened in filter(None, (self.backup, self.companion)):
-            if not opened.unchanged():
-                raise pinned.GateError(
-                    f"{opened.link.name} was written while it was loaded: the loaded content "
-                    "may not be what step 4 verified; stop whatever writes to it, then run "
-                    "the restore again"
-                )
+        self.files.close()  # GateError when a file was written meanwhile
         assert self.result is not None and self.choice is not None
         return self.result, self.choice
 
     def stop(self) -> None:
         """End the load (if it runs), drop its database and close its files."""
-        self.cancel.set()
-        if self._thread is not None:
-            self._thread.join()
+        self.close()
         with (
             contextlib.suppress(DrError, psycopg.Error),
             database.connect(self.run.config.database, admin=True) as conn,
         ):
-            if database.database_exists(conn, self.loading):
-                database.block_and_terminate(conn, self.loading)
-                database.drop_database(conn, self.loading)
-        self.close()
+            database.end_and_drop(conn, self.loading)
 
     def close(self) -> None:
-        """Close its files (step 6 took the load, or `stop` ended it)."""
-        _close([o for o in (self.backup, self.companion) if o is not None], self.folder)
+        """End the load if it still runs, and close its files (step 6 took the load, or
+        `stop` ended it)."""
+        self.cancel.set()
+        if self._thread is not None:
+            self._thread.join()
+        with contextlib.suppress(pinned.GateError):  # already failing, or dropped anyway
+            self.files.close()
 
     # ------------------------------------------------------------ the load's thread
 
@@ -145,8 +130,8 @@ class EarlyLoad:
         try:
             self.result = loader.load(
                 self.run,
-                self.backup.link,
-                self.companion.link if self.companion else None,
+                self.backup.load_path,
+                self.companion.load_path if self.companion else None,
                 env,
                 self.cancel,
                 self.loading,
@@ -159,9 +144,7 @@ class EarlyLoad:
     def _decided(self, choice: LoadRecord, level: str | None) -> None:
         self.choice = choice = dataclasses.replace(choice, early=True)
         if level is not None:
-            name = self.backup.path.name
-            text = f"loading {name}: {choice.how}, because {choice.reason}"
-            self._sink(Notice(level, text, StepId.RESTORE))
+            self._sink(loader.choice_notice(self.backup.path.name, choice, level))
 
     def _sink(self, event: Event) -> None:
         """The loader's events: held back while steps 4 and 5 run (their own lines and
@@ -187,7 +170,8 @@ class EarlyLoad:
 def start(run: StepRun) -> EarlyLoad | None:
     """Start step 6's load now (before step 4 runs), or None when this run does not load
     early: restore.early_load is off, steps 5 and 6 are not both still to do, the backup is
-    not local yet or is encrypted, or the server lacks room for it (step 4 says so)."""
+    not local yet or is encrypted, its MD5 is not its sidecar's, or the server lacks room
+    for it (step 4 then says why)."""
     s = run.state
     choice = s.backup
     if (
@@ -204,72 +188,78 @@ def start(run: StepRun) -> EarlyLoad | None:
     try:
         server_space(run)
     except DrError:
-        return None  # step 4 refuses the run with the same words
-    backup = Path(choice.local_path)
-    folder = run.config.state_dir / "load" / f"{s.run_id}-early"
-    opened: list[_Opened] = []
+        return None
+    files = contextlib.ExitStack()
     try:
-        opened.append(_open(backup, folder))
-        companion = companion_path(backup)
-        if run.config.restore.method != "serial" and companion.is_file():
-            opened.append(_open(companion, folder))
+        backup, companion = _open_checked(run, Path(choice.local_path), files)
     except (OSError, DrError):
-        _close(opened, folder)
-        return None  # step 4 reads the files itself and says what is wrong
-    early = EarlyLoad(
-        run,
-        loading_name(s.target_db, s.run_id),
-        opened[0],
-        opened[1] if len(opened) > 1 else None,
-        folder,
-    )
+        files.close()
+        return None
+    early = EarlyLoad(run, loading_name(s.target_db, s.run_id), backup, companion, files)
     db = run.config.database
     try:
         run.ensure_server_lock()
         with database.connect(db, admin=True) as conn:
-            if database.database_exists(conn, early.loading):  # a half load of an earlier try
-                database.block_and_terminate(conn, early.loading)
-                database.drop_database(conn, early.loading)
+            database.end_and_drop(conn, early.loading)  # a half load of an earlier try
             early.closed_acl = loader.create_loading(conn, early.loading, db.user)
     except (DrError, psycopg.Error):
-        early.close()
+        early.stop()
         return None  # steps 5 and 6 meet the same trouble and report it
-    env = database.load_env(db, early.loading, run.config.restore.maintenance_work_mem)
-    early._thread = threading.Thread(
-        target=early._load, args=(env,), name="early-load", daemon=True
-    )
-    early._thread.start()
-    run.on_event(
-        Notice(
-            "info",
-            f"step 6's load starts now, into the closed database {early.loading}, while "
-            f"step 4 verifies {choice.name}; {s.target_db} is untouched until step 5, and "
-            "the load is dropped if step 4 fails (restore.early_load)",
-            StepId.VERIFY,
+    try:
+        run.on_event(
+            Notice(
+                "info",
+                f"step 6's load starts now, into the closed database {early.loading}, while "
+                f"step 4 checks the rest of {choice.name} (its MD5 matches); {s.target_db} "
+                "is untouched until step 5, and the load is dropped unless step 4 passes "
+                "(restore.early_load)",
+                StepId.VERIFY,
+            )
         )
-    )
+        env = database.load_env(db, early.loading, run.config.restore.maintenance_work_mem)
+        early._thread = threading.Thread(
+            target=early._load, args=(env,), name="early-load", daemon=True
+        )
+        early._thread.start()
+    except BaseException:
+        early.stop()
+        raise
     return early
 
 
-def _open(path: Path, folder: Path) -> _Opened:
-    """`path` held open; a pipe or device never blocks here and is refused (step 4 says
-    why)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+def _open_checked(
+    run: StepRun, backup: Path, files: contextlib.ExitStack
+) -> tuple[pinned.Pinned, pinned.Pinned | None]:
+    """The backup, and its companion when the method may load one, opened into `files` and
+    hashed through the open file: the backup against its sidecar, the companion against the
+    MD5 the backup's .meta.json recorded (a companion that does not match is left out: step
+    4 refuses it too). GateError or OSError when the backup is not what its sidecar says."""
+    md5, _ = checksum.expected_md5(backup)
+    if md5 is None:
+        raise DrError(f"{backup.name} has no usable sidecar")  # step 4 says what is wrong
+    folder = run.config.state_dir / "load" / f"{run.state.run_id}-early"
+
+    def pin(path: Path, expected: str) -> pinned.Pinned:
+        return files.enter_context(
+            pinned.open_verified(
+                path,
+                expected,
+                None,
+                folder,
+                rehash=True,
+                on_event=run.on_event,
+                step_id=StepId.VERIFY,
+            )
+        )
+
+    opened = pin(backup, md5)
+    companion = companion_path(backup)
+    meta = read_meta(backup) if companion.is_file() else None
+    if run.config.restore.method == "serial" or meta is None or meta.md5 != md5:
+        return opened, None
+    if meta.companion_md5 is None:
+        return opened, None
     try:
-        opened = os.fstat(fd)
-        if not stat.S_ISREG(opened.st_mode):
-            raise DrError(f"{path} is not a regular file")
-        link = pinned.link_to_fd(folder, path, fd)
-    except BaseException:
-        os.close(fd)
-        raise
-    return _Opened(path, fd, link, FileIdentity.of(opened))
-
-
-def _close(opened: list[_Opened], folder: Path) -> None:
-    for item in opened:
-        os.close(item.fd)
-        if item.link != item.path:  # never the backup itself
-            item.link.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        folder.rmdir()
+        return opened, pin(companion, meta.companion_md5)
+    except (OSError, DrError):
+        return opened, None

@@ -96,8 +96,7 @@ def load(
             raise
         sink(Notice("warn", f"{exc.error} at line {exc.line:,}: starting again", step))
         with database.connect(run.config.database, admin=True) as conn:
-            database.block_and_terminate(conn, loading)
-            database.drop_database(conn, loading)
+            database.end_and_drop(conn, loading)
             create_loading(conn, loading, run.config.database.user)
         chose(
             "serial",
@@ -110,6 +109,11 @@ def load(
     if result.serial_reason is not None:  # it handed the file to the serial stream
         decided(LoadRecord("serial", "serial", result.serial_reason), None)
     return result
+
+
+def choice_notice(name: str, choice: LoadRecord, level: str) -> Notice:
+    """What step 6 says about the loader it took for backup `name`."""
+    return Notice(level, f"loading {name}: {choice.how}, because {choice.reason}", StepId.RESTORE)
 
 
 def create_loading(conn: psycopg.Connection, loading: str, owner: str) -> list[str] | None:

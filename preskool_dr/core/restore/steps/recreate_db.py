@@ -32,8 +32,9 @@ def recreate_db(run: StepRun, record: StepRecord, cancel: threading.Event) -> St
     run.ensure_server_lock()
     # The verify gate, before anything is destroyed: the backup (and the companion step 6
     # would load) is read again in full and must have the MD5 step 4 recorded. Not while
-    # step 6's load, started early, holds them open: this process verified them seconds ago,
-    # and a file replaced or written since has another identity, which the gate rehashes.
+    # step 6's load, started early, holds them open: it hashed them through the open files
+    # before it began, and a file replaced or written since has another identity, which the
+    # gate rehashes.
     with verified_files(run, record, cancel, rehash=run.early_load is None):
         pass
     space = server_space(run)  # NoSpaceError before anything is renamed or dropped
@@ -90,10 +91,12 @@ def server_space(run: StepRun) -> str:
     s = run.state
     choice = chosen_backup(run)
     meta = read_meta(Path(choice.local_path)) if choice.local_path else None
-    # aside mode keeps the old database (renamed); what step 5 drops frees its space
+    # aside mode keeps the old database (renamed); what step 5 drops frees its space, and
+    # what a load started early wrote already is part of what is needed
     keeps_old = s.recreate_mode == "aside" and s.aside_state != "renamed"
     dropped = None if keeps_old else s.target_db
-    return check_server_space(run.config.database, meta, dropped=dropped).detail
+    loading = loading_name(s.target_db, s.run_id) if run.early_load else None
+    return check_server_space(run.config.database, meta, dropped=dropped, loading=loading).detail
 
 
 def production_state(s: RunState) -> str:
@@ -127,9 +130,7 @@ def rollback(run: StepRun) -> None:
             raise DrError(f"the aside copy {s.aside_db} no longer exists: nothing to roll back to")
         # the target, and a half load step 6 left under its loading name
         for name in (s.target_db, loading_name(s.target_db, s.run_id)):
-            if database.database_exists(conn, name):
-                database.block_and_terminate(conn, name)
-                database.drop_database(conn, name)
+            database.end_and_drop(conn, name)
         database.rename_database(conn, s.aside_db, s.target_db)
         database.allow_connections(conn, s.target_db)
     s.aside_state = "rolled-back"

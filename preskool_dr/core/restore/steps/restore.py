@@ -38,6 +38,7 @@ def restore(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOu
     run.ensure_server_lock()
     loading = loading_name(s.target_db, s.run_id)
     early, run.early_load = run.early_load, None  # taken once: a retry loads afresh
+    s.load = None
     try:
         if early is not None and (why := early.unusable_reason(chosen_backup(run))):
             run.on_event(Notice("warn", f"the load started early is dropped: {why}", record.id))
@@ -90,21 +91,15 @@ def _load_verified(
         s.load = choice
         run.save()
         if level is not None:
-            name = s.backup.name if s.backup else "the backup"
-            run.on_event(
-                Notice(level, f"loading {name}: {choice.how}, because {choice.reason}", record.id)
-            )
+            run.on_event(loader.choice_notice(s.backup.name if s.backup else "?", choice, level))
 
-    s.load = None
     # The verify gate: the files are opened (and checked against step 4's record) before
     # the target is touched, and the loaders read those open files; leaving the block
     # checks that nothing wrote to them meanwhile.
     with verified_files(run, record, cancel, rehash=False) as (backup, companion):
         with database.connect(db, admin=True) as conn:
             for name in (s.target_db, loading):
-                if database.database_exists(conn, name):
-                    database.block_and_terminate(conn, name)
-                    database.drop_database(conn, name)
+                database.end_and_drop(conn, name)
             database.create_database(conn, s.target_db, None, allow_connections=False)
             closed_acl = loader.create_loading(conn, loading, db.user)
         env = database.load_env(db, loading, run.config.restore.maintenance_work_mem)
