@@ -49,12 +49,24 @@ def product_restore(lab: Lab, runbook: Path, backup: Path, state: str) -> Run:
 def run(lab: Lab, plain: Path, custom: Path, encrypted: Path, repeats: int) -> dict[str, Series]:
     """`plain` has no companion; `custom` (a backup of the same data) has one; `encrypted` is
     the same data age-encrypted (`.sql.gz.age`), restored with the identity."""
+    # the load alone, as the baseline runs it: without the early load, which overlaps it
+    # with step 4's checks (the whole-command rows, whole_bench.py, measure that)
     runbooks = {
-        "serial": lab.runbook("restore-serial", restore={"method": "serial", "jobs": 1}),
-        "par1": lab.runbook("restore-par1", restore={"method": "parallel", "jobs": 1}),
-        "par2": lab.runbook("restore-par2", restore={"method": "parallel", "jobs": 2}),
-        "custom2": lab.runbook("restore-custom2", restore={"method": "auto", "jobs": 2}),
-        "age": lab.encrypting_runbook("restore-age", restore={"method": "serial", "jobs": 1}),
+        "serial": lab.runbook(
+            "restore-serial", restore={"method": "serial", "jobs": 1, "early_load": False}
+        ),
+        "par1": lab.runbook(
+            "restore-par1", restore={"method": "parallel", "jobs": 1, "early_load": False}
+        ),
+        "par2": lab.runbook(
+            "restore-par2", restore={"method": "parallel", "jobs": 2, "early_load": False}
+        ),
+        "custom2": lab.runbook(
+            "restore-custom2", restore={"method": "auto", "jobs": 2, "early_load": False}
+        ),
+        "age": lab.encrypting_runbook(
+            "restore-age", restore={"method": "serial", "jobs": 1, "early_load": False}
+        ),
     }
     dump = custom.with_name(custom.name.replace(".sql.gz", ".dump"))
     libpq = lab.env(TARGET)
