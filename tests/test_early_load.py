@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ from preskool_dr.core.restore.engine import Engine, RunOptions
 from preskool_dr.core.restore.steps import early_load
 from preskool_dr.core.restore.steps.early_load import EARLY
 from preskool_dr.core.storage import checksum
+from preskool_dr.core.storage.layout import companion_path
 from tests.support.runbook import write_runbook
 from tests.support.site import Site
 
@@ -65,15 +67,20 @@ def test_restore_early_load_false_waits_for_step_4(site: Site) -> None:
     assert EARLY not in state.step("restore").detail
 
 
+def flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
 def test_a_backup_whose_md5_fails_is_never_loaded_early(site: Site) -> None:
-    """The early load hashes the files through its open descriptors first: a backup that
-    is not what its sidecar says runs no SQL anywhere, as without the early load."""
+    """The early load hashes what it reads through its open descriptor first: a backup
+    that is not what its sidecar says runs no SQL anywhere, as without the early load."""
+    write_runbook(site.root, app=site.app, backups={"companion": False})
     backup = site.backup()
     site.change_data()
     before = site.checksum()
-    data = bytearray(backup.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    backup.write_bytes(bytes(data))
+    flip_a_byte(backup)
 
     result = site.restore()
 
@@ -86,6 +93,22 @@ def test_a_backup_whose_md5_fails_is_never_loaded_early(site: Site) -> None:
     assert state.step("verify").status is StepStatus.FAILED
     assert state.verify is not None and not state.verify.md5_ok
     assert state.load is None
+
+
+def test_a_companion_whose_md5_fails_is_never_loaded_the_plain_file_is(site: Site) -> None:
+    backup = site.backup()
+    counts = site.db.row_counts()
+    flip_a_byte(companion_path(backup))
+
+    result = site.restore()
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"step 6's load starts now: {backup.name} has the MD5" in result.stdout
+    state = site.the_run()
+    assert state.load is not None and state.load.early and state.load.loader != "pg_restore"
+    restored = site.db.row_counts()
+    restored.pop("alembic_version")
+    assert restored == counts
 
 
 def test_a_backup_that_fails_the_rest_of_step_4_drops_the_early_load(site: Site) -> None:
@@ -118,8 +141,8 @@ def test_a_backup_that_fails_the_rest_of_step_4_drops_the_early_load(site: Site)
 def test_a_backup_replaced_after_the_load_began_is_loaded_again_from_the_verified_file(
     site: Site,
 ) -> None:
-    """The load opened the file before step 4; the file is then replaced (same bytes,
-    another inode): step 4 verifies the new one, so step 6 drops the early load and loads
+    """The load opened the companion before step 4; it is then replaced (same bytes,
+    another inode): step 4 accepts the new one, so step 6 drops the early load and loads
     the verified file through the verify gate."""
     backup = site.backup()
     counts = site.db.row_counts()
@@ -134,9 +157,11 @@ def test_a_backup_replaced_after_the_load_began_is_loaded_again_from_the_verifie
         early = early_load.start(engine)
         assert early is not None
         engine.early_load = early
+        assert early.loads_companion
+        held = companion_path(backup)
         copy = backup.with_name("copy.tmp")
-        shutil.copy2(backup, copy)
-        os.replace(copy, backup)
+        shutil.copy2(held, copy)
+        os.replace(copy, held)
 
         assert engine.run_all(site.db.name)
     finally:

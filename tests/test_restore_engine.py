@@ -271,7 +271,8 @@ def test_kill_9_during_the_load_then_resume(
     restored.pop("alembic_version")
     assert restored == counts
     assert site.checksum() == total
-    assert site.calls() == ["stop", "migrate", "start"]
+    # a step running at the kill is redone: killed in step 1, the app was stopped twice
+    assert site.calls() in (["stop", "migrate", "start"], ["stop", "stop", "migrate", "start"])
 
 
 def test_two_runs_on_one_target_the_second_gets_the_lock_error(site: Site) -> None:

@@ -1,6 +1,6 @@
 """Step 6's load, started as step 4 begins: headless runs (`Engine.run_all`) only.
 
-Before it starts, the files it will read are opened and hashed through the open file
+Before it starts, the file it will read is opened and hashed through the open file
 (core/restore/pinned.py): the .sql.gz must have the MD5 of its sidecar, a custom-format
 companion the MD5 its .meta.json recorded. So, as in step 6, no byte of a backup that fails
 its checksum reaches the database. The rest of step 4 (gzip integrity, the content scan,
@@ -62,9 +62,9 @@ class EarlyLoad:
 
     run: StepRun
     loading: str
-    backup: pinned.Pinned
-    companion: pinned.Pinned | None
-    files: contextlib.ExitStack  # leaving it checks that nothing wrote to them
+    backup: Path  # the .sql.gz
+    held: pinned.Pinned  # what the load reads, held open and hashed: `backup` or its companion
+    files: contextlib.ExitStack  # holds `held`; leaving it checks that nothing wrote to it
     closed_acl: list[str] | None = None
     choice: LoadRecord | None = None
     result: StreamResult | None = None
@@ -80,15 +80,18 @@ class EarlyLoad:
     # ------------------------------------------------------------ step 6's side
 
     def unusable_reason(self, choice: BackupChoice) -> str | None:
-        """Why step 6 may not take this load (None: it may): the files it read must be
-        the ones step 4 verified, with the companion step 4 accepted, if it loaded one."""
-        if choice.identity != self.backup.identity:
-            return f"{choice.name} is not the file step 4 verified"
-        if self.companion is not None and (
-            choice.companion_md5 is None or choice.companion_identity != self.companion.identity
-        ):
+        """Why step 6 may not take this load (None: it may): what it read must be the
+        file step 4 verified, or the companion step 4 accepted."""
+        if not self.loads_companion:
+            if choice.identity != self.held.identity:
+                return f"{choice.name} is not the file step 4 verified"
+        elif choice.companion_md5 is None or choice.companion_identity != self.held.identity:
             return "it loaded the custom-format companion, which step 4 did not accept"
         return None
+
+    @property
+    def loads_companion(self) -> bool:
+        return self.held.path != self.backup
 
     def wait(self, cancel: threading.Event) -> tuple[StreamResult, LoadRecord]:
         """The load's result once it ends (its error raised); the events it held back
@@ -130,8 +133,8 @@ class EarlyLoad:
         try:
             self.result = loader.load(
                 self.run,
-                self.backup.load_path,
-                self.companion.load_path if self.companion else None,
+                self.backup if self.loads_companion else self.held.load_path,
+                self.held.load_path if self.loads_companion else None,
                 env,
                 self.cancel,
                 self.loading,
@@ -144,7 +147,7 @@ class EarlyLoad:
     def _decided(self, choice: LoadRecord, level: str | None) -> None:
         self.choice = choice = dataclasses.replace(choice, early=True)
         if level is not None:
-            self._sink(loader.choice_notice(self.backup.path.name, choice, level))
+            self._sink(loader.choice_notice(self.backup.name, choice, level))
 
     def _sink(self, event: Event) -> None:
         """The loader's events: held back while steps 4 and 5 run (their own lines and
@@ -189,13 +192,14 @@ def start(run: StepRun) -> EarlyLoad | None:
         server_space(run)
     except DrError:
         return None
+    backup = Path(choice.local_path)
     files = contextlib.ExitStack()
     try:
-        backup, companion = _open_checked(run, Path(choice.local_path), files)
+        held = _open_checked(run, backup, files)
     except (OSError, DrError):
         files.close()
         return None
-    early = EarlyLoad(run, loading_name(s.target_db, s.run_id), backup, companion, files)
+    early = EarlyLoad(run, loading_name(s.target_db, s.run_id), backup, held, files)
     db = run.config.database
     try:
         run.ensure_server_lock()
@@ -209,10 +213,10 @@ def start(run: StepRun) -> EarlyLoad | None:
         run.on_event(
             Notice(
                 "info",
-                f"step 6's load starts now, into the closed database {early.loading}, while "
-                f"step 4 checks the rest of {choice.name} (its MD5 matches); {s.target_db} "
-                "is untouched until step 5, and the load is dropped unless step 4 passes "
-                "(restore.early_load)",
+                f"step 6's load starts now: {held.path.name} has the MD5 recorded at backup "
+                f"time; it loads into the closed database {early.loading} while step 4 checks "
+                f"the rest of {choice.name}; {s.target_db} is untouched until step 5, and the "
+                "load is dropped unless step 4 passes (restore.early_load)",
                 StepId.VERIFY,
             )
         )
@@ -227,13 +231,12 @@ def start(run: StepRun) -> EarlyLoad | None:
     return early
 
 
-def _open_checked(
-    run: StepRun, backup: Path, files: contextlib.ExitStack
-) -> tuple[pinned.Pinned, pinned.Pinned | None]:
-    """The backup, and its companion when the method may load one, opened into `files` and
-    hashed through the open file: the backup against its sidecar, the companion against the
-    MD5 the backup's .meta.json recorded (a companion that does not match is left out: step
-    4 refuses it too). GateError or OSError when the backup is not what its sidecar says."""
+def _open_checked(run: StepRun, backup: Path, files: contextlib.ExitStack) -> pinned.Pinned:
+    """What the load will read, opened into `files` and hashed through the open file: the
+    custom-format companion when the method may load one and it has the MD5 the backup's
+    .meta.json recorded (that meta describing this backup: its MD5 is the sidecar's); else
+    the backup itself, against its sidecar. GateError or OSError when the backup is not
+    what its sidecar says."""
     md5, _ = checksum.expected_md5(backup)
     if md5 is None:
         raise DrError(f"{backup.name} has no usable sidecar")  # step 4 says what is wrong
@@ -252,14 +255,14 @@ def _open_checked(
             )
         )
 
-    opened = pin(backup, md5)
     companion = companion_path(backup)
     meta = read_meta(backup) if companion.is_file() else None
-    if run.config.restore.method == "serial" or meta is None or meta.md5 != md5:
-        return opened, None
-    if meta.companion_md5 is None:
-        return opened, None
-    try:
-        return opened, pin(companion, meta.companion_md5)
-    except (OSError, DrError):
-        return opened, None
+    if (
+        run.config.restore.method != "serial"
+        and meta is not None
+        and meta.md5 == md5
+        and meta.companion_md5 is not None
+    ):
+        with contextlib.suppress(OSError, DrError):  # step 4 refuses it too: the plain file
+            return pin(companion, meta.companion_md5)
+    return pin(backup, md5)
