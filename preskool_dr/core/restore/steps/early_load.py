@@ -27,7 +27,6 @@ is where their identity is first needed).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -66,8 +65,7 @@ class EarlyLoad:
     held: pinned.Pinned  # what the load reads, held open and hashed: `backup` or its companion
     files: contextlib.ExitStack  # holds `held`; leaving it checks that nothing wrote to it
     closed_acl: list[str] | None = None
-    choice: LoadRecord | None = None
-    result: StreamResult | None = None
+    result: tuple[StreamResult, LoadRecord] | None = None
     error: BaseException | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -106,8 +104,8 @@ class EarlyLoad:
         if self.error is not None:
             raise self.error
         self.files.close()  # GateError when a file was written meanwhile
-        assert self.result is not None and self.choice is not None
-        return self.result, self.choice
+        assert self.result is not None
+        return self.result
 
     def stop(self) -> None:
         """End the load (if it runs), drop its database and close its files."""
@@ -139,15 +137,10 @@ class EarlyLoad:
                 self.cancel,
                 self.loading,
                 sink=self._sink,
-                decided=self._decided,
+                early=True,
             )
         except BaseException as exc:  # step 6 raises it (`wait`)
             self.error = exc
-
-    def _decided(self, choice: LoadRecord, level: str | None) -> None:
-        self.choice = choice = dataclasses.replace(choice, early=True)
-        if level is not None:
-            self._sink(loader.choice_notice(self.backup.name, choice, level))
 
     def _sink(self, event: Event) -> None:
         """The loader's events: held back while steps 4 and 5 run (their own lines and

@@ -20,9 +20,8 @@ from preskool_dr.core.restore.loaders.stream import StreamResult, stream_restore
 from preskool_dr.core.restore.steps.context import StepRun
 from preskool_dr.core.storage.layout import companion_path
 
-# Told which loader was chosen and why; the level of the notice the operator gets (None:
-# record it without a notice)
-Decided = Callable[[LoadRecord, str | None], None]
+# Records the loader taken and why; with a level, also says it in a notice (None: quietly)
+Chose = Callable[[str, str, str, str | None], None]
 
 
 def load(
@@ -34,22 +33,47 @@ def load(
     loading: str,
     *,
     sink: EventSink,
-    decided: Decided,
+    early: bool = False,
+    decided: Callable[[LoadRecord], None] | None = None,
+) -> tuple[StreamResult, LoadRecord]:
+    """Load `backup` (or its `companion`) into `loading`; returns the result and which
+    loader took it and why (`early`: a load started as step 4 began). That choice is also
+    said in a notice to `sink` and given to `decided` the moment it is made, before the
+    load runs (step 6 puts it in the journal, `RunState.load`)."""
+    name = run.state.backup.name if run.state.backup else backup.name
+    chosen: list[LoadRecord] = []
+
+    def chose(loader: str, how: str, reason: str, level: str | None) -> None:
+        chosen.append(LoadRecord(loader, how, reason, early))
+        if decided is not None:
+            decided(chosen[-1])
+        if level is not None:
+            sink(Notice(level, f"loading {name}: {how}, because {reason}", StepId.RESTORE))
+
+    result = _load(run, name, backup, companion, env, cancel, loading, sink, chose)
+    return result, chosen[-1]
+
+
+def _load(
+    run: StepRun,
+    name: str,
+    backup: Path,
+    companion: Path | None,
+    env: dict[str, str],
+    cancel: threading.Event,
+    loading: str,
+    sink: EventSink,
+    chose: Chose,
 ) -> StreamResult:
     """The loader (restore.method): the custom-format companion step 4 accepted goes to
     pg_restore -j (never with method serial: `verified_files` offers none); without one,
     auto and parallel split the plain file over `jobs` sessions when the scanner accepts
     it (auto only with 2 sessions or more: one only adds work), else the runbook's serial
     stream (auto also when the parallel load stops on text it cannot split after it began:
-    `loading` is then made afresh). Which path and why goes to `decided` (the caller puts
-    it in the step's output and the journal, `RunState.load`)."""
+    `loading` is then made afresh). Every path tells `chose` which it took and why."""
     method = run.config.restore.method
     jobs = parallel_restore.resolve_jobs(run.config.restore.jobs)
     step = StepId.RESTORE
-    name = run.state.backup.name if run.state.backup else backup.name
-
-    def chose(loader: str, how: str, reason: str, level: str = "info") -> None:
-        decided(LoadRecord(loader, how, reason), level)
 
     def serial() -> StreamResult:
         return stream_restore(backup, env, on_event=sink, step_id=step, cancel=cancel)
@@ -71,22 +95,28 @@ def load(
             "pg_restore",
             f"pg_restore -j {jobs} of {companion.name}",
             f"restore.method is {method} and step 4 verified the custom-format companion",
+            "info",
         )
         return pg_restore.custom_restore(
             companion, env, jobs=jobs, on_event=sink, step_id=step, cancel=cancel
         )
     if method == "serial":
-        chose("serial", "serial", "restore.method is serial")
+        chose("serial", "serial", "restore.method is serial", "info")
         return serial()
     no_companion = _no_companion_reason(run)
     unsupported = parallel_restore.unsupported_reason(backup)
     if unsupported is None and method == "auto" and jobs < 2:
-        chose("serial", "serial", f"{no_companion}, and restore.jobs gives one session")
+        chose("serial", "serial", f"{no_companion}, and restore.jobs gives one session", "info")
         return serial()
     if unsupported is not None:
         chose("serial", "serial", f"the parallel loader cannot split it: {unsupported}", "warn")
         return serial()
-    chose("parallel", f"{jobs} parallel sessions", f"restore.method is {method}: {no_companion}")
+    chose(
+        "parallel",
+        f"{jobs} parallel sessions",
+        f"restore.method is {method}: {no_companion}",
+        "info",
+    )
     try:
         result = parallel_restore.parallel_restore(
             backup, env, jobs=jobs, on_event=sink, step_id=step, cancel=cancel
@@ -107,13 +137,8 @@ def load(
         )
         return serial()
     if result.serial_reason is not None:  # it handed the file to the serial stream
-        decided(LoadRecord("serial", "serial", result.serial_reason), None)
+        chose("serial", "serial", result.serial_reason, None)  # it said so itself
     return result
-
-
-def choice_notice(name: str, choice: LoadRecord, level: str) -> Notice:
-    """What step 6 says about the loader it took for backup `name`."""
-    return Notice(level, f"loading {name}: {choice.how}, because {choice.reason}", StepId.RESTORE)
 
 
 def create_loading(conn: psycopg.Connection, loading: str, owner: str) -> list[str] | None:

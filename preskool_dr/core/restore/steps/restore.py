@@ -84,14 +84,10 @@ def _load_verified(
     placeholder. Returns the result, the loader chosen and why, and the ACL `loading` lost."""
     s = run.state
     db = run.config.database
-    chosen: list[LoadRecord] = []
 
-    def decided(choice: LoadRecord, level: str | None) -> None:
-        chosen.append(choice)
+    def decided(choice: LoadRecord) -> None:
         s.load = choice
-        run.save()
-        if level is not None:
-            run.on_event(loader.choice_notice(s.backup.name if s.backup else "?", choice, level))
+        run.save()  # the journal names the loader before the load runs
 
     # The verify gate: the files are opened (and checked against step 4's record) before
     # the target is touched, and the loaders read those open files; leaving the block
@@ -103,10 +99,10 @@ def _load_verified(
             database.create_database(conn, s.target_db, None, allow_connections=False)
             closed_acl = loader.create_loading(conn, loading, db.user)
         env = database.load_env(db, loading, run.config.restore.maintenance_work_mem)
-        result = loader.load(
+        result, choice = loader.load(
             run, backup, companion, env, cancel, loading, sink=run.on_event, decided=decided
         )
-    return result, chosen[-1], closed_acl
+    return result, choice, closed_acl
 
 
 def _validate(run: StepRun, dbname: str) -> list[dict[str, object]]:
