@@ -346,6 +346,44 @@ def test_s3_restore_downloads_and_uses_the_custom_companion(s3: str, site: Site)
     assert "using the custom-format companion" in result.stdout
     assert f" of {companion.name}: " in result.stdout  # step 6: pg_restore -j N of the .dump
     assert site.checksum() == sum_at_backup
+    # the companion comes down first and its load starts while the .sql.gz downloads
+    out = result.stdout
+    starts = out.index(f"step 6's load starts now: {companion.name} has the MD5")
+    assert "while step 3 downloads and step 4 checks" in out
+    assert starts < out.index("step 3/9  download     DONE")
+    state = site.the_run()
+    assert state.load is not None and state.load.early and state.load.loader == "pg_restore"
+    assert site.loading_databases() == []
+
+
+@pytest.mark.slow
+def test_s3_backup_that_fails_its_md5_drops_the_load_its_companion_began(
+    s3: str, site: Site
+) -> None:
+    """The companion has the MD5 its meta records, so its load starts in step 3; the .sql.gz
+    downloaded after it is not what its sidecar says: step 4 fails, the load is stopped,
+    its database dropped, the download removed, and production never touched."""
+    backup = s3_only(site, custom=True)
+    site.change_data()
+    before = site.checksum()
+    client = boto3.client("s3")
+    key = s3_key(site, backup.name)
+    data = bytearray(client.get_object(Bucket=s3, Key=key)["Body"].read())
+    data[len(data) // 2] ^= 0xFF
+    client.put_object(Bucket=s3, Key=key, Body=bytes(data))
+
+    result = site.cli("restore", backup.name, "--confirm", site.db.name)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "step 6's load starts now" in result.stdout and "MD5 mismatch" in result.stdout
+    assert "has not been touched" in result.stdout
+    assert site.checksum() == before
+    assert site.loading_databases() == []
+    state = site.the_run()
+    assert state.step("verify").status is StepStatus.FAILED
+    assert state.load is None
+    assert not backup.exists() and not companion_path(backup).exists()
+    assert not (site.state_dir / "load" / f"{state.run_id}-early").exists()
 
 
 def _corrupt_in_s3(site: Site, s3: str, name: str) -> None:
@@ -397,6 +435,9 @@ def test_s3_companion_missing_or_bad_falls_back_to_the_plain_file(
     )
     assert not companion_path(backup).exists()  # nothing bad left under its name
     assert site.checksum() == sum_at_backup
+    # no companion to load in step 3: the load starts with step 4, from the .sql.gz
+    starts = result.stdout.index(f"step 6's load starts now: {backup.name} has the MD5")
+    assert starts > result.stdout.index("step 3/9  download     DONE")
 
 
 @pytest.mark.slow
@@ -430,6 +471,7 @@ def test_downloaded_copy_that_fails_verify_is_removed_and_fetched_afresh(
     finally:
         engine.close()
     # a local backup the operator put there is never removed, however bad
+    time.sleep(1.1)  # a new name: backups are named by the second
     local = site.backup()
     _md5_mismatch(local)
     engine = Engine.start(site.config(), RunOptions(backup_spec=local.name, operator="ops"))
