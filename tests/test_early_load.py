@@ -21,14 +21,6 @@ from tests.support.runbook import write_runbook
 from tests.support.site import Site
 
 
-def loading_databases(site: Site) -> list[str]:
-    with site.db.connect("postgres") as conn:
-        rows = conn.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE %s", (site.db.name + "_loading_%",)
-        ).fetchall()
-    return [r[0] for r in rows]
-
-
 @pytest.mark.parametrize("method", ["auto", "serial"])
 def test_the_headless_restore_loads_while_step_4_verifies(site: Site, method: str) -> None:
     write_runbook(site.root, app=site.app, restore={"method": method})
@@ -50,7 +42,7 @@ def test_the_headless_restore_loads_while_step_4_verifies(site: Site, method: st
     state = site.the_run()
     assert state.load is not None and state.load.early
     assert EARLY in state.step("restore").detail
-    assert loading_databases(site) == []
+    assert site.loading_databases() == []
     site.assert_no_leak(result)
 
 
@@ -88,7 +80,7 @@ def test_a_backup_whose_md5_fails_is_never_loaded_early(site: Site) -> None:
     assert "starts now" not in result.stdout
     assert "has not been touched" in result.stdout
     assert site.checksum() == before
-    assert loading_databases(site) == []
+    assert site.loading_databases() == []
     state = site.the_run()
     assert state.step("verify").status is StepStatus.FAILED
     assert state.verify is not None and not state.verify.md5_ok
@@ -128,7 +120,7 @@ def test_a_backup_that_fails_the_rest_of_step_4_drops_the_early_load(site: Site)
     assert "step 6's load starts now" in result.stdout
     assert "has not been touched" in result.stdout
     assert site.checksum() == before
-    assert loading_databases(site) == []
+    assert site.loading_databases() == []
     state = site.the_run()
     assert state.step("verify").status is StepStatus.FAILED
     assert state.verify is not None and state.verify.dump_error
@@ -154,7 +146,7 @@ def test_a_backup_replaced_after_the_load_began_is_loaded_again_from_the_verifie
         on_event=events.append,
     )
     try:
-        early = early_load.start(engine)
+        early = early_load.start(engine, "verify")
         assert early is not None
         engine.early_load = early
         assert early.loads_companion
@@ -173,7 +165,7 @@ def test_a_backup_replaced_after_the_load_began_is_loaded_again_from_the_verifie
     restored = site.db.row_counts()
     restored.pop("alembic_version")
     assert restored == counts
-    assert loading_databases(site) == []
+    assert site.loading_databases() == []
     assert not (site.config().state_dir / "load" / f"{engine.state.run_id}-early").exists()
 
 
@@ -185,11 +177,11 @@ def test_an_engine_closed_before_step_6_stops_the_early_load(site: Site) -> None
         site.config(), RunOptions(backup_spec=str(backup), target_db=site.db.name)
     )
     try:
-        engine.early_load = early_load.start(engine)
+        engine.early_load = early_load.start(engine, "verify")
         assert engine.early_load is not None
-        assert loading_databases(site) == [engine.early_load.loading]
+        assert site.loading_databases() == [engine.early_load.loading]
     finally:
         engine.close()
     assert engine.early_load is None
-    assert loading_databases(site) == []
+    assert site.loading_databases() == []
     assert backup.is_file()

@@ -121,6 +121,15 @@ class Site:
         (state,) = Journal(self.state_dir).runs()
         return state
 
+    def loading_databases(self) -> list[str]:
+        """The restore's loading databases (`<target>_loading_<run id>`) left on the server."""
+        with self.db.connect("postgres") as conn:
+            rows = conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s",
+                (self.db.name + "_loading_%",),
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def assert_no_leak(self, *results: subprocess.CompletedProcess[str]) -> None:
         """No traceback, no secret in any output, journal, backup or app file."""
         texts = [t for r in results for t in (r.stdout, r.stderr)]

@@ -39,7 +39,7 @@ from preskool_dr.core.base.settings import AppCommands, Config, DatabaseSettings
 from preskool_dr.core.base.steps import STEP_ID_LIST, StepId
 from preskool_dr.core.restore.journal import BackupChoice, Journal, RunState, StepRecord, new_run_id
 from preskool_dr.core.restore.run_locks import RunLocks
-from preskool_dr.core.restore.steps import ACTIONS, backup_checks, early_load, recreate_db
+from preskool_dr.core.restore.steps import ACTIONS, backup_checks, recreate_db
 from preskool_dr.core.restore.steps.context import EarlyLoad, StepAction
 from preskool_dr.core.storage.checksum import VerifyResult
 
@@ -205,7 +205,9 @@ class Engine:
         # step 3's checks made while downloading, by local path: step 4 of this process
         # uses them instead of reading the file again (backup_checks.verify)
         self.fetched: dict[str, VerifyResult] = {}
-        # step 6's load, started by `run_all` as step 4 begins (core/restore/steps/early_load.py)
+        # step 6's load, started in a headless run (`run_all`) by step 3 or 4
+        # (core/restore/steps/early_load.py)
+        self.loads_early = False
         self.early_load: EarlyLoad | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -372,6 +374,7 @@ class Engine:
     def run_all(self, confirmation: str | None, cancel: threading.Event | None = None) -> bool:
         """Headless: every unsettled step in order; stops at the first failure."""
         self.check_confirmation(confirmation)
+        self.loads_early = True  # steps 3 and 4 may start step 6's load, which step 6 takes
         try:
             while (step_id := self.next_step()) is not None:
                 if cancel is not None and cancel.is_set():
@@ -381,15 +384,12 @@ class Engine:
                 if reason:
                     self.on_event(Notice("error", f"cannot run {step_id}: {reason}", step_id))
                     return False
-                if step_id is StepId.VERIFY and self.early_load is None:
-                    # step 6's load runs beside steps 4 and 5 (production is untouched
-                    # until step 5); step 6 takes it only if step 4 passed
-                    self.early_load = early_load.start(self)
                 record = self.run_step(step_id, confirmation=confirmation, cancel=cancel)
                 if record.status is StepStatus.FAILED:
                     return False
             return self.state.result == "done"
         finally:
+            self.loads_early = False
             self._stop_early_load()
 
     def rollback(self, confirmation: str | None) -> None:

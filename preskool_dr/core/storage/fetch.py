@@ -5,6 +5,7 @@ BACKUP_DIR; and removing such a download again."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +30,6 @@ from preskool_dr.core.storage.checksum import (
     SIDECAR_SUFFIX,
     VerifyResult,
     sidecar_path,
-    verify_file,
 )
 from preskool_dr.core.storage.layout import (
     COMPANION_SUFFIX,
@@ -100,12 +100,16 @@ def fetch_backup(
     cancel: threading.Event | None = None,
     with_companion: bool = False,
     checked: Callable[[VerifyResult], None] | None = None,
+    companion_ready: Callable[[Path, VerifyResult], None] | None = None,
 ) -> Path:
     """Make the backup, its sidecar and meta local in BACKUP_DIR (download when only in S3,
     resumable); returns the local path. ArchivedError when a Glacier restore is needed.
     `with_companion` also fetches a logical backup's custom-format companion (`.dump` and
-    its `.md5`) when S3 has one; a companion that cannot be fetched is reported and left
-    out (the plain backup restores without it), never a failure of the fetch.
+    its `.md5`) when S3 has one, before the backup itself; a companion that cannot be
+    fetched is reported and left out (the plain backup restores without it), never a
+    failure of the fetch. One that has the MD5 the backup's meta records (hashed as it was
+    written) is handed to `companion_ready` (with the backup's local path) at once, before
+    the backup downloads.
     `checked`: a single-file backup that is downloaded (and not encrypted) is also hashed
     and gzip/content-checked in the download's one pass, and the findings (without the
     sidecar comparison, which is the caller's) are handed to it."""
@@ -133,6 +137,10 @@ def fetch_backup(
     if group.main is not None:
         _save_small(store, name + SIDECAR_SUFFIX, sidecar_path(dest))
         _save_small(store, name + META_SUFFIX, meta_path(dest))
+        if with_companion and COMPANION_SUFFIX in group.attributes:
+            companion = _fetch_companion(store, dest, on_event, step_id, cancel)
+            if companion is not None and companion_ready is not None:
+                companion_ready(dest, companion)
         check = None
         if checked is not None and not age.is_encrypted_name(name):
             check = StreamCheck(check_gzip=True, check_dump=True)  # what verify_backup checks
@@ -145,8 +153,6 @@ def fetch_backup(
         finally:
             if check is not None:
                 check.close()
-        if with_companion and COMPANION_SUFFIX in group.attributes:
-            _fetch_companion(store, dest, on_event, step_id, cancel)
         return dest
     folder = store.folder(name)
     for obj in group.members:
@@ -196,11 +202,11 @@ def _fetch_companion(
     on_event: EventSink,
     step_id: str,
     cancel: threading.Event | None,
-) -> None:
+) -> VerifyResult | None:
     """Download the companion of `dest` beside it (resumable like the backup) when the
     backup's meta records its MD5, and keep it only when it has that MD5 (its own sidecar
-    comes from the same bucket and proves nothing); otherwise say so and leave no
-    companion under its final name."""
+    comes from the same bucket and proves nothing), hashed as it is written; returns that
+    finding. Otherwise say so, leave no companion under its final name and return None."""
     companion = inside(dest.parent, companion_name(dest.name))
     meta = read_meta(dest)
     expected = meta.companion_md5 if meta is not None else None
@@ -214,13 +220,24 @@ def _fetch_companion(
                 step_id,
             )
         )
-        return
+        return None
+    check = StreamCheck(check_gzip=False)
     try:
         _save_small(store, companion.name + SIDECAR_SUFFIX, sidecar_path(companion))
-        store.download(companion.name, companion, on_event=on_event, step_id=step_id, cancel=cancel)
-        actual = verify_file(companion, expected, check_gzip=False, cancel=cancel).actual_md5
-        if actual != expected:
-            raise DrError(f"its MD5 {actual} is not the {expected} recorded in {dest.name}'s meta")
+        store.download(
+            companion.name,
+            companion,
+            on_event=on_event,
+            step_id=step_id,
+            cancel=cancel,
+            check=check,
+        )
+        result = dataclasses.replace(check.result(companion), expected_md5=expected)
+        if result.actual_md5 != expected:
+            raise DrError(
+                f"its MD5 {result.actual_md5} is not the {expected} recorded in {dest.name}'s meta"
+            )
+        return result
     except Cancelled:
         raise
     except DrError as exc:  # archived, gone, a broken transfer: the plain backup still restores
@@ -234,6 +251,9 @@ def _fetch_companion(
                 step_id,
             )
         )
+        return None
+    finally:
+        check.close()
 
 
 def discard_download(dest: Path) -> None:

@@ -22,7 +22,7 @@ from preskool_dr.core.base.events import Notice, StepChanged, StepStatus
 from preskool_dr.core.base.steps import StepId
 from preskool_dr.core.restore.journal import BackupChoice, StepRecord, VerifyRecord
 from preskool_dr.core.restore.loaders import pg_restore
-from preskool_dr.core.restore.steps import recreate_db
+from preskool_dr.core.restore.steps import early_load, recreate_db
 from preskool_dr.core.restore.steps.context import StepOutcome, StepRun, chosen_backup
 from preskool_dr.core.storage import catalog, checksum
 from preskool_dr.core.storage.fetch import discard_download, fetch_backup
@@ -84,6 +84,13 @@ def download(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepO
         )
     backup = catalog.resolve_backup(run.config, choice.s3_url)
     run.fetched.clear()
+
+    def companion_ready(dest: Path, companion: checksum.VerifyResult) -> None:
+        # the companion comes first and has the MD5 its meta records: step 6's load can
+        # start now, while the .sql.gz downloads (early_load.py)
+        if run.loads_early and run.early_load is None:
+            run.early_load = early_load.start(run, record.id, downloading=dest, companion=companion)
+
     path = fetch_backup(
         run.config,
         backup,
@@ -92,6 +99,7 @@ def download(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepO
         cancel=cancel,
         with_companion=run.config.restore.method != "serial",
         checked=lambda result: run.fetched.__setitem__(str(result.path), result),
+        companion_ready=companion_ready,
     )
     run.state.backup = dataclasses.replace(choice, local_path=str(path), downloaded=True)
     return f"downloaded to {path}"
@@ -103,6 +111,10 @@ def verify(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOut
     choice = chosen_backup(run)
     if not choice.local_path:
         raise DrError("the backup is not local yet: run step 3 (Download) first")
+    if run.loads_early and run.early_load is None:
+        # step 6's load runs beside steps 4 and 5 (production is untouched until step 5);
+        # step 6 takes it only if step 4 passed
+        run.early_load = early_load.start(run, record.id)
     # an encrypted backup is decrypted and checked here, before any downtime: without the
     # identity there is nothing step 6 could load
     identities = (

@@ -16,7 +16,7 @@ from preskool_dr.core.storage.checksum import VerifyResult
 
 
 class EarlyLoad(Protocol):
-    """Step 6's load started while step 4 verified (early_load.py), as step 6 takes it."""
+    """Step 6's load started before step 4 passed (early_load.py), as step 6 takes it."""
 
     closed_acl: list[str] | None  # what the loading database's ACL lost (step 6 restores it)
 
@@ -40,7 +40,9 @@ class StepRun(Protocol):
     on_event: EventSink
     # step 3's findings from its download's one pass, by local path (this process only)
     fetched: dict[str, VerifyResult]
-    # step 6's load, when a headless run started it while step 4 verified (step 6 takes it)
+    # a headless run (Engine.run_all): steps 3 and 4 may start step 6's load (early_load.py)
+    loads_early: bool
+    # step 6's load, when steps 3 or 4 started it (step 6 takes it)
     early_load: EarlyLoad | None
 
     @property

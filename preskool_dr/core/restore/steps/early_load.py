@@ -1,11 +1,15 @@
-"""Step 6's load, started as step 4 begins: headless runs (`Engine.run_all`) only.
+"""Step 6's load, started as step 4 begins, or for a backup in S3 as soon as step 3 has
+downloaded its custom-format companion (fetched first, while the .sql.gz still
+downloads): headless runs (`Engine.run_all`) only.
 
 Before it starts, the file it will read is opened and hashed through the open file
-(core/restore/pinned.py): the .sql.gz must have the MD5 of its sidecar, a custom-format
-companion the MD5 its .meta.json recorded. So, as in step 6, no byte of a backup that fails
-its checksum reaches the database. The rest of step 4 (gzip integrity, the content scan,
-the companion's table of contents, server space), step 1 and step 5 then run beside the
-load instead of before it.
+(core/restore/pinned.py), or, for the companion step 3 just downloaded, checked to be the
+very file step 3 hashed as it wrote it (device, inode, size, mtime, ctime): the .sql.gz must
+have the MD5 of its sidecar, a custom-format companion the MD5 its .meta.json recorded
+(that meta naming the sidecar's MD5). So, as in step 6, no byte of a backup that fails its
+checksum reaches the database. The rest of step 3 (the .sql.gz's download), step 4 (gzip
+integrity, the content scan, the companion's table of contents, server space), step 1 and
+step 5 then run beside the load instead of before it.
 
 The load goes where step 6's always goes, `<target>_loading_<run id>`, closed to every role
 but the app role, which loads it (as in step 6; note that this role also owns production,
@@ -46,10 +50,11 @@ from preskool_dr.core.restore.steps.context import StepRun
 from preskool_dr.core.restore.steps.db_names import loading_name
 from preskool_dr.core.restore.steps.recreate_db import server_space
 from preskool_dr.core.storage import checksum
+from preskool_dr.core.storage.checksum import VerifyResult
 from preskool_dr.core.storage.layout import companion_path
 from preskool_dr.core.storage.meta import read_meta
 
-EARLY = "started while step 4 verified"
+EARLY = "started before step 4 passed"
 HELD_LINES = 200
 
 
@@ -163,17 +168,25 @@ class EarlyLoad:
             self._lines.clear()
 
 
-def start(run: StepRun) -> EarlyLoad | None:
-    """Start step 6's load now (before step 4 runs), or None when this run does not load
+def start(
+    run: StepRun,
+    step_id: str,
+    *,
+    downloading: Path | None = None,
+    companion: VerifyResult | None = None,
+) -> EarlyLoad | None:
+    """Start step 6's load now, from step `step_id`, or None when this run does not load
     early: restore.early_load is off, steps 5 and 6 are not both still to do, the backup is
-    not local yet or is encrypted, its MD5 is not its sidecar's, or the server lacks room
-    for it (step 4 then says why)."""
+    not local or is encrypted, its MD5 is not its sidecar's, or the server lacks room for it
+    (step 4 then says why). Step 3 calls it with the backup it is `downloading` and the
+    `companion` it downloaded and hashed: only that companion can be loaded then."""
     s = run.state
     choice = s.backup
+    local = downloading or (Path(choice.local_path) if choice and choice.local_path else None)
     if (
         not run.config.restore.early_load
         or choice is None
-        or not choice.local_path
+        or local is None
         or age.is_encrypted_name(choice.name)
         or any(
             run.step(i).status is not StepStatus.PENDING
@@ -182,17 +195,16 @@ def start(run: StepRun) -> EarlyLoad | None:
     ):
         return None
     try:
-        server_space(run)
+        server_space(run, local)
     except DrError:
         return None
-    backup = Path(choice.local_path)
     files = contextlib.ExitStack()
     try:
-        held = _open_checked(run, backup, files)
+        held = _open_checked(run, local, files, step_id, companion)
     except (OSError, DrError):
         files.close()
         return None
-    early = EarlyLoad(run, loading_name(s.target_db, s.run_id), backup, held, files)
+    early = EarlyLoad(run, loading_name(s.target_db, s.run_id), local, held, files)
     db = run.config.database
     try:
         run.ensure_server_lock()
@@ -207,10 +219,11 @@ def start(run: StepRun) -> EarlyLoad | None:
             Notice(
                 "info",
                 f"step 6's load starts now: {held.path.name} has the MD5 recorded at backup "
-                f"time; it loads into the closed database {early.loading} while step 4 checks "
-                f"the rest of {choice.name}; {s.target_db} is untouched until step 5, and the "
-                "load is dropped unless step 4 passes (restore.early_load)",
-                StepId.VERIFY,
+                f"time; it loads into the closed database {early.loading} while "
+                f"{'step 3 downloads and ' if downloading else ''}step 4 checks the rest of "
+                f"{choice.name}; {s.target_db} is untouched until step 5, and the load is "
+                "dropped unless step 4 passes (restore.early_load)",
+                step_id,
             )
         )
         env = database.load_env(db, early.loading, run.config.restore.maintenance_work_mem)
@@ -224,27 +237,34 @@ def start(run: StepRun) -> EarlyLoad | None:
     return early
 
 
-def _open_checked(run: StepRun, backup: Path, files: contextlib.ExitStack) -> pinned.Pinned:
+def _open_checked(
+    run: StepRun,
+    backup: Path,
+    files: contextlib.ExitStack,
+    step_id: str,
+    downloaded: VerifyResult | None,
+) -> pinned.Pinned:
     """What the load will read, opened into `files` and hashed through the open file: the
     custom-format companion when the method may load one and it has the MD5 the backup's
     .meta.json recorded (that meta describing this backup: its MD5 is the sidecar's); else
-    the backup itself, against its sidecar. GateError or OSError when the backup is not
-    what its sidecar says."""
+    the backup itself, against its sidecar. A companion step 3 `downloaded` (and hashed as
+    it wrote it) is not read again while it is still that file. GateError or OSError when
+    the file is not what its sidecar or meta says."""
     md5, _ = checksum.expected_md5(backup)
     if md5 is None:
         raise DrError(f"{backup.name} has no usable sidecar")  # step 4 says what is wrong
     folder = run.config.state_dir / "load" / f"{run.state.run_id}-early"
 
-    def pin(path: Path, expected: str) -> pinned.Pinned:
+    def pin(path: Path, expected: str, identity: checksum.FileIdentity | None) -> pinned.Pinned:
         return files.enter_context(
             pinned.open_verified(
                 path,
                 expected,
-                None,
+                identity,
                 folder,
-                rehash=True,
+                rehash=identity is None,
                 on_event=run.on_event,
-                step_id=StepId.VERIFY,
+                step_id=step_id,
             )
         )
 
@@ -256,6 +276,9 @@ def _open_checked(run: StepRun, backup: Path, files: contextlib.ExitStack) -> pi
         and meta.md5 == md5
         and meta.companion_md5 is not None
     ):
+        identity = None
+        if downloaded is not None and downloaded.actual_md5 == meta.companion_md5:
+            identity = downloaded.identity
         with contextlib.suppress(OSError, DrError):  # step 4 refuses it too: the plain file
-            return pin(companion, meta.companion_md5)
-    return pin(backup, md5)
+            return pin(companion, meta.companion_md5, identity)
+    return pin(backup, md5, None)

@@ -84,13 +84,15 @@ def recreate_db(run: StepRun, record: StepRecord, cancel: threading.Event) -> St
     return f"created {s.target_db}, {closed}; there was no database to replace"
 
 
-def server_space(run: StepRun) -> str:
+def server_space(run: StepRun, downloading: Path | None = None) -> str:
     """Room on the database server for the chosen backup restored (core/restore/
     server_space.py): checked by step 4, before the headless restore takes the app offline,
-    and again by step 5, before anything is renamed or dropped. NoSpaceError when short."""
+    and again by step 5, before anything is renamed or dropped (and by a load started
+    while step 3 is `downloading` the backup, early_load.py). NoSpaceError when short."""
     s = run.state
     choice = chosen_backup(run)
-    meta = read_meta(Path(choice.local_path)) if choice.local_path else None
+    local = downloading or (Path(choice.local_path) if choice.local_path else None)
+    meta = read_meta(local) if local else None
     # aside mode keeps the old database (renamed); what step 5 drops frees its space, and
     # what a load started early wrote already is part of what is needed
     keeps_old = s.recreate_mode == "aside" and s.aside_state != "renamed"
