@@ -356,6 +356,21 @@ def test_s3_restore_downloads_and_uses_the_custom_companion(s3: str, site: Site)
     assert site.loading_databases() == []
 
 
+def test_steps_run_one_by_one_never_start_the_load_early(s3: str, site: Site) -> None:
+    """The TUI runs the steps one at a time (Engine.run_step): neither step 3 nor step 4
+    starts step 6's load; only a headless run (run_all) does."""
+    backup = s3_only(site, custom=True)
+    engine = Engine.start(site.config(), RunOptions(backup_spec=backup.name, operator="ops"))
+    try:
+        for step_id in ("download", "verify"):
+            assert engine.run_step(step_id).status is StepStatus.DONE
+        assert companion_path(backup).is_file()
+        assert engine.early_load is None
+        assert site.loading_databases() == []
+    finally:
+        engine.close()
+
+
 @pytest.mark.slow
 def test_s3_backup_that_fails_its_md5_drops_the_load_its_companion_began(
     s3: str, site: Site

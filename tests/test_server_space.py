@@ -10,6 +10,7 @@ from pathlib import Path
 
 from preskool_dr.core.backup.take import run_backup
 from preskool_dr.core.base.config import load_config
+from preskool_dr.core.base.errors import NoSpaceError
 from preskool_dr.core.base.events import StepStatus
 from preskool_dr.core.restore.engine import Engine, RunOptions
 from preskool_dr.core.restore.server_space import check_server_space
@@ -153,3 +154,28 @@ def test_a_load_started_early_counts_as_space_the_restore_has(
     counted = check_server_space(db, meta, loading=database.name)
     assert f"{database.name} holds)" in counted.detail
     assert f"{database.name} holds" not in plain.detail
+
+
+def test_a_download_still_writing_to_the_servers_disk_counts_as_taken(
+    dr_env: dict[str, str], database: Database
+) -> None:
+    """A load that starts while step 3 still downloads the .sql.gz (steps/early_load.py):
+    when BACKUP_DIR shares the data directory's disk, the bytes still to come are needed
+    too; on another disk they are not."""
+    path, meta = backup_with(None)
+    write_meta(path, meta)
+    db = load_config().database
+    with database.connect() as conn:
+        row = conn.execute("SELECT current_setting('data_directory')").fetchone()
+    assert row is not None
+    same_disk = Path(row[0]).parent
+    refused = None
+    try:
+        check_server_space(db, meta, incoming=(same_disk, HUGE))
+    except NoSpaceError as exc:
+        refused = str(exc)
+    assert refused is not None and "a download still writes there as taken" in refused
+    assert "as taken" not in check_server_space(db, meta, incoming=(same_disk, 0)).detail
+    other = Path("/dev/shm")
+    if other.is_dir() and other.stat().st_dev != same_disk.stat().st_dev:
+        assert "as taken" not in check_server_space(db, meta, incoming=(other, HUGE)).detail

@@ -20,9 +20,11 @@ from pathlib import Path
 import boto3
 import pytest
 
+from preskool_dr.core.backup.take import run_backup
+from preskool_dr.core.base.events import StepStatus
 from preskool_dr.core.base.ports import free_port
 from preskool_dr.core.storage import checksum
-from preskool_dr.core.storage.layout import meta_path
+from preskool_dr.core.storage.layout import companion_path, meta_path
 from preskool_dr.core.storage.s3store import S3Store
 from tests.support.backups import s3_only_backup
 from tests.support.checks import assert_no_partial_backups, assert_says, the_error, wait_for_size
@@ -142,6 +144,45 @@ def test_persistent_5xx_fails_before_downtime(site: Site, s3_proxy: FaultProxy) 
     untouched(site, before, result)
     assert not list(site.backup_dir.glob("*.part"))
     site.assert_no_leak(result)
+
+
+@pytest.mark.slow
+def test_a_download_that_fails_after_the_companion_drops_the_load_it_began(
+    site: Site, s3_proxy: FaultProxy
+) -> None:
+    """The companion comes down first and its load starts in step 3; the .sql.gz then keeps
+    failing: step 3 fails, the load is stopped and its database dropped, nothing else is
+    touched. The companion stays (it has its recorded MD5), so the next run does not fetch
+    it again."""
+    backup = run_backup(site.config(), "daily", custom=True).path
+    companion = companion_path(backup)
+    for path in backup.parent.iterdir():
+        path.unlink()
+    at_backup = site.checksum()
+    site.change_data()
+    before = site.checksum()
+    s3_proxy.add(Fault("error", backup.name, status=500, code="InternalError", times=-1))
+
+    result = site.restore(backup.name)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "step 6's load starts now" in result.stdout
+    assert "S3 kept failing after retries (InternalError" in result.stdout
+    assert "has not been touched" in result.stdout
+    untouched(site, before, result)
+    assert site.loading_databases() == []
+    state = site.the_run()
+    assert state.step("download").status is StepStatus.FAILED and state.load is None
+    assert not (site.state_dir / "load" / f"{state.run_id}-early").exists()
+    assert companion.is_file()
+    fetched = len(s3_proxy.gets(companion.name))
+
+    s3_proxy.faults.clear()
+    again = site.restore(backup.name)
+
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert len(s3_proxy.gets(companion.name)) == fetched
+    assert site.checksum() == at_backup
 
 
 @pytest.mark.slow

@@ -166,8 +166,9 @@ class RestoreSettings:
     # for the load's own sessions only (PGOPTIONS): index and key builds sort in memory
     # instead of on disk; None keeps the server's setting
     maintenance_work_mem: str | None = "512MB"
-    # headless runs start step 6's load (into its closed database) while step 4 verifies
-    # (core/restore/steps/early_load.py); false: the load waits for step 4
+    # headless runs start step 6's load (into its closed database) as step 4 begins, or
+    # from S3 once step 3 has the companion (core/restore/steps/early_load.py); false: the
+    # load waits for step 4
     early_load: bool = True
 
 

@@ -5,8 +5,8 @@ the journal before the screen hears about it. Safety rules that never bend:
 - nothing destructive runs unless the typed confirmation equals the target database name;
 - step 5 needs steps 2-4 *done* (not skipped): a backup that failed its checksum never
   reaches the database, and one that failed its gzip or content check never reaches the
-  target (a headless run's load started as step 4 begins, steps/early_load.py, goes into
-  the closed loading database and is dropped);
+  target (a headless run's load started early by step 3 or 4, steps/early_load.py, goes
+  into the closed loading database and is dropped);
 - by default step 5 renames the old database aside instead of dropping it, and the aside
   copy is only dropped on the operator's word after the health check passed;
 - steps 5 and 6 use only the bytes step 4 verified, and a run is only resumed, rolled back

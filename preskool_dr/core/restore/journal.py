@@ -111,7 +111,7 @@ class LoadRecord:
     loader: str  # "pg_restore" | "parallel" | "serial"
     how: str  # e.g. "pg_restore -j 4 of X.dump", "4 parallel sessions", "serial"
     reason: str  # why this loader, and why not a faster one
-    early: bool = False  # started while step 4 verified (core/restore/steps/early_load.py)
+    early: bool = False  # started before step 4 passed (core/restore/steps/early_load.py)
 
 
 @dataclass

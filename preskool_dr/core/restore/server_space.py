@@ -41,11 +41,14 @@ def check_server_space(
     *,
     dropped: str | None = None,
     loading: str | None = None,
+    incoming: tuple[Path, int] | None = None,
 ) -> ServerSpace:
     """Enough room ("server space: 1.2 GiB needed, 30.0 GiB free in DIR"), or "server
     space: not measured (why)"; NoSpaceError when the server's disk cannot take the
     restored database. `dropped` names a database the restore drops first, `loading` one
-    this restore is loading already (a load started early): their sizes count as free."""
+    this restore is loading already (a load started early): their sizes count as free.
+    `incoming`: a folder and the bytes a download is still writing there, needed too when
+    that folder is on the data directory's disk (a load that starts while it downloads)."""
     if meta is None or meta.db_size_bytes is None:
         return _not_measured(
             "the backup's .meta.json records no database size: a backup from an older version"
@@ -61,6 +64,9 @@ def check_server_space(
         for name, what in ((dropped, f"dropping {dropped} frees"), (loading, f"{loading} holds"))
         if name and (size := sizes.get(name))
     ]
+    if incoming is not None and incoming[1] > 0 and _same_disk(incoming[0], data_dir):
+        free = max(0, free - incoming[1])
+        counts.append(f"the {size_text(incoming[1])} a download still writes there as taken")
     counting = f" (counting {' and '.join(counts)})" if counts else ""
     problem = shortfall(
         restored,
@@ -77,6 +83,13 @@ def check_server_space(
         f"server space: {size_text(with_margin(restored))} needed, {size_text(free)} "
         f"free in {data_dir}{counting}",
     )
+
+
+def _same_disk(folder: Path, data_dir: Path) -> bool:
+    try:
+        return folder.stat().st_dev == data_dir.stat().st_dev
+    except OSError:
+        return True  # unknown: count it, the load then waits for step 4 at worst
 
 
 def _local_data_directory(

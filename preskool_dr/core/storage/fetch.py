@@ -5,7 +5,6 @@ BACKUP_DIR; and removing such a download again."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +29,7 @@ from preskool_dr.core.storage.checksum import (
     SIDECAR_SUFFIX,
     VerifyResult,
     sidecar_path,
+    verify_file,
 )
 from preskool_dr.core.storage.layout import (
     COMPANION_SUFFIX,
@@ -100,16 +100,16 @@ def fetch_backup(
     cancel: threading.Event | None = None,
     with_companion: bool = False,
     checked: Callable[[VerifyResult], None] | None = None,
-    companion_ready: Callable[[Path, VerifyResult], None] | None = None,
+    companion_ready: Callable[[Path, int], None] | None = None,
 ) -> Path:
     """Make the backup, its sidecar and meta local in BACKUP_DIR (download when only in S3,
     resumable); returns the local path. ArchivedError when a Glacier restore is needed.
     `with_companion` also fetches a logical backup's custom-format companion (`.dump` and
     its `.md5`) when S3 has one, before the backup itself; a companion that cannot be
     fetched is reported and left out (the plain backup restores without it), never a
-    failure of the fetch. One that has the MD5 the backup's meta records (hashed as it was
-    written) is handed to `companion_ready` (with the backup's local path) at once, before
-    the backup downloads.
+    failure of the fetch. Once it is down with the MD5 the backup's meta records (hashed as
+    it was written), `companion_ready` is told the backup's local path and the bytes its
+    download still writes there, before that download starts.
     `checked`: a single-file backup that is downloaded (and not encrypted) is also hashed
     and gzip/content-checked in the download's one pass, and the findings (without the
     sidecar comparison, which is the caller's) are handed to it."""
@@ -138,9 +138,9 @@ def fetch_backup(
         _save_small(store, name + SIDECAR_SUFFIX, sidecar_path(dest))
         _save_small(store, name + META_SUFFIX, meta_path(dest))
         if with_companion and COMPANION_SUFFIX in group.attributes:
-            companion = _fetch_companion(store, dest, on_event, step_id, cancel)
-            if companion is not None and companion_ready is not None:
-                companion_ready(dest, companion)
+            kept = _fetch_companion(store, dest, on_event, step_id, cancel)
+            if kept and companion_ready is not None:
+                companion_ready(dest, max(0, group.main.size - _part_size(dest)))
         check = None
         if checked is not None and not age.is_encrypted_name(name):
             check = StreamCheck(check_gzip=True, check_dump=True)  # what verify_backup checks
@@ -167,7 +167,8 @@ def fetch_backup(
 def _check_download_space(store: S3Store, group: S3Group, dest: Path, with_companion: bool) -> None:
     """NoSpaceError, before anything is written, when BACKUP_DIR's disk cannot take the
     download: the backup (less what a `.part` already holds), its companion when one is
-    fetched, and the sidecar and meta (inside the margin)."""
+    fetched (less what is already here of it), and the sidecar and meta (inside the
+    margin)."""
     if group.main is not None:
         wanted = [(group.main, dest)]
         if with_companion and COMPANION_SUFFIX in group.attributes:
@@ -177,7 +178,7 @@ def _check_download_space(store: S3Store, group: S3Group, dest: Path, with_compa
     else:
         folder = store.folder(dest.name)
         wanted = [(obj, inside(dest, folder.name_of(obj.key))) for obj in group.members]
-    payload = sum(max(0, obj.size - _part_size(target)) for obj, target in wanted)
+    payload = sum(max(0, obj.size - _have(target)) for obj, target in wanted)
     problem = shortfall(
         payload,
         free_bytes(dest.parent),
@@ -196,17 +197,27 @@ def _part_size(target: Path) -> int:
         return 0
 
 
+def _have(target: Path) -> int:
+    """What is already here of `target`: the whole file (a companion that came down before
+    the backup's download failed), else its `.part`."""
+    try:
+        return target.stat().st_size
+    except OSError:
+        return _part_size(target)
+
+
 def _fetch_companion(
     store: S3Store,
     dest: Path,
     on_event: EventSink,
     step_id: str,
     cancel: threading.Event | None,
-) -> VerifyResult | None:
+) -> bool:
     """Download the companion of `dest` beside it (resumable like the backup) when the
     backup's meta records its MD5, and keep it only when it has that MD5 (its own sidecar
-    comes from the same bucket and proves nothing), hashed as it is written; returns that
-    finding. Otherwise say so, leave no companion under its final name and return None."""
+    comes from the same bucket and proves nothing), hashed as it is written; True when it is
+    kept. One already here with that MD5 (an earlier run stopped after it came down) is
+    kept as it is. Otherwise say so and leave no companion under its final name."""
     companion = inside(dest.parent, companion_name(dest.name))
     meta = read_meta(dest)
     expected = meta.companion_md5 if meta is not None else None
@@ -220,10 +231,14 @@ def _fetch_companion(
                 step_id,
             )
         )
-        return None
+        return False
     check = StreamCheck(check_gzip=False)
     try:
         _save_small(store, companion.name + SIDECAR_SUFFIX, sidecar_path(companion))
+        if companion.is_file():
+            if verify_file(companion, expected, check_gzip=False, cancel=cancel).md5_ok:
+                return True
+            companion.unlink()
         store.download(
             companion.name,
             companion,
@@ -232,12 +247,10 @@ def _fetch_companion(
             cancel=cancel,
             check=check,
         )
-        result = dataclasses.replace(check.result(companion), expected_md5=expected)
-        if result.actual_md5 != expected:
-            raise DrError(
-                f"its MD5 {result.actual_md5} is not the {expected} recorded in {dest.name}'s meta"
-            )
-        return result
+        actual = check.result(companion).actual_md5
+        if actual != expected:
+            raise DrError(f"its MD5 {actual} is not the {expected} recorded in {dest.name}'s meta")
+        return True
     except Cancelled:
         raise
     except DrError as exc:  # archived, gone, a broken transfer: the plain backup still restores
@@ -251,7 +264,7 @@ def _fetch_companion(
                 step_id,
             )
         )
-        return None
+        return False
     finally:
         check.close()
 

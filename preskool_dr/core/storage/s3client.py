@@ -17,6 +17,8 @@ from typing import Any
 
 import boto3
 import botocore.exceptions
+import botocore.loaders
+import botocore.session
 from boto3.exceptions import S3UploadFailedError
 from botocore.config import Config as BotoConfig
 
@@ -99,31 +101,27 @@ def _client_config() -> BotoConfig:
     )
 
 
-# One boto3 client per process and AWS environment: making one parses botocore's service
-# model files (~0.1 s of CPU), and one restore reaches S3 through several stores (the
-# catalog, the backup's own, a folder's). Clients are thread-safe; a changed AWS_* variable
-# (another endpoint, key or retry mode) gets a client of its own.
-_CLIENTS: dict[tuple[tuple[str, str], ...], Any] = {}
-_CLIENTS_LOCK = threading.Lock()
-_CLIENTS_KEPT = 8
+# botocore's data (the S3 service model, endpoints, partitions), parsed once per process:
+# a client made from a fresh session parses it again (~0.1 s of CPU), and one restore
+# reaches S3 through several stores (the catalog's, the backup's, a folder's). Only this
+# data is shared: each store's own session still finds the credentials, region, proxies
+# and endpoint in the environment as it is then.
+_LOADERS: dict[str | None, Any] = {}
+_LOADERS_LOCK = threading.Lock()
 
 
-def _shared_client() -> Any:
-    key = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
-    with _CLIENTS_LOCK:
-        client = _CLIENTS.get(key)
-        if client is None:
-            try:
-                client = boto3.session.Session().client("s3", config=_client_config())
-            except (botocore.exceptions.BotoCoreError, ValueError) as exc:
-                raise DrError(
-                    f"cannot set up the S3 client: {redact(str(exc))}; "
-                    "check AWS_DEFAULT_REGION, AWS_ENDPOINT_URL and AWS_MAX_ATTEMPTS"
-                ) from None
-            if len(_CLIENTS) >= _CLIENTS_KEPT:  # environments of the past (tests, mostly)
-                _CLIENTS.clear()
-            _CLIENTS[key] = client
-        return client
+def _new_client() -> Any:
+    core = botocore.session.get_session()
+    path = core.get_config_variable("data_path")
+    with _LOADERS_LOCK:
+        loader = _LOADERS.get(path)
+        if loader is None:
+            loader = _LOADERS[path] = botocore.loaders.create_loader(path)
+        core.register_component("data_loader", loader)
+        session = boto3.session.Session(botocore_session=core)
+        # every boto3 session appends its own data folder to the (shared) search path
+        loader.search_paths[:] = list(dict.fromkeys(loader.search_paths))
+    return session.client("s3", config=_client_config())
 
 
 class S3Client:
@@ -146,10 +144,16 @@ class S3Client:
 
     @property
     def client(self) -> Any:
-        # Taken on first use, then kept: the store keeps the environment it started with.
+        # Created on first use (and once): boto3 clients are thread-safe, sessions are not.
         with self._client_lock:
             if self._client is None:
-                self._client = _shared_client()
+                try:
+                    self._client = _new_client()
+                except (botocore.exceptions.BotoCoreError, ValueError) as exc:
+                    raise DrError(
+                        f"cannot set up the S3 client: {redact(str(exc))}; "
+                        "check AWS_DEFAULT_REGION, AWS_ENDPOINT_URL and AWS_MAX_ATTEMPTS"
+                    ) from None
             return self._client
 
     # ------------------------------------------------------------ errors

@@ -5,7 +5,8 @@ it leaves behind has been hashed and decompression-tested without being read aga
 The MD5 is over exactly the bytes the file holds: the prefix a resumed `.part` already had
 (read once, before anything is appended) and then each chunk as it is written. Whoever
 uses the result still compares it with the sidecar (restore step 4 reads the sidecar
-again), and the verify gate still re-hashes the file before step 5 (core/restore/pinned.py).
+again), and the verify gate re-hashes the file before step 5, or a load started early
+hashes it through its open file before it starts (core/restore/pinned.py).
 """
 
 from __future__ import annotations

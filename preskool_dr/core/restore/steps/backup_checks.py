@@ -85,11 +85,11 @@ def download(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepO
     backup = catalog.resolve_backup(run.config, choice.s3_url)
     run.fetched.clear()
 
-    def companion_ready(dest: Path, companion: checksum.VerifyResult) -> None:
-        # the companion comes first and has the MD5 its meta records: step 6's load can
-        # start now, while the .sql.gz downloads (early_load.py)
-        if run.loads_early and run.early_load is None:
-            run.early_load = early_load.start(run, record.id, downloading=dest, companion=companion)
+    def companion_ready(dest: Path, remaining: int) -> None:
+        # the companion came first with the MD5 its meta records: step 6's load can start
+        # now, while the .sql.gz downloads (early_load.py)
+        if run.loads_early and run.early_load is None and not cancel.is_set():
+            run.early_load = early_load.start(run, record.id, downloading=(dest, remaining))
 
     path = fetch_backup(
         run.config,

@@ -21,8 +21,8 @@ class EarlyLoad(Protocol):
     closed_acl: list[str] | None  # what the loading database's ACL lost (step 6 restores it)
 
     def unusable_reason(self, choice: BackupChoice) -> str | None:
-        """Why step 6 may not take it (None: it may): it read another file than step 4
-        verified, or a companion step 4 did not accept."""
+        """Why step 6 may not take it (None: it may): it failed already, it read another
+        file than step 4 verified, or a companion step 4 did not accept."""
 
     def wait(self, cancel: threading.Event) -> tuple[StreamResult, LoadRecord]:
         """The load's result and loader once it ends (its error raised)."""

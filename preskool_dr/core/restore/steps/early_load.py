@@ -3,10 +3,8 @@ downloaded its custom-format companion (fetched first, while the .sql.gz still
 downloads): headless runs (`Engine.run_all`) only.
 
 Before it starts, the file it will read is opened and hashed through the open file
-(core/restore/pinned.py), or, for the companion step 3 just downloaded, checked to be the
-very file step 3 hashed as it wrote it (device, inode, size, mtime, ctime): the .sql.gz must
-have the MD5 of its sidecar, a custom-format companion the MD5 its .meta.json recorded
-(that meta naming the sidecar's MD5). So, as in step 6, no byte of a backup that fails its
+(core/restore/pinned.py): the .sql.gz must have the MD5 of its sidecar, a custom-format
+companion the MD5 its .meta.json recorded (that meta naming the sidecar's MD5). So, as in step 6, no byte of a backup that fails its
 checksum reaches the database. The rest of step 3 (the .sql.gz's download), step 4 (gzip
 integrity, the content scan, the companion's table of contents, server space), step 1 and
 step 5 then run beside the load instead of before it.
@@ -50,7 +48,6 @@ from preskool_dr.core.restore.steps.context import StepRun
 from preskool_dr.core.restore.steps.db_names import loading_name
 from preskool_dr.core.restore.steps.recreate_db import server_space
 from preskool_dr.core.storage import checksum
-from preskool_dr.core.storage.checksum import VerifyResult
 from preskool_dr.core.storage.layout import companion_path
 from preskool_dr.core.storage.meta import read_meta
 
@@ -83,8 +80,12 @@ class EarlyLoad:
     # ------------------------------------------------------------ step 6's side
 
     def unusable_reason(self, choice: BackupChoice) -> str | None:
-        """Why step 6 may not take this load (None: it may): what it read must be the
-        file step 4 verified, or the companion step 4 accepted."""
+        """Why step 6 may not take this load (None: it may): it must not have failed
+        already (step 6 then loads again, through the gate: the failure may have been the
+        server's, and steps 1 and 5 have run meanwhile), and what it read must be the file
+        step 4 verified, or the companion step 4 accepted."""
+        if self.error is not None:
+            return f"it failed ({(str(self.error) or type(self.error).__name__).splitlines()[0]})"
         if not self.loads_companion:
             if choice.identity != self.held.identity:
                 return f"{choice.name} is not the file step 4 verified"
@@ -169,20 +170,21 @@ class EarlyLoad:
 
 
 def start(
-    run: StepRun,
-    step_id: str,
-    *,
-    downloading: Path | None = None,
-    companion: VerifyResult | None = None,
+    run: StepRun, step_id: str, *, downloading: tuple[Path, int] | None = None
 ) -> EarlyLoad | None:
     """Start step 6's load now, from step `step_id`, or None when this run does not load
     early: restore.early_load is off, steps 5 and 6 are not both still to do, the backup is
-    not local or is encrypted, its MD5 is not its sidecar's, or the server lacks room for it
-    (step 4 then says why). Step 3 calls it with the backup it is `downloading` and the
-    `companion` it downloaded and hashed: only that companion can be loaded then."""
+    not local or is encrypted, what it would load does not have its recorded MD5, or the
+    server lacks room for it (step 4 then says why). Step 3 calls it once the companion is
+    down, `downloading` the backup (its local path, and the bytes its download still
+    writes: the server needs room for both when they share a disk); only the companion
+    can be loaded then."""
     s = run.state
     choice = s.backup
-    local = downloading or (Path(choice.local_path) if choice and choice.local_path else None)
+    if downloading is not None:
+        local: Path | None = downloading[0]
+    else:
+        local = Path(choice.local_path) if choice and choice.local_path else None
     if (
         not run.config.restore.early_load
         or choice is None
@@ -195,26 +197,27 @@ def start(
     ):
         return None
     try:
-        server_space(run, local)
+        server_space(run, downloading)
     except DrError:
         return None
     files = contextlib.ExitStack()
+    early: EarlyLoad | None = None
     try:
-        held = _open_checked(run, local, files, step_id, companion)
-    except (OSError, DrError):
-        files.close()
-        return None
-    early = EarlyLoad(run, loading_name(s.target_db, s.run_id), local, held, files)
-    db = run.config.database
-    try:
-        run.ensure_server_lock()
-        with database.connect(db, admin=True) as conn:
-            database.end_and_drop(conn, early.loading)  # a half load of an earlier try
-            early.closed_acl = loader.create_loading(conn, early.loading, db.user)
-    except (DrError, psycopg.Error):
-        early.stop()
-        return None  # steps 5 and 6 meet the same trouble and report it
-    try:
+        try:
+            held = _open_checked(run, local, files, step_id)
+        except (OSError, DrError):
+            files.close()
+            return None
+        early = EarlyLoad(run, loading_name(s.target_db, s.run_id), local, held, files)
+        db = run.config.database
+        try:
+            run.ensure_server_lock()
+            with database.connect(db, admin=True) as conn:
+                database.end_and_drop(conn, early.loading)  # a half load of an earlier try
+                early.closed_acl = loader.create_loading(conn, early.loading, db.user)
+        except (DrError, psycopg.Error):
+            early.stop()
+            return None  # steps 5 and 6 meet the same trouble and report it
         run.on_event(
             Notice(
                 "info",
@@ -232,37 +235,36 @@ def start(
         )
         early._thread.start()
     except BaseException:
-        early.stop()
+        # nothing may stay open or half made: no one else knows of this load yet
+        if early is not None:
+            early.stop()
+        else:
+            files.close()
         raise
     return early
 
 
 def _open_checked(
-    run: StepRun,
-    backup: Path,
-    files: contextlib.ExitStack,
-    step_id: str,
-    downloaded: VerifyResult | None,
+    run: StepRun, backup: Path, files: contextlib.ExitStack, step_id: str
 ) -> pinned.Pinned:
     """What the load will read, opened into `files` and hashed through the open file: the
     custom-format companion when the method may load one and it has the MD5 the backup's
     .meta.json recorded (that meta describing this backup: its MD5 is the sidecar's); else
-    the backup itself, against its sidecar. A companion step 3 `downloaded` (and hashed as
-    it wrote it) is not read again while it is still that file. GateError or OSError when
-    the file is not what its sidecar or meta says."""
+    the backup itself, against its sidecar. GateError or OSError when the file is not what
+    its sidecar or meta says."""
     md5, _ = checksum.expected_md5(backup)
     if md5 is None:
         raise DrError(f"{backup.name} has no usable sidecar")  # step 4 says what is wrong
     folder = run.config.state_dir / "load" / f"{run.state.run_id}-early"
 
-    def pin(path: Path, expected: str, identity: checksum.FileIdentity | None) -> pinned.Pinned:
+    def pin(path: Path, expected: str) -> pinned.Pinned:
         return files.enter_context(
             pinned.open_verified(
                 path,
                 expected,
-                identity,
+                None,
                 folder,
-                rehash=identity is None,
+                rehash=True,
                 on_event=run.on_event,
                 step_id=step_id,
             )
@@ -276,9 +278,6 @@ def _open_checked(
         and meta.md5 == md5
         and meta.companion_md5 is not None
     ):
-        identity = None
-        if downloaded is not None and downloaded.actual_md5 == meta.companion_md5:
-            identity = downloaded.identity
         with contextlib.suppress(OSError, DrError):  # step 4 refuses it too: the plain file
-            return pin(companion, meta.companion_md5, identity)
-    return pin(backup, md5, None)
+            return pin(companion, meta.companion_md5)
+    return pin(backup, md5)

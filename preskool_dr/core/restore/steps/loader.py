@@ -1,6 +1,6 @@
 """Step 6's choice of loader (restore.method) and the load itself, into the closed
 `<target>_loading_<run id>` database; shared by step 6 (restore.py) and the load that
-headless runs start while step 4 verifies (early_load.py)."""
+headless runs start before step 4 passes (early_load.py)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def load(
     decided: Callable[[LoadRecord], None] | None = None,
 ) -> tuple[StreamResult, LoadRecord]:
     """Load `backup` (or its `companion`) into `loading`; returns the result and which
-    loader took it and why (`early`: a load started as step 4 began). That choice is also
+    loader took it and why (`early`: a load started before step 4 passed). That choice is also
     said in a notice to `sink` and given to `decided` the moment it is made, before the
     load runs (step 6 puts it in the journal, `RunState.load`)."""
     name = run.state.backup.name if run.state.backup else backup.name

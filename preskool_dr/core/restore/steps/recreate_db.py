@@ -84,21 +84,28 @@ def recreate_db(run: StepRun, record: StepRecord, cancel: threading.Event) -> St
     return f"created {s.target_db}, {closed}; there was no database to replace"
 
 
-def server_space(run: StepRun, downloading: Path | None = None) -> str:
+def server_space(run: StepRun, downloading: tuple[Path, int] | None = None) -> str:
     """Room on the database server for the chosen backup restored (core/restore/
     server_space.py): checked by step 4, before the headless restore takes the app offline,
-    and again by step 5, before anything is renamed or dropped (and by a load started
-    while step 3 is `downloading` the backup, early_load.py). NoSpaceError when short."""
+    and again by step 5, before anything is renamed or dropped; and by a load started while
+    step 3 is `downloading` the backup (its local path, and the bytes still to come: the
+    server's disk needs room for them too when it is BACKUP_DIR's). NoSpaceError when short."""
     s = run.state
     choice = chosen_backup(run)
-    local = downloading or (Path(choice.local_path) if choice.local_path else None)
+    if downloading is not None:
+        local: Path | None = downloading[0]
+    else:
+        local = Path(choice.local_path) if choice.local_path else None
     meta = read_meta(local) if local else None
     # aside mode keeps the old database (renamed); what step 5 drops frees its space, and
     # what a load started early wrote already is part of what is needed
     keeps_old = s.recreate_mode == "aside" and s.aside_state != "renamed"
     dropped = None if keeps_old else s.target_db
     loading = loading_name(s.target_db, s.run_id) if run.early_load else None
-    return check_server_space(run.config.database, meta, dropped=dropped, loading=loading).detail
+    incoming = (downloading[0].parent, downloading[1]) if downloading else None
+    return check_server_space(
+        run.config.database, meta, dropped=dropped, loading=loading, incoming=incoming
+    ).detail
 
 
 def production_state(s: RunState) -> str:

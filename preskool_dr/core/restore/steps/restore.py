@@ -5,7 +5,7 @@ PostgreSQL cannot admit one session of a role and refuse another: so the load go
 `<target>_loading_<run id>`, a name no application uses, that other roles may not connect
 to, while the target stays step 5's closed, empty placeholder. When the restore-test's
 checks pass on the load, it takes the target's name and opens. A headless run started
-that load while step 4 verified (early_load.py): step 6 then waits for it instead.
+that load before step 4 passed (early_load.py): step 6 then waits for it instead.
 """
 
 from __future__ import annotations
