@@ -185,3 +185,37 @@ def test_an_engine_closed_before_step_6_stops_the_early_load(site: Site) -> None
     assert engine.early_load is None
     assert site.loading_databases() == []
     assert backup.is_file()
+
+
+def test_an_early_load_that_failed_is_dropped_and_step_6_loads_again(site: Site) -> None:
+    """The early load ended in an error before step 6 (here: stopped as it began; in life,
+    the server's trouble): step 6 drops it and loads the verified file through the gate."""
+    backup = site.backup()
+    counts = site.db.row_counts()
+    site.change_data()
+    events: list[Event] = []
+    engine = Engine.start(
+        site.config(),
+        RunOptions(backup_spec=str(backup), target_db=site.db.name),
+        on_event=events.append,
+    )
+    try:
+        early = early_load.start(engine, "verify")
+        assert early is not None
+        early.cancel.set()
+        assert early._thread is not None
+        early._thread.join()
+        assert early.error is not None
+        engine.early_load = early
+
+        assert engine.run_all(site.db.name)
+    finally:
+        engine.close()
+
+    warnings = [e.text for e in events if isinstance(e, Notice) and e.level == "warn"]
+    assert any("the load started early is dropped: it failed" in w for w in warnings), warnings
+    assert engine.state.load is not None and not engine.state.load.early
+    restored = site.db.row_counts()
+    restored.pop("alembic_version")
+    assert restored == counts
+    assert site.loading_databases() == []
