@@ -38,7 +38,10 @@ def test_shortfall_names_needed_and_free() -> None:
 
 
 def test_free_bytes_of_a_folder_not_made_yet(tmp_path: Path) -> None:
-    assert free_bytes(tmp_path / "not" / "yet") == free_bytes(tmp_path) > 0
+    # measured on the nearest existing parent's disk; other tests write to that disk
+    # between the two calls, so equal within what they may write meanwhile
+    missing, existing = free_bytes(tmp_path / "not" / "yet"), free_bytes(tmp_path)
+    assert existing > 0 and abs(missing - existing) < 512 * MiB
 
 
 @pytest.fixture
