@@ -243,8 +243,11 @@ def render(r: dict[str, Any]) -> str:
         "network is not what is measured), each variant downloading into an empty folder. "
         "By hand: boto3's default managed transfer of the backup and its sidecar (what "
         "`aws s3 cp` does: parallel ranged GETs), then the same steps 4-6. `preskool-dr "
-        "restore NAME`: step 3 downloads with parallel ranged GETs and computes the MD5, the "
-        "gzip test and the content check as it writes, so step 4 does not read the file again.",
+        "restore NAME`: step 3 downloads with parallel ranged GETs, the custom-format "
+        "companion first (hashed as it is written; step 6's load starts from it at once), "
+        "then the `.sql.gz`, whose MD5, gzip test and content check are computed as it is "
+        "written, so step 4 does not read it again. The tool downloads both files (the "
+        "companion is ~1.2x the `.sql.gz` here); by hand only the `.sql.gz`.",
         "",
         *series_table(r["whole_s3"], whole_bench.S3_BY_HAND),
         "",

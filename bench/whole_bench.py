@@ -126,7 +126,8 @@ def s3_bucket(lab: Lab, plain: Path) -> Iterator[dict[str, str]]:
 def from_s3(lab: Lab, plain: Path, repeats: int) -> dict[str, Series]:
     """The backup only in S3 (moto on localhost; each variant downloads into an empty
     BACKUP_DIR of its own): `preskool-dr restore NAME` (step 3 downloads with parallel
-    ranged GETs, checking as it writes; step 4 does not read the file again) against
+    ranged GETs, the companion first, from which step 6's load starts at once, then the
+    .sql.gz, checking as it writes; step 4 does not read it again) against
     boto3's default transfer of the backup and its sidecar, as `aws s3 cp` makes it, and
     then the same steps 4-6 by hand as `restore` compares with."""
     runbook = lab.runbook("whole-s3")
