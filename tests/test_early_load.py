@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -130,12 +131,31 @@ def test_a_backup_that_fails_the_rest_of_step_4_drops_the_early_load(site: Site)
     assert not (site.state_dir / "load" / f"{state.run_id}-early").exists()
 
 
-def test_a_backup_replaced_after_the_load_began_is_loaded_again_from_the_verified_file(
-    site: Site,
+def replace_the_companion(backup: Path, early: early_load.EarlyLoad) -> str:
+    """The companion the load opened is replaced (same bytes, another inode): step 4
+    accepts the new one, not the file the load read."""
+    assert early.loads_companion
+    held = companion_path(backup)
+    copy = backup.with_name("copy.tmp")
+    shutil.copy2(held, copy)
+    os.replace(copy, held)
+    return "the load started early is dropped: it loaded the custom-format companion"
+
+
+def fail_the_load(backup: Path, early: early_load.EarlyLoad) -> str:
+    """The load ends in an error before step 6 (here: stopped as it began; in life, the
+    server's trouble)."""
+    early.cancel.set()
+    assert early._thread is not None
+    early._thread.join()
+    assert early.error is not None
+    return "the load started early is dropped: it failed"
+
+
+@pytest.mark.parametrize("spoil", [replace_the_companion, fail_the_load])
+def test_a_load_step_6_may_not_take_is_dropped_and_loaded_again_through_the_gate(
+    site: Site, spoil: Callable[[Path, early_load.EarlyLoad], str]
 ) -> None:
-    """The load opened the companion before step 4; it is then replaced (same bytes,
-    another inode): step 4 accepts the new one, so step 6 drops the early load and loads
-    the verified file through the verify gate."""
     backup = site.backup()
     counts = site.db.row_counts()
     site.change_data()
@@ -149,18 +169,14 @@ def test_a_backup_replaced_after_the_load_began_is_loaded_again_from_the_verifie
         early = early_load.start(engine, "verify")
         assert early is not None
         engine.early_load = early
-        assert early.loads_companion
-        held = companion_path(backup)
-        copy = backup.with_name("copy.tmp")
-        shutil.copy2(held, copy)
-        os.replace(copy, held)
+        says = spoil(backup, early)
 
         assert engine.run_all(site.db.name)
     finally:
         engine.close()
 
     warnings = [e.text for e in events if isinstance(e, Notice) and e.level == "warn"]
-    assert any("the load started early is dropped" in w for w in warnings), warnings
+    assert any(says in w for w in warnings), warnings
     assert engine.state.load is not None and not engine.state.load.early
     restored = site.db.row_counts()
     restored.pop("alembic_version")
@@ -185,37 +201,3 @@ def test_an_engine_closed_before_step_6_stops_the_early_load(site: Site) -> None
     assert engine.early_load is None
     assert site.loading_databases() == []
     assert backup.is_file()
-
-
-def test_an_early_load_that_failed_is_dropped_and_step_6_loads_again(site: Site) -> None:
-    """The early load ended in an error before step 6 (here: stopped as it began; in life,
-    the server's trouble): step 6 drops it and loads the verified file through the gate."""
-    backup = site.backup()
-    counts = site.db.row_counts()
-    site.change_data()
-    events: list[Event] = []
-    engine = Engine.start(
-        site.config(),
-        RunOptions(backup_spec=str(backup), target_db=site.db.name),
-        on_event=events.append,
-    )
-    try:
-        early = early_load.start(engine, "verify")
-        assert early is not None
-        early.cancel.set()
-        assert early._thread is not None
-        early._thread.join()
-        assert early.error is not None
-        engine.early_load = early
-
-        assert engine.run_all(site.db.name)
-    finally:
-        engine.close()
-
-    warnings = [e.text for e in events if isinstance(e, Notice) and e.level == "warn"]
-    assert any("the load started early is dropped: it failed" in w for w in warnings), warnings
-    assert engine.state.load is not None and not engine.state.load.early
-    restored = site.db.row_counts()
-    restored.pop("alembic_version")
-    assert restored == counts
-    assert site.loading_databases() == []
