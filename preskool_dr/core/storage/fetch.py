@@ -170,15 +170,18 @@ def _check_download_space(store: S3Store, group: S3Group, dest: Path, with_compa
     fetched (less what is already here of it), and the sidecar and meta (inside the
     margin)."""
     if group.main is not None:
-        wanted = [(group.main, dest)]
+        wanted = [(group.main.size, _part_size(dest))]
         if with_companion and COMPANION_SUFFIX in group.attributes:
-            companion = companion_name(dest.name)
+            companion = dest.with_name(companion_name(dest.name))
             with contextlib.suppress(NotFoundError):  # gone: _fetch_companion says so
-                wanted.append((store.head(companion), dest.with_name(companion)))
+                # it may be here whole (kept when the backup's download failed after it)
+                wanted.append((store.head(companion.name).size, _have(companion)))
     else:
         folder = store.folder(dest.name)
-        wanted = [(obj, inside(dest, folder.name_of(obj.key))) for obj in group.members]
-    payload = sum(max(0, obj.size - _have(target)) for obj, target in wanted)
+        wanted = [
+            (obj.size, _part_size(inside(dest, folder.name_of(obj.key)))) for obj in group.members
+        ]
+    payload = sum(max(0, size - already) for size, already in wanted)
     problem = shortfall(
         payload,
         free_bytes(dest.parent),
@@ -198,8 +201,7 @@ def _part_size(target: Path) -> int:
 
 
 def _have(target: Path) -> int:
-    """What is already here of `target`: the whole file (a companion that came down before
-    the backup's download failed), else its `.part`."""
+    """What is already here of `target`: the whole file, else its `.part`."""
     try:
         return target.stat().st_size
     except OSError:
