@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import stat
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import ArchivedError, DrError, NotFoundError, UsageError
 from preskool_dr.core.base.events import Notice
+from preskool_dr.core.base.paths import UnsafeNameError
 from preskool_dr.core.base.settings import Config
 from preskool_dr.core.storage.backup_names import KINDS, backup_name, parse_backup_name
 from preskool_dr.core.storage.catalog import list_backups, resolve_backup
@@ -322,6 +324,59 @@ def test_fetch_with_companion_and_discard_download(tmp_path: Path) -> None:
     assert not companion_path(path).exists()
     (notice,) = [e for e in events if isinstance(e, Notice)]
     assert "records no MD5 for it" in notice.text
+
+
+@pytest.mark.usefixtures("s3_bucket")
+def test_a_companion_already_here_is_kept_only_when_it_is_ours_and_whole(tmp_path: Path) -> None:
+    """A restore whose .sql.gz download failed after the companion came down keeps the
+    companion: the next fetch does not download it again, and says it is ready (with what
+    the backup's download still writes). A file others may write there is replaced by a
+    fresh download; a symlink there stops the fetch (paths.inside) and its target is not
+    touched."""
+    config = load_config()
+    store = s3_store(config)
+    (tmp_path / "staged").mkdir()
+    staged = make_backup(tmp_path / "staged", T0, "daily")
+    companion = companion_path(staged)
+    companion.write_bytes(b"PGDMP stand-in for the kept companion")
+    companion_md5 = hashlib.md5(companion.read_bytes()).hexdigest()
+    write_sidecar(companion, companion_md5)
+    meta = read_meta(staged)
+    assert meta is not None
+    write_meta(staged, dataclasses.replace(meta, companion_md5=companion_md5))
+    upload_backup(store, staged)
+    for path in (companion, sidecar_path(companion)):
+        store.upload(path)
+    record = resolve_backup(config, staged.name)
+    here = config.backups.dir / companion.name
+    outside = tmp_path / "outside.dump"
+
+    config.backups.dir.mkdir(mode=0o700, exist_ok=True)
+    outside.write_bytes(b"not the bucket's")
+    here.symlink_to(outside)
+    with pytest.raises(UnsafeNameError, match="through a symbolic link"):
+        fetch_backup(config, record, with_companion=True)
+    assert outside.read_bytes() == b"not the bucket's"
+    here.unlink()
+
+    for kind in ("ours", "writable by others"):
+        here.write_bytes(companion.read_bytes())
+        here.chmod(0o600 if kind == "ours" else 0o666)
+        before = here.lstat()
+        ready: list[tuple[Path, int]] = []
+        path = fetch_backup(
+            config,
+            record,
+            with_companion=True,
+            companion_ready=lambda dest, remaining, seen=ready: seen.append((dest, remaining)),
+        )
+        after = here.lstat()
+        assert ready == [(path, staged.stat().st_size)], kind
+        assert here.read_bytes() == companion.read_bytes() and not here.is_symlink(), kind
+        assert stat.S_IMODE(after.st_mode) == 0o600, kind  # a download writes 0600
+        if kind == "ours":  # the very file, not written again
+            assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+        discard_download(path)
 
 
 @pytest.mark.usefixtures("s3_bucket")

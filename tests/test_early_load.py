@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -166,7 +167,7 @@ def test_a_load_step_6_may_not_take_is_dropped_and_loaded_again_through_the_gate
         on_event=events.append,
     )
     try:
-        early = early_load.start(engine, "verify")
+        early = early_load.start(engine, "verify", threading.Event())
         assert early is not None
         engine.early_load = early
         says = spoil(backup, early)
@@ -193,7 +194,7 @@ def test_an_engine_closed_before_step_6_stops_the_early_load(site: Site) -> None
         site.config(), RunOptions(backup_spec=str(backup), target_db=site.db.name)
     )
     try:
-        engine.early_load = early_load.start(engine, "verify")
+        engine.early_load = early_load.start(engine, "verify", threading.Event())
         assert engine.early_load is not None
         assert site.loading_databases() == [engine.early_load.loading]
     finally:

@@ -253,8 +253,8 @@ def test_interleaved_worker_lines_are_all_counted() -> None:
     text = (
         'pg_restore: pg_restore: processing data for table "public.a"\n'
         'processing data for table "public.b"\n'
-        'pg_restore:pg_restore:  processing data for table "public.c"\n'
-        'processing data for table "public.d"\n'
+        'pg_restore:pg_restore: processing data for table "public.c"\n'
+        ' processing data for table "public.d"\n'
         "pg_restore: pg_restore: finished item 7 TABLE DATA public a preskool\n"
         "finished item 8 TABLE DATA public b preskool\n"
         "pg_restore:pg_restore:  finished item 9 TABLE DATA public c preskool\n"

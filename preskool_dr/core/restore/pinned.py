@@ -7,9 +7,10 @@ engine opens the file once (`open_verified`) and checks that open file against t
 - step 5 (`rehash=True`) reads the whole file again and compares the MD5. It is the last
   moment at which a refusal costs nothing but the downtime so far; MD5 alone (no gzip) reads
   at ~650 MB/s on one core, seconds for a multi-GB backup that step 4 just read (page cache),
-  small beside the load that follows. While a load started early holds the files
-  (core/restore/steps/early_load.py: it opened them here and hashed them through the open
-  files before it began), step 5 compares the identity instead, as step 6 does.
+  small beside the load that follows. The file a load started early holds
+  (core/restore/steps/early_load.py: it opened it here and hashed it through the open file
+  before it began) step 5 compares by identity instead, as step 6 does; the others it
+  reads again.
 - step 6 compares the identity: a file renamed into place has another inode, and any write
   changes ctime, which no unprivileged process can set back. Only when the identity differs
   (a copy put back, a remount) is the open file hashed again; it is loaded only when the MD5

@@ -5,6 +5,8 @@ BACKUP_DIR; and removing such a download again."""
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -107,8 +109,8 @@ def fetch_backup(
     `with_companion` also fetches a logical backup's custom-format companion (`.dump` and
     its `.md5`) when S3 has one, before the backup itself; a companion that cannot be
     fetched is reported and left out (the plain backup restores without it), never a
-    failure of the fetch. Once it is down with the MD5 the backup's meta records (hashed as
-    it was written), `companion_ready` is told the backup's local path and the bytes its
+    failure of the fetch. Once it is here with the MD5 the backup's meta records (hashed as
+    it was written, or found whole from an earlier run), `companion_ready` is told the backup's local path and the bytes its
     download still writes there, before that download starts.
     `checked`: a single-file backup that is downloaded (and not encrypted) is also hashed
     and gzip/content-checked in the download's one pass, and the findings (without the
@@ -201,11 +203,36 @@ def _part_size(target: Path) -> int:
 
 
 def _have(target: Path) -> int:
-    """What is already here of `target`: the whole file, else its `.part`."""
+    """What is already here of `target`: the whole file (a regular file with one link: what
+    removing it would free), else its `.part`."""
     try:
-        return target.stat().st_size
+        info = os.lstat(target)
     except OSError:
         return _part_size(target)
+    if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+        return info.st_size
+    return _part_size(target)
+
+
+def _already_whole(companion: Path, expected: str, cancel: threading.Event | None) -> bool:
+    """Whether the companion is here whole with the MD5 `expected` (a run whose backup
+    download failed after it kept it). Only our own regular file, with one link and
+    writable by no one else, is read; anything else at that name is removed, and the
+    download writes it afresh."""
+    try:
+        info = os.lstat(companion)
+    except FileNotFoundError:
+        return False
+    ours = (
+        stat.S_ISREG(info.st_mode)
+        and info.st_uid == os.geteuid()
+        and info.st_nlink == 1
+        and not info.st_mode & 0o022
+    )
+    if ours and verify_file(companion, expected, check_gzip=False, cancel=cancel).md5_ok:
+        return True
+    companion.unlink()
+    return False
 
 
 def _fetch_companion(
@@ -219,7 +246,8 @@ def _fetch_companion(
     backup's meta records its MD5, and keep it only when it has that MD5 (its own sidecar
     comes from the same bucket and proves nothing), hashed as it is written; True when it is
     kept. One already here with that MD5 (an earlier run stopped after it came down) is
-    kept as it is. Otherwise say so and leave no companion under its final name."""
+    kept as it is (`_already_whole`). Otherwise say so and leave no companion under its
+    final name."""
     companion = inside(dest.parent, companion_name(dest.name))
     meta = read_meta(dest)
     expected = meta.companion_md5 if meta is not None else None
@@ -237,10 +265,8 @@ def _fetch_companion(
     check = StreamCheck(check_gzip=False)
     try:
         _save_small(store, companion.name + SIDECAR_SUFFIX, sidecar_path(companion))
-        if companion.is_file():
-            if verify_file(companion, expected, check_gzip=False, cancel=cancel).md5_ok:
-                return True
-            companion.unlink()
+        if _already_whole(companion, expected, cancel):
+            return True
         store.download(
             companion.name,
             companion,
@@ -255,9 +281,11 @@ def _fetch_companion(
         return True
     except Cancelled:
         raise
-    except DrError as exc:  # archived, gone, a broken transfer: the plain backup still restores
+    except (DrError, OSError) as exc:  # archived, gone, a broken transfer, a bad file here:
+        # the plain backup still restores
         for path in (companion, sidecar_path(companion)):
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
         on_event(
             Notice(
                 "warn",

@@ -39,9 +39,10 @@ from preskool_dr.core.storage.meta import read_meta
 
 # pg_restore writes `pg_restore:`, ` ` and its message in separate writes to unbuffered
 # stderr, so the -j workers' lines interleave: `pg_restore: pg_restore: processing data for
-# table "a"` or `pg_restore:pg_restore:  processing data for table "a"`, then `processing
-# data for table "b"`. Every line is read without any number of prefixes.
-_PREFIXES = re.compile(r"^(?:pg_restore:\s*)+")
+# table "a"`, `pg_restore:pg_restore:  processing data for table "a"` or ` processing data
+# for table "a"`, then `processing data for table "b"`. Every line is read without any
+# number of prefixes and spaces before its message.
+_PREFIXES = re.compile(r"^(?:pg_restore:|\s)+")
 _ITEM = re.compile(r"^(?:processing|finished) item (\d+) ")
 _LAUNCH = re.compile(r"^launching item (\d+) (.+)$")
 _ACTION = re.compile(r"^(?:creating|executing|processing data for table) (?P<what>.+)$")

@@ -17,7 +17,7 @@ from pathlib import Path
 import humanize
 
 from preskool_dr.core.base import age
-from preskool_dr.core.base.errors import DrError
+from preskool_dr.core.base.errors import DrError, NoSpaceError
 from preskool_dr.core.base.events import Notice, StepChanged, StepStatus
 from preskool_dr.core.base.steps import StepId
 from preskool_dr.core.restore.journal import BackupChoice, StepRecord, VerifyRecord
@@ -89,7 +89,7 @@ def download(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepO
         # the companion came first with the MD5 its meta records: step 6's load can start
         # now, while the .sql.gz downloads (early_load.py)
         if run.loads_early and run.early_load is None and not cancel.is_set():
-            run.early_load = early_load.start(run, record.id, downloading=(dest, remaining))
+            run.early_load = early_load.start(run, record.id, cancel, downloading=(dest, remaining))
 
     path = fetch_backup(
         run.config,
@@ -114,7 +114,7 @@ def verify(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOut
     if run.loads_early and run.early_load is None:
         # step 6's load runs beside steps 4 and 5 (production is untouched until step 5);
         # step 6 takes it only if step 4 passed
-        run.early_load = early_load.start(run, record.id)
+        run.early_load = early_load.start(run, record.id, cancel)
     # an encrypted backup is decrypted and checked here, before any downtime: without the
     # identity there is nothing step 6 could load
     identities = (
@@ -181,7 +181,21 @@ def verify(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOut
         _check_companion(run, Path(choice.local_path), downloaded, record, cancel)
     # the last check before the headless restore takes the app offline (step 1)
     how = " (checked while step 3 downloaded it: not read again)" if read_once else ""
-    return f"{result.describe()}{how}; {recreate_db.server_space(run)}"
+    return f"{result.describe()}{how}; {_server_space(run, record)}"
+
+
+def _server_space(run: StepRun, record: StepRecord) -> str:
+    """Step 4's server-space check. A load started early writes before step 5 drops the
+    target, so it needs its room without that drop: when it lacks it, it is stopped (step 6
+    loads after step 5) and the restore is measured as if none had started."""
+    if run.early_load is not None:
+        try:
+            return recreate_db.server_space(run, load_first=True)
+        except NoSpaceError as exc:
+            run.on_event(Notice("warn", f"the load started early is stopped: {exc}", record.id))
+            run.early_load.stop()
+            run.early_load = None
+    return recreate_db.server_space(run)
 
 
 def _checked_while_downloading(run: StepRun, choice: BackupChoice) -> checksum.VerifyResult | None:

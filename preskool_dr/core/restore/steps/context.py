@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 from preskool_dr.core.base.errors import DrError
@@ -19,6 +20,10 @@ class EarlyLoad(Protocol):
     """Step 6's load started before step 4 passed (early_load.py), as step 6 takes it."""
 
     closed_acl: list[str] | None  # what the loading database's ACL lost (step 6 restores it)
+
+    @property
+    def holds(self) -> Path | None:
+        """The file it holds open, hashed through its descriptor (None once it failed)."""
 
     def unusable_reason(self, choice: BackupChoice) -> str | None:
         """Why step 6 may not take it (None: it may): it failed already, it read another

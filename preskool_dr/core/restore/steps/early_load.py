@@ -4,14 +4,15 @@ downloads): headless runs (`Engine.run_all`) only.
 
 Before it starts, the file it will read is opened and hashed through the open file
 (core/restore/pinned.py): the .sql.gz must have the MD5 of its sidecar, a custom-format
-companion the MD5 its .meta.json recorded (that meta naming the sidecar's MD5). So, as in step 6, no byte of a backup that fails its
-checksum reaches the database. The rest of step 3 (the .sql.gz's download), step 4 (gzip
+companion the MD5 its .meta.json recorded (that meta naming the sidecar's MD5). So, as in
+step 6, no byte of a backup that fails its checksum reaches the database. The rest of step 3 (the .sql.gz's download), step 4 (gzip
 integrity, the content scan, the companion's table of contents, server space), step 1 and
 step 5 then run beside the load instead of before it.
 
 The load goes where step 6's always goes, `<target>_loading_<run id>`, closed to every role
 but the app role, which loads it (as in step 6; note that this role also owns production,
 and the app may still be online while step 4 runs). Step 6 takes the load only when
+- it has not failed already (step 6 then loads again: the failure may be the server's);
 - step 4 passed, on the very files the load opened (device, inode, size, mtime, ctime),
   and a companion it loaded is the one step 4 accepted;
 - nothing wrote to those files while they were loaded;
@@ -37,7 +38,7 @@ from pathlib import Path
 import psycopg
 
 from preskool_dr.core.base import age, database
-from preskool_dr.core.base.errors import DrError
+from preskool_dr.core.base.errors import DrError, NoSpaceError
 from preskool_dr.core.base.events import Event, Notice, Progress, StepStatus
 from preskool_dr.core.base.steps import StepId
 from preskool_dr.core.restore import pinned
@@ -92,6 +93,12 @@ class EarlyLoad:
         elif choice.companion_md5 is None or choice.companion_identity != self.held.identity:
             return "it loaded the custom-format companion, which step 4 did not accept"
         return None
+
+    @property
+    def holds(self) -> Path | None:
+        """The file it holds open, hashed through its descriptor (None once it failed:
+        step 6 will not take it, so step 5 rehashes every file)."""
+        return None if self.error is not None else self.held.path
 
     @property
     def loads_companion(self) -> bool:
@@ -170,7 +177,11 @@ class EarlyLoad:
 
 
 def start(
-    run: StepRun, step_id: str, *, downloading: tuple[Path, int] | None = None
+    run: StepRun,
+    step_id: str,
+    cancel: threading.Event,
+    *,
+    downloading: tuple[Path, int] | None = None,
 ) -> EarlyLoad | None:
     """Start step 6's load now, from step `step_id`, or None when this run does not load
     early: restore.early_load is off, steps 5 and 6 are not both still to do, the backup is
@@ -178,7 +189,7 @@ def start(
     server lacks room for it (step 4 then says why). Step 3 calls it once the companion is
     down, `downloading` the backup (its local path, and the bytes its download still
     writes: the server needs room for both when they share a disk); only the companion
-    can be loaded then."""
+    can be loaded then. `cancel` (the calling step's) stops the hashing before it."""
     s = run.state
     choice = s.backup
     if downloading is not None:
@@ -197,14 +208,19 @@ def start(
     ):
         return None
     try:
-        server_space(run, downloading)
-    except DrError:
+        # the target stays until step 5 while this load writes: its space is not free yet
+        server_space(run, downloading, load_first=True)
+    except NoSpaceError as exc:
+        if downloading is not None:  # step 4's own check may pass: say why the load waits
+            run.on_event(Notice("info", f"step 6's load waits for step 4: {exc}", step_id))
+        return None
+    except (DrError, OSError):
         return None
     files = contextlib.ExitStack()
     early: EarlyLoad | None = None
     try:
         try:
-            held = _open_checked(run, local, files, step_id)
+            held = _open_checked(run, local, files, step_id, cancel, downloading is not None)
         except (OSError, DrError):
             files.close()
             return None
@@ -230,10 +246,9 @@ def start(
             )
         )
         env = database.load_env(db, early.loading, run.config.restore.maintenance_work_mem)
-        early._thread = threading.Thread(
-            target=early._load, args=(env,), name="early-load", daemon=True
-        )
-        early._thread.start()
+        thread = threading.Thread(target=early._load, args=(env,), name="early-load", daemon=True)
+        thread.start()
+        early._thread = thread  # only a started thread: `close` joins it
     except BaseException:
         # nothing may stay open or half made: no one else knows of this load yet
         if early is not None:
@@ -245,13 +260,19 @@ def start(
 
 
 def _open_checked(
-    run: StepRun, backup: Path, files: contextlib.ExitStack, step_id: str
+    run: StepRun,
+    backup: Path,
+    files: contextlib.ExitStack,
+    step_id: str,
+    cancel: threading.Event,
+    companion_only: bool,
 ) -> pinned.Pinned:
     """What the load will read, opened into `files` and hashed through the open file: the
     custom-format companion when the method may load one and it has the MD5 the backup's
     .meta.json recorded (that meta describing this backup: its MD5 is the sidecar's); else
-    the backup itself, against its sidecar. GateError or OSError when the file is not what
-    its sidecar or meta says."""
+    the backup itself, against its sidecar (not while step 3 still downloads it:
+    `companion_only`). GateError or OSError when the file is not what its sidecar or meta
+    says, DrError when there is nothing to load yet."""
     md5, _ = checksum.expected_md5(backup)
     if md5 is None:
         raise DrError(f"{backup.name} has no usable sidecar")  # step 4 says what is wrong
@@ -267,6 +288,7 @@ def _open_checked(
                 rehash=True,
                 on_event=run.on_event,
                 step_id=step_id,
+                cancel=cancel,
             )
         )
 
@@ -280,4 +302,6 @@ def _open_checked(
     ):
         with contextlib.suppress(OSError, DrError):  # step 4 refuses it too: the plain file
             return pin(companion, meta.companion_md5)
+    if companion_only:
+        raise DrError(f"{backup.name} is still downloading")
     return pin(backup, md5)

@@ -31,11 +31,12 @@ def recreate_db(run: StepRun, record: StepRecord, cancel: threading.Event) -> St
     db = run.config.database
     run.ensure_server_lock()
     # The verify gate, before anything is destroyed: the backup (and the companion step 6
-    # would load) is read again in full and must have the MD5 step 4 recorded. Not while
-    # step 6's load, started early, holds them open: it hashed them through the open files
+    # would load) is read again in full and must have the MD5 step 4 recorded. Not the file
+    # step 6's load, started early, holds open: it hashed that file through its descriptor
     # before it began, and a file replaced or written since has another identity, which the
     # gate rehashes.
-    with verified_files(run, record, cancel, rehash=run.early_load is None):
+    held = run.early_load.holds if run.early_load is not None else None
+    with verified_files(run, record, cancel, rehash=True, held=held):
         pass
     space = server_space(run)  # NoSpaceError before anything is renamed or dropped
     snap = database.snapshot(db, s.target_db)
@@ -84,12 +85,16 @@ def recreate_db(run: StepRun, record: StepRecord, cancel: threading.Event) -> St
     return f"created {s.target_db}, {closed}; there was no database to replace"
 
 
-def server_space(run: StepRun, downloading: tuple[Path, int] | None = None) -> str:
+def server_space(
+    run: StepRun, downloading: tuple[Path, int] | None = None, *, load_first: bool = False
+) -> str:
     """Room on the database server for the chosen backup restored (core/restore/
     server_space.py): checked by step 4, before the headless restore takes the app offline,
     and again by step 5, before anything is renamed or dropped; and by a load started while
     step 3 is `downloading` the backup (its local path, and the bytes still to come: the
-    server's disk needs room for them too when it is BACKUP_DIR's). NoSpaceError when short."""
+    server's disk needs room for them too when it is BACKUP_DIR's). `load_first`: a load
+    writes before step 5 drops the target, so the target's space is not free for it.
+    NoSpaceError when short."""
     s = run.state
     choice = chosen_backup(run)
     if downloading is not None:
@@ -100,7 +105,7 @@ def server_space(run: StepRun, downloading: tuple[Path, int] | None = None) -> s
     # aside mode keeps the old database (renamed); what step 5 drops frees its space, and
     # what a load started early wrote already is part of what is needed
     keeps_old = s.recreate_mode == "aside" and s.aside_state != "renamed"
-    dropped = None if keeps_old else s.target_db
+    dropped = None if keeps_old or load_first else s.target_db
     loading = loading_name(s.target_db, s.run_id) if run.early_load else None
     incoming = (downloading[0].parent, downloading[1]) if downloading else None
     return check_server_space(

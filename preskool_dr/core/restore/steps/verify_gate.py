@@ -23,13 +23,20 @@ from preskool_dr.core.storage.layout import companion_path
 
 @contextlib.contextmanager
 def verified_files(
-    run: StepRun, record: StepRecord, cancel: threading.Event, *, rehash: bool
+    run: StepRun,
+    record: StepRecord,
+    cancel: threading.Event,
+    *,
+    rehash: bool,
+    held: Path | None = None,
 ) -> Iterator[tuple[Path, Path | None]]:
     """Yields the paths the loaders open (they resolve to the open, checked files): the
     backup, and its companion unless the method is serial. GateError when the backup is
     not the one step 4 verified; a companion that is not is dropped with a warning (the
     plain file is then loaded). `rehash` reads each file again in full (step 5, before
-    anything is destroyed); leaving the block checks that nothing wrote to them meanwhile."""
+    anything is destroyed), except `held`, the file a load started early holds open and
+    hashed through its descriptor (its identity is compared); leaving the block checks
+    that nothing wrote to them meanwhile."""
     choice = chosen_backup(run)
     if not choice.local_path or choice.md5 is None:
         raise DrError("step 4 has not verified the chosen backup: run step 4 (Verify) first")
@@ -43,7 +50,7 @@ def verified_files(
             md5,
             identity,
             folder,
-            rehash=rehash,
+            rehash=rehash and path != held,
             on_event=run.on_event,
             step_id=record.id,
             cancel=cancel,
