@@ -260,9 +260,10 @@ def test_kill_9_during_the_load_then_resume(
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     (state,) = Journal(site.config().state_dir).runs()
-    # the journal says where it died: in step 6, or (early) while steps 4 to 6 ran beside the load
+    # the journal says where it died: in step 6, or (early) while steps 4 to 6 ran beside the
+    # load, where the kill may also fall between two steps (one saved done, the next not begun)
     running = [s.id for s in state.steps if s.status is StepStatus.RUNNING]
-    assert running == ["restore"] if not early else len(running) == 1, running
+    assert running == ["restore"] if not early else len(running) <= 1, running
 
     resumed = site.cli("restore", "--resume", state.run_id, "--confirm", big.name)
 
