@@ -309,7 +309,9 @@ def test_retention_deletes_only_old_backups_of_the_same_kind(s3: str, database: 
     assert {s3_names["young"], s3_names["weekly"], s3_names["unknown"], new} <= keys
 
     # A pre-deploy run keeps its backup local (the seed: "Pre-deployment ... Local") and
-    # applies the 7-day pre-deploy limit only.
+    # applies the 7-day pre-deploy limit only. Started in the next second: backup names
+    # have one-second resolution.
+    time.sleep(1.05 - time.time() % 1)
     later = call_cli("backup", "--kind", "pre-deploy")
     assert later.returncode == 0, later.stderr
     assert "S3 upload skipped: pre-deploy backups stay local" in later.stdout
