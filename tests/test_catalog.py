@@ -265,12 +265,11 @@ def test_fetch_s3_only_backup_with_sidecar_and_meta(tmp_path: Path) -> None:
     assert local.local_path == path and fetch_backup(config, local) == path
 
 
-@pytest.mark.slow
-@pytest.mark.usefixtures("s3_bucket")
-def test_fetch_with_companion_and_discard_download(tmp_path: Path) -> None:
-    config = load_config()
-    store = s3_store(config)
-    staged = make_backup(tmp_path, T0, "daily")
+def stage_with_companion(store: S3Store, folder: Path) -> tuple[Path, Path, str, BackupMeta]:
+    """A backup in `folder` and S3 with a stand-in companion (the catalog copies it,
+    pg_restore is not asked), its meta recording the companion's MD5: returns the backup,
+    the companion, that MD5 and the meta as it was before."""
+    staged = make_backup(folder, T0, "daily")
     companion = companion_path(staged)
     companion.write_bytes(b"PGDMP stand-in: the catalog copies it, pg_restore is not asked")
     companion_md5 = hashlib.md5(companion.read_bytes()).hexdigest()
@@ -281,6 +280,15 @@ def test_fetch_with_companion_and_discard_download(tmp_path: Path) -> None:
     upload_backup(store, staged)
     for path in (companion, sidecar_path(companion)):
         store.upload(path)
+    return staged, companion, companion_md5, meta
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("s3_bucket")
+def test_fetch_with_companion_and_discard_download(tmp_path: Path) -> None:
+    config = load_config()
+    store = s3_store(config)
+    staged, companion, companion_md5, meta = stage_with_companion(store, tmp_path)
     record = resolve_backup(config, staged.name)
     plain_only = fetch_backup(config, record)  # e.g. `verify`: the companion is not needed
     assert not companion_path(plain_only).exists()
@@ -334,19 +342,8 @@ def test_a_companion_already_here_is_kept_only_when_it_is_ours_and_whole(tmp_pat
     fresh download; a symlink there stops the fetch (paths.inside) and its target is not
     touched."""
     config = load_config()
-    store = s3_store(config)
     (tmp_path / "staged").mkdir()
-    staged = make_backup(tmp_path / "staged", T0, "daily")
-    companion = companion_path(staged)
-    companion.write_bytes(b"PGDMP stand-in for the kept companion")
-    companion_md5 = hashlib.md5(companion.read_bytes()).hexdigest()
-    write_sidecar(companion, companion_md5)
-    meta = read_meta(staged)
-    assert meta is not None
-    write_meta(staged, dataclasses.replace(meta, companion_md5=companion_md5))
-    upload_backup(store, staged)
-    for path in (companion, sidecar_path(companion)):
-        store.upload(path)
+    staged, companion, _, _ = stage_with_companion(s3_store(config), tmp_path / "staged")
     record = resolve_backup(config, staged.name)
     here = config.backups.dir / companion.name
     outside = tmp_path / "outside.dump"
