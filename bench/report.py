@@ -156,8 +156,8 @@ def render(r: dict[str, Any]) -> str:
         "draws its progress line; the time compared is the load the step reports (the same "
         "work as the baseline), with `restore.early_load: false` so that the load runs alone, "
         "as the baseline does (the whole-command rows below take the default, which starts "
-        "the load beside step 4's checks). The step as a whole also drops and recreates the database and "
-        "validates the result (row counts against the backup's, smoke queries); the whole "
+        "the load beside step 4's checks). The step as a whole also drops and recreates the "
+        "database and validates the result (row counts against the backup's, smoke queries); the whole "
         "command also identifies and verifies the backup. Progress updates are the redraws "
         "counted on the terminal during the load.",
         "",

@@ -26,9 +26,10 @@ the load (possible only for its owner) fails the step instead of passing as veri
 
 Why not hash while loading: psql and pg_restore commit as they go, so a mismatch found at
 the end would be found after the content reached the database. (The load a headless run
-starts early, steps/early_load.py, hashes its open files first, for the same reason.) Without /proc
-(not Linux) the loaders get the backup's own path: the identity checks before and after the
-load remain, with the time between the check and the loader's open as the gap.
+starts early, steps/early_load.py, hashes its open files first, for the same reason.)
+Without /proc (not Linux) the loaders get the backup's own path: the identity checks before
+and after the load remain, with the time between the check and the loader's open as the
+gap.
 """
 
 from __future__ import annotations

@@ -110,8 +110,9 @@ def fetch_backup(
     its `.md5`) when S3 has one, before the backup itself; a companion that cannot be
     fetched is reported and left out (the plain backup restores without it), never a
     failure of the fetch. Once it is here with the MD5 the backup's meta records (hashed as
-    it was written, or found whole from an earlier run), `companion_ready` is told the backup's local path and the bytes its
-    download still writes there, before that download starts.
+    it was written, or found whole from an earlier run), `companion_ready` is told the
+    backup's local path and the bytes its download still writes there, before that
+    download starts.
     `checked`: a single-file backup that is downloaded (and not encrypted) is also hashed
     and gzip/content-checked in the download's one pass, and the findings (without the
     sidecar comparison, which is the caller's) are handed to it."""

@@ -15,8 +15,8 @@
 Steps 5 and 6 pass the verify gate (verify_gate.py) first. Step 6's loader choice is
 loader.py; a headless run starts that load as step 4 begins, or from S3 as soon as step 3
 has the companion (early_load.py: it hashes the files it holds open itself, and step 6
-takes it only when step 4 passed on those files). An
-action sees its run through `context.StepRun`.
+takes it only when step 4 passed on those files). An action sees its run through
+`context.StepRun`.
 """
 
 from __future__ import annotations

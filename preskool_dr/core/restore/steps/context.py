@@ -77,6 +77,15 @@ StepOutcome = str | StepStatus
 StepAction = Callable[[StepRun, StepRecord, threading.Event], StepOutcome]
 
 
+def local_backup(run: StepRun, downloading: tuple[Path, int] | None = None) -> Path | None:
+    """The chosen backup's local path: the one step 3 is `downloading` into (with the bytes
+    still to come), else the one steps 2-3 recorded; None when it is not local."""
+    if downloading is not None:
+        return downloading[0]
+    choice = run.state.backup
+    return Path(choice.local_path) if choice and choice.local_path else None
+
+
 def chosen_backup(run: StepRun) -> BackupChoice:
     """Step 2's choice, which steps 3 to 6 work on."""
     if run.state.backup is None:

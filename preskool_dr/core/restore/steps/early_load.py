@@ -5,9 +5,10 @@ downloads): headless runs (`Engine.run_all`) only.
 Before it starts, the file it will read is opened and hashed through the open file
 (core/restore/pinned.py): the .sql.gz must have the MD5 of its sidecar, a custom-format
 companion the MD5 its .meta.json recorded (that meta naming the sidecar's MD5). So, as in
-step 6, no byte of a backup that fails its checksum reaches the database. The rest of step 3 (the .sql.gz's download), step 4 (gzip
-integrity, the content scan, the companion's table of contents, server space), step 1 and
-step 5 then run beside the load instead of before it.
+step 6, no byte of a backup that fails its checksum reaches the database. The rest of step
+3 (the .sql.gz's download), step 4 (gzip integrity, the content scan, the companion's table
+of contents, server space), step 1 and step 5 then run beside the load instead of before
+it.
 
 The load goes where step 6's always goes, `<target>_loading_<run id>`, closed to every role
 but the app role, which loads it (as in step 6; note that this role also owns production,
@@ -45,7 +46,7 @@ from preskool_dr.core.restore import pinned
 from preskool_dr.core.restore.journal import BackupChoice, LoadRecord
 from preskool_dr.core.restore.loaders.stream import StreamResult
 from preskool_dr.core.restore.steps import loader
-from preskool_dr.core.restore.steps.context import StepRun
+from preskool_dr.core.restore.steps.context import StepRun, local_backup
 from preskool_dr.core.restore.steps.db_names import loading_name
 from preskool_dr.core.restore.steps.recreate_db import server_space
 from preskool_dr.core.storage import checksum
@@ -192,10 +193,7 @@ def start(
     can be loaded then. `cancel` (the calling step's) stops the hashing before it."""
     s = run.state
     choice = s.backup
-    if downloading is not None:
-        local: Path | None = downloading[0]
-    else:
-        local = Path(choice.local_path) if choice and choice.local_path else None
+    local = local_backup(run, downloading)
     if (
         not run.config.restore.early_load
         or choice is None

@@ -37,9 +37,9 @@ def load(
     decided: Callable[[LoadRecord], None] | None = None,
 ) -> tuple[StreamResult, LoadRecord]:
     """Load `backup` (or its `companion`) into `loading`; returns the result and which
-    loader took it and why (`early`: a load started before step 4 passed). That choice is also
-    said in a notice to `sink` and given to `decided` the moment it is made, before the
-    load runs (step 6 puts it in the journal, `RunState.load`)."""
+    loader took it and why (`early`: a load started before step 4 passed). That choice is
+    also said in a notice to `sink` and given to `decided` the moment it is made, before
+    the load runs (step 6 puts it in the journal, `RunState.load`)."""
     name = run.state.backup.name if run.state.backup else backup.name
     chosen: list[LoadRecord] = []
 

@@ -19,7 +19,12 @@ from preskool_dr.core.base.events import Notice, StepStatus, utcnow
 from preskool_dr.core.base.steps import StepId
 from preskool_dr.core.restore.journal import RunState, StepRecord
 from preskool_dr.core.restore.server_space import check_server_space
-from preskool_dr.core.restore.steps.context import StepOutcome, StepRun, chosen_backup
+from preskool_dr.core.restore.steps.context import (
+    StepOutcome,
+    StepRun,
+    chosen_backup,
+    local_backup,
+)
 from preskool_dr.core.restore.steps.db_names import aside_name, loading_name
 from preskool_dr.core.restore.steps.verify_gate import verified_files
 from preskool_dr.core.storage.meta import read_meta
@@ -96,11 +101,8 @@ def server_space(
     writes before step 5 drops the target, so the target's space is not free for it.
     NoSpaceError when short."""
     s = run.state
-    choice = chosen_backup(run)
-    if downloading is not None:
-        local: Path | None = downloading[0]
-    else:
-        local = Path(choice.local_path) if choice.local_path else None
+    chosen_backup(run)  # DrError when step 2 has not chosen one
+    local = local_backup(run, downloading)
     meta = read_meta(local) if local else None
     # aside mode keeps the old database (renamed); what step 5 drops frees its space, and
     # what a load started early wrote already is part of what is needed
