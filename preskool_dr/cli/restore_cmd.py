@@ -95,7 +95,7 @@ def _start(args: argparse.Namespace, ctx: Context, on_event: RestoreNotices) -> 
             f"--confirm {args.confirm or '(missing)'} does not match the target database "
             f"{target!r}: nothing was changed"
         )
-    catalog.resolve_backup(config, args.backup)  # exit 2 before any run exists
+    found = catalog.resolve_backup(config, args.backup)  # exit 2 before any run exists
     incident = _parse_incident(args.incident_at)
     options = RunOptions(
         backup_spec=args.backup,
@@ -105,7 +105,7 @@ def _start(args: argparse.Namespace, ctx: Context, on_event: RestoreNotices) -> 
         drill=args.drill,
         recreate_mode="drop" if args.drill else args.mode,
     )
-    return Engine.start(config, options, on_event=on_event)
+    return Engine.start(config, options, on_event=on_event, found=found)
 
 
 def _sign_off(engine: Engine, args: argparse.Namespace) -> bool:

@@ -285,3 +285,25 @@ def test_proxy_passes_a_clean_download(site: Site, s3_proxy: FaultProxy) -> None
     assert [seen.range for seen in s3_proxy.gets(backup.name)] == [None]
     assert boto3.client("s3").head_bucket(Bucket=site.config().backups.s3_bucket)
     assert Path(site.backup_dir / backup.name).is_file()
+
+
+def test_an_s3_restore_looks_its_backup_up_once(site: Site, s3_proxy: FaultProxy) -> None:
+    """Every request to S3 is a round trip before the load can start (tens of ms each
+    against a real bucket). `restore NAME` looks the backup up once (the CLI's check, which
+    step 2 takes), step 3 once more as it fetches (that lookup decides: missing, archived,
+    unsafe names), then the downloads: 15 requests in all, where there were 23."""
+    backup = run_backup(site.config(), "daily", custom=True).path
+    for path in backup.parent.iterdir():
+        path.unlink()
+    s3_proxy.seen.clear()
+
+    result = site.restore(backup.name)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    stem = backup.name.removesuffix(".sql.gz")
+    seen = [(s.method, s.key.rsplit("/", 1)[-1].removeprefix(stem)) for s in s3_proxy.seen]
+    lookup = [("HEAD", GZ), ("HEAD", GZ + ".md5"), ("HEAD", ".dump"), ("GET", GZ + ".meta.json")]
+    assert seen[:4] == lookup  # the CLI's lookup, taken by step 2
+    assert seen[4:7] == lookup[:3]  # step 3's
+    assert seen.count(("GET", GZ)) == 1 and seen.count(("GET", ".dump")) == 1
+    assert len(seen) <= 15, seen

@@ -41,6 +41,7 @@ from preskool_dr.core.restore.journal import BackupChoice, Journal, RunState, St
 from preskool_dr.core.restore.run_locks import RunLocks
 from preskool_dr.core.restore.steps import ACTIONS, backup_checks, recreate_db
 from preskool_dr.core.restore.steps.context import EarlyLoad, StepAction
+from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.core.storage.checksum import VerifyResult
 
 # Headless order: check the backup (2-4) before taking the app offline (1), so a bad
@@ -214,15 +215,22 @@ class Engine:
 
     @classmethod
     def start(
-        cls, config: Config, options: RunOptions, *, on_event: EventSink = ignore_events
+        cls,
+        config: Config,
+        options: RunOptions,
+        *,
+        on_event: EventSink = ignore_events,
+        found: BackupRecord | None = None,
     ) -> Engine:
-        """Create a new run, take the target's lock and write the first journal record."""
+        """Create a new run, take the target's lock and write the first journal record.
+        `found`: the caller's lookup of `options.backup_spec`, made a moment before (step 2
+        takes it instead of looking the backup up again)."""
         engine = cls(config, new_run_state(config, options), on_event=on_event)
         engine._locks.take()
         try:
             engine.save()
             if options.backup_spec:
-                engine.choose_backup(options.backup_spec)
+                engine.choose_backup(options.backup_spec, found)
         except BaseException:
             engine.close()  # the caller gets no engine to close
             raise
@@ -325,9 +333,13 @@ class Engine:
         self.state.incident_declared_at = when
         self.save()
 
-    def choose_backup(self, spec: str) -> BackupChoice:
-        """Step 2 with the operator's choice (the TUI's browser, or BACKUP on the CLI)."""
-        self._run(StepId.IDENTIFY, lambda run, record, cancel: backup_checks.identify(run, spec))
+    def choose_backup(self, spec: str, found: BackupRecord | None = None) -> BackupChoice:
+        """Step 2 with the operator's choice (the TUI's browser, or BACKUP on the CLI);
+        `found`: its lookup, when the caller has just made it."""
+        self._run(
+            StepId.IDENTIFY,
+            lambda run, record, cancel: backup_checks.identify(run, spec, found),
+        )
         record = self.step(StepId.IDENTIFY)
         if record.status is not StepStatus.DONE or self.state.backup is None:
             raise DrError(record.detail)

@@ -120,13 +120,39 @@ def fetch_backup(
         return record.local_path
     if record.s3_url is None:
         raise NotFoundError(f"{record.name} has no local copy and no S3 copy")
+    return fetch_from_s3(
+        config,
+        record.s3_url,
+        on_event=on_event,
+        step_id=step_id,
+        cancel=cancel,
+        with_companion=with_companion,
+        checked=checked,
+        companion_ready=companion_ready,
+    )
+
+
+def fetch_from_s3(
+    config: Config,
+    s3_url: str,
+    *,
+    on_event: EventSink = ignore_events,
+    step_id: str = "download",
+    cancel: threading.Event | None = None,
+    with_companion: bool = False,
+    checked: Callable[[VerifyResult], None] | None = None,
+    companion_ready: Callable[[Path, int], None] | None = None,
+) -> Path:
+    """`fetch_backup` of the backup at `s3_url`, for a caller that knows only where it is
+    (step 3 has the URL step 2 recorded): the objects are looked up here, once, and that
+    lookup decides (missing: NotFoundError, archived, unsafe names)."""
     from preskool_dr.core.storage.s3store import store_for_url
 
-    store, name = store_for_url(record.s3_url)
+    store, name = store_for_url(s3_url)
     group = s3_group_for(store, name)
     if group.bad is not None and group.main is None:
         raise UnsafeNameError(
-            f"{record.s3_url} is refused: {group.bad}; nothing was downloaded. Someone with "
+            f"{s3_url} is refused: {group.bad}; nothing was downloaded. Someone with "
             "write access to the bucket may have put it there: check the bucket, and use "
             "another backup (`preskool-dr list`)"
         )

@@ -25,7 +25,8 @@ from preskool_dr.core.restore.loaders import pg_restore
 from preskool_dr.core.restore.steps import early_load, recreate_db
 from preskool_dr.core.restore.steps.context import StepOutcome, StepRun, chosen_backup
 from preskool_dr.core.storage import catalog, checksum
-from preskool_dr.core.storage.fetch import discard_download, fetch_backup
+from preskool_dr.core.storage.catalog import BackupRecord
+from preskool_dr.core.storage.fetch import discard_download, fetch_from_s3
 from preskool_dr.core.storage.layout import companion_path
 
 
@@ -34,10 +35,13 @@ def identify_again(run: StepRun, record: StepRecord, cancel: threading.Event) ->
     return identify(run, run.state.backup.spec if run.state.backup else "latest")
 
 
-def identify(run: StepRun, spec: str) -> str:
-    """Step 2 with the operator's choice (Engine.choose_backup)."""
+def identify(run: StepRun, spec: str, found: BackupRecord | None = None) -> str:
+    """Step 2 with the operator's choice (Engine.choose_backup); `found`: the lookup of
+    `spec` its caller made a moment ago (`restore BACKUP` checks it exists before any run),
+    taken instead of asking the bucket again."""
     state = run.state
-    found = catalog.resolve_backup(run.config, spec)
+    if found is None:
+        found = catalog.resolve_backup(run.config, spec)
     local_path = str(found.local_path) if found.local_path else None
     choice = BackupChoice(
         spec=spec,
@@ -82,7 +86,6 @@ def download(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepO
             f"{choice.name}, chosen in step 2, is no longer at {choice.local_path} and has "
             "no S3 copy: put it back, or choose another backup in step 2"
         )
-    backup = catalog.resolve_backup(run.config, choice.s3_url)
     run.fetched.clear()
 
     def companion_ready(dest: Path, remaining: int) -> None:
@@ -91,9 +94,9 @@ def download(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepO
         if run.loads_early and run.early_load is None and not cancel.is_set():
             run.early_load = early_load.start(run, record.id, cancel, downloading=(dest, remaining))
 
-    path = fetch_backup(
+    path = fetch_from_s3(
         run.config,
-        backup,
+        choice.s3_url,
         on_event=run.on_event,
         step_id=record.id,
         cancel=cancel,
