@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from preskool_dr.core.backup.take import run_backup
 from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import NoSpaceError
 from preskool_dr.core.base.events import StepStatus
+from preskool_dr.core.restore import server_space
 from preskool_dr.core.restore.engine import Engine, RunOptions
 from preskool_dr.core.restore.server_space import check_server_space
 from preskool_dr.core.storage.meta import BackupMeta, read_meta, write_meta
@@ -177,5 +183,33 @@ def test_a_download_still_writing_to_the_servers_disk_counts_as_taken(
     assert refused is not None and "a download still writes there as taken" in refused
     assert "as taken" not in check_server_space(db, meta, incoming=(same_disk, 0)).detail
     other = Path("/dev/shm")
-    if other.is_dir() and other.stat().st_dev != same_disk.stat().st_dev:
+    if other.is_dir() and not server_space._same_disk(other, same_disk):
         assert "as taken" not in check_server_space(db, meta, incoming=(other, HUGE)).detail
+
+
+def test_a_pool_behind_two_devices_counts_as_one_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """btrfs subvolumes and ZFS datasets of one pool have their own st_dev but report the
+    pool's free space: a download into one takes room from the other. Two devices whose
+    free space differs are two disks."""
+    backups, data_dir = tmp_path / "backups", tmp_path / "data"
+    backups.mkdir()
+    data_dir.mkdir()
+    real_stat = Path.stat
+
+    def own_device(path: Path, **kwargs: Any) -> Any:
+        found = real_stat(path, **kwargs)
+        if path == data_dir:  # another device number, as a subvolume or dataset has
+            fields = list(found)
+            fields[stat.ST_DEV] += 1
+            return os.stat_result(fields)
+        return found
+
+    monkeypatch.setattr(Path, "stat", own_device)
+    free = {backups: 40 << 30, data_dir: (40 << 30) + (3 << 20)}  # one pool, a load writing
+    monkeypatch.setattr(server_space, "free_bytes", lambda path: free[path])
+    assert server_space._same_disk(backups, data_dir)
+    free[data_dir] = 90 << 30  # another disk
+    assert not server_space._same_disk(backups, data_dir)
+    assert server_space._same_disk(backups, tmp_path / "missing")  # unknown: counted

@@ -85,9 +85,22 @@ def check_server_space(
     )
 
 
+# Two folders whose disks report free space this close share one pool (see _same_disk)
+POOLED_WITHIN = 256 << 20
+
+
 def _same_disk(folder: Path, data_dir: Path) -> bool:
+    """Whether bytes written in `folder` take room from `data_dir`. The same device, or
+    storage pooled under several devices: btrfs subvolumes and ZFS datasets of one pool
+    each have their own st_dev but report the pool's free space, so two disks that report
+    the same free space (within what the running load may write between the two readings)
+    count as one. Two separate disks that happen to agree only make the check stricter:
+    the load then waits for step 4 at worst. A ZFS dataset with its own quota reports
+    that quota and is missed."""
     try:
-        return folder.stat().st_dev == data_dir.stat().st_dev
+        if folder.stat().st_dev == data_dir.stat().st_dev:
+            return True
+        return abs(free_bytes(folder) - free_bytes(data_dir)) <= POOLED_WITHIN
     except OSError:
         return True  # unknown: count it, the load then waits for step 4 at worst
 
