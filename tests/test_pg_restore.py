@@ -249,7 +249,8 @@ def test_custom_restore_equals_plain_on_awkward_schema(
 def test_interleaved_worker_lines_are_all_counted() -> None:
     """pg_restore -j's workers write the prefix and the message in separate writes, so two
     lines can come out as one with a doubled prefix and one with none (seen in CI and in
-    the bench: a table missing from the loaded tables). Every item and table still counts."""
+    the bench: a table missing from the loaded tables). Every item and table still counts,
+    and an error's doubled level does not become part of its message."""
     text = (
         'pg_restore: pg_restore: processing data for table "public.a"\n'
         'processing data for table "public.b"\n'
@@ -259,6 +260,7 @@ def test_interleaved_worker_lines_are_all_counted() -> None:
         "finished item 8 TABLE DATA public b preskool\n"
         "pg_restore:pg_restore:  finished item 9 TABLE DATA public c preskool\n"
         "finished item 10 TABLE DATA public d preskool\n"
+        "pg_restore: pg_restore: error: error: could not execute query: ERROR:  boom\n"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", f"import sys; sys.stderr.write({text!r})"],
@@ -271,6 +273,9 @@ def test_interleaved_worker_lines_are_all_counted() -> None:
     assert verbose.tables == ["public.a", "public.b", "public.c", "public.d"]
     assert verbose.snapshot() == (4, "public.d", 4)
     assert all(not line.startswith("pg_restore:") for line in verbose.lines)
+    assert "pg_restore stopped of x.dump: could not execute query: ERROR: boom" in str(
+        verbose.failure(1, Path("x.dump"))
+    )
 
 
 def test_custom_restore_failure_names_the_entry(

@@ -41,8 +41,10 @@ from preskool_dr.core.storage.meta import read_meta
 # stderr, so the -j workers' lines interleave: `pg_restore: pg_restore: processing data for
 # table "a"`, `pg_restore:pg_restore:  processing data for table "a"` or ` processing data
 # for table "a"`, then `processing data for table "b"`. Every line is read without any
-# number of prefixes and spaces before its message.
+# number of prefixes and spaces before its message. The level of an error is one more such
+# write: `error: error: could not ...` reads as one `error: could not ...`.
 _PREFIXES = re.compile(r"^(?:pg_restore:|\s)+")
+_ERROR_LEVEL = re.compile(r"^(?:error:\s*)+")
 _ITEM = re.compile(r"^(?:processing|finished) item (\d+) ")
 _LAUNCH = re.compile(r"^launching item (\d+) (.+)$")
 _ACTION = re.compile(r"^(?:creating|executing|processing data for table) (?P<what>.+)$")
@@ -148,6 +150,7 @@ class _Verbose:
     def _pump(self, stream: Iterator[bytes]) -> None:
         for raw in stream:
             line = _PREFIXES.sub("", procs.redact(raw.decode("utf-8", "replace").rstrip("\r\n")))
+            line = _ERROR_LEVEL.sub("error: ", line)
             with self._lock:
                 self._take(line)
 
