@@ -95,7 +95,7 @@ def _save_small(store: S3Store, name: str, dest: Path) -> None:
 
 def fetch_backup(
     config: Config,
-    record: BackupRecord,
+    backup: BackupRecord | str,
     *,
     on_event: EventSink = ignore_events,
     step_id: str = "download",
@@ -106,6 +106,9 @@ def fetch_backup(
 ) -> Path:
     """Make the backup, its sidecar and meta local in BACKUP_DIR (download when only in S3,
     resumable); returns the local path. ArchivedError when a Glacier restore is needed.
+    `backup`: a catalog record, or the s3:// URL of one (step 3 has the URL step 2
+    recorded); either way the S3 objects are looked up here, and that lookup decides
+    (missing: NotFoundError, archived, unsafe names).
     `with_companion` also fetches a logical backup's custom-format companion (`.dump` and
     its `.md5`) when S3 has one, before the backup itself; a companion that cannot be
     fetched is reported and left out (the plain backup restores without it), never a
@@ -116,36 +119,14 @@ def fetch_backup(
     `checked`: a single-file backup that is downloaded (and not encrypted) is also hashed
     and gzip/content-checked in the download's one pass, and the findings (without the
     sidecar comparison, which is the caller's) are handed to it."""
-    if record.local_path is not None:
-        return record.local_path
-    if record.s3_url is None:
-        raise NotFoundError(f"{record.name} has no local copy and no S3 copy")
-    return fetch_from_s3(
-        config,
-        record.s3_url,
-        on_event=on_event,
-        step_id=step_id,
-        cancel=cancel,
-        with_companion=with_companion,
-        checked=checked,
-        companion_ready=companion_ready,
-    )
-
-
-def fetch_from_s3(
-    config: Config,
-    s3_url: str,
-    *,
-    on_event: EventSink = ignore_events,
-    step_id: str = "download",
-    cancel: threading.Event | None = None,
-    with_companion: bool = False,
-    checked: Callable[[VerifyResult], None] | None = None,
-    companion_ready: Callable[[Path, int], None] | None = None,
-) -> Path:
-    """`fetch_backup` of the backup at `s3_url`, for a caller that knows only where it is
-    (step 3 has the URL step 2 recorded): the objects are looked up here, once, and that
-    lookup decides (missing: NotFoundError, archived, unsafe names)."""
+    if isinstance(backup, str):
+        s3_url = backup
+    elif backup.local_path is not None:
+        return backup.local_path
+    elif backup.s3_url is None:
+        raise NotFoundError(f"{backup.name} has no local copy and no S3 copy")
+    else:
+        s3_url = backup.s3_url
     from preskool_dr.core.storage.s3store import store_for_url
 
     store, name = store_for_url(s3_url)

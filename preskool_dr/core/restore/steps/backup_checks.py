@@ -26,7 +26,7 @@ from preskool_dr.core.restore.steps import early_load, recreate_db
 from preskool_dr.core.restore.steps.context import StepOutcome, StepRun, chosen_backup
 from preskool_dr.core.storage import catalog, checksum
 from preskool_dr.core.storage.catalog import BackupRecord
-from preskool_dr.core.storage.fetch import discard_download, fetch_from_s3
+from preskool_dr.core.storage.fetch import discard_download, fetch_backup
 from preskool_dr.core.storage.layout import companion_path
 
 
@@ -94,7 +94,7 @@ def download(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepO
         if run.loads_early and run.early_load is None and not cancel.is_set():
             run.early_load = early_load.start(run, record.id, cancel, downloading=(dest, remaining))
 
-    path = fetch_from_s3(
+    path = fetch_backup(
         run.config,
         choice.s3_url,
         on_event=run.on_event,
