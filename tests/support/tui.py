@@ -130,6 +130,14 @@ async def start_run(pilot: Pilot[Any]) -> DrApp:
         lambda: app.engine is not None and status(app, "identify") is StepStatus.DONE,
         "backup identified",
     )
+    # the run is open once the start's worker is done and its RunOpened has selected the
+    # next step and focused the checklist; keys pressed before that go to the browser, or
+    # `r` meets a busy engine (seen in CI: `home r` lost, the test waited for nothing)
+    await wait_for(
+        pilot,
+        lambda: not app.engine_busy() and app.focused is app.checklist,
+        "run opened",
+    )
     return app
 
 
