@@ -25,7 +25,6 @@ from preskool_dr.core.restore.loaders import pg_restore
 from preskool_dr.core.restore.steps import early_load, recreate_db
 from preskool_dr.core.restore.steps.context import StepOutcome, StepRun, chosen_backup
 from preskool_dr.core.storage import catalog, checksum
-from preskool_dr.core.storage.catalog import BackupRecord
 from preskool_dr.core.storage.fetch import discard_download, fetch_backup
 from preskool_dr.core.storage.layout import companion_path
 
@@ -35,7 +34,7 @@ def identify_again(run: StepRun, record: StepRecord, cancel: threading.Event) ->
     return identify(run, run.state.backup.spec if run.state.backup else "latest")
 
 
-def identify(run: StepRun, spec: str, found: BackupRecord | None = None) -> str:
+def identify(run: StepRun, spec: str, found: catalog.BackupRecord | None = None) -> str:
     """Step 2 with the operator's choice (Engine.choose_backup); `found`: the lookup of
     `spec` its caller made a moment ago (`restore BACKUP` checks it exists before any run),
     taken instead of asking the bucket again."""
