@@ -226,7 +226,9 @@ def render(r: dict[str, Any]) -> str:
         f"{d['scale']} plus pgbench -s {d['pgbench_scale']} ({_mib(r['plain_bytes'])} gzip). "
         "Before every run the target database is dropped and the server settles (CHECKPOINT, "
         "sync). The default runbook's `restore.method` is `auto`: it loads the companion with "
-        "pg_restore -j; `serial` streams the .sql.gz.",
+        "pg_restore -j, and step 4 reads the .sql.gz for its MD5 only (what loads is read "
+        "whole: the companion, against the MD5 its .meta.json recorded); `serial` streams the "
+        ".sql.gz, and step 4 reads it whole (MD5, gzip, content scan) beside the load.",
         "",
         *series_table(r["whole"], whole_bench.BY_HAND),
         "",
@@ -245,9 +247,10 @@ def render(r: dict[str, Any]) -> str:
         "`aws s3 cp` does: parallel ranged GETs), then the same steps 4-6. `preskool-dr "
         "restore NAME`: step 3 downloads with parallel ranged GETs, the custom-format "
         "companion first (hashed as it is written; step 6's load starts from it at once), "
-        "then the `.sql.gz`, whose MD5, gzip test and content check are computed as it is "
-        "written, so step 4 does not read it again. The tool downloads both files (the "
-        "companion is ~1.2x the `.sql.gz` here); by hand only the `.sql.gz`.",
+        "then the `.sql.gz`, whose MD5 is computed as it is written (the companion loads, so "
+        "its gzip and content are not read), so step 4 does not read it again. The tool "
+        "downloads both files (the companion is ~1.2x the `.sql.gz` here); by hand only the "
+        "`.sql.gz`.",
         "",
         *series_table(r["whole_s3"], whole_bench.S3_BY_HAND),
         "",

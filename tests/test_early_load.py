@@ -4,21 +4,24 @@ that load only when it read the very files step 4 verified. Real cluster, real l
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import shutil
 import threading
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from preskool_dr.core.base.events import Event, Notice, StepStatus
+from preskool_dr.core.base.events import Event, Notice, Progress, StepStatus
 from preskool_dr.core.restore.engine import Engine, RunOptions
 from preskool_dr.core.restore.steps import early_load
 from preskool_dr.core.restore.steps.early_load import EARLY
 from preskool_dr.core.storage import checksum
 from preskool_dr.core.storage.layout import companion_path
+from preskool_dr.core.storage.meta import read_meta, write_meta
 from tests.support.runbook import write_runbook
 from tests.support.site import Site
 
@@ -130,6 +133,80 @@ def test_a_backup_that_fails_the_rest_of_step_4_drops_the_early_load(site: Site)
     assert state.load is None  # nothing was loaded as far as the journal knows
     assert site.calls() == []
     assert not (site.state_dir / "load" / f"{state.run_id}-early").exists()
+
+
+def test_step_4_reads_each_file_once_beside_a_companion_load(site: Site) -> None:
+    """The companion the early load hashed through the file it holds is not read again by
+    step 4; the .sql.gz, which step 6 does not load, is read for its MD5 (step 4) and again
+    by step 5's gate, never inflated."""
+    backup = site.backup()
+    counts = site.db.row_counts()
+    events: list[Event] = []
+    engine = Engine.start(
+        site.config(),
+        RunOptions(backup_spec=str(backup), target_db=site.db.name),
+        on_event=events.append,
+    )
+    try:
+        assert engine.run_all(site.db.name)
+    finally:
+        engine.close()
+
+    companion = companion_path(backup)
+    # every read of a file begins with a Progress of 0 bytes of its size
+    reads = Counter(
+        e.total for e in events if isinstance(e, Progress) and e.phase == "verify" and not e.done
+    )
+    assert reads[companion.stat().st_size] == 1, reads
+    assert reads[backup.stat().st_size] == 2, reads
+    state = engine.state
+    assert state.load is not None and state.load.early and state.load.loader == "pg_restore"
+    assert state.verify is not None and state.verify.md5_ok
+    assert state.verify.skipped is not None
+    assert state.verify.skipped.startswith(f"step 6 loads {companion.name}")
+    restored = site.db.row_counts()
+    restored.pop("alembic_version")
+    assert restored == counts
+
+
+@pytest.mark.parametrize("method", ["auto", "serial"])
+def test_the_plain_files_gzip_is_checked_when_it_is_what_loads(site: Site, method: str) -> None:
+    """A .sql.gz damaged before its checksums were taken (its sidecar and meta name the
+    damaged bytes) beside a whole companion: the default restore loads the companion and
+    says the .sql.gz was read for its MD5 only; with restore.method serial the .sql.gz is
+    what loads, and step 4's gzip check refuses it before anything is touched."""
+    write_runbook(site.root, app=site.app, restore={"method": method})
+    backup = site.backup()
+    counts, total = site.db.row_counts(), site.checksum()
+    site.change_data()
+    before = site.checksum()
+    flip_a_byte(backup)
+    md5 = checksum.verify_file(backup, None).actual_md5
+    checksum.write_sidecar(backup, md5)
+    meta = read_meta(backup)
+    assert meta is not None
+    write_meta(backup, dataclasses.replace(meta, md5=md5))
+
+    result = site.restore()
+
+    state = site.the_run()
+    assert state.verify is not None and state.verify.md5_ok
+    if method == "auto":
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Gzip and content not read: step 6 loads" in result.stdout
+        assert state.verify.skipped and state.verify.gzip_ok
+        assert state.load is not None and state.load.loader == "pg_restore"
+        restored = site.db.row_counts()
+        restored.pop("alembic_version")
+        assert restored == counts and site.checksum() == total
+    else:
+        assert result.returncode == 1
+        assert "Gzip integrity check failed" in result.stdout
+        assert "has not been touched" in result.stdout
+        assert not state.verify.gzip_ok and state.verify.skipped is None
+        assert state.step("recreate_db").status is StepStatus.PENDING
+        assert site.checksum() == before
+    assert site.loading_databases() == []
 
 
 def replace_the_companion(backup: Path, early: early_load.EarlyLoad) -> str:

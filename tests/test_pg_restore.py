@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -21,8 +22,9 @@ import pytest
 from preskool_dr.core.backup.companion import read_toc
 from preskool_dr.core.backup.retention import apply_retention
 from preskool_dr.core.backup.take import run_backup
+from preskool_dr.core.base import procs
 from preskool_dr.core.base.config import load_config
-from preskool_dr.core.base.errors import Cancelled, ConfigError
+from preskool_dr.core.base.errors import Cancelled, ConfigError, DrError
 from preskool_dr.core.base.events import Event, Notice, Progress, StepStatus, utcnow
 from preskool_dr.core.base.settings import Config
 from preskool_dr.core.restore.engine import Engine, RunOptions
@@ -365,6 +367,48 @@ def test_companion_not_used_unless_it_verifies(dr_env: dict[str, str], tmp_path:
 
     companion.unlink()
     assert usable_companion(plain, plain_md5) is None
+
+
+def test_a_hash_made_elsewhere_is_held_to_the_meta(dr_env: dict[str, str], tmp_path: Path) -> None:
+    """`hashed` (the companion's MD5 as a load started early computed it) spares a second
+    read, and is held to the MD5 the meta recorded like a read of its own."""
+    plain = custom_backup(config_for(tmp_path))
+    plain_md5 = checksum.verify_file(plain, None).actual_md5
+    read = checksum.verify_file(companion_path(plain), None)
+    assert usable_companion(plain, plain_md5, hashed=read) == read
+    other = dataclasses.replace(read, actual_md5="0" * 32)
+    notices: list[Event] = []
+    assert usable_companion(plain, plain_md5, hashed=other, on_event=notices.append) is None
+    assert any("is not the" in e.text for e in notices if isinstance(e, Notice))
+
+
+def test_a_table_of_contents_is_read_once_per_file(
+    dr_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 4 and step 6's load both ask for the companion's table of contents: one
+    `pg_restore --list` serves both, until the file is written."""
+    dump = companion_path(custom_backup(config_for(tmp_path)))
+    calls: list[list[str]] = []
+    run_command = procs.run_command
+
+    def counted(argv: list[str], **kwargs: Any) -> procs.CommandResult:
+        calls.append(argv)
+        return run_command(argv, **kwargs)
+
+    monkeypatch.setattr(procs, "run_command", counted)
+    first = read_toc(dump)
+    assert first and read_toc(dump) == first
+    assert calls == []  # `backup` read it as it checked the companion it wrote
+    copy = tmp_path / "copy.dump"
+    copy.write_bytes(dump.read_bytes())
+    os.replace(copy, dump)  # the same bytes, another inode: read again, once
+    assert read_toc(dump) == first and read_toc(dump) == first and len(calls) == 1
+    dump.write_bytes(b"not an archive")
+    with pytest.raises(DrError, match="pg_restore cannot read"):
+        read_toc(dump)
+    with pytest.raises(DrError, match="pg_restore cannot read"):
+        read_toc(dump)
+    assert len(calls) == 3  # a refusal is not kept
 
 
 # ---------------------------------------------------------------- step 6 chooses its loader

@@ -13,6 +13,7 @@ S3 down, local backups still restore.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +26,9 @@ from preskool_dr.core.base.events import StepStatus
 from preskool_dr.core.base.ports import free_port
 from preskool_dr.core.storage import checksum
 from preskool_dr.core.storage.layout import companion_path, meta_path
+from preskool_dr.core.storage.meta import read_meta, write_meta
 from preskool_dr.core.storage.s3store import S3Store
-from tests.support.backups import s3_only_backup
+from tests.support.backups import s3_only_backup, s3_store
 from tests.support.checks import assert_no_partial_backups, assert_says, the_error, wait_for_size
 from tests.support.moto import moto_checks_credentials
 from tests.support.s3proxy import Fault, FaultProxy
@@ -185,6 +187,40 @@ def test_a_download_that_fails_after_the_companion_drops_the_load_it_began(
     assert site.checksum() == at_backup
 
 
+def test_a_companion_step_4_refuses_sends_it_back_to_the_whole_sql_gz(site: Site, s3: str) -> None:
+    """The companion has the MD5 its meta records, so its load starts and the .sql.gz is
+    only hashed on its way down; but pg_restore cannot read it, so step 4 refuses it and
+    reads the .sql.gz whole (gzip and content) before step 6 loads that file instead."""
+    backup = run_backup(site.config(), "daily", custom=True).path
+    counts = site.db.row_counts()
+    companion = companion_path(backup)
+    companion.write_bytes(b"PGDMP, but not an archive pg_restore can read")
+    bogus = checksum.verify_file(companion, None).actual_md5
+    checksum.write_sidecar(companion, bogus)
+    meta = read_meta(backup)
+    assert meta is not None
+    write_meta(backup, dataclasses.replace(meta, companion_md5=bogus))
+    store = s3_store(site.config())
+    for path in (companion, checksum.sidecar_path(companion), meta_path(backup)):
+        store.upload(path)
+    for path in backup.parent.iterdir():
+        path.unlink()
+    site.change_data()
+
+    result = site.restore(backup.name)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "step 6's load starts now" in result.stdout
+    assert "pg_restore cannot read" in result.stdout
+    assert "not read again" not in result.stdout
+    state = site.the_run()
+    assert state.verify is not None and state.verify.skipped is None
+    assert state.load is not None and state.load.loader != "pg_restore"
+    restored = site.db.row_counts()
+    restored.pop("alembic_version")
+    assert restored == counts
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["reset", "cut"])
 @pytest.mark.slow
@@ -307,3 +343,9 @@ def test_an_s3_restore_looks_its_backup_up_once(site: Site, s3_proxy: FaultProxy
     assert seen[4:7] == lookup[:3]  # step 3's
     assert seen.count(("GET", GZ)) == 1 and seen.count(("GET", ".dump")) == 1
     assert len(seen) <= 15, seen
+    # the companion loads: the .sql.gz was hashed on its way down, not inflated, and step 4
+    # took that hash instead of reading the file again
+    assert "(checked while step 3 downloaded it: not read again)" in result.stdout
+    verify = site.the_run().verify
+    assert verify is not None and verify.md5_ok
+    assert verify.skipped and verify.skipped.startswith(f"step 6 loads {stem}.dump")

@@ -42,9 +42,38 @@ class TocEntry:
         return ".".join(parts[:2]) if len(parts) >= 2 else None
 
 
+# Tables of contents read in this process, by the identity of the file they came from: a
+# restore's step 4 (is it readable?) and step 6's load (its progress total) ask for the same
+# one, at the same moment when the load started early. A file written since has another
+# identity (ctime), so it is read again.
+_read: dict[checksum.FileIdentity, list[TocEntry]] = {}
+_read_lock = threading.Lock()  # one pg_restore -l at a time: the second asker waits for it
+_READ_KEPT = 4
+
+
 def read_toc(dump: Path, *, timeout: float = TOC_TIMEOUT) -> list[TocEntry]:
     """`pg_restore -l`: the entries pg_restore will process; DrError when it cannot read
     the file as a custom-format archive."""
+    with _read_lock:
+        identity = _identity(dump)
+        if identity is not None and identity in _read:
+            return list(_read[identity])
+        entries = _list_toc(dump, timeout)
+        if identity is not None and _identity(dump) == identity:  # not written meanwhile
+            while len(_read) >= _READ_KEPT:
+                del _read[next(iter(_read))]
+            _read[identity] = entries
+        return list(entries)
+
+
+def _identity(path: Path) -> checksum.FileIdentity | None:
+    try:
+        return checksum.FileIdentity.of(os.stat(path))
+    except OSError:
+        return None  # pg_restore says what is wrong
+
+
+def _list_toc(dump: Path, timeout: float) -> list[TocEntry]:
     result = procs.run_command(["pg_restore", "--list", str(dump)], timeout=timeout)
     if not result.ok:
         last = result.output.strip().splitlines()[-1:] or [result.describe()]

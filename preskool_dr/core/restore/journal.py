@@ -101,6 +101,8 @@ class VerifyRecord:
     sidecar_error: str | None = None
     # the text is not whole pg_dump output; None: it is, or the gzip was too damaged to tell
     dump_error: str | None = None
+    # why only the MD5 was read (gzip and content unchecked): step 6 loads the companion
+    skipped: str | None = None
 
 
 @dataclass

@@ -61,6 +61,7 @@ class Pinned:
     path: Path  # the file's own path (what step 4 verified)
     load_path: Path  # what the loaders open: resolves to the open file
     identity: FileIdentity  # of the open file, as checked
+    md5: str  # its MD5, as checked (step 4's)
 
 
 @contextlib.contextmanager
@@ -126,7 +127,7 @@ def open_verified(
                         step_id,
                     )
                 )
-        yield Pinned(path, link, now)
+        yield Pinned(path, link, now, md5)
         if FileIdentity.of(os.fstat(fd)) != now:
             raise GateError(
                 f"{path} was written while it was in use: the loaded content may not be what "

@@ -99,6 +99,9 @@ class VerifyResult:
     # age-encrypted (`.age`): the MD5 is over the encrypted bytes; gzip and content were
     # checked only when an identity decrypted it in the same pass (gzip_checked)
     encrypted: bool = False
+    # why the caller read only the MD5 (gzip_checked False): e.g. restore step 4 when step 6
+    # loads the custom-format companion, not this file
+    skipped: str | None = None
 
     @property
     def md5_ok(self) -> bool:
@@ -127,6 +130,8 @@ class VerifyResult:
                 "Gzip and content not checked: the backup is encrypted and no identity was "
                 f"given ({age.HOW_TO_PASS} to decrypt and check them in the same read)"
             )
+        if not self.gzip_checked and self.skipped:
+            return f"Gzip and content not read: {self.skipped}"
         if not self.gzip_checked:
             return "Gzip not checked (not a gzip file)"
         if self.gzip_ok:

@@ -102,7 +102,7 @@ def fetch_backup(
     cancel: threading.Event | None = None,
     with_companion: bool = False,
     checked: Callable[[VerifyResult], None] | None = None,
-    companion_ready: Callable[[Path, int], None] | None = None,
+    companion_ready: Callable[[Path, int], bool] | None = None,
 ) -> Path:
     """Make the backup, its sidecar and meta local in BACKUP_DIR (download when only in S3,
     resumable); returns the local path. ArchivedError when a Glacier restore is needed.
@@ -115,10 +115,11 @@ def fetch_backup(
     failure of the fetch. Once it is here with the MD5 the backup's meta records (hashed as
     it was written, or found whole from an earlier run), `companion_ready` is told the
     backup's local path and the bytes its download still writes there, before that
-    download starts.
+    download starts; it answers True when the companion is what will be loaded.
     `checked`: a single-file backup that is downloaded (and not encrypted) is also hashed
-    and gzip/content-checked in the download's one pass, and the findings (without the
-    sidecar comparison, which is the caller's) are handed to it."""
+    and gzip/content-checked in the download's one pass (only hashed when the companion
+    is loaded instead: its gzip and content are read if it is ever loaded), and the
+    findings (without the sidecar comparison, which is the caller's) are handed to it."""
     if isinstance(backup, str):
         s3_url = backup
     elif backup.local_path is not None:
@@ -147,13 +148,14 @@ def fetch_backup(
     if group.main is not None:
         _save_small(store, name + SIDECAR_SUFFIX, sidecar_path(dest))
         _save_small(store, name + META_SUFFIX, meta_path(dest))
+        deep = True  # what verify_backup checks: MD5, gzip and content
         if with_companion and COMPANION_SUFFIX in group.attributes:
             kept = _fetch_companion(store, dest, on_event, step_id, cancel)
             if kept and companion_ready is not None:
-                companion_ready(dest, max(0, group.main.size - _part_size(dest)))
+                deep = not companion_ready(dest, max(0, group.main.size - _part_size(dest)))
         check = None
         if checked is not None and not age.is_encrypted_name(name):
-            check = StreamCheck(check_gzip=True, check_dump=True)  # what verify_backup checks
+            check = StreamCheck(check_gzip=deep, check_dump=deep)
         try:
             store.download(
                 name, dest, on_event=on_event, step_id=step_id, cancel=cancel, check=check

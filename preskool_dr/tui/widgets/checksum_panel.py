@@ -58,7 +58,7 @@ class ChecksumPanel(Vertical):
         self.set_class(record.status is StepStatus.DONE, "-pass")
         self.set_class(record.status is StepStatus.FAILED, "-fail")
         if record.status is StepStatus.RUNNING:
-            verdict.update("checking… (MD5, gzip and content in one read)")
+            verdict.update("checking… (one read of the file)")
             self.query_one("#checksum-bar", ProgressBar).display = False
             return
         self._pending = None  # a late progress update must not overwrite the result
@@ -78,20 +78,25 @@ class ChecksumPanel(Vertical):
             else:
                 md5 = "MD5       ✖ does not match the sidecar"
             self.query_one("#checksum-md5", Static).update(md5)
-            gzip = (
-                "gzip      ✔ decompresses cleanly"
-                if verify.gzip_ok
-                else f"gzip      ✖ {verify.gzip_error or 'damaged'}"
-            )
+            if verify.skipped:
+                gzip = f"gzip      not read: {verify.skipped}"
+            elif verify.gzip_ok:
+                gzip = "gzip      ✔ decompresses cleanly"
+            else:
+                gzip = f"gzip      ✖ {verify.gzip_error or 'damaged'}"
             self.query_one("#checksum-gzip", Static).update(gzip)
-            if not verify.gzip_ok:
+            if verify.skipped:
+                dump = "content   not read (the same reason)"
+            elif not verify.gzip_ok:
                 dump = "content   not checked: the gzip data is damaged"
             elif verify.dump_error:
                 dump = f"content   ✖ {verify.dump_error}"
             else:
                 dump = "content   ✔ whole pg_dump output"
             self.query_one("#checksum-dump", Static).update(dump)
-        if record.status is StepStatus.DONE:
+        if record.status is StepStatus.DONE and verify is not None and verify.skipped:
+            verdict.update("✔ PASS: checksum OK; step 6 loads the checked companion")
+        elif record.status is StepStatus.DONE:
             verdict.update("✔ PASS: checksum, gzip and content OK")
         elif record.status is StepStatus.FAILED:
             verdict.update("✖ FAIL: this backup cannot be trusted; choose another (step 2)")

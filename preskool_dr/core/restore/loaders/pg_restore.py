@@ -64,15 +64,17 @@ def usable_companion(
     on_event: EventSink = ignore_events,
     step_id: str = StepId.RESTORE,
     cancel: threading.Event | None = None,
+    hashed: checksum.VerifyResult | None = None,
 ) -> checksum.VerifyResult | None:
-    """The check of the custom-format companion of `backup` (whose verified MD5 is
-    `backup_md5`) when it may be loaded; None otherwise, with a Notice saying why not.
+    """The check of the custom-format companion of `backup` (whose MD5 is `backup_md5`)
+    when it may be loaded; None otherwise, with a Notice saying why not.
 
     It may be loaded when its MD5 is the one `backup`'s .meta.json recorded when both were
     written (the meta must describe `backup`: record `backup_md5`) and pg_restore can read
     it. Its own `.md5` sidecar is not enough: whoever can replace the companion can replace
     its sidecar. A backup whose meta records no companion MD5 (older versions) restores
-    from the plain file."""
+    from the plain file. `hashed`: the companion's MD5 as another reader of this very file
+    found it (a load started early), taken instead of reading it again."""
     path = companion_path(backup)
     if not path.is_file():
         return None
@@ -91,7 +93,7 @@ def usable_companion(
             "version), and its own .md5 sidecar alone is not trusted"
         )
     else:
-        result = checksum.verify_file(
+        result = hashed or checksum.verify_file(
             path,
             meta.companion_md5,
             on_event=on_event,
@@ -100,7 +102,7 @@ def usable_companion(
             check_gzip=False,
         )
         problem = None
-        if not result.md5_ok:
+        if result.actual_md5 != meta.companion_md5:
             problem = (
                 f"its MD5 {result.actual_md5} is not the {meta.companion_md5} recorded in "
                 f"{meta_path(backup).name}"

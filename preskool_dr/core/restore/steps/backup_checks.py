@@ -87,11 +87,13 @@ def download(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepO
         )
     run.fetched.clear()
 
-    def companion_ready(dest: Path, remaining: int) -> None:
+    def companion_ready(dest: Path, remaining: int) -> bool:
         # the companion came first with the MD5 its meta records: step 6's load can start
-        # now, while the .sql.gz downloads (early_load.py)
+        # now, while the .sql.gz downloads (early_load.py); when it does, the .sql.gz is
+        # only hashed on its way down, as step 4 would read it (verify)
         if run.loads_early and run.early_load is None and not cancel.is_set():
             run.early_load = early_load.start(run, record.id, cancel, downloading=(dest, remaining))
+        return run.early_load is not None and run.early_load.holds is not None
 
     path = fetch_backup(
         run.config,
@@ -124,17 +126,29 @@ def verify(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOut
         if age.is_encrypted_name(choice.name)
         else None
     )
-    result = _checked_while_downloading(run, choice)
+    downloaded = choice.downloaded
+    backup = Path(choice.local_path)
+    # What step 6 will load is read whole. When that is the custom-format companion, the
+    # .sql.gz (the backup of record, and the meta's anchor) gets the runbook's MD5 check;
+    # its gzip and content are read when it is loaded (every load checks them as it reads)
+    # and by `preskool-dr verify`.
+    companion = None if identities else _accepted_companion(run, backup, downloaded, record, cancel)
+    deep = companion is None
+    result = _checked_while_downloading(run, choice, deep)
     read_once = result is not None
     if result is None:
         result = checksum.verify_with_sidecar(
-            Path(choice.local_path),
+            backup,
             on_event=run.on_event,
             step_id=record.id,
             cancel=cancel,
-            check_dump=True,
+            check_gzip=deep,
+            check_dump=deep,
             identities=identities,
         )
+    if companion is not None and not result.gzip_checked:
+        why = _loads_instead(companion) if result.md5_ok else "its MD5 fails already"
+        result = dataclasses.replace(result, skipped=why)
     state.verify = VerifyRecord(
         expected_md5=result.expected_md5,
         actual_md5=result.actual_md5,
@@ -143,8 +157,8 @@ def verify(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOut
         gzip_error=result.gzip_error,
         sidecar_error=result.sidecar_error,
         dump_error=result.dump_error if result.gzip_ok else None,
+        skipped=result.skipped,
     )
-    downloaded = choice.downloaded
     if not result.ok:
         if downloaded:
             raise DrError(f"{result.describe()}; {_discard_download(run, record)}")
@@ -171,16 +185,16 @@ def verify(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOut
             f"the database on the strength of the backup with MD5 {choice.md5}: put that "
             f"file back and run step 4 again ({recreate_db.production_state(state)})"
         )
-    # What the verify gate holds steps 5 and 6 to: this MD5, in this file (core/restore/pinned.py).
+    # What the verify gate holds steps 5 and 6 to: this MD5, in this file (core/restore/pinned.py),
+    # and the companion accepted against the meta that names this MD5 (the sidecar's, which
+    # the file has: result.ok)
     state.backup = dataclasses.replace(
         choice,
         md5=result.actual_md5,
         identity=result.identity,
-        companion_md5=None,
-        companion_identity=None,
+        companion_md5=companion.actual_md5 if companion else None,
+        companion_identity=companion.identity if companion else None,
     )
-    if run.config.restore.method != "serial":
-        _check_companion(run, Path(choice.local_path), downloaded, record, cancel)
     # the last check before the headless restore takes the app offline (step 1)
     how = " (checked while step 3 downloaded it: not read again)" if read_once else ""
     return f"{result.describe()}{how}; {_server_space(run, record)}"
@@ -200,13 +214,18 @@ def _server_space(run: StepRun, record: StepRecord) -> str:
     return recreate_db.server_space(run)
 
 
-def _checked_while_downloading(run: StepRun, choice: BackupChoice) -> checksum.VerifyResult | None:
-    """Step 3's findings for the file it downloaded in this process (the same MD5, gzip and
-    content checks, made in the download's one pass: s3download.py), compared with the
-    sidecar as it is now; None when there are none or the file is no longer the one step 3
-    wrote (same device, inode, size, mtime and ctime), and step 4 reads it again."""
+def _checked_while_downloading(
+    run: StepRun, choice: BackupChoice, deep: bool
+) -> checksum.VerifyResult | None:
+    """Step 3's findings for the file it downloaded in this process (the MD5, and the gzip
+    and content checks unless the companion loads, made in the download's one pass:
+    s3download.py), compared with the sidecar as it is now; None when there are none, they
+    lack the gzip and content checks that `deep` asks for, or the file is no longer the one
+    step 3 wrote (same device, inode, size, mtime and ctime): step 4 then reads it again."""
     found = run.fetched.pop(choice.local_path or "", None)
     if found is None or not choice.downloaded or found.identity is None:
+        return None
+    if deep and not found.gzip_checked:
         return None
     path = Path(found.path)
     try:
@@ -236,25 +255,60 @@ def _discard_download(run: StepRun, record: StepRecord) -> str:
     )
 
 
-def _check_companion(
+def _accepted_companion(
     run: StepRun, backup: Path, downloaded: bool, record: StepRecord, cancel: threading.Event
-) -> None:
-    """Verify a custom-format companion before any downtime against the MD5 the backup's
-    .meta.json recorded (pg_restore.usable_companion); an accepted one is recorded for
-    the verify gate, a bad one is reported and, when step 3 downloaded it, removed, so
-    step 6 restores the plain file."""
-    choice = chosen_backup(run)
+) -> checksum.VerifyResult | None:
+    """The custom-format companion step 6 will load, verified before any downtime against
+    the MD5 the backup's .meta.json recorded, that meta naming the MD5 of the backup's
+    sidecar (pg_restore.usable_companion; step 4 then holds the backup to that sidecar);
+    None when there is none or it is refused (a Notice says why; one step 3 downloaded is
+    removed, so a retry fetches it afresh): step 6 restores the plain file. A companion a
+    load started early hashed and still holds is not read again."""
     companion = companion_path(backup)
-    if not companion.is_file() or choice.md5 is None:
-        return
+    anchor, _ = checksum.expected_md5(backup)
+    if run.config.restore.method == "serial" or anchor is None or not companion.is_file():
+        return None
     usable = pg_restore.usable_companion(
-        backup, choice.md5, on_event=run.on_event, step_id=record.id, cancel=cancel
+        backup,
+        anchor,
+        on_event=run.on_event,
+        step_id=record.id,
+        cancel=cancel,
+        hashed=_hashed_by_early_load(run, companion),
     )
-    if usable is None:
-        if downloaded:
-            for path in (companion, checksum.sidecar_path(companion)):
-                path.unlink(missing_ok=True)
-        return
-    run.state.backup = dataclasses.replace(
-        choice, companion_md5=usable.actual_md5, companion_identity=usable.identity
+    if usable is None and downloaded:
+        for path in (companion, checksum.sidecar_path(companion)):
+            path.unlink(missing_ok=True)
+    return usable
+
+
+def _hashed_by_early_load(run: StepRun, companion: Path) -> checksum.VerifyResult | None:
+    """The companion's MD5 as the load started early computed it through the file it holds
+    open, when `companion` still names that very file (device, inode, size, mtime, ctime:
+    the gate's own test, core/restore/pinned.py)."""
+    held = run.early_load.holds if run.early_load is not None else None
+    if held is None or held.path != companion:
+        return None
+    try:
+        now = checksum.FileIdentity.of(os.stat(companion, follow_symlinks=False))
+    except OSError:
+        return None
+    if now != held.identity:
+        return None
+    return checksum.VerifyResult(
+        path=companion,
+        size=now.size,
+        expected_md5=None,
+        actual_md5=held.md5,
+        gzip_ok=True,
+        gzip_error=None,
+        gzip_checked=False,
+        identity=now,
+    )
+
+
+def _loads_instead(companion: checksum.VerifyResult) -> str:
+    return (
+        f"step 6 loads {companion.path.name} (its MD5 is the one recorded at backup time); "
+        "this file's are read if it is loaded, and by `preskool-dr verify`"
     )

@@ -13,6 +13,7 @@ from preskool_dr.core.base.events import EventSink, StepStatus
 from preskool_dr.core.base.settings import AppCommands, Config
 from preskool_dr.core.restore.journal import BackupChoice, LoadRecord, RunState, StepRecord
 from preskool_dr.core.restore.loaders.stream import StreamResult
+from preskool_dr.core.restore.pinned import Pinned
 from preskool_dr.core.storage.checksum import VerifyResult
 
 
@@ -22,8 +23,9 @@ class EarlyLoad(Protocol):
     closed_acl: list[str] | None  # what the loading database's ACL lost (step 6 restores it)
 
     @property
-    def holds(self) -> Path | None:
-        """The file it holds open, hashed through its descriptor (None once it failed)."""
+    def holds(self) -> Pinned | None:
+        """The file it holds open, as it hashed it through its descriptor (None once it
+        failed)."""
 
     def unusable_reason(self, choice: BackupChoice) -> str | None:
         """Why step 6 may not take it (None: it may): it failed already, it read another

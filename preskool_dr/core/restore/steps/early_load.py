@@ -96,10 +96,10 @@ class EarlyLoad:
         return None
 
     @property
-    def holds(self) -> Path | None:
-        """The file it holds open, hashed through its descriptor (None once it failed:
-        step 6 will not take it, so step 5 rehashes every file)."""
-        return None if self.error is not None else self.held.path
+    def holds(self) -> pinned.Pinned | None:
+        """The file it holds open, as it hashed it through its descriptor (None once it
+        failed: step 6 will not take it, so steps 4 and 5 read every file again)."""
+        return None if self.error is not None else self.held
 
     @property
     def loads_companion(self) -> bool:

@@ -41,7 +41,7 @@ def recreate_db(run: StepRun, record: StepRecord, cancel: threading.Event) -> St
     # before it began, and a file replaced or written since has another identity, which the
     # gate rehashes.
     held = run.early_load.holds if run.early_load is not None else None
-    with verified_files(run, record, cancel, rehash=True, held=held):
+    with verified_files(run, record, cancel, rehash=True, held=held.path if held else None):
         pass
     space = server_space(run)  # NoSpaceError before anything is renamed or dropped
     snap = database.snapshot(db, s.target_db)
