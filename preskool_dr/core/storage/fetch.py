@@ -34,7 +34,6 @@ from preskool_dr.core.storage.checksum import (
     verify_file,
 )
 from preskool_dr.core.storage.layout import (
-    COMPANION_SUFFIX,
     META_SUFFIX,
     companion_name,
     meta_path,
@@ -46,7 +45,7 @@ from preskool_dr.core.storage.s3_groups import S3Group, s3_group_for
 from preskool_dr.core.storage.streamcheck import StreamCheck
 
 if TYPE_CHECKING:  # boto3 loads when a backup is fetched from S3, not for a local one
-    from preskool_dr.core.storage.s3store import S3Store
+    from preskool_dr.core.storage.s3store import S3Object, S3Store
 
 
 def request_restore(record: BackupRecord, days: int = 7) -> str:
@@ -149,8 +148,8 @@ def fetch_backup(
         _save_small(store, name + SIDECAR_SUFFIX, sidecar_path(dest))
         _save_small(store, name + META_SUFFIX, meta_path(dest))
         deep = True  # what verify_backup checks: MD5, gzip and content
-        if with_companion and COMPANION_SUFFIX in group.attributes:
-            kept = _fetch_companion(store, dest, on_event, step_id, cancel)
+        if with_companion and group.companion is not None:
+            kept = _fetch_companion(store, group.companion, dest, on_event, step_id, cancel)
             if kept and companion_ready is not None:
                 deep = not companion_ready(dest, max(0, group.main.size - _part_size(dest)))
         check = None
@@ -158,7 +157,13 @@ def fetch_backup(
             check = StreamCheck(check_gzip=deep, check_dump=deep)
         try:
             store.download(
-                name, dest, on_event=on_event, step_id=step_id, cancel=cancel, check=check
+                name,
+                dest,
+                on_event=on_event,
+                step_id=step_id,
+                cancel=cancel,
+                check=check,
+                known=group.main,
             )
             if check is not None and checked is not None:
                 checked(check.result(dest))
@@ -171,7 +176,9 @@ def fetch_backup(
         member = folder.name_of(obj.key)
         target = inside(dest, member)
         ensure_dir(target.parent)
-        folder.download(member, target, on_event=on_event, step_id=step_id, cancel=cancel)
+        folder.download(
+            member, target, on_event=on_event, step_id=step_id, cancel=cancel, known=obj
+        )
     _save_small(store, name + META_SUFFIX, meta_path(dest))
     return dest
 
@@ -183,11 +190,10 @@ def _check_download_space(store: S3Store, group: S3Group, dest: Path, with_compa
     margin)."""
     if group.main is not None:
         wanted = [(group.main.size, _part_size(dest))]
-        if with_companion and COMPANION_SUFFIX in group.attributes:
+        if with_companion and group.companion is not None:
             companion = dest.with_name(companion_name(dest.name))
-            with contextlib.suppress(NotFoundError):  # gone: _fetch_companion says so
-                # it may be here whole (kept when the backup's download failed after it)
-                wanted.append((store.head(companion.name).size, _have(companion)))
+            # it may be here whole (kept when the backup's download failed after it)
+            wanted.append((group.companion.size, _have(companion)))
     else:
         folder = store.folder(dest.name)
         wanted = [
@@ -247,12 +253,14 @@ def _already_whole(companion: Path, expected: str, cancel: threading.Event | Non
 
 def _fetch_companion(
     store: S3Store,
+    obj: S3Object,
     dest: Path,
     on_event: EventSink,
     step_id: str,
     cancel: threading.Event | None,
 ) -> bool:
-    """Download the companion of `dest` beside it (resumable like the backup) when the
+    """Download the companion of `dest` (its S3 object `obj`, as the lookup found it)
+    beside it (resumable like the backup) when the
     backup's meta records its MD5, and keep it only when it has that MD5 (its own sidecar
     comes from the same bucket and proves nothing), hashed as it is written; True when it is
     kept. One already here with that MD5 (an earlier run stopped after it came down) is
@@ -284,6 +292,7 @@ def _fetch_companion(
             step_id=step_id,
             cancel=cancel,
             check=check,
+            known=obj,
         )
         actual = check.result(companion).actual_md5
         if actual != expected:

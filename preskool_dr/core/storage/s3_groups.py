@@ -3,6 +3,7 @@ members) and its attributes (sidecar, meta, companion)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -29,6 +30,7 @@ class S3Group:
     main: S3Object | None = None
     members: list[S3Object] = field(default_factory=list)
     attributes: set[str] = field(default_factory=set)
+    companion: S3Object | None = None  # a logical backup's custom-format companion
     bad: str | None = None  # a member whose key is not a safe path below the folder
 
     def add_member(self, obj: S3Object, relative: str) -> None:
@@ -63,7 +65,9 @@ def group_s3(store: S3Store, objects: Iterable[S3Object]) -> dict[str, S3Group]:
         elif parse_backup_name(first):
             groups.setdefault(first, S3Group()).main = obj
         elif owner := companion_owner(first):
-            groups.setdefault(owner, S3Group()).attributes.add(COMPANION_SUFFIX)
+            group = groups.setdefault(owner, S3Group())
+            group.attributes.add(COMPANION_SUFFIX)
+            group.companion = obj
         elif attribute := split_attribute(first):
             groups.setdefault(attribute[0], S3Group()).attributes.add(attribute[1])
     return {name: group for name, group in groups.items() if group.data_objects()}
@@ -85,6 +89,8 @@ def s3_group_for(store: S3Store, name: str) -> S3Group:
     group = S3Group(main=main)
     if store.exists(name + SIDECAR_SUFFIX):
         group.attributes.add(SIDECAR_SUFFIX)
-    if is_logical_name(name) and store.exists(companion_name(name)):
-        group.attributes.add(COMPANION_SUFFIX)
+    if is_logical_name(name):
+        with contextlib.suppress(NotFoundError):
+            group.companion = store.head(companion_name(name))
+            group.attributes.add(COMPANION_SUFFIX)
     return group

@@ -33,7 +33,7 @@ from preskool_dr.core.base.files import PRIVATE_FILE_MODE, fsync_dir
 from preskool_dr.core.base.procs import redact
 from preskool_dr.core.storage.checksum import CHUNK, FileIdentity
 from preskool_dr.core.storage.s3archive import archived_error
-from preskool_dr.core.storage.s3client import S3Client
+from preskool_dr.core.storage.s3client import S3Client, S3Object
 from preskool_dr.core.storage.streamcheck import StreamCheck
 
 RESUME_ATTEMPTS = 5  # a range broken half way goes on from where it broke this often per call
@@ -119,13 +119,15 @@ def download(
     step_id: str = "download",
     cancel: threading.Event | None = None,
     check: StreamCheck | None = None,
+    known: S3Object | None = None,
 ) -> Path:
     """Download to `dest.part` (resuming an existing .part), then rename to `dest`.
     ArchivedError when the object needs a Glacier restore first. With `check`, the final
     file's bytes are fed to it in order and `check.identity` is set to the renamed file.
+    `known`: the object as the caller's lookup just found it (its HEAD), not asked again.
 
     A resumed .part is not trusted by itself: callers verify the result (MD5 + gzip)."""
-    obj = store.head(name)
+    obj = known or store.head(name)
     if obj.needs_restore:
         raise archived_error(store, name, obj)
     part = dest.with_name(dest.name + ".part")

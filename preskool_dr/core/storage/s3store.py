@@ -165,14 +165,23 @@ class S3Store(S3Client):
         step_id: str = "download",
         cancel: threading.Event | None = None,
         check: StreamCheck | None = None,
+        known: S3Object | None = None,
     ) -> Path:
         """Download to `dest.part` (resuming an existing .part; parallel ranged GETs for a
         large object), then rename to `dest`. ArchivedError when the object needs a Glacier
-        restore first. `check` is fed the final file's bytes in the same pass (s3download).
+        restore first. `check` is fed the final file's bytes in the same pass (s3download);
+        `known`: the object as a lookup just found it, not asked for again.
 
         A resumed .part is not trusted by itself: callers verify the result (MD5 + gzip)."""
         return s3download.download(
-            self, name, dest, on_event=on_event, step_id=step_id, cancel=cancel, check=check
+            self,
+            name,
+            dest,
+            on_event=on_event,
+            step_id=step_id,
+            cancel=cancel,
+            check=check,
+            known=known,
         )
 
     def archived_error(self, name: str, obj: S3Object) -> ArchivedError:
