@@ -309,6 +309,6 @@ def _hashed_by_early_load(run: StepRun, companion: Path) -> checksum.VerifyResul
 
 def _loads_instead(companion: checksum.VerifyResult) -> str:
     return (
-        f"step 6 loads {companion.path.name} (its MD5 is the one recorded at backup time); "
-        "this file's are read if it is loaded, and by `preskool-dr verify`"
+        f"step 6 loads {companion.path.name}, which has the MD5 recorded at backup time; "
+        "they are checked if this file is ever loaded, and by `preskool-dr verify`"
     )
