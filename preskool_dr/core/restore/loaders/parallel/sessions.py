@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from preskool_dr.core.base.database import PINNED_SEARCH_PATH
 from preskool_dr.core.base.errors import DrError
@@ -241,6 +242,11 @@ def connect_env(
     )
 
 
+# PostgreSQL 14 and later wait (up to this many ms) until each terminated session has
+# exited: the caller that drops the database next, or reports the load stopped, finds none
+STOP_WAIT_MS = 5000
+
+
 def stop_backends(env: Mapping[str, str], appname: str) -> None:
     """End the server sessions of a stopped load: a killed psql or pg_restore does not stop
     a CREATE INDEX its backend is running (best effort: the server may be the problem)."""
@@ -248,9 +254,16 @@ def stop_backends(env: Mapping[str, str], appname: str) -> None:
         contextlib.suppress(psycopg.Error),
         connect_env(env, f"{appname}-stop", pinned=True) as conn,
     ):
+        terminate = (
+            sql.SQL("pg_catalog.pg_terminate_backend(pid, {})").format(STOP_WAIT_MS)
+            if conn.info.server_version >= 140000
+            else sql.SQL("pg_catalog.pg_terminate_backend(pid)")
+        )
         conn.execute(
-            """SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
-               WHERE application_name = %s AND pid <> pg_catalog.pg_backend_pid()""",
+            sql.SQL(
+                """SELECT {} FROM pg_catalog.pg_stat_activity
+                   WHERE application_name = %s AND pid <> pg_catalog.pg_backend_pid()"""
+            ).format(terminate),
             (appname,),
         )
 
