@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from preskool_dr.core.base.events import Event, Notice, Progress, StepStatus
+from preskool_dr.core.base.events import Event, Notice, Progress, StepStatus, ignore_events
 from preskool_dr.core.restore.engine import Engine, RunOptions
 from preskool_dr.core.restore.steps import early_load
 from preskool_dr.core.restore.steps.early_load import EARLY
@@ -62,6 +62,15 @@ def test_restore_early_load_false_waits_for_step_4(site: Site) -> None:
     state = site.the_run()
     assert state.load is not None and not state.load.early
     assert EARLY not in state.step("restore").detail
+
+
+def start_engine(site: Site, backup: Path, events: list[Event] | None = None) -> Engine:
+    """A headless run of `backup` into the site's database, its events kept in `events`."""
+    return Engine.start(
+        site.config(),
+        RunOptions(backup_spec=str(backup), target_db=site.db.name),
+        on_event=events.append if events is not None else ignore_events,
+    )
 
 
 def flip_a_byte(path: Path) -> None:
@@ -142,11 +151,7 @@ def test_step_4_reads_each_file_once_beside_a_companion_load(site: Site) -> None
     backup = site.backup()
     counts = site.db.row_counts()
     events: list[Event] = []
-    engine = Engine.start(
-        site.config(),
-        RunOptions(backup_spec=str(backup), target_db=site.db.name),
-        on_event=events.append,
-    )
+    engine = start_engine(site, backup, events)
     try:
         assert engine.run_all(site.db.name)
     finally:
@@ -238,11 +243,7 @@ def test_a_load_step_6_may_not_take_is_dropped_and_loaded_again_through_the_gate
     counts = site.db.row_counts()
     site.change_data()
     events: list[Event] = []
-    engine = Engine.start(
-        site.config(),
-        RunOptions(backup_spec=str(backup), target_db=site.db.name),
-        on_event=events.append,
-    )
+    engine = start_engine(site, backup, events)
     try:
         early = early_load.start(engine, "verify", threading.Event())
         assert early is not None
@@ -267,9 +268,7 @@ def test_an_engine_closed_before_step_6_stops_the_early_load(site: Site) -> None
     """A run that ends before step 6 (an interrupted operator, a failed step 5) leaves no
     load running and no loading database behind."""
     backup = site.backup()
-    engine = Engine.start(
-        site.config(), RunOptions(backup_spec=str(backup), target_db=site.db.name)
-    )
+    engine = start_engine(site, backup)
     try:
         engine.early_load = early_load.start(engine, "verify", threading.Event())
         assert engine.early_load is not None

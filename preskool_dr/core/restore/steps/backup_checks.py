@@ -228,11 +228,7 @@ def _checked_while_downloading(
     if deep and not found.gzip_checked:
         return None
     path = Path(found.path)
-    try:
-        now = checksum.FileIdentity.of(os.stat(path, follow_symlinks=False))
-    except OSError:
-        return None
-    if now != found.identity:
+    if not _still_names(path, found.identity):
         return None
     expected, problem = checksum.expected_md5(path)
     return dataclasses.replace(found, expected_md5=expected, sidecar_error=problem)
@@ -284,27 +280,29 @@ def _accepted_companion(
 
 def _hashed_by_early_load(run: StepRun, companion: Path) -> checksum.VerifyResult | None:
     """The companion's MD5 as the load started early computed it through the file it holds
-    open, when `companion` still names that very file (device, inode, size, mtime, ctime:
-    the gate's own test, core/restore/pinned.py)."""
+    open, when `companion` still names that very file."""
     held = run.early_load.holds if run.early_load is not None else None
-    if held is None or held.path != companion:
-        return None
-    try:
-        now = checksum.FileIdentity.of(os.stat(companion, follow_symlinks=False))
-    except OSError:
-        return None
-    if now != held.identity:
+    if held is None or held.path != companion or not _still_names(companion, held.identity):
         return None
     return checksum.VerifyResult(
         path=companion,
-        size=now.size,
+        size=held.identity.size,
         expected_md5=None,
         actual_md5=held.md5,
         gzip_ok=True,
         gzip_error=None,
         gzip_checked=False,
-        identity=now,
+        identity=held.identity,
     )
+
+
+def _still_names(path: Path, identity: checksum.FileIdentity) -> bool:
+    """Whether `path` still names the file that had `identity` (device, inode, size, mtime,
+    ctime: the gate's own test, core/restore/pinned.py)."""
+    try:
+        return checksum.FileIdentity.of(os.stat(path, follow_symlinks=False)) == identity
+    except OSError:
+        return False
 
 
 def _loads_instead(companion: checksum.VerifyResult) -> str:
