@@ -2,8 +2,9 @@
 
 2 identify resolves the operator's choice (a path, a name, s3://..., latest) to one backup;
 3 download fetches it from S3 when it is not local; 4 verify checks its MD5 against the
-sidecar, its gzip stream and that it is whole pg_dump output, and records what the verify
-gate (steps 5 and 6, verify_gate.py) holds the file to. A downloaded copy that fails is
+sidecar, its gzip stream and that it is whole pg_dump output (only the MD5 when step 6 will
+load the custom-format companion, which it checks whole instead), and records what the
+verify gate (steps 5 and 6, verify_gate.py) holds the file to. A downloaded copy that fails is
 removed, so a retry fetches the original afresh.
 """
 
@@ -12,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import humanize
 
@@ -128,27 +131,8 @@ def verify(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOut
     )
     downloaded = choice.downloaded
     backup = Path(choice.local_path)
-    # What step 6 will load is read whole. When that is the custom-format companion, the
-    # .sql.gz (the backup of record, and the meta's anchor) gets the runbook's MD5 check;
-    # its gzip and content are read when it is loaded (every load checks them as it reads)
-    # and by `preskool-dr verify`.
     companion = None if identities else _accepted_companion(run, backup, downloaded, record, cancel)
-    deep = companion is None
-    result = _checked_while_downloading(run, choice, deep)
-    read_once = result is not None
-    if result is None:
-        result = checksum.verify_with_sidecar(
-            backup,
-            on_event=run.on_event,
-            step_id=record.id,
-            cancel=cancel,
-            check_gzip=deep,
-            check_dump=deep,
-            identities=identities,
-        )
-    if companion is not None and not result.gzip_checked:
-        why = _loads_instead(companion) if result.md5_ok else "its MD5 fails already"
-        result = dataclasses.replace(result, skipped=why)
+    result, read_once = _read_backup(run, record, cancel, companion, identities)
     state.verify = VerifyRecord(
         expected_md5=result.expected_md5,
         actual_md5=result.actual_md5,
@@ -198,6 +182,44 @@ def verify(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOut
     # the last check before the headless restore takes the app offline (step 1)
     how = " (checked while step 3 downloaded it: not read again)" if read_once else ""
     return f"{result.describe()}{how}; {_server_space(run, record)}"
+
+
+def _read_backup(
+    run: StepRun,
+    record: StepRecord,
+    cancel: threading.Event,
+    companion: checksum.VerifyResult | None,
+    identities: Sequence[Any] | None,
+) -> tuple[checksum.VerifyResult, bool]:
+    """Step 4's findings on the chosen backup, and whether step 3's download made them (the
+    file is not read again). What step 6 will load is read whole; when that is the accepted
+    custom-format `companion`, the .sql.gz (the backup of record, and the anchor of the
+    meta that vouches for the companion) gets the runbook's MD5 check, and its gzip and
+    content are read if it is ever loaded (every load checks them as it reads) and by
+    `preskool-dr verify`. One whose MD5 fails is read whole, so the operator gets every
+    finding (a truncated copy says so)."""
+    choice = chosen_backup(run)
+
+    def read(deep: bool) -> checksum.VerifyResult:
+        return checksum.verify_with_sidecar(
+            Path(choice.local_path or ""),
+            on_event=run.on_event,
+            step_id=record.id,
+            cancel=cancel,
+            check_gzip=deep,
+            check_dump=deep,
+            identities=identities,
+        )
+
+    result = _checked_while_downloading(run, choice, deep=companion is None)
+    read_once = result is not None
+    if result is None:
+        result = read(deep=companion is None)
+    if not result.md5_ok and not result.gzip_checked:
+        result, read_once = read(deep=True), False
+    if companion is not None and not result.gzip_checked:
+        result = dataclasses.replace(result, skipped=_loads_instead(companion))
+    return result, read_once
 
 
 def _server_space(run: StepRun, record: StepRecord) -> str:
