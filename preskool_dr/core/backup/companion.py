@@ -55,22 +55,15 @@ def read_toc(dump: Path, *, timeout: float = TOC_TIMEOUT) -> list[TocEntry]:
     """`pg_restore -l`: the entries pg_restore will process; DrError when it cannot read
     the file as a custom-format archive."""
     with _read_lock:
-        identity = _identity(dump)
+        identity = checksum.FileIdentity.at(dump)  # None: pg_restore says what is wrong
         if identity is not None and identity in _read:
             return list(_read[identity])
         entries = _list_toc(dump, timeout)
-        if identity is not None and _identity(dump) == identity:  # not written meanwhile
+        if identity is not None and checksum.FileIdentity.at(dump) == identity:  # not written
             while len(_read) >= _READ_KEPT:
                 del _read[next(iter(_read))]
             _read[identity] = entries
         return list(entries)
-
-
-def _identity(path: Path) -> checksum.FileIdentity | None:
-    try:
-        return checksum.FileIdentity.of(os.stat(path))
-    except OSError:
-        return None  # pg_restore says what is wrong
 
 
 def _list_toc(dump: Path, timeout: float) -> list[TocEntry]:

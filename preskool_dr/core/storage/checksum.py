@@ -79,6 +79,14 @@ class FileIdentity:
     def of(cls, st: os.stat_result) -> FileIdentity:
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
+    @classmethod
+    def at(cls, path: Path, *, follow_symlinks: bool = True) -> FileIdentity | None:
+        """What `path` names now; None when it names nothing that can be stat'ed."""
+        try:
+            return cls.of(os.stat(path, follow_symlinks=follow_symlinks))
+        except OSError:
+            return None
+
 
 @dataclass(frozen=True)
 class VerifyResult:

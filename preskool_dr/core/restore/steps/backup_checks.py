@@ -250,7 +250,7 @@ def _checked_while_downloading(
     if deep and not found.gzip_checked:
         return None
     path = Path(found.path)
-    if not _still_names(path, found.identity):
+    if checksum.FileIdentity.at(path, follow_symlinks=False) != found.identity:
         return None
     expected, problem = checksum.expected_md5(path)
     return dataclasses.replace(found, expected_md5=expected, sidecar_error=problem)
@@ -302,9 +302,12 @@ def _accepted_companion(
 
 def _hashed_by_early_load(run: StepRun, companion: Path) -> checksum.VerifyResult | None:
     """The companion's MD5 as the load started early computed it through the file it holds
-    open, when `companion` still names that very file."""
+    open, when `companion` still names that very file (device, inode, size, mtime, ctime:
+    the gate's own test, core/restore/pinned.py)."""
     held = run.early_load.holds if run.early_load is not None else None
-    if held is None or held.path != companion or not _still_names(companion, held.identity):
+    if held is None or held.path != companion:
+        return None
+    if checksum.FileIdentity.at(companion, follow_symlinks=False) != held.identity:
         return None
     return checksum.VerifyResult(
         path=companion,
@@ -316,15 +319,6 @@ def _hashed_by_early_load(run: StepRun, companion: Path) -> checksum.VerifyResul
         gzip_checked=False,
         identity=held.identity,
     )
-
-
-def _still_names(path: Path, identity: checksum.FileIdentity) -> bool:
-    """Whether `path` still names the file that had `identity` (device, inode, size, mtime,
-    ctime: the gate's own test, core/restore/pinned.py)."""
-    try:
-        return checksum.FileIdentity.of(os.stat(path, follow_symlinks=False)) == identity
-    except OSError:
-        return False
 
 
 def _loads_instead(companion: checksum.VerifyResult) -> str:
