@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 from preskool_dr.core.storage import checksum
@@ -59,8 +60,11 @@ class FifoBackup:
                 os.close(fd)
                 return
             # A fresh pipe for whoever opens next: this reader keeps the old one to its EOF.
-            self.path.unlink()
-            os.mkfifo(self.path)
+            # Renamed into place, so a reader opening now finds one pipe or the other, never
+            # no file at all (an unlink then mkfifo left that gap).
+            fresh = self.path.with_name(self.path.name + ".next")
+            os.mkfifo(fresh)
+            os.replace(fresh, self.path)
             try:
                 half = len(self.data) // 2
                 if self.holding.is_set():
@@ -79,12 +83,16 @@ class FifoBackup:
     def stop(self) -> None:
         self._stop.set()
         self.let_go()
-        try:  # wake a writer blocked in open()
-            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
-            os.close(fd)
-        except OSError:
-            pass
-        self._thread.join(timeout=10)
+        # Wake a writer blocked in open(): again until it is gone, since one that had not
+        # yet reached its open() when we knocked would block there after all.
+        deadline = time.monotonic() + 10
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+                os.close(fd)
+            except OSError:
+                pass
+            self._thread.join(timeout=0.05)
 
 
 def _write_all(fd: int, data: bytes) -> None:
