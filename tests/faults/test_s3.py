@@ -155,7 +155,7 @@ def test_a_download_that_fails_after_the_companion_drops_the_load_it_began(
     """The companion comes down first and its load starts in step 3; the .sql.gz then keeps
     failing: step 3 fails, the load is stopped and its database dropped, nothing else is
     touched. The companion stays (it has its recorded MD5), so the next run does not fetch
-    it again."""
+    it again, and removes a `.part` of it left beside it."""
     backup = run_backup(site.config(), "daily", custom=True).path
     companion = companion_path(backup)
     for path in backup.parent.iterdir():
@@ -178,12 +178,15 @@ def test_a_download_that_fails_after_the_companion_drops_the_load_it_began(
     assert not (site.state_dir / "load" / f"{state.run_id}-early").exists()
     assert companion.is_file()
     fetched = len(s3_proxy.gets(companion.name))
+    stale = companion.with_name(companion.name + ".part")  # a download of it left behind
+    stale.write_bytes(b"PGDMP")
 
     s3_proxy.faults.clear()
     again = site.restore(backup.name)
 
     assert again.returncode == 0, again.stdout + again.stderr
     assert len(s3_proxy.gets(companion.name)) == fetched
+    assert not stale.exists()
     assert site.checksum() == at_backup
 
 

@@ -232,9 +232,9 @@ def _have(target: Path) -> int:
 
 def _already_whole(companion: Path, expected: str, cancel: threading.Event | None) -> bool:
     """Whether the companion is here whole with the MD5 `expected` (a run whose backup
-    download failed after it kept it). Only our own regular file, with one link and
-    writable by no one else, is read; anything else at that name is removed, and the
-    download writes it afresh."""
+    download failed after it kept it; a `.part` of it beside it is removed). Only our own
+    regular file, with one link and writable by no one else, is read; anything else at
+    that name is removed, and the download writes it afresh."""
     try:
         info = os.lstat(companion)
     except FileNotFoundError:
@@ -246,6 +246,8 @@ def _already_whole(companion: Path, expected: str, cancel: threading.Event | Non
         and not info.st_mode & 0o022
     )
     if ours and verify_file(companion, expected, check_gzip=False, cancel=cancel).md5_ok:
+        with contextlib.suppress(OSError):  # a download of it left behind: nothing resumes it
+            companion.with_name(companion.name + PART_SUFFIX).unlink(missing_ok=True)
         return True
     companion.unlink()
     return False
