@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +44,27 @@ def say(text: str) -> None:
 # ---------------------------------------------------------------- measurements
 
 
+CORES = os.cpu_count() or 1
+
+
 @dataclass
 class Run:
-    """One timed run: wall seconds, CPU seconds of the child processes, and extras."""
+    """One timed run: wall seconds, CPU seconds of the child processes, and extras.
+    `host_cpu`: core-seconds the whole machine was busy over the same seconds (every
+    process, the PostgreSQL server too; None when `seconds` is not the interval measured):
+    near CORES x seconds, the run was bound by the CPU, and only less work makes it faster."""
 
     seconds: float
     cpu: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    host_cpu: float | None = None
+
+    @property
+    def host_share(self) -> float | None:
+        """The machine's cores busy over the run, 0 to 1."""
+        if self.host_cpu is None or self.seconds <= 0:
+            return None
+        return self.host_cpu / (CORES * self.seconds)
 
 
 @dataclass
@@ -72,6 +86,11 @@ class Series:
     def cpu_median(self) -> float:
         return statistics.median(r.cpu for r in self.runs)
 
+    @property
+    def host_share_median(self) -> float | None:
+        shares = [r.host_share for r in self.runs]
+        return statistics.median(s for s in shares if s is not None) if None not in shares else None
+
     def ratios(self, baseline: Series) -> list[float]:
         """Round by round: this run / the baseline's run of the same round."""
         return [r.seconds / b.seconds for r, b in zip(self.runs, baseline.runs, strict=True)]
@@ -90,7 +109,10 @@ class Series:
             "min": self.best,
             "median": self.median,
             "cpu_median": self.cpu_median,
-            "runs": [{"seconds": r.seconds, "cpu": r.cpu, **r.extra} for r in self.runs],
+            "runs": [
+                {"seconds": r.seconds, "cpu": r.cpu, "host_cpu": r.host_cpu, **r.extra}
+                for r in self.runs
+            ],
         }
 
 
@@ -119,6 +141,27 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _host_busy() -> float:
+    """Core-seconds this machine's CPUs have been busy since boot: /proc/stat's total less
+    idle and iowait (user, nice, system, irq, softirq, steal)."""
+    with open("/proc/stat") as stat:
+        ticks = [int(x) for x in stat.readline().split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class _Clock:
+    """Started just before a measured command; `stop` gives its Run."""
+
+    t0: float = field(default_factory=time.perf_counter)
+    cpu0: float = field(default_factory=_children_cpu)
+    host0: float = field(default_factory=_host_busy)
+
+    def stop(self) -> Run:
+        seconds = time.perf_counter() - self.t0
+        return Run(seconds, _children_cpu() - self.cpu0, host_cpu=_host_busy() - self.host0)
+
+
 def timed(
     argv: Sequence[str],
     env: dict[str, str],
@@ -128,11 +171,11 @@ def timed(
     stdout: int | None = subprocess.DEVNULL,
 ) -> tuple[Run, subprocess.CompletedProcess[bytes]]:
     """Run argv to completion; wall time and the CPU time of it and its waited children."""
-    cpu0, t0 = _children_cpu(), time.perf_counter()
+    clock = _Clock()
     result = subprocess.run(
         list(argv), env=env, cwd=cwd, stdout=stdout, stderr=subprocess.PIPE, check=False
     )
-    run = Run(time.perf_counter() - t0, _children_cpu() - cpu0)
+    run = clock.stop()
     if check and result.returncode != 0:
         raise RuntimeError(
             f"{' '.join(argv)[:200]} failed ({result.returncode}): "
@@ -174,7 +217,7 @@ def on_a_tty(argv: Sequence[str], env: dict[str, str], *, sample_rss: bool = Fal
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
-    cpu0, t0 = _children_cpu(), time.perf_counter()
+    clock = _Clock()
     try:
         proc = subprocess.Popen(
             list(argv), env=env, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL
@@ -185,7 +228,7 @@ def on_a_tty(argv: Sequence[str], env: dict[str, str], *, sample_rss: bool = Fal
     out_bytes, _ = proc.communicate()
     if sampler is not None:
         sampler.stop()
-    run = Run(time.perf_counter() - t0, _children_cpu() - cpu0)
+    run = clock.stop()
     reader.join(timeout=10)
     os.close(master)
     out = out_bytes.decode(errors="replace")
@@ -373,6 +416,34 @@ class Lab:
         """The newest run journal: step timings and details."""
         runs = sorted((self.root / state / "runs").glob("*.json"), key=lambda p: p.stat().st_mtime)
         return json.loads(runs[-1].read_text())
+
+
+def timed_restore(argv: Sequence[str], env: dict[str, str], lab: Lab, state: str) -> Run:
+    """A whole `preskool-dr restore` on a terminal, with where its wall time went, from its
+    journal (`TIME_SPLIT`): before its first step (start-up and the backup's lookup), its
+    steps before step 6 (with the load that began early running beside them), step 6 (the
+    load, or what remained of one started early), and what follows step 6 (steps 7-9,
+    the journal, the exit)."""
+    launched = datetime.now(UTC)
+    run = on_a_tty(argv, env).run
+    steps = [s for s in lab.last_run(state)["steps"] if s.get("started_at")]
+    first = min(datetime.fromisoformat(s["started_at"]) for s in steps)
+    load = next(s for s in steps if s["id"] == "restore")
+    load_start = datetime.fromisoformat(load["started_at"])
+    load_end = datetime.fromisoformat(load["finished_at"])
+    points = [launched, first, load_start, load_end, launched + timedelta(seconds=run.seconds)]
+    for key, start, end in zip(TIME_SPLIT, points, points[1:], strict=False):
+        run.extra[key] = (end - start).total_seconds()
+    return run
+
+
+# the parts of a restore's wall time `timed_restore` measures, in order, and their labels
+TIME_SPLIT = {
+    "split_startup": "before step 2",
+    "split_checks": "steps 2-5",
+    "split_load": "step 6",
+    "split_after": "after step 6",
+}
 
 
 def step_seconds(journal: dict[str, Any], step_id: str) -> float:

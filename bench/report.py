@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import whole_bench
-from common import Series
+from common import TIME_SPLIT, Series
 
 MiB = 1 << 20
 
@@ -35,22 +35,34 @@ def series_table(
     series: dict[str, Series], baseline: str, extra: dict[str, dict[str, str]] | None = None
 ) -> list[str]:
     extra = extra or {}
-    columns = sorted({k for row in extra.values() for k in row})
+    columns = list(dict.fromkeys(k for row in extra.values() for k in row))
     base = series[baseline]
     lines = [
         "| variant | runs (s) | min | median | ratio: paired median | ratio: min | "
-        "ratio: median | client CPU (median) |" + "".join(f" {c} |" for c in columns),
-        "|---|---|---|---|---|---|---|---|" + "---|" * len(columns),
+        "ratio: median | client CPU (median) | host CPU busy (median) |"
+        + "".join(f" {c} |" for c in columns),
+        "|---|---|---|---|---|---|---|---|---|" + "---|" * len(columns),
     ]
     for name, s in series.items():
         runs = ", ".join(f"{r.seconds:.2f}" for r in s.runs)
         cells = "".join(f" {extra.get(name, {}).get(c, '')} |" for c in columns)
+        share = s.host_share_median
+        busy = "" if share is None else f"{share:.0%}"
         lines.append(
             f"| {cell(name)} | {runs} | {_s(s.best)} | {_s(s.median)} | "
             f"**{_x(s.paired(base))}** | {_x(s.best / base.best)} | "
-            f"{_x(s.median / base.median)} | {_s(s.cpu_median)} |{cells}"
+            f"{_x(s.median / base.median)} | {_s(s.cpu_median)} | {busy} |{cells}"
         )
     return lines
+
+
+def time_split(series: dict[str, Series]) -> dict[str, dict[str, str]]:
+    """The medians of where each whole restore's time went (common.timed_restore)."""
+    return {
+        name: {label: _s(s.extra_median(key)) for key, label in TIME_SPLIT.items()}
+        for name, s in series.items()
+        if all(key in s.runs[0].extra for key in TIME_SPLIT)
+    }
 
 
 def render(r: dict[str, Any]) -> str:
@@ -84,7 +96,9 @@ def render(r: dict[str, Any]) -> str:
         "load drifts over minutes, and runs of one round are seconds apart, so pairing cancels "
         "most of it. The ratios of the minimums and of the medians are given beside it. Client "
         "CPU is the user+system time of the measured command and its child processes (not the "
-        "PostgreSQL server).",
+        "PostgreSQL server). Host CPU busy is the share of the machine's cores busy over the "
+        "run (every process, the server too, from /proc/stat): near 100 % the run was bound "
+        "by the CPU, and only doing less work makes it faster.",
         "",
         "## Machine and versions",
         "",
@@ -228,9 +242,13 @@ def render(r: dict[str, Any]) -> str:
         "sync). The default runbook's `restore.method` is `auto`: it loads the companion with "
         "pg_restore -j, and step 4 reads the .sql.gz for its MD5 only (what loads is read "
         "whole: the companion, against the MD5 its .meta.json recorded); `serial` streams the "
-        ".sql.gz, and step 4 reads it whole (MD5, gzip, content scan) beside the load.",
+        ".sql.gz, and step 4 reads it whole (MD5, gzip, content scan) beside the load. The "
+        "last four columns split the tool's median run by its journal: before step 2 "
+        "(start-up, the backup's lookup), steps 2-5 (with a load started early running "
+        "beside them), step 6 (the load, or what remained of one started early) and after "
+        "step 6 (steps 7-9, the journal, the exit).",
         "",
-        *series_table(r["whole"], whole_bench.BY_HAND),
+        *series_table(r["whole"], whole_bench.BY_HAND, time_split(r["whole"])),
         "",
         "The same data shape at twice the size (`--larger`), where the fixed costs weigh "
         "less but the checks that run beside the load grow with it: PreSkool scale "
@@ -239,7 +257,7 @@ def render(r: dict[str, Any]) -> str:
         f"{_mib(r['larger']['plain_bytes'])} gzip), {len(r['whole_larger'][whole_bench.BY_HAND].runs)} "
         "rounds (a round takes ~20 s; the budget allows no more).",
         "",
-        *series_table(r["whole_larger"], whole_bench.BY_HAND),
+        *series_table(r["whole_larger"], whole_bench.BY_HAND, time_split(r["whole_larger"])),
         "",
         "From S3: the same backup only in a bucket (moto's S3 server on localhost, so the "
         "network is not what is measured), each variant downloading into an empty folder. "
@@ -252,7 +270,7 @@ def render(r: dict[str, Any]) -> str:
         "downloads both files (the companion is ~1.2x the `.sql.gz` here); by hand only the "
         "`.sql.gz`.",
         "",
-        *series_table(r["whole_s3"], whole_bench.S3_BY_HAND),
+        *series_table(r["whole_s3"], whole_bench.S3_BY_HAND, time_split(r["whole_s3"])),
         "",
         "Start-up: wall time of each command to its exit, against a bare `python -c pass` "
         "started the same way in the same rounds (`check --json` runs its real checks on a "

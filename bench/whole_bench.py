@@ -11,7 +11,18 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from common import APP_ROLE, TOOL, Lab, Run, Series, alternate, on_a_tty, say, shell, timed
+from common import (
+    APP_ROLE,
+    TOOL,
+    Lab,
+    Run,
+    Series,
+    alternate,
+    say,
+    shell,
+    timed,
+    timed_restore,
+)
 
 from preskool_dr.core.base.ports import free_port
 from preskool_dr.demo.cluster import SUPERUSER
@@ -52,7 +63,7 @@ def restore(lab: Lab, plain: Path, repeats: int, *, serial: bool = True) -> dict
     def product(name: str, state: str) -> Run:
         env = lab.env(TARGET, runbook=runbooks[name], state=state)
         argv = [TOOL, "restore", str(plain), "--confirm", TARGET, "--target-db", TARGET]
-        return on_a_tty(argv, env).run
+        return timed_restore(argv, env, lab, state)
 
     variants = {
         BY_HAND: lambda: shell(by_hand, lab.env(TARGET), cwd=plain.parent),
@@ -148,7 +159,7 @@ def from_s3(lab: Lab, plain: Path, repeats: int) -> dict[str, Series]:
             S3_BY_HAND: lambda: shell(
                 by_hand, {**hand_env, "DOWNLOAD": _DOWNLOAD}, cwd=by_hand_dir
             ),
-            S3_DEFAULT: lambda: on_a_tty(argv, product_env).run,
+            S3_DEFAULT: lambda: timed_restore(argv, product_env, lab, "state-whole-s3"),
         }
         say(f"  whole restore from S3: {len(variants)} variants x {repeats}, alternating")
 
