@@ -222,7 +222,7 @@ def replace_the_companion(backup: Path, early: early_load.EarlyLoad) -> str:
     copy = backup.with_name("copy.tmp")
     shutil.copy2(held, copy)
     os.replace(copy, held)
-    return "the load started early is dropped: it loaded the custom-format companion"
+    return "the load started early is dropped: the custom-format companion it loaded changed"
 
 
 def fail_the_load(backup: Path, early: early_load.EarlyLoad) -> str:
@@ -262,6 +262,35 @@ def test_a_load_step_6_may_not_take_is_dropped_and_loaded_again_through_the_gate
     assert restored == counts
     assert site.loading_databases() == []
     assert not (site.config().state_dir / "load" / f"{engine.state.run_id}-early").exists()
+
+
+def test_a_companion_that_appears_beside_a_plain_load_is_not_taken_instead(site: Site) -> None:
+    """The load started early reads the .sql.gz (no companion then); a valid companion
+    comes back before step 4 looks for one: step 4 reads the .sql.gz whole, as it is what
+    loads, and step 6 takes that load."""
+    backup = site.backup()
+    counts = site.db.row_counts()
+    site.change_data()
+    companion = companion_path(backup)
+    away = companion.with_name("away.tmp")
+    os.rename(companion, away)
+    engine = start_engine(site, backup)
+    try:
+        early = early_load.start(engine, "verify", threading.Event())
+        assert early is not None and not early.loads_companion
+        engine.early_load = early
+        os.rename(away, companion)
+
+        assert engine.run_all(site.db.name)
+    finally:
+        engine.close()
+
+    state = engine.state
+    assert state.verify is not None and state.verify.skipped is None and state.verify.gzip_ok
+    assert state.load is not None and state.load.early and state.load.loader != "pg_restore"
+    restored = site.db.row_counts()
+    restored.pop("alembic_version")
+    assert restored == counts
 
 
 def test_an_engine_closed_before_step_6_stops_the_early_load(site: Site) -> None:

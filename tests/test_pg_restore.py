@@ -36,7 +36,7 @@ from preskool_dr.core.restore.loaders.pg_restore import (
 )
 from preskool_dr.core.restore.loaders.stream import RestoreError, stream_restore
 from preskool_dr.core.storage import catalog, checksum
-from preskool_dr.core.storage.layout import companion_path
+from preskool_dr.core.storage.layout import companion_path, meta_path
 from preskool_dr.core.storage.meta import read_meta, write_meta
 from tests.support.backups import backup_sql, insert_before, rewrite_backup
 from tests.support.cli import run_cli
@@ -341,6 +341,12 @@ def test_companion_not_used_unless_it_verifies(dr_env: dict[str, str], tmp_path:
     usable = usable_companion(plain, plain_md5, on_event=notices.append)
     assert usable is not None and usable.path == companion
     assert usable.actual_md5 == meta.companion_md5
+    # a meta whose MD5s are written in upper case (md5sum writes lower) names them too
+    raw = json.loads(meta_path(plain).read_text())
+    raw.update(md5=raw["md5"].upper(), companion_md5=raw["companion_md5"].upper())
+    meta_path(plain).write_text(json.dumps(raw))
+    assert usable_companion(plain, plain_md5) is not None
+    write_meta(plain, meta)
 
     data = bytearray(companion.read_bytes())
     data[len(data) // 2] ^= 0xFF

@@ -343,27 +343,114 @@ def test_companion_without_the_recorded_md5_is_never_loaded(
     assert site.checksum() == sum_at_backup
 
 
-def test_companion_swapped_after_step_4_is_never_loaded(site: Site) -> None:
-    """Step 4 accepted the companion; another valid archive (correct sidecar) replaces it
-    before step 5: the plain backup is loaded instead."""
+@pytest.mark.parametrize("before_step", ["recreate_db", "restore"])
+def test_companion_swapped_after_step_4_is_never_loaded(site: Site, before_step: str) -> None:
+    """Step 4 accepted the companion and so read the .sql.gz for its MD5 only; another valid
+    archive (correct sidecar) replaces the companion before step 5, or between steps 5 and
+    6: the step refuses (the .sql.gz's gzip and content are unproven, so it may not stand
+    in) and says to run step 4 again, which reads the .sql.gz whole; then it loads that."""
 
     site.runbook = write_runbook(site.root, app=site.app, restore={"method": "auto", "jobs": 2})
     backup = run_backup(site.config(), "daily", upload=False, custom=True).path
     sum_at_backup = site.checksum()
     # made before the run: a backup is refused while a restore holds the target's lock
     other = other_backup(site, custom=True)
+    before = site.checksum()
     events: list[Event] = []
     engine = verified_engine(site, backup, events)
     try:
         assert any(isinstance(e, Notice) and "using the custom-format" in e.text for e in events)
+        assert engine.state.verify is not None and engine.state.verify.skipped
+        if before_step == "restore":
+            record = engine.run_step("recreate_db", confirmation=site.db.name)
+            assert record.status is StepStatus.DONE, record.detail
         swap_in(companion_path(backup), companion_path(other))
-        for step_id in ("recreate_db", "restore"):
+
+        record = engine.run_step(before_step, confirmation=site.db.name)
+
+        assert record.status is StepStatus.FAILED
+        assert_says(record.detail, "checked", "for its MD5 only", "run step 4 again")
+        if before_step == "recreate_db":
+            assert site.checksum() == before  # nothing destroyed
+        else:
+            assert nothing_loaded(site)
+        record = engine.run_step("verify")
+        assert record.status is StepStatus.DONE, record.detail
+        assert engine.state.verify is not None and engine.state.verify.skipped is None
+        for step_id in ("recreate_db", "restore")[("recreate_db", "restore").index(before_step) :]:
             record = engine.run_step(step_id, confirmation=site.db.name)
             assert record.status is StepStatus.DONE, record.detail
         assert "pg_restore" not in record.detail
     finally:
         engine.close()
     assert site.checksum() == sum_at_backup
+
+
+def test_after_step_5_step_4_accepts_no_other_companion(site: Site) -> None:
+    """Step 5 replaced the database on the strength of the backup and the companion step 4
+    accepted; then another valid archive and a meta vouching for it (naming the same .sql.gz
+    MD5) appear and step 4 runs again: it refuses that companion, reads the .sql.gz whole,
+    and step 6 restores the .sql.gz."""
+    site.runbook = write_runbook(site.root, app=site.app, restore={"method": "auto", "jobs": 2})
+    backup = run_backup(site.config(), "daily", upload=False, custom=True).path
+    sum_at_backup = site.checksum()
+    other = other_backup(site, custom=True)
+    events: list[Event] = []
+    engine = verified_engine(site, backup, events)
+    try:
+        record = engine.run_step("recreate_db", confirmation=site.db.name)
+        assert record.status is StepStatus.DONE, record.detail
+        swap_in(companion_path(backup), companion_path(other))
+        meta = json.loads(meta_path(backup).read_text())
+        meta["companion_md5"] = checksum.verify_file(companion_path(other), None).actual_md5
+        meta_path(backup).write_text(json.dumps(meta))
+
+        record = engine.run_step("verify")
+
+        assert record.status is StepStatus.DONE, record.detail
+        warnings = [e.text for e in events if isinstance(e, Notice) and e.level == "warn"]
+        assert any("not the one step 4 accepted before step 5" in w for w in warnings)
+        assert engine.state.verify is not None and engine.state.verify.skipped is None
+        assert engine.state.backup is not None and engine.state.backup.companion_md5 is None
+        record = engine.run_step("restore", confirmation=site.db.name)
+        assert record.status is StepStatus.DONE, record.detail
+        assert "pg_restore" not in record.detail
+    finally:
+        engine.close()
+    assert site.checksum() == sum_at_backup
+
+
+def test_a_sidecar_swapped_while_step_4_accepts_the_companion_fails_step_4(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The companion is accepted on the word of a meta naming the sidecar's MD5 as it was;
+    another backup and its sidecar are put in place while the companion is hashed: step 4
+    fails (the file it read is not the one the meta names) instead of passing it with only
+    its MD5 checked."""
+    from preskool_dr.core.restore.loaders import pg_restore
+
+    site.runbook = write_runbook(site.root, app=site.app, restore={"method": "auto", "jobs": 2})
+    backup = run_backup(site.config(), "daily", upload=False, custom=True).path
+    other = other_backup(site)
+    before = site.checksum()
+    accept = pg_restore.usable_companion
+
+    def accept_then_swap(*args: Any, **kwargs: Any) -> Any:
+        usable = accept(*args, **kwargs)
+        swap_in(backup, other)  # with a correct sidecar of its own
+        return usable
+
+    monkeypatch.setattr(pg_restore, "usable_companion", accept_then_swap)
+    engine = Engine.start(site.config(), RunOptions(backup_spec=str(backup), operator="ops"))
+    try:
+        assert engine.run_step("download").status is StepStatus.DONE
+        record = engine.run_step("verify")
+        assert record.status is StepStatus.FAILED
+        assert_says(record.detail, "or its sidecar changed while step 4 read them", "step 4 again")
+        assert engine.blocked_reason("recreate_db") is not None
+    finally:
+        engine.close()
+    assert site.checksum() == before
 
 
 # ---------------------------------------------------------------- the run's server

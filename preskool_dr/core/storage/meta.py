@@ -71,7 +71,7 @@ class BackupMeta:
             created_at=created if created.tzinfo else created.replace(tzinfo=UTC),
             database=str(data["database"]),
             size=int(data["size"]),
-            md5=str(data["md5"]),
+            md5=str(data["md5"]).lower(),  # sidecars are compared in lower case too
             row_counts={str(k): int(v) for k, v in counts.items()},
             pg_dump_version=str(data.get("pg_dump_version") or ""),
             companion_md5=_md5_or_none(data.get("companion_md5")),

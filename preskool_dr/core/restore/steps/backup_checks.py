@@ -131,7 +131,12 @@ def verify(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOut
     )
     downloaded = choice.downloaded
     backup = Path(choice.local_path)
-    companion = None if identities else _accepted_companion(run, backup, downloaded, record, cancel)
+    anchor, _ = checksum.expected_md5(backup)
+    companion = (
+        None
+        if identities or anchor is None
+        else _accepted_companion(run, backup, anchor, downloaded, record, cancel)
+    )
     result, read_once = _read_backup(run, record, cancel, companion, identities)
     state.verify = VerifyRecord(
         expected_md5=result.expected_md5,
@@ -147,6 +152,14 @@ def verify(run: StepRun, record: StepRecord, cancel: threading.Event) -> StepOut
         if downloaded:
             raise DrError(f"{result.describe()}; {_discard_download(run, record)}")
         raise DrError(result.describe() + "; choose another backup in step 2")
+    if companion is not None and result.actual_md5 != anchor:
+        # the companion was accepted on the word of a meta naming `anchor`, the sidecar as
+        # it was then: the file just read is another one
+        raise DrError(
+            f"{choice.name} or its sidecar changed while step 4 read them (MD5 {anchor} "
+            f"when the companion was accepted, {result.actual_md5} now): stop whatever "
+            "writes to BACKUP_DIR, then run step 4 again"
+        )
     if result.identity is None:
         if not Path(choice.local_path).is_file():
             raise DrError(
@@ -274,17 +287,24 @@ def _discard_download(run: StepRun, record: StepRecord) -> str:
 
 
 def _accepted_companion(
-    run: StepRun, backup: Path, downloaded: bool, record: StepRecord, cancel: threading.Event
+    run: StepRun,
+    backup: Path,
+    anchor: str,
+    downloaded: bool,
+    record: StepRecord,
+    cancel: threading.Event,
 ) -> checksum.VerifyResult | None:
     """The custom-format companion step 6 will load, verified before any downtime against
-    the MD5 the backup's .meta.json recorded, that meta naming the MD5 of the backup's
-    sidecar (pg_restore.usable_companion; step 4 then holds the backup to that sidecar);
-    None when there is none or it is refused (a Notice says why; one step 3 downloaded is
-    removed, so a retry fetches it afresh): step 6 restores the plain file. A companion a
-    load started early hashed and still holds is not read again."""
+    the MD5 the backup's .meta.json recorded, that meta naming `anchor`, the MD5 in the
+    backup's sidecar (pg_restore.usable_companion; step 4 then holds the backup to that
+    MD5); None when there is none or it is refused (a Notice says why; one step 3
+    downloaded is removed, so a retry fetches it afresh): step 6 restores the plain file,
+    which step 4 then reads whole. None too when a load started early reads the plain file
+    (step 4 reads whole what is loaded), and after step 5 for any companion but the one
+    accepted before it (step 6 loads what step 5 was decided on, or the plain file read
+    whole). A companion a load started early hashed and still holds is not read again."""
     companion = companion_path(backup)
-    anchor, _ = checksum.expected_md5(backup)
-    if run.config.restore.method == "serial" or anchor is None or not companion.is_file():
+    if run.config.restore.method == "serial" or not companion.is_file():
         return None
     usable = pg_restore.usable_companion(
         backup,
@@ -294,10 +314,38 @@ def _accepted_companion(
         cancel=cancel,
         hashed=_hashed_by_early_load(run, companion),
     )
+    refused = _not_this_run(run, usable, backup) if usable is not None else None
+    if refused is not None:
+        run.on_event(
+            Notice(
+                "warn",
+                f"custom-format companion {companion.name} not used: {refused}; step 4 reads "
+                f"{backup.name} whole, and step 6 restores it",
+                record.id,
+            )
+        )
+        usable = None
     if usable is None and downloaded:
         for path in (companion, checksum.sidecar_path(companion)):
             path.unlink(missing_ok=True)
     return usable
+
+
+def _not_this_run(run: StepRun, usable: checksum.VerifyResult, backup: Path) -> str | None:
+    """Why a companion that passed its own checks may still not be what this run loads."""
+    held = run.early_load.holds if run.early_load is not None else None
+    if held is not None and held.path == backup:
+        return f"step 6's load started early from {backup.name}, before the companion passed"
+    before = chosen_backup(run).companion_md5
+    if (
+        run.step(StepId.RECREATE_DB).status is not StepStatus.PENDING
+        and usable.actual_md5 != before
+    ):
+        return (
+            "it is not the one step 4 accepted before step 5 replaced the database "
+            f"({'none' if before is None else 'MD5 ' + before}, now {usable.actual_md5})"
+        )
+    return None
 
 
 def _hashed_by_early_load(run: StepRun, companion: Path) -> checksum.VerifyResult | None:

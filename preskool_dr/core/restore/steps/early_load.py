@@ -91,8 +91,15 @@ class EarlyLoad:
         if not self.loads_companion:
             if choice.identity != self.held.identity:
                 return f"{choice.name} is not the file step 4 verified"
-        elif choice.companion_md5 is None or choice.companion_identity != self.held.identity:
+            if choice.companion_md5 is not None:
+                return "it loaded the plain backup, and step 4 accepted the companion instead"
+        elif choice.companion_md5 is None:
             return "it loaded the custom-format companion, which step 4 did not accept"
+        elif choice.companion_identity != self.held.identity:
+            return (
+                "the custom-format companion it loaded changed (inode, size or times) after "
+                "the load opened it"
+            )
         return None
 
     @property

@@ -33,7 +33,8 @@ def verified_files(
     """Yields the paths the loaders open (they resolve to the open, checked files): the
     backup, and its companion unless the method is serial. GateError when the backup is
     not the one step 4 verified; a companion that is not is dropped with a warning (the
-    plain file is then loaded). `rehash` reads each file again in full (step 5, before
+    plain file is then loaded) when step 4 read the plain file whole, else GateError too.
+    `rehash` reads each file again in full (step 5, before
     anything is destroyed), except `held`, the file a load started early holds open and
     hashed through its descriptor (its identity is compared); leaving the block checks
     that nothing wrote to them meanwhile."""
@@ -71,6 +72,14 @@ def verified_files(
                     )
                 )
             except pinned.GateError as exc:
+                if run.state.verify is None or run.state.verify.skipped is not None:
+                    # step 4 checked the plain file for its MD5 only, as the companion was
+                    # to load: its gzip and content are unproven, so it does not stand in
+                    raise pinned.GateError(
+                        f"the custom-format companion is not the one step 4 accepted "
+                        f"({exc}), and step 4 checked {backup.name} for its MD5 only: run "
+                        f"step 4 again (it then reads {backup.name} whole), then this step"
+                    ) from None
                 run.on_event(
                     Notice(
                         "warn",
