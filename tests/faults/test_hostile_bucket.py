@@ -26,7 +26,7 @@ import pwd
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,12 +36,12 @@ import pytest
 
 from preskool_dr.cli.wal_cmd import EXIT_ABORT_RECOVERY
 from preskool_dr.core.base.config import load_config
-from preskool_dr.core.base.errors import UsageError
+from preskool_dr.core.base.errors import DrError, UsageError
 from preskool_dr.core.storage import catalog, checksum
 from preskool_dr.core.storage.backup_names import backup_name
 from preskool_dr.core.storage.fetch import discard_download, fetch_backup
 from preskool_dr.core.storage.layout import companion_path, meta_path
-from preskool_dr.core.storage.meta import BackupMeta, read_meta, write_meta
+from preskool_dr.core.storage.meta import META_MAX_BYTES, BackupMeta, read_meta, write_meta
 from tests.support.backups import fabricate
 from tests.support.checks import assert_says, check_line, restore_test_passed, the_error
 from tests.support.child import Child
@@ -440,6 +440,150 @@ def test_downloads_are_0600_in_folders_created_0700(fresh_backup_dir: Path, tmp_
     }
     for path in files:
         assert mode(path) == 0o600, path
+
+
+# ---------------------------------------------------------------- what is planted in BACKUP_DIR
+
+
+def plant_hard_link(part: Path, victim: Path) -> None:
+    os.link(victim, part)
+
+
+def plant_foreign_file(part: Path, victim: Path) -> None:
+    part.write_bytes(b"")
+    os.chown(part, 65534, 65534)
+
+
+def plant_fifo(part: Path, victim: Path) -> None:
+    os.mkfifo(part)
+
+
+def plant_writable_file(part: Path, victim: Path) -> None:
+    part.write_bytes(b"")
+    part.chmod(0o666)
+
+
+@pytest.mark.parametrize(
+    ("plant", "says"),
+    [
+        (plant_hard_link, "hard links"),
+        (plant_foreign_file, "belongs to uid 65534"),
+        (plant_fifo, "is not a regular file"),
+        (plant_writable_file, "can be written by group or others"),
+    ],
+)
+def test_a_planted_part_is_refused_and_touches_nothing(
+    s3_bucket: str, tmp_path: Path, plant: Callable[[Path, Path], None], says: str
+) -> None:
+    """What sits at a download's `.part` name is resumed, chmodded, truncated and renamed
+    into place as root only when it is this user's own regular file, with one link, that
+    no one else can write: else the download is refused naming it, and the file it points
+    at (a hard link's other name, outside BACKUP_DIR) keeps its bytes and mode."""
+    if plant is plant_foreign_file and os.geteuid() != 0:
+        pytest.skip("needs root to give a file to another user")
+    logical = make_backup(tmp_path / "made", GOOD_AT)
+    upload(s3_bucket, logical)
+    victim = tmp_path / "victim.conf"
+    victim.write_bytes(b"important = 1\n" * 10)
+    victim.chmod(0o664)
+    backup_dir = Path(os.environ["BACKUP_DIR"])
+    part = backup_dir / (logical.name + ".part")
+    plant(part, victim)
+    config = load_config(REPO / "runbook.yaml", env=os.environ)
+    record = catalog.resolve_backup(config, logical.name)
+
+    with pytest.raises(DrError) as refused:
+        fetch_backup(config, record)
+
+    assert_says(str(refused.value), str(part), says, f"rm {part}")
+    assert victim.read_bytes() == b"important = 1\n" * 10 and mode(victim) == 0o664
+    assert not (backup_dir / logical.name).exists()
+
+
+def test_a_backup_dir_others_can_write_is_refused_before_any_download(
+    s3_bucket: str, tmp_path: Path
+) -> None:
+    """Anyone who can write to BACKUP_DIR can swap a path there for a symbolic link between
+    our check and our write: nothing is downloaded into it, and the fix is named."""
+    logical = make_backup(tmp_path / "made", GOOD_AT)
+    upload(s3_bucket, logical)
+    backup_dir = Path(os.environ["BACKUP_DIR"])
+    backup_dir.chmod(0o1777)
+    config = load_config(REPO / "runbook.yaml", env=os.environ)
+    record = catalog.resolve_backup(config, logical.name)
+
+    with pytest.raises(DrError) as refused:
+        fetch_backup(config, record)
+
+    assert_says(str(refused.value), "can be written by group or others", f"chmod go-w {backup_dir}")
+    assert list(backup_dir.iterdir()) == []
+
+
+def base_in_bucket(bucket: str, members: dict[str, bytes]) -> str:
+    name = backup_name("base", GOOD_AT)
+    for member, data in members.items():
+        boto3.client("s3").put_object(Bucket=bucket, Key=f"{PREFIX}{name}/{member}", Body=data)
+    return name
+
+
+def test_a_folder_member_named_like_a_part_makes_the_backup_bad(
+    s3_bucket: str, tmp_path: Path
+) -> None:
+    """`base.tar.gz.part` beside `base.tar.gz` in a base backup's folder would be resumed as
+    `base.tar.gz` by the next download: the backup is refused, nothing written."""
+    name = base_in_bucket(s3_bucket, {"base.tar.gz": b"REAL", "base.tar.gz.part": b"EVIL"})
+    config = load_config(REPO / "runbook.yaml", env=os.environ)
+
+    with pytest.raises(DrError) as refused:
+        fetch_backup(config, f"s3://{s3_bucket}/{PREFIX}{name}")
+
+    assert_says(str(refused.value), "base.tar.gz.part", "nothing was downloaded")
+    assert list(Path(os.environ["BACKUP_DIR"]).iterdir()) == []
+
+
+def test_a_folder_someone_else_made_for_a_base_backup_is_refused(
+    s3_bucket: str, tmp_path: Path
+) -> None:
+    """The base backup's folder already exists, made by another user (who could swap its
+    subfolders for symbolic links while the download runs): refused, nothing written."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a folder to another user")
+    name = base_in_bucket(s3_bucket, {"base.tar.gz": b"REAL", "wal/0001": b"WAL"})
+    planted = Path(os.environ["BACKUP_DIR"]) / name
+    planted.mkdir(mode=0o700)
+    os.chown(planted, 65534, 65534)
+    config = load_config(REPO / "runbook.yaml", env=os.environ)
+
+    with pytest.raises(DrError) as refused:
+        fetch_backup(config, f"s3://{s3_bucket}/{PREFIX}{name}")
+
+    assert_says(str(refused.value), str(planted), "belongs to uid 65534", "nothing was downloaded")
+    assert list(planted.iterdir()) == []
+
+
+def test_sidecars_and_metas_are_read_small_and_never_kept_stale(
+    s3_bucket: str, tmp_path: Path
+) -> None:
+    """A sidecar of 3 MiB in the bucket: at most META_MAX_BYTES + 1 bytes of it are read and
+    written, and step 4's check refuses it by its size. A meta the bucket does not have
+    is not taken from an old local copy."""
+    logical = make_backup(tmp_path / "made", GOOD_AT)
+    upload(s3_bucket, logical)
+    client = boto3.client("s3")
+    client.put_object(Bucket=s3_bucket, Key=PREFIX + logical.name + ".md5", Body=b"0" * (3 << 20))
+    client.delete_object(Bucket=s3_bucket, Key=PREFIX + logical.name + ".meta.json")
+    backup_dir = Path(os.environ["BACKUP_DIR"])
+    stale = meta_path(backup_dir / logical.name)
+    stale.write_bytes(meta_path(logical).read_bytes())
+    config = load_config(REPO / "runbook.yaml", env=os.environ)
+    record = catalog.resolve_backup(config, logical.name)
+
+    path = fetch_backup(config, record)
+
+    assert checksum.sidecar_path(path).stat().st_size == META_MAX_BYTES + 1
+    assert not stale.exists()
+    expected, problem = checksum.expected_md5(path)
+    assert expected is None and problem
 
 
 def test_check_warns_about_a_backup_dir_others_can_enter(base_env: dict[str, str]) -> None:

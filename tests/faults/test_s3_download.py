@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from preskool_dr.core.base.errors import ArchivedError, Cancelled
+from preskool_dr.core.base.errors import ArchivedError, Cancelled, DrError
 from preskool_dr.core.base.events import Event, Progress
 from preskool_dr.core.storage import s3download
 from preskool_dr.core.storage.checksum import FileIdentity, verify_file
@@ -238,3 +238,24 @@ def test_the_checks_made_while_downloading_are_verify_files(
     assert [getattr(streamed, f) for f in fields] == [getattr(read, f) for f in fields]
     assert streamed.identity == read.identity
     assert (streamed.gzip_ok and streamed.dump_error is None) is fine
+
+
+@pytest.mark.parametrize("size", [100_000, 3 * 1024 * 1024], ids=["one-get", "ranges"])
+def test_an_object_that_grew_after_its_lookup_is_refused(
+    bucket_proxy: FaultProxy, tmp_path: Path, size: int
+) -> None:
+    """The download takes the size from the lookup step 3 made (`known`); the object is
+    replaced by a bigger one before the GETs: the download stops with the reason, instead of
+    writing past the size the space check allowed or keeping a prefix of the new object."""
+    store = uploaded(tmp_path, gz_bytes(size))
+    looked_up = store.head(NAME)
+    uploaded(tmp_path, gz_bytes(size * 2))
+    dest = target(tmp_path)
+
+    with pytest.raises(DrError) as refused:
+        store.download(NAME, dest, known=looked_up)
+
+    assert "changed in S3 while it downloaded" in str(refused.value)
+    assert not dest.exists()
+    part = dest.with_name(NAME + ".part")
+    assert not part.exists() or part.stat().st_size <= looked_up.size

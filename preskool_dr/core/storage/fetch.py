@@ -83,13 +83,44 @@ def ensure_dir(directory: Path) -> None:
         ) from None
 
 
+def _download_folder(directory: Path, *, top: bool) -> None:
+    """DrError unless `directory` is safe to download into as this user: BACKUP_DIR (`top`;
+    it may be a symbolic link to a bigger disk) that group and others cannot write, or a
+    folder inside it (a folder backup's) that is a real folder of this user's that group and
+    others cannot write. Anyone who can write to such a folder can swap what is downloaded
+    there for a symbolic link between our check of a path and our writing to it."""
+    try:
+        info = directory.stat() if top else directory.lstat()
+    except OSError as exc:
+        raise DrError(f"cannot read {directory}: {exc.strerror or exc}") from None
+    problem = None
+    if not stat.S_ISDIR(info.st_mode):
+        problem = "is not a folder (a symbolic link or a file someone put there)"
+    elif not top and info.st_uid != os.geteuid():
+        problem = f"belongs to uid {info.st_uid}, not to this user (uid {os.geteuid()})"
+    elif info.st_mode & 0o022:
+        problem = f"can be written by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
+    if problem is not None:
+        fix = (
+            f"chmod go-w {directory}" if "written" in problem else f"remove it (rm -r {directory})"
+        )
+        raise DrError(
+            f"{directory} {problem}: another local user could redirect what preskool-dr "
+            f"downloads there; nothing was downloaded - {fix}, and retry"
+        )
+
+
 def _save_small(store: S3Store, name: str, dest: Path) -> None:
+    """The S3 object `name` (a sidecar or meta) at `dest`; when S3 has none, no local copy
+    either (one left from another time, or planted, would be taken for the bucket's)."""
     data = store.get_bytes(name)
-    if data is not None:
-        try:
+    try:
+        if data is None:
+            dest.unlink(missing_ok=True)
+        else:
             atomic_write(dest, data)
-        except OSError as exc:
-            raise DrError(f"cannot write {dest}: {exc.strerror or exc}") from None
+    except OSError as exc:
+        raise DrError(f"cannot write {dest}: {exc.strerror or exc}") from None
 
 
 def fetch_backup(
@@ -144,6 +175,7 @@ def fetch_backup(
     dest = inside(directory, name)  # every local path made from a remote name: see paths
     _check_download_space(store, group, dest, with_companion)
     ensure_dir(directory)
+    _download_folder(directory, top=True)
     if group.main is not None:
         _save_small(store, name + SIDECAR_SUFFIX, sidecar_path(dest))
         _save_small(store, name + META_SUFFIX, meta_path(dest))
@@ -176,6 +208,9 @@ def fetch_backup(
         member = folder.name_of(obj.key)
         target = inside(dest, member)
         ensure_dir(target.parent)
+        parts = Path(member).parts[:-1]
+        for depth in range(len(parts) + 1):  # the backup's folder and each one below it
+            _download_folder(dest.joinpath(*parts[:depth]), top=False)
         folder.download(
             member, target, on_event=on_event, step_id=step_id, cancel=cancel, known=obj
         )

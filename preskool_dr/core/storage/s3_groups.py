@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from preskool_dr.core.base.errors import NotFoundError
 from preskool_dr.core.base.paths import name_problem
 from preskool_dr.core.storage.backup_names import (
+    PART_SUFFIX,
     companion_owner,
     is_logical_name,
     parse_backup_name,
@@ -38,6 +39,10 @@ class S3Group:
         outside the folder once downloaded makes the whole backup bad."""
         self.members.append(obj)
         problem = name_problem(relative)
+        if problem is None and relative.endswith(PART_SUFFIX):
+            problem = (
+                f"a name ending in {PART_SUFFIX} is where a download of another is resumed from"
+            )
         if problem is not None and self.bad is None:
             self.bad = (
                 f"its S3 object {obj.key!r} cannot be saved inside the backup's folder: {problem}"

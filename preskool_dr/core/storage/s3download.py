@@ -30,6 +30,7 @@ import botocore.exceptions
 from preskool_dr.core.base.errors import Cancelled, DrError
 from preskool_dr.core.base.events import EventSink, ProgressMeter, ignore_events
 from preskool_dr.core.base.files import PRIVATE_FILE_MODE, fsync_dir
+from preskool_dr.core.base.paths import open_private_file
 from preskool_dr.core.base.procs import redact
 from preskool_dr.core.storage.checksum import CHUNK, FileIdentity
 from preskool_dr.core.storage.s3archive import archived_error
@@ -100,6 +101,15 @@ class _Transfer:
             f"{self.size} bytes; run it again to resume from {self.part.name}"
         )
 
+    def changed(self, size_now: int | None = None) -> DrError:
+        """The object is not the size it had when it was looked up: another object."""
+        now = "sends more bytes than" if size_now is None else f"is {size_now} bytes, not"
+        return DrError(
+            f"{self.store.url(self.name)} changed in S3 while it downloaded (it {now} the "
+            f"{self.size} bytes it had when it was looked up): nothing of it is used; run "
+            "the command again, and check who writes to the bucket"
+        )
+
     def interrupted(self, exc: Exception, got: int) -> _Interrupted:
         """A body that broke after `got` of its bytes arrived."""
         return _Interrupted(
@@ -132,7 +142,16 @@ def download(
         raise archived_error(store, name, obj)
     part = dest.with_name(dest.name + ".part")
     try:
-        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, PRIVATE_FILE_MODE)
+        # what is resumed, chmodded, truncated and renamed into place as root must be our
+        # own file: not a symlink, a hard link to another file, a pipe or another user's
+        fd = open_private_file(part, os.O_RDWR | os.O_CREAT, "download's .part")
+        if os.fstat(fd).st_mode & 0o022:
+            os.close(fd)
+            raise DrError(
+                f"the download's .part {part} can be written by group or others: someone "
+                f"may have written into it; nothing was downloaded - remove it (rm {part}), "
+                f"check who can write to {part.parent}, and retry"
+            )
         os.fchmod(fd, PRIVATE_FILE_MODE)  # also a .part left by an older version (0644)
         with os.fdopen(fd, "r+b") as handle:
             offset = os.fstat(fd).st_size
@@ -281,6 +300,9 @@ def _get(transfer: _Transfer, first: int, last: int | None, sink: Callable[[byte
     args: dict[str, Any] = {"Bucket": store.bucket, "Key": store.prefix + transfer.name}
     if first or last is not None:
         args["Range"] = f"bytes={first}-{'' if last is None else last}"
+    # no more than was asked for, or than the object had when it was looked up: a bigger
+    # object is another one, and its bytes would pass the space check (and memory) unbounded
+    wanted = (transfer.size - 1 if last is None else last) - first + 1
     got = 0
     try:
         response = store.client.get_object(**args)
@@ -288,8 +310,13 @@ def _get(transfer: _Transfer, first: int, last: int | None, sink: Callable[[byte
         try:
             if "Range" in args and not response.get("ContentRange"):
                 raise _RangeIgnored
+            total = str(response.get("ContentRange", "")).rpartition("/")[2]
+            if total.isdigit() and int(total) != transfer.size:  # "bytes 0-99/<size now>"
+                raise transfer.changed(int(total))
             for chunk in body.iter_chunks(CHUNK):
                 transfer.check_cancel()
+                if got + len(chunk) > wanted:
+                    raise transfer.changed()
                 sink(chunk)
                 got += len(chunk)
                 transfer.meter.add(len(chunk))

@@ -23,6 +23,7 @@ from preskool_dr.core.base.events import EventSink, ProgressMeter, ignore_events
 from preskool_dr.core.base.paths import name_problem
 from preskool_dr.core.storage import s3archive, s3download
 from preskool_dr.core.storage.checksum import CHUNK
+from preskool_dr.core.storage.meta import META_MAX_BYTES
 from preskool_dr.core.storage.s3client import (
     _MISSING_KEY_CODES,
     ARCHIVED_CLASSES,
@@ -89,10 +90,16 @@ class S3Store(S3Client):
         return objects
 
     def get_bytes(self, name: str) -> bytes | None:
-        """Small objects (sidecars, meta); None when missing."""
+        """Small objects (sidecars, meta); None when missing. At most META_MAX_BYTES + 1
+        bytes are read (a bigger object is not ours: whoever parses it refuses it by its
+        size), so a bucket cannot fill memory or the disk through them."""
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + name)
-            data: bytes = response["Body"].read()
+            body = response["Body"]
+            try:
+                data: bytes = body.read(META_MAX_BYTES + 1)
+            finally:
+                body.close()
         except botocore.exceptions.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in _MISSING_KEY_CODES:
                 return None
