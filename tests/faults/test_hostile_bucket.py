@@ -587,17 +587,18 @@ def test_sidecars_and_metas_are_read_small_and_never_kept_stale(
 
 
 def test_check_warns_about_a_backup_dir_others_can_enter(base_env: dict[str, str]) -> None:
-    """A BACKUP_DIR with o+r or o+x: `check` exits 1 (WARNING) with one line naming the
-    folder and `chmod 700 DIR`; made private again, the warning is gone."""
+    """A BACKUP_DIR with o+r or o+x, or g+w: `check` exits 1 (WARNING) with one line naming
+    the folder and `chmod 700 DIR`; made private again, the warning is gone."""
     check_env = Path(base_env["BACKUP_DIR"])
     fabricate(check_env, hours=2)
     restore_test_passed(Path(base_env["PRESKOOL_DR_STATE_DIR"]))
-    for open_mode in (0o755, 0o711):
+    for open_mode in (0o755, 0o711, 0o770):
         check_env.chmod(open_mode)
         result = cli("check")
         assert result.returncode == 1, result.stdout
         line = check_line(result.stdout.splitlines(), "backup_dir_permissions")
         assert_says(line, "WARNING", str(check_env), f"chmod 700 {check_env}")
+        assert ("refuse to download" in line) == (open_mode == 0o770), line
     check_env.chmod(0o700)
     result = cli("check")
     assert result.returncode == 0, result.stdout

@@ -220,13 +220,15 @@ def _read_seen(path: Path) -> dict[str, Any]:
 
 def _permission_checks(config: Config) -> tuple[CheckResult, ...]:
     """A warning when other users can list or enter BACKUP_DIR (o+r or o+x): backups hold the
-    whole database. Nothing to report when it is private or missing (the backup checks say)."""
+    whole database; or when group or others can write it (g+w or o+w): downloads refuse such
+    a folder, as a path there can be swapped for a symlink. Nothing to report when it is
+    private or missing (the backup checks say)."""
     directory = config.backups.dir
     try:
         mode = directory.stat().st_mode
     except OSError:
         return ()
-    if not stat.S_ISDIR(mode) or not mode & (stat.S_IROTH | stat.S_IXOTH):
+    if not stat.S_ISDIR(mode) or not mode & (stat.S_IROTH | stat.S_IXOTH | 0o022):
         return ()
     fix = f"chmod 700 {directory}"
     try:
@@ -242,7 +244,9 @@ def _permission_checks(config: Config) -> tuple[CheckResult, ...]:
             "backup_dir_permissions",
             Status.WARNING,
             f"BACKUP_DIR {directory} is open to other users (mode "
-            f"{stat.S_IMODE(mode):04o}) and backups hold the whole database: run `{fix}`",
+            f"{stat.S_IMODE(mode):04o}) and backups hold the whole database"
+            f"{'; restores from S3 refuse to download into it' if mode & 0o022 else ''}: "
+            f"run `{fix}`",
             stat.S_IMODE(mode),
         ),
     )
