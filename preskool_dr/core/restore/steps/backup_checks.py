@@ -21,12 +21,12 @@ import humanize
 
 from preskool_dr.core.base import age
 from preskool_dr.core.base.errors import DrError, NoSpaceError
-from preskool_dr.core.base.events import Notice, StepChanged, StepStatus
+from preskool_dr.core.base.events import Notice, StepStatus
 from preskool_dr.core.base.steps import StepId
 from preskool_dr.core.restore.journal import BackupChoice, StepRecord, VerifyRecord
 from preskool_dr.core.restore.loaders import pg_restore
 from preskool_dr.core.restore.steps import early_load, recreate_db
-from preskool_dr.core.restore.steps.context import StepOutcome, StepRun, chosen_backup
+from preskool_dr.core.restore.steps.context import StepOutcome, StepRun, chosen_backup, due_again
 from preskool_dr.core.storage import catalog, checksum
 from preskool_dr.core.storage.fetch import discard_download, fetch_backup
 from preskool_dr.core.storage.layout import companion_path
@@ -275,10 +275,9 @@ def _discard_download(run: StepRun, record: StepRecord) -> str:
     choice = chosen_backup(run)
     discard_download(Path(choice.local_path or ""))
     run.state.backup = dataclasses.replace(choice, local_path=None, downloaded=False)
-    step3 = run.step(StepId.DOWNLOAD)
-    step3.status = StepStatus.PENDING
-    step3.detail = "the downloaded copy failed step 4 and was removed: download it again"
-    run.on_event(StepChanged(step3.id, step3.number, step3.title, step3.status, step3.detail))
+    due_again(
+        run, StepId.DOWNLOAD, "the downloaded copy failed step 4 and was removed: download it again"
+    )
     run.on_event(Notice("warn", f"removed the downloaded copy of {choice.name}", record.id))
     return (
         "the downloaded copy was removed: run step 3 to download it again from S3, "

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from preskool_dr.core.base.errors import DrError
-from preskool_dr.core.base.events import EventSink, StepStatus
+from preskool_dr.core.base.events import EventSink, StepChanged, StepStatus
 from preskool_dr.core.base.settings import AppCommands, Config
 from preskool_dr.core.restore.journal import BackupChoice, LoadRecord, RunState, StepRecord
 from preskool_dr.core.restore.loaders.stream import StreamResult
@@ -93,3 +93,11 @@ def chosen_backup(run: StepRun) -> BackupChoice:
     if run.state.backup is None:
         raise DrError("no backup chosen yet: run step 2 (Identify backup) first")
     return run.state.backup
+
+
+def due_again(run: StepRun, step_id: str, why: str) -> None:
+    """Set an earlier step back to be run again (what it established no longer holds), and
+    say so: the checklist shows it, and a resumed run redoes it first."""
+    record = run.step(step_id)
+    record.status, record.detail = StepStatus.PENDING, why
+    run.on_event(StepChanged(record.id, record.number, record.title, record.status, why))

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.events import Notice
+from preskool_dr.core.base.steps import StepId
 from preskool_dr.core.restore import pinned
 from preskool_dr.core.restore.journal import StepRecord
-from preskool_dr.core.restore.steps.context import StepRun, chosen_backup
+from preskool_dr.core.restore.steps.context import StepRun, chosen_backup, due_again
 from preskool_dr.core.storage import checksum
 from preskool_dr.core.storage.layout import companion_path
 
@@ -75,6 +76,12 @@ def verified_files(
                 if run.state.verify is None or run.state.verify.skipped is not None:
                     # step 4 checked the plain file for its MD5 only, as the companion was
                     # to load: its gzip and content are unproven, so it does not stand in
+                    due_again(
+                        run,
+                        StepId.VERIFY,
+                        f"the companion changed after this step accepted it: run it again "
+                        f"to read {backup.name} whole",
+                    )
                     raise pinned.GateError(
                         f"the custom-format companion is not the one step 4 accepted "
                         f"({exc}), and step 4 checked {backup.name} for its MD5 only: run "
