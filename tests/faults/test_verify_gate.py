@@ -255,12 +255,17 @@ def test_a_pipe_never_passes_step_4(site: Site, tmp_path: Path) -> None:
     folder.mkdir()
     fifo = FifoBackup(backup, folder)
     site.cleanups.append(fifo.stop)
-    engine = Engine.start(site.config(), RunOptions(backup_spec=str(fifo.path), operator="ops"))
+    step_4_refuses(site, str(fifo.path), "is not a regular file", "copy it into BACKUP_DIR")
+
+
+def step_4_refuses(site: Site, spec: str, *says: str) -> None:
+    """Steps 3 and 4 of a run of `spec`: step 4 fails saying `says`; step 5 cannot run."""
+    engine = Engine.start(site.config(), RunOptions(backup_spec=spec, operator="ops"))
     try:
         assert engine.run_step("download").status is StepStatus.DONE
         record = engine.run_step("verify")
         assert record.status is StepStatus.FAILED
-        assert_says(record.detail, "is not a regular file", "copy it into BACKUP_DIR")
+        assert_says(record.detail, *says)
         assert engine.blocked_reason("recreate_db") is not None
     finally:
         engine.close()
@@ -442,15 +447,7 @@ def test_a_sidecar_swapped_while_step_4_accepts_the_companion_fails_step_4(
         return usable
 
     monkeypatch.setattr(pg_restore, "usable_companion", accept_then_swap)
-    engine = Engine.start(site.config(), RunOptions(backup_spec=str(backup), operator="ops"))
-    try:
-        assert engine.run_step("download").status is StepStatus.DONE
-        record = engine.run_step("verify")
-        assert record.status is StepStatus.FAILED
-        assert_says(record.detail, "or its sidecar changed while step 4 read them", "step 4 again")
-        assert engine.blocked_reason("recreate_db") is not None
-    finally:
-        engine.close()
+    step_4_refuses(site, str(backup), "or its sidecar changed while step 4 read", "step 4 again")
     assert site.checksum() == before
 
 
