@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from preskool_dr.core.backup.take import run_backup
+from preskool_dr.core.backup.wal import alert
+from preskool_dr.core.backup.wal.settings import WalSettings
 from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.errors import ConfigError
 from preskool_dr.core.base.events import Event, EventSink, Notice
@@ -374,3 +376,23 @@ def test_a_failing_wal_push_notifies_once_until_a_push_succeeds(
     assert again.returncode == 1 and "refus" in again.stderr.lower(), again.stderr
     assert len(receiver.of("wal_push_failed")) == 2
     assert_no_secrets(first.stderr, again.stderr, json.dumps(receiver.posts))
+
+
+def test_a_mark_planted_in_the_temp_folder_does_not_silence_the_wal_alert(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    """The temp folder's mark (used when the archive itself fails) has a predictable name:
+    a fresh file there that is not this user's own does not count as 'notified already'."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a file to another user")
+    settings = WalSettings(backup_dir=tmp_path / "no-archive")  # the archive folder is missing
+    env = notify_env(receiver)
+    for planted in alert._marks(settings)[1:]:
+        planted.write_bytes(b"")
+        os.chown(planted, 65534, 65534)
+    try:
+        assert alert.notify_push_failure(settings, "000000010000000000000001", "x", env)
+        assert len(receiver.of("wal_push_failed")) == 1
+    finally:
+        for mark in alert._marks(settings):
+            mark.unlink(missing_ok=True)

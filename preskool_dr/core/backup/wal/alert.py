@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Mapping
@@ -27,6 +28,17 @@ def _marks(settings: WalSettings) -> tuple[Path, Path]:
     key = hashlib.sha256(str(settings.archive_dir).encode()).hexdigest()[:12]
     spare = Path(tempfile.gettempdir()) / f"preskool-dr-{os.geteuid()}-{key}{MARK}"
     return settings.archive_dir / MARK, spare
+
+
+def _fresh_mark(mark: Path, now: float) -> bool:
+    """A mark set less than REPEAT_SECONDS ago, by this user: the temp folder is everyone's,
+    and a file planted at the mark's (predictable) name must not silence the alert."""
+    try:
+        info = mark.lstat()
+    except OSError:
+        return False
+    ours = stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and info.st_nlink == 1
+    return ours and now - info.st_mtime < REPEAT_SECONDS
 
 
 def clear_push_failure(settings: WalSettings) -> None:
@@ -47,11 +59,8 @@ def notify_push_failure(
         return False
     now = time.time()
     for mark in _marks(settings):
-        try:
-            if now - mark.stat().st_mtime < REPEAT_SECONDS:
-                return False
-        except OSError:
-            continue
+        if _fresh_mark(mark, now):
+            return False
     from preskool_dr.core.base.notify import Notification, Notifier  # only when it fails
 
     Notifier(urls).send(
