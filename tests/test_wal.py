@@ -113,6 +113,25 @@ def test_relative_paths_as_postgresql_passes_them(archive_env: WalSettings, tmp_
     assert md5(datadir / "pg_wal" / "RECOVERYXLOG") == md5(datadir / "pg_wal" / SEG1)
 
 
+def test_the_servers_user_never_makes_backup_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """wal-push runs as the server's OS user: made by it, BACKUP_DIR would be that user's,
+    and root's backups and restores trust what is in it. It only makes the archive inside
+    an existing BACKUP_DIR, and otherwise names the command that sets it up."""
+    from preskool_dr.core.backup.wal import push as push_module
+
+    monkeypatch.setattr(push_module.os, "geteuid", lambda: 101)  # not root
+    backup_dir = tmp_path / "missing" / "backups"
+    source = make_segment(tmp_path / "pg_wal", SEG1)
+
+    with pytest.raises(DrError) as refused:
+        push(source, WalSettings(backup_dir=backup_dir))
+
+    assert "install -d" in str(refused.value)
+    assert not backup_dir.exists() and not backup_dir.parent.exists()
+
+
 def test_push_is_idempotent_and_refuses_different_content(
     archive_env: WalSettings, tmp_path: Path
 ) -> None:

@@ -3,6 +3,7 @@ verified, never overwriting what is archived under its name."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,7 +51,9 @@ def push(source: Path, settings: WalSettings) -> PushResult:
     parsed = age.recipients(settings.recipients) if settings.recipients else None
     archive = settings.archive_dir
     try:
-        ensure_private_dir(archive.parent)  # BACKUP_DIR, when the server is the first to write
+        if os.geteuid() == 0:  # else `init` or the operator makes BACKUP_DIR, never the
+            # server's OS user: the folder would be that user's, and root trusts what is in it
+            ensure_private_dir(archive.parent)
         archive.mkdir(mode=ARCHIVE_DIR_MODE, exist_ok=True)
     except OSError as exc:
         raise _archive_error(archive, exc) from None
