@@ -426,6 +426,35 @@ def test_after_step_5_step_4_accepts_no_other_companion(site: Site) -> None:
     assert site.checksum() == sum_at_backup
 
 
+def test_a_step_5_that_touched_nothing_lets_step_4_take_the_companion_again(site: Site) -> None:
+    """Step 4 ran without the companion (it was away); step 5 refused (the backup changed
+    after step 4) before touching anything; the file and the companion are put back and step
+    4 runs again: it accepts the companion (a failed step 5 decided nothing), and no warning
+    says step 5 replaced the database."""
+    site.runbook = write_runbook(site.root, app=site.app, restore={"method": "auto", "jobs": 2})
+    backup = run_backup(site.config(), "daily", upload=False, custom=True).path
+    other = other_backup(site)
+    kept = backup.with_name("kept.tmp")
+    shutil.copyfile(backup, kept)
+    away = backup.with_name("companion.tmp")
+    os.rename(companion_path(backup), away)
+    events: list[Event] = []
+    engine = verified_engine(site, backup, events)
+    try:
+        swap_in(backup, other)
+        assert engine.run_step("recreate_db", confirmation=site.db.name).status is StepStatus.FAILED
+        swap_in(backup, kept)
+        os.rename(away, companion_path(backup))
+
+        assert engine.run_step("verify").status is StepStatus.DONE
+
+        assert engine.state.backup is not None and engine.state.backup.companion_md5
+        warnings = [e.text for e in events if isinstance(e, Notice) and e.level == "warn"]
+        assert not any("replaced the database" in w for w in warnings), warnings
+    finally:
+        engine.close()
+
+
 def test_a_sidecar_swapped_while_step_4_accepts_the_companion_fails_step_4(
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -336,10 +336,10 @@ def _not_this_run(run: StepRun, usable: checksum.VerifyResult, backup: Path) -> 
     if held is not None and held.path == backup:
         return f"step 6's load started early from {backup.name}, before the companion passed"
     before = chosen_backup(run).companion_md5
-    if (
-        run.step(StepId.RECREATE_DB).status is not StepStatus.PENDING
-        and usable.actual_md5 != before
-    ):
+    # step 5 done, or failed after it moved the target aside (a step 5 that failed before
+    # touching anything decided nothing)
+    replaced = run.step(StepId.RECREATE_DB).status is StepStatus.DONE or run.state.aside_state
+    if replaced and usable.actual_md5 != before:
         return (
             "it is not the one step 4 accepted before step 5 replaced the database "
             f"({'none' if before is None else 'MD5 ' + before}, now {usable.actual_md5})"
