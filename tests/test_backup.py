@@ -10,6 +10,7 @@ import os
 import re
 import resource
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -25,7 +26,7 @@ from preskool_dr.cli.output import BANNER_RULE
 from preskool_dr.core.backup.gzip_writer import ReadBack
 from preskool_dr.core.backup.take import run_backup
 from preskool_dr.core.base.config import load_config
-from preskool_dr.core.base.errors import Cancelled
+from preskool_dr.core.base.errors import Cancelled, DrError
 from preskool_dr.core.base.events import Event, Notice, Progress, ignore_events, utcnow
 from preskool_dr.core.storage.backup_names import backup_name, parse_backup_name
 from preskool_dr.core.storage.meta import BackupMeta, write_meta
@@ -502,3 +503,41 @@ def test_read_back_finds_what_differs_from_what_was_written(
         assert check.md5 == hashlib.md5(good).hexdigest()
     else:
         assert found is not None and problem in found
+
+
+def test_the_companion_is_written_into_a_new_private_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pg_dump --file would create the companion 0666 & ~umask (readable while the whole
+    database is written) through whatever is at its name: the .part is made here, new and
+    0600, before pg_dump starts; a symbolic link at that name is refused and its target kept."""
+    from preskool_dr.core.backup import companion
+    from preskool_dr.core.base.settings import DatabaseSettings
+    from preskool_dr.core.storage.layout import companion_path
+
+    backup = tmp_path / "preskool-backup-20260101_020000.sql.gz"
+    part = tmp_path / f".{companion_path(backup).name}.part"
+    seen: list[int] = []
+
+    def no_pg_dump(argv: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+        seen.append(part.lstat().st_mode)
+        return subprocess.Popen(["false"], stderr=subprocess.PIPE)
+
+    monkeypatch.setattr(companion.procs, "spawn", no_pg_dump)
+    with (
+        pytest.raises(DrError, match="pg_dump --format=custom failed"),
+        companion.companion_dump(DatabaseSettings(), "snap", backup, enabled=True),
+    ):
+        pass
+    assert seen == [stat.S_IFREG | 0o600]
+    assert not part.exists()  # a failed dump leaves nothing
+
+    victim = tmp_path / "victim.conf"
+    victim.write_bytes(b"keep = 1\n")
+    part.symlink_to(victim)
+    with (
+        pytest.raises(DrError, match="something is already at"),
+        companion.companion_dump(DatabaseSettings(), "snap", backup, enabled=True),
+    ):
+        pass
+    assert victim.read_bytes() == b"keep = 1\n" and len(seen) == 1

@@ -88,7 +88,10 @@ def run_base_backup(
     ensure_dir(backup_dir)
     with backup_dir_lock(backup_dir):
         for stale in backup_dir.glob(f".{BASE_PREFIX}*{_TEMP_SUFFIX}"):
-            shutil.rmtree(stale, ignore_errors=True)
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:  # rmtree does not remove a symlink (nor follow it): only the link goes
+                stale.unlink(missing_ok=True)
             on_event(Notice("warn", f"Removed {stale.name} left by an interrupted backup", STEP_ID))
         final = backup_dir / backup_name(KIND, at)
         if final.exists():

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from preskool_dr.core.base import files, procs
+from preskool_dr.core.base import files, paths, procs
 from preskool_dr.core.base.database import libpq_env
 from preskool_dr.core.base.errors import DrError
 from preskool_dr.core.base.events import EventSink, Notice, ignore_events
@@ -100,6 +100,24 @@ class _CompanionDump:
         self.final = companion_path(backup)
         self.part = self.final.with_name(f".{self.final.name}.part")
         self.errors: list[str] = []
+        # made here, new and 0600, for pg_dump to fill: pg_dump --file would create it
+        # 0666 & ~umask (readable by the group while the whole database is written) and
+        # follow a symlink planted at its name
+        try:
+            os.close(
+                paths.open_private_file(
+                    self.part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, "companion's .part"
+                )
+            )
+        except FileExistsError:
+            raise DrError(
+                f"something is already at {self.part} (the sweep under the backup lock "
+                "removed what a killed run left, so someone put it there): nothing was "
+                f"written - remove it (rm {self.part}), check who can write to "
+                f"{self.part.parent}, and run the backup again"
+            ) from None
+        except OSError as exc:
+            raise DrError(f"cannot create {self.part}: {exc.strerror or exc}") from None
         argv = [
             "pg_dump",
             "--format=custom",
@@ -131,9 +149,8 @@ class _CompanionDump:
                 f"pg_dump --format=custom failed (exit status {code}): {first} - "
                 "nothing was saved; fix the cause and run the backup again"
             )
-        fd = os.open(self.part, os.O_RDONLY)
+        fd = paths.open_private_file(self.part, os.O_RDONLY, "companion's .part")
         try:
-            os.fchmod(fd, files.PRIVATE_FILE_MODE)  # pg_dump --file made it 0666 & ~umask
             os.fsync(fd)
         finally:
             os.close(fd)
