@@ -30,9 +30,11 @@ from textual.worker import WorkerCancelled, WorkerFailed
 from preskool_dr.core.base.events import StepStatus, utcnow
 from preskool_dr.core.base.notify import Notifier
 from preskool_dr.core.base.settings import Config
+from preskool_dr.core.base.steps import StepId
 from preskool_dr.core.pitr.run import PitrRun
 from preskool_dr.core.restore.engine import Engine
 from preskool_dr.core.restore.notices import RestoreNotifications
+from preskool_dr.core.restore.steps.recreate_db import production_state
 from preskool_dr.tui.hang_up import (
     EXIT_DONE,
     EXIT_FAILED,
@@ -177,20 +179,44 @@ class DrApp(RunWorkerApp):
         if self.pitr_run is not None and (screen := self.pitr_screen()):
             screen.ask_to_stop()
             return
-        running = self.running_step()
-        if running is not None and self.engine is not None:
-            record = self.engine.step(running)
-            self.push_screen(
-                QuitScreen(f"Step {record.number} ({record.title})", self.engine.state.run_id),
-                self._quit_answered,
-            )
+        question = self._quit_question()
+        if question is not None:
+            self.push_screen(QuitScreen(*question), self._quit_answered)
             return
         await self.stop_and_exit()
 
+    def _quit_question(self) -> tuple[str, str] | None:
+        """What to ask before quitting (title, text): while a step runs, or once the run
+        has taken the app offline or touched the database and is not finished; None: quit."""
+        if self.engine is None:
+            return None
+        state = self.engine.state
+        back = (
+            f"the run stays resumable: start preskool-dr again and choose run {state.run_id}, "
+            f"or `preskool-dr restore --resume {state.run_id}`."
+        )
+        running = self.running_step()
+        if running is not None:
+            record = self.engine.step(running)
+            return (
+                "Quit while a step runs?",
+                f"Step {record.number} ({record.title}) is running. Quitting stops it and "
+                f"records it as interrupted; {back}",
+            )
+        offline = state.step(StepId.APP_OFFLINE).status is StepStatus.DONE
+        touched = state.step(StepId.RECREATE_DB).status is not StepStatus.PENDING
+        if state.finished or not (offline or touched):
+            return None
+        left = ", ".join(f"{r.number} {r.title}" for r in state.steps if not r.settled)
+        return (
+            "Quit with the run half done?",
+            f"{'The app is offline and ' if offline else ''}{production_state(state)}. "
+            f"Not done yet: {left}. Quitting leaves it so; {back}",
+        )
+
     async def _quit_answered(self, quit_now: bool | None) -> None:
         if quit_now:
-            self.interrupted = True
-            await self.stop_and_exit()
+            await self.stop_and_exit()  # interrupted only if a step still runs by now
 
     async def stop_and_exit(self) -> None:
         """Stop the running step, wait until the engine has recorded it, then leave."""

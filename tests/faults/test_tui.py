@@ -31,6 +31,7 @@ from preskool_dr.core.restore.engine import OUTPUT_TAIL
 from preskool_dr.core.restore.journal import Journal
 from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.screens.confirm_name import ConfirmNameScreen
+from preskool_dr.tui.screens.quit_confirm import QuitScreen
 from preskool_dr.tui.screens.resume_run import ResumeRunScreen
 from preskool_dr.tui.widgets.log_panel import MAX_LINES
 from preskool_dr.tui.widgets.summary_panel import SummaryPanel
@@ -352,7 +353,9 @@ async def flood_the_log(app: DrApp, site: Site, release: Path) -> None:
         assert not any(line.endswith(" #1") for line in lines)
         # what came after the flood is there too (a long line wraps: rejoin the last rows)
         assert "App offline: done" in " ".join(lines[-4:])
-        await pilot.press("q")
+        await pilot.press("q")  # the app is offline: asked first
+        await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen), "quit question")
+        await pilot.press("y")
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 from textual.pilot import Pilot
+from textual.widgets import Input
 
 from preskool_dr.core.base.config import load_config
 from preskool_dr.core.base.events import StepStatus
@@ -179,6 +180,7 @@ async def confirm_recreate(pilot: Pilot[Any], database: Database) -> None:
     await pilot.pause()
     assert isinstance(app.screen, ConfirmNameScreen)
     assert "nothing was changed" in screen_text(pilot)
+    assert app.screen.query_one("#confirm-input", Input).value == ""  # a retry starts clean
     await pilot.press("escape")
     await pilot.pause()
     assert not isinstance(app.screen, ConfirmNameScreen)

@@ -17,6 +17,7 @@ from preskool_dr.tui.app import DrApp
 from preskool_dr.tui.screens.quit_confirm import QuitScreen
 from tests.support.site import Site
 from tests.support.tui import (
+    confirm_recreate,
     log_text,
     run_selected,
     screen_text,
@@ -64,6 +65,37 @@ def test_quit_while_a_step_runs_asks_then_records_it(slow_site: Site) -> None:
     asyncio.run(start_slow_step(app))
     assert_interrupted_and_resumable(slow_site, app)
     assert app.engine is not None and not app.engine._locks.target.held  # the lock is released
+
+
+async def quit_half_done(app: DrApp, site: Site) -> None:
+    """Steps 2-5 done (the app offline, the database recreated): q asks, names what is left
+    and where production is; n stays, y quits without marking any step interrupted."""
+    async with app.run_test(size=(80, 24)) as pilot:
+        await start_run(pilot)
+        for step_id in ("download", "verify", "app_offline"):
+            await run_selected(pilot, step_id)
+        await confirm_recreate(pilot, site.db)
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen), "quit question")
+        text = screen_text(pilot)
+        assert "half done" in text and "app is offline" in text, text
+        await pilot.press("n")
+        await pilot.pause()
+        assert not isinstance(app.screen, QuitScreen)
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen), "quit question")
+        await pilot.press("y")
+        await wait_for_exit(app)
+
+
+def test_quit_with_the_run_half_done_asks_first(site: Site) -> None:
+    site.backup()
+    app = DrApp(site.config())
+    asyncio.run(quit_half_done(app, site))
+    assert app.return_code == 130  # unfinished: resumable
+    (state,) = Journal(site.config().state_dir).unfinished()
+    assert state.step("recreate_db").status is StepStatus.DONE
+    assert not any("interrupted" in r.detail for r in state.steps)
 
 
 async def sigterm_mid_step(app: DrApp) -> None:

@@ -47,6 +47,7 @@ class ConfirmNameScreen(ModalScreen[str | None]):
             error.update(f"Nothing typed: type {self.expected} exactly. Nothing was changed.")
         elif typed != self.expected:
             error.update(f"{typed!r} is not {self.expected!r}: nothing was changed. Try again.")
+            event.input.value = ""  # the next try starts clean, not appended to this one
         else:
             self.dismiss(typed)
 

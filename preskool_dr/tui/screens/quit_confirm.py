@@ -1,4 +1,4 @@
-"""Quitting while a step runs: say what happens to the step, then ask."""
+"""Quitting while a step runs, or with a run half done: say what it leaves, then ask."""
 
 from __future__ import annotations
 
@@ -12,25 +12,23 @@ from textual.widgets import Static
 
 
 class QuitScreen(ModalScreen[bool]):
+    """`title` asks; `text` says what quitting leaves behind and how to come back."""
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "answer(True)", "Quit", id="quit-yes"),
         Binding("n,escape", "answer(False)", "Keep running", id="quit-no"),
     ]
 
-    def __init__(self, step_title: str, run_id: str) -> None:
+    def __init__(self, title: str, text: str) -> None:
         super().__init__()
-        self.step_title = step_title
-        self.run_id = run_id
+        self.title_text = title
+        self.text = text
 
     def compose(self) -> ComposeResult:
         with Vertical(id="quit-dialog", classes="dialog -warning") as dialog:
-            dialog.border_title = "Quit while a step runs?"
-            yield Static(
-                f"{self.step_title} is running. Quitting stops it and records it as "
-                f"interrupted; the run stays resumable: start preskool-dr again and choose "
-                f"run {self.run_id}, or `preskool-dr restore --resume {self.run_id}`."
-            )
-            yield Static("y quits · n or Esc keeps it running", classes="dialog-keys")
+            dialog.border_title = self.title_text
+            yield Static(self.text)
+            yield Static("y quits · n or Esc stays", classes="dialog-keys")
 
     def action_answer(self, quit_now: bool) -> None:
         self.dismiss(quit_now)
