@@ -519,6 +519,34 @@ def test_a_backup_dir_others_can_write_is_refused_before_any_download(
     assert list(backup_dir.iterdir()) == []
 
 
+@pytest.mark.parametrize("kind", ["daily", "base"])
+@pytest.mark.parametrize("how", ["group-writable", "foreign"])
+def test_a_backup_into_a_backup_dir_others_control_is_refused(
+    dr_env: dict[str, str], kind: str, how: str
+) -> None:
+    """`backup` writes as root into BACKUP_DIR: one its group or others can write, or that
+    belongs to another user (wal-push running as postgres once made it), is refused before
+    anything is written there, naming the fix."""
+    from preskool_dr.core.backup.take import run_backup
+
+    backup_dir = Path(dr_env["BACKUP_DIR"])
+    if how == "foreign":
+        if os.geteuid() != 0:
+            pytest.skip("needs root to give a folder to another user")
+        os.chown(backup_dir, 65534, 65534)
+        fix = "chown"
+    else:
+        backup_dir.chmod(0o770)
+        fix = f"chmod go-w {backup_dir}"
+    config = load_config(REPO / "runbook.yaml", env=os.environ)
+
+    with pytest.raises(DrError) as refused:
+        run_backup(config, kind, upload=False)
+
+    assert_says(str(refused.value), "BACKUP_DIR", str(backup_dir), "nothing was saved", fix)
+    assert list(backup_dir.iterdir()) == []
+
+
 def base_in_bucket(bucket: str, members: dict[str, bytes]) -> str:
     name = backup_name("base", GOOD_AT)
     for member, data in members.items():
@@ -557,7 +585,7 @@ def test_a_folder_someone_else_made_for_a_base_backup_is_refused(
     with pytest.raises(DrError) as refused:
         fetch_backup(config, f"s3://{s3_bucket}/{PREFIX}{name}")
 
-    assert_says(str(refused.value), str(planted), "belongs to uid 65534", "nothing was downloaded")
+    assert_says(str(refused.value), str(planted), "(uid 65534)", "nothing was downloaded")
     assert list(planted.iterdir()) == []
 
 
@@ -599,6 +627,12 @@ def test_check_warns_about_a_backup_dir_others_can_enter(base_env: dict[str, str
         line = check_line(result.stdout.splitlines(), "backup_dir_permissions")
         assert_says(line, "WARNING", str(check_env), f"chmod 700 {check_env}")
         assert ("refuse to download" in line) == (open_mode == 0o770), line
+    if os.geteuid() == 0:  # another user's folder, however private
+        os.chown(check_env, 65534, 65534)
+        check_env.chmod(0o700)
+        line = check_line(cli("check").stdout.splitlines(), "backup_dir_permissions")
+        assert_says(line, "WARNING", "belongs to uid 65534", f"chown 0 {check_env}")
+        os.chown(check_env, 0, 0)
     check_env.chmod(0o700)
     result = cli("check")
     assert result.returncode == 0, result.stdout

@@ -55,6 +55,7 @@ from preskool_dr.core.base.events import (
     ignore_events,
     utcnow,
 )
+from preskool_dr.core.base.paths import trusted_folder
 from preskool_dr.core.base.settings import Config, DatabaseSettings
 from preskool_dr.core.storage import checksum
 from preskool_dr.core.storage.backup_names import BASE_PREFIX, backup_name
@@ -86,6 +87,7 @@ def run_base_backup(
     recipients = age.recipients(config.encryption.recipients) if config.encryption.enabled else None
     backup_dir = config.backups.dir
     ensure_dir(backup_dir)
+    trusted_folder(backup_dir, "BACKUP_DIR", follow=True, nothing="nothing was saved")
     with backup_dir_lock(backup_dir):
         for stale in backup_dir.glob(f".{BASE_PREFIX}*{_TEMP_SUFFIX}"):
             if stale.is_dir() and not stale.is_symlink():

@@ -39,7 +39,7 @@ from preskool_dr.core.base.errors import (
 )
 from preskool_dr.core.base.events import EventSink, Notice, ignore_events, utcnow
 from preskool_dr.core.base.lock import ServerLock
-from preskool_dr.core.base.paths import ensure_private_dir
+from preskool_dr.core.base.paths import ensure_private_dir, trusted_folder
 from preskool_dr.core.base.settings import Config, DatabaseSettings
 from preskool_dr.core.storage import checksum
 from preskool_dr.core.storage.backup_names import backup_name
@@ -137,6 +137,7 @@ def _logical_backup(
             f"cannot create BACKUP_DIR {backup_dir}: {exc.strerror} - "
             "create it (writable by this user) or set BACKUP_DIR"
         ) from None
+    trusted_folder(backup_dir, "BACKUP_DIR", follow=True, nothing="nothing was saved")
     with backup_dir_lock(backup_dir):
         _remove_stale_parts(backup_dir, on_event)
         encrypt = config.encryption.enabled

@@ -173,6 +173,33 @@ def secure_dir(path: Path, *, follow_symlink: bool) -> Path:
     return path
 
 
+def trusted_folder(path: Path, what: str, *, follow: bool, nothing: str) -> None:
+    """DrError unless `path` is a folder of root or this user that group and others cannot
+    write: preskool-dr writes there as root, and anyone else who can write to it could plant
+    a backup or swap a path for a symbolic link between our check and our write. `follow`:
+    `path` may be a symbolic link to such a folder (BACKUP_DIR on a bigger disk); else a
+    link is refused. `nothing` says what did not happen ("nothing was downloaded")."""
+    try:
+        info = path.stat() if follow else path.lstat()
+    except OSError as exc:
+        raise DrError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    me = os.geteuid()
+    if not stat.S_ISDIR(info.st_mode):
+        problem, fix = "is not a folder (a symbolic link or a file)", f"remove it (rm {path})"
+    elif info.st_uid not in (0, me):
+        problem = f"belongs to {_user(info.st_uid)} (uid {info.st_uid}), not to {_user(me)} or root"
+        fix = f"chown {_user(me)} {path} after checking what is in it"
+    elif info.st_mode & 0o022:
+        problem = f"can be written by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
+        fix = f"chmod go-w {path}"
+    else:
+        return
+    raise DrError(
+        f"{what} {path} {problem}: another local user could plant files there or swap them "
+        f"for symbolic links; {nothing} - {fix}, and retry"
+    )
+
+
 def _root_shared(folder: Path) -> bool:
     """`folder` is root's and this user is not root (a system install's state folder)."""
     try:

@@ -228,7 +228,21 @@ def _permission_checks(config: Config) -> tuple[CheckResult, ...]:
         mode = directory.stat().st_mode
     except OSError:
         return ()
-    if not stat.S_ISDIR(mode) or not mode & (stat.S_IROTH | stat.S_IXOTH | 0o022):
+    if not stat.S_ISDIR(mode):
+        return ()
+    owner = directory.stat().st_uid
+    if owner not in (0, os.geteuid()):
+        return (
+            CheckResult(
+                "backup_dir_permissions",
+                Status.WARNING,
+                f"BACKUP_DIR {directory} belongs to uid {owner}, not to this user or root: "
+                "that user could plant backups there, so backups and restores from S3 refuse "
+                f"it; check what is in it, then run `chown {os.geteuid()} {directory}`",
+                stat.S_IMODE(mode),
+            ),
+        )
+    if not mode & (stat.S_IROTH | stat.S_IXOTH | 0o022):
         return ()
     fix = f"chmod 700 {directory}"
     try:

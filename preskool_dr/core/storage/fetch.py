@@ -22,7 +22,12 @@ from preskool_dr.core.base.errors import (
 )
 from preskool_dr.core.base.events import EventSink, Notice, ignore_events
 from preskool_dr.core.base.files import atomic_write
-from preskool_dr.core.base.paths import UnsafeNameError, ensure_private_dir, inside
+from preskool_dr.core.base.paths import (
+    UnsafeNameError,
+    ensure_private_dir,
+    inside,
+    trusted_folder,
+)
 from preskool_dr.core.base.settings import Config
 from preskool_dr.core.base.space import free_bytes, shortfall
 from preskool_dr.core.storage.backup_names import PART_SUFFIX
@@ -43,6 +48,8 @@ from preskool_dr.core.storage.meta import read_meta
 from preskool_dr.core.storage.s3_classes import ARCHIVED_CLASSES
 from preskool_dr.core.storage.s3_groups import S3Group, s3_group_for
 from preskool_dr.core.storage.streamcheck import StreamCheck
+
+NOTHING = "nothing was downloaded"
 
 if TYPE_CHECKING:  # boto3 loads when a backup is fetched from S3, not for a local one
     from preskool_dr.core.storage.s3store import S3Object, S3Store
@@ -81,33 +88,6 @@ def ensure_dir(directory: Path) -> None:
         raise DrError(
             f"cannot create {directory}: {exc.strerror or exc}; set BACKUP_DIR to a writable folder"
         ) from None
-
-
-def _download_folder(directory: Path, *, top: bool) -> None:
-    """DrError unless `directory` is safe to download into as this user: BACKUP_DIR (`top`;
-    it may be a symbolic link to a bigger disk) that group and others cannot write, or a
-    folder inside it (a folder backup's) that is a real folder of this user's that group and
-    others cannot write. Anyone who can write to such a folder can swap what is downloaded
-    there for a symbolic link between our check of a path and our writing to it."""
-    try:
-        info = directory.stat() if top else directory.lstat()
-    except OSError as exc:
-        raise DrError(f"cannot read {directory}: {exc.strerror or exc}") from None
-    problem = None
-    if not stat.S_ISDIR(info.st_mode):
-        problem = "is not a folder (a symbolic link or a file someone put there)"
-    elif not top and info.st_uid != os.geteuid():
-        problem = f"belongs to uid {info.st_uid}, not to this user (uid {os.geteuid()})"
-    elif info.st_mode & 0o022:
-        problem = f"can be written by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
-    if problem is not None:
-        fix = (
-            f"chmod go-w {directory}" if "written" in problem else f"remove it (rm -r {directory})"
-        )
-        raise DrError(
-            f"{directory} {problem}: another local user could redirect what preskool-dr "
-            f"downloads there; nothing was downloaded - {fix}, and retry"
-        )
 
 
 def _save_small(store: S3Store, name: str, dest: Path) -> None:
@@ -175,7 +155,7 @@ def fetch_backup(
     dest = inside(directory, name)  # every local path made from a remote name: see paths
     _check_download_space(store, group, dest, with_companion)
     ensure_dir(directory)
-    _download_folder(directory, top=True)
+    trusted_folder(directory, "BACKUP_DIR", follow=True, nothing=NOTHING)
     if group.main is not None:
         _save_small(store, name + SIDECAR_SUFFIX, sidecar_path(dest))
         _save_small(store, name + META_SUFFIX, meta_path(dest))
@@ -210,7 +190,8 @@ def fetch_backup(
         ensure_dir(target.parent)
         parts = Path(member).parts[:-1]
         for depth in range(len(parts) + 1):  # the backup's folder and each one below it
-            _download_folder(dest.joinpath(*parts[:depth]), top=False)
+            level = dest.joinpath(*parts[:depth])
+            trusted_folder(level, "the backup's folder", follow=False, nothing=NOTHING)
         folder.download(
             member, target, on_event=on_event, step_id=step_id, cancel=cancel, known=obj
         )
