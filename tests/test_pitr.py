@@ -687,3 +687,34 @@ def test_pitr_killed_after_its_server_started_is_reattached_by_resume(
     only_the_rows_before_the_target(scenario, port)
     final = json.loads(next((state / "pitr").glob("*.json")).read_text())
     assert final["result"] == "done" and final["rpo_seconds"] < 3600
+
+
+def test_the_data_directory_is_made_ours_before_anything_is_written(tmp_path: Path) -> None:
+    """An empty --data-dir of the server's OS user (PITR.md's example) is given to this user,
+    0700, before the base backup goes in: that user cannot plant a link into it while it is
+    written as root. A symbolic link is refused, its target untouched; so is a folder that
+    is no longer empty."""
+    from preskool_dr.core.base.errors import DrError
+    from preskool_dr.core.pitr.datadir import take_data_dir
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a folder to another user")
+    theirs = tmp_path / "recovered"
+    theirs.mkdir(mode=0o755)
+    os.chown(theirs, 65534, 65534)
+    take_data_dir(theirs)
+    info = theirs.stat()
+    assert (info.st_uid, info.st_mode & 0o777) == (0, 0o700)
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o755)
+    os.chown(elsewhere, 65534, 65534)
+    link = tmp_path / "link"
+    link.symlink_to(elsewhere)
+    with pytest.raises(DrError, match="never followed"):
+        take_data_dir(link)
+    assert elsewhere.stat().st_uid == 65534 and elsewhere.stat().st_mode & 0o777 == 0o755
+
+    (theirs / "PG_VERSION").write_text("15\n")
+    with pytest.raises(DrError, match="no longer empty"):
+        take_data_dir(theirs)

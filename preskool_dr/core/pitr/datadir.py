@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import os
 import shutil
 import tarfile
 import threading
@@ -65,8 +66,7 @@ def extract_base_backup(
     identities = None
     if encrypted.exists():
         identities = age.need_identities(identity, f"base backup {backup_path.name}")
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    data_dir.chmod(0o700)
+    take_data_dir(data_dir)
     if identities is not None:
         _extract_tar(encrypted, data_dir, on_event, cancel, identities)
         return
@@ -75,6 +75,34 @@ def extract_base_backup(
     if wal_tar.exists():
         (data_dir / "pg_wal").mkdir(mode=0o700, exist_ok=True)
         _extract_tar(wal_tar, data_dir / "pg_wal", on_event, cancel)
+
+
+def take_data_dir(data_dir: Path) -> None:
+    """Make `data_dir` ours before anything is written into it: new, or an empty folder
+    that may belong to the server's OS user (PITR.md's example), which is given to this user
+    with mode 0700, so no one else can put a link into it while it is written as root (its
+    tree goes to the server's OS user at the end). A symbolic link is refused, never
+    followed."""
+    data_dir.parent.mkdir(parents=True, exist_ok=True)  # the server must reach it: not 0700
+    with contextlib.suppress(FileExistsError):
+        data_dir.mkdir(mode=0o700)
+    try:
+        fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise DrError(
+            f"--data-dir {data_dir} cannot be used ({exc.strerror or exc}; a symbolic link is "
+            "never followed): choose a new folder, nothing was written"
+        ) from None
+    try:
+        os.fchown(fd, os.geteuid(), os.getegid())
+        os.fchmod(fd, 0o700)
+        if os.listdir(fd):
+            raise DrError(
+                f"--data-dir {data_dir} is no longer empty (someone wrote into it after pitr "
+                "checked it): choose a new folder, nothing was written"
+            )
+    finally:
+        os.close(fd)
 
 
 def manifest_mismatch(backup_path: Path, data_dir: Path, cancel: threading.Event) -> str | None:

@@ -12,6 +12,7 @@ import os
 import pwd
 import re
 import shlex
+import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -108,8 +109,8 @@ def write_missing_config_files(data_dir: Path) -> Iterator[str]:
     has none, yielding each name once it is written."""
     for name, text in _DEFAULT_FILES.items():
         path = data_dir / name
-        if not path.exists():
-            path.write_text(text)
+        if not os.path.lexists(path):
+            _write(path, text, os.O_CREAT | os.O_EXCL)
             yield name
 
 
@@ -119,7 +120,8 @@ def write_recovery_settings(
     """recovery.signal, and the settings appended to postgresql.auto.conf under `comment`:
     replay with `restore` (see restore_command) up to `target` (UTC), then promote."""
     (data_dir / "standby.signal").unlink(missing_ok=True)
-    (data_dir / "recovery.signal").write_text("")
+    (data_dir / "recovery.signal").unlink(missing_ok=True)
+    _write(data_dir / "recovery.signal", "", os.O_CREAT | os.O_EXCL)
     settings = {
         "port": str(port),
         "restore_command": restore,
@@ -137,13 +139,27 @@ def write_recovery_settings(
         f"# {comment}",
         *(f"{key} = '{value.replace(chr(39), chr(39) * 2)}'" for key, value in settings.items()),
     ]
-    with auto.open("a", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
+    _write(auto, "\n".join(lines) + "\n", os.O_CREAT | os.O_APPEND)
     if running_as_root():
         _chown_tree(data_dir, SERVER_OS_USER)
 
 
+def _write(path: Path, text: str, flags: int) -> None:
+    """Write `text` to `path` in the data directory, never through a symbolic link (one the
+    base backup's tar held would lead elsewhere in it)."""
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | flags, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
 def _chown_tree(root: Path, user: str) -> None:
+    info = os.lstat(root)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise DrError(
+            f"{root} changed while pitr wrote it (it is no longer the folder pitr made its "
+            "own): someone with write access to its parent folder replaced it; nothing was "
+            f"given to {user} - check that folder, then run pitr again into a new one"
+        )
     entry = pwd.getpwnam(user)
     for folder, dirs, files in os.walk(root):
         os.chown(folder, entry.pw_uid, entry.pw_gid)
