@@ -144,6 +144,9 @@ def test_resolve_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path.parent)
     record = resolve_backup(config, "./my-copy.sql.gz")
     assert record.local_path == copy and record.kind == "unknown" and not record.has_md5
+    # a bare name is not looked for in the current folder (anyone's /tmp): said as a hint
+    with pytest.raises(NotFoundError, match=r"say \./my-copy\.sql\.gz"):
+        resolve_backup(config, "my-copy.sql.gz")
     for spec in ("preskool-backup-20990101_000000.sql.gz", "/nowhere/x.sql.gz"):
         with pytest.raises(NotFoundError) as missing:
             resolve_backup(config, spec)

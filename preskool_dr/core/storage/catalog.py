@@ -5,6 +5,7 @@ Backup names are in backup_names; downloads in fetch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -373,10 +374,9 @@ def resolve_backup(config: Config, spec: str) -> BackupRecord:
     if in_dir.exists():
         return _local_record(in_dir)
     if repo.has_s3:
-        try:
+        with contextlib.suppress(NotFoundError):
             return _s3_lookup(config, repo.s3, spec)
-        except NotFoundError:
-            pass
-    if Path(spec).exists():
-        return _local_record(Path(spec).resolve())
-    raise NotFoundError(f"backup {spec!r} not found in {where}; run `preskool-dr list`")
+    # a bare name is never looked up in the current folder (anyone's /tmp, say): a file
+    # there is named as a path (./NAME), on purpose
+    hint = f" (for the file in this folder, say ./{spec})" if Path(spec).exists() else ""
+    raise NotFoundError(f"backup {spec!r} not found in {where}{hint}; run `preskool-dr list`")
