@@ -88,6 +88,9 @@ async def finish_run(pilot: Pilot[Any], site: Site) -> None:
     assert "Run step" not in text and "Retry" not in text  # the footer: nothing runs again
     assert "blocked" not in text
     assert "Drop aside copy" in text  # d, in the footer while the summary has focus
+    await pilot.press("1", "5")  # another panel and back: d works again
+    await pilot.pause()
+    assert "Drop aside copy" in screen_text(pilot)
     await pilot.press("d")
     await wait_for(pilot, lambda: isinstance(app.screen, ConfirmNameScreen), "drop-aside dialog")
     assert state.aside_db in screen_text(pilot)

@@ -246,6 +246,8 @@ class ChecklistScreen(RunScreen):
         if name == "summary" and not self.panels.run_ended:
             return  # the summary is there once the run has ended
         self.panels.show(name)
+        if name == "summary":  # focused again, so its keys (d) and scrolling work
+            self.panels.query_one(SummaryPanel).focus()
 
     def action_show_backups(self) -> None:
         self.panels.show("backups")
