@@ -73,12 +73,14 @@ class DestructionPreviewed(Message):
 
 
 class BackupsListed(Message):
-    """The local and S3 catalog, with a line saying where it looked."""
+    """The local and S3 catalog, with a line saying where it looked, and what could not be
+    listed or read (each also a line of the log)."""
 
-    def __init__(self, records: list[BackupRecord], note: str) -> None:
+    def __init__(self, records: list[BackupRecord], note: str, warnings: list[str]) -> None:
         super().__init__()
         self.records = records
         self.note = note
+        self.warnings = warnings
 
 
 class GlacierRestoreRequested(Message):

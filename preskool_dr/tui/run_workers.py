@@ -152,7 +152,9 @@ class RunWorkerApp(NoticeApp):
             f" and s3://{backups.s3_bucket}" if backups.s3_bucket else " (no S3 bucket set)"
         )
         note = f"{len(records)} backups in {where}" if records else f"No backups found in {where}"
-        return BackupsListed(records, "; ".join([note, *warnings]))
+        if warnings:  # a place that could not be listed is not a place without backups
+            note = f"{note.replace('No backups found', 'No backups listed')}; not all could be read (the log, 4, says why; F5 lists again)"
+        return BackupsListed(records, "; ".join([note, *warnings]), warnings)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="s3", name="glacier")
     def request_glacier_restore(self, record: BackupRecord) -> GlacierRestoreRequested:

@@ -185,3 +185,27 @@ def test_the_browser_shows_the_object_lock_and_its_date() -> None:
     assert storage_text(locked) == f"STANDARD (locked COMPLIANCE to {until:%Y-%m-%d})"
     expired = replace(locked, lock_until=now - timedelta(days=1))
     assert lock_text(expired) == ""
+
+
+async def list_with_s3_down(app: DrApp) -> None:
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("enter")  # incident declared now
+        await wait_for(pilot, lambda: "No backups listed" in screen_text(pilot), "the note")
+        text = screen_text(pilot)
+        assert "No backups found" not in text  # S3 was never listed: not "none there"
+        await wait_for(pilot, lambda: "cannot" in log_text(app), "why, in the log")
+
+
+def test_an_unreachable_bucket_is_not_an_empty_one(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No local backups and the S3 endpoint down: the browser says the backups could not all
+    be listed (not "none found"), where to read why, and the log holds the reason."""
+    from preskool_dr.core.base.ports import free_port
+
+    monkeypatch.setenv("S3_BUCKET", "preskool-nowhere")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    asyncio.run(list_with_s3_down(DrApp(site.config())))

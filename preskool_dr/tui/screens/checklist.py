@@ -149,6 +149,8 @@ class ChecklistScreen(RunScreen):
 
     def on_backups_listed(self, message: BackupsListed) -> None:
         self.browser.set_backups(message.records, message.note)
+        for warning in message.warnings:
+            self.host.notify(warning, title="Backups", severity="warning", source="backups")
 
     def on_glacier_restore_requested(self, message: GlacierRestoreRequested) -> None:
         self.host.notify(message.answer, title="Glacier restore", source="s3")
