@@ -383,13 +383,19 @@ def test_companion_swapped_after_step_4_is_never_loaded(site: Site, before_step:
         record = engine.run_step("verify")
         assert record.status is StepStatus.DONE, record.detail
         assert engine.state.verify is not None and engine.state.verify.skipped is None
-        for step_id in ("recreate_db", "restore")[("recreate_db", "restore").index(before_step) :]:
-            record = engine.run_step(step_id, confirmation=site.db.name)
-            assert record.status is StepStatus.DONE, record.detail
-        assert "pg_restore" not in record.detail
+        steps = ("recreate_db", "restore")
+        restores_the_plain_file(engine, site, *steps[steps.index(before_step) :])
     finally:
         engine.close()
     assert site.checksum() == sum_at_backup
+
+
+def restores_the_plain_file(engine: Engine, site: Site, *step_ids: str) -> None:
+    """`step_ids` (steps 5 and 6, or 6) run and pass, and step 6 loads the .sql.gz."""
+    for step_id in step_ids:
+        record = engine.run_step(step_id, confirmation=site.db.name)
+        assert record.status is StepStatus.DONE, record.detail
+    assert "pg_restore" not in record.detail
 
 
 def test_after_step_5_step_4_accepts_no_other_companion(site: Site) -> None:
@@ -418,9 +424,7 @@ def test_after_step_5_step_4_accepts_no_other_companion(site: Site) -> None:
         assert any("not the one step 4 accepted before step 5" in w for w in warnings)
         assert engine.state.verify is not None and engine.state.verify.skipped is None
         assert engine.state.backup is not None and engine.state.backup.companion_md5 is None
-        record = engine.run_step("restore", confirmation=site.db.name)
-        assert record.status is StepStatus.DONE, record.detail
-        assert "pg_restore" not in record.detail
+        restores_the_plain_file(engine, site, "restore")
     finally:
         engine.close()
     assert site.checksum() == sum_at_backup
