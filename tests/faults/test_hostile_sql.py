@@ -34,7 +34,7 @@ from preskool_dr.core.storage.dumptext import MetaCommandError
 from tests.support.backups import backup_sql, dump_gz, insert_before, rewrite_backup
 from tests.support.db import APP_ROLE, Database, libpq
 from tests.support.leaks import PASSWORD
-from tests.support.loaders import assert_same, psql_children, server_sessions
+from tests.support.loaders import assert_same, psql_children, server_sessions, wait_until
 from tests.support.runbook import write_runbook
 from tests.support.site import Site
 
@@ -239,7 +239,7 @@ def test_stuck_session_fails_on_the_watchdog(
     assert "did not answer its sync marker (INDEX zz_wait) for 2 s" in message
     assert "waits for a lock (advisory) held by pid" in message
     assert psql_children() == []
-    assert server_sessions(target) == 0
+    wait_until(lambda: server_sessions(target) == 0, "no session of the load left")
 
 
 def test_sql_in_the_preamble_runs_once(scratch: Callable[[], Database], tmp_path: Path) -> None:
