@@ -151,9 +151,11 @@ class RunWorkerApp(NoticeApp):
         where = f"{backups.dir}" + (
             f" and s3://{backups.s3_bucket}" if backups.s3_bucket else " (no S3 bucket set)"
         )
-        note = f"{len(records)} backups in {where}" if records else f"No backups found in {where}"
-        if warnings:  # a place that could not be listed is not a place without backups
-            note = f"{note.replace('No backups found', 'No backups listed')}; not all could be read (the log, 4, says why; F5 lists again)"
+        # a place that could not be listed is not a place without backups
+        none = "No backups listed" if warnings else "No backups found"
+        note = f"{len(records)} backups in {where}" if records else f"{none} in {where}"
+        if warnings:
+            note += "; not all could be read (the log, 4, says why; F5 lists again)"
         return BackupsListed(records, "; ".join([note, *warnings]), warnings)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="s3", name="glacier")

@@ -225,12 +225,12 @@ def _permission_checks(config: Config) -> tuple[CheckResult, ...]:
     private or missing (the backup checks say)."""
     directory = config.backups.dir
     try:
-        mode = directory.stat().st_mode
+        info = directory.stat()
     except OSError:
         return ()
+    mode, owner = info.st_mode, info.st_uid
     if not stat.S_ISDIR(mode):
         return ()
-    owner = directory.stat().st_uid
     if owner not in (0, os.geteuid()):
         return (
             CheckResult(
@@ -249,7 +249,7 @@ def _permission_checks(config: Config) -> tuple[CheckResult, ...]:
         wal_dir = (directory / WAL_DIRNAME).stat()
     except OSError:
         wal_dir = None
-    if wal_dir is not None and wal_dir.st_uid != directory.stat().st_uid:
+    if wal_dir is not None and wal_dir.st_uid != owner:
         # WAL archiving: the server's OS user must still enter BACKUP_DIR to reach wal/.
         group = _group_name(wal_dir.st_gid)
         fix = f"chgrp {group} {directory} && chmod 750 {directory}"
